@@ -1,0 +1,54 @@
+# One OBJECT library per instruction-set level, each compiling csrc/cpu/kernels/kernels.cpp
+# with that level's flags and namespace. Flags go on these libraries only: never a global
+# -march, never -march=native, so one binary runs on every CPU of the architecture.
+
+set(GDFAST_ISAS "")
+
+# gdfast_add_isa(<name> <lane header> [flags...])
+function(gdfast_add_isa name header)
+  set(target gdfast_isa_${name})
+  add_library(${target} OBJECT ${PROJECT_SOURCE_DIR}/csrc/cpu/kernels/kernels.cpp)
+  target_link_libraries(${target} PRIVATE gdfast_config)
+  target_compile_definitions(${target} PRIVATE GDFAST_ISA_NAMESPACE=${name}
+                                               GDFAST_ISA_HEADER="cpu/simd/${header}")
+  target_compile_options(${target} PRIVATE ${ARGN})
+  set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+  target_compile_definitions(gdfast_config INTERFACE GDFAST_HAVE_ISA_${name})
+  set(GDFAST_ISAS ${GDFAST_ISAS} ${name} PARENT_SCOPE)
+endfunction()
+
+string(TOLOWER "${CMAKE_SYSTEM_PROCESSOR}" _gdfast_cpu)
+if(MSVC)
+  set(_gdfast_scalar_flags "")
+else()
+  # The scalar level is the one-lane reference: keep the compiler from vectorizing it.
+  set(_gdfast_scalar_flags -fno-tree-vectorize)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    set(_gdfast_scalar_flags -fno-vectorize -fno-slp-vectorize)
+  endif()
+endif()
+gdfast_add_isa(scalar vec_scalar.h ${_gdfast_scalar_flags})
+
+if(_gdfast_cpu MATCHES "^(x86_64|amd64|x64)$")
+  if(MSVC)
+    set(_gdfast_v3_flags /arch:AVX2)
+    set(_gdfast_v4_flags /arch:AVX512)
+  else()
+    # x86-64-v3 and -v4 spelled out, for compilers that predate the level names.
+    set(_gdfast_v3_flags -mavx2 -mfma -mbmi -mbmi2 -mf16c -mlzcnt -mmovbe)
+    set(_gdfast_v4_flags ${_gdfast_v3_flags} -mavx512f -mavx512bw -mavx512dq -mavx512vl
+                         -mavx512cd)
+    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+      # GCC's own _mm512_sqrt_ps passes _mm512_undefined_ps() and then warns about it.
+      list(APPEND _gdfast_v4_flags -Wno-maybe-uninitialized)
+    endif()
+  endif()
+  gdfast_add_isa(baseline vec_sse2.h)
+  gdfast_add_isa(avx2 vec_avx2.h ${_gdfast_v3_flags})
+  gdfast_add_isa(avx512 vec_avx512.h ${_gdfast_v4_flags})
+elseif(_gdfast_cpu MATCHES "^(aarch64|arm64)$")
+  gdfast_add_isa(neon vec_neon.h)
+else()
+  message(STATUS "gdfast: no SIMD kernels for '${CMAKE_SYSTEM_PROCESSOR}'; scalar level only")
+endif()
+message(STATUS "gdfast: CPU kernel levels: ${GDFAST_ISAS}")

@@ -1,0 +1,45 @@
+// Turns the tensor arguments of one optimizer call into a checked StepArgs. Every check
+// (type, dtype, shape, contiguity, alignment, writability, list lengths, overlapping memory)
+// runs before any kernel does, so a rejected call leaves every array untouched.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/step_args.h"
+
+namespace gdfast::bindings {
+
+namespace py = pybind11;
+
+// One tensor argument of an op: a single array, or a list/tuple with one array per tensor.
+struct TensorArg {
+  const char* name;
+  py::handle value;
+  bool written;  // updated in place (must be writeable, must not overlap anything)
+};
+
+class TensorBatch {
+ public:
+  // Raises TypeError / ValueError naming the argument (e.g. "exp_avg[3]: ...").
+  explicit TensorBatch(std::initializer_list<TensorArg> args);
+
+  Dtype dtype() const { return dtype_; }
+  StepArgs step_args() const {
+    return {num_arrays_, num_tensors_, arrays_.data(), offsets_.data(), nullptr};
+  }
+
+ private:
+  Dtype dtype_ = Dtype::kFloat32;
+  int num_arrays_ = 0;
+  index_t num_tensors_ = 0;
+  std::vector<void*> arrays_;     // tensor-major, num_arrays_ per tensor
+  std::vector<index_t> offsets_;  // num_tensors_ + 1
+};
+
+// Raises ValueError("<name>: required when <why>") if value is None.
+void require(py::handle value, const char* name, const char* why);
+
+}  // namespace gdfast::bindings

@@ -1,0 +1,11 @@
+// Each register_*.cpp adds one group of functions to the extension module.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace gdfast::bindings {
+
+void register_optim(pybind11::module_& m);
+void register_info(pybind11::module_& m);
+
+}  // namespace gdfast::bindings

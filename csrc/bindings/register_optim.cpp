@@ -1,0 +1,71 @@
+// One entry point per optimizer: positional arguments only (keyword parsing is left to the
+// thin Python wrappers in gdfast/ops.py, which also check hyperparameter ranges).
+#include "bindings/convert.h"
+#include "bindings/register.h"
+#include "cpu/dispatch.h"
+#include "optim/registry.h"
+
+namespace gdfast::bindings {
+namespace {
+
+template <class Rule>
+void run(const TensorBatch& batch, const typename Rule::Hyper& hyper) {
+  py::gil_scoped_release release;
+  cpu::run_step<Rule>(hyper, batch.dtype(), batch.step_args());
+}
+
+void sgd(py::handle param, py::handle grad, py::handle momentum_buffer, index_t step, double lr,
+         double momentum, double dampening, bool nesterov, double weight_decay, bool maximize) {
+  const optim::Sgd::Hyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize, step};
+  if (momentum == 0.0) {
+    run<optim::Sgd>(TensorBatch({{"param", param, true}, {"grad", grad, false}}), hyper);
+    return;
+  }
+  require(momentum_buffer, "momentum_buffer", "momentum != 0");
+  run<optim::Sgd>(TensorBatch({{"param", param, true},
+                               {"grad", grad, false},
+                               {"momentum_buffer", momentum_buffer, true}}),
+                  hyper);
+}
+
+void adam(py::handle param, py::handle grad, py::handle exp_avg, py::handle exp_avg_sq,
+          py::handle max_exp_avg_sq, index_t step, double lr, double beta1, double beta2,
+          double eps, double weight_decay, bool decoupled_weight_decay, bool amsgrad,
+          bool maximize) {
+  const optim::Adam::Hyper hyper{lr,       beta1,   beta2,    eps, weight_decay,
+                                 decoupled_weight_decay, amsgrad, maximize, step};
+  if (!amsgrad) {
+    run<optim::Adam>(TensorBatch({{"param", param, true},
+                                  {"grad", grad, false},
+                                  {"exp_avg", exp_avg, true},
+                                  {"exp_avg_sq", exp_avg_sq, true}}),
+                     hyper);
+    return;
+  }
+  require(max_exp_avg_sq, "max_exp_avg_sq", "amsgrad=True");
+  run<optim::Adam>(TensorBatch({{"param", param, true},
+                                {"grad", grad, false},
+                                {"exp_avg", exp_avg, true},
+                                {"exp_avg_sq", exp_avg_sq, true},
+                                {"max_exp_avg_sq", max_exp_avg_sq, true}}),
+                   hyper);
+}
+
+void lion(py::handle param, py::handle grad, py::handle exp_avg, double lr, double beta1,
+          double beta2, double weight_decay, bool maximize) {
+  const optim::Lion::Hyper hyper{lr, beta1, beta2, weight_decay, maximize};
+  run<optim::Lion>(TensorBatch({{"param", param, true},
+                                {"grad", grad, false},
+                                {"exp_avg", exp_avg, true}}),
+                   hyper);
+}
+
+}  // namespace
+
+void register_optim(py::module_& m) {
+  m.def("sgd", &sgd);
+  m.def("adam", &adam);
+  m.def("lion", &lion);
+}
+
+}  // namespace gdfast::bindings

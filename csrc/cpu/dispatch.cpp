@@ -1,0 +1,100 @@
+#include "cpu/dispatch.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "cpu/isa.h"
+#include "cpu/parallel.h"
+
+namespace gdfast::cpu {
+namespace {
+
+// Below this many elements per thread a wake-up costs more than the work it saves.
+constexpr index_t kMinElementsPerThread = 1 << 14;
+// Thread ranges start on multiples of this many elements (a cache line of doubles or more),
+// so two threads rarely write the same line.
+constexpr index_t kSplitGranule = 64;
+
+const KernelTable* table_by_name(const std::string& name) {
+#define GDFAST_ISA(isa) \
+  if (name == #isa) return &kernel_table_##isa();
+#include "cpu/isa_list.def"
+#undef GDFAST_ISA
+  return nullptr;
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+const KernelTable* checked_table(const std::string& name, const char* source) {
+  const KernelTable* table = table_by_name(name);
+  if (table == nullptr) {
+    throw std::invalid_argument(std::string(source) + ": unknown ISA level '" + name +
+                                "'; this build has: " + join(compiled_isas()));
+  }
+  for (const auto& s : supported_isas()) {
+    if (s == name) return table;
+  }
+  throw std::invalid_argument(std::string(source) + ": ISA level '" + name +
+                              "' is not supported by this CPU; supported: " +
+                              join(supported_isas()));
+}
+
+const KernelTable* initial_table() {
+  const char* env = std::getenv("GDFAST_ISA");
+  if (env != nullptr && *env != '\0') return checked_table(env, "GDFAST_ISA");
+  return table_by_name(supported_isas().back());
+}
+
+std::atomic<const KernelTable*> g_active{nullptr};
+
+struct RangeJob {
+  StepFn fn;
+  const StepArgs* args;
+  index_t total;
+  int parts;
+};
+
+void run_part(void* ctx, int part) {
+  const auto& job = *static_cast<const RangeJob*>(ctx);
+  const auto bound = [&](int p) {
+    if (p == job.parts) return job.total;
+    return (job.total / job.parts * p) / kSplitGranule * kSplitGranule;
+  };
+  const index_t begin = bound(part), end = bound(part + 1);
+  if (begin < end) job.fn(*job.args, begin, end);
+}
+
+}  // namespace
+
+const KernelTable& active_kernels() {
+  const KernelTable* table = g_active.load(std::memory_order_acquire);
+  if (table == nullptr) {
+    table = initial_table();
+    g_active.store(table, std::memory_order_release);
+  }
+  return *table;
+}
+
+void set_active_isa(const std::string& name) {
+  g_active.store(checked_table(name, "isa"), std::memory_order_release);
+}
+
+void run_parallel(StepFn fn, const StepArgs& args) {
+  const index_t total = args.offsets[args.num_tensors];
+  if (total == 0) return;
+  const index_t useful = total / kMinElementsPerThread;
+  const int threads = get_num_threads();
+  RangeJob job{fn, &args, total, useful < threads ? static_cast<int>(useful) : threads};
+  if (job.parts <= 1) {
+    fn(args, 0, total);
+    return;
+  }
+  parallel_run(job.parts, run_part, &job);
+}
+
+}  // namespace gdfast::cpu

@@ -1,0 +1,32 @@
+// Compiled once per instruction set, with that set's flags and
+// GDFAST_ISA_NAMESPACE / GDFAST_ISA_HEADER defined by cmake/GdfastIsa.cmake.
+#include GDFAST_ISA_HEADER
+
+#include "cpu/kernel_table.h"
+#include "cpu/kernels/elementwise.h"
+
+namespace gdfast::cpu {
+namespace GDFAST_ISA_NAMESPACE {
+
+#define GDFAST_STRINGIFY2(x) #x
+#define GDFAST_STRINGIFY(x) GDFAST_STRINGIFY2(x)
+
+constexpr KernelTable kTable = {
+    GDFAST_STRINGIFY(GDFAST_ISA_NAMESPACE),
+    Lane<float>::kLanes,
+    {
+#define GDFAST_OPTIMIZER(name, Rule) \
+  {flag_table<optim::Rule, float>(), flag_table<optim::Rule, double>()},
+#include "optim/optimizers.def"
+#undef GDFAST_OPTIMIZER
+    }};
+
+}  // namespace GDFAST_ISA_NAMESPACE
+
+#define GDFAST_TABLE_ACCESSOR2(isa) kernel_table_##isa
+#define GDFAST_TABLE_ACCESSOR(isa) GDFAST_TABLE_ACCESSOR2(isa)
+const KernelTable& GDFAST_TABLE_ACCESSOR(GDFAST_ISA_NAMESPACE)() {
+  return GDFAST_ISA_NAMESPACE::kTable;
+}
+
+}  // namespace gdfast::cpu

@@ -1,0 +1,18 @@
+// gdfast's own small thread pool: created on first use, threads parked between calls, one
+// parallel region per optimizer call. Not OpenMP, so it never fights torch's runtime.
+#pragma once
+
+namespace gdfast::cpu {
+
+// Threads a step may use (the caller's thread included). Default: GDFAST_NUM_THREADS if set,
+// else the CPUs in this process's affinity mask.
+int get_num_threads();
+// n >= 1. Waits for a region in flight to finish first.
+void set_num_threads(int n);
+
+// Runs fn(ctx, part) for part in [0, parts), part 0 on the calling thread; returns when all
+// are done. parts <= get_num_threads(). If another thread is using the pool, runs every part
+// on the calling thread instead (results are the same; only the speed differs).
+void parallel_run(int parts, void (*fn)(void* ctx, int part), void* ctx);
+
+}  // namespace gdfast::cpu

@@ -1,0 +1,33 @@
+// One-lane "SIMD" in plain C++: the portable reference level, and the proof that the
+// vectorized levels compute exactly what the scalar rule computes.
+#pragma once
+
+#include "cpu/simd/vec.h"
+#include "optim/lane_math.h"
+
+namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
+
+template <class T>
+struct ScalarOps {
+  using Scalar = T;
+  using Native = T;
+  static constexpr int kLanes = 1;
+  static T set1(T x) { return x; }
+  static T loadu(const T* p) { return *p; }
+  static void storeu(T* p, T x) { *p = x; }
+  static T load_partial(const T* p, index_t) { return *p; }
+  static void store_partial(T* p, index_t, T x) { *p = x; }
+  static T add(T a, T b) { return a + b; }
+  static T sub(T a, T b) { return a - b; }
+  static T mul(T a, T b) { return a * b; }
+  static T div(T a, T b) { return a / b; }
+  static T neg(T a) { return -a; }
+  static T sqrt(T a) { return optim::lane_sqrt(a); }
+  static T max(T a, T b) { return optim::lane_max(a, b); }
+  static T sign(T a) { return optim::lane_sign(a); }
+};
+
+template <class T>
+using Lane = simd::Vec<ScalarOps<T>>;
+
+}  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE

@@ -1,0 +1,95 @@
+// Adam (Kingma & Ba 2015, Algorithm 1) and AdamW (Loshchilov & Hutter 2019, Algorithm 2,
+// decoupled weight decay), with AMSGrad (Reddi et al. 2018) and maximize, in the operation
+// order of torch.optim.Adam's documented algorithm:
+//   g <- -g if maximize
+//   p <- p * (1 - lr * wd) if decoupled, else g <- g + wd * p
+//   m <- m + (1 - beta1) * (g - m)            (torch: exp_avg.lerp_(grad, 1 - beta1))
+//   v <- beta2 * v + (1 - beta2) * g * g
+//   vmax <- max(vmax, v) if amsgrad
+//   p <- p - (lr / bc1) * m / (sqrt(v or vmax) / sqrt(bc2) + eps)
+// with the bias corrections bc_i = 1 - beta_i^step computed once per call in double.
+#pragma once
+
+#include <cmath>
+
+#include "core/config.h"
+#include "optim/lane_math.h"
+
+namespace gdfast::optim {
+
+struct Adam {
+  enum Flag : unsigned {
+    kDecoupled = 1u << 0,
+    kAmsgrad = 1u << 1,
+    kMaximize = 1u << 2,
+    kWeightDecay = 1u << 3,
+  };
+  static constexpr int kNumFlags = 4;
+  static constexpr int kMaxStates = 3;  // exp_avg, exp_avg_sq, max_exp_avg_sq
+
+  struct Hyper {
+    double lr, beta1, beta2, eps, weight_decay;
+    bool decoupled, amsgrad, maximize;
+    index_t step;
+  };
+
+  template <class T>
+  struct Coef {
+    T one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps,
+        weight_decay, decay_factor;
+  };
+
+  static unsigned flags(const Hyper& h) {
+    unsigned f = 0;
+    if (h.decoupled) f |= kDecoupled;
+    if (h.amsgrad) f |= kAmsgrad;
+    if (h.maximize) f |= kMaximize;
+    if (h.weight_decay != 0.0) f |= kWeightDecay;
+    return f;
+  }
+
+  template <class T>
+  static Coef<T> coef(const Hyper& h) {
+    const double step = static_cast<double>(h.step);
+    const double bias_correction1 = 1.0 - std::pow(h.beta1, step);
+    const double bias_correction2 = 1.0 - std::pow(h.beta2, step);
+    return {T(1.0 - h.beta1),
+            T(h.beta2),
+            T(1.0 - h.beta2),
+            T(-h.lr / bias_correction1),
+            T(std::sqrt(bias_correction2)),
+            T(h.eps),
+            T(h.weight_decay),
+            T(1.0 - h.lr * h.weight_decay)};
+  }
+
+  template <unsigned F>
+  static constexpr int num_states() {
+    return (F & kAmsgrad) ? 3 : 2;
+  }
+
+  template <unsigned F, class V, class T>
+  GDFAST_HD static void update(V& p, V g, V* state, const Coef<T>& c) {
+    V& m = state[0];
+    V& v = state[1];
+    if constexpr ((F & kMaximize) != 0) g = -g;
+    if constexpr ((F & kWeightDecay) != 0) {
+      if constexpr ((F & kDecoupled) != 0) {
+        p = p * c.decay_factor;
+      } else {
+        g = g + p * c.weight_decay;
+      }
+    }
+    m = m + (g - m) * c.one_minus_beta1;
+    v = v * c.beta2 + g * g * c.one_minus_beta2;
+    V second_moment = v;
+    if constexpr ((F & kAmsgrad) != 0) {
+      state[2] = lane_max(state[2], v);
+      second_moment = state[2];
+    }
+    const V denom = lane_sqrt(second_moment) / c.bias_correction2_sqrt + c.eps;
+    p = p + (m / denom) * c.neg_step_size;
+  }
+};
+
+}  // namespace gdfast::optim

@@ -1,0 +1,75 @@
+// SGD with momentum, dampening, Nesterov momentum, L2 weight decay and maximize, as
+// torch.optim.SGD (Sutskever et al. 2013 form of Nesterov momentum):
+//   g <- -g if maximize;  g <- g + wd * p
+//   b <- g on the first step, else b <- momentum * b + (1 - dampening) * g
+//   g <- g + momentum * b if nesterov, else g <- b
+//   p <- p - lr * g
+#pragma once
+
+#include "core/config.h"
+#include "optim/lane_math.h"
+
+namespace gdfast::optim {
+
+struct Sgd {
+  enum Flag : unsigned {
+    kMomentum = 1u << 0,
+    kNesterov = 1u << 1,
+    kFirstStep = 1u << 2,
+    kWeightDecay = 1u << 3,
+    kMaximize = 1u << 4,
+  };
+  static constexpr int kNumFlags = 5;
+  static constexpr int kMaxStates = 1;  // momentum_buffer
+
+  struct Hyper {
+    double lr, momentum, dampening, weight_decay;
+    bool nesterov, maximize;
+    index_t step;
+  };
+
+  template <class T>
+  struct Coef {
+    T neg_lr, momentum, one_minus_dampening, weight_decay;
+  };
+
+  static unsigned flags(const Hyper& h) {
+    unsigned f = 0;
+    if (h.momentum != 0.0) f |= kMomentum | (h.nesterov ? kNesterov : 0u) | (h.step == 1 ? kFirstStep : 0u);
+    if (h.weight_decay != 0.0) f |= kWeightDecay;
+    if (h.maximize) f |= kMaximize;
+    return f;
+  }
+
+  template <class T>
+  static Coef<T> coef(const Hyper& h) {
+    return {T(-h.lr), T(h.momentum), T(1.0 - h.dampening), T(h.weight_decay)};
+  }
+
+  template <unsigned F>
+  static constexpr int num_states() {
+    return (F & kMomentum) ? 1 : 0;
+  }
+
+  template <unsigned F, class V, class T>
+  GDFAST_HD static void update(V& p, V g, V* state, const Coef<T>& c) {
+    if constexpr ((F & kMaximize) != 0) g = -g;
+    if constexpr ((F & kWeightDecay) != 0) g = g + p * c.weight_decay;
+    if constexpr ((F & kMomentum) != 0) {
+      V& buf = state[0];
+      if constexpr ((F & kFirstStep) != 0) {
+        buf = g;
+      } else {
+        buf = buf * c.momentum + g * c.one_minus_dampening;
+      }
+      if constexpr ((F & kNesterov) != 0) {
+        g = g + buf * c.momentum;
+      } else {
+        g = buf;
+      }
+    }
+    p = p + g * c.neg_lr;
+  }
+};
+
+}  // namespace gdfast::optim

@@ -1,0 +1,37 @@
+"""Which SIMD level runs the kernels: introspection and in-process override."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterator, List, Union
+
+from . import _core
+
+__all__ = ["isa_info", "use_isa", "set_isa"]
+
+
+def isa_info() -> Dict[str, Union[str, List[str]]]:
+    """``{"compiled": [...], "supported": [...], "active": name}``, levels lowest first.
+    ``scalar`` is the one-lane reference level; ``baseline`` is SSE2 on x86-64."""
+    return {
+        "compiled": _core.compiled_isas(),
+        "supported": _core.supported_isas(),
+        "active": _core.active_isa(),
+    }
+
+
+def set_isa(name: str) -> None:
+    """Switch every later step of this process to level ``name`` (ValueError if this build
+    lacks it or this CPU cannot run it)."""
+    _core.set_active_isa(name)
+
+
+@contextlib.contextmanager
+def use_isa(name: str) -> Iterator[None]:
+    """Run the enclosed steps on level ``name``, then restore the previous level."""
+    previous = _core.active_isa()
+    set_isa(name)
+    try:
+        yield
+    finally:
+        set_isa(previous)

@@ -1,0 +1,86 @@
+"""Functional optimizer steps, in place, one fused pass.
+
+Every tensor argument is either one array or a list/tuple of arrays (one per tensor, all
+lists the same length); a list is stepped in a single call with a single parallel region.
+Arrays must be C-contiguous float32 or float64, param and states writeable, and all arrays
+of one call the same dtype. A rejected call raises before any array is written.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from ._spec import checker
+
+Tensors = Union[np.ndarray, Sequence[np.ndarray]]
+
+__all__ = ["sgd_", "adam_", "lion_"]
+
+_check_sgd = checker("sgd", ("step", "lr", "momentum", "dampening", "weight_decay"))
+_check_adam = checker("adam", ("step", "lr", "beta1", "beta2", "eps", "weight_decay"))
+_check_lion = checker("lion", ("lr", "beta1", "beta2", "weight_decay"))
+
+
+def sgd_(
+    param: Tensors,
+    grad: Tensors,
+    momentum_buffer: Optional[Tensors] = None,
+    *,
+    step: int,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    """One torch.optim.SGD step. ``step`` is the 1-based count after this update; on step 1
+    the momentum buffer is set to the gradient (its old contents are ignored)."""
+    _check_sgd(step, lr, momentum, dampening, weight_decay)
+    if nesterov and (momentum <= 0.0 or dampening != 0.0):
+        raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
+    _core.sgd(param, grad, momentum_buffer, step, lr, momentum, dampening, nesterov,
+              weight_decay, maximize)
+
+
+def adam_(
+    param: Tensors,
+    grad: Tensors,
+    exp_avg: Tensors,
+    exp_avg_sq: Tensors,
+    *,
+    step: int,
+    lr: float = 1e-3,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    amsgrad: bool = False,
+    max_exp_avg_sq: Optional[Tensors] = None,
+    maximize: bool = False,
+) -> None:
+    """One Adam step (AdamW with ``decoupled_weight_decay=True``), as torch.optim.Adam.
+    ``step`` is the 1-based count after this update (for the bias corrections)."""
+    _check_adam(step, lr, beta1, beta2, eps, weight_decay)
+    _core.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
+               weight_decay, decoupled_weight_decay, amsgrad, maximize)
+
+
+def lion_(
+    param: Tensors,
+    grad: Tensors,
+    exp_avg: Tensors,
+    *,
+    lr: float = 1e-4,
+    beta1: float = 0.9,
+    beta2: float = 0.99,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    """One Lion step (Chen et al. 2023) with decoupled weight decay."""
+    _check_lion(lr, beta1, beta2, weight_decay)
+    _core.lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, maximize)
