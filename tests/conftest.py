@@ -1,0 +1,31 @@
+"""Shared fixtures: every ISA level this CPU supports, thread counts, dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gdfast
+
+SUPPORTED_ISAS = gdfast.isa_info()["supported"]
+
+
+@pytest.fixture(params=SUPPORTED_ISAS, ids=lambda name: f"isa={name}")
+def isa(request: pytest.FixtureRequest):
+    """Runs the test body under each supported SIMD level (scalar, baseline, avx2, ...)."""
+    with gdfast.use_isa(request.param):
+        yield request.param
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
+def dtype(request: pytest.FixtureRequest):
+    return request.param
+
+
+@pytest.fixture(params=[1, 2, 3], ids=lambda n: f"threads={n}")
+def threads(request: pytest.FixtureRequest):
+    """Runs the test body with gdfast using n threads, then restores the previous count."""
+    previous = gdfast.get_num_threads()
+    gdfast.set_num_threads(request.param)
+    yield request.param
+    gdfast.set_num_threads(previous)
