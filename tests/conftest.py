@@ -29,3 +29,17 @@ def threads(request: pytest.FixtureRequest):
     gdfast.set_num_threads(request.param)
     yield request.param
     gdfast.set_num_threads(previous)
+
+
+def run_python(code: str, **env_overrides: str):
+    """Runs `code` in a fresh interpreter with the installed gdfast (never the source tree:
+    the working directory is a temporary one). Returns the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GDFAST_ISA", "GDFAST_NUM_THREADS")}
+    env.update(env_overrides)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=tempfile.gettempdir(), timeout=120)

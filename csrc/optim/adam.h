@@ -7,7 +7,10 @@
 //   v <- beta2 * v + (1 - beta2) * g * g
 //   vmax <- max(vmax, v) if amsgrad
 //   p <- p - (lr / bc1) * m / (sqrt(v or vmax) / sqrt(bc2) + eps)
-// with the bias corrections bc_i = 1 - beta_i^step computed once per call in double.
+// with the bias corrections bc_i = 1 - beta_i^step computed once per call in double. The
+// last line is evaluated in the equivalent form of Kingma & Ba's Section 2 (last paragraph),
+//   p <- p - (lr * sqrt(bc2) / bc1) * m / (sqrt(v) + eps * sqrt(bc2)),
+// which needs one division per element instead of two (the loop is divide-bound in cache).
 #pragma once
 
 #include <cmath>
@@ -35,8 +38,8 @@ struct Adam {
 
   template <class T>
   struct Coef {
-    T one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps,
-        weight_decay, decay_factor;
+    T one_minus_beta1, beta2, one_minus_beta2, neg_step_size, eps_hat, weight_decay,
+        decay_factor;
   };
 
   static unsigned flags(const Hyper& h) {
@@ -52,13 +55,12 @@ struct Adam {
   static Coef<T> coef(const Hyper& h) {
     const double step = static_cast<double>(h.step);
     const double bias_correction1 = 1.0 - std::pow(h.beta1, step);
-    const double bias_correction2 = 1.0 - std::pow(h.beta2, step);
+    const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(h.beta2, step));
     return {T(1.0 - h.beta1),
             T(h.beta2),
             T(1.0 - h.beta2),
-            T(-h.lr / bias_correction1),
-            T(std::sqrt(bias_correction2)),
-            T(h.eps),
+            T(-h.lr * bias_correction2_sqrt / bias_correction1),
+            T(h.eps * bias_correction2_sqrt),
             T(h.weight_decay),
             T(1.0 - h.lr * h.weight_decay)};
   }
@@ -87,7 +89,7 @@ struct Adam {
       state[2] = lane_max(state[2], v);
       second_moment = state[2];
     }
-    const V denom = lane_sqrt(second_moment) / c.bias_correction2_sqrt + c.eps;
+    const V denom = lane_sqrt(second_moment) + c.eps_hat;
     p = p + (m / denom) * c.neg_step_size;
   }
 };
