@@ -60,12 +60,33 @@ void lion(py::handle param, py::handle grad, py::handle exp_avg, double lr, doub
                    hyper);
 }
 
+// The access pattern of an optimizer with `states` state arrays (see optim/stream.h).
+void stream(py::handle param, py::handle grad, py::tuple states, double scale) {
+  const optim::Stream::Hyper hyper{scale, static_cast<int>(states.size())};
+  const TensorArg p{"param", param, true}, g{"grad", grad, false};
+  const auto s = [&](int k) { return TensorArg{"state", states[k], true}; };
+  switch (states.size()) {
+    case 0:
+      return run<optim::Stream>(TensorBatch({p, g}), hyper);
+    case 1:
+      return run<optim::Stream>(TensorBatch({p, g, s(0)}), hyper);
+    case 2:
+      return run<optim::Stream>(TensorBatch({p, g, s(0), s(1)}), hyper);
+    case 3:
+      return run<optim::Stream>(TensorBatch({p, g, s(0), s(1), s(2)}), hyper);
+    default:
+      throw py::value_error("states: expected 0 to 3 arrays, got " +
+                            std::to_string(states.size()));
+  }
+}
+
 }  // namespace
 
 void register_optim(py::module_& m) {
   m.def("sgd", &sgd);
   m.def("adam", &adam);
   m.def("lion", &lion);
+  m.def("stream", &stream);
 }
 
 }  // namespace gdfast::bindings

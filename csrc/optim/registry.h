@@ -4,6 +4,7 @@
 #include "optim/adam.h"
 #include "optim/lion.h"
 #include "optim/sgd.h"
+#include "optim/stream.h"
 
 namespace gdfast::optim {
 
