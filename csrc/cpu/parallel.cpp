@@ -1,9 +1,11 @@
 #include "cpu/parallel.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <new>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -28,9 +30,22 @@
 namespace gdfast::cpu {
 namespace {
 
-// Spin this many relax instructions (tens of microseconds) before parking: back-to-back
-// calls (one per param group) then skip the futex wake-up, and an idle pool costs nothing.
-constexpr int kSpinIterations = 1 << 14;
+// Spin this long before parking: back-to-back calls (one per param group) then skip the
+// futex wake-up, while an idle pool costs nothing.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+// Spins until done() or kSpin has passed; returns done().
+template <class Done>
+bool spin_until(Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      GDFAST_CPU_RELAX();
+    }
+    if (std::chrono::steady_clock::now() > deadline) return done();
+  }
+}
 
 int default_num_threads() {
   if (const char* env = std::getenv("GDFAST_NUM_THREADS")) {
@@ -79,10 +94,7 @@ class Pool {
     }
     wake_.notify_all();
     fn(ctx, 0);
-    for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i) {
-      GDFAST_CPU_RELAX();
-    }
-    if (pending_.load(std::memory_order_acquire) != 0) {
+    if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
       std::unique_lock<std::mutex> lock(mutex_);
       done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
     }
@@ -92,11 +104,7 @@ class Pool {
   void work(int index) {
     std::uint64_t seen = 0;
     for (;;) {
-      for (int i = 0; i < kSpinIterations && generation_.load(std::memory_order_acquire) == seen;
-           ++i) {
-        GDFAST_CPU_RELAX();
-      }
-      if (generation_.load(std::memory_order_acquire) == seen) {
+      if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
       }
@@ -121,13 +129,19 @@ class Pool {
   int parts_ = 0;
 };
 
-std::mutex g_region_mutex;  // one parallel region at a time; guards g_pool and g_threads
-Pool* g_pool = nullptr;     // created on first parallel use
-int g_threads = 0;          // 0: not yet read from the environment
+std::mutex g_region_mutex;       // one parallel region at a time; guards g_pool
+Pool* g_pool = nullptr;          // created on first parallel use
+std::atomic<int> g_threads{0};   // 0: not yet read from the environment
 
-int threads_locked() {
-  if (g_threads == 0) g_threads = default_num_threads();
-  return g_threads;
+// Lock-free, so that a caller never waits for another thread's region just to learn this.
+int num_threads() {
+  int n = g_threads.load(std::memory_order_relaxed);
+  if (n == 0) {
+    int expected = 0;
+    n = default_num_threads();
+    if (!g_threads.compare_exchange_strong(expected, n)) n = expected;
+  }
+  return n;
 }
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -141,24 +155,21 @@ const int g_atfork_registered = pthread_atfork(nullptr, nullptr, forget_pool_in_
 
 }  // namespace
 
-int get_num_threads() {
-  std::lock_guard<std::mutex> lock(g_region_mutex);
-  return threads_locked();
-}
+int get_num_threads() { return num_threads(); }
 
 void set_num_threads(int n) {
   std::lock_guard<std::mutex> lock(g_region_mutex);
-  if (n == g_threads) return;
+  if (n == num_threads()) return;
   delete g_pool;
   g_pool = nullptr;
-  g_threads = n;
+  g_threads.store(n);
 }
 
 void parallel_run(int parts, void (*fn)(void* ctx, int part), void* ctx) {
   if (parts > 1) {
     std::unique_lock<std::mutex> lock(g_region_mutex, std::try_to_lock);
     if (lock.owns_lock()) {
-      if (g_pool == nullptr) g_pool = new Pool(threads_locked());
+      if (g_pool == nullptr) g_pool = new Pool(num_threads());
       if (parts <= g_pool->threads()) {
         g_pool->run(parts, fn, ctx);
         return;
