@@ -3,7 +3,10 @@
 #include <pybind11/numpy.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
+
+#include "bindings/dlpack.h"
 
 namespace gdfast::bindings {
 namespace {
@@ -26,32 +29,156 @@ struct NamedArg {
   throw py::value_error(who.str() + ": " + what);
 }
 
-std::string shape_str(const py::detail::PyArray_Proxy* a) {
-  std::string s = "(";
-  for (int d = 0; d < a->nd; ++d) s += (d > 0 ? ", " : "") + std::to_string(a->dimensions[d]);
-  return s + (a->nd == 1 ? ",)" : ")");
-}
+// What the checks need to know of an array, whichever protocol it came through.
+struct ArrayInfo {
+  char* data = nullptr;
+  int ndim = 0;
+  const std::int64_t* shape = nullptr;
+  bool dtype_ok = false;  // float32 or float64, native byte order, one lane
+  Dtype dtype = Dtype::kFloat32;
+  std::string dtype_text;  // for messages, filled only when !dtype_ok
+  bool contiguous = false;
+  bool writeable = false;
+  std::int32_t device_type = dlpack::kDLCPU;
+  std::int32_t device_id = 0;
+};
 
-bool same_shape(const py::detail::PyArray_Proxy* a, const py::detail::PyArray_Proxy* b) {
-  return a->nd == b->nd && std::equal(a->dimensions, a->dimensions + a->nd, b->dimensions);
-}
+static_assert(sizeof(std::int64_t) == sizeof(Py_ssize_t), "numpy dimensions are 64-bit here");
 
-bool dtype_of(const py::detail::PyArray_Proxy* a, Dtype* out) {
+ArrayInfo from_numpy(PyObject* obj) {
+  const auto* a = py::detail::array_proxy(obj);
   const auto* descr = py::detail::array_descriptor_proxy(a->descr);
+  ArrayInfo info;
+  info.data = a->data;
+  info.ndim = a->nd;
+  info.shape = reinterpret_cast<const std::int64_t*>(a->dimensions);
   const bool native = descr->byteorder != '>';  // gdfast builds only for little-endian hosts
   if (native && descr->type_num == npy_api::NPY_FLOAT_) {
-    *out = Dtype::kFloat32;
-    return true;
+    info.dtype_ok = true;
+  } else if (native && descr->type_num == npy_api::NPY_DOUBLE_) {
+    info.dtype_ok = true;
+    info.dtype = Dtype::kFloat64;
+  } else {
+    info.dtype_text = py::str(py::handle(obj).attr("dtype")).cast<std::string>();
   }
-  if (native && descr->type_num == npy_api::NPY_DOUBLE_) {
-    *out = Dtype::kFloat64;
-    return true;
-  }
-  return false;
+  info.contiguous = (a->flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_) != 0 &&
+                    (a->flags & npy_api::NPY_ARRAY_ALIGNED_) != 0;
+  info.writeable = (a->flags & npy_api::NPY_ARRAY_WRITEABLE_) != 0;
+  return info;
 }
 
-std::string describe_dtype(py::handle array) {
-  return py::str(array.attr("dtype")).cast<std::string>();
+std::string dlpack_dtype_text(const dlpack::DataType& t) {
+  std::string name;
+  switch (t.code) {
+    case dlpack::kDLInt: name = "int"; break;
+    case dlpack::kDLUInt: name = "uint"; break;
+    case dlpack::kDLFloat: name = "float"; break;
+    case dlpack::kDLBfloat: name = "bfloat"; break;
+    case dlpack::kDLComplex: name = "complex"; break;
+    case dlpack::kDLBool: return "bool";
+    default: name = "type code " + std::to_string(t.code) + " of "; break;
+  }
+  name += std::to_string(t.bits);
+  return t.lanes == 1 ? name : name + "x" + std::to_string(t.lanes);
+}
+
+// Consumes obj.__dlpack__(): the capsule is renamed to "used_..." and its deleter recorded
+// in `consumed`, to be called once when the call is over (the protocol's ownership rule).
+ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, std::vector<ConsumedDlpack>& consumed) {
+  const py::handle h(obj);
+  if (!py::hasattr(h, "__dlpack__")) {
+    fail_type(who, std::string("expected a numpy.ndarray or a DLPack tensor (torch.Tensor, "
+                               "cupy.ndarray, ...), got ") + Py_TYPE(obj)->tp_name);
+  }
+  py::object capsule;
+  try {
+    try {
+      capsule = h.attr("__dlpack__")(py::arg("max_version") = py::make_tuple(1, 0));
+    } catch (py::error_already_set& e) {
+      if (!e.matches(PyExc_TypeError)) throw;
+      capsule = h.attr("__dlpack__")();  // a producer that predates DLPack 1.0
+    }
+  } catch (py::error_already_set& e) {
+    fail_value(who, std::string("could not be exported through DLPack: ") +
+                        py::str(e.value()).cast<std::string>());
+  }
+  const char* name = PyCapsule_GetName(capsule.ptr());
+  const bool versioned = name != nullptr && std::string(name) == dlpack::kCapsuleVersioned;
+  if (!versioned && (name == nullptr || std::string(name) != dlpack::kCapsule)) {
+    fail_type(who, "__dlpack__ returned something other than a DLPack capsule");
+  }
+  void* managed = PyCapsule_GetPointer(capsule.ptr(), name);
+  if (managed == nullptr) throw py::error_already_set();
+  PyCapsule_SetName(capsule.ptr(), versioned ? dlpack::kCapsuleVersionedUsed : dlpack::kCapsuleUsed);
+  consumed.push_back({managed, versioned});
+
+  const dlpack::Tensor* t = nullptr;
+  bool read_only = false;
+  if (versioned) {
+    const auto* mt = static_cast<const dlpack::ManagedTensorVersioned*>(managed);
+    if (mt->version.major != 1) {
+      fail_type(who, "DLPack major version " + std::to_string(mt->version.major) +
+                         " is not supported (gdfast reads 1.x)");
+    }
+    t = &mt->dl_tensor;
+    read_only = (mt->flags & dlpack::kFlagReadOnly) != 0;
+  } else {
+    t = &static_cast<const dlpack::ManagedTensor*>(managed)->dl_tensor;
+  }
+
+  ArrayInfo info;
+  info.data = static_cast<char*>(t->data) + t->byte_offset;
+  info.ndim = t->ndim;
+  info.shape = t->shape;
+  info.device_type = t->device.device_type;
+  info.device_id = t->device.device_id;
+  const dlpack::DataType& dt = t->dtype;
+  if (dt.code == dlpack::kDLFloat && dt.lanes == 1 && (dt.bits == 32 || dt.bits == 64)) {
+    info.dtype_ok = true;
+    info.dtype = dt.bits == 32 ? Dtype::kFloat32 : Dtype::kFloat64;
+  } else {
+    info.dtype_text = dlpack_dtype_text(dt);
+  }
+  // Compact row-major; a dimension of extent 1 may carry any stride.
+  info.contiguous = true;
+  if (t->strides != nullptr) {
+    std::int64_t expected = 1;
+    for (int d = t->ndim - 1; d >= 0; --d) {
+      if (t->shape[d] != 1 && t->strides[d] != expected) info.contiguous = false;
+      expected *= t->shape[d];
+    }
+  }
+  const auto element = static_cast<std::uintptr_t>(dt.bits / 8 > 0 ? dt.bits / 8 : 1);
+  if (reinterpret_cast<std::uintptr_t>(info.data) % element != 0) info.contiguous = false;
+  info.writeable = !read_only;
+  return info;
+}
+
+std::string shape_str(const ArrayInfo& a) {
+  std::string s = "(";
+  for (int d = 0; d < a.ndim; ++d) s += (d > 0 ? ", " : "") + std::to_string(a.shape[d]);
+  return s + (a.ndim == 1 ? ",)" : ")");
+}
+
+bool same_shape(const ArrayInfo& a, const ArrayInfo& b) {
+  return a.ndim == b.ndim && std::equal(a.shape, a.shape + a.ndim, b.shape);
+}
+
+void check_device(const ArrayInfo& a, const NamedArg& who) {
+  switch (a.device_type) {
+    case dlpack::kDLCPU:
+    case dlpack::kDLCUDAHost:
+    case dlpack::kDLROCMHost:
+      return;
+    case dlpack::kDLCUDA:
+    case dlpack::kDLCUDAManaged:
+      fail_value(who, "is on CUDA device " + std::to_string(a.device_id) +
+                          ", but this gdfast build has no CUDA kernels (build it with "
+                          "GDFAST_ENABLE_CUDA=ON); CPU tensors only");
+    default:
+      fail_value(who, "is on DLPack device type " + std::to_string(a.device_type) +
+                          ", which gdfast does not support; CPU tensors only");
+  }
 }
 
 struct Extent {
@@ -92,26 +219,46 @@ void require(py::handle value, const char* name, const char* why) {
 }
 
 TensorBatch::TensorBatch(std::initializer_list<TensorArg> args) {
+  try {
+    gather(args);
+  } catch (...) {
+    release();  // a throwing constructor runs no destructor: release DLPack tensors now
+    throw;
+  }
+}
+
+TensorBatch::~TensorBatch() { release(); }
+
+void TensorBatch::release() {
+  for (const ConsumedDlpack& c : consumed_) {
+    if (c.versioned) {
+      auto* mt = static_cast<dlpack::ManagedTensorVersioned*>(c.managed);
+      if (mt->deleter != nullptr) mt->deleter(mt);
+    } else {
+      auto* mt = static_cast<dlpack::ManagedTensor*>(c.managed);
+      if (mt->deleter != nullptr) mt->deleter(mt);
+    }
+  }
+  consumed_.clear();
+}
+
+void TensorBatch::gather(std::initializer_list<TensorArg> args) {
   const auto& api = npy_api::get();
   num_arrays_ = static_cast<int>(args.size());
   const TensorArg& first = *args.begin();
-  const bool is_list = !api.PyArray_Check_(first.value.ptr());
+  const bool is_list = PyList_Check(first.value.ptr()) || PyTuple_Check(first.value.ptr());
 
-  // Per argument: the sequence of its arrays (a one-element view for a single array).
+  // Per argument: the sequence of its arrays (a one-element tuple for a single array).
   std::vector<py::object> sequences;
   sequences.reserve(args.size());
   for (const TensorArg& arg : args) {
-    if (is_list) {
-      if (!PyList_Check(arg.value.ptr()) && !PyTuple_Check(arg.value.ptr())) {
-        throw py::type_error(std::string(arg.name) + ": expected a list or tuple of arrays (as " +
-                             first.name + " is), got " +
-                             py::str(py::type::handle_of(arg.value).attr("__name__"))
-                                 .cast<std::string>());
-      }
-      sequences.push_back(py::reinterpret_borrow<py::object>(arg.value));
-    } else {
-      sequences.push_back(py::make_tuple(arg.value));
+    const bool sequence = PyList_Check(arg.value.ptr()) || PyTuple_Check(arg.value.ptr());
+    if (is_list && !sequence) {
+      throw py::type_error(std::string(arg.name) + ": expected a list or tuple of arrays (as " +
+                           first.name + " is), got " + Py_TYPE(arg.value.ptr())->tp_name);
     }
+    sequences.push_back(is_list ? py::reinterpret_borrow<py::object>(arg.value)
+                                : py::object(py::make_tuple(arg.value)));
   }
   num_tensors_ = static_cast<index_t>(PySequence_Fast_GET_SIZE(sequences[0].ptr()));
   for (std::size_t k = 1; k < sequences.size(); ++k) {
@@ -123,29 +270,24 @@ TensorBatch::TensorBatch(std::initializer_list<TensorArg> args) {
   }
 
   arrays_.resize(static_cast<std::size_t>(num_tensors_ * num_arrays_));
-  offsets_.resize(static_cast<std::size_t>(num_tensors_ + 1));
-  offsets_[0] = 0;
+  offsets_.assign(static_cast<std::size_t>(num_tensors_ + 1), 0);
   std::vector<Extent> extents;
   extents.reserve(arrays_.size());
   for (index_t t = 0; t < num_tensors_; ++t) {
-    const py::detail::PyArray_Proxy* param = nullptr;
+    ArrayInfo param;
     for (int k = 0; k < num_arrays_; ++k) {
       const TensorArg& arg = *(args.begin() + k);
       const NamedArg who{&arg, is_list, t};
       PyObject* obj = PySequence_Fast_GET_ITEM(sequences[static_cast<std::size_t>(k)].ptr(), t);
-      if (!api.PyArray_Check_(obj)) {
-        fail_type(who, std::string("expected a numpy.ndarray, got ") + Py_TYPE(obj)->tp_name);
+      const ArrayInfo a = api.PyArray_Check_(obj) ? from_numpy(obj) : from_dlpack(obj, who, consumed_);
+      check_device(a, who);
+      if (!a.dtype_ok) {
+        fail_type(who, "expected float32 or float64 (native byte order), got " + a.dtype_text);
       }
-      const auto* a = py::detail::array_proxy(obj);
-      Dtype dtype;
-      if (!dtype_of(a, &dtype)) {
-        fail_type(who, "expected float32 or float64 (native byte order), got " +
-                           describe_dtype(obj));
-      }
-      if (t == 0 && k == 0) dtype_ = dtype;
-      if (dtype != dtype_) {
+      if (t == 0 && k == 0) dtype_ = a.dtype;
+      if (a.dtype != dtype_) {
         fail_type(who, std::string("expected ") + dtype_name(dtype_) + " like " +
-                           NamedArg{&first, is_list, 0}.str() + ", got " + dtype_name(dtype));
+                           NamedArg{&first, is_list, 0}.str() + ", got " + dtype_name(a.dtype));
       }
       if (k == 0) {
         param = a;
@@ -153,25 +295,24 @@ TensorBatch::TensorBatch(std::initializer_list<TensorArg> args) {
         fail_value(who, "shape " + shape_str(a) + " does not match " +
                             NamedArg{&first, is_list, t}.str() + " shape " + shape_str(param));
       }
-      if ((a->flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_) == 0) {
-        fail_value(who, "must be C-contiguous (use numpy.ascontiguousarray on a copy that "
-                        "you then keep as the optimizer's array)");
+      if (!a.contiguous) {
+        fail_value(who, "must be C-contiguous and aligned to its element size (copy it with "
+                        "numpy.ascontiguousarray and keep that copy as the optimizer's array)");
       }
-      if ((a->flags & npy_api::NPY_ARRAY_ALIGNED_) == 0) {
-        fail_value(who, "must be aligned to its element size");
-      }
-      if (arg.written && (a->flags & npy_api::NPY_ARRAY_WRITEABLE_) == 0) {
+      if (arg.written && !a.writeable) {
         fail_value(who, "is read-only, but it is updated in place");
       }
       index_t size = 1;
-      for (int d = 0; d < a->nd; ++d) size *= a->dimensions[d];
-      arrays_[static_cast<std::size_t>(t * num_arrays_ + k)] = a->data;
+      for (int d = 0; d < a.ndim; ++d) size *= a.shape[d];
+      arrays_[static_cast<std::size_t>(t * num_arrays_ + k)] = a.data;
       if (size > 0) {
-        const auto begin = reinterpret_cast<std::uintptr_t>(a->data);
-        const auto bytes = static_cast<std::uintptr_t>(size) * (dtype == Dtype::kFloat32 ? 4 : 8);
+        const auto begin = reinterpret_cast<std::uintptr_t>(a.data);
+        const auto bytes = static_cast<std::uintptr_t>(size) * (a.dtype == Dtype::kFloat32 ? 4 : 8);
         extents.push_back({begin, begin + bytes, who, arg.written});
       }
-      if (k == 0) offsets_[static_cast<std::size_t>(t + 1)] = offsets_[static_cast<std::size_t>(t)] + size;
+      if (k == 0) {
+        offsets_[static_cast<std::size_t>(t + 1)] = offsets_[static_cast<std::size_t>(t)] + size;
+      }
     }
   }
   check_no_overlap(extents);

@@ -1,6 +1,7 @@
 // Turns the tensor arguments of one optimizer call into a checked StepArgs. Every check
-// (type, dtype, shape, contiguity, alignment, writability, list lengths, overlapping memory)
-// runs before any kernel does, so a rejected call leaves every array untouched.
+// (type, dtype, device, shape, contiguity, alignment, writability, list lengths, overlapping
+// memory) runs before any kernel does, so a rejected call leaves every array untouched.
+// Accepts NumPy arrays directly and any other object through the DLPack protocol.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -21,10 +22,19 @@ struct TensorArg {
   bool written;  // updated in place (must be writeable, must not overlap anything)
 };
 
+// A DLPack tensor this call consumed: its deleter runs when the call is over.
+struct ConsumedDlpack {
+  void* managed;
+  bool versioned;
+};
+
 class TensorBatch {
  public:
   // Raises TypeError / ValueError naming the argument (e.g. "exp_avg[3]: ...").
   explicit TensorBatch(std::initializer_list<TensorArg> args);
+  ~TensorBatch();
+  TensorBatch(const TensorBatch&) = delete;
+  TensorBatch& operator=(const TensorBatch&) = delete;
 
   Dtype dtype() const { return dtype_; }
   StepArgs step_args() const {
@@ -32,11 +42,15 @@ class TensorBatch {
   }
 
  private:
+  void gather(std::initializer_list<TensorArg> args);
+  void release();  // calls each consumed DLPack tensor's deleter once
+
   Dtype dtype_ = Dtype::kFloat32;
   int num_arrays_ = 0;
   index_t num_tensors_ = 0;
   std::vector<void*> arrays_;     // tensor-major, num_arrays_ per tensor
   std::vector<index_t> offsets_;  // num_tensors_ + 1
+  std::vector<ConsumedDlpack> consumed_;
 };
 
 // Raises ValueError("<name>: required when <why>") if value is None.
