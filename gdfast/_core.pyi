@@ -5,16 +5,17 @@ __version__: str
 
 def sgd(
     param: Any, grad: Any, momentum_buffer: Any, step: int, lr: float, momentum: float,
-    dampening: float, nesterov: bool, weight_decay: float, maximize: bool, /
+    dampening: float, nesterov: bool, weight_decay: float, maximize: bool,
+    grad_scale: float, /
 ) -> None: ...
 def adam(
     param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any, step: int,
     lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-    decoupled_weight_decay: bool, amsgrad: bool, maximize: bool, /
+    decoupled_weight_decay: bool, amsgrad: bool, maximize: bool, grad_scale: float, /
 ) -> None: ...
 def lion(
     param: Any, grad: Any, exp_avg: Any, lr: float, beta1: float, beta2: float,
-    weight_decay: float, maximize: bool, /
+    weight_decay: float, maximize: bool, grad_scale: float, /
 ) -> None: ...
 def stream(param: Any, grad: Any, states: Tuple[Any, ...], scale: float, /) -> None: ...
 def compiled_isas() -> List[str]: ...

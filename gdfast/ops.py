@@ -2,8 +2,12 @@
 
 Every tensor argument is either one array or a list/tuple of arrays (one per tensor, all
 lists the same length); a list is stepped in a single call with a single parallel region.
-Arrays must be C-contiguous float32 or float64, param and states writeable, and all arrays
-of one call the same dtype. A rejected call raises before any array is written.
+Arrays are NumPy arrays or any DLPack tensor (torch.Tensor, ...; zero copy), C-contiguous
+float32 or float64, param and states writeable, all arrays of one call the same dtype. A
+rejected call raises before any array is written.
+
+``grad_scale`` (default 1) divides the gradients inside the fused pass: pass the AMP loss
+scale to unscale there instead of in a separate pass over the gradients.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ Tensors = Union[np.ndarray, Sequence[np.ndarray]]
 
 __all__ = ["sgd_", "adam_", "lion_"]
 
-_check_sgd = checker("sgd", ("step", "lr", "momentum", "dampening", "weight_decay"))
-_check_adam = checker("adam", ("step", "lr", "beta1", "beta2", "eps", "weight_decay"))
-_check_lion = checker("lion", ("lr", "beta1", "beta2", "weight_decay"))
+_check_sgd = checker("sgd", ("step", "lr", "momentum", "dampening", "weight_decay", "grad_scale"))
+_check_adam = checker("adam",
+                      ("step", "lr", "beta1", "beta2", "eps", "weight_decay", "grad_scale"))
+_check_lion = checker("lion", ("lr", "beta1", "beta2", "weight_decay", "grad_scale"))
 
 
 def sgd_(
@@ -36,14 +41,15 @@ def sgd_(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     """One torch.optim.SGD step. ``step`` is the 1-based count after this update; on step 1
     the momentum buffer is set to the gradient (its old contents are ignored)."""
-    _check_sgd(step, lr, momentum, dampening, weight_decay)
+    _check_sgd(step, lr, momentum, dampening, weight_decay, grad_scale)
     if nesterov and (momentum <= 0.0 or dampening != 0.0):
         raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
     _core.sgd(param, grad, momentum_buffer, step, lr, momentum, dampening, nesterov,
-              weight_decay, maximize)
+              weight_decay, maximize, grad_scale)
 
 
 def adam_(
@@ -62,12 +68,13 @@ def adam_(
     amsgrad: bool = False,
     max_exp_avg_sq: Optional[Tensors] = None,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     """One Adam step (AdamW with ``decoupled_weight_decay=True``), as torch.optim.Adam.
     ``step`` is the 1-based count after this update (for the bias corrections)."""
-    _check_adam(step, lr, beta1, beta2, eps, weight_decay)
+    _check_adam(step, lr, beta1, beta2, eps, weight_decay, grad_scale)
     _core.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-               weight_decay, decoupled_weight_decay, amsgrad, maximize)
+               weight_decay, decoupled_weight_decay, amsgrad, maximize, grad_scale)
 
 
 def lion_(
@@ -80,7 +87,8 @@ def lion_(
     beta2: float = 0.99,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     """One Lion step (Chen et al. 2023) with decoupled weight decay."""
-    _check_lion(lr, beta1, beta2, weight_decay)
-    _core.lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, maximize)
+    _check_lion(lr, beta1, beta2, weight_decay, grad_scale)
+    _core.lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, maximize, grad_scale)

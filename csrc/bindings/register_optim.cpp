@@ -15,8 +15,10 @@ void run(const TensorBatch& batch, const typename Rule::Hyper& hyper) {
 }
 
 void sgd(py::handle param, py::handle grad, py::handle momentum_buffer, index_t step, double lr,
-         double momentum, double dampening, bool nesterov, double weight_decay, bool maximize) {
-  const optim::Sgd::Hyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize, step};
+         double momentum, double dampening, bool nesterov, double weight_decay, bool maximize,
+         double grad_scale) {
+  const optim::Sgd::Hyper hyper{lr,       momentum, dampening, weight_decay,
+                                nesterov, maximize, step,      grad_scale};
   if (momentum == 0.0) {
     run<optim::Sgd>(TensorBatch({{"param", param, true}, {"grad", grad, false}}), hyper);
     return;
@@ -31,9 +33,9 @@ void sgd(py::handle param, py::handle grad, py::handle momentum_buffer, index_t 
 void adam(py::handle param, py::handle grad, py::handle exp_avg, py::handle exp_avg_sq,
           py::handle max_exp_avg_sq, index_t step, double lr, double beta1, double beta2,
           double eps, double weight_decay, bool decoupled_weight_decay, bool amsgrad,
-          bool maximize) {
-  const optim::Adam::Hyper hyper{lr,       beta1,   beta2,    eps, weight_decay,
-                                 decoupled_weight_decay, amsgrad, maximize, step};
+          bool maximize, double grad_scale) {
+  const optim::Adam::Hyper hyper{lr,      beta1,    beta2, eps,       weight_decay,
+                                 decoupled_weight_decay, amsgrad, maximize, step, grad_scale};
   if (!amsgrad) {
     run<optim::Adam>(TensorBatch({{"param", param, true},
                                   {"grad", grad, false},
@@ -52,8 +54,8 @@ void adam(py::handle param, py::handle grad, py::handle exp_avg, py::handle exp_
 }
 
 void lion(py::handle param, py::handle grad, py::handle exp_avg, double lr, double beta1,
-          double beta2, double weight_decay, bool maximize) {
-  const optim::Lion::Hyper hyper{lr, beta1, beta2, weight_decay, maximize};
+          double beta2, double weight_decay, bool maximize, double grad_scale) {
+  const optim::Lion::Hyper hyper{lr, beta1, beta2, weight_decay, maximize, grad_scale};
   run<optim::Lion>(TensorBatch({{"param", param, true},
                                 {"grad", grad, false},
                                 {"exp_avg", exp_avg, true}}),

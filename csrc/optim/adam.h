@@ -1,7 +1,7 @@
 // Adam (Kingma & Ba 2015, Algorithm 1) and AdamW (Loshchilov & Hutter 2019, Algorithm 2,
 // decoupled weight decay), with AMSGrad (Reddi et al. 2018) and maximize, in the operation
 // order of torch.optim.Adam's documented algorithm:
-//   g <- -g if maximize
+//   g <- g * grad_factor    (grad_factor = -1 if maximize else 1, divided by an AMP loss scale)
 //   p <- p * (1 - lr * wd) if decoupled, else g <- g + wd * p
 //   m <- m + (1 - beta1) * (g - m)            (torch: exp_avg.lerp_(grad, 1 - beta1))
 //   v <- beta2 * v + (1 - beta2) * g * g
@@ -24,21 +24,21 @@ struct Adam {
   enum Flag : unsigned {
     kDecoupled = 1u << 0,
     kAmsgrad = 1u << 1,
-    kMaximize = 1u << 2,
-    kWeightDecay = 1u << 3,
+    kWeightDecay = 1u << 2,
   };
-  static constexpr int kNumFlags = 4;
+  static constexpr int kNumFlags = 3;
   static constexpr int kMaxStates = 3;  // exp_avg, exp_avg_sq, max_exp_avg_sq
 
   struct Hyper {
     double lr, beta1, beta2, eps, weight_decay;
     bool decoupled, amsgrad, maximize;
     index_t step;
+    double grad_scale;  // gradients are divided by this (1 unless unscaling AMP gradients)
   };
 
   template <class T>
   struct Coef {
-    T one_minus_beta1, beta2, one_minus_beta2, neg_step_size, eps_hat, weight_decay,
+    T grad_factor, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, eps_hat, weight_decay,
         decay_factor;
   };
 
@@ -46,7 +46,6 @@ struct Adam {
     unsigned f = 0;
     if (h.decoupled) f |= kDecoupled;
     if (h.amsgrad) f |= kAmsgrad;
-    if (h.maximize) f |= kMaximize;
     if (h.weight_decay != 0.0) f |= kWeightDecay;
     return f;
   }
@@ -56,7 +55,8 @@ struct Adam {
     const double step = static_cast<double>(h.step);
     const double bias_correction1 = 1.0 - std::pow(h.beta1, step);
     const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(h.beta2, step));
-    return {T(1.0 - h.beta1),
+    return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale),
+            T(1.0 - h.beta1),
             T(h.beta2),
             T(1.0 - h.beta2),
             T(-h.lr * bias_correction2_sqrt / bias_correction1),
@@ -74,7 +74,7 @@ struct Adam {
   GDFAST_HD static void update(V& p, V g, V* state, const Coef<T>& c) {
     V& m = state[0];
     V& v = state[1];
-    if constexpr ((F & kMaximize) != 0) g = -g;
+    g = g * c.grad_factor;  // exact when the factor is +-1
     if constexpr ((F & kWeightDecay) != 0) {
       if constexpr ((F & kDecoupled) != 0) {
         p = p * c.decay_factor;

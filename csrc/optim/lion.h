@@ -1,5 +1,5 @@
 // Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", Algorithm 2):
-//   g <- -g if maximize
+//   g <- g * grad_factor    (grad_factor = -1 if maximize else 1, divided by an AMP loss scale)
 //   p <- p * (1 - lr * wd)                     (decoupled weight decay)
 //   p <- p - lr * sign(beta1 * m + (1 - beta1) * g)
 //   m <- beta2 * m + (1 - beta2) * g
@@ -12,29 +12,34 @@ namespace gdfast::optim {
 
 struct Lion {
   enum Flag : unsigned {
-    kMaximize = 1u << 0,
-    kWeightDecay = 1u << 1,
+    kWeightDecay = 1u << 0,
   };
-  static constexpr int kNumFlags = 2;
+  static constexpr int kNumFlags = 1;
   static constexpr int kMaxStates = 1;  // exp_avg
 
   struct Hyper {
     double lr, beta1, beta2, weight_decay;
     bool maximize;
+    double grad_scale;  // gradients are divided by this (1 unless unscaling AMP gradients)
   };
 
   template <class T>
   struct Coef {
-    T neg_lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay_factor;
+    T grad_factor, neg_lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay_factor;
   };
 
   static unsigned flags(const Hyper& h) {
-    return (h.maximize ? kMaximize : 0u) | (h.weight_decay != 0.0 ? kWeightDecay : 0u);
+    return h.weight_decay != 0.0 ? kWeightDecay : 0u;
   }
 
   template <class T>
   static Coef<T> coef(const Hyper& h) {
-    return {T(-h.lr),        T(h.beta1), T(1.0 - h.beta1), T(h.beta2), T(1.0 - h.beta2),
+    return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale),
+            T(-h.lr),
+            T(h.beta1),
+            T(1.0 - h.beta1),
+            T(h.beta2),
+            T(1.0 - h.beta2),
             T(1.0 - h.lr * h.weight_decay)};
   }
 
@@ -46,7 +51,7 @@ struct Lion {
   template <unsigned F, class V, class T>
   GDFAST_HD static void update(V& p, V g, V* state, const Coef<T>& c) {
     V& m = state[0];
-    if constexpr ((F & kMaximize) != 0) g = -g;
+    g = g * c.grad_factor;  // exact when the factor is +-1
     if constexpr ((F & kWeightDecay) != 0) p = p * c.decay_factor;
     p = p + lane_sign(m * c.beta1 + g * c.one_minus_beta1) * c.neg_lr;
     m = m * c.beta2 + g * c.one_minus_beta2;

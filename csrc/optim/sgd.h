@@ -1,6 +1,7 @@
 // SGD with momentum, dampening, Nesterov momentum, L2 weight decay and maximize, as
 // torch.optim.SGD (Sutskever et al. 2013 form of Nesterov momentum):
-//   g <- -g if maximize;  g <- g + wd * p
+//   g <- g * grad_factor    (grad_factor = -1 if maximize else 1, divided by an AMP loss scale)
+//   g <- g + wd * p
 //   b <- g on the first step, else b <- momentum * b + (1 - dampening) * g
 //   g <- g + momentum * b if nesterov, else g <- b
 //   p <- p - lr * g
@@ -17,33 +18,33 @@ struct Sgd {
     kNesterov = 1u << 1,
     kFirstStep = 1u << 2,
     kWeightDecay = 1u << 3,
-    kMaximize = 1u << 4,
   };
-  static constexpr int kNumFlags = 5;
+  static constexpr int kNumFlags = 4;
   static constexpr int kMaxStates = 1;  // momentum_buffer
 
   struct Hyper {
     double lr, momentum, dampening, weight_decay;
     bool nesterov, maximize;
     index_t step;
+    double grad_scale;  // gradients are divided by this (1 unless unscaling AMP gradients)
   };
 
   template <class T>
   struct Coef {
-    T neg_lr, momentum, one_minus_dampening, weight_decay;
+    T grad_factor, neg_lr, momentum, one_minus_dampening, weight_decay;
   };
 
   static unsigned flags(const Hyper& h) {
     unsigned f = 0;
     if (h.momentum != 0.0) f |= kMomentum | (h.nesterov ? kNesterov : 0u) | (h.step == 1 ? kFirstStep : 0u);
     if (h.weight_decay != 0.0) f |= kWeightDecay;
-    if (h.maximize) f |= kMaximize;
     return f;
   }
 
   template <class T>
   static Coef<T> coef(const Hyper& h) {
-    return {T(-h.lr), T(h.momentum), T(1.0 - h.dampening), T(h.weight_decay)};
+    return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale), T(-h.lr), T(h.momentum),
+            T(1.0 - h.dampening), T(h.weight_decay)};
   }
 
   template <unsigned F>
@@ -53,7 +54,7 @@ struct Sgd {
 
   template <unsigned F, class V, class T>
   GDFAST_HD static void update(V& p, V g, V* state, const Coef<T>& c) {
-    if constexpr ((F & kMaximize) != 0) g = -g;
+    g = g * c.grad_factor;  // exact when the factor is +-1
     if constexpr ((F & kWeightDecay) != 0) g = g + p * c.weight_decay;
     if constexpr ((F & kMomentum) != 0) {
       V& buf = state[0];
