@@ -36,7 +36,8 @@ struct ArrayInfo {
   const std::int64_t* shape = nullptr;
   bool dtype_ok = false;  // float32 or float64, native byte order, one lane
   Dtype dtype = Dtype::kFloat32;
-  std::string dtype_text;  // for messages, filled only when !dtype_ok
+  PyObject* numpy_array = nullptr;  // set for NumPy input: its dtype names itself in messages
+  dlpack::DataType dlpack_dtype{};
   bool contiguous = false;
   bool writeable = false;
   std::int32_t device_type = dlpack::kDLCPU;
@@ -58,9 +59,8 @@ ArrayInfo from_numpy(PyObject* obj) {
   } else if (native && descr->type_num == npy_api::NPY_DOUBLE_) {
     info.dtype_ok = true;
     info.dtype = Dtype::kFloat64;
-  } else {
-    info.dtype_text = py::str(py::handle(obj).attr("dtype")).cast<std::string>();
   }
+  info.numpy_array = obj;
   info.contiguous = (a->flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_) != 0 &&
                     (a->flags & npy_api::NPY_ARRAY_ALIGNED_) != 0;
   info.writeable = (a->flags & npy_api::NPY_ARRAY_WRITEABLE_) != 0;
@@ -136,9 +136,8 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, std::vector<ConsumedDl
   if (dt.code == dlpack::kDLFloat && dt.lanes == 1 && (dt.bits == 32 || dt.bits == 64)) {
     info.dtype_ok = true;
     info.dtype = dt.bits == 32 ? Dtype::kFloat32 : Dtype::kFloat64;
-  } else {
-    info.dtype_text = dlpack_dtype_text(dt);
   }
+  info.dlpack_dtype = dt;
   // Compact row-major; a dimension of extent 1 may carry any stride.
   info.contiguous = true;
   if (t->strides != nullptr) {
@@ -152,6 +151,13 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, std::vector<ConsumedDl
   if (reinterpret_cast<std::uintptr_t>(info.data) % element != 0) info.contiguous = false;
   info.writeable = !read_only;
   return info;
+}
+
+std::string dtype_text(const ArrayInfo& a) {
+  if (a.numpy_array != nullptr) {
+    return py::str(py::handle(a.numpy_array).attr("dtype")).cast<std::string>();
+  }
+  return dlpack_dtype_text(a.dlpack_dtype);
 }
 
 std::string shape_str(const ArrayInfo& a) {
@@ -187,14 +193,36 @@ struct Extent {
   bool written;
 };
 
+// The memory layout of the last call that passed the overlap check. Optimizers pass the same
+// arrays every step; comparing against it is O(n), the check itself O(n log n). Read and
+// written only while holding the GIL.
+struct CheckedLayout {
+  std::uintptr_t begin, end;
+  bool written;
+  bool operator==(const CheckedLayout& o) const {
+    return begin == o.begin && end == o.end && written == o.written;
+  }
+};
+std::vector<CheckedLayout> g_last_checked_layout;
+
 // Two arrays may share memory only if neither is written: one sweep over the extents sorted
-// by start, tracking the furthest end seen (over all, and over written arrays).
-void check_no_overlap(std::vector<Extent>& extents) {
-  std::sort(extents.begin(), extents.end(),
-            [](const Extent& a, const Extent& b) { return a.begin < b.begin; });
+// by start, tracking the furthest end seen (over all, and over written arrays). Sorts compact
+// (start, index) keys rather than the extents: thousands of arrays per call are common.
+void check_no_overlap(const std::vector<Extent>& extents) {
+  std::vector<CheckedLayout> layout(extents.size());
+  for (std::size_t i = 0; i < extents.size(); ++i) {
+    layout[i] = {extents[i].begin, extents[i].end, extents[i].written};
+  }
+  if (layout == g_last_checked_layout) return;
+  std::vector<std::pair<std::uintptr_t, std::uint32_t>> order(extents.size());
+  for (std::size_t i = 0; i < extents.size(); ++i) {
+    order[i] = {extents[i].begin, static_cast<std::uint32_t>(i)};
+  }
+  std::sort(order.begin(), order.end());
   const Extent* furthest = nullptr;
   const Extent* furthest_written = nullptr;
-  for (const Extent& e : extents) {
+  for (const auto& key : order) {
+    const Extent& e = extents[key.second];
     const Extent* clash = nullptr;
     if (furthest_written != nullptr && e.begin < furthest_written->end) clash = furthest_written;
     if (clash == nullptr && e.written && furthest != nullptr && e.begin < furthest->end) {
@@ -210,6 +238,7 @@ void check_no_overlap(std::vector<Extent>& extents) {
       furthest_written = &e;
     }
   }
+  g_last_checked_layout = std::move(layout);
 }
 
 }  // namespace
@@ -282,7 +311,7 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args) {
       const ArrayInfo a = api.PyArray_Check_(obj) ? from_numpy(obj) : from_dlpack(obj, who, consumed_);
       check_device(a, who);
       if (!a.dtype_ok) {
-        fail_type(who, "expected float32 or float64 (native byte order), got " + a.dtype_text);
+        fail_type(who, "expected float32 or float64 (native byte order), got " + dtype_text(a));
       }
       if (t == 0 && k == 0) dtype_ = a.dtype;
       if (a.dtype != dtype_) {
