@@ -25,7 +25,8 @@ class Range:
         if self.lo != -math.inf:
             parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
         if self.hi != math.inf:
-            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+            hi = "2**53" if self.hi == 2**53 else f"{self.hi:g}"
+            parts.append(f"{'<' if self.hi_open else '<='} {hi}")
         return f"{kind} {' and '.join(parts)}" if parts else kind
 
     def expression(self, name: str) -> str:
@@ -33,7 +34,8 @@ class Range:
         lo = f"{_literal(self.lo)} {'<' if self.lo_open else '<='} {name}"
         hi = f"{name} {'<' if self.hi_open else '<='} {_literal(self.hi)}"
         test = f"{lo} and {hi}"
-        return f"(type({name}) is int and {test})" if self.integer else f"({test})"
+        kinds = "_ints" if self.integer else "_reals"
+        return f"(type({name}) in {kinds} and {test})"
 
     def contains(self, value: Any) -> bool:
         if isinstance(value, bool):
@@ -59,7 +61,7 @@ NONNEGATIVE = Range(0.0)
 POSITIVE = Range(0.0, lo_open=True)
 BETA = Range(0.0, 1.0)  # [0, 1)
 FRACTION = Range(0.0, 1.0, hi_open=False)  # [0, 1]
-STEP = Range(1, integer=True)
+STEP = Range(1, 2**53, hi_open=False, integer=True)  # 2**53: exact as a double
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ def checker(optimizer: str, names: Tuple[str, ...]) -> Callable[..., None]:
         f"    if not ({test}):\n"
         f"        _raise({optimizer!r}, dict({', '.join(f'{n}={n}' for n in names)}))\n"
     )
-    namespace: Dict[str, Any] = {"_inf": math.inf, "_raise": raise_invalid}
+    # Exact types in the fast path: bool is an int subclass but never a valid number here;
+    # NumPy scalars and other Reals take the slow path, which accepts them.
+    namespace: Dict[str, Any] = {"_inf": math.inf, "_raise": raise_invalid,
+                                 "_reals": frozenset((float, int)), "_ints": frozenset((int,))}
     exec(compile(source, f"<gdfast._spec.checker {optimizer}>", "exec"), namespace)
     return namespace["check"]  # type: ignore[no-any-return]

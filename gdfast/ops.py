@@ -48,8 +48,8 @@ def sgd_(
     _check_sgd(step, lr, momentum, dampening, weight_decay, grad_scale)
     if nesterov and (momentum <= 0.0 or dampening != 0.0):
         raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
-    _core.sgd(param, grad, momentum_buffer, step, lr, momentum, dampening, nesterov,
-              weight_decay, maximize, grad_scale)
+    _core.sgd(param, grad, momentum_buffer, step, lr, momentum, dampening, bool(nesterov),
+              weight_decay, bool(maximize), grad_scale)
 
 
 def adam_(
@@ -74,7 +74,8 @@ def adam_(
     ``step`` is the 1-based count after this update (for the bias corrections)."""
     _check_adam(step, lr, beta1, beta2, eps, weight_decay, grad_scale)
     _core.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-               weight_decay, decoupled_weight_decay, amsgrad, maximize, grad_scale)
+               weight_decay, bool(decoupled_weight_decay), bool(amsgrad), bool(maximize),
+               grad_scale)
 
 
 def lion_(
@@ -91,4 +92,4 @@ def lion_(
 ) -> None:
     """One Lion step (Chen et al. 2023) with decoupled weight decay."""
     _check_lion(lr, beta1, beta2, weight_decay, grad_scale)
-    _core.lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, maximize, grad_scale)
+    _core.lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, bool(maximize), grad_scale)

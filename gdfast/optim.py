@@ -34,6 +34,21 @@ def _check_param(p: Any, where: str) -> np.ndarray:
     return p
 
 
+def _check_grad(g: Any, p: np.ndarray, where: str) -> None:
+    """The checks the kernel would make, done up front so that a bad gradient in a later
+    group cannot leave earlier groups stepped."""
+    if not isinstance(g, np.ndarray):
+        raise TypeError(f"{where}: expected a numpy.ndarray, got {type(g).__name__}")
+    if g.dtype != p.dtype:
+        raise TypeError(f"{where}: expected {p.dtype} like its param, got {g.dtype}")
+    if g.shape != p.shape:
+        raise ValueError(f"{where}: shape {g.shape} does not match its param's {p.shape}")
+    if not (g.flags.c_contiguous and g.flags.aligned):
+        raise ValueError(f"{where}: must be C-contiguous and aligned")
+    if np.may_share_memory(g, p):
+        raise ValueError(f"{where}: shares memory with its param")
+
+
 class Optimizer:
     """Base: param groups, per-parameter state, state_dict round trip.
 
@@ -78,9 +93,8 @@ class Optimizer:
         self.param_groups.append(group)
 
     def _validate_group(self, group: ParamGroup, where: str) -> None:
-        values = self._hyper_values(group)
         try:
-            raise_invalid(self._spec_name, values)
+            raise_invalid(self._spec_name, self._hyper_values(group))
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}: {e}") from None
 
@@ -90,23 +104,27 @@ class Optimizer:
     # -- stepping ----------------------------------------------------------------------------
     def step(self, grads: Sequence[Optional[np.ndarray]]) -> None:
         """Update every parameter whose gradient is not None. ``grads`` lists one gradient
-        per parameter, in the order of ``param_groups`` and their ``params``."""
+        per parameter, in the order of ``param_groups`` and their ``params``. Everything is
+        checked before any parameter or state changes."""
         grads = list(grads)
-        total = sum(len(g["params"]) for g in self.param_groups)
-        if len(grads) != total:
-            raise ValueError(f"grads: expected {total} entries (one per param), got {len(grads)}")
-        index = 0
+        flat = self._flat_params()
+        if len(grads) != len(flat):
+            raise ValueError(f"grads: expected {len(flat)} entries (one per param), "
+                             f"got {len(grads)}")
         for gi, group in enumerate(self.param_groups):
             self._validate_group(group, where=f"param_groups[{gi}]")
+        for i, (p, g) in enumerate(zip(flat, grads)):
+            if g is not None:
+                _check_grad(g, p, f"grads[{i}]")
+        index = 0
+        for group in self.param_groups:
             batches: Dict[Tuple[Any, ...], List[int]] = {}
-            for p in group["params"]:
-                g = grads[index]
-                if g is not None:
-                    key = (p.dtype.char,) + self._batch_key(index, group)
+            for _ in group["params"]:
+                if grads[index] is not None:
+                    key = (flat[index].dtype.char,) + self._batch_key(index, group)
                     batches.setdefault(key, []).append(index)
                 index += 1
-            flat = self._flat_params()
-            for key, indices in batches.items():
+            for indices in batches.values():
                 self._step_batch(group, [flat[i] for i in indices],
                                  [grads[i] for i in indices], indices)
 
@@ -121,16 +139,22 @@ class Optimizer:
                     grads: List[np.ndarray], indices: List[int]) -> None:
         raise NotImplementedError
 
-    def _state_arrays(self, indices: List[int], params: List[np.ndarray],
-                      name: str) -> List[np.ndarray]:
-        """The named state array of each param, created as zeros when missing."""
+    def _state_arrays(self, indices: List[int], params: List[np.ndarray], name: str,
+                      created: Dict[Tuple[int, str], np.ndarray],
+                      make: Any = np.zeros_like) -> List[np.ndarray]:
+        """The named state array of each param; missing ones are made with ``make`` and
+        recorded in ``created``, to be stored by :meth:`_commit` once the step succeeded."""
         out = []
         for i, p in zip(indices, params):
-            st = self.state.setdefault(i, {})
-            if name not in st:
-                st[name] = np.zeros_like(p)
-            out.append(st[name])
+            arr = self.state.get(i, {}).get(name)
+            if arr is None:
+                arr = created[(i, name)] = make(p)
+            out.append(arr)
         return out
+
+    def _commit(self, created: Dict[Tuple[int, str], np.ndarray]) -> None:
+        for (i, name), arr in created.items():
+            self.state.setdefault(i, {})[name] = arr
 
     def _advance_step(self, indices: List[int]) -> int:
         step = 0
@@ -223,18 +247,17 @@ class SGD(Optimizer):
     def _step_batch(self, group, params, grads, indices):  # type: ignore[no-untyped-def]
         buffers = None
         first = False
+        created: Dict[Tuple[int, str], np.ndarray] = {}
         if group["momentum"] != 0:
             first = "momentum_buffer" not in self.state.get(indices[0], {})
-            buffers = []
-            for i, p in zip(indices, params):
-                st = self.state.setdefault(i, {})
-                if "momentum_buffer" not in st:
-                    st["momentum_buffer"] = np.empty_like(p)  # step 1 writes grad into it
-                buffers.append(st["momentum_buffer"])
+            # torch.optim.SGD starts the buffer as a copy of the gradient: step 1 writes it.
+            buffers = self._state_arrays(indices, params, "momentum_buffer", created,
+                                         make=np.empty_like)
         ops.sgd_(params, grads, buffers, step=1 if first else 2, lr=group["lr"],
                  momentum=group["momentum"], dampening=group["dampening"],
                  nesterov=group["nesterov"], weight_decay=group["weight_decay"],
                  maximize=group["maximize"])
+        self._commit(created)
 
 
 class Adam(Optimizer):
@@ -246,7 +269,7 @@ class Adam(Optimizer):
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
                  decoupled_weight_decay: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+        super().__init__(params, dict(lr=lr, betas=_as_pair(betas), eps=eps,
                                       weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay))
@@ -257,16 +280,19 @@ class Adam(Optimizer):
                 "weight_decay": group["weight_decay"]}
 
     def _step_batch(self, group, params, grads, indices):  # type: ignore[no-untyped-def]
-        exp_avg = self._state_arrays(indices, params, "exp_avg")
-        exp_avg_sq = self._state_arrays(indices, params, "exp_avg_sq")
+        created: Dict[Tuple[int, str], np.ndarray] = {}
+        exp_avg = self._state_arrays(indices, params, "exp_avg", created)
+        exp_avg_sq = self._state_arrays(indices, params, "exp_avg_sq", created)
         amsgrad = bool(group["amsgrad"])
-        max_sq = self._state_arrays(indices, params, "max_exp_avg_sq") if amsgrad else None
+        max_sq = (self._state_arrays(indices, params, "max_exp_avg_sq", created)
+                  if amsgrad else None)
         beta1, beta2 = _two_betas(group)
         step = int(self.state.get(indices[0], {}).get("step", 0)) + 1
         ops.adam_(params, grads, exp_avg, exp_avg_sq, step=step, lr=group["lr"], beta1=beta1,
                   beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
                   decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
                   amsgrad=amsgrad, max_exp_avg_sq=max_sq, maximize=bool(group["maximize"]))
+        self._commit(created)
         self._advance_step(indices)
 
 
@@ -289,7 +315,7 @@ class Lion(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-4,
                  betas: Tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay,
+        super().__init__(params, dict(lr=lr, betas=_as_pair(betas), weight_decay=weight_decay,
                                       maximize=maximize))
 
     def _hyper_values(self, group: ParamGroup) -> Dict[str, Any]:
@@ -301,10 +327,18 @@ class Lion(Optimizer):
         return ()
 
     def _step_batch(self, group, params, grads, indices):  # type: ignore[no-untyped-def]
-        exp_avg = self._state_arrays(indices, params, "exp_avg")
+        created: Dict[Tuple[int, str], np.ndarray] = {}
+        exp_avg = self._state_arrays(indices, params, "exp_avg", created)
         beta1, beta2 = _two_betas(group)
         ops.lion_(params, grads, exp_avg, lr=group["lr"], beta1=beta1, beta2=beta2,
                   weight_decay=group["weight_decay"], maximize=bool(group["maximize"]))
+        self._commit(created)
+
+
+def _as_pair(betas: Any) -> Any:
+    """A list of betas is stored as a tuple (as torch does); anything else is kept for the
+    group check to reject with a clear message."""
+    return tuple(betas) if isinstance(betas, list) else betas
 
 
 def _two_betas(group: ParamGroup) -> Tuple[float, float]:

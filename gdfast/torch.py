@@ -77,8 +77,9 @@ class _GdfastOptimizer(torch.optim.Optimizer):
             return loss  # an AMP step with inf/nan gradients: skipped, step counts unchanged
         grad_scale = getattr(self, "grad_scale", None)
         scale = 1.0 if grad_scale is None else float(grad_scale)
-        for group in self.param_groups:
+        for group in self.param_groups:  # all groups first: an invalid one changes nothing
             raise_invalid(self._spec_name, self._hyper_values(group))
+        for group in self.param_groups:
             batches: Dict[Tuple[Any, ...], List[torch.Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
@@ -97,15 +98,24 @@ class _GdfastOptimizer(torch.optim.Optimizer):
                     grad_scale: float) -> None:
         raise NotImplementedError
 
-    def _states(self, params: List[torch.Tensor], name: str) -> List[np.ndarray]:
-        """The named state of each param as arrays, created as zeros (torch's layout)."""
+    def _states(self, params: List[torch.Tensor], name: str,
+                created: List[Tuple[torch.Tensor, str, torch.Tensor]],
+                make: Callable[..., torch.Tensor] = torch.zeros_like) -> List[np.ndarray]:
+        """The named state of each param as arrays. Missing ones are made with ``make``
+        (torch's layout) and recorded in ``created``; :meth:`_commit` stores them once the
+        step has succeeded, so a rejected step leaves no half-made state behind."""
         out = []
         for p in params:
-            state = self.state[p]
-            if name not in state:
-                state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            out.append(_as_array(state[name]))
+            tensor = self.state[p].get(name)
+            if tensor is None:
+                tensor = make(p, memory_format=torch.preserve_format)
+                created.append((p, name, tensor))
+            out.append(_as_array(tensor))
         return out
+
+    def _commit(self, created: List[Tuple[torch.Tensor, str, torch.Tensor]]) -> None:
+        for p, name, tensor in created:
+            self.state[p][name] = tensor
 
 
 class SGD(_GdfastOptimizer):
@@ -133,19 +143,17 @@ class SGD(_GdfastOptimizer):
     def _step_batch(self, group, params, grad_scale):  # type: ignore[no-untyped-def]
         buffers = None
         first = False
+        created: List[Tuple[torch.Tensor, str, torch.Tensor]] = []
         if group["momentum"] != 0:
             first = self.state[params[0]].get("momentum_buffer") is None
-            for p in params:
-                if self.state[p].get("momentum_buffer") is None:
-                    # torch.optim.SGD starts the buffer as a copy of the gradient: step 1 does.
-                    self.state[p]["momentum_buffer"] = torch.empty_like(
-                        p, memory_format=torch.preserve_format)
-            buffers = [_as_array(self.state[p]["momentum_buffer"]) for p in params]
+            # torch.optim.SGD starts the buffer as a copy of the gradient: step 1 writes it.
+            buffers = self._states(params, "momentum_buffer", created, make=torch.empty_like)
         ops.sgd_([_as_array(p) for p in params], [_as_array(p.grad) for p in params], buffers,
                  step=1 if first else 2, lr=float(group["lr"]), momentum=group["momentum"],
                  dampening=group["dampening"], nesterov=group["nesterov"],
                  weight_decay=group["weight_decay"], maximize=group["maximize"],
                  grad_scale=grad_scale)
+        self._commit(created)
 
 
 class Adam(_GdfastOptimizer):
@@ -175,16 +183,19 @@ class Adam(_GdfastOptimizer):
         return (p.dtype, 0 if step is None else int(step))
 
     def _step_batch(self, group, params, grad_scale):  # type: ignore[no-untyped-def]
+        created: List[Tuple[torch.Tensor, str, torch.Tensor]] = []
         steps = []
         for p in params:
-            if "step" not in self.state[p]:
+            step = self.state[p].get("step")
+            if step is None:
                 # As torch.optim.Adam: a float32 scalar tensor, so state_dicts interchange.
-                self.state[p]["step"] = torch.tensor(0.0, dtype=torch.float32)
-            steps.append(self.state[p]["step"])
-        exp_avg = self._states(params, "exp_avg")
-        exp_avg_sq = self._states(params, "exp_avg_sq")
+                step = torch.tensor(0.0, dtype=torch.float32)
+                created.append((p, "step", step))
+            steps.append(step)
+        exp_avg = self._states(params, "exp_avg", created)
+        exp_avg_sq = self._states(params, "exp_avg_sq", created)
         amsgrad = bool(group["amsgrad"])
-        max_sq = self._states(params, "max_exp_avg_sq") if amsgrad else None
+        max_sq = self._states(params, "max_exp_avg_sq", created) if amsgrad else None
         beta1, beta2 = group["betas"]
         ops.adam_([_as_array(p) for p in params], [_as_array(p.grad) for p in params],
                   exp_avg, exp_avg_sq, step=int(steps[0]) + 1, lr=float(group["lr"]),
@@ -193,6 +204,7 @@ class Adam(_GdfastOptimizer):
                   decoupled_weight_decay=bool(group.get("decoupled_weight_decay", False)),
                   amsgrad=amsgrad, max_exp_avg_sq=max_sq, maximize=bool(group["maximize"]),
                   grad_scale=grad_scale)
+        self._commit(created)
         torch._foreach_add_(steps, 1)
 
 
@@ -229,7 +241,9 @@ class Lion(_GdfastOptimizer):
 
     def _step_batch(self, group, params, grad_scale):  # type: ignore[no-untyped-def]
         beta1, beta2 = group["betas"]
+        created: List[Tuple[torch.Tensor, str, torch.Tensor]] = []
         ops.lion_([_as_array(p) for p in params], [_as_array(p.grad) for p in params],
-                  self._states(params, "exp_avg"), lr=float(group["lr"]), beta1=float(beta1),
-                  beta2=float(beta2), weight_decay=group["weight_decay"],
+                  self._states(params, "exp_avg", created), lr=float(group["lr"]),
+                  beta1=float(beta1), beta2=float(beta2), weight_decay=group["weight_decay"],
                   maximize=bool(group.get("maximize", False)), grad_scale=grad_scale)
+        self._commit(created)

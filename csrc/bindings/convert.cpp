@@ -39,6 +39,7 @@ struct ArrayInfo {
   PyObject* numpy_array = nullptr;  // set for NumPy input: its dtype names itself in messages
   dlpack::DataType dlpack_dtype{};
   bool contiguous = false;
+  bool aligned = false;  // to the element size
   bool writeable = false;
   std::int32_t device_type = dlpack::kDLCPU;
   std::int32_t device_id = 0;
@@ -61,8 +62,8 @@ ArrayInfo from_numpy(PyObject* obj) {
     info.dtype = Dtype::kFloat64;
   }
   info.numpy_array = obj;
-  info.contiguous = (a->flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_) != 0 &&
-                    (a->flags & npy_api::NPY_ARRAY_ALIGNED_) != 0;
+  info.contiguous = (a->flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_) != 0;
+  info.aligned = (a->flags & npy_api::NPY_ARRAY_ALIGNED_) != 0;
   info.writeable = (a->flags & npy_api::NPY_ARRAY_WRITEABLE_) != 0;
   return info;
 }
@@ -138,9 +139,12 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, std::vector<ConsumedDl
     info.dtype = dt.bits == 32 ? Dtype::kFloat32 : Dtype::kFloat64;
   }
   info.dlpack_dtype = dt;
-  // Compact row-major; a dimension of extent 1 may carry any stride.
+  // Compact row-major; a dimension of extent 1 may carry any stride, and so may every
+  // dimension of a tensor with no elements.
   info.contiguous = true;
-  if (t->strides != nullptr) {
+  bool empty = false;
+  for (int d = 0; d < t->ndim; ++d) empty = empty || t->shape[d] == 0;
+  if (t->strides != nullptr && !empty) {
     std::int64_t expected = 1;
     for (int d = t->ndim - 1; d >= 0; --d) {
       if (t->shape[d] != 1 && t->strides[d] != expected) info.contiguous = false;
@@ -148,7 +152,7 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, std::vector<ConsumedDl
     }
   }
   const auto element = static_cast<std::uintptr_t>(dt.bits / 8 > 0 ? dt.bits / 8 : 1);
-  if (reinterpret_cast<std::uintptr_t>(info.data) % element != 0) info.contiguous = false;
+  info.aligned = reinterpret_cast<std::uintptr_t>(info.data) % element == 0;
   info.writeable = !read_only;
   return info;
 }
@@ -277,6 +281,16 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args) {
   const TensorArg& first = *args.begin();
   const bool is_list = PyList_Check(first.value.ptr()) || PyTuple_Check(first.value.ptr());
 
+  // A list of things that are not arrays as param is the caller's mistake, not grad's.
+  if (is_list && PySequence_Fast_GET_SIZE(first.value.ptr()) > 0) {
+    PyObject* item = PySequence_Fast_GET_ITEM(first.value.ptr(), 0);
+    if (!api.PyArray_Check_(item) && !py::hasattr(item, "__dlpack__")) {
+      fail_type(NamedArg{&first, true, 0},
+                std::string("expected a numpy.ndarray or a DLPack tensor, got ") +
+                    Py_TYPE(item)->tp_name);
+    }
+  }
+
   // Per argument: the sequence of its arrays (a one-element tuple for a single array).
   std::vector<py::object> sequences;
   sequences.reserve(args.size());
@@ -325,8 +339,12 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args) {
                             NamedArg{&first, is_list, t}.str() + " shape " + shape_str(param));
       }
       if (!a.contiguous) {
-        fail_value(who, "must be C-contiguous and aligned to its element size (copy it with "
-                        "numpy.ascontiguousarray and keep that copy as the optimizer's array)");
+        fail_value(who, "must be C-contiguous (make a contiguous copy, e.g. with "
+                        "numpy.ascontiguousarray, and keep that copy as the optimizer's array)");
+      }
+      if (!a.aligned) {
+        fail_value(who, "must be aligned to its element size (make an aligned copy, e.g. "
+                        "numpy.require(a, requirements='CA'), and keep that copy)");
       }
       if (arg.written && !a.writeable) {
         fail_value(who, "is read-only, but it is updated in place");

@@ -50,11 +50,12 @@ struct Adam {
     return f;
   }
 
+  // Host, or device when lr/step live in device memory (CUDA-graph-capturable steps).
   template <class T>
-  static Coef<T> coef(const Hyper& h) {
+  GDFAST_HD static Coef<T> coef(const Hyper& h) {
     const double step = static_cast<double>(h.step);
-    const double bias_correction1 = 1.0 - std::pow(h.beta1, step);
-    const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(h.beta2, step));
+    const double bias_correction1 = 1.0 - ::pow(h.beta1, step);
+    const double bias_correction2_sqrt = ::sqrt(1.0 - ::pow(h.beta2, step));
     return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale),
             T(1.0 - h.beta1),
             T(h.beta2),

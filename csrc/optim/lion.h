@@ -32,8 +32,9 @@ struct Lion {
     return h.weight_decay != 0.0 ? kWeightDecay : 0u;
   }
 
+  // Host, or device when lr/step live in device memory (CUDA-graph-capturable steps).
   template <class T>
-  static Coef<T> coef(const Hyper& h) {
+  GDFAST_HD static Coef<T> coef(const Hyper& h) {
     return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale),
             T(-h.lr),
             T(h.beta1),

@@ -41,8 +41,9 @@ struct Sgd {
     return f;
   }
 
+  // Host, or device when lr/step live in device memory (CUDA-graph-capturable steps).
   template <class T>
-  static Coef<T> coef(const Hyper& h) {
+  GDFAST_HD static Coef<T> coef(const Hyper& h) {
     return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale), T(-h.lr), T(h.momentum),
             T(1.0 - h.dampening), T(h.weight_decay)};
   }

@@ -25,8 +25,9 @@ struct Stream {
 
   static unsigned flags(const Hyper& h) { return static_cast<unsigned>(h.num_states); }
 
+  // Host, or device when lr/step live in device memory (CUDA-graph-capturable steps).
   template <class T>
-  static Coef<T> coef(const Hyper& h) {
+  GDFAST_HD static Coef<T> coef(const Hyper& h) {
     return {T(h.scale)};
   }
 
