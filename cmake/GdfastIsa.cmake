@@ -17,7 +17,26 @@ function(gdfast_add_isa name header)
   set(GDFAST_ISAS ${GDFAST_ISAS} ${name} PARENT_SCOPE)
 endfunction()
 
-string(TOLOWER "${CMAKE_SYSTEM_PROCESSOR}" _gdfast_cpu)
+# The architecture the code is compiled for, which is not always CMAKE_SYSTEM_PROCESSOR (the
+# host's): on macOS cross builds name it in CMAKE_OSX_ARCHITECTURES (scikit-build-core sets
+# that from ARCHFLAGS, as cibuildwheel does to build x86_64 on arm64), and MSVC reports it
+# as its compiler architecture (x64, ARM64, X86).
+set(_gdfast_cpu "${CMAKE_SYSTEM_PROCESSOR}")
+if(APPLE AND CMAKE_OSX_ARCHITECTURES)
+  list(LENGTH CMAKE_OSX_ARCHITECTURES _gdfast_n_archs)
+  if(_gdfast_n_archs EQUAL 1)
+    set(_gdfast_cpu "${CMAKE_OSX_ARCHITECTURES}")
+  else()
+    # One compiler call builds every slice, so no slice can get its own SIMD flags/headers.
+    message(WARNING "gdfast: building for several architectures at once "
+                    "(${CMAKE_OSX_ARCHITECTURES}, e.g. universal2): scalar kernels only. "
+                    "Build one wheel per architecture (ARCHFLAGS=\"-arch arm64\") for SIMD.")
+    set(_gdfast_cpu "multiple")
+  endif()
+elseif(MSVC AND CMAKE_CXX_COMPILER_ARCHITECTURE_ID)
+  set(_gdfast_cpu "${CMAKE_CXX_COMPILER_ARCHITECTURE_ID}")
+endif()
+string(TOLOWER "${_gdfast_cpu}" _gdfast_cpu)
 if(MSVC)
   set(_gdfast_scalar_flags "")
 else()
@@ -49,6 +68,6 @@ if(_gdfast_cpu MATCHES "^(x86_64|amd64|x64)$")
 elseif(_gdfast_cpu MATCHES "^(aarch64|arm64)$")
   gdfast_add_isa(neon vec_neon.h)
 else()
-  message(STATUS "gdfast: no SIMD kernels for '${CMAKE_SYSTEM_PROCESSOR}'; scalar level only")
+  message(STATUS "gdfast: no SIMD kernels for '${_gdfast_cpu}'; scalar level only")
 endif()
-message(STATUS "gdfast: CPU kernel levels: ${GDFAST_ISAS}")
+message(STATUS "gdfast: CPU kernel levels for ${_gdfast_cpu}: ${GDFAST_ISAS}")

@@ -4,7 +4,7 @@ Functional in-place ops live in :mod:`gdfast.ops`; stateful optimizers with torc
 constructors are :class:`SGD`, :class:`Adam`, :class:`AdamW` and :class:`Lion`.
 """
 
-from . import _core, ops
+from . import _core, cuda, ops
 from .isa import isa_info, set_isa, use_isa
 from .optim import SGD, Adam, AdamW, Lion, Optimizer
 
@@ -31,6 +31,7 @@ __all__ = [
     "Lion",
     "Optimizer",
     "__version__",
+    "cuda",
     "get_num_threads",
     "isa_info",
     "ops",

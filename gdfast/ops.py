@@ -7,16 +7,21 @@ float32 or float64, param and states writeable, all arrays of one call the same 
 rejected call raises before any array is written.
 
 ``grad_scale`` (default 1) divides the gradients inside the fused pass: pass the AMP loss
-scale to unscale there instead of in a separate pass over the gradients.
+scale to unscale there instead of in a separate pass over the gradients. ``found_inf`` (a
+number or 1-element tensor) skips the step when nonzero.
+
+CUDA tensors (builds with CUDA kernels) run on their framework's current stream; there
+``grad_scale``, ``found_inf``, ``lr`` and ``step`` may be 1-element float32 tensors on the
+device, read by the kernel itself (no host synchronisation; capturable in a CUDA graph).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _device
 from ._spec import checker
 
 Tensors = Union[np.ndarray, Sequence[np.ndarray]]
@@ -26,6 +31,8 @@ __all__ = ["sgd_", "adam_", "lion_"]
 _check_sgd = checker("sgd", ("step", "lr", "momentum", "dampening", "weight_decay", "grad_scale"))
 _check_adam = checker("adam",
                       ("step", "lr", "beta1", "beta2", "eps", "weight_decay", "grad_scale"))
+# Only CUDA builds and calls with found_inf take the device path (see _device.prepare).
+_CUDA = bool(_core.cuda_compiled)
 _check_lion = checker("lion", ("lr", "beta1", "beta2", "weight_decay", "grad_scale"))
 
 
@@ -41,15 +48,22 @@ def sgd_(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     maximize: bool = False,
-    grad_scale: float = 1.0,
+    grad_scale: Any = 1.0,
+    found_inf: Any = None,
 ) -> None:
     """One torch.optim.SGD step. ``step`` is the 1-based count after this update; on step 1
     the momentum buffer is set to the gradient (its old contents are ignored)."""
+    stream = scalars = None
+    if _CUDA or found_inf is not None:
+        skip, stream, scalars, grad_scale, lr, step = _device.prepare(
+            param, grad_scale, found_inf, lr, step)
+        if skip is _device.SKIP:
+            return
     _check_sgd(step, lr, momentum, dampening, weight_decay, grad_scale)
     if nesterov and (momentum <= 0.0 or dampening != 0.0):
         raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
     _core.sgd(param, grad, momentum_buffer, step, lr, momentum, dampening, bool(nesterov),
-              weight_decay, bool(maximize), grad_scale)
+              weight_decay, bool(maximize), grad_scale, stream, scalars)
 
 
 def adam_(
@@ -68,14 +82,21 @@ def adam_(
     amsgrad: bool = False,
     max_exp_avg_sq: Optional[Tensors] = None,
     maximize: bool = False,
-    grad_scale: float = 1.0,
+    grad_scale: Any = 1.0,
+    found_inf: Any = None,
 ) -> None:
     """One Adam step (AdamW with ``decoupled_weight_decay=True``), as torch.optim.Adam.
     ``step`` is the 1-based count after this update (for the bias corrections)."""
+    stream = scalars = None
+    if _CUDA or found_inf is not None:
+        skip, stream, scalars, grad_scale, lr, step = _device.prepare(
+            param, grad_scale, found_inf, lr, step)
+        if skip is _device.SKIP:
+            return
     _check_adam(step, lr, beta1, beta2, eps, weight_decay, grad_scale)
     _core.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
                weight_decay, bool(decoupled_weight_decay), bool(amsgrad), bool(maximize),
-               grad_scale)
+               grad_scale, stream, scalars)
 
 
 def lion_(
@@ -88,8 +109,16 @@ def lion_(
     beta2: float = 0.99,
     weight_decay: float = 0.0,
     maximize: bool = False,
-    grad_scale: float = 1.0,
+    grad_scale: Any = 1.0,
+    found_inf: Any = None,
 ) -> None:
     """One Lion step (Chen et al. 2023) with decoupled weight decay."""
+    stream = scalars = None
+    if _CUDA or found_inf is not None:
+        skip, stream, scalars, grad_scale, lr, _ = _device.prepare(
+            param, grad_scale, found_inf, lr, 1)
+        if skip is _device.SKIP:
+            return
     _check_lion(lr, beta1, beta2, weight_decay, grad_scale)
-    _core.lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, bool(maximize), grad_scale)
+    _core.lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, bool(maximize), grad_scale,
+               stream, scalars)

@@ -5,8 +5,9 @@
 Same constructor arguments and defaults, param groups, ``zero_grad``, ``step(closure)``,
 LR schedulers, ``torch.amp.GradScaler`` (unscaling happens inside the fused pass) and the same
 ``state`` layout, so a state_dict moves between torch.optim and gdfast in both directions.
-Each param group is stepped by one kernel call (per dtype and step count). CPU tensors only in
-this build. ``import gdfast`` never imports torch; this module does.
+Each param group is stepped by one kernel call (per dtype and step count). CUDA params need a
+build with gdfast's CUDA kernels (then ``capturable=True`` keeps step counts, lr and the AMP
+scalars on the device). ``import gdfast`` never imports torch; this module does.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import ops
+from . import cuda, ops
 from ._spec import raise_invalid
 
 __all__ = ["SGD", "Adam", "AdamW", "Lion"]
 
 
-def _as_array(t: torch.Tensor) -> np.ndarray:
-    """A zero-copy NumPy view of a CPU tensor (complex as real pairs, as torch.optim does)."""
+def _as_array(t: torch.Tensor) -> Any:
+    """What the kernels get: a zero-copy NumPy view of a CPU tensor (the fastest path in), the
+    detached tensor itself on CUDA (through DLPack); complex as real pairs, as torch does."""
     if t.is_complex():
         t = torch.view_as_real(t)
-    return t.detach().numpy()
+    return t.detach().numpy() if t.device.type == "cpu" else t.detach()
 
 
 class _GdfastOptimizer(torch.optim.Optimizer):
@@ -42,26 +44,33 @@ class _GdfastOptimizer(torch.optim.Optimizer):
         if differentiable:
             raise ValueError("differentiable=True: gdfast's fused steps are not differentiable; "
                              "use torch.optim for higher-order optimization")
-        if capturable:
-            raise ValueError("capturable=True: gdfast has no CUDA kernels in this build; "
-                             "capturable steps are for CUDA graphs")
+        if capturable and not cuda.is_available():
+            raise ValueError("capturable=True: needs gdfast's CUDA kernels and a GPU (capturable "
+                             "steps are for CUDA graphs); this build or machine has none")
         # foreach/fused only choose torch's implementation; gdfast's is always fused.
-        defaults.update(foreach=foreach, fused=fused, capturable=False, differentiable=False)
+        defaults.update(foreach=foreach, fused=fused, capturable=capturable,
+                        differentiable=False)
         raise_invalid(self._spec_name, self._hyper_values(defaults))
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        raise_invalid(self._spec_name, self._hyper_values(group))
-        for i, p in enumerate(group["params"]):
-            if p.device.type != "cpu":
-                raise ValueError(f"params[{i}]: is on {p.device}, but this gdfast build has no "
-                                 "CUDA kernels; CPU tensors only")
+        # Everything is checked before torch.optim adds the group: a rejected one adds nothing.
+        params = param_group["params"]
+        params = [params] if torch.is_tensor(params) else list(params)  # may be a generator
+        param_group = {**param_group, "params": params}
+        for i, p in enumerate(params):
+            if p.device.type == "cuda" and not cuda.is_available():
+                raise ValueError(f"params[{i}]: is on {p.device}, but gdfast's CUDA kernels are "
+                                 "not available (CPU-only build, or no GPU)")
+            if p.device.type not in ("cpu", "cuda"):
+                raise ValueError(f"params[{i}]: is on {p.device}; gdfast steps CPU and CUDA "
+                                 "tensors")
             dtype = torch.view_as_real(p).dtype if p.is_complex() else p.dtype
             if dtype not in (torch.float32, torch.float64):
                 raise TypeError(f"params[{i}]: expected float32 or float64 (or complex64/128), "
                                 f"got {p.dtype}")
+        raise_invalid(self._spec_name, self._hyper_values({**self.defaults, **param_group}))
+        super().add_param_group(param_group)
 
     def _hyper_values(self, group: Dict[str, Any]) -> Dict[str, Any]:
         raise NotImplementedError
@@ -73,10 +82,13 @@ class _GdfastOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         found_inf = getattr(self, "found_inf", None)
-        if found_inf is not None and float(found_inf) != 0.0:
-            return loss  # an AMP step with inf/nan gradients: skipped, step counts unchanged
         grad_scale = getattr(self, "grad_scale", None)
-        scale = 1.0 if grad_scale is None else float(grad_scale)
+        on_cpu = found_inf is None or found_inf.device.type == "cpu"
+        if on_cpu and found_inf is not None and float(found_inf) != 0.0:
+            return loss  # an AMP step with inf/nan gradients: skipped, step counts unchanged
+        # CUDA: the kernels read the scale and the inf flag on the device (no synchronisation).
+        amp = (1.0 if grad_scale is None else float(grad_scale)) if on_cpu else (
+            grad_scale if grad_scale is not None else 1.0, found_inf)
         for group in self.param_groups:  # all groups first: an invalid one changes nothing
             raise_invalid(self._spec_name, self._hyper_values(group))
         for group in self.param_groups:
@@ -88,14 +100,21 @@ class _GdfastOptimizer(torch.optim.Optimizer):
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 batches.setdefault(self._batch_key(p), []).append(p)
             for params in batches.values():
-                self._step_batch(group, params, scale)
+                self._step_batch(group, params, amp)
         return loss
+
+    @staticmethod
+    def _amp_kwargs(amp: Any) -> Dict[str, Any]:
+        """grad_scale (and, on CUDA, found_inf) keyword arguments for the ops."""
+        if isinstance(amp, tuple):
+            return {"grad_scale": amp[0], "found_inf": amp[1]}
+        return {"grad_scale": amp}
 
     def _batch_key(self, p: torch.Tensor) -> Tuple[Any, ...]:
         return (p.dtype,)
 
     def _step_batch(self, group: Dict[str, Any], params: List[torch.Tensor],
-                    grad_scale: float) -> None:
+                    amp: Any) -> None:
         raise NotImplementedError
 
     def _states(self, params: List[torch.Tensor], name: str,
@@ -106,16 +125,23 @@ class _GdfastOptimizer(torch.optim.Optimizer):
         step has succeeded, so a rejected step leaves no half-made state behind."""
         out = []
         for p in params:
-            tensor = self.state[p].get(name)
+            tensor = self.state.get(p, {}).get(name)
             if tensor is None:
                 tensor = make(p, memory_format=torch.preserve_format)
                 created.append((p, name, tensor))
             out.append(_as_array(tensor))
         return out
 
-    def _commit(self, created: List[Tuple[torch.Tensor, str, torch.Tensor]]) -> None:
+    def _commit(self, params: List[torch.Tensor],
+                created: List[Tuple[torch.Tensor, str, torch.Tensor]]) -> None:
+        """After a successful kernel call: store new state, and bump the version counters of
+        what was written in place, as torch.optim's in-place ops do (autograd then catches a
+        param modified between forward and backward)."""
         for p, name, tensor in created:
             self.state[p][name] = tensor
+        written = list(params) + [t for p in params for t in self.state.get(p, {}).values()
+                                  if torch.is_tensor(t) and t.dim() > 0]
+        torch.autograd.graph.increment_version(written)
 
 
 class SGD(_GdfastOptimizer):
@@ -135,25 +161,27 @@ class SGD(_GdfastOptimizer):
     def _hyper_values(self, group: Dict[str, Any]) -> Dict[str, Any]:
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
-        return {k: group[k] for k in ("lr", "momentum", "dampening", "weight_decay")}
+        values = {k: group[k] for k in ("lr", "momentum", "dampening", "weight_decay")}
+        values["lr"] = float(values["lr"])  # torch allows a tensor lr
+        return values
 
     def _batch_key(self, p: torch.Tensor) -> Tuple[Any, ...]:
-        return (p.dtype, self.state[p].get("momentum_buffer") is None)
+        return (p.dtype, self.state.get(p, {}).get("momentum_buffer") is None)
 
-    def _step_batch(self, group, params, grad_scale):  # type: ignore[no-untyped-def]
+    def _step_batch(self, group, params, amp):  # type: ignore[no-untyped-def]
         buffers = None
         first = False
         created: List[Tuple[torch.Tensor, str, torch.Tensor]] = []
         if group["momentum"] != 0:
-            first = self.state[params[0]].get("momentum_buffer") is None
+            first = self.state.get(params[0], {}).get("momentum_buffer") is None
             # torch.optim.SGD starts the buffer as a copy of the gradient: step 1 writes it.
             buffers = self._states(params, "momentum_buffer", created, make=torch.empty_like)
         ops.sgd_([_as_array(p) for p in params], [_as_array(p.grad) for p in params], buffers,
                  step=1 if first else 2, lr=float(group["lr"]), momentum=group["momentum"],
                  dampening=group["dampening"], nesterov=group["nesterov"],
                  weight_decay=group["weight_decay"], maximize=group["maximize"],
-                 grad_scale=grad_scale)
-        self._commit(created)
+                 **self._amp_kwargs(amp))
+        self._commit(params, created)
 
 
 class Adam(_GdfastOptimizer):
@@ -179,17 +207,21 @@ class Adam(_GdfastOptimizer):
                 "eps": group["eps"], "weight_decay": group["weight_decay"]}
 
     def _batch_key(self, p: torch.Tensor) -> Tuple[Any, ...]:
-        step = self.state[p].get("step")
-        return (p.dtype, 0 if step is None else int(step))
+        step = self.state.get(p, {}).get("step")
+        if step is None or self.defaults["capturable"]:
+            return (p.dtype,)  # capturable: counts stay on the device, stepped together
+        return (p.dtype, int(step))
 
-    def _step_batch(self, group, params, grad_scale):  # type: ignore[no-untyped-def]
+    def _step_batch(self, group, params, amp):  # type: ignore[no-untyped-def]
         created: List[Tuple[torch.Tensor, str, torch.Tensor]] = []
         steps = []
         for p in params:
-            step = self.state[p].get("step")
+            step = self.state.get(p, {}).get("step")
             if step is None:
-                # As torch.optim.Adam: a float32 scalar tensor, so state_dicts interchange.
-                step = torch.tensor(0.0, dtype=torch.float32)
+                # As torch.optim.Adam: a float32 scalar tensor (on the param's device when
+                # capturable), so state_dicts interchange.
+                device = p.device if group["capturable"] else "cpu"
+                step = torch.tensor(0.0, dtype=torch.float32, device=device)
                 created.append((p, "step", step))
             steps.append(step)
         exp_avg = self._states(params, "exp_avg", created)
@@ -197,15 +229,23 @@ class Adam(_GdfastOptimizer):
         amsgrad = bool(group["amsgrad"])
         max_sq = self._states(params, "max_exp_avg_sq", created) if amsgrad else None
         beta1, beta2 = group["betas"]
+        capturable = bool(group["capturable"])
+        if capturable:  # the kernel reads the count after this update from the device
+            torch._foreach_add_(steps, 1)
+        lr = group["lr"]
         ops.adam_([_as_array(p) for p in params], [_as_array(p.grad) for p in params],
-                  exp_avg, exp_avg_sq, step=int(steps[0]) + 1, lr=float(group["lr"]),
+                  exp_avg, exp_avg_sq, step=steps[0] if capturable else int(steps[0]) + 1,
+                  lr=lr if capturable and torch.is_tensor(lr) else float(lr),
                   beta1=float(beta1), beta2=float(beta2), eps=group["eps"],
                   weight_decay=group["weight_decay"],
                   decoupled_weight_decay=bool(group.get("decoupled_weight_decay", False)),
                   amsgrad=amsgrad, max_exp_avg_sq=max_sq, maximize=bool(group["maximize"]),
-                  grad_scale=grad_scale)
-        self._commit(created)
-        torch._foreach_add_(steps, 1)
+                  **self._amp_kwargs(amp))
+        self._commit(params, created)
+        if not capturable:
+            torch._foreach_add_(steps, 1)
+        elif isinstance(amp, tuple) and amp[1] is not None:
+            torch._foreach_sub_(steps, [amp[1]] * len(steps))  # a skipped step counts not
 
 
 class AdamW(Adam):
@@ -239,11 +279,11 @@ class Lion(_GdfastOptimizer):
         return {"lr": float(group["lr"]), "beta1": float(beta1), "beta2": float(beta2),
                 "weight_decay": group["weight_decay"]}
 
-    def _step_batch(self, group, params, grad_scale):  # type: ignore[no-untyped-def]
+    def _step_batch(self, group, params, amp):  # type: ignore[no-untyped-def]
         beta1, beta2 = group["betas"]
         created: List[Tuple[torch.Tensor, str, torch.Tensor]] = []
         ops.lion_([_as_array(p) for p in params], [_as_array(p.grad) for p in params],
                   self._states(params, "exp_avg", created), lr=float(group["lr"]),
                   beta1=float(beta1), beta2=float(beta2), weight_decay=group["weight_decay"],
-                  maximize=bool(group.get("maximize", False)), grad_scale=grad_scale)
-        self._commit(created)
+                  maximize=bool(group.get("maximize", False)), **self._amp_kwargs(amp))
+        self._commit(params, created)

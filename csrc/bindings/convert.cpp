@@ -83,21 +83,69 @@ std::string dlpack_dtype_text(const dlpack::DataType& t) {
   return t.lanes == 1 ? name : name + "x" + std::to_string(t.lanes);
 }
 
+bool is_host(std::int32_t device_type) {
+  return device_type == dlpack::kDLCPU || device_type == dlpack::kDLCUDAHost ||
+         device_type == dlpack::kDLROCMHost;
+}
+
+std::string device_str(const ArrayInfo& a) {
+  return is_host(a.device_type) ? std::string("cpu") : "cuda:" + std::to_string(a.device_id);
+}
+
+// CPU memory (pinned host memory included) for the CPU kernels; CUDA device memory for the
+// CUDA kernels when this build has them. Every array of a call on the device of the first.
+void check_device(const ArrayInfo& a, const NamedArg& who, const ArrayInfo* first,
+                  const NamedArg& first_who) {
+  const bool cuda = a.device_type == dlpack::kDLCUDA || a.device_type == dlpack::kDLCUDAManaged;
+  if (!is_host(a.device_type) && !cuda) {
+    fail_value(who, "is on DLPack device type " + std::to_string(a.device_type) +
+                        ", which gdfast does not support (CPU and CUDA only)");
+  }
+#if !defined(GDFAST_HAVE_CUDA)
+  if (cuda) {
+    fail_value(who, "is on CUDA device " + std::to_string(a.device_id) +
+                        ", but this gdfast build has no CUDA kernels (build it with "
+                        "GDFAST_ENABLE_CUDA=ON); CPU tensors only");
+  }
+#endif
+  if (first != nullptr && device_str(a) != device_str(*first)) {
+    fail_value(who, "is on " + device_str(a) + " but " + first_who.str() + " is on " +
+                        device_str(*first) + "; all arrays of one call must share a device");
+  }
+}
+
 // Consumes obj.__dlpack__(): the capsule is renamed to "used_..." and its deleter recorded
 // in `consumed`, to be called once when the call is over (the protocol's ownership rule).
-ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, std::vector<ConsumedDlpack>& consumed) {
+ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, py::handle stream,
+                      std::vector<ConsumedDlpack>& consumed) {
   const py::handle h(obj);
   if (!py::hasattr(h, "__dlpack__")) {
     fail_type(who, std::string("expected a numpy.ndarray or a DLPack tensor (torch.Tensor, "
                                "cupy.ndarray, ...), got ") + Py_TYPE(obj)->tp_name);
   }
+  // The protocol has consumers ask the device first: it decides the stream argument (only
+  // CUDA takes one), and a tensor this build cannot step is refused before it is exported.
+  bool cuda_device = false;
+  if (py::hasattr(h, "__dlpack_device__")) {
+    ArrayInfo where;
+    const py::tuple device = h.attr("__dlpack_device__")();
+    where.device_type = device[0].cast<std::int32_t>();
+    where.device_id = device[1].cast<std::int32_t>();
+    check_device(where, who, nullptr, who);
+    cuda_device = !is_host(where.device_type);
+  }
+  if (!cuda_device) stream = py::none();
   py::object capsule;
   try {
+    const py::object method = h.attr("__dlpack__");
     try {
-      capsule = h.attr("__dlpack__")(py::arg("max_version") = py::make_tuple(1, 0));
+      capsule = stream.is_none()
+                    ? method(py::arg("max_version") = py::make_tuple(1, 0))
+                    : method(py::arg("stream") = stream, py::arg("max_version") = py::make_tuple(1, 0));
     } catch (py::error_already_set& e) {
       if (!e.matches(PyExc_TypeError)) throw;
-      capsule = h.attr("__dlpack__")();  // a producer that predates DLPack 1.0
+      // A producer that predates DLPack 1.0.
+      capsule = stream.is_none() ? method() : method(py::arg("stream") = stream);
     }
   } catch (py::error_already_set& e) {
     fail_value(who, std::string("could not be exported through DLPack: ") +
@@ -174,23 +222,6 @@ bool same_shape(const ArrayInfo& a, const ArrayInfo& b) {
   return a.ndim == b.ndim && std::equal(a.shape, a.shape + a.ndim, b.shape);
 }
 
-void check_device(const ArrayInfo& a, const NamedArg& who) {
-  switch (a.device_type) {
-    case dlpack::kDLCPU:
-    case dlpack::kDLCUDAHost:
-    case dlpack::kDLROCMHost:
-      return;
-    case dlpack::kDLCUDA:
-    case dlpack::kDLCUDAManaged:
-      fail_value(who, "is on CUDA device " + std::to_string(a.device_id) +
-                          ", but this gdfast build has no CUDA kernels (build it with "
-                          "GDFAST_ENABLE_CUDA=ON); CPU tensors only");
-    default:
-      fail_value(who, "is on DLPack device type " + std::to_string(a.device_type) +
-                          ", which gdfast does not support; CPU tensors only");
-  }
-}
-
 struct Extent {
   std::uintptr_t begin, end;
   NamedArg who;
@@ -251,9 +282,9 @@ void require(py::handle value, const char* name, const char* why) {
   if (value.is_none()) throw py::value_error(std::string(name) + ": required when " + why);
 }
 
-TensorBatch::TensorBatch(std::initializer_list<TensorArg> args) {
+TensorBatch::TensorBatch(std::initializer_list<TensorArg> args, py::handle stream) {
   try {
-    gather(args);
+    gather(args, stream);
   } catch (...) {
     release();  // a throwing constructor runs no destructor: release DLPack tensors now
     throw;
@@ -275,7 +306,7 @@ void TensorBatch::release() {
   consumed_.clear();
 }
 
-void TensorBatch::gather(std::initializer_list<TensorArg> args) {
+void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle stream) {
   const auto& api = npy_api::get();
   num_arrays_ = static_cast<int>(args.size());
   const TensorArg& first = *args.begin();
@@ -316,14 +347,23 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args) {
   offsets_.assign(static_cast<std::size_t>(num_tensors_ + 1), 0);
   std::vector<Extent> extents;
   extents.reserve(arrays_.size());
+  ArrayInfo first_array;
+  const NamedArg first_who{&first, is_list, 0};
   for (index_t t = 0; t < num_tensors_; ++t) {
     ArrayInfo param;
     for (int k = 0; k < num_arrays_; ++k) {
       const TensorArg& arg = *(args.begin() + k);
       const NamedArg who{&arg, is_list, t};
       PyObject* obj = PySequence_Fast_GET_ITEM(sequences[static_cast<std::size_t>(k)].ptr(), t);
-      const ArrayInfo a = api.PyArray_Check_(obj) ? from_numpy(obj) : from_dlpack(obj, who, consumed_);
-      check_device(a, who);
+      const ArrayInfo a =
+          api.PyArray_Check_(obj) ? from_numpy(obj) : from_dlpack(obj, who, stream, consumed_);
+      const bool is_first = t == 0 && k == 0;
+      check_device(a, who, is_first ? nullptr : &first_array, first_who);
+      if (is_first) {
+        first_array = a;
+        on_cuda_ = !is_host(a.device_type);
+        device_id_ = a.device_id;
+      }
       if (!a.dtype_ok) {
         fail_type(who, "expected float32 or float64 (native byte order), got " + dtype_text(a));
       }

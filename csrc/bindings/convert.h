@@ -31,21 +31,26 @@ struct ConsumedDlpack {
 class TensorBatch {
  public:
   // Raises TypeError / ValueError naming the argument (e.g. "exp_avg[3]: ...").
-  explicit TensorBatch(std::initializer_list<TensorArg> args);
+  // `stream` (None, or the consumer's CUDA stream as an int) is handed to __dlpack__.
+  explicit TensorBatch(std::initializer_list<TensorArg> args, py::handle stream = py::none());
   ~TensorBatch();
   TensorBatch(const TensorBatch&) = delete;
   TensorBatch& operator=(const TensorBatch&) = delete;
 
   Dtype dtype() const { return dtype_; }
+  bool on_cuda() const { return on_cuda_; }
+  int device_id() const { return device_id_; }
   StepArgs step_args() const {
     return {num_arrays_, num_tensors_, arrays_.data(), offsets_.data(), nullptr};
   }
 
  private:
-  void gather(std::initializer_list<TensorArg> args);
+  void gather(std::initializer_list<TensorArg> args, py::handle stream);
   void release();  // calls each consumed DLPack tensor's deleter once
 
   Dtype dtype_ = Dtype::kFloat32;
+  bool on_cuda_ = false;
+  int device_id_ = 0;
   int num_arrays_ = 0;
   index_t num_tensors_ = 0;
   std::vector<void*> arrays_;     // tensor-major, num_arrays_ per tensor

@@ -1,0 +1,30 @@
+# Optional CUDA kernels (GDFAST_ENABLE_CUDA=ON, or GDFAST_CUDA=1 in the environment of
+# `pip install`). The same rule headers as the CPU, compiled for the device; the CPU build is
+# unchanged when this is off.
+if(NOT GDFAST_ENABLE_CUDA)
+  return()
+endif()
+
+include(CheckLanguage)
+check_language(CUDA)
+if(NOT CMAKE_CUDA_COMPILER)
+  message(FATAL_ERROR "GDFAST_ENABLE_CUDA=ON but no CUDA compiler was found; install the CUDA "
+                      "toolkit (nvcc on PATH or CUDACXX set) or build without CUDA")
+endif()
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  # Ampere and Hopper as machine code, plus PTX of the newest for later GPUs to JIT.
+  set(CMAKE_CUDA_ARCHITECTURES 80-real 90-real 90-virtual)
+endif()
+enable_language(CUDA)
+set(CMAKE_CUDA_STANDARD 17)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+find_package(CUDAToolkit REQUIRED)
+
+add_library(gdfast_cuda OBJECT csrc/cuda/kernels.cu)
+target_include_directories(gdfast_cuda PRIVATE ${PROJECT_SOURCE_DIR}/csrc)
+set_target_properties(gdfast_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON)
+target_compile_options(gdfast_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-fno-math-errno>)
+target_link_libraries(gdfast_cuda PRIVATE CUDA::cudart_static)
+target_compile_definitions(gdfast_config INTERFACE GDFAST_HAVE_CUDA)
+target_link_libraries(_core PRIVATE gdfast_cuda CUDA::cudart_static)
+message(STATUS "gdfast: CUDA kernels for ${CMAKE_CUDA_ARCHITECTURES}")

@@ -1,0 +1,48 @@
+// The CUDA kernels' host interface. No CUDA headers here: the bindings include this whether
+// or not the build has CUDA (GDFAST_HAVE_CUDA says which).
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "core/step_args.h"
+#include "optim/registry.h"
+
+namespace gdfast::cuda {
+
+// Per-call scalars that may live in device memory (1-element float32 tensors), so that a step
+// needs no host synchronisation and can be captured in a CUDA graph. Null: use the host value.
+struct DeviceScalars {
+  const float* grad_scale = nullptr;  // gradients are divided by *grad_scale
+  const float* found_inf = nullptr;   // nonzero: the whole step is skipped
+  const float* lr = nullptr;
+  const float* step = nullptr;        // 1-based step count after this update
+};
+
+bool is_available();  // a driver and at least one device; false (never an error) otherwise
+int device_count();   // 0 without a driver
+
+// One step over the tensor list on `device`, launched on `stream` (a cudaStream_t; the DLPack
+// values 1 and 2 are the legacy and per-thread default streams, as in CUDA itself). Launches
+// one kernel per ~600 tensors; never synchronises. Throws std::runtime_error on CUDA errors.
+#define GDFAST_OPTIMIZER(name, Rule)                                                   \
+  void step_##name(const optim::Rule::Hyper& hyper, Dtype dtype, const StepArgs& args, \
+                   const DeviceScalars& scalars, int device, std::uintptr_t stream);
+#include "optim/optimizers.def"
+#undef GDFAST_OPTIMIZER
+
+// Routes a rule to its step_<name> above.
+template <class Rule>
+void run_step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
+              const DeviceScalars& scalars, int device, std::uintptr_t stream);
+#define GDFAST_OPTIMIZER(name, Rule)                                                          \
+  template <>                                                                                 \
+  inline void run_step<optim::Rule>(const optim::Rule::Hyper& hyper, Dtype dtype,            \
+                                    const StepArgs& args, const DeviceScalars& scalars,       \
+                                    int device, std::uintptr_t stream) {                      \
+    step_##name(hyper, dtype, args, scalars, device, stream);                                 \
+  }
+#include "optim/optimizers.def"
+#undef GDFAST_OPTIMIZER
+
+}  // namespace gdfast::cuda

@@ -1,0 +1,55 @@
+// Instantiates the CUDA loop for every rule, element type and option set, and the host entry
+// points declared in cuda/api.h.
+#include <utility>
+
+#include "cuda/multi_tensor.cuh"
+
+namespace gdfast::cuda {
+namespace {
+
+template <class Rule, class T>
+using LaunchFn = void (*)(const typename Rule::Hyper&, const StepArgs&, const DeviceScalars&,
+                          cudaStream_t);
+
+template <class Rule, class T, unsigned... kFlags>
+LaunchFn<Rule, T> pick(unsigned flags, std::integer_sequence<unsigned, kFlags...>) {
+  constexpr LaunchFn<Rule, T> fns[] = {&launch<Rule, kFlags, T>...};
+  return fns[flags];
+}
+
+template <class Rule>
+void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
+          const DeviceScalars& scalars, int device, std::uintptr_t stream) {
+  if (args.offsets[args.num_tensors] == 0) return;
+  const DeviceGuard guard(device);
+  const auto all_flags = std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>{};
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  if (dtype == Dtype::kFloat32) {
+    pick<Rule, float>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
+  } else {
+    pick<Rule, double>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
+  }
+}
+
+}  // namespace
+
+bool is_available() { return device_count() > 0; }
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver"/"no device" error
+    return 0;
+  }
+  return n;
+}
+
+#define GDFAST_OPTIMIZER(name, Rule)                                                      \
+  void step_##name(const optim::Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,    \
+                   const DeviceScalars& scalars, int device, std::uintptr_t stream) {     \
+    step<optim::Rule>(hyper, dtype, args, scalars, device, stream);                       \
+  }
+#include "optim/optimizers.def"
+#undef GDFAST_OPTIMIZER
+
+}  // namespace gdfast::cuda

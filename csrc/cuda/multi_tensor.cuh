@@ -1,0 +1,172 @@
+// The CUDA loop: one launch steps a whole list of tensors of any sizes. The tensor table
+// travels as a kernel parameter (up to 32 KiB since CUDA 12.1 on sm_70+), so nothing is
+// copied to the device beforehand and a captured CUDA graph replays the launch as it is.
+// Each block takes one chunk of one tensor; each thread applies the rule from csrc/optim/
+// (instantiated with V = T, the same headers as the CPU) to kVec consecutive elements, loaded
+// and stored 16 bytes at a time where the arrays are aligned for it.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/step_args.h"
+#include "cuda/api.h"
+#include "cuda/check.h"
+
+namespace gdfast::cuda {
+
+constexpr int kThreads = 256;
+constexpr int kUnroll = 4;  // vectors per thread per chunk
+
+template <class T>
+__host__ __device__ constexpr int vec_width() {
+  return 16 / static_cast<int>(sizeof(T));
+}
+template <class T>
+__host__ __device__ constexpr index_t chunk_elements() {
+  return index_t{kThreads} * kUnroll * vec_width<T>();
+}
+
+template <int kArrays>
+struct LaunchTable {
+  static constexpr int kMaxBytes = 32000;
+  static constexpr int kMaxTensors = (kMaxBytes - 16) / (kArrays * 8 + 8 + 4);
+  void* arrays[kMaxTensors][kArrays];
+  index_t sizes[kMaxTensors];
+  int first_block[kMaxTensors + 1];  // blocks of tensor t: [first_block[t], first_block[t+1])
+  int num_tensors;
+};
+
+// Overrides from device scalars, for whichever of these members a rule's Hyper has.
+template <class H>
+__device__ auto set_lr(H& h, const float* v, int) -> decltype(h.lr = 0.0, void()) {
+  if (v != nullptr) h.lr = *v;
+}
+template <class H>
+__device__ void set_lr(H&, const float*, long) {}
+template <class H>
+__device__ auto set_step(H& h, const float* v, int) -> decltype(h.step = 0, void()) {
+  if (v != nullptr) h.step = static_cast<index_t>(*v);
+}
+template <class H>
+__device__ void set_step(H&, const float*, long) {}
+template <class H>
+__device__ auto set_grad_scale(H& h, const float* v, int) -> decltype(h.grad_scale = 0.0, void()) {
+  if (v != nullptr) h.grad_scale = *v;
+}
+template <class H>
+__device__ void set_grad_scale(H&, const float*, long) {}
+
+template <class T>
+struct alignas(16) Pack {
+  T v[vec_width<T>()];
+};
+
+template <class Rule, unsigned kFlags, class T, int kArrays>
+__device__ __forceinline__ void apply_element(T* const* ptr, index_t i,
+                                              const typename Rule::template Coef<T>& c) {
+  T param = ptr[0][i];
+  T state[kArrays - 1];
+  for (int k = 2; k < kArrays; ++k) state[k - 2] = ptr[k][i];
+  Rule::template update<kFlags>(param, ptr[1][i], state, c);
+  ptr[0][i] = param;
+  for (int k = 2; k < kArrays; ++k) ptr[k][i] = state[k - 2];
+}
+
+template <class Rule, unsigned kFlags, class T, int kArrays>
+__device__ __forceinline__ void apply_pack(T* const* ptr, index_t i,
+                                           const typename Rule::template Coef<T>& c) {
+  constexpr int kVec = vec_width<T>();
+  Pack<T> pack[kArrays];
+  for (int k = 0; k < kArrays; ++k) pack[k] = *reinterpret_cast<const Pack<T>*>(ptr[k] + i);
+  for (int e = 0; e < kVec; ++e) {
+    T state[kArrays - 1];
+    for (int k = 2; k < kArrays; ++k) state[k - 2] = pack[k].v[e];
+    Rule::template update<kFlags>(pack[0].v[e], pack[1].v[e], state, c);
+    for (int k = 2; k < kArrays; ++k) pack[k].v[e] = state[k - 2];
+  }
+  *reinterpret_cast<Pack<T>*>(ptr[0] + i) = pack[0];
+  for (int k = 2; k < kArrays; ++k) *reinterpret_cast<Pack<T>*>(ptr[k] + i) = pack[k];
+}
+
+template <class Rule, unsigned kFlags, class T, int kArrays>
+__global__ void __launch_bounds__(kThreads)
+    step_kernel(const LaunchTable<kArrays> table, typename Rule::Hyper hyper,
+                DeviceScalars scalars) {
+  if (scalars.found_inf != nullptr && *scalars.found_inf != 0.0f) return;
+  set_lr(hyper, scalars.lr, 0);
+  set_step(hyper, scalars.step, 0);
+  set_grad_scale(hyper, scalars.grad_scale, 0);
+  const auto coef = Rule::template coef<T>(hyper);
+
+  // The tensor of this block: the last t with first_block[t] <= blockIdx.x.
+  int lo = 0, hi = table.num_tensors;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (table.first_block[mid] <= static_cast<int>(blockIdx.x)) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  const index_t begin = index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} *
+                        chunk_elements<T>();
+  const index_t remaining = table.sizes[lo] - begin;
+  const index_t n = remaining < chunk_elements<T>() ? remaining : chunk_elements<T>();
+  T* ptr[kArrays];
+  bool aligned = true;
+  for (int k = 0; k < kArrays; ++k) {
+    ptr[k] = static_cast<T*>(table.arrays[lo][k]) + begin;
+    aligned = aligned && reinterpret_cast<std::uintptr_t>(ptr[k]) % 16 == 0;
+  }
+  constexpr int kVec = vec_width<T>();
+  if (aligned) {
+    const index_t full = n / kVec * kVec;
+    for (index_t i = index_t{threadIdx.x} * kVec; i < full; i += index_t{kThreads} * kVec) {
+      apply_pack<Rule, kFlags, T, kArrays>(ptr, i, coef);
+    }
+    for (index_t i = full + threadIdx.x; i < n; i += kThreads) {
+      apply_element<Rule, kFlags, T, kArrays>(ptr, i, coef);
+    }
+  } else {
+    for (index_t i = threadIdx.x; i < n; i += kThreads) {
+      apply_element<Rule, kFlags, T, kArrays>(ptr, i, coef);
+    }
+  }
+}
+
+// Fills tables from the tensor list and launches; empty tensors are skipped.
+template <class Rule, unsigned kFlags, class T>
+void launch(const typename Rule::Hyper& hyper, const StepArgs& args, const DeviceScalars& scalars,
+            cudaStream_t stream) {
+  constexpr int kArrays = 2 + Rule::template num_states<kFlags>();
+  using Table = LaunchTable<kArrays>;
+  static_assert(sizeof(Table) <= 32764, "kernel parameters are limited to 32764 bytes");
+  Table table;
+  table.num_tensors = 0;
+  table.first_block[0] = 0;
+  const auto flush = [&] {
+    if (table.num_tensors == 0) return;
+    const int blocks = table.first_block[table.num_tensors];
+    step_kernel<Rule, kFlags, T, kArrays><<<blocks, kThreads, 0, stream>>>(table, hyper, scalars);
+    GDFAST_CUDA_CHECK(cudaGetLastError());
+    table.num_tensors = 0;
+  };
+  for (index_t t = 0; t < args.num_tensors; ++t) {
+    const index_t size = args.offsets[t + 1] - args.offsets[t];
+    if (size == 0) continue;
+    const index_t blocks = (size + chunk_elements<T>() - 1) / chunk_elements<T>();
+    if (table.num_tensors == Table::kMaxTensors ||
+        table.first_block[table.num_tensors] + blocks > index_t{0x7fffffff}) {
+      flush();
+    }
+    const int slot = table.num_tensors++;
+    for (int k = 0; k < kArrays; ++k) table.arrays[slot][k] = args.arrays[t * args.num_arrays + k];
+    table.sizes[slot] = size;
+    table.first_block[slot + 1] = table.first_block[slot] + static_cast<int>(blocks);
+  }
+  flush();
+}
+
+}  // namespace gdfast::cuda

@@ -1,0 +1,64 @@
+"""Where a call runs: CPU arrays, or CUDA tensors on their framework's current stream with
+per-call scalars that may live in device memory. Only consulted when the build has CUDA
+kernels or a call passes ``found_inf``, so the NumPy path pays nothing for it."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+_CUDA_DEVICE_TYPES = (2, 13)  # DLPack kDLCUDA, kDLCUDAManaged
+SKIP = object()  # the step must be skipped (found_inf is set)
+
+
+def _first(tensors: Any) -> Any:
+    if isinstance(tensors, (list, tuple)):
+        return tensors[0] if tensors else None
+    return tensors
+
+
+def _on_cuda(obj: Any) -> bool:
+    if obj is None or isinstance(obj, np.ndarray) or not hasattr(obj, "__dlpack_device__"):
+        return False
+    return int(obj.__dlpack_device__()[0]) in _CUDA_DEVICE_TYPES
+
+
+def _is_tensor(x: Any) -> bool:
+    return hasattr(x, "__dlpack__")
+
+
+def current_stream(obj: Any) -> int:
+    """The caller's current CUDA stream for obj's framework, as DLPack's __dlpack__(stream=)
+    wants it (1 for the legacy default stream, whose handle is 0)."""
+    module = type(obj).__module__.split(".")[0]
+    handle = 0
+    if module == "torch":
+        import torch
+
+        handle = torch.cuda.current_stream(obj.device).cuda_stream
+    elif module == "cupy":
+        import cupy
+
+        handle = cupy.cuda.get_current_stream().ptr
+    return handle if handle != 0 else 1
+
+
+def prepare(param: Any, grad_scale: Any, found_inf: Any, lr: Any,
+            step: Any) -> Tuple[Any, Optional[int], Optional[tuple], Any, Any, Any]:
+    """Returns (status, stream, device_scalars, grad_scale, lr, step) with the host values the
+    range checks see. status is SKIP when a host-side found_inf says so."""
+    first = _first(param)
+    if not _on_cuda(first):
+        if found_inf is not None and float(found_inf) != 0.0:
+            return SKIP, None, None, grad_scale, lr, step
+        as_float = (lambda x: float(x) if _is_tensor(x) else x)
+        step = int(step) if _is_tensor(step) else step
+        return None, None, None, as_float(grad_scale), as_float(lr), step
+    scalars = tuple(x if _is_tensor(x) else None for x in (grad_scale, found_inf, lr, step))
+    # Device-resident values are not range-checked (that would synchronise): placeholders.
+    grad_scale = 1.0 if _is_tensor(grad_scale) else grad_scale
+    lr = 0.0 if _is_tensor(lr) else lr
+    step = 1 if _is_tensor(step) else step
+    device_scalars = scalars if any(x is not None for x in scalars) else None
+    return None, current_stream(first), device_scalars, grad_scale, lr, step

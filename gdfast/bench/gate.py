@@ -1,0 +1,80 @@
+"""The correctness gate: before an implementation is timed, its parameters after a few steps
+from the initial state are compared with the float64 reference (cases.reference) on a sample
+of elements. A wrong result is reported as an error, never as a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .cases import Case, reference, rtol
+from .impls import Runner
+from .workloads import Data
+
+GATE_STEPS = 3
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    worst: float  # largest |error| / tolerance over the sample (nan if not comparable)
+    message: str = ""
+
+
+class Gate:
+    """The reference for one (case, data), computed once, checked against many runners."""
+
+    def __init__(self, case: Case, data: Data, steps: int = GATE_STEPS):
+        self.case, self.data, self.steps = case, data, steps
+        self.p0 = data.gather(data.p0).astype(np.float64)
+        self.g = data.gather(data.grads)
+        self.expected = reference(case, self.p0, self.g, steps)
+        self.rtol = rtol(data.dtype, steps)
+        moved = np.abs(self.expected - self.p0)
+        scale = float(moved.max()) if moved.size else 0.0
+        self.tol = self.rtol * (np.abs(self.expected) + np.abs(self.p0) + scale)
+        self.offsets = np.cumsum([0] + [len(s) for s in data.sample])
+
+    def where(self, i: int) -> str:
+        t = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        e = int(self.data.sample[t][i - self.offsets[t]])
+        return f"tensor {t} element {e}" if len(self.data.sample) > 1 else f"element {e}"
+
+    def check(self, runner: Runner) -> Verdict:
+        """From fresh state (reset unless just built or reset), take ``steps`` steps, compare.
+        Leaves the runner stepped (the gate's steps are its warm-up)."""
+        if not getattr(runner, "fresh", False):
+            runner.reset()
+        runner.fresh = False
+        for _ in range(self.steps):
+            runner.step()
+        return self.verdict(self.data.gather(runner.params))
+
+    def verdict(self, got: np.ndarray) -> Verdict:
+        if not np.array_equal(self.data.gather(self.data.grads), self.g):
+            return Verdict(False, float("nan"), "wrong: it modified the gradient")
+        if got.size == 0:
+            return Verdict(True, 0.0)
+        got64 = got.astype(np.float64)
+        bad = ~np.isfinite(got64)
+        if bad.any():
+            i = int(np.argmax(bad))
+            return Verdict(False, float("inf"),
+                           f"wrong result after {self.steps} steps: {got64[i]} at {self.where(i)}")
+        ratio = np.abs(got64 - self.expected) / np.maximum(self.tol, np.finfo(np.float64).tiny)
+        i = int(np.argmax(ratio))
+        worst = float(ratio[i])
+        if worst <= 1.0:
+            return Verdict(True, worst)
+        return Verdict(False, worst,
+                       f"wrong result after {self.steps} steps: {got64[i]:.9g} at {self.where(i)}"
+                       f", float64 reference {self.expected[i]:.9g} (error {worst:.3g}x the "
+                       f"tolerance, rtol {self.rtol:.2g})")
+
+
+def describe_failure(exc: BaseException, during: Optional[str] = None) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    return f"raised during {during}: {text}" if during else f"raised {text}"

@@ -1,0 +1,503 @@
+"""gdfast-bench: argument handling, the JSON schema, the --compare regression logic and the
+correctness gate. Tiny sizes and batches; no timing is asserted."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pytest
+
+from gdfast.bench import cli, compare, progress, report
+from gdfast.bench.cases import CASES, Case, rtol
+from gdfast.bench.gate import Gate
+from gdfast.bench.impls import Implementation, NumpyRunner, Runner, registry
+from gdfast.bench.workloads import make_data, parse_sizes, single
+
+# One 1000-element tensor, one batch of >= 1 ms: each run takes a fraction of a second.
+TINY = ["--sizes", "1000", "--lists", "none", "--batches", "1", "--batch-time", "0.001",
+        "--no-machine-bandwidth", "--progress", "none"]
+
+
+def run(argv: List[str], capsys: pytest.CaptureFixture[str],
+        implementations: Optional[List[Implementation]] = None) -> tuple:
+    code = cli.main(argv, implementations=implementations)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_json(argv: List[str], tmp_path: Any, capsys: pytest.CaptureFixture[str],
+             implementations: Optional[List[Implementation]] = None) -> tuple:
+    path = str(tmp_path / "run.json")
+    code, out, err = run(argv + ["--json", path], capsys, implementations)
+    with open(path) as f:
+        return code, json.load(f), out
+
+
+def rows_of(doc: Dict[str, Any], **match: Any) -> List[Dict[str, Any]]:
+    return [r for r in doc["rows"] if all(r.get(k) == v for k, v in match.items())]
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--optimizers", "adamx"], "adamx"),
+    (["--sizes", "abc"], "abc"),
+    (["--sizes", "0"], "'0'"),
+    (["--sizes", "1.5"], "whole number"),
+    (["--lists", "resnet"], "resnet"),
+    (["--sizes", "none", "--lists", "none"], "nothing to run"),
+    (["--threads", "0"], "--threads"),
+    (["--threads", "two"], "--threads"),
+    (["--isa", "avx9000"], "avx9000"),
+    (["--impls", "tensorflow"], "tensorflow"),
+    (["--quick", "--full"], "not allowed with"),
+    (["--tolerance", "-0.1"], "--tolerance"),
+    (["--batch-time", "0"], "--batch-time"),
+    (["--dtype", "float16"], "--dtype"),
+    (["--compare", "a.json", "b.json", "c.json"], "--compare"),
+    (["--compare", "/nonexistent/old.json"], "old.json"),
+], ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+def test_bad_arguments_exit_2_with_a_message(argv: List[str], needle: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv + ["--progress", "none"])
+    assert info.value.code == cli.EXIT_USAGE
+    assert needle in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--optimizers", "--sizes", "--dtype", "--threads", "--isa", "--json",
+                   "--plot", "--compare", "--tolerance", "--quick", "--full"):
+        assert option in out
+
+
+def test_parse_sizes() -> None:
+    assert parse_sizes("1e3, 2000,1e3,2.5e4") == [1000, 2000, 25000]
+    assert parse_sizes("none") == []
+
+
+def test_modes_presets() -> None:
+    assert cli.MODES["quick"]["sizes"] == [10**4, 10**6]
+    assert cli.MODES["default"]["sizes"][0] == 10**3 and cli.MODES["default"]["sizes"][-1] == 10**8
+    assert set(cli.MODES["default"]["lists"]) == {"gpt2-small", "1000x1024"}
+
+
+def test_list_names_every_implementation(capsys: pytest.CaptureFixture[str]) -> None:
+    impls = [i for i in registry() if i.name in ("gdfast", "numpy")]
+    code, out, _ = run(["--list"], capsys, impls)
+    assert code == 0
+    assert "gdfast" in out and "numpy" in out and "bound" in out
+
+
+def test_python_dash_m_runs() -> None:
+    proc = _python("import runpy, sys; sys.argv = ['gdfast-bench', '--help'];"
+                   "runpy.run_module('gdfast.bench', run_name='__main__')")
+    assert proc.returncode == 0, proc.stderr
+    assert "gdfast-bench" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# A run and its JSON
+
+
+def test_json_schema_and_contents(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = TINY + ["--sizes", "1000,3000", "--optimizers", "sgd,momentum,adam,adamw,lion",
+                   "--impls", "gdfast,numpy"]
+    code, doc, out = run_json(argv, tmp_path, capsys)
+    assert code == 0
+    report.validate(doc)
+    assert doc["schema"] == "gdfast-bench/1"
+    assert doc["command"][0] == "gdfast-bench" and "--impls" in doc["command"]
+    assert doc["config"]["sizes"] == [1000, 3000]
+    assert doc["config"]["dtype"] == "float32"
+    assert set(doc["implementations"]) == {"gdfast", "numpy", "bound"}
+    state_bytes = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8, "lion": 4}
+    move_bytes = {"sgd": 12, "momentum": 20, "adam": 28, "adamw": 28, "lion": 20}
+    for name in state_bytes:
+        assert doc["cases"][name]["bytes_per_elem"] == move_bytes[name]
+        for workload in ("1e3", "3e3"):
+            group = rows_of(doc, optimizer=name, workload=workload)
+            assert [r["implementation"] for r in group] == ["gdfast", "numpy", "bound"]
+            for r in group:
+                assert r["status"] == "ok", r["message"]
+                assert r["bytes_per_elem"] == move_bytes[name]
+                assert r["time_s"]["min"] <= r["time_s"]["median"] <= r["time_s"]["max"]
+                assert r["gb_s"] == pytest.approx(r["gelem_s"] * r["bytes_per_elem"])
+                assert r["pct_bound"] > 0
+            gd, npy, bound = group
+            assert gd["state_bytes_per_param"] == state_bytes[name]
+            assert npy["state_bytes_per_param"] == state_bytes[name]
+            assert bound["pct_bound"] == pytest.approx(100.0)
+            assert gd["best_ref"] == "numpy"
+            assert gd["speedup_vs_best_ref"] == pytest.approx(
+                npy["time_s"]["median"] / gd["time_s"]["median"])
+            assert 0 <= gd["gate_worst"] <= 1
+    # the table
+    for column in ("implementation", "time/step", "Gelem/s", "GB/s", "% bound", "vs best ref",
+                   "state B/param", "bound (stream)"):
+        assert column in out
+
+
+def test_schema_rejects_malformed_reports(tmp_path: Any,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    _, doc, _ = run_json(TINY + ["--optimizers", "sgd", "--impls", "gdfast"], tmp_path, capsys)
+    report.validate(doc)
+    for breakage in (
+        lambda d: d.pop("schema"),
+        lambda d: d.update(schema="gdfast-bench/0"),
+        lambda d: d.pop("rows"),
+        lambda d: d["rows"][0].pop("implementation"),
+        lambda d: d["rows"][0].update(status="great"),
+        lambda d: d["rows"][0].update(time_s=None),
+        lambda d: d["rows"][0]["time_s"].update(min=1.0, median=0.5),
+        lambda d: d["rows"][0].update(status="error"),  # an error row with a time
+    ):
+        broken = copy.deepcopy(doc)
+        breakage(broken)
+        with pytest.raises(report.SchemaError):
+            report.validate(broken)
+
+
+def test_threads_and_isa_variants_make_rows(tmp_path: Any,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import gdfast
+
+    supported = gdfast.isa_info()["supported"]
+    active = gdfast.isa_info()["active"]
+    argv = TINY + ["--optimizers", "adam", "--impls", "gdfast", "--threads", "1,2",
+                   "--isa", ",".join(supported[-2:])]
+    code, doc, _ = run_json(argv, tmp_path, capsys)
+    assert code == 0
+    names = {f"gdfast[{isa}]" for isa in supported[-2:]} if len(supported) > 1 else {"gdfast"}
+    for t in (1, 2):
+        got = {r["implementation"] for r in rows_of(doc, threads=t, status="ok")}
+        assert got == names | {"bound"}
+    assert gdfast.isa_info()["active"] == active  # restored
+
+
+def test_float64(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc, _ = run_json(TINY + ["--dtype", "float64", "--optimizers", "adam",
+                                    "--impls", "gdfast,numpy"], tmp_path, capsys)
+    assert code == 0
+    (gd,) = rows_of(doc, implementation="gdfast")
+    assert gd["dtype"] == "float64" and gd["bytes_per_elem"] == 56
+    assert gd["state_bytes_per_param"] == 16
+
+
+def test_memory_budget_scales_sizes_down(tmp_path: Any,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    argv = TINY + ["--sizes", "1e5", "--optimizers", "adam", "--impls", "gdfast",
+                   "--max-memory", "0.0001"]  # 100 kB
+    code, doc, _ = run_json(argv, tmp_path, capsys)
+    assert code == 0
+    # p0 and grads, gdfast's p, m, v, the bound's p, m, v: 8 fp32 arrays; 2000 fit in 100 kB
+    assert {r["workload"] for r in doc["rows"]} == {"2e3"}
+    assert any("1e5 -> 2e3" in note for note in doc["notes"])
+
+
+def test_slow_references_are_skipped_above_the_limit(tmp_path: Any,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    argv = TINY + ["--optimizers", "sgd", "--impls", "gdfast,numpy", "--slow-limit", "500"]
+    code, doc, out = run_json(argv, tmp_path, capsys)
+    assert code == 0
+    (npy,) = rows_of(doc, implementation="numpy")
+    assert npy["status"] == "skipped" and "slow" in npy["message"]
+    assert any(note.startswith("numpy on sgd: slow reference") for note in doc["notes"])
+
+
+def test_list_workload(tmp_path: Any, capsys: pytest.CaptureFixture[str],
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from gdfast.bench import workloads
+
+    monkeypatch.setattr(workloads, "many_small", lambda: workloads.Workload(
+        "1000x1024", tuple((n,) for n in (1, 17, 0, 1024, 33)), "list"))
+    argv = TINY + ["--sizes", "none", "--lists", "1000x1024", "--optimizers", "adam,lion",
+                   "--impls", "gdfast,numpy"]
+    code, doc, _ = run_json(argv, tmp_path, capsys)
+    assert code == 0
+    assert {(r["tensors"], r["numel"]) for r in doc["rows"]} == {(5, 1075)}
+
+
+def test_plot(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    code, _, _ = run(TINY + ["--optimizers", "adam,lion", "--impls", "gdfast,numpy",
+                             "--sizes", "1000,2000", "--plot", str(path)], capsys)
+    assert code == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_progress_plain_counts_groups() -> None:
+    stream = io.StringIO()
+    bar = progress.make("plain", stream)
+    bar.start(2)
+    bar.advance("adam 1e3")
+    bar.advance("lion 1e3")
+    bar.close()
+    assert "[1/2] adam 1e3" in stream.getvalue() and "[2/2] lion 1e3" in stream.getvalue()
+    assert isinstance(progress.make("auto", io.StringIO()), progress.Silent)  # not a tty
+
+
+# ---------------------------------------------------------------------------------------------
+# The correctness gate
+
+
+class WrongLr(Implementation):
+    """NumPy's rules with the learning rate 1% too high: close, and wrong."""
+
+    name = "wrong-lr"
+
+    def build(self, case: Case, data: Any) -> Runner:
+        hyper = dict(case.hyper, lr=case.hyper["lr"] * 1.01)
+        return NumpyRunner(Case(case.name, case.family, case.n_states, hyper), data)
+
+
+class Raises(Implementation):
+    name = "raises"
+
+    def build(self, case: Case, data: Any) -> Runner:
+        runner = NumpyRunner(case, data)
+
+        def fresh() -> Any:
+            def step() -> None:
+                raise RuntimeError("kernel exploded")
+            return step
+
+        runner._fresh = fresh  # type: ignore[method-assign]
+        runner.reset()
+        return runner
+
+
+class WritesGrad(Implementation):
+    name = "writes-grad"
+
+    def build(self, case: Case, data: Any) -> Runner:
+        runner = NumpyRunner(case, data)
+        inner = runner._fresh
+
+        def fresh() -> Any:
+            step = inner()
+
+            def wrapped() -> None:
+                step()
+                data.grads[0][0] += 1.0
+            return wrapped
+
+        runner._fresh = fresh  # type: ignore[method-assign]
+        runner.reset()
+        return runner
+
+
+def test_gate_reports_a_wrong_result_as_an_error(tmp_path: Any,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    impls = registry() + [WrongLr(), Raises(), WritesGrad()]
+    argv = TINY + ["--optimizers", "sgd,adam,lion",
+                   "--impls", "gdfast,numpy,wrong-lr,raises,writes-grad"]
+    code, doc, out = run_json(argv, tmp_path, capsys, impls)
+    assert code == cli.EXIT_WRONG
+    report.validate(doc)
+    for name in ("sgd", "adam", "lion"):
+        group = {r["implementation"]: r for r in rows_of(doc, optimizer=name)}
+        assert group["gdfast"]["status"] == "ok" and group["numpy"]["status"] == "ok"
+        wrong = group["wrong-lr"]
+        assert wrong["status"] == "error" and "wrong result" in wrong["message"]
+        assert wrong["time_s"] is None and wrong["gelem_s"] is None
+        assert wrong["gate_worst"] > 1
+        assert group["raises"]["status"] == "error"
+        assert "kernel exploded" in group["raises"]["message"]
+        assert group["writes-grad"]["status"] == "error"
+        assert "gradient" in group["writes-grad"]["message"]
+        # a failed implementation is not "the best reference"
+        assert group["gdfast"]["best_ref"] == "numpy"
+    assert "ERROR: wrong result" in out
+    assert "failed the correctness gate" in out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gate_tolerance_separates_rounding_from_error(name: str, dtype: Any) -> None:
+    case = CASES[name]
+    data = make_data(single(5000), dtype)
+    gate = Gate(case, data)
+    assert gate.rtol == rtol(np.dtype(dtype), gate.steps)
+    # the reference rounded to the dtype passes; an update 2% off does not
+    assert gate.verdict(gate.expected.astype(dtype)).ok
+    off = gate.p0 + (gate.expected - gate.p0) * 1.02
+    verdict = gate.verdict(off.astype(dtype))
+    assert not verdict.ok and verdict.worst > 1
+    nan = gate.expected.copy()
+    nan[7] = np.nan
+    assert not gate.verdict(nan).ok
+
+
+def test_every_installed_reference_passes_the_gate(tmp_path: Any,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The references' semantics match gdfast's (torch.optim, lion-pytorch)."""
+    pytest.importorskip("torch")
+    names = ["gdfast", "numpy", "torch-loop", "torch-foreach", "torch-fused"]
+    try:
+        import lion_pytorch  # noqa: F401
+
+        names.append("lion-pytorch")
+    except ImportError:
+        pass
+    argv = TINY + ["--impls", ",".join(names), "--threads", "1"]
+    code, doc, _ = run_json(argv, tmp_path, capsys)
+    assert code == 0
+    bad = [(r["optimizer"], r["implementation"], r["message"]) for r in doc["rows"]
+           if r["status"] == "error"]
+    assert not bad
+    assert {r["implementation"] for r in rows_of(doc, status="ok")} == set(names) | {"bound"}
+
+
+# ---------------------------------------------------------------------------------------------
+# --compare
+
+
+def _doc(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {"schema": "gdfast-bench/1", "created": "2026-01-01T00:00:00+00:00",
+            "command": ["gdfast-bench"], "config": {}, "machine": {}, "implementations": {},
+            "bandwidth": [], "notes": [], "rows": rows}
+
+
+def _row(impl: str, seconds: Optional[float], kind: str = "gdfast", pct: float = 90.0,
+         optimizer: str = "adam", status: str = "ok") -> Dict[str, Any]:
+    ok = status == "ok"
+    return {"optimizer": optimizer, "workload": "1e6", "numel": 10**6, "tensors": 1,
+            "dtype": "float32", "threads": 2, "implementation": impl, "kind": kind,
+            "status": status, "message": "" if ok else "wrong result",
+            "bytes_per_elem": 28,
+            "time_s": {"median": seconds, "min": seconds, "max": seconds} if ok else None,
+            "gelem_s": 1e-3 / seconds if ok and seconds else None,
+            "gb_s": 28e-3 / seconds if ok and seconds else None, "pct_bound": pct if ok else None}
+
+
+def _write(tmp_path: Any, name: str, doc: Dict[str, Any]) -> str:
+    report.validate(doc)
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+@pytest.mark.parametrize("new_time, tolerance, expected", [
+    (1.05e-3, 0.10, 0),  # 5% slower: within 10%
+    (1.20e-3, 0.10, 1),  # 20% slower: a regression
+    (1.20e-3, 0.25, 0),  # ... unless the tolerance allows it
+    (0.50e-3, 0.10, 0),  # faster
+])
+def test_compare_exit_status(tmp_path: Any, capsys: pytest.CaptureFixture[str],
+                             new_time: float, tolerance: float, expected: int) -> None:
+    old = _write(tmp_path, "old.json", _doc([_row("gdfast", 1e-3), _row("torch-fused", 2e-3,
+                                                                         "reference")]))
+    new = _write(tmp_path, "new.json", _doc([_row("gdfast", new_time),
+                                             _row("torch-fused", 2e-3, "reference")]))
+    code, out, _ = run(["--compare", old, new, "--tolerance", str(tolerance)], capsys)
+    assert code == expected
+    assert f"{100 * (new_time / 1e-3 - 1):+.1f}%" in out
+    assert ("REGRESSED" in out) == (expected == 1)
+
+
+def test_compare_checks_references_only_when_asked(tmp_path: Any,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    rows_old = [_row("gdfast", 1e-3), _row("torch-fused", 2e-3, "reference")]
+    rows_new = [_row("gdfast", 1e-3), _row("torch-fused", 4e-3, "reference")]
+    old = _write(tmp_path, "old.json", _doc(rows_old))
+    new = _write(tmp_path, "new.json", _doc(rows_new))
+    code, out, _ = run(["--compare", old, new], capsys)
+    assert code == 0 and "regressed (not checked)" in out
+    code, _, _ = run(["--compare", old, new, "--compare-rows", "all"], capsys)
+    assert code == 1
+
+
+def test_compare_a_row_that_now_fails_is_a_regression(tmp_path: Any,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    old = _write(tmp_path, "old.json", _doc([_row("gdfast", 1e-3)]))
+    new = _write(tmp_path, "new.json", _doc([_row("gdfast", None, status="error")]))
+    code, out, _ = run(["--compare", old, new], capsys)
+    assert code == 1 and "FAILED" in out
+
+
+def test_compare_by_bound_share(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    # the machine got 2x slower for everyone (bound included): time regressed, share did not
+    old = _write(tmp_path, "old.json", _doc([_row("gdfast", 1e-3, pct=95.0)]))
+    new = _write(tmp_path, "new.json", _doc([_row("gdfast", 2e-3, pct=94.0)]))
+    assert run(["--compare", old, new], capsys)[0] == 1
+    assert run(["--compare", old, new, "--compare-by", "bound"], capsys)[0] == 0
+    worse = _write(tmp_path, "worse.json", _doc([_row("gdfast", 1e-3, pct=70.0)]))
+    assert run(["--compare", old, worse, "--compare-by", "bound"], capsys)[0] == 1
+
+
+def test_compare_missing_and_new_rows_are_listed_not_failed() -> None:
+    old = _doc([_row("gdfast", 1e-3, optimizer="adam")])
+    new = _doc([_row("gdfast", 1e-3, optimizer="lion")])
+    changes = compare.compare(old, new)
+    assert sorted(c.status for c in changes) == ["missing", "new"]
+    assert not compare.regressed(changes)
+
+
+def test_compare_against_a_fresh_run(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = TINY + ["--optimizers", "sgd", "--impls", "gdfast"]
+    _, doc, _ = run_json(argv, tmp_path, capsys)
+    fast, slow = copy.deepcopy(doc), copy.deepcopy(doc)
+    for d, factor in ((fast, 1e-6), (slow, 1e6)):  # far beyond any noise
+        for r in d["rows"]:
+            if r["status"] == "ok":
+                r["time_s"] = {k: v * factor for k, v in r["time_s"].items()}
+    code, out, _ = run(argv + ["--compare", _write(tmp_path, "fast.json", fast)], capsys)
+    assert code == 1 and "REGRESSED" in out
+    code, out, _ = run(argv + ["--compare", _write(tmp_path, "slow.json", slow)], capsys)
+    assert code == 0 and "improved" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional dependencies
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("GDFAST_ISA", "GDFAST_NUM_THREADS")}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=tempfile.gettempdir(), timeout=120)
+
+
+def test_importing_the_cli_imports_no_optional_package() -> None:
+    proc = _python("import sys, gdfast.bench.cli, gdfast.bench.suite;"
+                   "bad = [m for m in ('torch', 'lion_pytorch', 'deepspeed', 'matplotlib', 'tqdm')"
+                   "       if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_runs_with_numpy_only() -> None:
+    """torch, lion-pytorch, DeepSpeed, tqdm, matplotlib hidden: references are skipped with a
+    note, the run succeeds."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'lion_pytorch', 'deepspeed', 'tqdm',"
+        " 'matplotlib'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from gdfast.bench import main\n"
+        f"sys.exit(main({TINY + ['--optimizers', 'adam,lion', '--progress', 'bar']!r}))\n"
+    )
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "torch-fused: not run" in proc.stdout
+    assert "lion-pytorch: not run" in proc.stdout
+    assert "triad" not in proc.stdout or "needs torch" in proc.stdout
+    for name in ("gdfast", "numpy", "bound (stream)"):
+        assert name in proc.stdout
