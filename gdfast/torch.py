@@ -23,6 +23,14 @@ from ._spec import raise_invalid
 __all__ = ["SGD", "Adam", "AdamW", "Lion"]
 
 
+def _host_number(x: Any) -> Any:
+    """A hyperparameter as the range check sees it. A CUDA tensor (a capturable lr) is not
+    read back: that would synchronise, and break CUDA-graph capture; the kernel reads it."""
+    if torch.is_tensor(x):
+        return 0.0 if x.device.type == "cuda" else float(x)
+    return x
+
+
 def _as_array(t: torch.Tensor) -> Any:
     """What the kernels get: a zero-copy NumPy view of a CPU tensor (the fastest path in), the
     detached tensor itself on CUDA (through DLPack); complex as real pairs, as torch does."""
@@ -162,7 +170,7 @@ class SGD(_GdfastOptimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
         values = {k: group[k] for k in ("lr", "momentum", "dampening", "weight_decay")}
-        values["lr"] = float(values["lr"])  # torch allows a tensor lr
+        values["lr"] = _host_number(values["lr"])  # torch allows a tensor lr
         return values
 
     def _batch_key(self, p: torch.Tensor) -> Tuple[Any, ...]:
@@ -203,7 +211,7 @@ class Adam(_GdfastOptimizer):
 
     def _hyper_values(self, group: Dict[str, Any]) -> Dict[str, Any]:
         beta1, beta2 = group["betas"]
-        return {"lr": float(group["lr"]), "beta1": float(beta1), "beta2": float(beta2),
+        return {"lr": _host_number(group["lr"]), "beta1": float(beta1), "beta2": float(beta2),
                 "eps": group["eps"], "weight_decay": group["weight_decay"]}
 
     def _batch_key(self, p: torch.Tensor) -> Tuple[Any, ...]:
@@ -276,7 +284,7 @@ class Lion(_GdfastOptimizer):
 
     def _hyper_values(self, group: Dict[str, Any]) -> Dict[str, Any]:
         beta1, beta2 = group["betas"]
-        return {"lr": float(group["lr"]), "beta1": float(beta1), "beta2": float(beta2),
+        return {"lr": _host_number(group["lr"]), "beta1": float(beta1), "beta2": float(beta2),
                 "weight_decay": group["weight_decay"]}
 
     def _step_batch(self, group, params, amp):  # type: ignore[no-untyped-def]

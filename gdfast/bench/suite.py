@@ -223,8 +223,14 @@ class Suite:
             gdfast.set_isa(self.best_isa)
         finished = datetime.datetime.now(datetime.timezone.utc)
         derive(self.rows)
-        skipped = sorted({f"{r['implementation']} on {r['optimizer']}: {r['message']}"
-                          for r in self.rows if r["status"] == "skipped"})
+        why: Dict[Tuple[str, str], List[str]] = {}
+        for r in self.rows:
+            if r["status"] == "skipped":
+                where = why.setdefault((r["implementation"], r["message"]), [])
+                if r["optimizer"] not in where:
+                    where.append(r["optimizer"])
+        skipped = [f"{impl} not run on {', '.join(opts)}: {message}"
+                   for (impl, message), opts in why.items()]
         return {
             "schema": SCHEMA,
             "created": started.isoformat(timespec="seconds"),

@@ -1,0 +1,178 @@
+"""CUDA kernels. Without a GPU (or in a CPU-only build) only the availability contract runs;
+the `cuda` tests need gdfast built with GDFAST_ENABLE_CUDA=ON, torch with CUDA and a device.
+The kernels use the CPU's rule headers and never contract into FMAs (--fmad=false), so GPU
+results must equal the CPU kernels bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_python
+
+import gdfast
+
+
+def test_availability_never_raises():
+    assert isinstance(gdfast.cuda.compiled, bool)
+    assert isinstance(gdfast.cuda.is_available(), bool)
+    assert gdfast.cuda.device_count() >= 0
+    if not gdfast.cuda.compiled:
+        assert not gdfast.cuda.is_available() and gdfast.cuda.device_count() == 0
+
+
+def test_import_without_driver_does_not_touch_cuda():
+    out = run_python("import gdfast; print(gdfast.cuda.compiled, gdfast.cuda.device_count())",
+                     CUDA_VISIBLE_DEVICES="")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[1] == "0"
+
+
+torch = pytest.importorskip("torch") if gdfast.cuda.is_available() else None
+needs_gpu = pytest.mark.skipif(
+    not (gdfast.cuda.is_available() and torch is not None and torch.cuda.is_available()),
+    reason="needs gdfast's CUDA kernels, torch with CUDA and a GPU")
+pytestmark = [pytest.mark.cuda]
+
+SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, 4096 * 3 + 5, 1_000_003]
+CONFIGS = {
+    "sgd-momentum": ("sgd_", 1, dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
+    "sgd-nesterov": ("sgd_", 1, dict(lr=0.1, momentum=0.9, nesterov=True, maximize=True)),
+    "adam": ("adam_", 2, dict(lr=1e-2)),
+    "adamw-amsgrad": ("adam_", 3, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True,
+                                       amsgrad=True)),
+    "lion": ("lion_", 1, dict(lr=1e-3, weight_decay=0.1)),
+}
+
+
+def _call(name, arrays, nstates, kwargs, step):
+    fn = getattr(gdfast.ops, name)
+    p, g, *states = arrays
+    kw = dict(kwargs)
+    if name != "lion_":
+        kw["step"] = step
+    if kw.get("amsgrad"):
+        kw["max_exp_avg_sq"] = states.pop()
+    fn(p, g, *states, **kw)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("n", SIZES, ids=lambda n: f"n={n}")
+def test_gpu_bitwise_equals_cpu(config, n, dtype):
+    name, nstates, kwargs = CONFIGS[config]
+    rng = np.random.default_rng(n)
+    host = [rng.standard_normal(n).astype(dtype) for _ in range(2 + nstates)]
+    for extra in host[3:]:
+        np.abs(extra, out=extra)
+    device = [torch.from_numpy(a.copy()).cuda() for a in host]
+    for step in range(1, 4):
+        _call(name, host, nstates, kwargs, step)
+        _call(name, device, nstates, kwargs, step)
+    torch.cuda.synchronize()
+    for h, d in zip(host, device):
+        np.testing.assert_array_equal(d.cpu().numpy().view(np.uint8), h.view(np.uint8))
+
+
+@needs_gpu
+def test_unaligned_views_and_lists_of_mixed_sizes():
+    sizes = [0, 1, 5, 4097, 70_001]
+    rng = np.random.default_rng(0)
+    host = [[rng.standard_normal(n + 1).astype(np.float32)[1:] for n in sizes] for _ in range(4)]
+    device = [[torch.from_numpy(np.concatenate([[0.0], a]).astype(np.float32)).cuda()[1:]
+               for a in arrays] for arrays in host]
+    for arrays in (host, device):
+        for x in arrays[3]:
+            x.abs_() if torch.is_tensor(x) else np.abs(x, out=x)
+        gdfast.ops.adam_(*arrays, step=1, lr=1e-2)
+    torch.cuda.synchronize()
+    for hs, ds in zip(host, device):
+        for h, d in zip(hs, ds):
+            np.testing.assert_array_equal(d.cpu().numpy(), h)
+
+
+@needs_gpu
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_trajectory_matches_torch_fused_cuda(amsgrad):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(),
+                                torch.nn.Linear(128, 10)).cuda()
+    twin = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(),
+                               torch.nn.Linear(128, 10)).cuda()
+    twin.load_state_dict(model.state_dict())
+    import gdfast.torch as gt
+
+    ours = gt.AdamW(model.parameters(), lr=1e-3, amsgrad=amsgrad)
+    theirs = torch.optim.AdamW(twin.parameters(), lr=1e-3, amsgrad=amsgrad, fused=True)
+    x = torch.randn(256, 64, device="cuda")
+    y = torch.randint(0, 10, (256,), device="cuda")
+    for _ in range(50):
+        for m, opt in ((model, ours), (twin, theirs)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+    # Both fp32; torch's fused kernel contracts FMAs, ours does not: a few ulps per step.
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@needs_gpu
+def test_runs_on_the_callers_stream():
+    n = 1 << 22
+    p = torch.randn(n, device="cuda")
+    g = torch.randn(n, device="cuda")
+    expected_p, expected_g = p.clone(), g.clone()
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        g.mul_(2.0)  # queued on the side stream: the step must see it (stream order)
+        gdfast.ops.sgd_(p, g, step=1, lr=0.5)
+    side.synchronize()
+    torch.testing.assert_close(p, expected_p - 0.5 * (2.0 * expected_g), rtol=0, atol=0)
+
+
+@needs_gpu
+def test_cuda_graph_capture_and_replay():
+    import gdfast.torch as gt
+
+    torch.manual_seed(0)
+    params = [torch.randn(1000, device="cuda", requires_grad=True) for _ in range(3)]
+    twins = [p.detach().clone().requires_grad_(True) for p in params]
+    ours = gt.Adam(params, lr=torch.tensor(1e-2, device="cuda"), capturable=True)
+    theirs = torch.optim.Adam(twins, lr=1e-2, capturable=True, foreach=False)
+    grads = [torch.randn(1000, device="cuda") for _ in params]
+    for p, t, g in zip(params, twins, grads):
+        p.grad, t.grad = g.clone(), g.clone()
+    ours.step()  # warm-up creates the state outside the graph
+    theirs.step()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        ours.step()
+    for _ in range(5):
+        graph.replay()
+        theirs.step()
+    torch.cuda.synchronize()
+    for p, t in zip(params, twins):
+        torch.testing.assert_close(p, t, rtol=1e-5, atol=1e-6)
+    assert int(ours.state[params[0]]["step"]) == 7
+
+
+@needs_gpu
+def test_amp_found_inf_skips_on_device():
+    p = torch.ones(100, device="cuda")
+    g = torch.ones(100, device="cuda")
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    found = torch.ones(1, device="cuda")
+    gdfast.ops.adam_(p, g, m, v, step=1, found_inf=found,
+                     grad_scale=torch.full((1,), 2.0, device="cuda"))
+    assert torch.equal(p, torch.ones_like(p)) and not m.any()
+    found.zero_()
+    gdfast.ops.adam_(p, g, m, v, step=1, found_inf=found,
+                     grad_scale=torch.full((1,), 2.0, device="cuda"))
+    torch.testing.assert_close(m, torch.full_like(m, 0.05))  # (1 - beta1) * g / 2
+
+
+@needs_gpu
+def test_mixed_devices_rejected():
+    p = torch.zeros(4, device="cuda")
+    with pytest.raises(ValueError, match=r"grad: is on cpu but param is on cuda:0"):
+        gdfast.ops.sgd_(p, torch.zeros(4), step=1, lr=0.1)
