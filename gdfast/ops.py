@@ -36,6 +36,16 @@ _CUDA = bool(_core.cuda_compiled)
 _check_lion = checker("lion", ("lr", "beta1", "beta2", "weight_decay", "grad_scale"))
 
 
+def _route(param: Any, grad_scale: Any, found_inf: Any, lr: Any, step: Any) -> Any:
+    """(stream, device_scalars, grad_scale, lr, step) for the kernel call, or None when
+    found_inf says to skip the step. NumPy calls without found_inf pay a check or two."""
+    if found_inf is None and (not _CUDA or isinstance(param, np.ndarray) or (
+            isinstance(param, (list, tuple)) and param and isinstance(param[0], np.ndarray))):
+        return None, None, grad_scale, lr, step
+    skip, *routed = _device.prepare(param, grad_scale, found_inf, lr, step)
+    return None if skip is _device.SKIP else tuple(routed)
+
+
 def sgd_(
     param: Tensors,
     grad: Tensors,
@@ -53,12 +63,10 @@ def sgd_(
 ) -> None:
     """One torch.optim.SGD step. ``step`` is the 1-based count after this update; on step 1
     the momentum buffer is set to the gradient (its old contents are ignored)."""
-    stream = scalars = None
-    if _CUDA or found_inf is not None:
-        skip, stream, scalars, grad_scale, lr, step = _device.prepare(
-            param, grad_scale, found_inf, lr, step)
-        if skip is _device.SKIP:
-            return
+    routed = _route(param, grad_scale, found_inf, lr, step)
+    if routed is None:
+        return
+    stream, scalars, grad_scale, lr, step = routed
     _check_sgd(step, lr, momentum, dampening, weight_decay, grad_scale)
     if nesterov and (momentum <= 0.0 or dampening != 0.0):
         raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
@@ -87,12 +95,10 @@ def adam_(
 ) -> None:
     """One Adam step (AdamW with ``decoupled_weight_decay=True``), as torch.optim.Adam.
     ``step`` is the 1-based count after this update (for the bias corrections)."""
-    stream = scalars = None
-    if _CUDA or found_inf is not None:
-        skip, stream, scalars, grad_scale, lr, step = _device.prepare(
-            param, grad_scale, found_inf, lr, step)
-        if skip is _device.SKIP:
-            return
+    routed = _route(param, grad_scale, found_inf, lr, step)
+    if routed is None:
+        return
+    stream, scalars, grad_scale, lr, step = routed
     _check_adam(step, lr, beta1, beta2, eps, weight_decay, grad_scale)
     _core.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
                weight_decay, bool(decoupled_weight_decay), bool(amsgrad), bool(maximize),
@@ -113,12 +119,10 @@ def lion_(
     found_inf: Any = None,
 ) -> None:
     """One Lion step (Chen et al. 2023) with decoupled weight decay."""
-    stream = scalars = None
-    if _CUDA or found_inf is not None:
-        skip, stream, scalars, grad_scale, lr, _ = _device.prepare(
-            param, grad_scale, found_inf, lr, 1)
-        if skip is _device.SKIP:
-            return
+    routed = _route(param, grad_scale, found_inf, lr, 1)
+    if routed is None:
+        return
+    stream, scalars, grad_scale, lr, _ = routed
     _check_lion(lr, beta1, beta2, weight_decay, grad_scale)
     _core.lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, bool(maximize), grad_scale,
                stream, scalars)

@@ -216,7 +216,7 @@ def test_slow_references_are_skipped_above_the_limit(tmp_path: Any,
     assert code == 0
     (npy,) = rows_of(doc, implementation="numpy")
     assert npy["status"] == "skipped" and "slow" in npy["message"]
-    assert any(note.startswith("numpy on sgd: slow reference") for note in doc["notes"])
+    assert any(note.startswith("numpy not run on sgd: slow reference") for note in doc["notes"])
 
 
 def test_list_workload(tmp_path: Any, capsys: pytest.CaptureFixture[str],
@@ -282,6 +282,31 @@ class Raises(Implementation):
         return runner
 
 
+class RaisesLater(Implementation):
+    """Passes the gate, then raises on its 10th step (during calibration or timing)."""
+
+    name = "raises-later"
+
+    def build(self, case: Case, data: Any) -> Runner:
+        runner = NumpyRunner(case, data)
+        inner = runner._fresh
+
+        def fresh() -> Any:
+            step = inner()
+            count = [0]
+
+            def wrapped() -> None:
+                count[0] += 1
+                if count[0] > 10:
+                    raise RuntimeError("late failure")
+                step()
+            return wrapped
+
+        runner._fresh = fresh  # type: ignore[method-assign]
+        runner.reset()
+        return runner
+
+
 class WritesGrad(Implementation):
     name = "writes-grad"
 
@@ -304,9 +329,9 @@ class WritesGrad(Implementation):
 
 def test_gate_reports_a_wrong_result_as_an_error(tmp_path: Any,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    impls = registry() + [WrongLr(), Raises(), WritesGrad()]
+    impls = registry() + [WrongLr(), Raises(), WritesGrad(), RaisesLater()]
     argv = TINY + ["--optimizers", "sgd,adam,lion",
-                   "--impls", "gdfast,numpy,wrong-lr,raises,writes-grad"]
+                   "--impls", "gdfast,numpy,wrong-lr,raises,writes-grad,raises-later"]
     code, doc, out = run_json(argv, tmp_path, capsys, impls)
     assert code == cli.EXIT_WRONG
     report.validate(doc)
@@ -321,6 +346,9 @@ def test_gate_reports_a_wrong_result_as_an_error(tmp_path: Any,
         assert "kernel exploded" in group["raises"]["message"]
         assert group["writes-grad"]["status"] == "error"
         assert "gradient" in group["writes-grad"]["message"]
+        late = group["raises-later"]
+        assert late["status"] == "error" and "late failure" in late["message"]
+        assert late["gate_worst"] <= 1  # it passed the gate
         # a failed implementation is not "the best reference"
         assert group["gdfast"]["best_ref"] == "numpy"
     assert "ERROR: wrong result" in out

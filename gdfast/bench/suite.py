@@ -297,15 +297,16 @@ class Suite:
                         rows.append(self._error(row, verdict.message))
                         continue
                 slots.append((Slot(runner, t, impl.name), row, runner))
-        try:
-            for slot, _, _ in slots:
+        for slot, _, _ in slots:
+            try:
                 calibrate(slot, cfg.batch_time)
-            run_batches([s for s, _, _ in slots], cfg.batches, cfg.batch_time)
-        except Exception as exc:  # a step that passed the gate raised later: report, go on
-            for _, row, _ in slots:
-                rows.append(self._error(row, describe_failure(exc, "timing")))
-            slots = []
+            except Exception as exc:  # a step that passed the gate raised later
+                slot.error = exc
+        run_batches([s for s, _, _ in slots if s.error is None], cfg.batches, cfg.batch_time)
         for slot, row, runner in slots:
+            if slot.error is not None:
+                rows.append(self._error(row, describe_failure(slot.error, "timing")))
+                continue
             median = slot.median
             row.update({
                 "time_s": {"median": median, "min": slot.low, "max": slot.high},

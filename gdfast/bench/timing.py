@@ -32,6 +32,7 @@ class Slot:
     label: str = ""
     k: int = 1  # steps per batch
     times: List[float] = field(default_factory=list)  # per-step seconds, one per batch
+    error: Optional[BaseException] = None  # a step raised: the slot is out
 
     def prepare(self) -> None:
         set_threads(self.threads)
@@ -107,11 +108,18 @@ def calibrate(slot: Slot, batch_time: float, max_k: int = 1 << 22) -> None:
 def run_batches(slots: Sequence[Slot], batches: int, batch_time: float,
                 tick: Optional[Callable[[], None]] = None) -> None:
     """``batches`` rounds over all slots; each slot records per-step seconds per batch. A
-    batch is cut short after ``OVERRUN * batch_time`` (see time_batch)."""
+    batch is cut short after ``OVERRUN * batch_time`` (see time_batch). A slot whose step
+    raises keeps the exception in ``error`` and is left out of later rounds."""
     for _ in range(batches):
         for slot in slots:
-            slot.prepare()
-            elapsed, done = time_batch(slot.runner.step, slot.k, OVERRUN * batch_time)
+            if slot.error is not None:
+                continue
+            try:
+                slot.prepare()
+                elapsed, done = time_batch(slot.runner.step, slot.k, OVERRUN * batch_time)
+            except Exception as exc:  # reported by the caller; the other slots go on
+                slot.error = exc
+                continue
             slot.times.append(elapsed / done)
         if tick is not None:
             tick()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -175,6 +175,13 @@ class Data:
     grads: List[np.ndarray]
     sample: List[np.ndarray] = field(default_factory=list)  # per tensor, flat indices
     pool: Pool = field(default_factory=Pool)  # the runners' arrays, reused across groups
+    seed: int = 0
+
+    def restore_grads(self) -> None:
+        """Regenerate the gradients in place (after an implementation wrote into them)."""
+        _, rng_g, _ = _streams(self.seed)
+        for g in self.grads:
+            np.copyto(g, _normal(rng_g, g.shape, self.dtype))
 
     @property
     def single(self) -> bool:
@@ -186,24 +193,31 @@ class Data:
         return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def make_data(workload: Workload, dtype: np.dtype, seed: int = 0,
+def _normal(rng: np.random.Generator, shape: Shape, dtype: np.dtype) -> np.ndarray:
+    gen_dtype = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
+    return rng.standard_normal(shape, dtype=gen_dtype).astype(dtype, copy=False)
+
+
+def _streams(seed: int) -> Tuple[np.random.Generator, ...]:
+    """Independent generators for p0, grads and the sample: each can be replayed alone."""
+    return tuple(np.random.default_rng([seed, k]) for k in range(3))
+
+
+def make_data(workload: Workload, dtype: Any, seed: int = 0,
               sample_total: int = 20000) -> Data:
-    """Parameters ~ N(0, 1), gradients ~ N(0, 1), one generator seeded with ``seed``. The
-    sample holds each tensor's first and last 32 elements and random positions (about
-    ``sample_total`` overall, at least 16 per tensor)."""
-    rng = np.random.default_rng(seed)
+    """Parameters ~ N(0, 1), gradients ~ N(0, 1), from ``seed``. The sample holds each
+    tensor's first and last 32 elements and random positions (about ``sample_total``
+    overall, at least 16 per tensor)."""
     dtype = np.dtype(dtype)
-    gen_dtype = dtype if dtype in (np.float32, np.float64) else np.float32
+    rng_p, rng_g, rng_s = _streams(seed)
     p0, grads, sample = [], [], []
     total = max(workload.numel, 1)
     for shape in workload.shapes:
-        p = rng.standard_normal(shape, dtype=gen_dtype).astype(dtype, copy=False)
-        g = rng.standard_normal(shape, dtype=gen_dtype).astype(dtype, copy=False)
-        n = p.size
+        p0.append(_normal(rng_p, shape, dtype))
+        grads.append(_normal(rng_g, shape, dtype))
+        n = math.prod(shape)
         quota = min(n, max(16, sample_total * n // total))
         edges = np.r_[np.arange(min(n, 32)), np.arange(max(0, n - 32), n)]
-        idx = np.unique(np.r_[edges, rng.integers(0, n, quota) if n else []].astype(np.int64))
-        p0.append(p)
-        grads.append(g)
+        idx = np.unique(np.r_[edges, rng_s.integers(0, n, quota) if n else []].astype(np.int64))
         sample.append(idx)
-    return Data(workload, dtype, p0, grads, sample)
+    return Data(workload, dtype, p0, grads, sample, seed=seed)
