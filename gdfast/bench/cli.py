@@ -26,7 +26,7 @@ MODES: Dict[str, Dict[str, Any]] = {
     # ~1 min on 2 cores: the sweep 1e3..1e8 and both model lists; the references that a faster
     # one of the same optimizer beats (NumPy, torch for-loop, torch foreach) only up to 1e7.
     "default": dict(sizes=[10**k for k in range(3, 9)], lists=list(LISTS), batches=5,
-                    batch_time=0.03, machine_n=1 << 25, slow_limit=10**7, exclude=[]),
+                    batch_time=0.02, machine_n=1 << 24, slow_limit=10**7, exclude=[]),
     # everything: half-decade sizes, 1 thread and all threads, every reference everywhere.
     "full": dict(sizes=sorted({int(m * 10**k) for k in range(3, 9) for m in (1, 3)}
                               - {3 * 10**8}),

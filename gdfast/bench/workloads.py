@@ -181,7 +181,7 @@ class Data:
         """Regenerate the gradients in place (after an implementation wrote into them)."""
         _, rng_g, _ = _streams(self.seed)
         for g in self.grads:
-            np.copyto(g, _normal(rng_g, g.shape, self.dtype))
+            np.copyto(g, _uniform(rng_g, g.shape, self.dtype))
 
     @property
     def single(self) -> bool:
@@ -193,9 +193,14 @@ class Data:
         return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def _normal(rng: np.random.Generator, shape: Shape, dtype: np.dtype) -> np.ndarray:
-    gen_dtype = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
-    return rng.standard_normal(shape, dtype=gen_dtype).astype(dtype, copy=False)
+def _uniform(rng: np.random.Generator, shape: Shape, dtype: np.dtype) -> np.ndarray:
+    """U[-1, 1) in ``dtype`` (float32 or float64), drawn in place: ~2 ns per element, where
+    standard_normal takes ~10 (GPT-2-small's p0 and grads: 0.5 s instead of 2.5 s)."""
+    a = np.empty(shape, dtype)
+    rng.random(dtype=dtype, out=a)
+    a *= 2
+    a -= 1
+    return a
 
 
 def _streams(seed: int) -> Tuple[np.random.Generator, ...]:
@@ -205,16 +210,16 @@ def _streams(seed: int) -> Tuple[np.random.Generator, ...]:
 
 def make_data(workload: Workload, dtype: Any, seed: int = 0,
               sample_total: int = 20000) -> Data:
-    """Parameters ~ N(0, 1), gradients ~ N(0, 1), from ``seed``. The sample holds each
-    tensor's first and last 32 elements and random positions (about ``sample_total``
-    overall, at least 16 per tensor)."""
+    """Parameters and gradients ~ U[-1, 1), from ``seed``. The sample holds each tensor's
+    first and last 32 elements and random positions (about ``sample_total`` overall, at
+    least 16 per tensor)."""
     dtype = np.dtype(dtype)
     rng_p, rng_g, rng_s = _streams(seed)
     p0, grads, sample = [], [], []
     total = max(workload.numel, 1)
     for shape in workload.shapes:
-        p0.append(_normal(rng_p, shape, dtype))
-        grads.append(_normal(rng_g, shape, dtype))
+        p0.append(_uniform(rng_p, shape, dtype))
+        grads.append(_uniform(rng_g, shape, dtype))
         n = math.prod(shape)
         quota = min(n, max(16, sample_total * n // total))
         edges = np.r_[np.arange(min(n, 32)), np.arange(max(0, n - 32), n)]

@@ -38,9 +38,14 @@ inline void apply_lane(T* const* arrays, index_t i, index_t count,
 }
 
 template <class Rule, unsigned kFlags, class T>
-void run_segment(T* const* arrays, index_t n, const typename Rule::template Coef<T>& coef_ref) {
+void run_segment(T* const* arrays_ref, index_t n,
+                 const typename Rule::template Coef<T>& coef_ref) {
   constexpr index_t kLanes = Lane<T>::kLanes;
-  const auto coef = coef_ref;  // a local copy: stores to the arrays cannot alias it
+  constexpr int kArrays = 2 + Rule::template num_states<kFlags>();
+  // Local copies: stores to the arrays cannot alias them, so they stay in registers.
+  const auto coef = coef_ref;
+  T* arrays[kArrays];
+  for (int k = 0; k < kArrays; ++k) arrays[k] = arrays_ref[k];
   index_t i = 0;
   for (; i + kLanes <= n; i += kLanes) apply_lane<Rule, kFlags, T, false>(arrays, i, kLanes, coef);
   if (i < n) apply_lane<Rule, kFlags, T, true>(arrays, i, n - i, coef);
