@@ -28,6 +28,10 @@ def _is_tensor(x: Any) -> bool:
     return hasattr(x, "__dlpack__")
 
 
+def _as_float(x: Any) -> Any:
+    return float(x) if _is_tensor(x) else x
+
+
 def current_stream(obj: Any) -> int:
     """The caller's current CUDA stream for obj's framework, as DLPack's __dlpack__(stream=)
     wants it (1 for the legacy default stream, whose handle is 0)."""
@@ -52,9 +56,10 @@ def prepare(param: Any, grad_scale: Any, found_inf: Any, lr: Any,
     if not _on_cuda(first):
         if found_inf is not None and float(found_inf) != 0.0:
             return SKIP, None, None, grad_scale, lr, step
-        as_float = (lambda x: float(x) if _is_tensor(x) else x)
         step = int(step) if _is_tensor(step) else step
-        return None, None, None, as_float(grad_scale), as_float(lr), step
+        return None, None, None, _as_float(grad_scale), _as_float(lr), step
+    if found_inf is not None and not _is_tensor(found_inf) and float(found_inf) != 0.0:
+        return SKIP, None, None, grad_scale, lr, step
     scalars = tuple(x if _is_tensor(x) else None for x in (grad_scale, found_inf, lr, step))
     # Device-resident values are not range-checked (that would synchronise): placeholders.
     grad_scale = 1.0 if _is_tensor(grad_scale) else grad_scale

@@ -62,7 +62,10 @@ def sgd_(
     found_inf: Any = None,
 ) -> None:
     """One torch.optim.SGD step. ``step`` is the 1-based count after this update; on step 1
-    the momentum buffer is set to the gradient (its old contents are ignored)."""
+    the momentum buffer is set to the gradient (its old contents are ignored). SGD reads
+    ``step`` on the host even when it is a device tensor (it picks the first-step variant)."""
+    if not isinstance(step, int) and hasattr(step, "__dlpack__"):
+        step = int(step)
     routed = _route(param, grad_scale, found_inf, lr, step)
     if routed is None:
         return

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import ops
-from ._spec import SPECS, raise_invalid
+from ._spec import raise_invalid
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Lion"]
 

@@ -158,8 +158,8 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, py::handle stream,
   }
   void* managed = PyCapsule_GetPointer(capsule.ptr(), name);
   if (managed == nullptr) throw py::error_already_set();
+  consumed.push_back({managed, versioned});  // first: after the rename, the deleter is ours
   PyCapsule_SetName(capsule.ptr(), versioned ? dlpack::kCapsuleVersionedUsed : dlpack::kCapsuleUsed);
-  consumed.push_back({managed, versioned});
 
   const dlpack::Tensor* t = nullptr;
   bool read_only = false;
@@ -244,6 +244,7 @@ std::vector<CheckedLayout> g_last_checked_layout;
 // by start, tracking the furthest end seen (over all, and over written arrays). Sorts compact
 // (start, index) keys rather than the extents: thousands of arrays per call are common.
 void check_no_overlap(const std::vector<Extent>& extents) {
+  if (extents.size() < 2) return;  // (and keeps the cached layout of the real batches)
   std::vector<CheckedLayout> layout(extents.size());
   for (std::size_t i = 0; i < extents.size(); ++i) {
     layout[i] = {extents[i].begin, extents[i].end, extents[i].written};
@@ -331,8 +332,10 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
       throw py::type_error(std::string(arg.name) + ": expected a list or tuple of arrays (as " +
                            first.name + " is), got " + Py_TYPE(arg.value.ptr())->tp_name);
     }
-    sequences.push_back(is_list ? py::reinterpret_borrow<py::object>(arg.value)
+    // A tuple snapshot: code run below (__dlpack__) cannot resize what is being read.
+    sequences.push_back(is_list ? py::reinterpret_steal<py::object>(PySequence_Tuple(arg.value.ptr()))
                                 : py::object(py::make_tuple(arg.value)));
+    if (!sequences.back()) throw py::error_already_set();
   }
   num_tensors_ = static_cast<index_t>(PySequence_Fast_GET_SIZE(sequences[0].ptr()));
   for (std::size_t k = 1; k < sequences.size(); ++k) {
@@ -343,6 +346,7 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
     }
   }
 
+  keep_alive_ = sequences;
   arrays_.resize(static_cast<std::size_t>(num_tensors_ * num_arrays_));
   offsets_.assign(static_cast<std::size_t>(num_tensors_ + 1), 0);
   std::vector<Extent> extents;

@@ -56,6 +56,9 @@ class TensorBatch {
   std::vector<void*> arrays_;     // tensor-major, num_arrays_ per tensor
   std::vector<index_t> offsets_;  // num_tensors_ + 1
   std::vector<ConsumedDlpack> consumed_;
+  // Every argument's arrays, referenced until the call is over: another Python thread may
+  // drop its own references while the GIL is released around the kernel.
+  std::vector<py::object> keep_alive_;
 };
 
 // Raises ValueError("<name>: required when <why>") if value is None.

@@ -22,6 +22,7 @@ class DeviceScalarArgs {
       throw py::value_error("device scalars (tensor-valued grad_scale, found_inf, lr, step) "
                             "are for CUDA tensors; pass numbers for CPU ones");
     }
+    if (!PyTuple_Check(scalars.ptr())) throw py::type_error("device_scalars: expected a tuple");
     const auto items = py::reinterpret_borrow<py::tuple>(scalars);
     const char* names[] = {"grad_scale", "found_inf", "lr", "step"};
     const float** slots[] = {&values.grad_scale, &values.found_inf, &values.lr, &values.step};

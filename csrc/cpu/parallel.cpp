@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <cstdlib>
 #include <new>
 #include <mutex>
@@ -66,9 +67,21 @@ int default_num_threads() {
 class Pool {
  public:
   explicit Pool(int threads) {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { work(i); });
+    try {
+      for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { work(i); });
+    } catch (...) {
+      stop_and_join();  // a thread that cannot start: no pool (destroying joinable threads aborts)
+      throw;
+    }
   }
-  ~Pool() {
+  ~Pool() { stop_and_join(); }
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+ private:
+  void stop_and_join() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stop_ = true;
@@ -77,11 +90,8 @@ class Pool {
     wake_.notify_all();
     for (auto& w : workers_) w.join();
   }
-  Pool(const Pool&) = delete;
-  Pool& operator=(const Pool&) = delete;
 
-  int threads() const { return static_cast<int>(workers_.size()) + 1; }
-
+ public:
   // Caller holds the region lock.
   void run(int parts, void (*fn)(void*, int), void* ctx) {
     fn_ = fn;
@@ -169,8 +179,14 @@ void parallel_run(int parts, void (*fn)(void* ctx, int part), void* ctx) {
   if (parts > 1) {
     std::unique_lock<std::mutex> lock(g_region_mutex, std::try_to_lock);
     if (lock.owns_lock()) {
-      if (g_pool == nullptr) g_pool = new Pool(num_threads());
-      if (parts <= g_pool->threads()) {
+      if (g_pool == nullptr) {
+        try {
+          g_pool = new Pool(num_threads());
+        } catch (const std::exception&) {
+          g_pool = nullptr;  // the OS gave no threads: run on the calling thread alone
+        }
+      }
+      if (g_pool != nullptr && parts <= g_pool->threads()) {
         g_pool->run(parts, fn, ctx);
         return;
       }
