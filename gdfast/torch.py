@@ -12,6 +12,7 @@ scalars on the device). ``import gdfast`` never imports torch; this module does.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
@@ -31,12 +32,27 @@ def _host_number(x: Any) -> Any:
     return x
 
 
-def _as_array(t: torch.Tensor) -> Any:
+# NumPy views of params and states, reused across steps: making one costs microseconds per
+# tensor, checking one is still right (same tensor, memory and shape) a fraction of that.
+# Keyed by id() (tensors compare elementwise); a weak reference drops the entry with the tensor.
+_views: Dict[int, Tuple["weakref.ref[torch.Tensor]", int, torch.Size, np.ndarray]] = {}
+
+
+def _as_array(t: torch.Tensor, cache: bool = True) -> Any:
     """What the kernels get: a zero-copy NumPy view of a CPU tensor (the fastest path in), the
     detached tensor itself on CUDA (through DLPack); complex as real pairs, as torch does."""
-    if t.is_complex():
-        t = torch.view_as_real(t)
-    return t.detach().numpy() if t.device.type == "cpu" else t.detach()
+    if t.device.type != "cpu":
+        return (torch.view_as_real(t) if t.is_complex() else t).detach()
+    key = id(t)
+    if cache:
+        hit = _views.get(key)
+        if hit is not None and hit[0]() is t and hit[1] == t.data_ptr() and hit[2] == t.shape:
+            return hit[3]
+    view = (torch.view_as_real(t) if t.is_complex() else t).detach().numpy()
+    if cache:
+        ref = weakref.ref(t, lambda _, key=key: _views.pop(key, None))
+        _views[key] = (ref, t.data_ptr(), t.shape, view)
+    return view
 
 
 class _GdfastOptimizer(torch.optim.Optimizer):
@@ -184,7 +200,7 @@ class SGD(_GdfastOptimizer):
             first = self.state.get(params[0], {}).get("momentum_buffer") is None
             # torch.optim.SGD starts the buffer as a copy of the gradient: step 1 writes it.
             buffers = self._states(params, "momentum_buffer", created, make=torch.empty_like)
-        ops.sgd_([_as_array(p) for p in params], [_as_array(p.grad) for p in params], buffers,
+        ops.sgd_([_as_array(p) for p in params], [_as_array(p.grad, cache=False) for p in params], buffers,
                  step=1 if first else 2, lr=float(group["lr"]), momentum=group["momentum"],
                  dampening=group["dampening"], nesterov=group["nesterov"],
                  weight_decay=group["weight_decay"], maximize=group["maximize"],
@@ -241,7 +257,7 @@ class Adam(_GdfastOptimizer):
         if capturable:  # the kernel reads the count after this update from the device
             torch._foreach_add_(steps, 1)
         lr = group["lr"]
-        ops.adam_([_as_array(p) for p in params], [_as_array(p.grad) for p in params],
+        ops.adam_([_as_array(p) for p in params], [_as_array(p.grad, cache=False) for p in params],
                   exp_avg, exp_avg_sq, step=steps[0] if capturable else int(steps[0]) + 1,
                   lr=lr if capturable and torch.is_tensor(lr) else float(lr),
                   beta1=float(beta1), beta2=float(beta2), eps=group["eps"],
@@ -290,7 +306,7 @@ class Lion(_GdfastOptimizer):
     def _step_batch(self, group, params, amp):  # type: ignore[no-untyped-def]
         beta1, beta2 = group["betas"]
         created: List[Tuple[torch.Tensor, str, torch.Tensor]] = []
-        ops.lion_([_as_array(p) for p in params], [_as_array(p.grad) for p in params],
+        ops.lion_([_as_array(p) for p in params], [_as_array(p.grad, cache=False) for p in params],
                   self._states(params, "exp_avg", created), lr=float(group["lr"]),
                   beta1=float(beta1), beta2=float(beta2), weight_decay=group["weight_decay"],
                   maximize=bool(group.get("maximize", False)), **self._amp_kwargs(amp))
