@@ -969,3 +969,20 @@ def test_import_gdfast_does_not_import_torch():
     out = run_python("import sys, gdfast, gdfast.ops; print('torch' in sys.modules)")
     assert out.stdout.strip() == "False", out.stderr
 
+
+
+def test_param_data_replaced_between_steps_is_followed():
+    """gdfast.torch reuses NumPy views of params across steps; replacing ``p.data`` (new
+    memory, or a new shape) must be noticed, not written through a stale view."""
+    p = torch.nn.Parameter(torch.ones(8))
+    opt = gt.SGD([p], lr=0.5)
+    p.grad = torch.ones(8)
+    opt.step()
+    assert torch.equal(p.detach(), torch.full((8,), 0.5))
+    p.data = torch.full((8,), 5.0)
+    opt.step()
+    assert torch.equal(p.detach(), torch.full((8,), 4.5))
+    p.data = torch.ones(4)
+    p.grad = torch.ones(4)
+    opt.step()
+    assert torch.equal(p.detach(), torch.full((4,), 0.5))
