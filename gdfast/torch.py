@@ -200,7 +200,8 @@ class SGD(_GdfastOptimizer):
             first = self.state.get(params[0], {}).get("momentum_buffer") is None
             # torch.optim.SGD starts the buffer as a copy of the gradient: step 1 writes it.
             buffers = self._states(params, "momentum_buffer", created, make=torch.empty_like)
-        ops.sgd_([_as_array(p) for p in params], [_as_array(p.grad, cache=False) for p in params], buffers,
+        ops.sgd_([_as_array(p) for p in params],
+                 [_as_array(p.grad, cache=False) for p in params], buffers,
                  step=1 if first else 2, lr=float(group["lr"]), momentum=group["momentum"],
                  dampening=group["dampening"], nesterov=group["nesterov"],
                  weight_decay=group["weight_decay"], maximize=group["maximize"],

@@ -108,7 +108,11 @@ void check_device(const ArrayInfo& a, const NamedArg& who, const ArrayInfo* firs
                         "GDFAST_ENABLE_CUDA=ON); CPU tensors only");
   }
 #endif
-  if (first != nullptr && device_str(a) != device_str(*first)) {
+  const auto same_device = [](const ArrayInfo& x, const ArrayInfo& y) {
+    return is_host(x.device_type) ? is_host(y.device_type)
+                                  : !is_host(y.device_type) && x.device_id == y.device_id;
+  };
+  if (first != nullptr && !same_device(a, *first)) {
     fail_value(who, "is on " + device_str(a) + " but " + first_who.str() + " is on " +
                         device_str(*first) + "; all arrays of one call must share a device");
   }

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .cases import Case
-from .impls import Implementation, Runner, Step, Unavailable, _import
+from .impls import GdfastRunner, Implementation, Runner, Step, Unavailable, _import
 from .timing import Slot, calibrate, run_batches, time_steps
 from .workloads import Data
 
@@ -27,23 +27,15 @@ STREAM_SCALE = 1e-6  # states and param grow by 1e-6 * grad per step: no overflo
 PATTERNS = {0: "sgd", 1: "momentum/lion", 2: "adam/adamw", 3: "adam+amsgrad"}
 
 
-class BoundRunner(Runner):
-    def __init__(self, case: Case, data: Data, isa: Optional[str]):
-        super().__init__(case, data)
-        self.isa = isa
-        self._own_arrays(case.n_states)
-        self.reset()
+class BoundRunner(GdfastRunner):
+    """gdfast's runner with the stream kernel in place of the update rule."""
 
     def _fresh(self) -> Step:
         from gdfast import _core
 
         self._restore()
-
-        def arg(arrays: List[np.ndarray]) -> Any:
-            return arrays[0] if self.data.single else arrays
-
-        P, G = arg(self.params), arg(self.data.grads)
-        S = tuple(arg(s) for s in self.states)
+        P, G, states = self._kernel_args()
+        S = tuple(states)
         stream = _core.stream
 
         def step() -> None:

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -128,16 +128,18 @@ class GdfastRunner(Runner):
         self._own_arrays(case.n_states)
         self.reset()
 
+    def _kernel_args(self) -> Tuple[Any, Any, List[Any]]:
+        """param, grad and state arguments: one array as such, a list as a list."""
+        def arg(arrays: List[np.ndarray]) -> Any:
+            return arrays[0] if self.data.single else arrays
+
+        return arg(self.params), arg(self.data.grads), [arg(s) for s in self.states]
+
     def _fresh(self) -> Step:
         from gdfast import ops
 
         self._restore()
-
-        def arg(arrays: List[np.ndarray]) -> Any:  # one array as such, a list as a list
-            return arrays[0] if self.data.single else arrays
-
-        P, G = arg(self.params), arg(self.data.grads)
-        S = [arg(s) for s in self.states]
+        P, G, S = self._kernel_args()
         h = dict(self.case.hyper)
         t = 0
         if self.case.family == "sgd":
