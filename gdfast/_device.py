@@ -12,7 +12,8 @@ _CUDA_DEVICE_TYPES = (2, 13)  # DLPack kDLCUDA, kDLCUDAManaged
 SKIP = object()  # the step must be skipped (found_inf is set)
 
 
-def _first(tensors: Any) -> Any:
+def first(tensors: Any) -> Any:
+    """The first tensor of a call's argument (one tensor, or a list of them)."""
     if isinstance(tensors, (list, tuple)):
         return tensors[0] if tensors else None
     return tensors
@@ -52,8 +53,8 @@ def prepare(param: Any, grad_scale: Any, found_inf: Any, lr: Any,
             step: Any) -> Tuple[Any, Optional[int], Optional[tuple], Any, Any, Any]:
     """Returns (status, stream, device_scalars, grad_scale, lr, step) with the host values the
     range checks see. status is SKIP when a host-side found_inf says so."""
-    first = _first(param)
-    if not _on_cuda(first):
+    first_tensor = first(param)
+    if not _on_cuda(first_tensor):
         if found_inf is not None and float(found_inf) != 0.0:
             return SKIP, None, None, grad_scale, lr, step
         step = int(step) if _is_tensor(step) else step
@@ -66,4 +67,4 @@ def prepare(param: Any, grad_scale: Any, found_inf: Any, lr: Any,
     lr = 0.0 if _is_tensor(lr) else lr
     step = 1 if _is_tensor(step) else step
     device_scalars = scalars if any(x is not None for x in scalars) else None
-    return None, current_stream(first), device_scalars, grad_scale, lr, step
+    return None, current_stream(first_tensor), device_scalars, grad_scale, lr, step

@@ -39,8 +39,7 @@ _check_lion = checker("lion", ("lr", "beta1", "beta2", "weight_decay", "grad_sca
 def _route(param: Any, grad_scale: Any, found_inf: Any, lr: Any, step: Any) -> Any:
     """(stream, device_scalars, grad_scale, lr, step) for the kernel call, or None when
     found_inf says to skip the step. NumPy calls without found_inf pay a check or two."""
-    if found_inf is None and (not _CUDA or isinstance(param, np.ndarray) or (
-            isinstance(param, (list, tuple)) and param and isinstance(param[0], np.ndarray))):
+    if found_inf is None and (not _CUDA or isinstance(_device.first(param), np.ndarray)):
         return None, None, grad_scale, lr, step
     skip, *routed = _device.prepare(param, grad_scale, found_inf, lr, step)
     return None if skip is _device.SKIP else tuple(routed)

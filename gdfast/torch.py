@@ -107,12 +107,12 @@ class _GdfastOptimizer(torch.optim.Optimizer):
                 loss = closure()
         found_inf = getattr(self, "found_inf", None)
         grad_scale = getattr(self, "grad_scale", None)
-        on_cpu = found_inf is None or found_inf.device.type == "cpu"
-        if on_cpu and found_inf is not None and float(found_inf) != 0.0:
-            return loss  # an AMP step with inf/nan gradients: skipped, step counts unchanged
-        # CUDA: the kernels read the scale and the inf flag on the device (no synchronisation).
-        amp = (1.0 if grad_scale is None else float(grad_scale)) if on_cpu else (
-            grad_scale if grad_scale is not None else 1.0, found_inf)
+        if found_inf is None or found_inf.device.type == "cpu":
+            if found_inf is not None and float(found_inf) != 0.0:
+                return loss  # an AMP step with inf/nan gradients: skipped, counts unchanged
+            amp = {"grad_scale": 1.0 if grad_scale is None else float(grad_scale)}
+        else:  # CUDA: the kernels read the scale and the inf flag on the device (no sync)
+            amp = {"grad_scale": 1.0 if grad_scale is None else grad_scale, "found_inf": found_inf}
         for group in self.param_groups:  # all groups first: an invalid one changes nothing
             raise_invalid(self._spec_name, self._hyper_values(group))
         for group in self.param_groups:
@@ -127,18 +127,12 @@ class _GdfastOptimizer(torch.optim.Optimizer):
                 self._step_batch(group, params, amp)
         return loss
 
-    @staticmethod
-    def _amp_kwargs(amp: Any) -> Dict[str, Any]:
-        """grad_scale (and, on CUDA, found_inf) keyword arguments for the ops."""
-        if isinstance(amp, tuple):
-            return {"grad_scale": amp[0], "found_inf": amp[1]}
-        return {"grad_scale": amp}
-
     def _batch_key(self, p: torch.Tensor) -> Tuple[Any, ...]:
         return (p.dtype,)
 
     def _step_batch(self, group: Dict[str, Any], params: List[torch.Tensor],
-                    amp: Any) -> None:
+                    amp: Dict[str, Any]) -> None:
+        """One kernel call for params; ``amp`` holds grad_scale (and on CUDA found_inf)."""
         raise NotImplementedError
 
     def _states(self, params: List[torch.Tensor], name: str,
@@ -205,7 +199,7 @@ class SGD(_GdfastOptimizer):
                  step=1 if first else 2, lr=float(group["lr"]), momentum=group["momentum"],
                  dampening=group["dampening"], nesterov=group["nesterov"],
                  weight_decay=group["weight_decay"], maximize=group["maximize"],
-                 **self._amp_kwargs(amp))
+                 **amp)
         self._commit(params, created)
 
 
@@ -265,12 +259,12 @@ class Adam(_GdfastOptimizer):
                   weight_decay=group["weight_decay"],
                   decoupled_weight_decay=bool(group.get("decoupled_weight_decay", False)),
                   amsgrad=amsgrad, max_exp_avg_sq=max_sq, maximize=bool(group["maximize"]),
-                  **self._amp_kwargs(amp))
+                  **amp)
         self._commit(params, created)
         if not capturable:
             torch._foreach_add_(steps, 1)
-        elif isinstance(amp, tuple) and amp[1] is not None:
-            torch._foreach_sub_(steps, [amp[1]] * len(steps))  # a skipped step counts not
+        elif "found_inf" in amp:
+            torch._foreach_sub_(steps, [amp["found_inf"]] * len(steps))  # skipped: not counted
 
 
 class AdamW(Adam):
@@ -310,5 +304,5 @@ class Lion(_GdfastOptimizer):
         ops.lion_([_as_array(p) for p in params], [_as_array(p.grad, cache=False) for p in params],
                   self._states(params, "exp_avg", created), lr=float(group["lr"]),
                   beta1=float(beta1), beta2=float(beta2), weight_decay=group["weight_decay"],
-                  maximize=bool(group.get("maximize", False)), **self._amp_kwargs(amp))
+                  maximize=bool(group.get("maximize", False)), **amp)
         self._commit(params, created)

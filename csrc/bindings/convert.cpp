@@ -327,8 +327,9 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
     }
   }
 
-  // Per argument: the sequence of its arrays (a one-element tuple for a single array).
-  std::vector<py::object> sequences;
+  // Per argument: the sequence of its arrays (a one-element tuple for a single array), kept
+  // for the whole call (see keep_alive_).
+  std::vector<py::object>& sequences = keep_alive_;
   sequences.reserve(args.size());
   for (const TensorArg& arg : args) {
     const bool sequence = PyList_Check(arg.value.ptr()) || PyTuple_Check(arg.value.ptr());
@@ -350,7 +351,6 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
     }
   }
 
-  keep_alive_ = sequences;
   arrays_.resize(static_cast<std::size_t>(num_tensors_ * num_arrays_));
   offsets_.assign(static_cast<std::size_t>(num_tensors_ + 1), 0);
   std::vector<Extent> extents;
@@ -367,18 +367,18 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
           api.PyArray_Check_(obj) ? from_numpy(obj) : from_dlpack(obj, who, stream, consumed_);
       const bool is_first = t == 0 && k == 0;
       check_device(a, who, is_first ? nullptr : &first_array, first_who);
+      if (!a.dtype_ok) {
+        fail_type(who, "expected float32 or float64 (native byte order), got " + dtype_text(a));
+      }
       if (is_first) {
         first_array = a;
         on_cuda_ = !is_host(a.device_type);
         device_id_ = a.device_id;
+        dtype_ = a.dtype;
       }
-      if (!a.dtype_ok) {
-        fail_type(who, "expected float32 or float64 (native byte order), got " + dtype_text(a));
-      }
-      if (t == 0 && k == 0) dtype_ = a.dtype;
       if (a.dtype != dtype_) {
         fail_type(who, std::string("expected ") + dtype_name(dtype_) + " like " +
-                           NamedArg{&first, is_list, 0}.str() + ", got " + dtype_name(a.dtype));
+                           first_who.str() + ", got " + dtype_name(a.dtype));
       }
       if (k == 0) {
         param = a;
