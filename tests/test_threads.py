@@ -129,3 +129,49 @@ print(os.waitstatus_to_exitcode(status), float(p[0]))
 """
     out = run_python(code)
     assert out.stdout.split() == ["0", "0.5"], out.stderr
+
+
+@pytest.mark.parametrize("sizes", [[5_003], [37, 0, 20_000]], ids=["single", "list"])
+def test_run_repeated_equals_that_many_calls(sizes, threads):
+    """The benchmark's compute bound: _core.run_repeated(f, r) applies f's kernels r times,
+    bitwise the same as r calls (each repeat is one more in-place step with the same
+    coefficients), and on any thread count."""
+    repeated, called = _adam_arrays(sizes), _adam_arrays(sizes)
+
+    def step(arrays):
+        p, g, m, v = arrays
+        return gdfast.ops.adam_(p, g, m, v, step=7, lr=1e-2, weight_decay=0.1)
+
+    for arrays in (repeated, called):
+        for x in arrays[3]:
+            np.abs(x, out=x)
+    assert gdfast._core.run_repeated(lambda: step(repeated), 5) is None
+    for _ in range(5):
+        step(called)
+    for a, b in zip(repeated, called):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x.view(np.uint32), y.view(np.uint32))
+    # the repeat count does not outlive the call
+    once, reference = _adam_arrays(sizes, seed=1), _adam_arrays(sizes, seed=1)
+    for arrays in (once, reference):
+        for x in arrays[3]:
+            np.abs(x, out=x)
+    step(once)
+    gdfast._core.run_repeated(lambda: step(reference), 1)
+    for a, b in zip(once, reference):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x.view(np.uint32), y.view(np.uint32))
+
+
+def test_run_repeated_rejects_bad_counts_and_restores_on_error():
+    with pytest.raises(ValueError, match="repeats: expected an int >= 1, got 0"):
+        gdfast._core.run_repeated(lambda: None, 0)
+
+    def fail():
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        gdfast._core.run_repeated(fail, 3)
+    p = np.ones(10, np.float32)
+    gdfast.ops.sgd_(p, np.ones(10, np.float32), step=1, lr=0.5)
+    np.testing.assert_array_equal(p, np.full(10, 0.5, np.float32))  # applied once, not 3x

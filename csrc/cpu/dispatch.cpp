@@ -52,12 +52,19 @@ const KernelTable* initial_table() {
 
 std::atomic<const KernelTable*> g_active{nullptr};
 
+thread_local index_t t_kernel_repeats = 1;
+
 struct RangeJob {
   StepFn fn;
   const StepArgs* args;
   index_t total;
   int parts;
+  index_t repeats;
 };
+
+void run_repeated(const RangeJob& job, index_t begin, index_t end) {
+  for (index_t r = 0; r < job.repeats; ++r) job.fn(*job.args, begin, end);
+}
 
 void run_part(void* ctx, int part) {
   const auto& job = *static_cast<const RangeJob*>(ctx);
@@ -66,7 +73,7 @@ void run_part(void* ctx, int part) {
     return (job.total / job.parts * p) / kSplitGranule * kSplitGranule;
   };
   const index_t begin = bound(part), end = bound(part + 1);
-  if (begin < end) job.fn(*job.args, begin, end);
+  if (begin < end) run_repeated(job, begin, end);
 }
 
 }  // namespace
@@ -87,14 +94,23 @@ void set_active_isa(const std::string& name) {
 void run_parallel(StepFn fn, const StepArgs& args) {
   const index_t total = args.offsets[args.num_tensors];
   if (total == 0) return;
-  const index_t useful = total / kMinElementsPerThread;
+  const index_t repeats = t_kernel_repeats;
+  // Repeats amortise the wake-up, so then any split into granules pays.
+  const index_t useful = total / (repeats > 1 ? kSplitGranule : kMinElementsPerThread);
   const int threads = get_num_threads();
-  RangeJob job{fn, &args, total, useful < threads ? static_cast<int>(useful) : threads};
+  RangeJob job{fn, &args, total, useful < threads ? static_cast<int>(useful) : threads,
+                     repeats};
   if (job.parts <= 1) {
-    fn(args, 0, total);
+    run_repeated(job, 0, total);
     return;
   }
   parallel_run(job.parts, run_part, &job);
 }
+
+ScopedKernelRepeats::ScopedKernelRepeats(index_t repeats) : previous_(t_kernel_repeats) {
+  t_kernel_repeats = repeats;
+}
+
+ScopedKernelRepeats::~ScopedKernelRepeats() { t_kernel_repeats = previous_; }
 
 }  // namespace gdfast::cpu

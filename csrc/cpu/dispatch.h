@@ -20,6 +20,21 @@ void set_active_isa(const std::string& name);
 // ranges; falls back to the calling thread alone when the work is too small to pay.
 void run_parallel(StepFn fn, const StepArgs& args);
 
+// While one is alive, every step started on this thread runs its kernel `repeats` times over
+// each thread's range, with one wake-up and no per-call cost: how the benchmark measures the
+// arithmetic throughput of a step on cache-resident data. Not for training: the update is
+// applied `repeats` times.
+class ScopedKernelRepeats {
+ public:
+  explicit ScopedKernelRepeats(index_t repeats);
+  ~ScopedKernelRepeats();
+  ScopedKernelRepeats(const ScopedKernelRepeats&) = delete;
+  ScopedKernelRepeats& operator=(const ScopedKernelRepeats&) = delete;
+
+ private:
+  index_t previous_;
+};
+
 template <class Rule>
 void run_step(const typename Rule::Hyper& hyper, Dtype dtype, StepArgs args) {
   const StepFn* by_flags =

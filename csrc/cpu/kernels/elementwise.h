@@ -10,45 +10,73 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
-template <class Rule, unsigned kFlags, class T, bool kPartial>
-inline void apply_lane(T* const* arrays, index_t i, index_t count,
-                       const typename Rule::template Coef<T>& coef) {
+// One SIMD lane of every array of a tensor: param, grad, then the rule's states.
+template <class Rule, unsigned kFlags, class T>
+struct Lanes {
   using L = Lane<T>;
-  constexpr int kStates = Rule::template num_states<kFlags>();
-  const auto load = [&](const T* base) {
+  static constexpr int kStates = Rule::template num_states<kFlags>();
+  L param, grad;
+  L state[kStates + 1];
+
+  template <bool kPartial>
+  static L load_one(const T* base, index_t i, index_t count) {
     if constexpr (kPartial) {
       return L::load_partial(base + i, count);
     } else {
       return L::load(base + i);
     }
-  };
-  const auto store = [&](T* base, L value) {
+  }
+  template <bool kPartial>
+  static void store_one(T* base, index_t i, index_t count, L value) {
     if constexpr (kPartial) {
       L::store_partial(base + i, count, value);
     } else {
       L::store(base + i, value);
     }
-  };
-  L param = load(arrays[0]);
-  L state[kStates + 1];
-  for (int k = 0; k < kStates; ++k) state[k] = load(arrays[2 + k]);
-  Rule::template update<kFlags>(param, load(arrays[1]), state, coef);
-  store(arrays[0], param);
-  for (int k = 0; k < kStates; ++k) store(arrays[2 + k], state[k]);
-}
+  }
+  template <bool kPartial = false>
+  static Lanes load(T* const* arrays, index_t i, index_t count = L::kLanes) {
+    Lanes x;
+    x.param = load_one<kPartial>(arrays[0], i, count);
+    x.grad = load_one<kPartial>(arrays[1], i, count);
+    for (int k = 0; k < kStates; ++k) x.state[k] = load_one<kPartial>(arrays[2 + k], i, count);
+    return x;
+  }
+  template <bool kPartial = false>
+  void update_and_store(T* const* arrays, index_t i, const typename Rule::template Coef<T>& coef,
+                        index_t count = L::kLanes) {
+    Rule::template update<kFlags>(param, grad, state, coef);
+    store_one<kPartial>(arrays[0], i, count, param);
+    for (int k = 0; k < kStates; ++k) store_one<kPartial>(arrays[2 + k], i, count, state[k]);
+  }
+};
 
 template <class Rule, unsigned kFlags, class T>
 void run_segment(T* const* arrays_ref, index_t n,
                  const typename Rule::template Coef<T>& coef_ref) {
+  using X = Lanes<Rule, kFlags, T>;
   constexpr index_t kLanes = Lane<T>::kLanes;
-  constexpr int kArrays = 2 + Rule::template num_states<kFlags>();
+  constexpr int kArrays = 2 + X::kStates;
   // Local copies: stores to the arrays cannot alias them, so they stay in registers.
   const auto coef = coef_ref;
   T* arrays[kArrays];
   for (int k = 0; k < kArrays; ++k) arrays[k] = arrays_ref[k];
   index_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) apply_lane<Rule, kFlags, T, false>(arrays, i, kLanes, coef);
-  if (i < n) apply_lane<Rule, kFlags, T, true>(arrays, i, n - i, coef);
+  if (n >= kLanes) {
+    // Software-pipelined: the next lane is loaded before this one is stored. The arrays never
+    // overlap, so this is only a reordering; it keeps a load from queueing behind an older
+    // store to an address with the same low 12 bits (the arrays of one step usually sit at
+    // the same offset within a page), which cost up to 20% here.
+    X current = X::load(arrays, 0);
+    for (; i + 2 * kLanes <= n; i += kLanes) {
+      const X next = X::load(arrays, i + kLanes);
+      current.update_and_store(arrays, i, coef);
+      current = next;
+    }
+    current.update_and_store(arrays, i, coef);
+    i += kLanes;
+  }
+  if (i < n) X::template load<true>(arrays, i, n - i).template update_and_store<true>(arrays, i, coef, n - i);
 }
 
 // Index of the tensor holding virtual element `at`: the last t with offsets[t] <= at.
