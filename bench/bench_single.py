@@ -14,10 +14,10 @@ from gdfast.bench.impls import registry
 from gdfast.bench.workloads import single, size_name
 
 SIZES = [10**4, 10**5, 10**6, 10**7]
-ALL = ["gdfast", *(i.name for i in registry() if i.kind == "reference"), "bound"]
+ALL = ["gdfast", *(i.name for i in registry() if i.kind == "reference"), "bound", "arith"]
 
 
-@pytest.mark.parametrize("impl", ["gdfast", "numpy", "torch-fused", "bound"])
+@pytest.mark.parametrize("impl", ["gdfast", "numpy", "torch-fused", "bound", "arith"])
 @pytest.mark.parametrize("size", [10**6, 10**7], ids=size_name)
 def test_adam_headline(benchmark: Any, step_of: Callable[..., Any], size: int, impl: str) -> None:
     step = step_of(impl, "adam", single(size), benchmark,

@@ -4,9 +4,10 @@ Each benchmark builds one implementation on one workload with the CLI's own code
 (gdfast.bench), asserts its result against the float64 reference once (the gate), then times
 one optimizer step per call. Benchmarks of one (optimizer, workload, threads) share a group,
 so pytest-benchmark's tables read per case; the group also holds the bound (gdfast's in-place
-stream with the optimizer's access pattern). Unlike gdfast-bench, pytest-benchmark times one
-implementation after the other, not interleaved: on a shared machine, quote ratios from
-gdfast-bench. `python bench/report.py RESULTS.json` turns `--benchmark-json RESULTS.json`
+stream with the optimizer's access pattern) and the arithmetic bound (gdfast's step repeated on
+a cache-resident block; extra_info's time_scale converts its time per call to the workload).
+Unlike gdfast-bench, pytest-benchmark times one implementation after the other, not
+interleaved: on a shared machine, quote ratios from gdfast-bench. `python bench/report.py RESULTS.json` turns `--benchmark-json RESULTS.json`
 into Gelem/s, GB/s and % of the bound.
 
 Not part of the default test run: pyproject's testpaths is ["tests"].
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 import gdfast
-from gdfast.bench.bandwidth import Bound
+from gdfast.bench.bandwidth import ArithBound, Bound
 from gdfast.bench.cases import CASES, Case
 from gdfast.bench.gate import Gate
 from gdfast.bench.impls import Implementation, Unavailable, registry, set_threads
@@ -30,6 +31,7 @@ from gdfast.bench.workloads import Data, Workload, make_data
 IMPLS: Dict[str, Implementation] = {impl.name: impl for impl in registry()}
 ACTIVE_ISA = gdfast.isa_info()["active"]
 IMPLS["bound"] = Bound(ACTIVE_ISA)
+IMPLS["arith"] = ArithBound(ACTIVE_ISA)
 DEFAULT_THREADS = gdfast.get_num_threads()
 
 _data: Dict[Tuple[str, str], Data] = {}
@@ -87,7 +89,7 @@ def step_of(threads: int) -> Iterator[Callable[..., Callable[[], None]]]:
             implementation=impl_name, kind=impl.kind, optimizer=optimizer,
             workload=workload.name, numel=workload.numel, tensors=workload.tensors,
             threads=threads, bytes_per_elem=case.bytes_per_elem(np.dtype(dtype).itemsize),
-            dtype=np.dtype(dtype).name)
+            dtype=np.dtype(dtype).name, time_scale=runner.time_scale)
         return runner.step
 
     yield make

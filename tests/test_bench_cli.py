@@ -15,11 +15,13 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pytest
 
+import gdfast
 from gdfast.bench import cli, compare, progress, report
+from gdfast.bench.bandwidth import ARITH_BLOCK, ARITH_ELEMENTS_PER_CALL, ArithBound
 from gdfast.bench.cases import CASES, Case, rtol
 from gdfast.bench.gate import Gate
 from gdfast.bench.impls import Implementation, NumpyRunner, Runner, registry
-from gdfast.bench.workloads import make_data, parse_sizes, single
+from gdfast.bench.workloads import make_data, many_small, parse_sizes, single
 
 # One 1000-element tensor, one batch of >= 1 ms: each run takes a fraction of a second.
 TINY = ["--sizes", "1000", "--lists", "none", "--batches", "1", "--batch-time", "0.001",
@@ -124,21 +126,22 @@ def test_json_schema_and_contents(tmp_path: Any, capsys: pytest.CaptureFixture[s
     assert doc["command"][0] == "gdfast-bench" and "--impls" in doc["command"]
     assert doc["config"]["sizes"] == [1000, 3000]
     assert doc["config"]["dtype"] == "float32"
-    assert set(doc["implementations"]) == {"gdfast", "numpy", "bound"}
+    assert set(doc["implementations"]) == {"gdfast", "numpy", "bound", "arith"}
     state_bytes = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8, "lion": 4}
     move_bytes = {"sgd": 12, "momentum": 20, "adam": 28, "adamw": 28, "lion": 20}
     for name in state_bytes:
         assert doc["cases"][name]["bytes_per_elem"] == move_bytes[name]
         for workload in ("1e3", "3e3"):
             group = rows_of(doc, optimizer=name, workload=workload)
-            assert [r["implementation"] for r in group] == ["gdfast", "numpy", "bound"]
+            assert [r["implementation"] for r in group] == ["gdfast", "numpy", "bound", "arith"]
             for r in group:
                 assert r["status"] == "ok", r["message"]
                 assert r["bytes_per_elem"] == move_bytes[name]
                 assert r["time_s"]["min"] <= r["time_s"]["median"] <= r["time_s"]["max"]
                 assert r["gb_s"] == pytest.approx(r["gelem_s"] * r["bytes_per_elem"])
-                assert r["pct_bound"] > 0
-            gd, npy, bound = group
+            gd, npy, bound, arith = group
+            assert gd["pct_bound"] > 0 and npy["pct_bound"] > 0
+            assert arith["pct_bound"] is None  # a bound of its own, not a share of the stream's
             assert gd["state_bytes_per_param"] == state_bytes[name]
             assert npy["state_bytes_per_param"] == state_bytes[name]
             assert bound["pct_bound"] == pytest.approx(100.0)
@@ -185,7 +188,7 @@ def test_threads_and_isa_variants_make_rows(tmp_path: Any,
     names = {f"gdfast[{isa}]" for isa in supported[-2:]} if len(supported) > 1 else {"gdfast"}
     for t in (1, 2):
         got = {r["implementation"] for r in rows_of(doc, threads=t, status="ok")}
-        assert got == names | {"bound"}
+        assert got == names | {"bound", "arith"}
     assert gdfast.isa_info()["active"] == active  # restored
 
 
@@ -389,7 +392,8 @@ def test_every_installed_reference_passes_the_gate(tmp_path: Any,
     bad = [(r["optimizer"], r["implementation"], r["message"]) for r in doc["rows"]
            if r["status"] == "error"]
     assert not bad
-    assert {r["implementation"] for r in rows_of(doc, status="ok")} == set(names) | {"bound"}
+    ok = {r["implementation"] for r in rows_of(doc, status="ok")}
+    assert ok == set(names) | {"bound", "arith"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,3 +533,28 @@ def test_runs_with_numpy_only() -> None:
     assert "triad" not in proc.stdout or "needs torch" in proc.stdout
     for name in ("gdfast", "numpy", "bound (stream)"):
         assert name in proc.stdout
+
+
+@pytest.mark.parametrize("workload", [single(3000), single(100_000), many_small(5, 7000)],
+                         ids=lambda w: w.name)
+def test_arith_bound_steps_a_block_repeatedly_and_scales_to_the_workload(workload):
+    """One timed step of the arithmetic bound = `repeats` gdfast steps on the workload's first
+    block, and its time is scaled by exactly (workload elements) / (elements stepped)."""
+    case = CASES["adam"]
+    data = make_data(workload, np.float32)
+    runner = ArithBound().build(case, data)
+    block = min(workload.numel, ARITH_BLOCK)
+    assert runner.time_scale * block * runner.repeats == pytest.approx(workload.numel)
+    assert block * runner.repeats >= max(workload.numel, ARITH_ELEMENTS_PER_CALL)
+    (param,) = runner.params
+    first = np.concatenate([p.reshape(-1) for p in data.p0])[:block]
+    grad = np.concatenate([g.reshape(-1) for g in data.grads])[:block]
+    np.testing.assert_array_equal(param, first)
+    runner.step()
+    expected, m, v = first.copy(), np.zeros(block, np.float32), np.zeros(block, np.float32)
+    h = case.hyper
+    for _ in range(runner.repeats):  # every repeat uses the call's step count, 1
+        gdfast.ops.adam_(expected, grad, m, v, step=1, lr=h["lr"], beta1=h["beta1"],
+                         beta2=h["beta2"], eps=h["eps"])
+    np.testing.assert_array_equal(param, expected)
+    assert runner.state_bytes() == 0

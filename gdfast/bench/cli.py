@@ -11,6 +11,7 @@ import numpy as np
 
 from . import compare as compare_mod
 from . import machine, plot, progress, report
+from .bandwidth import ArithBound
 from .cases import CASES, parse_optimizers
 from .impls import Implementation, Unavailable, cpu_count, registry
 from .suite import Config, Suite
@@ -152,6 +153,8 @@ def main(argv: Optional[Sequence[str]] = None, *,
                   file=out)
         print(f"{'bound':<14} {'bound':<9} available\n    in-place stream with the optimizer's "
               "access pattern (always run)", file=out)
+        print(f"{'arith':<14} {'bound':<9} available\n    {ArithBound.description} (always run)",
+              file=out)
         return EXIT_OK
 
     if args.compare and len(args.compare) > 2:

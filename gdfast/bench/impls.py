@@ -40,6 +40,7 @@ class Runner:
     params: List[np.ndarray]
     step: Step
     fresh: bool  # reset and not stepped since (set by the owner of the runner, see Gate)
+    time_scale = 1.0  # a step's time times this = the time reported for the workload
 
     def __init__(self, case: Case, data: Data):
         self.case = case
@@ -102,6 +103,7 @@ class Implementation:
     # transient arrays a step allocates, for the memory estimate: (n, m) = n arrays the size of
     # the largest tensor (per-tensor loops) plus m arrays the size of the whole list (foreach)
     temporaries = (0, 0)
+    copies_workload = True  # holds its own params and states the size of the workload
 
     def check_available(self) -> None:
         """Raise Unavailable(reason) if this cannot run here."""

@@ -36,7 +36,7 @@ def plot(report: Dict[str, Any], path: str) -> None:
         for j, opt in enumerate(optimizers):
             ax = axes[i][j]
             mine = [r for r in rows if r["optimizer"] == opt and r["threads"] == t]
-            for name in impls + ["bound"]:
+            for name in impls + ["bound", "arith"]:
                 pts = sorted((r["numel"], r["gelem_s"]) for r in mine
                              if r["implementation"] == name)
                 if not pts:
@@ -44,6 +44,9 @@ def plot(report: Dict[str, Any], path: str) -> None:
                 xs, ys = zip(*pts)
                 if name == "bound":
                     ax.plot(xs, ys, "k--", lw=1.5, label="bound: in-place stream (measured)")
+                elif name == "arith":
+                    ax.plot(xs, ys, "--", color="0.55", lw=1.2,
+                            label="bound: arithmetic, in cache (measured)")
                 else:
                     ax.plot(xs, ys, "o-", ms=3, color=colors[name], label=name,
                             lw=2.2 if name.startswith("gdfast") else 1.2)

@@ -131,7 +131,7 @@ def table_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
         previous = key
         name = r["implementation"]
         if r["kind"] == "bound":
-            name = "bound (stream)"
+            name = "bound (stream)" if name == "bound" else f"bound ({name})"
         cells = [r["optimizer"] if first else "", _workload_label(r) if first else "",
                  str(r["threads"]) if first else "", name]
         if r["status"] == "error":
@@ -220,6 +220,9 @@ def legend_lines() -> List[str]:
         "% bound: the bound's time / this time -- bound = gdfast's in-place stream with this "
         "optimizer's access pattern on the same workload, timed in the same batches (it is a "
         "measurement too: over 100% means noise);",
+        "bound (arith): gdfast's step repeated in place on a cache-resident block of the "
+        "workload, scaled to its size -- the arithmetic alone; no step is faster than the "
+        "slower of the two bounds;",
         "vs best ref: the fastest reference's median time / this median time; state B/param: "
         "bytes of optimizer state kept per parameter.",
     ]

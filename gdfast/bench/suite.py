@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import machine
-from .bandwidth import Bound, machine_bandwidth
+from .bandwidth import ArithBound, Bound, machine_bandwidth
 from .cases import Case
 from .gate import Gate, Verdict, describe_failure
 from .impls import Gdfast, Implementation, Runner, Unavailable, set_threads
@@ -141,9 +141,9 @@ class Suite:
             chosen.append(impl)
         if wanted is not None:
             for name in wanted:
-                if name not in known and name != "bound":
+                if name not in known and name not in ("bound", "arith"):
                     raise ValueError(f"unknown implementation {name!r}")
-        chosen.append(Bound(self.best_isa))
+        chosen += [Bound(self.best_isa), ArithBound(self.best_isa)]
         return chosen
 
     # -- memory -----------------------------------------------------------------------------
@@ -158,7 +158,7 @@ class Suite:
             for impl in self.impls:
                 if impl.supports(case, self.config.dtype) is not None:
                     continue
-                if self._too_slow(impl, w):
+                if not impl.copies_workload or self._too_slow(impl, w):
                     continue
                 per_largest, per_total = impl.temporaries
                 arrays += (1 + case.n_states + per_total) * w.numel + per_largest * w.largest
@@ -307,9 +307,10 @@ class Suite:
             if slot.error is not None:
                 rows.append(self._error(row, describe_failure(slot.error, "timing")))
                 continue
-            median = slot.median
+            scale = runner.time_scale
+            median = slot.median * scale
             row.update({
-                "time_s": {"median": median, "min": slot.low, "max": slot.high},
+                "time_s": {"median": median, "min": slot.low * scale, "max": slot.high * scale},
                 "batches": len(slot.times),
                 "steps_per_batch": slot.k,
                 "gelem_s": w.numel / median / 1e9,
@@ -341,12 +342,12 @@ def derive(rows: List[Dict[str, Any]]) -> None:
         groups.setdefault(group_key(r), []).append(r)
     for members in groups.values():
         ok = [r for r in members if r["status"] == "ok"]
-        bound = next((r for r in ok if r["kind"] == "bound"), None)
+        bound = next((r for r in ok if r["implementation"] == "bound"), None)
         refs = [r for r in ok if r["kind"] == "reference"]
         best = min(refs, key=lambda r: r["time_s"]["median"]) if refs else None
         for r in ok:
             t = r["time_s"]["median"]
-            if bound is not None:
+            if bound is not None and r["implementation"] != "arith":
                 r["pct_bound"] = 100.0 * bound["time_s"]["median"] / t
             if best is not None and r["kind"] != "bound":
                 r["speedup_vs_best_ref"] = best["time_s"]["median"] / t
