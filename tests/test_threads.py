@@ -4,6 +4,7 @@ callers are safe, and the pool survives fork()."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -113,6 +114,29 @@ def test_concurrent_callers_get_correct_results():
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_late_or_parked_workers_change_nothing():
+    """Parts are claimed: the caller takes those a worker has not claimed yet (parked, still
+    waking, or oversubscribed: 5 threads on this machine's CPUs). Hundreds of steps with
+    pauses that let workers park, against one thread, bitwise."""
+    sizes = [70_001, 3, 0, 90_000]
+    previous = gdfast.get_num_threads()
+    results = []
+    try:
+        for n in (1, 5):
+            gdfast.set_num_threads(n)
+            p, g, m, v = _adam_arrays(sizes, seed=2)
+            for x in v:
+                np.abs(x, out=x)
+            for s in range(1, 301):
+                if s % 7 == 0:
+                    time.sleep(2e-4)  # longer than the workers' spin: they park
+                gdfast.ops.adam_(p, g, m, v, step=s, lr=1e-3)
+            results.append(np.concatenate(p + m + v))
+    finally:
+        gdfast.set_num_threads(previous)
+    np.testing.assert_array_equal(results[1].view(np.uint32), results[0].view(np.uint32))
+
+
 def test_pool_works_in_forked_child():
     code = """
 import os, warnings, numpy as np, gdfast

@@ -68,7 +68,7 @@ class Pool {
  public:
   explicit Pool(int threads) {
     try {
-      for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { work(i); });
+      for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
     } catch (...) {
       stop_and_join();  // a thread that cannot start: no pool (destroying joinable threads aborts)
       throw;
@@ -92,26 +92,58 @@ class Pool {
   }
 
  public:
-  // Caller holds the region lock.
+  // Caller holds the region lock. Parts are claimed, not assigned: the caller runs part 0,
+  // then claims whatever no worker has claimed yet, so a parked or descheduled worker costs a
+  // step nothing but its share of the work (the caller never waits for a wake-up). The caller
+  // waits only for parts a worker has claimed.
   void run(int parts, void (*fn)(void*, int), void* ctx) {
     fn_ = fn;
     ctx_ = ctx;
-    parts_ = parts;
-    pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    finished_.store(0, std::memory_order_relaxed);
+    const std::uint64_t generation = generation_.load(std::memory_order_relaxed) + 1;
+    claims_.store(pack(generation, parts, 1), std::memory_order_release);  // part 0: ours
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      generation_.fetch_add(1, std::memory_order_release);
+      generation_.store(generation, std::memory_order_release);
     }
     wake_.notify_all();
     fn(ctx, 0);
-    if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+    int ran = 1;
+    for (int part, n; (part = claim(generation, n)) >= 0; ++ran) fn(ctx, part);
+    const auto all_finished = [&] {
+      return finished_.load(std::memory_order_acquire) == parts;
+    };
+    if (finished_.fetch_add(ran, std::memory_order_acq_rel) + ran == parts) return;
+    if (!spin_until(all_finished)) {
       std::unique_lock<std::mutex> lock(mutex_);
-      done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+      done_.wait(lock, all_finished);
     }
   }
 
  private:
-  void work(int index) {
+  // claims_ = generation (high 32 bits, wrapping) | parts (16) | next unclaimed part (16):
+  // one word, so that a worker waking late can never claim a part of another region.
+  static std::uint64_t pack(std::uint64_t generation, int parts, int next) {
+    return (generation << 32) | (static_cast<std::uint64_t>(parts) << 16) |
+           static_cast<std::uint64_t>(next);
+  }
+
+  // The next part of region `generation` for this thread, or -1 if none is left; sets
+  // `parts` to the region's part count.
+  int claim(std::uint64_t generation, int& parts) {
+    std::uint64_t word = claims_.load(std::memory_order_acquire);
+    for (;;) {
+      parts = static_cast<int>((word >> 16) & 0xffff);
+      const int next = static_cast<int>(word & 0xffff);
+      if ((word >> 32) != (generation & 0xffffffffu) || next >= parts) return -1;
+      if (claims_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+        return next;
+      }
+    }
+  }
+
+  void work() {
     std::uint64_t seen = 0;
     for (;;) {
       if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
@@ -120,10 +152,14 @@ class Pool {
       }
       seen = generation_.load(std::memory_order_acquire);
       if (stop_) return;
-      if (index < parts_) fn_(ctx_, index);
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        done_.notify_one();
+      // fn_ and ctx_ are the claimed region's: the next region cannot start (and rewrite
+      // them) before this part is counted finished.
+      for (int part, parts; (part = claim(seen, parts)) >= 0;) {
+        fn_(ctx_, part);
+        if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == parts) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          done_.notify_one();
+        }
       }
     }
   }
@@ -132,11 +168,11 @@ class Pool {
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   std::atomic<std::uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<std::uint64_t> claims_{0};
+  std::atomic<int> finished_{0};
   bool stop_ = false;
   void (*fn_)(void*, int) = nullptr;
   void* ctx_ = nullptr;
-  int parts_ = 0;
 };
 
 std::mutex g_region_mutex;       // one parallel region at a time; guards g_pool
@@ -186,7 +222,7 @@ void parallel_run(int parts, void (*fn)(void* ctx, int part), void* ctx) {
           g_pool = nullptr;  // the OS gave no threads: run on the calling thread alone
         }
       }
-      if (g_pool != nullptr && parts <= g_pool->threads()) {
+      if (g_pool != nullptr && parts <= g_pool->threads() && parts <= 0xffff) {
         g_pool->run(parts, fn, ctx);
         return;
       }
