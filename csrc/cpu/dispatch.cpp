@@ -12,6 +12,9 @@ namespace {
 
 // Below this many elements per thread a wake-up costs more than the work it saves.
 constexpr index_t kMinElementsPerThread = 1 << 14;
+// Below this many elements a step does not wake parked workers (it still uses spinning
+// ones): a futex wake-up on a VM takes tens of microseconds, Adam does ~3.5e9 elements/s.
+constexpr index_t kMinElementsToWake = 1 << 18;
 // Thread ranges start on multiples of this many elements (a cache line of doubles or more),
 // so two threads rarely write the same line.
 constexpr index_t kSplitGranule = 64;
@@ -104,7 +107,7 @@ void run_parallel(StepFn fn, const StepArgs& args) {
     run_repeated(job, 0, total);
     return;
   }
-  parallel_run(job.parts, run_part, &job);
+  parallel_run(job.parts, run_part, &job, repeats > 1 || total >= kMinElementsToWake);
 }
 
 ScopedKernelRepeats::ScopedKernelRepeats(index_t repeats) : previous_(t_kernel_repeats) {

@@ -34,6 +34,7 @@ namespace {
 // Spin this long before parking: back-to-back calls (one per param group) then skip the
 // futex wake-up, while an idle pool costs nothing.
 constexpr auto kSpin = std::chrono::microseconds(50);
+using Clock = std::chrono::steady_clock;
 
 // Spins until done() or kSpin has passed; returns done().
 template <class Done>
@@ -79,6 +80,9 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
 
   int threads() const { return static_cast<int>(workers_.size()) + 1; }
+  bool all_parked() const {
+    return parked_.load(std::memory_order_relaxed) == static_cast<int>(workers_.size());
+  }
 
  private:
   void stop_and_join() {
@@ -96,7 +100,7 @@ class Pool {
   // then claims whatever no worker has claimed yet, so a parked or descheduled worker costs a
   // step nothing but its share of the work (the caller never waits for a wake-up). The caller
   // waits only for parts a worker has claimed.
-  void run(int parts, void (*fn)(void*, int), void* ctx) {
+  void run(int parts, void (*fn)(void*, int), void* ctx, bool wake_parked) {
     fn_ = fn;
     ctx_ = ctx;
     finished_.store(0, std::memory_order_relaxed);
@@ -106,7 +110,7 @@ class Pool {
       std::lock_guard<std::mutex> lock(mutex_);
       generation_.store(generation, std::memory_order_release);
     }
-    wake_.notify_all();
+    if (wake_parked) wake_.notify_all();
     fn(ctx, 0);
     int ran = 1;
     for (int part, n; (part = claim(generation, n)) >= 0; ++ran) fn(ctx, part);
@@ -148,7 +152,9 @@ class Pool {
     for (;;) {
       if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
         std::unique_lock<std::mutex> lock(mutex_);
+        parked_.fetch_add(1, std::memory_order_relaxed);
         wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+        parked_.fetch_sub(1, std::memory_order_relaxed);
       }
       seen = generation_.load(std::memory_order_acquire);
       if (stop_) return;
@@ -170,6 +176,7 @@ class Pool {
   std::atomic<std::uint64_t> generation_{0};
   std::atomic<std::uint64_t> claims_{0};
   std::atomic<int> finished_{0};
+  std::atomic<int> parked_{0};  // workers blocked on wake_ (a hint: only speed depends on it)
   bool stop_ = false;
   void (*fn_)(void*, int) = nullptr;
   void* ctx_ = nullptr;
@@ -178,6 +185,7 @@ class Pool {
 std::mutex g_region_mutex;       // one parallel region at a time; guards g_pool
 Pool* g_pool = nullptr;          // created on first parallel use
 std::atomic<int> g_threads{0};   // 0: not yet read from the environment
+Clock::time_point g_last_region_end;  // guarded by g_region_mutex
 
 // Lock-free, so that a caller never waits for another thread's region just to learn this.
 int num_threads() {
@@ -211,7 +219,7 @@ void set_num_threads(int n) {
   g_threads.store(n);
 }
 
-void parallel_run(int parts, void (*fn)(void* ctx, int part), void* ctx) {
+void parallel_run(int parts, void (*fn)(void* ctx, int part), void* ctx, bool wake_parked) {
   if (parts > 1) {
     std::unique_lock<std::mutex> lock(g_region_mutex, std::try_to_lock);
     if (lock.owns_lock()) {
@@ -222,10 +230,17 @@ void parallel_run(int parts, void (*fn)(void* ctx, int part), void* ctx) {
           g_pool = nullptr;  // the OS gave no threads: run on the calling thread alone
         }
       }
-      if (g_pool != nullptr && parts <= g_pool->threads() && parts <= 0xffff) {
-        g_pool->run(parts, fn, ctx);
-        return;
+      // Regions in quick succession (a loop of steps): wake the workers once, after which they
+      // spin between the calls and every later region finds them awake.
+      const bool wake = wake_parked || Clock::now() - g_last_region_end < kSpin;
+      if (g_pool != nullptr && parts <= g_pool->threads() && parts <= 0xffff &&
+          (wake || !g_pool->all_parked())) {
+        g_pool->run(parts, fn, ctx, wake);
+      } else {
+        for (int part = 0; part < parts; ++part) fn(ctx, part);
       }
+      g_last_region_end = Clock::now();
+      return;
     }
   }
   for (int part = 0; part < parts; ++part) fn(ctx, part);

@@ -12,7 +12,9 @@ void set_num_threads(int n);
 
 // Runs fn(ctx, part) for part in [0, parts), part 0 on the calling thread; returns when all
 // are done. parts <= get_num_threads(). If another thread is using the pool, runs every part
-// on the calling thread instead (results are the same; only the speed differs).
-void parallel_run(int parts, void (*fn)(void* ctx, int part), void* ctx);
+// on the calling thread instead (results are the same; only the speed differs). Parked
+// workers are woken only if `wake_parked`: for small work a wake-up (tens of microseconds
+// on a VM) costs more than it saves, but workers still spinning from a previous call help.
+void parallel_run(int parts, void (*fn)(void* ctx, int part), void* ctx, bool wake_parked);
 
 }  // namespace gdfast::cpu
