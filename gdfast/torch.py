@@ -12,10 +12,8 @@ scalars on the device). ``import gdfast`` never imports torch; this module does.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-import numpy as np
 import torch
 
 from . import cuda, ops
@@ -32,33 +30,77 @@ def _host_number(x: Any) -> Any:
     return x
 
 
-# NumPy views of params and states, reused across steps: making one costs microseconds per
-# tensor, checking one is still right (same tensor, memory and shape) a fraction of that.
-# Keyed by id() (tensors compare elementwise); a weak reference drops the entry with the tensor.
-_views: Dict[int, Tuple["weakref.ref[torch.Tensor]", int, torch.Size, np.ndarray]] = {}
-
-
-def _as_array(t: torch.Tensor, cache: bool = True) -> Any:
+def _as_array(t: torch.Tensor) -> Any:
     """What the kernels get: a zero-copy NumPy view of a CPU tensor (the fastest path in), the
     detached tensor itself on CUDA (through DLPack); complex as real pairs, as torch does."""
-    if t.device.type != "cpu":
-        return (torch.view_as_real(t) if t.is_complex() else t).detach()
-    key = id(t)
-    if cache:
-        hit = _views.get(key)
-        if hit is not None and hit[0]() is t and hit[1] == t.data_ptr() and hit[2] == t.shape:
-            return hit[3]
-    view = (torch.view_as_real(t) if t.is_complex() else t).detach().numpy()
-    if cache:
-        ref = weakref.ref(t, lambda _, key=key: _views.pop(key, None))
-        _views[key] = (ref, t.data_ptr(), t.shape, view)
-    return view
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    return t.detach().numpy() if t.device.type == "cpu" else t.detach()
+
+
+class _Batch:
+    """One kernel call's tensors (params of one dtype and step count, their states and step
+    counts) and the arrays handed to the kernel, kept across steps: making the arrays costs
+    microseconds per tensor, checking that nothing was replaced a fraction of that."""
+
+    __slots__ = ("names", "params", "ptrs", "shapes", "states", "steps", "param_arrays",
+                 "state_arrays", "step_arrays", "written", "fast_grads", "first")
+
+    def __init__(self, names: Tuple[str, ...], params: List[torch.Tensor],
+                 states: List[List[torch.Tensor]], steps: List[torch.Tensor]) -> None:
+        self.names = names
+        self.params = params
+        self.ptrs = [p.data_ptr() for p in params]
+        self.shapes = [p.shape for p in params]
+        self.states = states  # per param, in the order the kernel takes them
+        self.steps = steps  # per param (Adam), else empty
+        self.param_arrays = [_as_array(p) for p in params]
+        self.state_arrays = [[_as_array(row[k]) for row in states]
+                             for k in range(len(states[0]) if states else 0)]
+        # Step counts on the host are read and written through NumPy (no torch dispatch).
+        self.step_arrays = [_as_array(t) for t in steps if t.device.type == "cpu"]
+        # Written in place by a step: their version counters are bumped, as torch.optim's
+        # in-place ops do (autograd then catches a param modified between forward and backward).
+        self.written = params + [t for row in states for t in row] + steps
+        self.fast_grads = all(p.device.type == "cpu" and not p.is_complex() for p in params)
+        self.first = False  # state (or step counts) made for this call, not stored yet
+
+    def grad_arrays(self) -> List[Any]:
+        """The params' current grads (every param of a batch has one)."""
+        if self.fast_grads:
+            try:
+                return [p.grad.numpy() for p in self.params]  # type: ignore[union-attr]
+            except RuntimeError:  # a grad that requires grad (create_graph=True)
+                pass
+        return [_as_array(p.grad) for p in self.params]  # type: ignore[arg-type]
+
+    def unchanged(self, optimizer: "_GdfastOptimizer", names: Tuple[str, ...]) -> bool:
+        """Same param memory, same state and step tensors as when the arrays were made."""
+        if names != self.names:  # e.g. amsgrad switched on
+            return False
+        state = optimizer.state
+        for i, (p, ptr, shape) in enumerate(zip(self.params, self.ptrs, self.shapes)):
+            if p.data_ptr() != ptr or p.shape != shape:  # p.data replaced or reshaped
+                return False
+            if not names and not self.steps:
+                continue  # stateless (SGD without momentum)
+            st = state.get(p)
+            if st is None:
+                return False
+            for name, t in zip(names, self.states[i]):
+                if st.get(name) is not t:
+                    return False
+            if self.steps and st.get("step") is not self.steps[i]:
+                return False
+        counts = self.step_arrays  # one count per batch: none was changed in place
+        return not counts or all(c == counts[0] for c in counts)
 
 
 class _GdfastOptimizer(torch.optim.Optimizer):
     """Shared plumbing: option checks, hyperparameter validation, AMP scaling, batching."""
 
     _spec_name = ""
+    _counts_steps = False  # keeps torch's per-param "step" tensor (Adam)
     # GradScaler then hands us grad_scale/found_inf instead of unscaling in a separate pass.
     _step_supports_amp_scaling = True
 
@@ -75,6 +117,8 @@ class _GdfastOptimizer(torch.optim.Optimizer):
         defaults.update(foreach=foreach, fused=fused, capturable=capturable,
                         differentiable=False)
         raise_invalid(self._spec_name, self._hyper_values(defaults))
+        # Per param group: (group, its params with grads, their batches), from the last step.
+        self._batches: Dict[int, Tuple[Dict[str, Any], List[torch.Tensor], List[_Batch]]] = {}
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
@@ -116,50 +160,94 @@ class _GdfastOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:  # all groups first: an invalid one changes nothing
             raise_invalid(self._spec_name, self._hyper_values(group))
         for group in self.param_groups:
-            batches: Dict[Tuple[Any, ...], List[torch.Tensor]] = {}
+            params = []
             for p in group["params"]:
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
-                if p.grad.is_sparse:
+                if grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                batches.setdefault(self._batch_key(p), []).append(p)
-            for params in batches.values():
-                self._step_batch(group, params, amp)
+                params.append(p)
+            for batch in self._group_batches(group, params):
+                self._step_batch(group, batch, amp)
         return loss
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self._batches.clear()  # new state tensors (and param groups)
+        super().load_state_dict(state_dict)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:  # unpickling, copy.deepcopy
+        super().__setstate__(state)
+        self._batches = {}
+
+    def _state_names(self, group: Dict[str, Any]) -> Tuple[str, ...]:
+        """The state tensors the kernel takes for this group, in its order."""
+        raise NotImplementedError
+
+    def _make_state(self, p: torch.Tensor, name: str) -> torch.Tensor:
+        return torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _batch_key(self, p: torch.Tensor) -> Tuple[Any, ...]:
         return (p.dtype,)
 
-    def _step_batch(self, group: Dict[str, Any], params: List[torch.Tensor],
-                    amp: Dict[str, Any]) -> None:
-        """One kernel call for params; ``amp`` holds grad_scale (and on CUDA found_inf)."""
+    def _group_batches(self, group: Dict[str, Any],
+                       params: List[torch.Tensor]) -> List[_Batch]:
+        """The last step's batches if params and their tensors are the same, else new ones.
+        New batches hold new state made with torch's layout; it is stored by :meth:`_commit`
+        once the step has succeeded, so a rejected step leaves no half-made state behind."""
+        names = self._state_names(group)
+        cached = self._batches.get(id(group))
+        if (cached is not None and cached[0] is group and len(cached[1]) == len(params)
+                and all(a is b for a, b in zip(cached[1], params))
+                and all(b.unchanged(self, names) for b in cached[2])):
+            return cached[2]
+        by_key: Dict[Tuple[Any, ...], List[torch.Tensor]] = {}
+        for p in params:
+            by_key.setdefault(self._batch_key(p), []).append(p)
+        batches = []
+        for members in by_key.values():
+            states, steps, first = [], [], False
+            for p in members:
+                st = self.state.get(p, {})
+                row = []
+                for name in names:
+                    t = st.get(name)
+                    if t is None:
+                        t = self._make_state(p, name)
+                        first = True
+                    row.append(t)
+                states.append(row)
+                if self._counts_steps:
+                    step = st.get("step")
+                    if step is None:
+                        # As torch.optim.Adam: a float32 scalar tensor (on the param's device
+                        # when capturable), so state_dicts interchange.
+                        device = p.device if group["capturable"] else "cpu"
+                        step = torch.tensor(0.0, dtype=torch.float32, device=device)
+                        first = True
+                    steps.append(step)
+            batch = _Batch(names, members, states, steps)
+            batch.first = first
+            batches.append(batch)
+        self._batches[id(group)] = (group, params, batches)
+        return batches
+
+    def _step_batch(self, group: Dict[str, Any], batch: _Batch, amp: Dict[str, Any]) -> None:
+        """One kernel call for a batch; ``amp`` holds grad_scale (and on CUDA found_inf)."""
         raise NotImplementedError
 
-    def _states(self, params: List[torch.Tensor], name: str,
-                created: List[Tuple[torch.Tensor, str, torch.Tensor]],
-                make: Callable[..., torch.Tensor] = torch.zeros_like) -> List[np.ndarray]:
-        """The named state of each param as arrays. Missing ones are made with ``make``
-        (torch's layout) and recorded in ``created``; :meth:`_commit` stores them once the
-        step has succeeded, so a rejected step leaves no half-made state behind."""
-        out = []
-        for p in params:
-            tensor = self.state.get(p, {}).get(name)
-            if tensor is None:
-                tensor = make(p, memory_format=torch.preserve_format)
-                created.append((p, name, tensor))
-            out.append(_as_array(tensor))
-        return out
-
-    def _commit(self, params: List[torch.Tensor],
-                created: List[Tuple[torch.Tensor, str, torch.Tensor]]) -> None:
-        """After a successful kernel call: store new state, and bump the version counters of
-        what was written in place, as torch.optim's in-place ops do (autograd then catches a
-        param modified between forward and backward)."""
-        for p, name, tensor in created:
-            self.state[p][name] = tensor
-        written = list(params) + [t for p in params for t in self.state.get(p, {}).values()
-                                  if torch.is_tensor(t) and t.dim() > 0]
-        torch.autograd.graph.increment_version(written)
+    def _commit(self, group: Dict[str, Any], batch: _Batch) -> None:
+        """After a successful kernel call: store the batch's tensors as state (new ones the
+        first time) and bump the version counters of what was written."""
+        if batch.first:
+            names = self._state_names(group)
+            for i, (p, row) in enumerate(zip(batch.params, batch.states)):
+                st = self.state[p]
+                st.update(zip(names, row))
+                if batch.steps:
+                    st["step"] = batch.steps[i]
+            batch.first = False
+        torch.autograd.graph.increment_version(batch.written)
 
 
 class SGD(_GdfastOptimizer):
@@ -183,30 +271,31 @@ class SGD(_GdfastOptimizer):
         values["lr"] = _host_number(values["lr"])  # torch allows a tensor lr
         return values
 
+    def _state_names(self, group: Dict[str, Any]) -> Tuple[str, ...]:
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+
+    def _make_state(self, p: torch.Tensor, name: str) -> torch.Tensor:
+        # torch.optim.SGD starts the buffer as a copy of the gradient: step 1 writes it.
+        return torch.empty_like(p, memory_format=torch.preserve_format)
+
     def _batch_key(self, p: torch.Tensor) -> Tuple[Any, ...]:
         return (p.dtype, self.state.get(p, {}).get("momentum_buffer") is None)
 
-    def _step_batch(self, group, params, amp):  # type: ignore[no-untyped-def]
-        buffers = None
-        first = False
-        created: List[Tuple[torch.Tensor, str, torch.Tensor]] = []
-        if group["momentum"] != 0:
-            first = self.state.get(params[0], {}).get("momentum_buffer") is None
-            # torch.optim.SGD starts the buffer as a copy of the gradient: step 1 writes it.
-            buffers = self._states(params, "momentum_buffer", created, make=torch.empty_like)
-        ops.sgd_([_as_array(p) for p in params],
-                 [_as_array(p.grad, cache=False) for p in params], buffers,
-                 step=1 if first else 2, lr=float(group["lr"]), momentum=group["momentum"],
-                 dampening=group["dampening"], nesterov=group["nesterov"],
-                 weight_decay=group["weight_decay"], maximize=group["maximize"],
-                 **amp)
-        self._commit(params, created)
+    def _step_batch(self, group, batch, amp):  # type: ignore[no-untyped-def]
+        buffers = batch.state_arrays[0] if batch.state_arrays else None
+        ops.sgd_(batch.param_arrays, batch.grad_arrays(), buffers,
+                 step=1 if batch.first else 2, lr=float(group["lr"]),
+                 momentum=group["momentum"], dampening=group["dampening"],
+                 nesterov=group["nesterov"], weight_decay=group["weight_decay"],
+                 maximize=group["maximize"], **amp)
+        self._commit(group, batch)
 
 
 class Adam(_GdfastOptimizer):
     """torch.optim.Adam (``decoupled_weight_decay=True`` makes it AdamW)."""
 
     _spec_name = "adam"
+    _counts_steps = True
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -225,44 +314,39 @@ class Adam(_GdfastOptimizer):
         return {"lr": _host_number(group["lr"]), "beta1": float(beta1), "beta2": float(beta2),
                 "eps": group["eps"], "weight_decay": group["weight_decay"]}
 
+    def _state_names(self, group: Dict[str, Any]) -> Tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
+
     def _batch_key(self, p: torch.Tensor) -> Tuple[Any, ...]:
         step = self.state.get(p, {}).get("step")
         if step is None or self.defaults["capturable"]:
             return (p.dtype,)  # capturable: counts stay on the device, stepped together
         return (p.dtype, int(step))
 
-    def _step_batch(self, group, params, amp):  # type: ignore[no-untyped-def]
-        created: List[Tuple[torch.Tensor, str, torch.Tensor]] = []
-        steps = []
-        for p in params:
-            step = self.state.get(p, {}).get("step")
-            if step is None:
-                # As torch.optim.Adam: a float32 scalar tensor (on the param's device when
-                # capturable), so state_dicts interchange.
-                device = p.device if group["capturable"] else "cpu"
-                step = torch.tensor(0.0, dtype=torch.float32, device=device)
-                created.append((p, "step", step))
-            steps.append(step)
-        exp_avg = self._states(params, "exp_avg", created)
-        exp_avg_sq = self._states(params, "exp_avg_sq", created)
-        amsgrad = bool(group["amsgrad"])
-        max_sq = self._states(params, "max_exp_avg_sq", created) if amsgrad else None
-        beta1, beta2 = group["betas"]
+    def _step_batch(self, group, batch, amp):  # type: ignore[no-untyped-def]
+        steps = batch.steps
         capturable = bool(group["capturable"])
         if capturable:  # the kernel reads the count after this update from the device
             torch._foreach_add_(steps, 1)
+            step: Any = steps[0]
+        else:
+            counts = batch.step_arrays
+            step = int(counts[0]) + 1
+        states = batch.state_arrays
+        beta1, beta2 = group["betas"]
         lr = group["lr"]
-        ops.adam_([_as_array(p) for p in params], [_as_array(p.grad, cache=False) for p in params],
-                  exp_avg, exp_avg_sq, step=steps[0] if capturable else int(steps[0]) + 1,
+        ops.adam_(batch.param_arrays, batch.grad_arrays(), states[0], states[1], step=step,
                   lr=lr if capturable and torch.is_tensor(lr) else float(lr),
                   beta1=float(beta1), beta2=float(beta2), eps=group["eps"],
                   weight_decay=group["weight_decay"],
                   decoupled_weight_decay=bool(group.get("decoupled_weight_decay", False)),
-                  amsgrad=amsgrad, max_exp_avg_sq=max_sq, maximize=bool(group["maximize"]),
-                  **amp)
-        self._commit(params, created)
+                  amsgrad=bool(group["amsgrad"]),
+                  max_exp_avg_sq=states[2] if group["amsgrad"] else None,
+                  maximize=bool(group["maximize"]), **amp)
+        self._commit(group, batch)
         if not capturable:
-            torch._foreach_add_(steps, 1)
+            for c in counts:
+                c[...] = step  # float32, as torch's count: exact below 2**24
         elif "found_inf" in amp:
             torch._foreach_sub_(steps, [amp["found_inf"]] * len(steps))  # skipped: not counted
 
@@ -298,11 +382,13 @@ class Lion(_GdfastOptimizer):
         return {"lr": _host_number(group["lr"]), "beta1": float(beta1), "beta2": float(beta2),
                 "weight_decay": group["weight_decay"]}
 
-    def _step_batch(self, group, params, amp):  # type: ignore[no-untyped-def]
+    def _state_names(self, group: Dict[str, Any]) -> Tuple[str, ...]:
+        return ("exp_avg",)
+
+    def _step_batch(self, group, batch, amp):  # type: ignore[no-untyped-def]
         beta1, beta2 = group["betas"]
-        created: List[Tuple[torch.Tensor, str, torch.Tensor]] = []
-        ops.lion_([_as_array(p) for p in params], [_as_array(p.grad, cache=False) for p in params],
-                  self._states(params, "exp_avg", created), lr=float(group["lr"]),
-                  beta1=float(beta1), beta2=float(beta2), weight_decay=group["weight_decay"],
+        ops.lion_(batch.param_arrays, batch.grad_arrays(), batch.state_arrays[0],
+                  lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2),
+                  weight_decay=group["weight_decay"],
                   maximize=bool(group.get("maximize", False)), **amp)
-        self._commit(params, created)
+        self._commit(group, batch)

@@ -25,10 +25,12 @@ rtol*|b|):
 
 from __future__ import annotations
 
+import copy
 import datetime
 import gc
 import inspect
 import os
+import pickle
 import time
 import warnings
 
@@ -986,3 +988,73 @@ def test_param_data_replaced_between_steps_is_followed():
     p.grad = torch.ones(4)
     opt.step()
     assert torch.equal(p.detach(), torch.full((4,), 0.5))
+
+
+def test_param_reshaped_in_place_between_steps_is_followed():
+    p = torch.nn.Parameter(torch.ones(8))
+    opt = gt.SGD([p], lr=0.5)
+    p.grad = torch.ones(8)
+    opt.step()
+    p.data = p.data.view(2, 4)  # same memory, new shape
+    p.grad = torch.ones(2, 4)
+    opt.step()
+    assert torch.equal(p.detach(), torch.zeros(2, 4))
+
+
+def _edit_first_step(opt):
+    opt.state[next(iter(opt.state))]["step"].fill_(10.0)  # one param's count, in place
+
+
+def _replace_first_exp_avg(opt):
+    st = opt.state[next(iter(opt.state))]
+    st["exp_avg"] = torch.full_like(st["exp_avg"], 0.01)
+
+
+@pytest.mark.parametrize("edit", [lambda opt: opt.state.clear(), _edit_first_step,
+                                  _replace_first_exp_avg],
+                         ids=["state-cleared", "one-step-count-edited", "exp-avg-replaced"])
+def test_state_edited_between_steps_is_followed(digits, edit):
+    """gdfast.torch keeps its kernel arguments across steps; state a user clears, edits in
+    place or replaces must be seen exactly as torch.optim sees it."""
+    results = []
+    for cls, impl in ((torch.optim.Adam, dict(foreach=False)), (gt.Adam, {})):
+        model, opt, _, _ = train(digits, lambda m: cls(m.parameters(), lr=1e-2, **impl),
+                                 steps=3)
+        edit(opt)
+        train(digits, None, model=model, opt=opt, steps=3, start=3)
+        results.append((model, opt))
+    (ref_model, ref_opt), (model, opt) = results
+    assert_params_close(model, ref_model, torch.float32)
+    assert_state_close(opt, ref_opt, torch.float32)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copied_optimizer_steps_its_own_params(digits, how):
+    model, opt, _, _ = train(digits, lambda m: gt.AdamW(m.parameters(), lr=1e-2), steps=2)
+    both = copy.deepcopy({"model": model, "opt": opt}) if how == "deepcopy" else \
+        pickle.loads(pickle.dumps({"model": model, "opt": opt}))
+    before = [p.detach().clone() for p in model.parameters()]
+    train(digits, None, model=both["model"], opt=both["opt"], steps=2, start=2)
+    for p, b in zip(model.parameters(), before):  # the original is not written through
+        assert torch.equal(p.detach(), b)
+    train(digits, None, model=model, opt=opt, steps=2, start=2)
+    assert_params_close(both["model"], model, torch.float32)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "Lion"])
+def test_grads_that_require_grad_are_read(name):
+    """backward(create_graph=True) leaves grads that require grad: read like any other."""
+    results = []
+    for cls in (getattr(gt, name), getattr(gt, name)):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 5))
+        opt = cls([p], lr=0.1)
+        for _ in range(2):
+            opt.zero_grad()
+            with warnings.catch_warnings():  # torch warns of the grad <-> param cycle
+                warnings.simplefilter("ignore", UserWarning)
+                (p ** 3).sum().backward(create_graph=len(results) == 0)
+            assert p.grad.requires_grad == (len(results) == 0)
+            opt.step()
+        results.append(p.detach().clone())
+    assert torch.equal(results[0], results[1])
+    assert not torch.equal(results[0], torch.linspace(-1, 1, 5))
