@@ -1,12 +1,19 @@
 """optimizer.step() of gdfast.torch.AdamW against torch.optim.AdamW's three CPU paths (the
-for-loop, foreach=True, fused=True) on a GPT-2-small-shaped parameter list: 148 fp32 tensors,
-124.4M elements (wte 50257x768, wpe 1024x768, 12 blocks of ln_1, attn.c_attn, attn.c_proj,
-ln_2, mlp.c_fc, mlp.c_proj weights and biases, ln_f). Gradients are filled once; each
-implementation's result is checked against torch.optim.AdamW(foreach=False) after two steps,
-before it is timed.
+for-loop, foreach=True, fused=True) on three parameter lists:
 
-    pytest bench/bench_torch.py --benchmark-only          # pytest-benchmark, one group
-    python bench/bench_torch.py [--threads N] [--batches K] [--impls gdfast,torch-fused]
+- gpt2-small: 148 fp32 tensors, 124.4M elements (wte 50257x768, wpe 1024x768, 12 blocks of
+  ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj weights and biases, ln_f):
+  memory-bound, every fused step sits near the bandwidth bound;
+- many-small: 200 Linear(64, 64) layers, 400 tensors, 832k elements: per-tensor costs;
+- mlp: Linear(64, 256), Linear(256, 256), Linear(256, 10), 6 tensors, 85k elements: the
+  per-step cost of the Python optimizer object itself.
+
+Gradients are filled once; each implementation's result is checked against
+torch.optim.AdamW(foreach=False) after two steps, before it is timed.
+
+    pytest bench/bench_torch.py --benchmark-only          # pytest-benchmark, a group per list
+    python bench/bench_torch.py [--model mlp] [--threads N] [--batches K]
+                                [--impls gdfast,torch-fused]
 
 The script mode is the one to quote ratios from: it interleaves the implementations batch by
 batch (A B C D A B C D ...) so that the machine's drift hits all alike, and prints medians,
@@ -35,6 +42,14 @@ BYTES_PER_ELEMENT = 28
 HYPER = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
 
 
+def linear_shapes(*features: int) -> List[tuple]:
+    """Weights and biases of Linear(features[0], features[1]), Linear(features[1], ...), ..."""
+    shapes: List[tuple] = []
+    for fan_in, fan_out in zip(features, features[1:]):
+        shapes += [(fan_out, fan_in), (fan_out,)]
+    return shapes
+
+
 def gpt2_small_shapes() -> List[tuple]:
     shapes: List[tuple] = [(VOCAB, D), (CTX, D)]
     for _ in range(LAYERS):
@@ -46,6 +61,12 @@ def gpt2_small_shapes() -> List[tuple]:
                    (4 * D, D), (D,)]            # mlp.c_proj
     return shapes + [(D,), (D,)]                # ln_f
 
+
+MODELS: Dict[str, Callable[[], List[tuple]]] = {
+    "gpt2-small": gpt2_small_shapes,
+    "many-small": lambda: linear_shapes(*[64] * 201),
+    "mlp": lambda: linear_shapes(64, 256, 256, 10),
+}
 
 IMPLS: Dict[str, Callable] = {
     "gdfast": lambda ps: gdfast.torch.AdamW(ps, **HYPER),
@@ -63,9 +84,10 @@ CHECK_TOL = dict(rtol=1e-5, atol=1e-7)
 class Workload:
     """The shared part: initial params, grads (filled once), and the reference result."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, model: str = "gpt2-small", seed: int = 0) -> None:
         gen = torch.Generator().manual_seed(seed)
-        self.shapes = gpt2_small_shapes()
+        self.model = model
+        self.shapes = MODELS[model]()
         self.numel = sum(torch.Size(s).numel() for s in self.shapes)
         self.init = [torch.randn(s, generator=gen) * 0.02 for s in self.shapes]
         self.grads = [torch.randn(s, generator=gen) * 1e-3 for s in self.shapes]
@@ -98,15 +120,16 @@ class Workload:
 # pytest-benchmark
 
 
-@pytest.fixture(scope="module")
-def workload():
-    return Workload()
+@pytest.fixture(scope="module", params=list(MODELS))
+def workload(request):
+    return Workload(request.param)
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))
-def test_adamw_step_gpt2_small(benchmark, workload, impl):
+def test_adamw_step(benchmark, workload, impl):
     opt = workload.checked_optimizer(impl)
-    benchmark.group = "AdamW step, GPT-2 small (124M fp32, 148 tensors)"
+    benchmark.group = (f"AdamW step, {workload.model} ({workload.numel / 1e6:.3g}M fp32, "
+                       f"{len(workload.shapes)} tensors)")
     benchmark.extra_info.update(elements=workload.numel, tensors=len(workload.shapes),
                                 bytes_per_step=BYTES_PER_ELEMENT * workload.numel,
                                 torch_threads=torch.get_num_threads(),
@@ -130,9 +153,10 @@ def _batch_seconds(opt, k: int) -> float:
     return (time.perf_counter() - t0) / k
 
 
-def run(impls: List[str], batches: int, min_batch_s: float = 0.05) -> Dict[str, List[float]]:
-    print(f"building the workload ({len(gpt2_small_shapes())} tensors) ...", flush=True)
-    work = Workload()
+def run(model: str, impls: List[str], batches: int,
+        min_batch_s: float = 0.05) -> Dict[str, List[float]]:
+    print(f"building {model} ...", flush=True)
+    work = Workload(model)
     opts = {}
     for impl in impls:
         opts[impl] = work.checked_optimizer(impl)
@@ -156,13 +180,14 @@ def run(impls: List[str], batches: int, min_batch_s: float = 0.05) -> Dict[str, 
     for impl in impls:
         med = statistics.median(times[impl])
         gbs = BYTES_PER_ELEMENT * work.numel / med / 1e9
-        print(f"{impl:>15} {med * 1e3:10.1f} {min(times[impl]) * 1e3:8.1f}-"
-              f"{max(times[impl]) * 1e3:<8.1f} {gbs:7.1f} {med / base:16.2f}")
+        print(f"{impl:>15} {med * 1e3:10.3f} {min(times[impl]) * 1e3:8.3f}-"
+              f"{max(times[impl]) * 1e3:<8.3f} {gbs:7.1f} {med / base:16.2f}")
     return times
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="AdamW optimizer.step() on GPT-2 small")
+    parser = argparse.ArgumentParser(description="AdamW optimizer.step() on a parameter list")
+    parser.add_argument("--model", choices=list(MODELS), default="gpt2-small")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch and gdfast threads (default: leave both as they are)")
     parser.add_argument("--batches", type=int, default=7)
@@ -172,7 +197,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
         gdfast.set_num_threads(args.threads)
-    run(args.impls.split(","), args.batches)
+    run(args.model, args.impls.split(","), args.batches)
 
 
 if __name__ == "__main__":

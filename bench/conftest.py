@@ -7,8 +7,9 @@ so pytest-benchmark's tables read per case; the group also holds the bound (gdfa
 stream with the optimizer's access pattern) and the arithmetic bound (gdfast's step repeated on
 a cache-resident block; extra_info's time_scale converts its time per call to the workload).
 Unlike gdfast-bench, pytest-benchmark times one implementation after the other, not
-interleaved: on a shared machine, quote ratios from gdfast-bench. `python bench/report.py RESULTS.json` turns `--benchmark-json RESULTS.json`
-into Gelem/s, GB/s and % of the bound.
+interleaved: on a shared machine, quote ratios from gdfast-bench.
+`python bench/report.py RESULTS.json` turns `--benchmark-json RESULTS.json` into Gelem/s,
+GB/s and % of the bound.
 
 Not part of the default test run: pyproject's testpaths is ["tests"].
 """
