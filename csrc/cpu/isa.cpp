@@ -7,6 +7,9 @@
 #else
 #include <cpuid.h>
 #endif
+#if defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 #endif
 
 namespace gdfast::cpu {
@@ -42,6 +45,18 @@ unsigned long long xgetbv0() {
 
 bool bit(unsigned reg, int b) { return ((reg >> b) & 1u) != 0; }
 
+// macOS enables a thread's AVX-512 state on its first AVX-512 instruction (a trap), so XCR0
+// lacks the AVX-512 bits until then; the kernel says whether it will do so in sysctl.
+bool macos_enables_avx512_on_demand() {
+#if defined(__APPLE__)
+  int value = 0;
+  size_t size = sizeof(value);
+  return sysctlbyname("hw.optional.avx512f", &value, &size, nullptr, 0) == 0 && value == 1;
+#else
+  return false;
+#endif
+}
+
 struct X86Features {
   bool sse2 = false, avx2_level = false, avx512_level = false;
 };
@@ -58,7 +73,8 @@ X86Features detect_x86() {
   const CpuidRegs e1 = cpuid(0x80000001u, 0);
   const unsigned long long xcr0 = xgetbv0();
   const bool os_avx = (xcr0 & 0x6) == 0x6;            // XMM and YMM state
-  const bool os_avx512 = (xcr0 & 0xE6) == 0xE6;       // plus opmask, ZMM_Hi256, Hi16_ZMM
+  const bool os_avx512 = (xcr0 & 0xE6) == 0xE6 ||    // plus opmask, ZMM_Hi256, Hi16_ZMM
+                         (os_avx && macos_enables_avx512_on_demand());
   const bool v3 = bit(l1.ecx, 12) /*fma*/ && bit(l1.ecx, 22) /*movbe*/ &&
                   bit(l1.ecx, 28) /*avx*/ && bit(l1.ecx, 29) /*f16c*/ &&
                   bit(l7.ebx, 3) /*bmi1*/ && bit(l7.ebx, 5) /*avx2*/ &&
