@@ -70,8 +70,8 @@ class _Batch:
         if self.fast_grads:
             try:
                 return [p.grad.numpy() for p in self.params]  # type: ignore[union-attr]
-            except RuntimeError:  # a grad that requires grad (create_graph=True)
-                pass
+            except (RuntimeError, TypeError):  # requires grad (create_graph=True), or on
+                pass  # another device: the checks below name the problem
         return [_as_array(p.grad) for p in self.params]  # type: ignore[arg-type]
 
     def unchanged(self, optimizer: "_GdfastOptimizer", names: Tuple[str, ...]) -> bool:

@@ -76,7 +76,10 @@ void run_segment(T* const* arrays_ref, index_t n,
     current.update_and_store(arrays, i, coef);
     i += kLanes;
   }
-  if (i < n) X::template load<true>(arrays, i, n - i).template update_and_store<true>(arrays, i, coef, n - i);
+  if (i < n) {
+    X tail = X::template load<true>(arrays, i, n - i);
+    tail.template update_and_store<true>(arrays, i, coef, n - i);
+  }
 }
 
 // Index of the tensor holding virtual element `at`: the last t with offsets[t] <= at.
