@@ -71,13 +71,26 @@ ArrayInfo from_numpy(PyObject* obj) {
 std::string dlpack_dtype_text(const dlpack::DataType& t) {
   std::string name;
   switch (t.code) {
-    case dlpack::kDLInt: name = "int"; break;
-    case dlpack::kDLUInt: name = "uint"; break;
-    case dlpack::kDLFloat: name = "float"; break;
-    case dlpack::kDLBfloat: name = "bfloat"; break;
-    case dlpack::kDLComplex: name = "complex"; break;
-    case dlpack::kDLBool: return "bool";
-    default: name = "type code " + std::to_string(t.code) + " of "; break;
+    case dlpack::kDLInt:
+      name = "int";
+      break;
+    case dlpack::kDLUInt:
+      name = "uint";
+      break;
+    case dlpack::kDLFloat:
+      name = "float";
+      break;
+    case dlpack::kDLBfloat:
+      name = "bfloat";
+      break;
+    case dlpack::kDLComplex:
+      name = "complex";
+      break;
+    case dlpack::kDLBool:
+      return "bool";
+    default:
+      name = "type code " + std::to_string(t.code) + " of ";
+      break;
   }
   name += std::to_string(t.bits);
   return t.lanes == 1 ? name : name + "x" + std::to_string(t.lanes);
@@ -125,7 +138,8 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, py::handle stream,
   const py::handle h(obj);
   if (!py::hasattr(h, "__dlpack__")) {
     fail_type(who, std::string("expected a numpy.ndarray or a DLPack tensor (torch.Tensor, "
-                               "cupy.ndarray, ...), got ") + Py_TYPE(obj)->tp_name);
+                               "cupy.ndarray, ...), got ") +
+                       Py_TYPE(obj)->tp_name);
   }
   // The protocol has consumers ask the device first: it decides the stream argument (only
   // CUDA takes one), and a tensor this build cannot step is refused before it is exported.
@@ -143,9 +157,9 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, py::handle stream,
   try {
     const py::object method = h.attr("__dlpack__");
     try {
-      capsule = stream.is_none()
-                    ? method(py::arg("max_version") = py::make_tuple(1, 0))
-                    : method(py::arg("stream") = stream, py::arg("max_version") = py::make_tuple(1, 0));
+      capsule = stream.is_none() ? method(py::arg("max_version") = py::make_tuple(1, 0))
+                                 : method(py::arg("stream") = stream,
+                                          py::arg("max_version") = py::make_tuple(1, 0));
     } catch (py::error_already_set& e) {
       if (!e.matches(PyExc_TypeError)) throw;
       // A producer that predates DLPack 1.0.
@@ -163,7 +177,8 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, py::handle stream,
   void* managed = PyCapsule_GetPointer(capsule.ptr(), name);
   if (managed == nullptr) throw py::error_already_set();
   consumed.push_back({managed, versioned});  // first: after the rename, the deleter is ours
-  PyCapsule_SetName(capsule.ptr(), versioned ? dlpack::kCapsuleVersionedUsed : dlpack::kCapsuleUsed);
+  PyCapsule_SetName(capsule.ptr(),
+                    versioned ? dlpack::kCapsuleVersionedUsed : dlpack::kCapsuleUsed);
 
   const dlpack::Tensor* t = nullptr;
   bool read_only = false;
@@ -338,8 +353,9 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
                            first.name + " is), got " + Py_TYPE(arg.value.ptr())->tp_name);
     }
     // A tuple snapshot: code run below (__dlpack__) cannot resize what is being read.
-    sequences.push_back(is_list ? py::reinterpret_steal<py::object>(PySequence_Tuple(arg.value.ptr()))
-                                : py::object(py::make_tuple(arg.value)));
+    sequences.push_back(is_list
+                            ? py::reinterpret_steal<py::object>(PySequence_Tuple(arg.value.ptr()))
+                            : py::object(py::make_tuple(arg.value)));
     if (!sequences.back()) throw py::error_already_set();
   }
   num_tensors_ = static_cast<index_t>(PySequence_Fast_GET_SIZE(sequences[0].ptr()));
@@ -377,8 +393,8 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
         dtype_ = a.dtype;
       }
       if (a.dtype != dtype_) {
-        fail_type(who, std::string("expected ") + dtype_name(dtype_) + " like " +
-                           first_who.str() + ", got " + dtype_name(a.dtype));
+        fail_type(who, std::string("expected ") + dtype_name(dtype_) + " like " + first_who.str() +
+                           ", got " + dtype_name(a.dtype));
       }
       if (k == 0) {
         param = a;
@@ -387,12 +403,14 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
                             NamedArg{&first, is_list, t}.str() + " shape " + shape_str(param));
       }
       if (!a.contiguous) {
-        fail_value(who, "must be C-contiguous (make a contiguous copy, e.g. with "
-                        "numpy.ascontiguousarray, and keep that copy as the optimizer's array)");
+        fail_value(who,
+                   "must be C-contiguous (make a contiguous copy, e.g. with "
+                   "numpy.ascontiguousarray, and keep that copy as the optimizer's array)");
       }
       if (!a.aligned) {
-        fail_value(who, "must be aligned to its element size (make an aligned copy, e.g. "
-                        "numpy.require(a, requirements='CA'), and keep that copy)");
+        fail_value(who,
+                   "must be aligned to its element size (make an aligned copy, e.g. "
+                   "numpy.require(a, requirements='CA'), and keep that copy)");
       }
       if (arg.written && !a.writeable) {
         fail_value(who, "is read-only, but it is updated in place");

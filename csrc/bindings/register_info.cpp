@@ -16,8 +16,9 @@ void register_info(py::module_& m) {
   m.def("compiled_isas", [] { return cpu::compiled_isas(); });
   m.def("supported_isas", [] { return cpu::supported_isas(); });
   m.def("active_isa", [] { return std::string(cpu::active_kernels().isa); });
-  m.def("set_active_isa", [](const std::string& name) { cpu::set_active_isa(name); },
-        py::arg("name"));
+  m.def(
+      "set_active_isa", [](const std::string& name) { cpu::set_active_isa(name); },
+      py::arg("name"));
   m.def("float32_lanes", [] { return cpu::active_kernels().float32_lanes; });
   m.def("get_num_threads", [] { return cpu::get_num_threads(); });
   m.def(

@@ -19,8 +19,9 @@ class DeviceScalarArgs {
   DeviceScalarArgs(py::handle scalars, const TensorBatch& batch, py::handle stream) {
     if (scalars.is_none()) return;
     if (!batch.on_cuda()) {
-      throw py::value_error("device scalars (tensor-valued grad_scale, found_inf, lr, step) "
-                            "are for CUDA tensors; pass numbers for CPU ones");
+      throw py::value_error(
+          "device scalars (tensor-valued grad_scale, found_inf, lr, step) "
+          "are for CUDA tensors; pass numbers for CPU ones");
     }
     if (!PyTuple_Check(scalars.ptr())) throw py::type_error("device_scalars: expected a tuple");
     const auto items = py::reinterpret_borrow<py::tuple>(scalars);
@@ -34,7 +35,8 @@ class DeviceScalarArgs {
       const StepArgs a = one.step_args();
       if (one.dtype() != Dtype::kFloat32 || a.offsets[1] != 1 || !one.on_cuda() ||
           one.device_id() != batch.device_id()) {
-        throw py::value_error(std::string(names[i]) + ": expected a 1-element float32 tensor "
+        throw py::value_error(std::string(names[i]) +
+                              ": expected a 1-element float32 tensor "
                               "on the device of the params");
       }
       *slots[i] = static_cast<const float*>(a.arrays[0]);
@@ -54,8 +56,8 @@ void run(const TensorBatch& batch, const typename Rule::Hyper& hyper, py::handle
 #if defined(GDFAST_HAVE_CUDA)
     const auto stream_handle = stream.is_none() ? std::uintptr_t{1} : stream.cast<std::uintptr_t>();
     py::gil_scoped_release release;
-    cuda::run_step<Rule>(hyper, batch.dtype(), batch.step_args(), scalars.values,
-                         batch.device_id(), stream_handle);
+    cuda::run_step<Rule>(hyper, batch.dtype(), batch.step_args(), scalars.values, batch.device_id(),
+                         stream_handle);
 #endif
     return;
   }
@@ -83,10 +85,11 @@ void sgd(py::handle param, py::handle grad, py::handle momentum_buffer, index_t 
 
 void adam(py::handle param, py::handle grad, py::handle exp_avg, py::handle exp_avg_sq,
           py::handle max_exp_avg_sq, index_t step, double lr, double beta1, double beta2,
-          double eps, double weight_decay, bool decoupled_weight_decay, bool amsgrad,
-          bool maximize, double grad_scale, py::handle stream, py::handle device_scalars) {
-  const optim::Adam::Hyper hyper{lr,      beta1,    beta2, eps,       weight_decay,
-                                 decoupled_weight_decay, amsgrad, maximize, step, grad_scale};
+          double eps, double weight_decay, bool decoupled_weight_decay, bool amsgrad, bool maximize,
+          double grad_scale, py::handle stream, py::handle device_scalars) {
+  const optim::Adam::Hyper hyper{
+      lr,      beta1,    beta2, eps,       weight_decay, decoupled_weight_decay,
+      amsgrad, maximize, step,  grad_scale};
   if (!amsgrad) {
     run<optim::Adam>(TensorBatch({{"param", param, true},
                                   {"grad", grad, false},
@@ -107,14 +110,13 @@ void adam(py::handle param, py::handle grad, py::handle exp_avg, py::handle exp_
 }
 
 void lion(py::handle param, py::handle grad, py::handle exp_avg, double lr, double beta1,
-          double beta2, double weight_decay, bool maximize, double grad_scale,
-          py::handle stream, py::handle device_scalars) {
+          double beta2, double weight_decay, bool maximize, double grad_scale, py::handle stream,
+          py::handle device_scalars) {
   const optim::Lion::Hyper hyper{lr, beta1, beta2, weight_decay, maximize, grad_scale};
-  run<optim::Lion>(TensorBatch({{"param", param, true},
-                                {"grad", grad, false},
-                                {"exp_avg", exp_avg, true}},
-                               stream),
-                   hyper, stream, device_scalars);
+  run<optim::Lion>(
+      TensorBatch({{"param", param, true}, {"grad", grad, false}, {"exp_avg", exp_avg, true}},
+                  stream),
+      hyper, stream, device_scalars);
 }
 
 // The access pattern of an optimizer with `states` state arrays (see optim/stream.h).
@@ -133,8 +135,7 @@ void stream(py::handle param, py::handle grad, py::tuple states, double scale) {
     case 3:
       return run<optim::Stream>(TensorBatch({p, g, s(0), s(1), s(2)}), hyper, none, none);
     default:
-      throw py::value_error("states: expected 0 to 3 arrays, got " +
-                            std::to_string(states.size()));
+      throw py::value_error("states: expected 0 to 3 arrays, got " + std::to_string(states.size()));
   }
 }
 

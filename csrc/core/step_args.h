@@ -8,11 +8,11 @@
 namespace gdfast {
 
 struct StepArgs {
-  int num_arrays;            // arrays per tensor: param, grad, states...
+  int num_arrays;  // arrays per tensor: param, grad, states...
   index_t num_tensors;
-  void* const* arrays;       // num_tensors * num_arrays pointers, tensor-major
-  const index_t* offsets;    // num_tensors + 1 prefix sums of the tensor sizes
-  const void* coef;          // the rule's Coef<T>, computed once per call on the host
+  void* const* arrays;     // num_tensors * num_arrays pointers, tensor-major
+  const index_t* offsets;  // num_tensors + 1 prefix sums of the tensor sizes
+  const void* coef;        // the rule's Coef<T>, computed once per call on the host
 };
 
 // Updates elements [begin, end) of the virtual concatenation.

@@ -42,9 +42,9 @@ const KernelTable* checked_table(const std::string& name, const char* source) {
   for (const auto& s : supported_isas()) {
     if (s == name) return table;
   }
-  throw std::invalid_argument(std::string(source) + ": ISA level '" + name +
-                              "' is not supported by this CPU; supported: " +
-                              join(supported_isas()));
+  throw std::invalid_argument(
+      std::string(source) + ": ISA level '" + name +
+      "' is not supported by this CPU; supported: " + join(supported_isas()));
 }
 
 const KernelTable* initial_table() {
@@ -101,8 +101,7 @@ void run_parallel(StepFn fn, const StepArgs& args) {
   // Repeats amortise the wake-up, so then any split into granules pays.
   const index_t useful = total / (repeats > 1 ? kSplitGranule : kMinElementsPerThread);
   const int threads = get_num_threads();
-  RangeJob job{fn, &args, total, useful < threads ? static_cast<int>(useful) : threads,
-                     repeats};
+  RangeJob job{fn, &args, total, useful < threads ? static_cast<int>(useful) : threads, repeats};
   if (job.parts <= 1) {
     run_repeated(job, 0, total);
     return;

@@ -72,16 +72,15 @@ X86Features detect_x86() {
   const CpuidRegs l7 = cpuid(7, 0);
   const CpuidRegs e1 = cpuid(0x80000001u, 0);
   const unsigned long long xcr0 = xgetbv0();
-  const bool os_avx = (xcr0 & 0x6) == 0x6;            // XMM and YMM state
-  const bool os_avx512 = (xcr0 & 0xE6) == 0xE6 ||    // plus opmask, ZMM_Hi256, Hi16_ZMM
+  const bool os_avx = (xcr0 & 0x6) == 0x6;         // XMM and YMM state
+  const bool os_avx512 = (xcr0 & 0xE6) == 0xE6 ||  // plus opmask, ZMM_Hi256, Hi16_ZMM
                          (os_avx && macos_enables_avx512_on_demand());
-  const bool v3 = bit(l1.ecx, 12) /*fma*/ && bit(l1.ecx, 22) /*movbe*/ &&
-                  bit(l1.ecx, 28) /*avx*/ && bit(l1.ecx, 29) /*f16c*/ &&
-                  bit(l7.ebx, 3) /*bmi1*/ && bit(l7.ebx, 5) /*avx2*/ &&
+  const bool v3 = bit(l1.ecx, 12) /*fma*/ && bit(l1.ecx, 22) /*movbe*/ && bit(l1.ecx, 28) /*avx*/ &&
+                  bit(l1.ecx, 29) /*f16c*/ && bit(l7.ebx, 3) /*bmi1*/ && bit(l7.ebx, 5) /*avx2*/ &&
                   bit(l7.ebx, 8) /*bmi2*/ && bit(e1.ecx, 5) /*lzcnt*/;
   f.avx2_level = v3 && os_avx;
-  const bool v4 = bit(l7.ebx, 16) /*avx512f*/ && bit(l7.ebx, 17) /*dq*/ &&
-                  bit(l7.ebx, 28) /*cd*/ && bit(l7.ebx, 30) /*bw*/ && bit(l7.ebx, 31) /*vl*/;
+  const bool v4 = bit(l7.ebx, 16) /*avx512f*/ && bit(l7.ebx, 17) /*dq*/ && bit(l7.ebx, 28) /*cd*/ &&
+                  bit(l7.ebx, 30) /*bw*/ && bit(l7.ebx, 31) /*vl*/;
   f.avx512_level = f.avx2_level && v4 && os_avx512;
   return f;
 }

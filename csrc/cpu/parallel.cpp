@@ -4,10 +4,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <exception>
 #include <cstdlib>
-#include <new>
+#include <exception>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -114,9 +114,7 @@ class Pool {
     fn(ctx, 0);
     int ran = 1;
     for (int part, n; (part = claim(generation, n)) >= 0; ++ran) fn(ctx, part);
-    const auto all_finished = [&] {
-      return finished_.load(std::memory_order_acquire) == parts;
-    };
+    const auto all_finished = [&] { return finished_.load(std::memory_order_acquire) == parts; };
     if (finished_.fetch_add(ran, std::memory_order_acq_rel) + ran == parts) return;
     if (!spin_until(all_finished)) {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -182,9 +180,9 @@ class Pool {
   void* ctx_ = nullptr;
 };
 
-std::mutex g_region_mutex;       // one parallel region at a time; guards g_pool
-Pool* g_pool = nullptr;          // created on first parallel use
-std::atomic<int> g_threads{0};   // 0: not yet read from the environment
+std::mutex g_region_mutex;            // one parallel region at a time; guards g_pool
+Pool* g_pool = nullptr;               // created on first parallel use
+std::atomic<int> g_threads{0};        // 0: not yet read from the environment
 Clock::time_point g_last_region_end;  // guarded by g_region_mutex
 
 // Lock-free, so that a caller never waits for another thread's region just to learn this.

@@ -16,7 +16,7 @@ struct DeviceScalars {
   const float* grad_scale = nullptr;  // gradients are divided by *grad_scale
   const float* found_inf = nullptr;   // nonzero: the whole step is skipped
   const float* lr = nullptr;
-  const float* step = nullptr;        // 1-based step count after this update
+  const float* step = nullptr;  // 1-based step count after this update
 };
 
 bool is_available();  // a driver and at least one device; false (never an error) otherwise
@@ -35,12 +35,12 @@ int device_count();   // 0 without a driver
 template <class Rule>
 void run_step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
               const DeviceScalars& scalars, int device, std::uintptr_t stream);
-#define GDFAST_OPTIMIZER(name, Rule)                                                          \
-  template <>                                                                                 \
-  inline void run_step<optim::Rule>(const optim::Rule::Hyper& hyper, Dtype dtype,            \
-                                    const StepArgs& args, const DeviceScalars& scalars,       \
-                                    int device, std::uintptr_t stream) {                      \
-    step_##name(hyper, dtype, args, scalars, device, stream);                                 \
+#define GDFAST_OPTIMIZER(name, Rule)                                                    \
+  template <>                                                                           \
+  inline void run_step<optim::Rule>(const optim::Rule::Hyper& hyper, Dtype dtype,       \
+                                    const StepArgs& args, const DeviceScalars& scalars, \
+                                    int device, std::uintptr_t stream) {                \
+    step_##name(hyper, dtype, args, scalars, device, stream);                           \
   }
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER

@@ -6,13 +6,13 @@
 #include <stdexcept>
 #include <string>
 
-#define GDFAST_CUDA_CHECK(expr)                                                          \
-  do {                                                                                   \
-    const cudaError_t gdfast_error_ = (expr);                                            \
-    if (gdfast_error_ != cudaSuccess) {                                                  \
-      throw std::runtime_error(std::string("gdfast CUDA error in ") + #expr + ": " +     \
-                               cudaGetErrorString(gdfast_error_));                       \
-    }                                                                                    \
+#define GDFAST_CUDA_CHECK(expr)                                                      \
+  do {                                                                               \
+    const cudaError_t gdfast_error_ = (expr);                                        \
+    if (gdfast_error_ != cudaSuccess) {                                              \
+      throw std::runtime_error(std::string("gdfast CUDA error in ") + #expr + ": " + \
+                               cudaGetErrorString(gdfast_error_));                   \
+    }                                                                                \
   } while (0)
 
 namespace gdfast::cuda {

@@ -44,10 +44,10 @@ int device_count() {
   return n;
 }
 
-#define GDFAST_OPTIMIZER(name, Rule)                                                      \
-  void step_##name(const optim::Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,    \
-                   const DeviceScalars& scalars, int device, std::uintptr_t stream) {     \
-    step<optim::Rule>(hyper, dtype, args, scalars, device, stream);                       \
+#define GDFAST_OPTIMIZER(name, Rule)                                                   \
+  void step_##name(const optim::Rule::Hyper& hyper, Dtype dtype, const StepArgs& args, \
+                   const DeviceScalars& scalars, int device, std::uintptr_t stream) {  \
+    step<optim::Rule>(hyper, dtype, args, scalars, device, stream);                    \
   }
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER

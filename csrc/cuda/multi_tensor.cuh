@@ -110,8 +110,8 @@ __global__ void __launch_bounds__(kThreads)
       hi = mid;
     }
   }
-  const index_t begin = index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} *
-                        chunk_elements<T>();
+  const index_t begin =
+      index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} * chunk_elements<T>();
   const index_t remaining = table.sizes[lo] - begin;
   const index_t n = remaining < chunk_elements<T>() ? remaining : chunk_elements<T>();
   T* ptr[kArrays];

@@ -28,9 +28,7 @@ struct Lion {
     T grad_factor, neg_lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay_factor;
   };
 
-  static unsigned flags(const Hyper& h) {
-    return h.weight_decay != 0.0 ? kWeightDecay : 0u;
-  }
+  static unsigned flags(const Hyper& h) { return h.weight_decay != 0.0 ? kWeightDecay : 0u; }
 
   // Host, or device when lr/step live in device memory (CUDA-graph-capturable steps).
   template <class T>

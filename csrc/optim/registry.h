@@ -18,9 +18,9 @@ inline constexpr int kNumOptimizers = static_cast<int>(OptimizerId::kCount);
 
 template <class Rule>
 struct RuleId;
-#define GDFAST_OPTIMIZER(name, Rule) \
-  template <>                        \
-  struct RuleId<Rule> {              \
+#define GDFAST_OPTIMIZER(name, Rule)                        \
+  template <>                                               \
+  struct RuleId<Rule> {                                     \
     static constexpr OptimizerId value = OptimizerId::name; \
   };
 #include "optim/optimizers.def"

@@ -36,7 +36,8 @@ struct Sgd {
 
   static unsigned flags(const Hyper& h) {
     unsigned f = 0;
-    if (h.momentum != 0.0) f |= kMomentum | (h.nesterov ? kNesterov : 0u) | (h.step == 1 ? kFirstStep : 0u);
+    if (h.momentum != 0.0)
+      f |= kMomentum | (h.nesterov ? kNesterov : 0u) | (h.step == 1 ? kFirstStep : 0u);
     if (h.weight_decay != 0.0) f |= kWeightDecay;
     return f;
   }

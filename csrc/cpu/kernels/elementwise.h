@@ -52,8 +52,7 @@ struct Lanes {
 };
 
 template <class Rule, unsigned kFlags, class T>
-void run_segment(T* const* arrays_ref, index_t n,
-                 const typename Rule::template Coef<T>& coef_ref) {
+void run_segment(T* const* arrays_ref, index_t n, const typename Rule::template Coef<T>& coef_ref) {
   using X = Lanes<Rule, kFlags, T>;
   constexpr index_t kLanes = Lane<T>::kLanes;
   constexpr int kArrays = 2 + X::kStates;

@@ -11,6 +11,7 @@ namespace GDFAST_ISA_NAMESPACE {
 #define GDFAST_STRINGIFY2(x) #x
 #define GDFAST_STRINGIFY(x) GDFAST_STRINGIFY2(x)
 
+// clang-format off: one line of the table per optimizer, from optimizers.def
 constexpr KernelTable kTable = {
     GDFAST_STRINGIFY(GDFAST_ISA_NAMESPACE),
     Lane<float>::kLanes,
@@ -20,6 +21,7 @@ constexpr KernelTable kTable = {
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER
     }};
+// clang-format on
 
 }  // namespace GDFAST_ISA_NAMESPACE
 

@@ -6,13 +6,13 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
-#define GDFAST_AVX2_OPS(Name, T, N, S)                                          \
-  struct Name : simd::BufferedPartial<Name> {                                  \
-    GDFAST_X86_COMMON_OPS(T, N, 32 / sizeof(T), _mm256, S)                     \
-    static N sign(N a) {                                                       \
-      const N nonzero = _mm256_cmp_##S(a, _mm256_setzero_##S(), _CMP_NEQ_OQ);  \
-      return _mm256_blendv_##S(a, copysign_one(a), nonzero);                   \
-    }                                                                          \
+#define GDFAST_AVX2_OPS(Name, T, N, S)                                        \
+  struct Name : simd::BufferedPartial<Name> {                                 \
+    GDFAST_X86_COMMON_OPS(T, N, 32 / sizeof(T), _mm256, S)                    \
+    static N sign(N a) {                                                      \
+      const N nonzero = _mm256_cmp_##S(a, _mm256_setzero_##S(), _CMP_NEQ_OQ); \
+      return _mm256_blendv_##S(a, copysign_one(a), nonzero);                  \
+    }                                                                         \
   };
 GDFAST_AVX2_OPS(OpsF32, float, __m256, ps)
 GDFAST_AVX2_OPS(OpsF64, double, __m256d, pd)

@@ -6,20 +6,16 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
-#define GDFAST_AVX512_OPS(Name, T, N, S, Mask)                                      \
-  struct Name {                                                                    \
-    GDFAST_X86_COMMON_OPS(T, N, 64 / sizeof(T), _mm512, S)                         \
-    static Mask first(index_t n) { return static_cast<Mask>((1u << n) - 1u); }     \
-    static N load_partial(const T* p, index_t n) {                                 \
-      return _mm512_maskz_loadu_##S(first(n), p);                                  \
-    }                                                                              \
-    static void store_partial(T* p, index_t n, N x) {                              \
-      _mm512_mask_storeu_##S(p, first(n), x);                                      \
-    }                                                                              \
-    static N sign(N a) {                                                           \
-      const Mask nonzero = _mm512_cmp_##S##_mask(a, _mm512_setzero_##S(), _CMP_NEQ_OQ); \
-      return _mm512_mask_blend_##S(nonzero, a, copysign_one(a));                   \
-    }                                                                              \
+#define GDFAST_AVX512_OPS(Name, T, N, S, Mask)                                                   \
+  struct Name {                                                                                  \
+    GDFAST_X86_COMMON_OPS(T, N, 64 / sizeof(T), _mm512, S)                                       \
+    static Mask first(index_t n) { return static_cast<Mask>((1u << n) - 1u); }                   \
+    static N load_partial(const T* p, index_t n) { return _mm512_maskz_loadu_##S(first(n), p); } \
+    static void store_partial(T* p, index_t n, N x) { _mm512_mask_storeu_##S(p, first(n), x); }  \
+    static N sign(N a) {                                                                         \
+      const Mask nonzero = _mm512_cmp_##S##_mask(a, _mm512_setzero_##S(), _CMP_NEQ_OQ);          \
+      return _mm512_mask_blend_##S(nonzero, a, copysign_one(a));                                 \
+    }                                                                                            \
   };
 GDFAST_AVX512_OPS(OpsF32, float, __m512, ps, __mmask16)
 GDFAST_AVX512_OPS(OpsF64, double, __m512d, pd, __mmask8)

@@ -7,28 +7,28 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
-#define GDFAST_NEON_OPS(Name, T, N, U, S, US)                                           \
-  struct Name : simd::BufferedPartial<Name> {                                      \
-    using Scalar = T;                                                              \
-    using Native = N;                                                              \
-    static constexpr int kLanes = 16 / sizeof(T);                                  \
-    static N set1(T x) { return vdupq_n_##S(x); }                                  \
-    static N loadu(const T* p) { return vld1q_##S(p); }                            \
-    static void storeu(T* p, N x) { vst1q_##S(p, x); }                             \
-    static N add(N a, N b) { return vaddq_##S(a, b); }                             \
-    static N sub(N a, N b) { return vsubq_##S(a, b); }                             \
-    static N mul(N a, N b) { return vmulq_##S(a, b); }                             \
-    static N div(N a, N b) { return vdivq_##S(a, b); }                             \
-    static N sqrt(N a) { return vsqrtq_##S(a); }                                   \
-    static N neg(N a) { return vnegq_##S(a); }                                     \
-    /* a > b ? a : b like optim::lane_max (vmaxq would differ on NaN) */           \
-    static N max(N a, N b) { return vbslq_##S(vcgtq_##S(a, b), a, b); }            \
-    static N sign(N a) {                                                           \
-      const N zero = vdupq_n_##S(T(0));                                            \
-      const U nonzero = vorrq_##US(vcgtq_##S(a, zero), vcltq_##S(a, zero)); \
+#define GDFAST_NEON_OPS(Name, T, N, U, S, US)                                             \
+  struct Name : simd::BufferedPartial<Name> {                                             \
+    using Scalar = T;                                                                     \
+    using Native = N;                                                                     \
+    static constexpr int kLanes = 16 / sizeof(T);                                         \
+    static N set1(T x) { return vdupq_n_##S(x); }                                         \
+    static N loadu(const T* p) { return vld1q_##S(p); }                                   \
+    static void storeu(T* p, N x) { vst1q_##S(p, x); }                                    \
+    static N add(N a, N b) { return vaddq_##S(a, b); }                                    \
+    static N sub(N a, N b) { return vsubq_##S(a, b); }                                    \
+    static N mul(N a, N b) { return vmulq_##S(a, b); }                                    \
+    static N div(N a, N b) { return vdivq_##S(a, b); }                                    \
+    static N sqrt(N a) { return vsqrtq_##S(a); }                                          \
+    static N neg(N a) { return vnegq_##S(a); }                                            \
+    /* a > b ? a : b like optim::lane_max (vmaxq would differ on NaN) */                  \
+    static N max(N a, N b) { return vbslq_##S(vcgtq_##S(a, b), a, b); }                   \
+    static N sign(N a) {                                                                  \
+      const N zero = vdupq_n_##S(T(0));                                                   \
+      const U nonzero = vorrq_##US(vcgtq_##S(a, zero), vcltq_##S(a, zero));               \
       const N one = vbslq_##S(vcltq_##S(a, zero), vdupq_n_##S(T(-1)), vdupq_n_##S(T(1))); \
-      return vbslq_##S(nonzero, one, a);                                           \
-    }                                                                              \
+      return vbslq_##S(nonzero, one, a);                                                  \
+    }                                                                                     \
   };
 GDFAST_NEON_OPS(OpsF32, float, float32x4_t, uint32x4_t, f32, u32)
 GDFAST_NEON_OPS(OpsF64, double, float64x2_t, uint64x2_t, f64, u64)

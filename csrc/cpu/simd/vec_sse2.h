@@ -5,14 +5,14 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
-#define GDFAST_SSE2_OPS(Name, T, N, S)                                            \
-  struct Name : simd::BufferedPartial<Name> {                                    \
-    GDFAST_X86_COMMON_OPS(T, N, 16 / sizeof(T), _mm, S)                          \
-    static N sign(N a) {                                                         \
-      const N zero = _mm_setzero_##S();                                          \
-      const N nonzero = _mm_or_##S(_mm_cmpgt_##S(a, zero), _mm_cmplt_##S(a, zero)); \
+#define GDFAST_SSE2_OPS(Name, T, N, S)                                                      \
+  struct Name : simd::BufferedPartial<Name> {                                               \
+    GDFAST_X86_COMMON_OPS(T, N, 16 / sizeof(T), _mm, S)                                     \
+    static N sign(N a) {                                                                    \
+      const N zero = _mm_setzero_##S();                                                     \
+      const N nonzero = _mm_or_##S(_mm_cmpgt_##S(a, zero), _mm_cmplt_##S(a, zero));         \
       return _mm_or_##S(_mm_and_##S(nonzero, copysign_one(a)), _mm_andnot_##S(nonzero, a)); \
-    }                                                                            \
+    }                                                                                       \
   };
 GDFAST_SSE2_OPS(OpsF32, float, __m128, ps)
 GDFAST_SSE2_OPS(OpsF64, double, __m128d, pd)
