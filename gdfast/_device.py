@@ -50,7 +50,7 @@ def current_stream(obj: Any) -> int:
 
 
 def prepare(param: Any, grad_scale: Any, found_inf: Any, lr: Any,
-            step: Any) -> Tuple[Any, Optional[int], Optional[tuple], Any, Any, Any]:
+            step: Any) -> Tuple[Any, Optional[int], Optional[Tuple[Any, ...]], Any, Any, Any]:
     """Returns (status, stream, device_scalars, grad_scale, lr, step) with the host values the
     range checks see. status is SKIP when a host-side found_inf says so."""
     first_tensor = first(param)

@@ -10,7 +10,7 @@ normally all the same), i.e. one parallel region for the whole group.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups: List[ParamGroup] = []
         self.state: Dict[int, Dict[str, Any]] = {}
-        groups = list(params) if not isinstance(params, np.ndarray) else [params]
+        groups: List[Any] = list(params) if not isinstance(params, np.ndarray) else [params]
         if not groups:
             raise ValueError("params: optimizer got an empty parameter list")
         if not isinstance(groups[0], dict):
@@ -126,7 +126,7 @@ class Optimizer:
                 index += 1
             for indices in batches.values():
                 self._step_batch(group, [flat[i] for i in indices],
-                                 [grads[i] for i in indices], indices)
+                                 [cast(np.ndarray, grads[i]) for i in indices], indices)
 
     def _flat_params(self) -> List[np.ndarray]:
         return [p for g in self.param_groups for p in g["params"]]

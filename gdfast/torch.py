@@ -144,7 +144,9 @@ class _GdfastOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+    def step(  # type: ignore[override]  # torch.optim's runtime signature, not its overloads
+        self, closure: Optional[Callable[[], float]] = None
+    ) -> Optional[float]:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -335,8 +337,10 @@ class Adam(_GdfastOptimizer):
         states = batch.state_arrays
         beta1, beta2 = group["betas"]
         lr = group["lr"]
+        # A device tensor when capturable: the kernel reads it there.
+        lr_arg: Any = lr if capturable and torch.is_tensor(lr) else float(lr)
         ops.adam_(batch.param_arrays, batch.grad_arrays(), states[0], states[1], step=step,
-                  lr=lr if capturable and torch.is_tensor(lr) else float(lr),
+                  lr=lr_arg,
                   beta1=float(beta1), beta2=float(beta2), eps=group["eps"],
                   weight_decay=group["weight_decay"],
                   decoupled_weight_decay=bool(group.get("decoupled_weight_decay", False)),

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import run_python
 
 import gdfast
+
+from conftest import run_python
 
 
 def test_availability_never_raises():

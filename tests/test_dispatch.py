@@ -7,9 +7,10 @@ import platform
 
 import numpy as np
 import pytest
-from conftest import run_python
 
 import gdfast
+
+from conftest import run_python
 
 INFO = gdfast.isa_info()
 SIMD_ISAS = [name for name in INFO["supported"] if name != "scalar"]

@@ -25,8 +25,9 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 import pytest
 
-import cases
 import gdfast
+
+import cases
 import reference
 from cases import CASES, Case, ReferenceRun, Variant, check_close
 

@@ -8,9 +8,10 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_python
 
 import gdfast
+
+from conftest import run_python
 
 # Large enough that every thread count actually splits the work (the pool only wakes
 # threads for >= 16384 elements each), with sizes that put split points mid-tensor.

@@ -21,8 +21,9 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 import numpy as np
 import pytest
 
-import cases
 import gdfast
+
+import cases
 from cases import Case, ReferenceRun, check_close
 
 torch = pytest.importorskip("torch")

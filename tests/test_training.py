@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 import gdfast
+
 import reference
 
 datasets = pytest.importorskip("sklearn.datasets")
