@@ -126,11 +126,15 @@ def make_arrays(op: Op, hyper: Dict[str, Any], n: int, dtype: Any, seed: int,
 
 def call(op: Op, hyper: Dict[str, Any], arrays: Dict[str, Any]) -> None:
     kwargs = dict(hyper)
+    # The optional state goes in whenever it was made, so that a call whose hyperparameters
+    # were corrupted after the arrays were made (momentum 0 -> -1) still reaches the op.
     if op is ADAM:
         kwargs["max_exp_avg_sq"] = arrays.get("max_exp_avg_sq")
         tensors = [arrays[k] for k in ("param", "grad", "exp_avg", "exp_avg_sq")]
+    elif op is SGD:
+        tensors = [arrays["param"], arrays["grad"], arrays.get("momentum_buffer")]
     else:
-        tensors = [arrays[k] for k in active_tensors(op, hyper)]
+        tensors = [arrays[k] for k in op.tensors]
     with np.errstate(all="ignore"):
         op.fn(*tensors, **kwargs)
 
