@@ -20,14 +20,20 @@ SINGLE_SIZE = 300_001
 
 
 def _adam_arrays(sizes, seed=0):
+    """param, grad, exp_avg, exp_avg_sq: one list of arrays each (exp_avg_sq >= 0)."""
     rng = np.random.default_rng(seed)
-    return [[rng.standard_normal(n).astype(np.float32) for n in sizes] for _ in range(4)]
+    p, g, m, v = [[rng.standard_normal(n).astype(np.float32) for n in sizes] for _ in range(4)]
+    return [p, g, m, [np.abs(x) for x in v]]
+
+
+def _assert_same_bits(arrays_a, arrays_b):
+    for list_a, list_b in zip(arrays_a, arrays_b):
+        for x, y in zip(list_a, list_b):
+            np.testing.assert_array_equal(x.view(np.uint32), y.view(np.uint32))
 
 
 def _adam_steps(arrays, steps=3):
     p, g, m, v = arrays
-    for x in v:
-        np.abs(x, out=x)  # exp_avg_sq >= 0
     for s in range(1, steps + 1):
         gdfast.ops.adam_(p, g, m, v, step=s, lr=1e-2, weight_decay=0.1,
                          decoupled_weight_decay=True)
@@ -56,9 +62,7 @@ def test_list_equals_one_call_per_tensor(threads):
     apart = _adam_arrays(LIST_SIZES)
     for i in range(len(LIST_SIZES)):
         _adam_steps([[arr[i]] for arr in apart])
-    for a, b in zip(together, apart):
-        for x, y in zip(a, b):
-            np.testing.assert_array_equal(x.view(np.uint32), y.view(np.uint32))
+    _assert_same_bits(together, apart)
 
 
 def test_set_num_threads_round_trip():
@@ -126,8 +130,6 @@ def test_late_or_parked_workers_change_nothing():
         for n in (1, 5):
             gdfast.set_num_threads(n)
             p, g, m, v = _adam_arrays(sizes, seed=2)
-            for x in v:
-                np.abs(x, out=x)
             for s in range(1, 301):
                 if s % 7 == 0:
                     time.sleep(2e-4)  # longer than the workers' spin: they park
@@ -167,25 +169,15 @@ def test_run_repeated_equals_that_many_calls(sizes, threads):
         p, g, m, v = arrays
         return gdfast.ops.adam_(p, g, m, v, step=7, lr=1e-2, weight_decay=0.1)
 
-    for arrays in (repeated, called):
-        for x in arrays[3]:
-            np.abs(x, out=x)
     assert gdfast._core.run_repeated(lambda: step(repeated), 5) is None
     for _ in range(5):
         step(called)
-    for a, b in zip(repeated, called):
-        for x, y in zip(a, b):
-            np.testing.assert_array_equal(x.view(np.uint32), y.view(np.uint32))
+    _assert_same_bits(repeated, called)
     # the repeat count does not outlive the call
     once, reference = _adam_arrays(sizes, seed=1), _adam_arrays(sizes, seed=1)
-    for arrays in (once, reference):
-        for x in arrays[3]:
-            np.abs(x, out=x)
     step(once)
     gdfast._core.run_repeated(lambda: step(reference), 1)
-    for a, b in zip(once, reference):
-        for x, y in zip(a, b):
-            np.testing.assert_array_equal(x.view(np.uint32), y.view(np.uint32))
+    _assert_same_bits(once, reference)
 
 
 def test_run_repeated_rejects_bad_counts_and_restores_on_error():

@@ -65,7 +65,8 @@ struct RangeJob {
   index_t repeats;
 };
 
-void run_repeated(const RangeJob& job, index_t begin, index_t end) {
+// [begin, end) of the job, `repeats` times (once outside the benchmark's compute bound).
+void run_job_range(const RangeJob& job, index_t begin, index_t end) {
   for (index_t r = 0; r < job.repeats; ++r) job.fn(*job.args, begin, end);
 }
 
@@ -76,7 +77,7 @@ void run_part(void* ctx, int part) {
     return (job.total / job.parts * p) / kSplitGranule * kSplitGranule;
   };
   const index_t begin = bound(part), end = bound(part + 1);
-  if (begin < end) run_repeated(job, begin, end);
+  if (begin < end) run_job_range(job, begin, end);
 }
 
 }  // namespace
@@ -103,7 +104,7 @@ void run_parallel(StepFn fn, const StepArgs& args) {
   const int threads = get_num_threads();
   RangeJob job{fn, &args, total, useful < threads ? static_cast<int>(useful) : threads, repeats};
   if (job.parts <= 1) {
-    run_repeated(job, 0, total);
+    run_job_range(job, 0, total);
     return;
   }
   parallel_run(job.parts, run_part, &job, repeats > 1 || total >= kMinElementsToWake);
