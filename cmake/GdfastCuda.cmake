@@ -21,7 +21,7 @@ set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 find_package(CUDAToolkit REQUIRED)
 
 add_library(gdfast_cuda OBJECT csrc/cuda/kernels.cu)
-target_include_directories(gdfast_cuda PRIVATE ${PROJECT_SOURCE_DIR}/csrc)
+target_include_directories(gdfast_cuda PRIVATE ${PROJECT_SOURCE_DIR}/csrc ${GDFAST_GENERATED_DIR})
 set_target_properties(gdfast_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON)
 # No FMA contraction (as on the CPU): the GPU then computes bit-identical results.
 target_compile_options(gdfast_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--fmad=false -Xcompiler=-fno-math-errno>)

@@ -1,12 +1,16 @@
 """gdfast: fused, SIMD-vectorized, multi-threaded optimizer steps for NumPy arrays.
 
 Functional in-place ops live in :mod:`gdfast.ops`; stateful optimizers with torch.optim's
-constructors are :class:`SGD`, :class:`Adam`, :class:`AdamW` and :class:`Lion`.
+constructors are ``gdfast.SGD``, ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``Adagrad``,
+``Adadelta``, ``Adamax``, ``NAdam``, ``RAdam``, ``ASGD`` and ``Rprop`` (``gdfast.optimizers()``
+lists them); ``gdfast.torch`` has the same for torch tensors.
 """
 
-from . import _core, cuda, ops
+from typing import Any, List
+
+from . import _core, cuda, ops, optim
 from .isa import isa_info, set_isa, use_isa
-from .optim import SGD, Adam, AdamW, Lion, Optimizer
+from .optim import Optimizer
 
 __version__: str = _core.__version__
 
@@ -24,17 +28,29 @@ def set_num_threads(n: int) -> None:
     _core.set_num_threads(n)
 
 
+def optimizers() -> List[str]:
+    """The names of the optimizer classes (``gdfast.<Name>`` and ``gdfast.torch.<Name>``)."""
+    return [name for name in optim.__all__ if name != "Optimizer"]
+
+
+# The stateful optimizers, one per constructor of gdfast/_constructors.py.
+globals().update({name: getattr(optim, name) for name in optimizers()})
+
+
+def __getattr__(name: str) -> Any:
+    """For static checkers: the optimizer classes above are made at import."""
+    raise AttributeError(f"module 'gdfast' has no attribute {name!r}")
+
+
 __all__ = [
-    "SGD",
-    "Adam",
-    "AdamW",
-    "Lion",
+    *optimizers(),
     "Optimizer",
     "__version__",
     "cuda",
     "get_num_threads",
     "isa_info",
     "ops",
+    "optimizers",
     "set_isa",
     "set_num_threads",
     "use_isa",

@@ -1,12 +1,17 @@
-"""Policy for every optimizer: state names, defaults, and the valid range of each
-hyperparameter. Ops and optimizers validate against this table; nothing else holds ranges."""
+"""The optimizers' registry, read from the compiled rules (``_core.registry()``): for each rule
+its states (torch's names, when each is used, how it starts), hyperparameter fields (defaults
+and valid ranges), scalar states and step counting, all declared once in its header
+(csrc/optim/<name>.h). Ops, the stateful front ends and the benchmark are built from it; range
+checks live here and nowhere else."""
 
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from . import _core
 
 
 @dataclass(frozen=True)
@@ -33,9 +38,8 @@ class Range:
         """A Python expression that is True exactly when `name` is in range (NaN fails)."""
         lo = f"{_literal(self.lo)} {'<' if self.lo_open else '<='} {name}"
         hi = f"{name} {'<' if self.hi_open else '<='} {_literal(self.hi)}"
-        test = f"{lo} and {hi}"
         kinds = "_ints" if self.integer else "_reals"
-        return f"(type({name}) in {kinds} and {test})"
+        return f"(type({name}) in {kinds} and {lo} and {hi})"
 
     def contains(self, value: Any) -> bool:
         if isinstance(value, bool):
@@ -45,7 +49,10 @@ class Range:
                 return False
         elif not isinstance(value, numbers.Real):
             return False
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:  # an int beyond any double
+            return False
         if not math.isfinite(v):
             return False
         above = v > self.lo if self.lo_open else v >= self.lo
@@ -54,91 +61,130 @@ class Range:
 
 
 def _literal(x: float) -> str:
-    return "_inf" if x == math.inf else repr(x)
+    return "_inf" if x == math.inf else "-_inf" if x == -math.inf else repr(x)
 
 
-NONNEGATIVE = Range(0.0)
-POSITIVE = Range(0.0, lo_open=True)
-BETA = Range(0.0, 1.0)  # [0, 1)
-FRACTION = Range(0.0, 1.0, hi_open=False)  # [0, 1]
 STEP = Range(1, 2**53, hi_open=False, integer=True)  # 2**53: exact as a double
+POSITIVE = Range(0.0, lo_open=True)
 
 
 @dataclass(frozen=True)
-class Spec:
-    states: Tuple[str, ...]
-    ranges: Dict[str, Range]
-    defaults: Dict[str, Any] = field(default_factory=dict)
+class Field:
+    name: str
+    kind: str  # "real" | "flag" | "scalar_state"
+    default: Any  # for a scalar state: the value it starts at (unless start_from is set)
+    range: Range
+    start_from: Optional[str] = None  # a scalar state starting at this hyperparameter's value
 
 
-SPECS: Dict[str, Spec] = {
-    "sgd": Spec(
-        states=("momentum_buffer",),
-        ranges={
-            "step": STEP,
-            "lr": NONNEGATIVE,
-            "momentum": NONNEGATIVE,
-            "dampening": FRACTION,
-            "weight_decay": NONNEGATIVE,
-            "grad_scale": POSITIVE,
-        },
-        defaults={"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0,
-                  "nesterov": False, "maximize": False},
-    ),
-    "adam": Spec(
-        states=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-        ranges={
-            "step": STEP,
-            "lr": NONNEGATIVE,
-            "beta1": BETA,
-            "beta2": BETA,
-            "eps": POSITIVE,
-            "weight_decay": NONNEGATIVE,
-            "grad_scale": POSITIVE,
-        },
-        defaults={"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-                  "amsgrad": False, "maximize": False, "decoupled_weight_decay": False},
-    ),
-    "lion": Spec(
-        states=("exp_avg",),
-        ranges={
-            "lr": NONNEGATIVE,
-            "beta1": FRACTION,
-            "beta2": FRACTION,
-            "weight_decay": NONNEGATIVE,
-            "grad_scale": POSITIVE,
-        },
-        defaults={"lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.0, "maximize": False},
-    ),
-}
+@dataclass(frozen=True)
+class State:
+    name: str  # torch's state name
+    when: str  # "" if always used, else the options that switch it on ("amsgrad=True")
+    init: str  # "zeros" | "unset" (the first step writes it) | "fill"
+    fill_from: Optional[str]  # "fill": every element starts at this hyperparameter's value
 
 
-def raise_invalid(optimizer: str, values: Dict[str, Any]) -> None:
-    """Raise for the first out-of-range value of `values`; return if all are valid."""
-    ranges = SPECS[optimizer].ranges
-    for name, value in values.items():
-        r = ranges[name]
-        if not r.contains(value):
-            error = TypeError if not isinstance(value, (numbers.Real,)) or (
-                r.integer and not isinstance(value, numbers.Integral)) else ValueError
-            raise error(f"{name}: expected {r.describe()}, got {value!r}")
+@dataclass(frozen=True)
+class Rule:
+    """One update rule of the registry (csrc/optim/optimizers.def)."""
+
+    id: int
+    name: str
+    summary: str
+    inputs: Tuple[str, ...]  # read-only arrays beside param: ("grad",)
+    states: Tuple[State, ...]  # every state the rule may use, in the kernel's order
+    fields: Tuple[Field, ...]  # in the kernel's order: options, then scalar states
+    step: str  # "counted" (state["step"], as torch), "first_call" (SGD) or "none" (Lion)
+
+    @property
+    def options(self) -> Tuple[Field, ...]:
+        """The hyperparameters (reals and flags)."""
+        return tuple(f for f in self.fields if f.kind != "scalar_state")
+
+    @property
+    def scalar_states(self) -> Tuple[Field, ...]:
+        """Per-parameter scalars kept on the host (NAdam's mu_product, ASGD's eta and mu)."""
+        return tuple(f for f in self.fields if f.kind == "scalar_state")
+
+    @property
+    def reals(self) -> Tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.kind == "real")
+
+    @property
+    def state_names(self) -> Tuple[str, ...]:
+        return tuple(s.name for s in self.states)
+
+    def plan(self, hyper: Tuple[Any, ...]) -> Tuple[str, ...]:
+        """The states a step with this hyper tuple reads and writes (ValueError for option
+        combinations the rule rejects, e.g. nesterov without momentum)."""
+        return _core.plan(self.id, hyper)
+
+    def batch(self, param: Any, inputs: Tuple[Any, ...], states: Mapping[str, Any],
+              values: Mapping[str, Any], step: int = 0) -> Tuple[Any, ...]:
+        """One batch of a ``_core.step`` / ``_core.run_repeated`` call: ``values`` by field
+        name (missing ones at their defaults or starts), states by name (missing: None)."""
+        full = {f.name: values.get(f.name, f.default) for f in self.options}
+        full.update({f.name: values.get(f.name, self.scalar_start(f, full))
+                     for f in self.scalar_states})
+        hyper = tuple(full[f.name] for f in self.fields) + (step, 1.0)
+        return (param, inputs, tuple(states.get(n) for n in self.state_names), hyper, "", None)
+
+    def scalar_start(self, field: Field, values: Mapping[str, Any]) -> float:
+        return float(values[field.start_from]) if field.start_from else float(field.default)
+
+    def check(self, values: Mapping[str, Any]) -> None:
+        """Raise TypeError/ValueError naming the first hyperparameter out of its range."""
+        for f in self.fields:
+            if f.kind == "real" and f.name in values:
+                _check_one(f.name, values[f.name], f.range)
 
 
-def checker(optimizer: str, names: Tuple[str, ...]) -> Callable[..., None]:
-    """A function of `names` (positional) that raises TypeError/ValueError naming the first
-    bad one. Generated from the ranges so that the all-valid path is one chained compare:
+def _check_one(name: str, value: Any, r: Range) -> None:
+    if r.contains(value):
+        return
+    wrong_type = isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+        r.integer and not isinstance(value, numbers.Integral))
+    raise (TypeError if wrong_type else ValueError)(
+        f"{name}: expected {r.describe()}, got {value!r}")
+
+
+def _rule(entry: Mapping[str, Any]) -> Rule:
+    fields = tuple(Field(f["name"], f["kind"], f["default"], Range(*f["range"]), f["start_from"])
+                   for f in entry["fields"])
+    states = tuple(State(s["name"], s["when"], s["init"], s["fill_from"])
+                   for s in entry["states"])
+    return Rule(entry["id"], entry["name"], entry["summary"], tuple(entry["inputs"]), states,
+                fields, entry["step"])
+
+
+RULES: Dict[str, Rule] = {r.name: r for r in map(_rule, _core.registry())}
+
+
+def checker(rule: Rule, with_step: bool) -> Callable[..., None]:
+    """A function of (step?, *rule.reals, grad_scale), positional, that raises naming the first
+    bad value. Generated from the ranges so that the all-valid path is one chained compare:
     validation stays a small part of a microsecond-scale call."""
-    ranges = SPECS[optimizer].ranges
+    ranges = {f.name: f.range for f in rule.fields if f.kind == "real"}
+    ranges["grad_scale"] = POSITIVE
+    if with_step:
+        ranges = {"step": STEP, **ranges}
+    names = tuple(ranges)
     test = " and ".join(ranges[n].expression(n) for n in names)
     args = ", ".join(names)
     source = (
         f"def check({args}):\n"
         f"    if not ({test}):\n"
-        f"        _raise({optimizer!r}, dict({', '.join(f'{n}={n}' for n in names)}))\n"
+        f"        _raise(dict({', '.join(f'{n}={n}' for n in names)}))\n"
     )
+
+    def raise_invalid(values: Dict[str, Any]) -> None:
+        for name, value in values.items():
+            _check_one(name, value, ranges[name])
+
     # Exact types in the fast path: bool is an int subclass but never a valid number here;
     # NumPy scalars and other Reals take the slow path, which accepts them.
     namespace: Dict[str, Any] = {"_inf": math.inf, "_raise": raise_invalid,
                                  "_reals": frozenset((float, int)), "_ints": frozenset((int,))}
-    exec(compile(source, f"<gdfast._spec.checker {optimizer}>", "exec"), namespace)
+    exec(compile(source, f"<gdfast._spec.checker {rule.name}>", "exec"), namespace)
     return namespace["check"]  # type: ignore[no-any-return]

@@ -1,4 +1,18 @@
-"""Functional optimizer steps, in place, one fused pass.
+"""Functional optimizer steps, in place, one fused pass: ``gdfast.ops.<name>_`` for every
+optimizer of the registry (``sgd_``, ``adam_``, ``lion_``, ``rmsprop_``, ``adagrad_``,
+``adadelta_``, ``adamax_``, ``nadam_``, ``radam_``, ``asgd_``, ``rprop_``).
+
+Every op has the same shape::
+
+    <name>_(param, grad, <states by torch name>, *, step, <hyperparameters>,
+            <scalar states>, grad_scale=1.0, found_inf=None)
+
+States are positional or keyword, in the order ``help(op)`` lists them; one the options do not
+use may be left out (``max_exp_avg_sq`` without ``amsgrad``). ``step`` is the 1-based count
+after this update (accepted, and ignored, by the rules that keep no count, such as Lion).
+Rules with per-parameter scalar states (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``) take
+their current values as keywords and return a dict of the values after the step; every other op
+returns None.
 
 Every tensor argument is either one array or a list/tuple of arrays (one per tensor, all
 lists the same length); a list is stepped in a single call with a single parallel region.
@@ -17,114 +31,103 @@ device, read by the kernel itself (no host synchronisation; capturable in a CUDA
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _core, _device
-from ._spec import checker
+from ._spec import RULES, Rule, checker
 
 Tensors = Union[np.ndarray, Sequence[np.ndarray]]
 
-__all__ = ["sgd_", "adam_", "lion_"]
-
-_check_sgd = checker("sgd", ("step", "lr", "momentum", "dampening", "weight_decay", "grad_scale"))
-_check_adam = checker("adam",
-                      ("step", "lr", "beta1", "beta2", "eps", "weight_decay", "grad_scale"))
 # Only CUDA builds and calls with found_inf take the device path (see _device.prepare).
 _CUDA = bool(_core.cuda_compiled)
-_check_lion = checker("lion", ("lr", "beta1", "beta2", "weight_decay", "grad_scale"))
 
 
 def _route(param: Any, grad_scale: Any, found_inf: Any, lr: Any, step: Any) -> Any:
     """(stream, device_scalars, grad_scale, lr, step) for the kernel call, or None when
-    found_inf says to skip the step. NumPy calls without found_inf pay a check or two."""
-    if found_inf is None and (not _CUDA or isinstance(_device.first(param), np.ndarray)):
+    found_inf says to skip the step."""
+    if found_inf is None and isinstance(_device.first(param), np.ndarray):
         return None, None, grad_scale, lr, step
     skip, *routed = _device.prepare(param, grad_scale, found_inf, lr, step)
     return None if skip is _device.SKIP else tuple(routed)
 
 
-def sgd_(
-    param: Tensors,
-    grad: Tensors,
-    momentum_buffer: Optional[Tensors] = None,
-    *,
-    step: int,
-    lr: float,
-    momentum: float = 0.0,
-    dampening: float = 0.0,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    maximize: bool = False,
-    grad_scale: Any = 1.0,
-    found_inf: Any = None,
-) -> None:
-    """One torch.optim.SGD step. ``step`` is the 1-based count after this update; on step 1
-    the momentum buffer is set to the gradient (its old contents are ignored). SGD reads
-    ``step`` on the host even when it is a device tensor (it picks the first-step variant)."""
-    if not isinstance(step, int) and hasattr(step, "__dlpack__"):
-        step = int(step)
-    routed = _route(param, grad_scale, found_inf, lr, step)
-    if routed is None:
-        return
-    stream, scalars, grad_scale, lr, step = routed
-    _check_sgd(step, lr, momentum, dampening, weight_decay, grad_scale)
-    if nesterov and (momentum <= 0.0 or dampening != 0.0):
-        raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
-    _core.sgd(param, grad, momentum_buffer, step, lr, momentum, dampening, bool(nesterov),
-              weight_decay, bool(maximize), grad_scale, stream, scalars)
+def _docstring(rule: Rule) -> str:
+    uses_step = rule.step != "none"
+    lines = [f"{rule.summary}: one step, in place.", ""]
+    lines.append("States (torch's names): " + ", ".join(
+        s.name + (f" (when {s.when})" if s.when else "") for s in rule.states) + ".")
+    lines.append("Hyperparameters: " + ", ".join(
+        f"{f.name}={f.default!r}" + (f" ({f.range.describe()})" if f.kind == "real" else "")
+        for f in rule.options) + ".")
+    if rule.scalar_states:
+        lines.append("Scalar states (the values before this step; returned after it): " +
+                     ", ".join(f"{f.name} (starts at {f.start_from or repr(f.default)})"
+                               for f in rule.scalar_states) + ".")
+    lines.append("step: the 1-based count after this update." if uses_step else
+                 "step: accepted for regularity; this rule keeps no count.")
+    return "\n".join(lines)
 
 
-def adam_(
-    param: Tensors,
-    grad: Tensors,
-    exp_avg: Tensors,
-    exp_avg_sq: Tensors,
-    *,
-    step: int,
-    lr: float = 1e-3,
-    beta1: float = 0.9,
-    beta2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    decoupled_weight_decay: bool = False,
-    amsgrad: bool = False,
-    max_exp_avg_sq: Optional[Tensors] = None,
-    maximize: bool = False,
-    grad_scale: Any = 1.0,
-    found_inf: Any = None,
-) -> None:
-    """One Adam step (AdamW with ``decoupled_weight_decay=True``), as torch.optim.Adam.
-    ``step`` is the 1-based count after this update (for the bias corrections)."""
-    routed = _route(param, grad_scale, found_inf, lr, step)
-    if routed is None:
-        return
-    stream, scalars, grad_scale, lr, step = routed
-    _check_adam(step, lr, beta1, beta2, eps, weight_decay, grad_scale)
-    _core.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-               weight_decay, bool(decoupled_weight_decay), bool(amsgrad), bool(maximize),
-               grad_scale, stream, scalars)
+def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
+    """The op of one rule, generated so that its signature is a plain Python one (keyword
+    parsing by the interpreter, the all-valid range check one chained compare)."""
+    assert any(f.name == "lr" for f in rule.options), "ops route on lr"
+    uses_step = rule.step != "none"
+    inputs = ", ".join(rule.inputs)
+    states = ", ".join(rule.state_names)
+    fields = ", ".join(f.name for f in rule.fields)
+    options = ", ".join(f"{f.name}={f.default!r}" for f in rule.options)
+    scalars = "".join(
+        f", {f.name}=None" if f.start_from else f", {f.name}={f.default!r}"
+        for f in rule.scalar_states)
+    scalar_names = tuple(f.name for f in rule.scalar_states)
+    body = []
+    if rule.step == "first_call":  # the option set depends on step: it must be on the host
+        body.append("    if type(step) is not int and hasattr(step, '__dlpack__'):\n"
+                    "        step = int(step)")
+    skipped = (f"dict({', '.join(f'{n}={n}' for n in scalar_names)})" if scalar_names
+               else "None")
+    body.append(
+        "    if found_inf is None and not _CUDA:\n"
+        "        stream = scalars = None\n"
+        "    else:\n"
+        "        routed = _route(param, grad_scale, found_inf, lr, step)\n"
+        "        if routed is None:\n"
+        f"            return {skipped}\n"
+        "        stream, scalars, grad_scale, lr, step = routed")
+    body.append(f"    _check({'step, ' if uses_step else ''}{', '.join(rule.reals)}, grad_scale)")
+    for f in rule.scalar_states:
+        if f.start_from:
+            body.append(f"    if {f.name} is None:\n        {f.name} = {f.start_from}")
+    step_arg = "step" if uses_step else "0"
+    call = (f"_step({rule.id}, ((param, ({inputs},), ({states},), "
+            f"({fields}, {step_arg}, grad_scale), '', scalars),), stream)")
+    if scalar_names:
+        body.append(f"    return dict(zip({scalar_names!r}, {call}[0]))")
+    else:
+        body.append(f"    {call}")
+    step_kw = "step" if uses_step else "step=None"
+    source = (f"def {rule.name}_(param, {inputs}, "
+              f"{', '.join(n + '=None' for n in rule.state_names)}, *, {step_kw}, {options}"
+              f"{scalars}, grad_scale=1.0, found_inf=None):\n" + "\n".join(body) + "\n")
+    namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step,
+                                 "_check": checker(rule, uses_step)}
+    exec(compile(source, f"<gdfast.ops.{rule.name}_>", "exec"), namespace)
+    op = namespace[f"{rule.name}_"]
+    op.__module__ = __name__
+    op.__doc__ = _docstring(rule)
+    return op  # type: ignore[no-any-return]
 
 
-def lion_(
-    param: Tensors,
-    grad: Tensors,
-    exp_avg: Tensors,
-    *,
-    lr: float = 1e-4,
-    beta1: float = 0.9,
-    beta2: float = 0.99,
-    weight_decay: float = 0.0,
-    maximize: bool = False,
-    grad_scale: Any = 1.0,
-    found_inf: Any = None,
-) -> None:
-    """One Lion step (Chen et al. 2023) with decoupled weight decay."""
-    routed = _route(param, grad_scale, found_inf, lr, 1)
-    if routed is None:
-        return
-    stream, scalars, grad_scale, lr, _ = routed
-    _check_lion(lr, beta1, beta2, weight_decay, grad_scale)
-    _core.lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, bool(maximize), grad_scale,
-               stream, scalars)
+__all__: List[str] = []
+for _rule in RULES.values():
+    globals()[f"{_rule.name}_"] = _make_op(_rule)
+    __all__.append(f"{_rule.name}_")
+del _rule
+
+
+def __getattr__(name: str) -> Callable[..., Optional[Dict[str, float]]]:
+    """For static checkers: the ops above are made at import, one per registered rule."""
+    raise AttributeError(f"module 'gdfast.ops' has no attribute {name!r}")

@@ -1,23 +1,26 @@
-"""Stateful optimizers over NumPy arrays, with torch.optim's constructors and state layout.
+"""Stateful optimizers over NumPy arrays, with torch.optim's constructors and state layout:
+``gdfast.SGD``, ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``Adagrad``, ``Adadelta``,
+``Adamax``, ``NAdam``, ``RAdam``, ``ASGD``, ``Rprop``.
 
     opt = gdfast.AdamW(params, lr=1e-3)      # params: arrays, or dicts {"params": [...], ...}
     opt.step(grads)                          # grads in the order of the params; None skips
 
-Each step makes one kernel call per param group (per dtype and step count, which are
-normally all the same), i.e. one parallel region for the whole group.
+Each step checks every group and gradient first, then steps all groups in one kernel call
+(one batch per group, dtype and step count, which are normally all the same).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, cast
+from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import ops
-from ._spec import raise_invalid
+from . import _constructors  # noqa: F401  (registers the constructors)
+from ._spec import State
+from ._stepping import CONSTRUCTORS, StepPath, make_class
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Lion"]
+__all__ = ["Optimizer"] + list(CONSTRUCTORS)
 
 ParamGroup = Dict[str, Any]
 
@@ -35,8 +38,7 @@ def _check_param(p: Any, where: str) -> np.ndarray:
 
 
 def _check_grad(g: Any, p: np.ndarray, where: str) -> None:
-    """The checks the kernel would make, done up front so that a bad gradient in a later
-    group cannot leave earlier groups stepped."""
+    """The checks the kernel would make, with the gradient's index in ``grads`` in the message."""
     if not isinstance(g, np.ndarray):
         raise TypeError(f"{where}: expected a numpy.ndarray, got {type(g).__name__}")
     if g.dtype != p.dtype:
@@ -49,18 +51,22 @@ def _check_grad(g: Any, p: np.ndarray, where: str) -> None:
         raise ValueError(f"{where}: shares memory with its param")
 
 
-class Optimizer:
+class Optimizer(StepPath):
     """Base: param groups, per-parameter state, state_dict round trip.
 
     ``state`` maps a parameter's index (in the order of all groups' params) to its dict of
     state arrays and counters, as torch's state_dict does."""
 
-    _spec_name: str = ""
-
-    def __init__(self, params: Iterable[Any], defaults: Dict[str, Any]) -> None:
-        self.defaults = dict(defaults)
+    def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any) -> None:
+        defaults = self._ctor.defaults(args, kwargs)
+        for flag in ("capturable", "differentiable"):
+            if defaults.get(flag):
+                raise ValueError(f"{flag}=True: not available for NumPy arrays (see "
+                                 "gdfast.torch for torch tensors)")
+        self.defaults = defaults
         self.param_groups: List[ParamGroup] = []
         self.state: Dict[int, Dict[str, Any]] = {}
+        self._batch_cache = {}
         groups: List[Any] = list(params) if not isinstance(params, np.ndarray) else [params]
         if not groups:
             raise ValueError("params: optimizer got an empty parameter list")
@@ -89,17 +95,10 @@ class Optimizer:
         group["params"] = params
         for key, value in self.defaults.items():
             group.setdefault(key, value)
-        self._validate_group(group, where=f"param_groups[{len(self.param_groups)}]")
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])  # as torch stores them
+        self._checked_group(group, f"param_groups[{len(self.param_groups)}]: ")
         self.param_groups.append(group)
-
-    def _validate_group(self, group: ParamGroup, where: str) -> None:
-        try:
-            raise_invalid(self._spec_name, self._hyper_values(group))
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"{where}: {e}") from None
-
-    def _hyper_values(self, group: ParamGroup) -> Dict[str, Any]:
-        raise NotImplementedError
 
     # -- stepping ----------------------------------------------------------------------------
     def step(self, grads: Sequence[Optional[np.ndarray]]) -> None:
@@ -111,57 +110,37 @@ class Optimizer:
         if len(grads) != len(flat):
             raise ValueError(f"grads: expected {len(flat)} entries (one per param), "
                              f"got {len(grads)}")
-        for gi, group in enumerate(self.param_groups):
-            self._validate_group(group, where=f"param_groups[{gi}]")
         for i, (p, g) in enumerate(zip(flat, grads)):
             if g is not None:
                 _check_grad(g, p, f"grads[{i}]")
-        index = 0
+        starts = [0]
         for group in self.param_groups:
-            batches: Dict[Tuple[Any, ...], List[int]] = {}
-            for _ in group["params"]:
-                if grads[index] is not None:
-                    key = (flat[index].dtype.char,) + self._batch_key(index, group)
-                    batches.setdefault(key, []).append(index)
-                index += 1
-            for indices in batches.values():
-                self._step_batch(group, [flat[i] for i in indices],
-                                 [cast(np.ndarray, grads[i]) for i in indices], indices)
+            starts.append(starts[-1] + len(group["params"]))
+
+        def members(gi: int, group: ParamGroup) -> List[Tuple[Any, Any, Any]]:
+            first = starts[gi]
+            return [(first + j, p, grads[first + j]) for j, p in enumerate(group["params"])
+                    if grads[first + j] is not None]
+
+        self._step_all(members, {"grad_scale": 1.0})
 
     def _flat_params(self) -> List[np.ndarray]:
         return [p for g in self.param_groups for p in g["params"]]
 
-    def _batch_key(self, index: int, group: ParamGroup) -> Tuple[Any, ...]:
-        """Params whose keys match are stepped in one kernel call."""
-        return (self.state.get(index, {}).get("step", 0),)
+    # -- the hooks of the shared step path ---------------------------------------------------
+    def _stored(self, key: Hashable) -> Optional[Dict[str, Any]]:
+        return self.state.get(key)  # type: ignore[call-overload]
 
-    def _step_batch(self, group: ParamGroup, params: List[np.ndarray],
-                    grads: List[np.ndarray], indices: List[int]) -> None:
-        raise NotImplementedError
+    def _store(self, key: Hashable, store: Dict[str, Any]) -> None:
+        self.state[key] = store  # type: ignore[index]
 
-    def _state_arrays(self, indices: List[int], params: List[np.ndarray], name: str,
-                      created: Dict[Tuple[int, str], np.ndarray],
-                      make: Any = np.zeros_like) -> List[np.ndarray]:
-        """The named state array of each param; missing ones are made with ``make`` and
-        recorded in ``created``, to be stored by :meth:`_commit` once the step succeeded."""
-        out = []
-        for i, p in zip(indices, params):
-            arr = self.state.get(i, {}).get(name)
-            if arr is None:
-                arr = created[(i, name)] = make(p)
-            out.append(arr)
-        return out
+    def _batch_key(self, param: Any) -> Hashable:
+        return param.dtype.char
 
-    def _commit(self, created: Dict[Tuple[int, str], np.ndarray]) -> None:
-        for (i, name), arr in created.items():
-            self.state.setdefault(i, {})[name] = arr
-
-    def _advance_step(self, indices: List[int]) -> int:
-        step = 0
-        for i in indices:
-            st = self.state.setdefault(i, {})
-            st["step"] = step = int(st.get("step", 0)) + 1
-        return step
+    def _new_state(self, param: Any, state: State, fill: float) -> Any:
+        if state.init == "unset":
+            return np.empty_like(param)
+        return np.full_like(param, fill) if fill else np.zeros_like(param)
 
     # -- serialization -----------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -197,12 +176,15 @@ class Optimizer:
             p = flat[position]
             entry = {}
             for name, value in state_dict["state"][key].items():
-                if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
+                is_array = isinstance(value, np.ndarray) or hasattr(value, "__array__")
+                if is_array and np.ndim(value) > 0:
                     arr = np.array(value, dtype=p.dtype, copy=True, order="C")
                     if arr.shape != p.shape:
                         raise ValueError(f"state_dict: state[{key}][{name!r}] has shape "
                                          f"{arr.shape}, param has {p.shape}")
                     entry[name] = arr
+                elif is_array:  # a torch scalar tensor (a step count, a scalar state)
+                    entry[name] = _number(np.asarray(value).item(), integer=name == "step")
                 else:
                     entry[name] = copy.deepcopy(value)
             new_state[position] = entry
@@ -212,9 +194,10 @@ class Optimizer:
             group["params"] = mine["params"]
             new_groups.append(group)
         for gi, group in enumerate(new_groups):
-            self._validate_group(group, where=f"state_dict['param_groups'][{gi}]")
+            self._checked_group(group, f"state_dict['param_groups'][{gi}]: ")
         self.state = new_state
         self.param_groups = new_groups
+        self._batch_cache = {}
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -224,127 +207,10 @@ class Optimizer:
         return "\n".join(lines) + "\n)"
 
 
-class SGD(Optimizer):
-    """torch.optim.SGD: momentum buffers appear on a param's first step with momentum != 0."""
-
-    _spec_name = "sgd"
-
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
-                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
-                 *, maximize: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize))
-
-    def _hyper_values(self, group: ParamGroup) -> Dict[str, Any]:
-        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
-        return {k: group[k] for k in ("lr", "momentum", "dampening", "weight_decay")}
-
-    def _batch_key(self, index: int, group: ParamGroup) -> Tuple[Any, ...]:
-        return ("momentum_buffer" in self.state.get(index, {}),)
-
-    def _step_batch(self, group, params, grads, indices):  # type: ignore[no-untyped-def]
-        buffers = None
-        first = False
-        created: Dict[Tuple[int, str], np.ndarray] = {}
-        if group["momentum"] != 0:
-            first = "momentum_buffer" not in self.state.get(indices[0], {})
-            # torch.optim.SGD starts the buffer as a copy of the gradient: step 1 writes it.
-            buffers = self._state_arrays(indices, params, "momentum_buffer", created,
-                                         make=np.empty_like)
-        ops.sgd_(params, grads, buffers, step=1 if first else 2, lr=group["lr"],
-                 momentum=group["momentum"], dampening=group["dampening"],
-                 nesterov=group["nesterov"], weight_decay=group["weight_decay"],
-                 maximize=group["maximize"])
-        self._commit(created)
+def _number(value: Any, integer: bool) -> Any:
+    return int(value) if integer else float(value)
 
 
-class Adam(Optimizer):
-    """torch.optim.Adam (L2 weight decay; ``decoupled_weight_decay=True`` makes it AdamW)."""
-
-    _spec_name = "adam"
-
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
-                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
-                 decoupled_weight_decay: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, betas=_as_pair(betas), eps=eps,
-                                      weight_decay=weight_decay, amsgrad=amsgrad,
-                                      maximize=maximize,
-                                      decoupled_weight_decay=decoupled_weight_decay))
-
-    def _hyper_values(self, group: ParamGroup) -> Dict[str, Any]:
-        beta1, beta2 = _two_betas(group)
-        return {"lr": group["lr"], "beta1": beta1, "beta2": beta2, "eps": group["eps"],
-                "weight_decay": group["weight_decay"]}
-
-    def _step_batch(self, group, params, grads, indices):  # type: ignore[no-untyped-def]
-        created: Dict[Tuple[int, str], np.ndarray] = {}
-        exp_avg = self._state_arrays(indices, params, "exp_avg", created)
-        exp_avg_sq = self._state_arrays(indices, params, "exp_avg_sq", created)
-        amsgrad = bool(group["amsgrad"])
-        max_sq = (self._state_arrays(indices, params, "max_exp_avg_sq", created)
-                  if amsgrad else None)
-        beta1, beta2 = _two_betas(group)
-        step = int(self.state.get(indices[0], {}).get("step", 0)) + 1
-        ops.adam_(params, grads, exp_avg, exp_avg_sq, step=step, lr=group["lr"], beta1=beta1,
-                  beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
-                  decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
-                  amsgrad=amsgrad, max_exp_avg_sq=max_sq, maximize=bool(group["maximize"]))
-        self._commit(created)
-        self._advance_step(indices)
-
-
-class AdamW(Adam):
-    """torch.optim.AdamW: Adam with decoupled weight decay, default weight_decay=1e-2."""
-
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
-                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True)
-
-
-class Lion(Optimizer):
-    """Lion (Chen et al. 2023), defaults of the paper and lion-pytorch."""
-
-    _spec_name = "lion"
-
-    def __init__(self, params: Iterable[Any], lr: float = 1e-4,
-                 betas: Tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
-                 maximize: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, betas=_as_pair(betas), weight_decay=weight_decay,
-                                      maximize=maximize))
-
-    def _hyper_values(self, group: ParamGroup) -> Dict[str, Any]:
-        beta1, beta2 = _two_betas(group)
-        return {"lr": group["lr"], "beta1": beta1, "beta2": beta2,
-                "weight_decay": group["weight_decay"]}
-
-    def _batch_key(self, index: int, group: ParamGroup) -> Tuple[Any, ...]:
-        return ()
-
-    def _step_batch(self, group, params, grads, indices):  # type: ignore[no-untyped-def]
-        created: Dict[Tuple[int, str], np.ndarray] = {}
-        exp_avg = self._state_arrays(indices, params, "exp_avg", created)
-        beta1, beta2 = _two_betas(group)
-        ops.lion_(params, grads, exp_avg, lr=group["lr"], beta1=beta1, beta2=beta2,
-                  weight_decay=group["weight_decay"], maximize=bool(group["maximize"]))
-        self._commit(created)
-
-
-def _as_pair(betas: Any) -> Any:
-    """A list of betas is stored as a tuple (as torch does); anything else is kept for the
-    group check to reject with a clear message."""
-    return tuple(betas) if isinstance(betas, list) else betas
-
-
-def _two_betas(group: ParamGroup) -> Tuple[float, float]:
-    betas = group["betas"]
-    try:
-        beta1, beta2 = betas
-    except (TypeError, ValueError):
-        raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}") from None
-    return beta1, beta2
+for _ctor in CONSTRUCTORS.values():
+    globals()[_ctor.name] = make_class(_ctor, Optimizer, "gdfast")
+del _ctor

@@ -144,13 +144,17 @@ CONFIG_IDS = list(CONFIGS)
 # Constructors and defaults: those of torch.optim 2.13 (and lion-pytorch for Lion)
 # --------------------------------------------------------------------------------------------
 
+# torch's implementation switches (foreach, fused, capturable, differentiable) are stored too,
+# as torch.optim stores them: a group's keys are the constructor's arguments.
 EXPECTED_DEFAULTS = {
     gdfast.SGD: dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                     maximize=False),
+                     maximize=False, foreach=None, differentiable=False, fused=None),
     gdfast.Adam: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                      maximize=False, decoupled_weight_decay=False),
+                      maximize=False, decoupled_weight_decay=False, foreach=None,
+                      capturable=False, differentiable=False, fused=None),
     gdfast.AdamW: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                       amsgrad=False, maximize=False, decoupled_weight_decay=True),
+                       amsgrad=False, maximize=False, decoupled_weight_decay=True, foreach=None,
+                       capturable=False, differentiable=False, fused=None),
     gdfast.Lion: dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
 }
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import gdfast
+from gdfast._spec import RULES
 
 from conftest import run_python
 
@@ -158,37 +159,31 @@ print(os.waitstatus_to_exitcode(status), float(p[0]))
     assert out.stdout.split() == ["0", "0.5"], out.stderr
 
 
+ADAM = RULES["adam"]
+ADAM_HYPER = dict(lr=1e-2, weight_decay=0.1)
+
+
+def _adam_batch(arrays):
+    p, g, m, v = arrays
+    return ADAM.batch(p, (g,), {"exp_avg": m, "exp_avg_sq": v}, ADAM_HYPER, step=7)
+
+
 @pytest.mark.parametrize("sizes", [[5_003], [37, 0, 20_000]], ids=["single", "list"])
 def test_run_repeated_equals_that_many_calls(sizes, threads):
-    """The benchmark's compute bound: _core.run_repeated(f, r) applies f's kernels r times,
-    bitwise the same as r calls (each repeat is one more in-place step with the same
+    """The benchmark's compute bound: _core.run_repeated(rule, batches, r) applies the step r
+    times, bitwise the same as r calls (each repeat is one more in-place step with the same
     coefficients), and on any thread count."""
     repeated, called = _adam_arrays(sizes), _adam_arrays(sizes)
-
-    def step(arrays):
-        p, g, m, v = arrays
-        return gdfast.ops.adam_(p, g, m, v, step=7, lr=1e-2, weight_decay=0.1)
-
-    assert gdfast._core.run_repeated(lambda: step(repeated), 5) is None
+    assert gdfast._core.run_repeated(ADAM.id, [_adam_batch(repeated)], 5) is None
     for _ in range(5):
-        step(called)
+        p, g, m, v = called
+        gdfast.ops.adam_(p, g, m, v, step=7, **ADAM_HYPER)
     _assert_same_bits(repeated, called)
-    # the repeat count does not outlive the call
-    once, reference = _adam_arrays(sizes, seed=1), _adam_arrays(sizes, seed=1)
-    step(once)
-    gdfast._core.run_repeated(lambda: step(reference), 1)
-    _assert_same_bits(once, reference)
 
 
-def test_run_repeated_rejects_bad_counts_and_restores_on_error():
+def test_run_repeated_rejects_bad_counts_and_writes_nothing():
+    arrays = _adam_arrays([100])
+    before = [a.copy() for a in arrays]
     with pytest.raises(ValueError, match="repeats: expected an int >= 1, got 0"):
-        gdfast._core.run_repeated(lambda: None, 0)
-
-    def fail():
-        raise KeyError("boom")
-
-    with pytest.raises(KeyError):
-        gdfast._core.run_repeated(fail, 3)
-    p = np.ones(10, np.float32)
-    gdfast.ops.sgd_(p, np.ones(10, np.float32), step=1, lr=0.5)
-    np.testing.assert_array_equal(p, np.full(10, 0.5, np.float32))  # applied once, not 3x
+        gdfast._core.run_repeated(ADAM.id, [_adam_batch(arrays)], 0)
+    _assert_same_bits(arrays, before)

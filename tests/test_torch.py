@@ -407,19 +407,19 @@ def test_state_dict_layout_is_torch_optim(name, kwargs):
     assert {k for k in ours["param_groups"][0]} >= {k for k in theirs["param_groups"][0]}
 
 
-def test_one_kernel_call_per_param_group_per_step(digits, monkeypatch):
+def test_one_kernel_call_per_step_one_batch_per_param_group(digits, monkeypatch):
     calls = []
-    real = ops.adam_
+    real = gdfast._core.step
 
-    def counting(*args, **kwargs):
-        calls.append(len(args[0]))
-        return real(*args, **kwargs)
+    def counting(rule, batches, stream):
+        calls.append([len(batch[0]) for batch in batches])
+        return real(rule, batches, stream)
 
-    monkeypatch.setattr(ops, "adam_", counting)
+    monkeypatch.setattr(gdfast._core, "step", counting)
     model = mlp()
     opt = gt.AdamW(_two_groups(model, lr=1e-3))
     train(digits, None, model=model, opt=opt, steps=3)
-    assert calls == [2, 2] * 3  # two groups of two tensors, one call each
+    assert calls == [[2, 2]] * 3  # one call per step; two groups of two tensors
 
 
 # ---------------------------------------------------------------------------------------------

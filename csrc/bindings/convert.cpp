@@ -17,8 +17,10 @@ struct NamedArg {
   const TensorArg* arg;
   bool is_list;
   index_t index;
+  const std::string* label;  // the batch's, prefixed to messages ("param_groups[1]: ")
   std::string str() const {
-    return is_list ? std::string(arg->name) + "[" + std::to_string(index) + "]" : arg->name;
+    return *label + (is_list ? std::string(arg->name) + "[" + std::to_string(index) + "]"
+                             : std::string(arg->name));
   }
 };
 
@@ -241,12 +243,6 @@ bool same_shape(const ArrayInfo& a, const ArrayInfo& b) {
   return a.ndim == b.ndim && std::equal(a.shape, a.shape + a.ndim, b.shape);
 }
 
-struct Extent {
-  std::uintptr_t begin, end;
-  NamedArg who;
-  bool written;
-};
-
 // The memory layout of the last call that passed the overlap check. Optimizers pass the same
 // arrays every step; comparing against it is O(n), the check itself O(n log n). Read and
 // written only while holding the GIL.
@@ -262,29 +258,29 @@ std::vector<CheckedLayout> g_last_checked_layout;
 // Two arrays may share memory only if neither is written: one sweep over the extents sorted
 // by start, tracking the furthest end seen (over all, and over written arrays). Sorts compact
 // (start, index) keys rather than the extents: thousands of arrays per call are common.
-void check_no_overlap(const std::vector<Extent>& extents) {
+void check_no_overlap(const std::vector<const Extent*>& extents) {
   if (extents.size() < 2) return;  // (and keeps the cached layout of the real batches)
   std::vector<CheckedLayout> layout(extents.size());
   for (std::size_t i = 0; i < extents.size(); ++i) {
-    layout[i] = {extents[i].begin, extents[i].end, extents[i].written};
+    layout[i] = {extents[i]->begin, extents[i]->end, extents[i]->written};
   }
   if (layout == g_last_checked_layout) return;
   std::vector<std::pair<std::uintptr_t, std::uint32_t>> order(extents.size());
   for (std::size_t i = 0; i < extents.size(); ++i) {
-    order[i] = {extents[i].begin, static_cast<std::uint32_t>(i)};
+    order[i] = {extents[i]->begin, static_cast<std::uint32_t>(i)};
   }
   std::sort(order.begin(), order.end());
   const Extent* furthest = nullptr;
   const Extent* furthest_written = nullptr;
   for (const auto& key : order) {
-    const Extent& e = extents[key.second];
+    const Extent& e = *extents[key.second];
     const Extent* clash = nullptr;
     if (furthest_written != nullptr && e.begin < furthest_written->end) clash = furthest_written;
     if (clash == nullptr && e.written && furthest != nullptr && e.begin < furthest->end) {
       clash = furthest;
     }
     if (clash != nullptr) {
-      throw py::value_error(clash->who.str() + " and " + e.who.str() +
+      throw py::value_error(clash->who() + " and " + e.who() +
                             " share memory; each array must be distinct (an in-place update "
                             "would read what it has already written)");
     }
@@ -298,13 +294,10 @@ void check_no_overlap(const std::vector<Extent>& extents) {
 
 }  // namespace
 
-void require(py::handle value, const char* name, const char* why) {
-  if (value.is_none()) throw py::value_error(std::string(name) + ": required when " + why);
-}
-
-TensorBatch::TensorBatch(std::initializer_list<TensorArg> args, py::handle stream) {
+TensorBatch::TensorBatch(std::vector<TensorArg> args, py::handle stream, std::string label)
+    : args_(std::move(args)), label_(std::move(label)) {
   try {
-    gather(args, stream);
+    gather(stream);
   } catch (...) {
     release();  // a throwing constructor runs no destructor: release DLPack tensors now
     throw;
@@ -326,17 +319,18 @@ void TensorBatch::release() {
   consumed_.clear();
 }
 
-void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle stream) {
+void TensorBatch::gather(py::handle stream) {
   const auto& api = npy_api::get();
+  const std::vector<TensorArg>& args = args_;
   num_arrays_ = static_cast<int>(args.size());
-  const TensorArg& first = *args.begin();
+  const TensorArg& first = args.front();
   const bool is_list = PyList_Check(first.value.ptr()) || PyTuple_Check(first.value.ptr());
 
   // A list of things that are not arrays as param is the caller's mistake, not grad's.
   if (is_list && PySequence_Fast_GET_SIZE(first.value.ptr()) > 0) {
     PyObject* item = PySequence_Fast_GET_ITEM(first.value.ptr(), 0);
     if (!api.PyArray_Check_(item) && !py::hasattr(item, "__dlpack__")) {
-      fail_type(NamedArg{&first, true, 0},
+      fail_type(NamedArg{&first, true, 0, &label_},
                 std::string("expected a numpy.ndarray or a DLPack tensor, got ") +
                     Py_TYPE(item)->tp_name);
     }
@@ -349,7 +343,7 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
   for (const TensorArg& arg : args) {
     const bool sequence = PyList_Check(arg.value.ptr()) || PyTuple_Check(arg.value.ptr());
     if (is_list && !sequence) {
-      throw py::type_error(std::string(arg.name) + ": expected a list or tuple of arrays (as " +
+      throw py::type_error(label_ + arg.name + ": expected a list or tuple of arrays (as " +
                            first.name + " is), got " + Py_TYPE(arg.value.ptr())->tp_name);
     }
     // A tuple snapshot: code run below (__dlpack__) cannot resize what is being read.
@@ -362,22 +356,21 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
   for (std::size_t k = 1; k < sequences.size(); ++k) {
     const auto n = static_cast<index_t>(PySequence_Fast_GET_SIZE(sequences[k].ptr()));
     if (n != num_tensors_) {
-      throw py::value_error(std::string((args.begin() + k)->name) + ": has " + std::to_string(n) +
+      throw py::value_error(label_ + args[k].name + ": has " + std::to_string(n) +
                             " entries but " + first.name + " has " + std::to_string(num_tensors_));
     }
   }
 
   arrays_.resize(static_cast<std::size_t>(num_tensors_ * num_arrays_));
   offsets_.assign(static_cast<std::size_t>(num_tensors_ + 1), 0);
-  std::vector<Extent> extents;
-  extents.reserve(arrays_.size());
+  extents_.reserve(arrays_.size());
   ArrayInfo first_array;
-  const NamedArg first_who{&first, is_list, 0};
+  const NamedArg first_who{&first, is_list, 0, &label_};
   for (index_t t = 0; t < num_tensors_; ++t) {
     ArrayInfo param;
     for (int k = 0; k < num_arrays_; ++k) {
-      const TensorArg& arg = *(args.begin() + k);
-      const NamedArg who{&arg, is_list, t};
+      const TensorArg& arg = args[static_cast<std::size_t>(k)];
+      const NamedArg who{&arg, is_list, t, &label_};
       PyObject* obj = PySequence_Fast_GET_ITEM(sequences[static_cast<std::size_t>(k)].ptr(), t);
       const ArrayInfo a =
           api.PyArray_Check_(obj) ? from_numpy(obj) : from_dlpack(obj, who, stream, consumed_);
@@ -400,7 +393,8 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
         param = a;
       } else if (!same_shape(a, param)) {
         fail_value(who, "shape " + shape_str(a) + " does not match " +
-                            NamedArg{&first, is_list, t}.str() + " shape " + shape_str(param));
+                            NamedArg{&first, is_list, t, &label_}.str() + " shape " +
+                            shape_str(param));
       }
       if (!a.contiguous) {
         fail_value(who,
@@ -421,14 +415,23 @@ void TensorBatch::gather(std::initializer_list<TensorArg> args, py::handle strea
       if (size > 0) {
         const auto begin = reinterpret_cast<std::uintptr_t>(a.data);
         const auto bytes = static_cast<std::uintptr_t>(size) * (a.dtype == Dtype::kFloat32 ? 4 : 8);
-        extents.push_back({begin, begin + bytes, who, arg.written});
+        extents_.push_back({begin, begin + bytes, arg.written, &arg, is_list, t, &label_});
       }
       if (k == 0) {
         offsets_[static_cast<std::size_t>(t + 1)] = offsets_[static_cast<std::size_t>(t)] + size;
       }
     }
   }
+}
+
+void check_disjoint(const std::vector<const TensorBatch*>& batches) {
+  std::vector<const Extent*> extents;
+  for (const TensorBatch* b : batches) {
+    for (const Extent& e : b->extents()) extents.push_back(&e);
+  }
   check_no_overlap(extents);
 }
+
+std::string Extent::who() const { return NamedArg{arg, is_list, index, label}.str(); }
 
 }  // namespace gdfast::bindings

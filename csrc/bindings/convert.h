@@ -6,6 +6,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/dtype.h"
@@ -28,11 +30,23 @@ struct ConsumedDlpack {
   bool versioned;
 };
 
+// The memory one array of a batch spans, for the check that written arrays overlap nothing.
+struct Extent {
+  std::uintptr_t begin, end;
+  bool written;
+  const TensorArg* arg;
+  bool is_list;
+  index_t index;
+  const std::string* label;
+  std::string who() const;  // "exp_avg[3]", after the batch's label
+};
+
 class TensorBatch {
  public:
-  // Raises TypeError / ValueError naming the argument (e.g. "exp_avg[3]: ...").
-  // `stream` (None, or the consumer's CUDA stream as an int) is handed to __dlpack__.
-  explicit TensorBatch(std::initializer_list<TensorArg> args, py::handle stream = py::none());
+  // Raises TypeError / ValueError naming the argument (e.g. "exp_avg[3]: ...", after `label`).
+  // `stream` (None, or the consumer's CUDA stream as an int) is handed to __dlpack__. Overlap
+  // between arrays is checked separately (check_disjoint), across every batch of a call.
+  TensorBatch(std::vector<TensorArg> args, py::handle stream, std::string label = "");
   ~TensorBatch();
   TensorBatch(const TensorBatch&) = delete;
   TensorBatch& operator=(const TensorBatch&) = delete;
@@ -43,11 +57,14 @@ class TensorBatch {
   StepArgs step_args() const {
     return {num_arrays_, num_tensors_, arrays_.data(), offsets_.data(), nullptr};
   }
+  const std::vector<Extent>& extents() const { return extents_; }
 
  private:
-  void gather(std::initializer_list<TensorArg> args, py::handle stream);
+  void gather(py::handle stream);
   void release();  // calls each consumed DLPack tensor's deleter once
 
+  std::vector<TensorArg> args_;
+  std::string label_;
   Dtype dtype_ = Dtype::kFloat32;
   bool on_cuda_ = false;
   int device_id_ = 0;
@@ -56,12 +73,14 @@ class TensorBatch {
   std::vector<void*> arrays_;     // tensor-major, num_arrays_ per tensor
   std::vector<index_t> offsets_;  // num_tensors_ + 1
   std::vector<ConsumedDlpack> consumed_;
+  std::vector<Extent> extents_;  // of the arrays with elements
   // Every argument's arrays, referenced until the call is over: another Python thread may
   // drop its own references while the GIL is released around the kernel.
   std::vector<py::object> keep_alive_;
 };
 
-// Raises ValueError("<name>: required when <why>") if value is None.
-void require(py::handle value, const char* name, const char* why);
+// Raises ValueError naming both if a written array shares memory with any other array of the
+// batches (read-only arrays may share memory with each other).
+void check_disjoint(const std::vector<const TensorBatch*>& batches);
 
 }  // namespace gdfast::bindings

@@ -16,4 +16,5 @@ PYBIND11_MODULE(_core, m) {
   m.attr("__version__") = GDFAST_STR(GDFAST_VERSION);
   gdfast::bindings::register_optim(m);
   gdfast::bindings::register_info(m);
+  gdfast::bindings::register_bench(m);
 }

@@ -7,5 +7,6 @@ namespace gdfast::bindings {
 
 void register_optim(pybind11::module_& m);
 void register_info(pybind11::module_& m);
+void register_bench(pybind11::module_& m);
 
 }  // namespace gdfast::bindings

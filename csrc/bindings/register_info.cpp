@@ -29,18 +29,6 @@ void register_info(py::module_& m) {
         cpu::set_num_threads(n);
       },
       py::arg("n"));
-  // Benchmark only (see cpu::ScopedKernelRepeats): fn() with every CPU kernel it starts
-  // applied `repeats` times in place.
-  m.def(
-      "run_repeated",
-      [](const py::function& fn, index_t repeats) {
-        if (repeats < 1) {
-          throw py::value_error("repeats: expected an int >= 1, got " + std::to_string(repeats));
-        }
-        const cpu::ScopedKernelRepeats scope(repeats);
-        return fn();
-      },
-      py::arg("fn"), py::arg("repeats"));
 }
 
 }  // namespace gdfast::bindings

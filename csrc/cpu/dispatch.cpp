@@ -55,8 +55,6 @@ const KernelTable* initial_table() {
 
 std::atomic<const KernelTable*> g_active{nullptr};
 
-thread_local index_t t_kernel_repeats = 1;
-
 struct RangeJob {
   StepFn fn;
   const StepArgs* args;
@@ -65,7 +63,7 @@ struct RangeJob {
   index_t repeats;
 };
 
-// [begin, end) of the job, `repeats` times (once outside the benchmark's compute bound).
+// [begin, end) of the job, `repeats` times (once, except for the benchmark's compute bound).
 void run_job_range(const RangeJob& job, index_t begin, index_t end) {
   for (index_t r = 0; r < job.repeats; ++r) job.fn(*job.args, begin, end);
 }
@@ -78,6 +76,20 @@ void run_part(void* ctx, int part) {
   };
   const index_t begin = bound(part), end = bound(part + 1);
   if (begin < end) run_job_range(job, begin, end);
+}
+
+void run_job(StepFn fn, const StepArgs& args, index_t repeats) {
+  const index_t total = args.offsets[args.num_tensors];
+  if (total == 0) return;
+  // Repeats amortise the wake-up, so then any split into granules pays.
+  const index_t useful = total / (repeats > 1 ? kSplitGranule : kMinElementsPerThread);
+  const int threads = get_num_threads();
+  RangeJob job{fn, &args, total, useful < threads ? static_cast<int>(useful) : threads, repeats};
+  if (job.parts <= 1) {
+    run_job_range(job, 0, total);
+    return;
+  }
+  parallel_run(job.parts, run_part, &job, repeats > 1 || total >= kMinElementsToWake);
 }
 
 }  // namespace
@@ -95,25 +107,10 @@ void set_active_isa(const std::string& name) {
   g_active.store(checked_table(name, "isa"), std::memory_order_release);
 }
 
-void run_parallel(StepFn fn, const StepArgs& args) {
-  const index_t total = args.offsets[args.num_tensors];
-  if (total == 0) return;
-  const index_t repeats = t_kernel_repeats;
-  // Repeats amortise the wake-up, so then any split into granules pays.
-  const index_t useful = total / (repeats > 1 ? kSplitGranule : kMinElementsPerThread);
-  const int threads = get_num_threads();
-  RangeJob job{fn, &args, total, useful < threads ? static_cast<int>(useful) : threads, repeats};
-  if (job.parts <= 1) {
-    run_job_range(job, 0, total);
-    return;
-  }
-  parallel_run(job.parts, run_part, &job, repeats > 1 || total >= kMinElementsToWake);
-}
+void run_parallel(StepFn fn, const StepArgs& args) { run_job(fn, args, 1); }
 
-ScopedKernelRepeats::ScopedKernelRepeats(index_t repeats) : previous_(t_kernel_repeats) {
-  t_kernel_repeats = repeats;
+void run_parallel_repeated(StepFn fn, const StepArgs& args, index_t repeats) {
+  run_job(fn, args, repeats);
 }
-
-ScopedKernelRepeats::~ScopedKernelRepeats() { t_kernel_repeats = previous_; }
 
 }  // namespace gdfast::cpu

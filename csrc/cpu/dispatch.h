@@ -20,34 +20,29 @@ void set_active_isa(const std::string& name);
 // ranges; falls back to the calling thread alone when the work is too small to pay.
 void run_parallel(StepFn fn, const StepArgs& args);
 
-// While one is alive, every step started on this thread runs its kernel `repeats` times over
-// each thread's range, with one wake-up and no per-call cost: how the benchmark measures the
-// arithmetic throughput of a step on cache-resident data. Not for training: the update is
-// applied `repeats` times.
-class ScopedKernelRepeats {
- public:
-  explicit ScopedKernelRepeats(index_t repeats);
-  ~ScopedKernelRepeats();
-  ScopedKernelRepeats(const ScopedKernelRepeats&) = delete;
-  ScopedKernelRepeats& operator=(const ScopedKernelRepeats&) = delete;
+// Benchmark only: runs fn over each thread's range `repeats` times with one wake-up and no
+// per-call cost, i.e. applies the update `repeats` times in place. This is how the benchmark
+// measures the arithmetic throughput of a step on cache-resident data.
+void run_parallel_repeated(StepFn fn, const StepArgs& args, index_t repeats);
 
- private:
-  index_t previous_;
-};
-
+// One step of `Rule` over the tensor list (repeated in place `repeats` times: benchmark only).
 template <class Rule>
-void run_step(const typename Rule::Hyper& hyper, Dtype dtype, StepArgs args) {
+void run_step(const typename Rule::Hyper& hyper, Dtype dtype, StepArgs args, index_t repeats = 1) {
   const StepFn* by_flags =
       active_kernels().steps[static_cast<int>(optim::RuleId<Rule>::value)][static_cast<int>(dtype)];
   const StepFn fn = by_flags[Rule::flags(hyper)];
+  const auto run = [&](const auto& coef) {
+    args.coef = &coef;
+    if (repeats == 1) {
+      run_parallel(fn, args);
+    } else {
+      run_parallel_repeated(fn, args, repeats);
+    }
+  };
   if (dtype == Dtype::kFloat32) {
-    const auto coef = Rule::template coef<float>(hyper);
-    args.coef = &coef;
-    run_parallel(fn, args);
+    run(Rule::template coef<float>(hyper));
   } else {
-    const auto coef = Rule::template coef<double>(hyper);
-    args.coef = &coef;
-    run_parallel(fn, args);
+    run(Rule::template coef<double>(hyper));
   }
 }
 

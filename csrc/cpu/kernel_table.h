@@ -12,6 +12,8 @@ struct KernelTable {
   const char* isa;
   int float32_lanes;
   const StepFn* steps[optim::kNumOptimizers][kNumDtypes];  // [id][dtype][flags]
+  // The benchmark's in-place access pattern (optim/stream.h): [dtype][2^states - 1].
+  const StepFn* stream[kNumDtypes];
 };
 
 // One accessor per compiled ISA, defined in csrc/cpu/kernels/kernels.cpp.

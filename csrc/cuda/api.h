@@ -25,22 +25,22 @@ int device_count();   // 0 without a driver
 // One step over the tensor list on `device`, launched on `stream` (a cudaStream_t; the DLPack
 // values 1 and 2 are the legacy and per-thread default streams, as in CUDA itself). Launches
 // one kernel per ~600 tensors; never synchronises. Throws std::runtime_error on CUDA errors.
-#define GDFAST_OPTIMIZER(name, Rule)                                                   \
-  void step_##name(const optim::Rule::Hyper& hyper, Dtype dtype, const StepArgs& args, \
+#define GDFAST_OPTIMIZER(Rule, header)                                                 \
+  void step_##Rule(const optim::Rule::Hyper& hyper, Dtype dtype, const StepArgs& args, \
                    const DeviceScalars& scalars, int device, std::uintptr_t stream);
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER
 
-// Routes a rule to its step_<name> above.
+// Routes a rule to its step_<Rule> above.
 template <class Rule>
 void run_step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
               const DeviceScalars& scalars, int device, std::uintptr_t stream);
-#define GDFAST_OPTIMIZER(name, Rule)                                                    \
+#define GDFAST_OPTIMIZER(Rule, header)                                                  \
   template <>                                                                           \
   inline void run_step<optim::Rule>(const optim::Rule::Hyper& hyper, Dtype dtype,       \
                                     const StepArgs& args, const DeviceScalars& scalars, \
                                     int device, std::uintptr_t stream) {                \
-    step_##name(hyper, dtype, args, scalars, device, stream);                           \
+    step_##Rule(hyper, dtype, args, scalars, device, stream);                           \
   }
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER

@@ -44,8 +44,8 @@ int device_count() {
   return n;
 }
 
-#define GDFAST_OPTIMIZER(name, Rule)                                                   \
-  void step_##name(const optim::Rule::Hyper& hyper, Dtype dtype, const StepArgs& args, \
+#define GDFAST_OPTIMIZER(Rule, header)                                                 \
+  void step_##Rule(const optim::Rule::Hyper& hyper, Dtype dtype, const StepArgs& args, \
                    const DeviceScalars& scalars, int device, std::uintptr_t stream) {  \
     step<optim::Rule>(hyper, dtype, args, scalars, device, stream);                    \
   }

@@ -13,6 +13,7 @@
 #include "core/step_args.h"
 #include "cuda/api.h"
 #include "cuda/check.h"
+#include "optim/layout.h"
 
 namespace gdfast::cuda {
 
@@ -66,28 +67,29 @@ struct alignas(16) Pack {
 template <class Rule, unsigned kFlags, class T, int kArrays>
 __device__ __forceinline__ void apply_element(T* const* ptr, index_t i,
                                               const typename Rule::template Coef<T>& c) {
-  T param = ptr[0][i];
-  T state[kArrays - 1];
-  for (int k = 2; k < kArrays; ++k) state[k - 2] = ptr[k][i];
-  Rule::template update<kFlags>(param, ptr[1][i], state, c);
-  ptr[0][i] = param;
-  for (int k = 2; k < kArrays; ++k) ptr[k][i] = state[k - 2];
+  using R = optim::Registers<Rule, kFlags, T>;
+  R r = R::load([&](int slot) { return ptr[slot][i]; });
+  r.update(c);
+  r.store([&](int slot, T value) { ptr[slot][i] = value; });
 }
 
 template <class Rule, unsigned kFlags, class T, int kArrays>
 __device__ __forceinline__ void apply_pack(T* const* ptr, index_t i,
                                            const typename Rule::template Coef<T>& c) {
+  using R = optim::Registers<Rule, kFlags, T>;
   constexpr int kVec = vec_width<T>();
   Pack<T> pack[kArrays];
   for (int k = 0; k < kArrays; ++k) pack[k] = *reinterpret_cast<const Pack<T>*>(ptr[k] + i);
   for (int e = 0; e < kVec; ++e) {
-    T state[kArrays - 1];
-    for (int k = 2; k < kArrays; ++k) state[k - 2] = pack[k].v[e];
-    Rule::template update<kFlags>(pack[0].v[e], pack[1].v[e], state, c);
-    for (int k = 2; k < kArrays; ++k) pack[k].v[e] = state[k - 2];
+    R r = R::load([&](int slot) { return pack[slot].v[e]; });
+    r.update(c);
+    r.store([&](int slot, T value) { pack[slot].v[e] = value; });
   }
+  // Only the written arrays (param and states) go back; inputs are read-only.
   *reinterpret_cast<Pack<T>*>(ptr[0] + i) = pack[0];
-  for (int k = 2; k < kArrays; ++k) *reinterpret_cast<Pack<T>*>(ptr[k] + i) = pack[k];
+  for (int k = 1 + optim::Layout<Rule, kFlags>::kNumInputs; k < kArrays; ++k) {
+    *reinterpret_cast<Pack<T>*>(ptr[k] + i) = pack[k];
+  }
 }
 
 template <class Rule, unsigned kFlags, class T, int kArrays>
@@ -140,7 +142,7 @@ __global__ void __launch_bounds__(kThreads)
 template <class Rule, unsigned kFlags, class T>
 void launch(const typename Rule::Hyper& hyper, const StepArgs& args, const DeviceScalars& scalars,
             cudaStream_t stream) {
-  constexpr int kArrays = 2 + Rule::template num_states<kFlags>();
+  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
   using Table = LaunchTable<kArrays>;
   static_assert(sizeof(Table) <= 32764, "kernel parameters are limited to 32764 bytes");
   Table table;

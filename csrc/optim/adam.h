@@ -14,20 +14,29 @@
 #pragma once
 
 #include <cmath>
+#include <tuple>
 
 #include "core/config.h"
+#include "optim/describe.h"
 #include "optim/lane_math.h"
 
 namespace gdfast::optim {
 
 struct Adam {
+  static constexpr const char* kName = "adam";
+  static constexpr const char* kSummary =
+      "Adam, as torch.optim.Adam; AdamW with decoupled_weight_decay=True";
+  static constexpr const char* kInputs[] = {"grad"};
+  static constexpr StepCount kStepCount = StepCount::kCounted;
+
   enum Flag : unsigned {
     kDecoupled = 1u << 0,
     kAmsgrad = 1u << 1,
     kWeightDecay = 1u << 2,
   };
   static constexpr int kNumFlags = 3;
-  static constexpr int kMaxStates = 3;  // exp_avg, exp_avg_sq, max_exp_avg_sq
+  static constexpr StateSpec kStates[] = {
+      {"exp_avg"}, {"exp_avg_sq"}, {"max_exp_avg_sq", kAmsgrad, "amsgrad=True"}};
 
   struct Hyper {
     double lr, beta1, beta2, eps, weight_decay;
@@ -35,6 +44,12 @@ struct Adam {
     index_t step;
     double grad_scale;  // gradients are divided by this (1 unless unscaling AMP gradients)
   };
+  static constexpr auto kFields = std::make_tuple(
+      real("lr", &Hyper::lr, 1e-3, kNonNegative), real("beta1", &Hyper::beta1, 0.9, kUnitOpen),
+      real("beta2", &Hyper::beta2, 0.999, kUnitOpen), real("eps", &Hyper::eps, 1e-8, kPositive),
+      real("weight_decay", &Hyper::weight_decay, 0.0, kNonNegative),
+      flag("decoupled_weight_decay", &Hyper::decoupled, false),
+      flag("amsgrad", &Hyper::amsgrad, false), flag("maximize", &Hyper::maximize, false));
 
   template <class T>
   struct Coef {
@@ -64,11 +79,6 @@ struct Adam {
             T(h.eps * bias_correction2_sqrt),
             T(h.weight_decay),
             T(1.0 - h.lr * h.weight_decay)};
-  }
-
-  template <unsigned F>
-  static constexpr int num_states() {
-    return (F & kAmsgrad) ? 3 : 2;
   }
 
   template <unsigned F, class V, class T>

@@ -16,6 +16,24 @@ GDFAST_HD double lane_sqrt(double x) { return ::sqrt(x); }
 GDFAST_HD float lane_max(float a, float b) { return a > b ? a : b; }
 GDFAST_HD double lane_max(double a, double b) { return a > b ? a : b; }
 
+// min as x86 minps defines it: a < b ? a : b (a NaN in b propagates).
+GDFAST_HD float lane_min(float a, float b) { return a < b ? a : b; }
+GDFAST_HD double lane_min(double a, double b) { return a < b ? a : b; }
+
+GDFAST_HD float lane_abs(float x) { return ::fabsf(x); }
+GDFAST_HD double lane_abs(double x) { return ::fabs(x); }
+
+// Comparisons give a lane mask (here a bool; a SIMD lane type has its own mask type), which
+// lane_where turns into a per-element choice. Ordered: false where either side is NaN.
+GDFAST_HD bool lane_gt(float a, float b) { return a > b; }
+GDFAST_HD bool lane_gt(double a, double b) { return a > b; }
+GDFAST_HD bool lane_lt(float a, float b) { return a < b; }
+GDFAST_HD bool lane_lt(double a, double b) { return a < b; }
+GDFAST_HD bool lane_is_nan(float a) { return a != a; }
+GDFAST_HD bool lane_is_nan(double a) { return a != a; }
+GDFAST_HD float lane_where(bool mask, float a, float b) { return mask ? a : b; }
+GDFAST_HD double lane_where(bool mask, double a, double b) { return mask ? a : b; }
+
 // sign(x) in {-1, 0, +1}; zeros and NaN are returned unchanged (as torch.sign does).
 template <class T>
 GDFAST_HD T lane_sign_scalar(T x) {

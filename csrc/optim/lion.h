@@ -5,23 +5,37 @@
 //   m <- beta2 * m + (1 - beta2) * g
 #pragma once
 
+#include <tuple>
+
 #include "core/config.h"
+#include "optim/describe.h"
 #include "optim/lane_math.h"
 
 namespace gdfast::optim {
 
 struct Lion {
+  static constexpr const char* kName = "lion";
+  static constexpr const char* kSummary = "Lion (Chen et al. 2023), as lion-pytorch's Lion";
+  static constexpr const char* kInputs[] = {"grad"};
+  static constexpr StepCount kStepCount = StepCount::kNone;
+
   enum Flag : unsigned {
     kWeightDecay = 1u << 0,
   };
   static constexpr int kNumFlags = 1;
-  static constexpr int kMaxStates = 1;  // exp_avg
+  static constexpr StateSpec kStates[] = {{"exp_avg"}};
 
   struct Hyper {
     double lr, beta1, beta2, weight_decay;
     bool maximize;
+    index_t step;       // unused: Lion keeps no count
     double grad_scale;  // gradients are divided by this (1 unless unscaling AMP gradients)
   };
+  static constexpr auto kFields = std::make_tuple(
+      real("lr", &Hyper::lr, 1e-4, kNonNegative), real("beta1", &Hyper::beta1, 0.9, kUnit),
+      real("beta2", &Hyper::beta2, 0.99, kUnit),
+      real("weight_decay", &Hyper::weight_decay, 0.0, kNonNegative),
+      flag("maximize", &Hyper::maximize, false));
 
   template <class T>
   struct Coef {
@@ -40,11 +54,6 @@ struct Lion {
             T(h.beta2),
             T(1.0 - h.beta2),
             T(1.0 - h.lr * h.weight_decay)};
-  }
-
-  template <unsigned F>
-  static constexpr int num_states() {
-    return 1;
   }
 
   template <unsigned F, class V, class T>

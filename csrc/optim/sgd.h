@@ -7,12 +7,21 @@
 //   p <- p - lr * g
 #pragma once
 
+#include <tuple>
+
 #include "core/config.h"
+#include "optim/describe.h"
 #include "optim/lane_math.h"
 
 namespace gdfast::optim {
 
 struct Sgd {
+  static constexpr const char* kName = "sgd";
+  static constexpr const char* kSummary =
+      "SGD with momentum, dampening and Nesterov momentum, as torch.optim.SGD";
+  static constexpr const char* kInputs[] = {"grad"};
+  static constexpr StepCount kStepCount = StepCount::kFirstCall;
+
   enum Flag : unsigned {
     kMomentum = 1u << 0,
     kNesterov = 1u << 1,
@@ -20,7 +29,9 @@ struct Sgd {
     kWeightDecay = 1u << 3,
   };
   static constexpr int kNumFlags = 4;
-  static constexpr int kMaxStates = 1;  // momentum_buffer
+  // torch.optim.SGD starts the buffer as a copy of the gradient: step 1 writes it.
+  static constexpr StateSpec kStates[] = {
+      {"momentum_buffer", kMomentum, "momentum != 0", Init::kUnset}};
 
   struct Hyper {
     double lr, momentum, dampening, weight_decay;
@@ -28,6 +39,19 @@ struct Sgd {
     index_t step;
     double grad_scale;  // gradients are divided by this (1 unless unscaling AMP gradients)
   };
+  static constexpr auto kFields = std::make_tuple(
+      real("lr", &Hyper::lr, 1e-3, kNonNegative),
+      real("momentum", &Hyper::momentum, 0.0, kNonNegative),
+      real("dampening", &Hyper::dampening, 0.0, kUnit),
+      real("weight_decay", &Hyper::weight_decay, 0.0, kNonNegative),
+      flag("nesterov", &Hyper::nesterov, false), flag("maximize", &Hyper::maximize, false));
+
+  static const char* invalid(const Hyper& h) {
+    if (h.nesterov && (h.momentum <= 0.0 || h.dampening != 0.0)) {
+      return "nesterov: requires momentum > 0 and dampening == 0";
+    }
+    return nullptr;
+  }
 
   template <class T>
   struct Coef {
@@ -47,11 +71,6 @@ struct Sgd {
   GDFAST_HD static Coef<T> coef(const Hyper& h) {
     return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale), T(-h.lr), T(h.momentum),
             T(1.0 - h.dampening), T(h.weight_decay)};
-  }
-
-  template <unsigned F>
-  static constexpr int num_states() {
-    return (F & kMomentum) ? 1 : 0;
   }
 
   template <unsigned F, class V, class T>

@@ -7,47 +7,38 @@
 #include <utility>
 
 #include "core/step_args.h"
+#include "optim/layout.h"
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
-// One SIMD lane of every array of a tensor: param, grad, then the rule's states.
+// One SIMD lane of every array of a tensor (optim::Registers), loaded and stored whole or
+// partially (the tail).
 template <class Rule, unsigned kFlags, class T>
-struct Lanes {
+struct Lanes : optim::Registers<Rule, kFlags, Lane<T>> {
+  using Base = optim::Registers<Rule, kFlags, Lane<T>>;
   using L = Lane<T>;
-  static constexpr int kStates = Rule::template num_states<kFlags>();
-  L param, grad;
-  L state[kStates + 1];
 
-  template <bool kPartial>
-  static L load_one(const T* base, index_t i, index_t count) {
-    if constexpr (kPartial) {
-      return L::load_partial(base + i, count);
-    } else {
-      return L::load(base + i);
-    }
-  }
-  template <bool kPartial>
-  static void store_one(T* base, index_t i, index_t count, L value) {
-    if constexpr (kPartial) {
-      L::store_partial(base + i, count, value);
-    } else {
-      L::store(base + i, value);
-    }
-  }
   template <bool kPartial = false>
   static Lanes load(T* const* arrays, index_t i, index_t count = L::kLanes) {
-    Lanes x;
-    x.param = load_one<kPartial>(arrays[0], i, count);
-    x.grad = load_one<kPartial>(arrays[1], i, count);
-    for (int k = 0; k < kStates; ++k) x.state[k] = load_one<kPartial>(arrays[2 + k], i, count);
-    return x;
+    return {Base::load([&](int slot) {
+      if constexpr (kPartial) {
+        return L::load_partial(arrays[slot] + i, count);
+      } else {
+        return L::load(arrays[slot] + i);
+      }
+    })};
   }
   template <bool kPartial = false>
   void update_and_store(T* const* arrays, index_t i, const typename Rule::template Coef<T>& coef,
                         index_t count = L::kLanes) {
-    Rule::template update<kFlags>(param, grad, state, coef);
-    store_one<kPartial>(arrays[0], i, count, param);
-    for (int k = 0; k < kStates; ++k) store_one<kPartial>(arrays[2 + k], i, count, state[k]);
+    this->update(coef);
+    this->store([&](int slot, L value) {
+      if constexpr (kPartial) {
+        L::store_partial(arrays[slot] + i, count, value);
+      } else {
+        L::store(arrays[slot] + i, value);
+      }
+    });
   }
 };
 
@@ -55,7 +46,7 @@ template <class Rule, unsigned kFlags, class T>
 void run_segment(T* const* arrays_ref, index_t n, const typename Rule::template Coef<T>& coef_ref) {
   using X = Lanes<Rule, kFlags, T>;
   constexpr index_t kLanes = Lane<T>::kLanes;
-  constexpr int kArrays = 2 + X::kStates;
+  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
   // Local copies: stores to the arrays cannot alias them, so they stay in registers.
   const auto coef = coef_ref;
   T* arrays[kArrays];
@@ -97,7 +88,7 @@ inline index_t find_tensor(const index_t* offsets, index_t num_tensors, index_t 
 
 template <class Rule, unsigned kFlags, class T>
 void run_range(const StepArgs& args, index_t begin, index_t end) {
-  constexpr int kArrays = 2 + Rule::template num_states<kFlags>();
+  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
   const auto& coef = *static_cast<const typename Rule::template Coef<T>*>(args.coef);
   for (index_t t = find_tensor(args.offsets, args.num_tensors, begin); begin < end; ++t) {
     const index_t tensor_begin = args.offsets[t];

@@ -4,6 +4,7 @@
 
 #include "cpu/kernel_table.h"
 #include "cpu/kernels/elementwise.h"
+#include "optim/stream.h"
 
 namespace gdfast::cpu {
 namespace GDFAST_ISA_NAMESPACE {
@@ -16,11 +17,12 @@ constexpr KernelTable kTable = {
     GDFAST_STRINGIFY(GDFAST_ISA_NAMESPACE),
     Lane<float>::kLanes,
     {
-#define GDFAST_OPTIMIZER(name, Rule) \
+#define GDFAST_OPTIMIZER(Rule, header) \
   {flag_table<optim::Rule, float>(), flag_table<optim::Rule, double>()},
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER
-    }};
+    },
+    {flag_table<optim::Stream, float>(), flag_table<optim::Stream, double>()}};
 // clang-format on
 
 }  // namespace GDFAST_ISA_NAMESPACE

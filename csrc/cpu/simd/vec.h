@@ -13,6 +13,12 @@
 
 namespace gdfast::simd {
 
+// A lane mask from a comparison, for lane_where.
+template <class Ops>
+struct VecMask {
+  typename Ops::Mask m;
+};
+
 template <class Ops>
 struct Vec {
   using T = typename Ops::Scalar;
@@ -42,7 +48,15 @@ struct Vec {
   friend Vec operator-(Vec a) { return wrap(Ops::neg(a.v)); }
   friend Vec lane_sqrt(Vec a) { return wrap(Ops::sqrt(a.v)); }
   friend Vec lane_max(Vec a, Vec b) { return wrap(Ops::max(a.v, b.v)); }
+  friend Vec lane_min(Vec a, Vec b) { return wrap(Ops::min(a.v, b.v)); }
+  friend Vec lane_abs(Vec a) { return wrap(Ops::abs(a.v)); }
   friend Vec lane_sign(Vec a) { return wrap(Ops::sign(a.v)); }
+  friend VecMask<Ops> lane_gt(Vec a, Vec b) { return {Ops::gt(a.v, b.v)}; }
+  friend VecMask<Ops> lane_lt(Vec a, Vec b) { return {Ops::lt(a.v, b.v)}; }
+  friend VecMask<Ops> lane_is_nan(Vec a) { return {Ops::unordered(a.v, a.v)}; }
+  friend Vec lane_where(VecMask<Ops> mask, Vec a, Vec b) {
+    return wrap(Ops::select(mask.m, a.v, b.v));
+  }
 };
 
 // Partial load/store through a zero-padded stack buffer, for ISAs without masked memory ops.

@@ -11,6 +11,7 @@ namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
   struct Name : simd::BufferedPartial<Name> {                                             \
     using Scalar = T;                                                                     \
     using Native = N;                                                                     \
+    using Mask = U;                                                                       \
     static constexpr int kLanes = 16 / sizeof(T);                                         \
     static N set1(T x) { return vdupq_n_##S(x); }                                         \
     static N loadu(const T* p) { return vld1q_##S(p); }                                   \
@@ -23,6 +24,16 @@ namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
     static N neg(N a) { return vnegq_##S(a); }                                            \
     /* a > b ? a : b like optim::lane_max (vmaxq would differ on NaN) */                  \
     static N max(N a, N b) { return vbslq_##S(vcgtq_##S(a, b), a, b); }                   \
+    static N min(N a, N b) { return vbslq_##S(vcltq_##S(a, b), a, b); }                   \
+    static N abs(N a) { return vabsq_##S(a); }                                            \
+    static U gt(N a, N b) { return vcgtq_##S(a, b); }                                     \
+    static U lt(N a, N b) { return vcltq_##S(a, b); }                                     \
+    /* not (a == a and b == b): all-ones xor the ordered mask */                          \
+    static U unordered(N a, N b) {                                                        \
+      const U ordered = vandq_##US(vceqq_##S(a, a), vceqq_##S(b, b));                     \
+      return veorq_##US(ordered, vceqq_##US(ordered, ordered));                           \
+    }                                                                                     \
+    static N select(U m, N a, N b) { return vbslq_##S(m, a, b); }                         \
     static N sign(N a) {                                                                  \
       const N zero = vdupq_n_##S(T(0));                                                   \
       const U nonzero = vorrq_##US(vcgtq_##S(a, zero), vcltq_##S(a, zero));               \

@@ -11,6 +11,7 @@ template <class T>
 struct ScalarOps {
   using Scalar = T;
   using Native = T;
+  using Mask = bool;
   static constexpr int kLanes = 1;
   static T set1(T x) { return x; }
   static T loadu(const T* p) { return *p; }
@@ -24,7 +25,13 @@ struct ScalarOps {
   static T neg(T a) { return -a; }
   static T sqrt(T a) { return optim::lane_sqrt(a); }
   static T max(T a, T b) { return optim::lane_max(a, b); }
+  static T min(T a, T b) { return optim::lane_min(a, b); }
+  static T abs(T a) { return optim::lane_abs(a); }
   static T sign(T a) { return optim::lane_sign(a); }
+  static bool gt(T a, T b) { return a > b; }
+  static bool lt(T a, T b) { return a < b; }
+  static bool unordered(T a, T b) { return a != a || b != b; }
+  static T select(bool m, T a, T b) { return m ? a : b; }
 };
 
 template <class T>

@@ -19,8 +19,10 @@
   static N mul(N a, N b) { return P##_mul_##S(a, b); }                            \
   static N div(N a, N b) { return P##_div_##S(a, b); }                            \
   static N sqrt(N a) { return P##_sqrt_##S(a); }                                  \
-  /* maxps: a > b ? a : b, exactly optim::lane_max */                             \
+  /* maxps / minps: a > b ? a : b and a < b ? a : b, exactly optim::lane_max/min */ \
   static N max(N a, N b) { return P##_max_##S(a, b); }                            \
+  static N min(N a, N b) { return P##_min_##S(a, b); }                            \
+  static N abs(N a) { return P##_andnot_##S(P##_set1_##S(T(-0.0)), a); }           \
   static N neg(N a) { return P##_xor_##S(a, P##_set1_##S(T(-0.0))); }             \
   /* sign: copysign(1, a) where a is ordered and nonzero, else a itself */        \
   static N copysign_one(N a) {                                                    \
