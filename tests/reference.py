@@ -1,25 +1,10 @@
-"""Reference update rules in float64 NumPy, written from the published algorithms.
+"""The float64 reference rules and the test helpers around them.
 
-Independent of gdfast: nothing here imports it, and the formulas are written the way the
-sources state them, not in gdfast's kernel operation order:
-
-* SGD: the algorithm box of ``torch.optim.SGD``'s documentation (momentum buffer set to the
-  gradient on the first step, dampening only from the second step on, Sutskever-style
-  Nesterov ``g + momentum * b``, L2 weight decay added to the gradient).
-* Adam / AdamW: the algorithm boxes of ``torch.optim.Adam`` (Kingma & Ba 2015, L2 weight
-  decay added to the gradient) and ``torch.optim.AdamW`` (Loshchilov & Hutter 2019,
-  decoupled decay ``theta <- theta - lr * wd * theta`` before the moments). AMSGrad as those
-  boxes give it (torch 2.13's, and torch's implementation): the running maximum is taken of
-  the raw ``v_t`` and then bias-corrected, ``v_hat = max(v_max, v_t) / (1 - beta2^t)``.
-* Lion: Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", Algorithm 2:
-  ``c = beta1 m + (1 - beta1) g;  theta <- theta - lr (sign(c) + wd theta);
-  m <- beta2 m + (1 - beta2) g``.
-
-``maximize`` (not part of the papers) follows torch: the gradient is negated first.
-
-Each ``*_step(param, grad, state, **hyper)`` takes arrays of any float dtype, computes in
-float64 on copies, stores its float64 state arrays (named as torch names them) in the dict
-``state`` and returns the new float64 parameter. The inputs are never modified.
+The rules themselves (``STEPS[name](param, grad, state, **hyper)``, written from the published
+algorithms, independent of gdfast) live in gdfast/bench/reference.py, the project's one
+reference, which the benchmark's correctness gate uses too. This module loads that file by its
+path, without importing gdfast (whose package would load the kernels under test), from the
+source tree if the tests run from one, else from the installed package.
 
 The ``*_same_order`` functions at the end are *not* independent references: they repeat
 gdfast's documented kernel operation order in the arrays' own dtype, so that a result that
@@ -29,6 +14,8 @@ checked exactly.
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
 from typing import Any, Callable, Dict, List, MutableMapping, Optional, Sequence
 
 import numpy as np
@@ -36,11 +23,8 @@ import numpy as np
 State = MutableMapping[str, Any]
 
 __all__ = [
-    "sgd_step",
-    "adam_step",
-    "lion_step",
-    "lion_sign_argument",
     "STEPS",
+    "lion_sign_argument",
     "ReferenceOptimizer",
     "sgd_same_order",
     "adam_same_order",
@@ -48,62 +32,28 @@ __all__ = [
 ]
 
 
+def _reference_file() -> pathlib.Path:
+    source = pathlib.Path(__file__).resolve().parents[1] / "gdfast" / "bench" / "reference.py"
+    if source.is_file():
+        return source
+    spec = importlib.util.find_spec("gdfast")  # a top-level find_spec imports nothing
+    assert spec is not None and spec.submodule_search_locations, "gdfast is not installed"
+    return pathlib.Path(list(spec.submodule_search_locations)[0]) / "bench" / "reference.py"
+
+
+def _load_rules() -> Any:
+    spec = importlib.util.spec_from_file_location("gdfast_reference_rules", _reference_file())
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+STEPS: Dict[str, Callable[..., np.ndarray]] = _load_rules().STEPS
+
+
 def _f64(x: Any) -> np.ndarray:
     return np.array(x, dtype=np.float64, copy=True)
-
-
-# -- torch.optim.SGD ----------------------------------------------------------------------------
-def sgd_step(param: Any, grad: Any, state: State, *, lr: float, momentum: float = 0.0,
-             dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-             maximize: bool = False) -> np.ndarray:
-    theta = _f64(param)
-    g = _f64(grad)
-    if maximize:
-        g = -g
-    if weight_decay != 0:
-        g = g + weight_decay * theta
-    if momentum != 0:
-        if "momentum_buffer" not in state:  # t == 1: b_1 = g_1, no dampening
-            b = g.copy()
-        else:
-            b = momentum * state["momentum_buffer"] + (1.0 - dampening) * g
-        state["momentum_buffer"] = b
-        g = g + momentum * b if nesterov else b
-    return theta - lr * g
-
-
-# -- torch.optim.Adam / AdamW ---------------------------------------------------------------------
-def adam_step(param: Any, grad: Any, state: State, *, lr: float = 1e-3, beta1: float = 0.9,
-              beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
-              decoupled_weight_decay: bool = False, amsgrad: bool = False,
-              maximize: bool = False) -> np.ndarray:
-    theta = _f64(param)
-    g = _f64(grad)
-    if not state:
-        state["step"] = 0
-        state["exp_avg"] = np.zeros_like(theta)
-        state["exp_avg_sq"] = np.zeros_like(theta)
-        if amsgrad:
-            state["max_exp_avg_sq"] = np.zeros_like(theta)
-    t = state["step"] = state["step"] + 1
-    if maximize:
-        g = -g
-    if weight_decay != 0:
-        if decoupled_weight_decay:  # AdamW: theta_t <- theta_{t-1} - lr * wd * theta_{t-1}
-            theta = theta - lr * weight_decay * theta
-        else:  # Adam: L2 penalty in the gradient
-            g = g + weight_decay * theta
-    m = beta1 * state["exp_avg"] + (1.0 - beta1) * g
-    v = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * g**2
-    state["exp_avg"], state["exp_avg_sq"] = m, v
-    m_hat = m / (1.0 - beta1**t)
-    if amsgrad:
-        v_max = np.maximum(state["max_exp_avg_sq"], v)
-        state["max_exp_avg_sq"] = v_max
-        v_hat = v_max / (1.0 - beta2**t)
-    else:
-        v_hat = v / (1.0 - beta2**t)
-    return theta - lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
 # -- Lion (Chen et al. 2023, Algorithm 2) -------------------------------------------------------
@@ -115,27 +65,6 @@ def lion_sign_argument(grad: Any, state: State, *, beta1: float = 0.9,
         g = -g
     m = state["exp_avg"] if "exp_avg" in state else np.zeros_like(g)
     return beta1 * m + (1.0 - beta1) * g
-
-
-def lion_step(param: Any, grad: Any, state: State, *, lr: float = 1e-4, beta1: float = 0.9,
-              beta2: float = 0.99, weight_decay: float = 0.0,
-              maximize: bool = False) -> np.ndarray:
-    theta = _f64(param)
-    g = _f64(grad)
-    if maximize:
-        g = -g
-    m = state["exp_avg"] if "exp_avg" in state else np.zeros_like(theta)
-    c = beta1 * m + (1.0 - beta1) * g
-    theta = theta - lr * (np.sign(c) + weight_decay * theta)
-    state["exp_avg"] = beta2 * m + (1.0 - beta2) * g
-    return theta
-
-
-STEPS: Dict[str, Callable[..., np.ndarray]] = {
-    "sgd": sgd_step,
-    "adam": adam_step,
-    "lion": lion_step,
-}
 
 
 class ReferenceOptimizer:

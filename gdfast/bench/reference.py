@@ -1,0 +1,270 @@
+"""Reference update rules in plain NumPy, written from the published algorithms: the one
+reference of the project. The benchmark's correctness gate runs them in float64, its NumPy
+competitor runs them in the arrays' own dtype, and the tests (tests/reference.py) load this file
+by path. It imports nothing of gdfast, and writes each formula the way its source states it, not
+in gdfast's kernel operation order.
+
+Sources: the algorithm boxes of torch 2.13's documentation for SGD, Adam/AdamW, RMSprop,
+Adagrad, Adadelta, Adamax, NAdam, RAdam, ASGD and Rprop (they cite the papers), and for Lion
+Chen et al. 2023, Algorithm 2. ``maximize`` (not part of the papers) negates the gradient first,
+as torch does. Two documented choices:
+
+* AMSGrad takes the running maximum of the raw v_t and bias-corrects it afterwards (torch's box).
+* Rprop follows the box: a step size grows (up to step_size_max) after a same-sign gradient and
+  shrinks (down to step_size_min) after a sign change; torch's code clamps both ways every step,
+  which is the same whenever lr lies within step_sizes.
+
+Each ``STEPS[name](param, grad, state, **hyper)`` takes arrays of one float dtype, computes in
+that dtype (float64 for the gate and the tests) on copies, keeps its state (torch's names; step
+counts and scalar states as Python numbers) in the dict ``state``, made on the first call, and
+returns the new parameter. The inputs are never modified. Hyperparameters are named as gdfast.ops
+names them (``beta1``/``beta2``, ``etaminus``/``etaplus``, ``step_size_min``/``step_size_max``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, MutableMapping
+
+import numpy as np
+
+State = MutableMapping[str, Any]
+
+__all__ = ["STEPS"]
+
+
+def _copy(x: Any) -> np.ndarray:
+    return np.array(x, copy=True)
+
+
+def _begin(param: Any, grad: Any, maximize: bool) -> Any:
+    theta, g = _copy(param), _copy(grad)
+    return theta, (-g if maximize else g)
+
+
+def _zeros(state: State, like: np.ndarray, *names: str) -> None:
+    for name in names:
+        state.setdefault(name, np.zeros_like(like))
+
+
+def _count(state: State) -> int:
+    state["step"] = state.get("step", 0) + 1
+    return int(state["step"])
+
+
+def sgd_step(param: Any, grad: Any, state: State, *, lr: float = 1e-3, momentum: float = 0.0,
+             dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+             maximize: bool = False) -> np.ndarray:
+    theta, g = _begin(param, grad, maximize)
+    if weight_decay != 0:
+        g = g + weight_decay * theta
+    if momentum != 0:
+        if "momentum_buffer" not in state:  # t == 1: b_1 = g_1, no dampening
+            b = g.copy()
+        else:
+            b = momentum * state["momentum_buffer"] + (1.0 - dampening) * g
+        state["momentum_buffer"] = b
+        g = g + momentum * b if nesterov else b
+    return theta - lr * g
+
+
+def adam_step(param: Any, grad: Any, state: State, *, lr: float = 1e-3, beta1: float = 0.9,
+              beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+              decoupled_weight_decay: bool = False, amsgrad: bool = False,
+              maximize: bool = False) -> np.ndarray:
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "exp_avg", "exp_avg_sq", *(("max_exp_avg_sq",) if amsgrad else ()))
+    t = _count(state)
+    if weight_decay != 0:
+        if decoupled_weight_decay:  # AdamW: theta_t <- theta_{t-1} - lr * wd * theta_{t-1}
+            theta = theta - lr * weight_decay * theta
+        else:  # Adam: L2 penalty in the gradient
+            g = g + weight_decay * theta
+    m = beta1 * state["exp_avg"] + (1.0 - beta1) * g
+    v = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * g**2
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+    m_hat = m / (1.0 - beta1**t)
+    if amsgrad:
+        v_max = np.maximum(state["max_exp_avg_sq"], v)
+        state["max_exp_avg_sq"] = v_max
+        v_hat = v_max / (1.0 - beta2**t)
+    else:
+        v_hat = v / (1.0 - beta2**t)
+    return theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def lion_step(param: Any, grad: Any, state: State, *, lr: float = 1e-4, beta1: float = 0.9,
+              beta2: float = 0.99, weight_decay: float = 0.0,
+              maximize: bool = False) -> np.ndarray:
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "exp_avg")
+    m = state["exp_avg"]
+    c = beta1 * m + (1.0 - beta1) * g
+    theta = theta - lr * (np.sign(c) + weight_decay * theta)
+    state["exp_avg"] = beta2 * m + (1.0 - beta2) * g
+    return theta
+
+
+def rmsprop_step(param: Any, grad: Any, state: State, *, lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False, maximize: bool = False) -> np.ndarray:
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "square_avg", *(("momentum_buffer",) if momentum > 0 else ()),
+           *(("grad_avg",) if centered else ()))
+    _count(state)
+    if weight_decay != 0:
+        g = g + weight_decay * theta
+    v = alpha * state["square_avg"] + (1.0 - alpha) * g**2
+    state["square_avg"] = v
+    v_tilde = v
+    if centered:
+        g_avg = alpha * state["grad_avg"] + (1.0 - alpha) * g
+        state["grad_avg"] = g_avg
+        v_tilde = v - g_avg**2
+    if momentum > 0:
+        b = momentum * state["momentum_buffer"] + g / (np.sqrt(v_tilde) + eps)
+        state["momentum_buffer"] = b
+        return theta - lr * b
+    return theta - lr * g / (np.sqrt(v_tilde) + eps)
+
+
+def adagrad_step(param: Any, grad: Any, state: State, *, lr: float = 1e-2,
+                 lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+                 maximize: bool = False) -> np.ndarray:
+    theta, g = _begin(param, grad, maximize)
+    state.setdefault("sum", np.full_like(theta, initial_accumulator_value))
+    t = _count(state)
+    lr_t = lr / (1.0 + (t - 1) * lr_decay)
+    if weight_decay != 0:
+        g = g + weight_decay * theta
+    s = state["sum"] + g**2
+    state["sum"] = s
+    return theta - lr_t * g / (np.sqrt(s) + eps)
+
+
+def adadelta_step(param: Any, grad: Any, state: State, *, lr: float = 1.0, rho: float = 0.9,
+                  eps: float = 1e-6, weight_decay: float = 0.0,
+                  maximize: bool = False) -> np.ndarray:
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "square_avg", "acc_delta")
+    _count(state)
+    if weight_decay != 0:
+        g = g + weight_decay * theta
+    v = rho * state["square_avg"] + (1.0 - rho) * g**2
+    delta = np.sqrt(state["acc_delta"] + eps) / np.sqrt(v + eps) * g
+    state["square_avg"] = v
+    state["acc_delta"] = rho * state["acc_delta"] + (1.0 - rho) * delta**2
+    return theta - lr * delta
+
+
+def adamax_step(param: Any, grad: Any, state: State, *, lr: float = 2e-3, beta1: float = 0.9,
+                beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+                maximize: bool = False) -> np.ndarray:
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "exp_avg", "exp_inf")
+    t = _count(state)
+    if weight_decay != 0:
+        g = g + weight_decay * theta
+    m = beta1 * state["exp_avg"] + (1.0 - beta1) * g
+    u = np.maximum(beta2 * state["exp_inf"], np.abs(g) + eps)
+    state["exp_avg"], state["exp_inf"] = m, u
+    return theta - lr * m / ((1.0 - beta1**t) * u)
+
+
+def nadam_step(param: Any, grad: Any, state: State, *, lr: float = 2e-3, beta1: float = 0.9,
+               beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+               momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False,
+               maximize: bool = False) -> np.ndarray:
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "exp_avg", "exp_avg_sq")
+    state.setdefault("mu_product", 1.0)
+    t = _count(state)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            theta = theta - lr * weight_decay * theta
+        else:
+            g = g + weight_decay * theta
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+    product = state["mu_product"] * mu  # prod_{i <= t} mu_i
+    state["mu_product"] = product
+    m = beta1 * state["exp_avg"] + (1.0 - beta1) * g
+    v = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * g**2
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+    m_hat = mu_next * m / (1.0 - product * mu_next) + (1.0 - mu) * g / (1.0 - product)
+    v_hat = v / (1.0 - beta2**t)
+    return theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def radam_step(param: Any, grad: Any, state: State, *, lr: float = 1e-3, beta1: float = 0.9,
+               beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+               decoupled_weight_decay: bool = False, maximize: bool = False) -> np.ndarray:
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "exp_avg", "exp_avg_sq")
+    t = _count(state)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            theta = theta - lr * weight_decay * theta
+        else:
+            g = g + weight_decay * theta
+    m = beta1 * state["exp_avg"] + (1.0 - beta1) * g
+    v = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * g**2
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+    m_hat = m / (1.0 - beta1**t)
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * t * beta2**t / (1.0 - beta2**t)
+    if rho_t > 5.0:
+        adaptive = np.sqrt(1.0 - beta2**t) / (np.sqrt(v) + eps)
+        rect = np.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                       / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+        return theta - lr * m_hat * rect * adaptive
+    return theta - lr * m_hat
+
+
+def asgd_step(param: Any, grad: Any, state: State, *, lr: float = 1e-2, lambd: float = 1e-4,
+              alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0,
+              maximize: bool = False) -> np.ndarray:
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "ax")
+    state.setdefault("eta", lr)
+    state.setdefault("mu", 1.0)
+    t = _count(state)
+    if weight_decay != 0:
+        g = g + weight_decay * theta
+    eta, mu = state["eta"], state["mu"]
+    theta = theta * (1.0 - lambd * eta) - eta * g
+    state["ax"] = theta.copy() if mu == 1 else state["ax"] + mu * (theta - state["ax"])
+    state["eta"] = lr / (1.0 + lambd * lr * t) ** alpha
+    state["mu"] = 1.0 / max(1.0, t - t0)
+    return theta
+
+
+def rprop_step(param: Any, grad: Any, state: State, *, lr: float = 1e-2, etaminus: float = 0.5,
+               etaplus: float = 1.2, step_size_min: float = 1e-6, step_size_max: float = 50.0,
+               maximize: bool = False) -> np.ndarray:
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "prev")
+    state.setdefault("step_size", np.full_like(theta, lr))
+    _count(state)
+    agreement = state["prev"] * g
+    eta = state["step_size"]
+    eta = np.where(agreement > 0, np.minimum(eta * etaplus, step_size_max), eta)
+    eta = np.where(agreement < 0, np.maximum(eta * etaminus, step_size_min), eta)
+    g = np.where(agreement < 0, 0.0, g).astype(theta.dtype)
+    state["step_size"], state["prev"] = eta, g
+    return theta - eta * np.sign(g)
+
+
+STEPS: Dict[str, Callable[..., np.ndarray]] = {
+    "sgd": sgd_step,
+    "adam": adam_step,
+    "lion": lion_step,
+    "rmsprop": rmsprop_step,
+    "adagrad": adagrad_step,
+    "adadelta": adadelta_step,
+    "adamax": adamax_step,
+    "nadam": nadam_step,
+    "radam": radam_step,
+    "asgd": asgd_step,
+    "rprop": rprop_step,
+}
