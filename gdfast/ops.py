@@ -102,8 +102,8 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
         if f.start_from:
             body.append(f"    if {f.name} is None:\n        {f.name} = {f.start_from}")
     step_arg = "step" if uses_step else "0"
-    call = (f"_step({rule.id}, ((param, ({inputs},), ({states},), "
-            f"({fields}, {step_arg}, grad_scale), '', scalars),), stream)")
+    call = (f"_step({rule.id}, param, ({inputs},), ({states},), "
+            f"({fields}, {step_arg}, grad_scale), scalars, stream)")
     if scalar_names:
         body.append(f"    return dict(zip({scalar_names!r}, {call}[0]))")
     else:
@@ -112,7 +112,7 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     source = (f"def {rule.name}_(param, {inputs}, "
               f"{', '.join(n + '=None' for n in rule.state_names)}, *, {step_kw}, {options}"
               f"{scalars}, grad_scale=1.0, found_inf=None):\n" + "\n".join(body) + "\n")
-    namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step,
+    namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step_one,
                                  "_check": checker(rule, uses_step)}
     exec(compile(source, f"<gdfast.ops.{rule.name}_>", "exec"), namespace)
     op = namespace[f"{rule.name}_"]

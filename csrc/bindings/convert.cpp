@@ -244,27 +244,30 @@ bool same_shape(const ArrayInfo& a, const ArrayInfo& b) {
 }
 
 // The memory layout of the last call that passed the overlap check. Optimizers pass the same
-// arrays every step; comparing against it is O(n), the check itself O(n log n). Read and
-// written only while holding the GIL.
+// arrays every step; comparing against it is O(n) and allocates nothing, the check itself
+// O(n log n). Read and written only while holding the GIL.
 struct CheckedLayout {
   std::uintptr_t begin, end;
   bool written;
-  bool operator==(const CheckedLayout& o) const {
-    return begin == o.begin && end == o.end && written == o.written;
-  }
 };
 std::vector<CheckedLayout> g_last_checked_layout;
+
+bool same_as_last_checked(const std::vector<const TensorBatch*>& batches) {
+  std::size_t i = 0;
+  for (const TensorBatch* b : batches) {
+    for (const Extent& e : b->extents()) {
+      if (i == g_last_checked_layout.size()) return false;
+      const CheckedLayout& c = g_last_checked_layout[i++];
+      if (c.begin != e.begin || c.end != e.end || c.written != e.written) return false;
+    }
+  }
+  return i == g_last_checked_layout.size();
+}
 
 // Two arrays may share memory only if neither is written: one sweep over the extents sorted
 // by start, tracking the furthest end seen (over all, and over written arrays). Sorts compact
 // (start, index) keys rather than the extents: thousands of arrays per call are common.
 void check_no_overlap(const std::vector<const Extent*>& extents) {
-  if (extents.size() < 2) return;  // (and keeps the cached layout of the real batches)
-  std::vector<CheckedLayout> layout(extents.size());
-  for (std::size_t i = 0; i < extents.size(); ++i) {
-    layout[i] = {extents[i]->begin, extents[i]->end, extents[i]->written};
-  }
-  if (layout == g_last_checked_layout) return;
   std::vector<std::pair<std::uintptr_t, std::uint32_t>> order(extents.size());
   for (std::size_t i = 0; i < extents.size(); ++i) {
     order[i] = {extents[i]->begin, static_cast<std::uint32_t>(i)};
@@ -289,7 +292,6 @@ void check_no_overlap(const std::vector<const Extent*>& extents) {
       furthest_written = &e;
     }
   }
-  g_last_checked_layout = std::move(layout);
 }
 
 }  // namespace
@@ -425,11 +427,15 @@ void TensorBatch::gather(py::handle stream) {
 }
 
 void check_disjoint(const std::vector<const TensorBatch*>& batches) {
+  if (same_as_last_checked(batches)) return;
   std::vector<const Extent*> extents;
   for (const TensorBatch* b : batches) {
     for (const Extent& e : b->extents()) extents.push_back(&e);
   }
+  if (extents.size() < 2) return;  // (and keeps the cached layout of the real batches)
   check_no_overlap(extents);
+  g_last_checked_layout.clear();
+  for (const Extent* e : extents) g_last_checked_layout.push_back({e->begin, e->end, e->written});
 }
 
 std::string Extent::who() const { return NamedArg{arg, is_list, index, label}.str(); }

@@ -2,6 +2,8 @@
 //   registry()                          the declarations of every rule, for gdfast/_spec.py
 //   plan(rule, hyper)                   the states a step with these hyperparameters uses
 //   step(rule, batches, stream)         one step of every batch, all checked before any runs
+//   step_one(rule, param, inputs, states, hyper, device_scalars, stream)
+//                                       the same for one batch (gdfast.ops)
 // Keyword parsing and range checks are left to the Python side (gdfast/ops.py, _spec.py).
 #include "bindings/register.h"
 #include "bindings/rule_binding.h"
@@ -13,6 +15,8 @@ struct RuleEntry {
   py::dict (*describe)(int id);
   py::tuple (*plan)(py::handle hyper);
   py::object (*step)(py::handle batches, py::handle stream);
+  py::object (*step_one)(py::handle param, py::handle inputs, py::handle states,
+                         py::handle hyper, py::handle device_scalars, py::handle stream);
 };
 
 template <class Rule>
@@ -20,9 +24,15 @@ py::object step(py::handle batches, py::handle stream) {
   return CheckedCall<Rule>(batches, stream).run();
 }
 
+template <class Rule>
+py::object step_one(py::handle param, py::handle inputs, py::handle states, py::handle hyper,
+                    py::handle device_scalars, py::handle stream) {
+  return CheckedCall<Rule>(param, inputs, states, hyper, device_scalars, stream).run();
+}
+
 constexpr RuleEntry kRules[] = {
 #define GDFAST_OPTIMIZER(Rule, header) \
-  {&describe<optim::Rule>, &plan<optim::Rule>, &step<optim::Rule>},
+  {&describe<optim::Rule>, &plan<optim::Rule>, &step<optim::Rule>, &step_one<optim::Rule>},
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER
 };
@@ -74,6 +84,11 @@ void register_optim(py::module_& m) {
         return rule_entry(rule).step(batches, stream);
       },
       py::arg("rule"), py::arg("batches"), py::arg("stream"));
+  m.def("step_one",
+        [](int rule, py::handle param, py::handle inputs, py::handle states, py::handle hyper,
+           py::handle device_scalars, py::handle stream) {
+          return rule_entry(rule).step_one(param, inputs, states, hyper, device_scalars, stream);
+        });
 }
 
 }  // namespace gdfast::bindings

@@ -38,16 +38,17 @@ index_t to_step(py::handle value) {
   return static_cast<index_t>(step);
 }
 
-py::tuple as_tuple(py::handle value, std::size_t size, const std::string& what) {
+PyObject* const* tuple_items(py::handle value, std::size_t size, const char* what) {
   if (!PyTuple_Check(value.ptr())) {
-    throw py::type_error(what + ": expected a tuple, got " + Py_TYPE(value.ptr())->tp_name);
+    throw py::type_error(std::string(what) + ": expected a tuple, got " +
+                         Py_TYPE(value.ptr())->tp_name);
   }
-  const auto items = py::reinterpret_borrow<py::tuple>(value);
-  if (items.size() != size) {
-    throw py::value_error(what + ": expected " + std::to_string(size) + " entries, got " +
-                          std::to_string(items.size()));
+  const auto n = static_cast<std::size_t>(PyTuple_GET_SIZE(value.ptr()));
+  if (n != size) {
+    throw py::value_error(std::string(what) + ": expected " + std::to_string(size) +
+                          " entries, got " + std::to_string(n));
   }
-  return items;
+  return &PyTuple_GET_ITEM(value.ptr(), 0);
 }
 
 DeviceScalarArgs::DeviceScalarArgs(py::handle scalars, const TensorBatch& batch,
@@ -58,13 +59,14 @@ DeviceScalarArgs::DeviceScalarArgs(py::handle scalars, const TensorBatch& batch,
         "device scalars (tensor-valued grad_scale, found_inf, lr, step) are for CUDA tensors; "
         "pass numbers for CPU ones");
   }
-  const py::tuple items = as_tuple(scalars, 4, "device_scalars");
+  PyObject* const* items = tuple_items(scalars, 4, "device_scalars");
   const char* names[] = {"grad_scale", "found_inf", "lr", "step"};
   const float** slots[] = {&values.grad_scale, &values.found_inf, &values.lr, &values.step};
   for (std::size_t i = 0; i < 4; ++i) {
-    if (items[i].is_none()) continue;
+    if (items[i] == Py_None) continue;
     owners_.push_back(
-        std::make_unique<TensorBatch>(std::vector<TensorArg>{{names[i], items[i], false}}, stream));
+        std::make_unique<TensorBatch>(std::vector<TensorArg>{{names[i], py::handle(items[i]), false}},
+                                      stream));
     const TensorBatch& one = *owners_.back();
     const StepArgs a = one.step_args();
     if (one.dtype() != Dtype::kFloat32 || a.offsets[1] != 1 || !one.on_cuda() ||

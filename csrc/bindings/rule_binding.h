@@ -25,7 +25,8 @@ namespace gdfast::bindings {
 double to_real(py::handle value, const char* name);
 bool to_flag(py::handle value, const char* name);
 index_t to_step(py::handle value);
-py::tuple as_tuple(py::handle value, std::size_t size, const std::string& what);
+// The items of `value`, which must be a tuple of `size` (borrowed: valid while it lives).
+PyObject* const* tuple_items(py::handle value, std::size_t size, const char* what);
 
 template <class Rule>
 inline constexpr std::size_t kNumFields = std::tuple_size_v<decltype(Rule::kFields)>;
@@ -54,7 +55,7 @@ bool uses_state(int k, unsigned flags) {
 
 template <class Rule>
 typename Rule::Hyper to_hyper(py::handle values) {
-  const py::tuple items = as_tuple(values, kNumFields<Rule> + 2, "hyper");
+  PyObject* const* items = tuple_items(values, kNumFields<Rule> + 2, "hyper");
   typename Rule::Hyper h{};
   std::size_t i = 0;
   std::apply(
@@ -96,6 +97,7 @@ py::tuple scalar_states(const typename Rule::Hyper& h) {
 class DeviceScalarArgs {
  public:
   DeviceScalarArgs(py::handle scalars, const TensorBatch& batch, py::handle stream);
+  DeviceScalarArgs(DeviceScalarArgs&&) = default;
   cuda::DeviceScalars values;
 
  private:
@@ -112,31 +114,20 @@ class CheckedCall {
   CheckedCall(py::handle batch_list, py::handle stream) : stream_(stream) {
     const auto list = py::reinterpret_steal<py::tuple>(PySequence_Tuple(batch_list.ptr()));
     if (!list) throw py::error_already_set();
-    std::vector<const TensorBatch*> views;
+    entries_.reserve(list.size());
     for (const py::handle item : list) {
-      const py::tuple batch = as_tuple(item, 6, "batch");
-      std::string label = py::str(batch[4]);
-      hypers_.push_back(to_hyper<Rule>(batch[3]));
-      const unsigned flags = Rule::flags(hypers_.back());
-      std::vector<TensorArg> args{{"param", batch[0], true}};
-      const py::tuple inputs = as_tuple(batch[1], kNumInputs<Rule>, "inputs");
-      for (int i = 0; i < kNumInputs<Rule>; ++i) {
-        args.push_back({Rule::kInputs[i], inputs[i], false});
-      }
-      const py::tuple states = as_tuple(batch[2], kNumStates<Rule>, "states");
-      for (int k = 0; k < kNumStates<Rule>; ++k) {
-        if (!uses_state<Rule>(k, flags)) continue;
-        const optim::StateSpec& spec = Rule::kStates[k];
-        if (states[k].is_none() && *spec.when != '\0') {
-          throw py::value_error(label + spec.name + ": required when " + spec.when);
-        }
-        args.push_back({spec.name, states[k], true});
-      }
-      batches_.push_back(std::make_unique<TensorBatch>(std::move(args), stream, std::move(label)));
-      scalars_.push_back(std::make_unique<DeviceScalarArgs>(batch[5], *batches_.back(), stream));
-      views.push_back(batches_.back().get());
+      PyObject* const* b = tuple_items(item, 6, "batch");
+      add(b[0], b[1], b[2], b[3], b[4], b[5]);
     }
-    check_disjoint(views);
+    check();
+  }
+  // One batch, from separate arguments (the ops' path: no batch tuples to build).
+  CheckedCall(py::handle param, py::handle inputs, py::handle states, py::handle hyper,
+              py::handle device_scalars, py::handle stream)
+      : stream_(stream) {
+    entries_.reserve(1);
+    add(param, inputs, states, hyper, py::handle(), device_scalars);
+    check();
   }
 
   // Runs every batch (the GIL released); returns None, or for rules with scalar states a list
@@ -146,15 +137,14 @@ class CheckedCall {
         stream_.is_none() ? std::uintptr_t{1} : stream_.cast<std::uintptr_t>();
     {
       py::gil_scoped_release release;
-      for (std::size_t b = 0; b < batches_.size(); ++b) {
-        const TensorBatch& batch = *batches_[b];
-        if (batch.on_cuda()) {
+      for (const Entry& e : entries_) {
+        if (e.batch->on_cuda()) {
 #if defined(GDFAST_HAVE_CUDA)
-          cuda::run_step<Rule>(hypers_[b], batch.dtype(), batch.step_args(), scalars_[b]->values,
-                               batch.device_id(), stream_handle);
+          cuda::run_step<Rule>(e.hyper, e.batch->dtype(), e.batch->step_args(), e.scalars.values,
+                               e.batch->device_id(), stream_handle);
 #endif
         } else {
-          cpu::run_step<Rule>(hypers_[b], batch.dtype(), batch.step_args(), repeats);
+          cpu::run_step<Rule>(e.hyper, e.batch->dtype(), e.batch->step_args(), repeats);
         }
       }
     }
@@ -163,7 +153,8 @@ class CheckedCall {
       return py::none();
     } else {
       py::list out;
-      for (auto h : hypers_) {
+      for (const Entry& e : entries_) {
+        auto h = e.hyper;
         Rule::advance(h);
         out.append(scalar_states<Rule>(h));
       }
@@ -172,10 +163,46 @@ class CheckedCall {
   }
 
  private:
+  struct Entry {
+    typename Rule::Hyper hyper;
+    std::unique_ptr<TensorBatch> batch;  // not movable: its messages point into it
+    DeviceScalarArgs scalars;
+  };
+
+  void add(py::handle param, py::handle input_tuple, py::handle state_tuple, py::handle hyper,
+           py::handle label_obj, py::handle device_scalars) {
+    std::string label = label_obj ? std::string(py::str(label_obj)) : std::string();
+    const typename Rule::Hyper h = to_hyper<Rule>(hyper);
+    const unsigned flags = Rule::flags(h);
+    std::vector<TensorArg> args;
+    args.reserve(1 + kNumInputs<Rule> + kNumStates<Rule>);
+    args.push_back({"param", param, true});
+    PyObject* const* inputs = tuple_items(input_tuple, kNumInputs<Rule>, "inputs");
+    for (int i = 0; i < kNumInputs<Rule>; ++i) args.push_back({Rule::kInputs[i], inputs[i], false});
+    PyObject* const* states = tuple_items(state_tuple, kNumStates<Rule>, "states");
+    for (int k = 0; k < kNumStates<Rule>; ++k) {
+      if (!uses_state<Rule>(k, flags)) continue;
+      const optim::StateSpec& spec = Rule::kStates[k];
+      const py::handle state = states[k];
+      if (state.is_none() && *spec.when != '\0') {
+        throw py::value_error(label + spec.name + ": required when " + spec.when);
+      }
+      args.push_back({spec.name, state, true});
+    }
+    auto batch = std::make_unique<TensorBatch>(std::move(args), stream_, std::move(label));
+    DeviceScalarArgs scalars(device_scalars, *batch, stream_);
+    entries_.push_back({h, std::move(batch), std::move(scalars)});
+  }
+
+  void check() const {
+    std::vector<const TensorBatch*> views;
+    views.reserve(entries_.size());
+    for (const Entry& e : entries_) views.push_back(e.batch.get());
+    check_disjoint(views);
+  }
+
   py::handle stream_;
-  std::vector<typename Rule::Hyper> hypers_;
-  std::vector<std::unique_ptr<TensorBatch>> batches_;
-  std::vector<std::unique_ptr<DeviceScalarArgs>> scalars_;
+  std::vector<Entry> entries_;
 };
 
 inline py::object str_or_none(const char* text) {
