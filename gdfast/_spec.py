@@ -6,6 +6,7 @@ checks live here and nowhere else."""
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -97,23 +98,27 @@ class Rule:
     fields: Tuple[Field, ...]  # in the kernel's order: options, then scalar states
     step: str  # "counted" (state["step"], as torch), "first_call" (SGD) or "none" (Lion)
 
-    @property
+    @functools.cached_property
     def options(self) -> Tuple[Field, ...]:
         """The hyperparameters (reals and flags)."""
         return tuple(f for f in self.fields if f.kind != "scalar_state")
 
-    @property
+    @functools.cached_property
     def scalar_states(self) -> Tuple[Field, ...]:
         """Per-parameter scalars kept on the host (NAdam's mu_product, ASGD's eta and mu)."""
         return tuple(f for f in self.fields if f.kind == "scalar_state")
 
-    @property
+    @functools.cached_property
     def reals(self) -> Tuple[str, ...]:
         return tuple(f.name for f in self.fields if f.kind == "real")
 
-    @property
+    @functools.cached_property
     def state_names(self) -> Tuple[str, ...]:
         return tuple(s.name for s in self.states)
+
+    @functools.cached_property
+    def _check_reals(self) -> Callable[..., None]:
+        return checker(self, with_step=False)
 
     def plan(self, hyper: Tuple[Any, ...]) -> Tuple[str, ...]:
         """The states a step with this hyper tuple reads and writes (ValueError for option
@@ -134,10 +139,9 @@ class Rule:
         return float(values[field.start_from]) if field.start_from else float(field.default)
 
     def check(self, values: Mapping[str, Any]) -> None:
-        """Raise TypeError/ValueError naming the first hyperparameter out of its range."""
-        for f in self.fields:
-            if f.kind == "real" and f.name in values:
-                _check_one(f.name, values[f.name], f.range)
+        """Raise TypeError/ValueError naming the first hyperparameter out of its range (every
+        real one must be in ``values``)."""
+        self._check_reals(*[values[n] for n in self.reals], 1.0)
 
 
 def _check_one(name: str, value: Any, r: Range) -> None:

@@ -12,12 +12,16 @@ tensor, checking that nothing was replaced a fraction of that.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 from . import _core
 from ._spec import RULES, Rule, State
+
+# Values a group may hold that cannot change without being replaced (a tensor lr can).
+_IMMUTABLE = frozenset((float, int, bool, str, tuple, type(None)))
 
 # Constructor arguments that hold two of a rule's hyperparameters.
 PAIRS: Dict[str, Tuple[str, str]] = {
@@ -38,6 +42,16 @@ class Constructor:
     fixed: Mapping[str, Any]
     doc: str
 
+    @functools.cached_property
+    def group_keys(self) -> Tuple[str, ...]:
+        """The group entries hyper_values reads."""
+        plain, pairs = self._sources
+        return tuple(n for n, _ in plain) + tuple(p[0] for p in pairs)
+
+    @functools.cached_property
+    def field_names(self) -> Tuple[str, ...]:
+        return tuple(f.name for f in self.rule.fields)
+
     def defaults(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Dict[str, Any]:
         """Every argument after ``params``, as a param group stores it."""
         bound = self.signature.bind(*args, **kwargs)
@@ -47,19 +61,25 @@ class Constructor:
     def hyper_values(self, group: Mapping[str, Any]) -> Dict[str, Any]:
         """The rule's hyperparameters from a param group, pairs unpacked (betas -> beta1,
         beta2); one a group lacks (an older state_dict's) takes the rule's default."""
-        out: Dict[str, Any] = {}
-        names = {f.name for f in self.rule.options}
-        for key, (a, b) in PAIRS.items():
-            if key in group and a in names:
-                value = group[key]
-                try:
-                    out[a], out[b] = value
-                except (TypeError, ValueError):
-                    raise ValueError(f"{key}: expected a pair ({a}, {b}), got {value!r}") from None
-        for f in self.rule.options:
-            if f.name not in out:
-                out[f.name] = group.get(f.name, f.default)
+        plain, pairs = self._sources
+        out = {name: group.get(name, default) for name, default in plain}
+        for key, a, b, defaults in pairs:
+            value = group.get(key, defaults)
+            try:
+                out[a], out[b] = value
+            except (TypeError, ValueError):
+                raise ValueError(f"{key}: expected a pair ({a}, {b}), got {value!r}") from None
         return out
+
+    @functools.cached_property
+    def _sources(self) -> Tuple[Tuple[Tuple[str, Any], ...], Tuple[Tuple[Any, ...], ...]]:
+        """Where hyper_values finds each hyperparameter: (name, default) read as such, and
+        (group key, first, second, defaults) for the pairs."""
+        options = {f.name: f.default for f in self.rule.options}
+        pairs = tuple((key, a, b, (options[a], options[b])) for key, (a, b) in PAIRS.items()
+                      if a in options)
+        paired = {name for _, a, b, _ in pairs for name in (a, b)}
+        return tuple((n, d) for n, d in options.items() if n not in paired), pairs
 
 
 CONSTRUCTORS: Dict[str, Constructor] = {}
@@ -88,77 +108,70 @@ def make_class(ctor: Constructor, base: type, module: str) -> type:
                                      "__module__": module, "__qualname__": ctor.name})
 
 
-class Cell:
-    """A per-parameter scalar (step count, scalar state) kept as a Python number in its state
-    dict (the NumPy front end). The torch front end keeps tensors and reads them through views."""
-
-    __slots__ = ("store", "key")
-
-    def __init__(self, store: Dict[str, Any], key: str) -> None:
-        self.store, self.key = store, key
-
-    def get(self) -> Any:
-        return self.store[self.key]
-
-    def set(self, value: Any) -> None:
-        self.store[self.key] = value
-
-
 class Member:
     """One parameter of a batch: where its state lives and what the kernel gets of it."""
 
-    __slots__ = ("key", "param", "identity", "store", "is_new", "states", "holders", "cells",
-                 "created")
+    __slots__ = ("key", "param", "position", "store", "is_new", "states", "holders", "created",
+                 "objects")
 
-    def __init__(self, key: Hashable, param: Any, identity: Any, store: Dict[str, Any],
+    def __init__(self, key: Hashable, param: Any, position: int, store: Dict[str, Any],
                  is_new: bool) -> None:
-        self.key, self.param, self.identity = key, param, identity
+        self.key, self.param, self.position = key, param, position
         self.store = store  # the param's state dict (a new one is stored after the step)
         self.is_new = is_new
         self.states: List[Any] = []  # the state objects, per used state name
         self.holders: Dict[str, Any] = {}  # step count and scalar states, as stored
-        self.cells: Dict[str, Any] = {}  # read and write those (valid once they are stored)
         self.created: Dict[str, Any] = {}  # made for this step, stored once it succeeded
+        self.objects: List[Tuple[str, Any]] = []  # (name, object) the store must still hold
 
 
 class Batch:
     """Params of one group stepped by one kernel call: same dtype and device, same step count
     and scalar states. Kept across steps while :meth:`StepPath._unchanged` holds."""
 
-    __slots__ = ("names", "members", "param_arrays", "state_arrays", "values", "first_call")
+    __slots__ = ("names", "members", "params", "positions", "identities", "param_arrays",
+                 "state_args", "values", "first_call", "front")
 
-    def __init__(self, names: Tuple[str, ...], members: List[Member], param_arrays: List[Any],
-                 state_arrays: List[List[Any]], values: Dict[str, Any], first_call: bool) -> None:
+    def __init__(self, names: Tuple[str, ...], members: List[Member], identities: Any,
+                 param_arrays: List[Any], state_args: Tuple[Any, ...], values: Dict[str, Any],
+                 first_call: bool) -> None:
         self.names, self.members = names, members
-        self.param_arrays, self.state_arrays = param_arrays, state_arrays
+        self.params = [m.param for m in members]
+        self.positions = [m.position for m in members]  # in the step's list of members
+        self.identities = identities
+        self.param_arrays, self.state_args = param_arrays, state_args
         self.values = values  # the step count and scalar states of every member
         self.first_call = first_call  # states made on this call are written before read (SGD)
+        self.front: Any = None  # what the front end keeps per batch
+
+
+Members = List[Tuple[Hashable, Any, Any]]  # (state key, param, grad array)
 
 
 class StepPath:
     """The shared part of a stateful optimizer. Front ends set ``_ctor`` and implement the
-    hooks below; they keep ``param_groups`` and ``state`` themselves."""
+    hooks below; they keep ``param_groups`` and ``state`` (a param's state dict by its key:
+    its index for NumPy, the tensor for torch) themselves."""
 
     _ctor: Constructor
     param_groups: List[Dict[str, Any]]
+    state: Dict[Any, Dict[str, Any]]
     # Per group id: (group, its member keys, its batches), from the last step.
     _batch_cache: Dict[int, Tuple[Dict[str, Any], Tuple[Hashable, ...], List[Batch]]]
+    # Per group id: (group, the values it was checked with, the check's result).
+    _checked_cache: Dict[int, Tuple[Dict[str, Any], List[Any], Any]]
+    # Step counts and scalar states are objects updated in place (tensors), not numbers.
+    _scalars_are_objects = False
+    # Hyperparameters go through _host before the checks (torch: tensors to numbers).
+    _converts_host_values = False
 
     # -- hooks ---------------------------------------------------------------------------------
     def _host(self, value: Any) -> Any:
         """A hyperparameter as the range checks see it (torch: a tensor lr as a number)."""
         return value
 
-    def _stored(self, key: Hashable) -> Optional[Dict[str, Any]]:
-        """The param's state dict, or None if it has none yet."""
-        raise NotImplementedError
-
-    def _store(self, key: Hashable, store: Dict[str, Any]) -> None:
-        """Keep a new param's state dict (after its first successful step)."""
-        raise NotImplementedError
-
-    def _identity(self, param: Any) -> Any:
-        """What must not change for the param's cached arrays to stay valid."""
+    def _identities(self, params: List[Any]) -> Any:
+        """What must not change in the params for their cached arrays to stay valid."""
         return None
 
     def _batch_key(self, param: Any) -> Hashable:
@@ -177,17 +190,30 @@ class StepPath:
         return value
 
     def _read(self, holder: Any) -> Any:
-        """A stored step count or scalar state's value (None: not readable on the host)."""
+        """A stored step count or scalar state's value (None: not read on the host)."""
         return holder
 
-    def _cell(self, member: Member, name: str, holder: Any) -> Any:
-        """Reads (get) and writes (set) the stored scalar ``name`` once it is stored."""
-        return Cell(member.store, name)
+    def _scalar_values(self, batch: Batch) -> Optional[Dict[str, Any]]:
+        """The batch's stored step count and scalar states, or None if they differ between
+        its members (one was edited in place)."""
+        values = {}
+        for name in batch.values:
+            seen = {m.store[name] for m in batch.members}
+            if len(seen) != 1:
+                return None
+            values[name] = seen.pop()
+        return values
 
-    def _device_call(self, batch: Batch, hyper: Dict[str, Any], step: Any,
-                     amp: Mapping[str, Any]) -> Tuple[Any, Any, Dict[str, Any], Any]:
-        """(stream, device_scalars, hyper, step) for a batch: CPU arrays need neither."""
-        return None, None, hyper, step
+    def _set_scalar_values(self, batch: Batch, values: Mapping[str, Any]) -> None:
+        """Store a step's new step count and scalar states for every member."""
+        for m in batch.members:
+            m.store.update(values)
+
+    def _device_call(self, batch: Batch, group: Mapping[str, Any], values: Dict[str, Any],
+                     step: Any, amp: Mapping[str, Any]) -> Tuple[Any, Any, Dict[str, Any], Any, Any]:
+        """(stream, device_scalars, values, step, grad_scale) for a batch: CPU arrays take no
+        stream and no device scalars."""
+        return None, None, values, step, amp["grad_scale"]
 
     def _after_step(self, batches: List[Batch]) -> None:
         """After a successful call (torch: bump the version counters of what was written)."""
@@ -195,8 +221,10 @@ class StepPath:
     # -- checks --------------------------------------------------------------------------------
     def _hyper_tuple(self, values: Mapping[str, Any], scalars: Mapping[str, Any], step: Any,
                      grad_scale: Any) -> Tuple[Any, ...]:
-        return tuple(scalars[f.name] if f.kind == "scalar_state" else values[f.name]
-                     for f in self._ctor.rule.fields) + (step, grad_scale)
+        if not scalars or len(scalars) == 1 and "step" in scalars:  # no scalar states
+            return (*[values[n] for n in self._ctor.field_names], step, grad_scale)
+        return (*[scalars[n] if n in scalars else values[n] for n in self._ctor.field_names],
+                step, grad_scale)
 
     def _scalar_starts(self, values: Mapping[str, Any]) -> Dict[str, float]:
         rule = self._ctor.rule
@@ -205,10 +233,25 @@ class StepPath:
     def _checked_group(self, group: Mapping[str, Any], where: str
                        ) -> Tuple[Dict[str, Any], Tuple[str, ...]]:
         """The group's hyperparameters (range-checked) and the states a step with them uses;
-        TypeError/ValueError prefixed with ``where`` otherwise."""
+        TypeError/ValueError prefixed with ``where`` otherwise. A group whose values are the
+        same immutable objects as at its last check is not checked again."""
+        keys = self._ctor.group_keys
+        snapshot = [group.get(k) for k in keys]
+        cached = self._checked_cache.get(id(group))
+        if (cached is not None and cached[0] is group
+                and all(a is b and type(a) in _IMMUTABLE for a, b in zip(snapshot, cached[1]))):
+            return cached[2]
+        result = self._check_group(group, where)
+        self._checked_cache[id(group)] = (group, snapshot, result)
+        return result
+
+    def _check_group(self, group: Mapping[str, Any], where: str
+                     ) -> Tuple[Dict[str, Any], Tuple[str, ...]]:
         rule = self._ctor.rule
         try:
-            values = {k: self._host(v) for k, v in self._ctor.hyper_values(group).items()}
+            values = self._ctor.hyper_values(group)
+            if self._converts_host_values:
+                values = {k: self._host(v) for k, v in values.items()}
             rule.check(values)
             names = rule.plan(self._hyper_tuple(values, self._scalar_starts(values), 1, 1.0))
         except (TypeError, ValueError) as e:
@@ -216,39 +259,34 @@ class StepPath:
         return values, names
 
     # -- stepping ------------------------------------------------------------------------------
-    def _step_all(self, members_of: Callable[[int, Dict[str, Any]], List[Tuple[Any, Any, Any]]],
+    def _step_all(self, members_of: Callable[[int, Dict[str, Any]], Members],
                   amp: Mapping[str, Any]) -> None:
-        """One step of every group, in one kernel call. ``members_of(i, group)`` lists (key,
-        param, grad array) for the params with gradients, raising for a bad one. ``amp`` holds
-        grad_scale (a number, or a CUDA tensor) and, for CUDA, found_inf."""
+        """One step of every group, in one kernel call. ``members_of(i, group)`` lists (state
+        key, param, grad array) for the params with gradients, raising for a bad one. ``amp``
+        holds grad_scale (a number, or a CUDA tensor) and, for CUDA, found_inf."""
         checked = [self._checked_group(g, f"param_groups[{i}]: ")
                    for i, g in enumerate(self.param_groups)]
         work: List[Tuple[Batch, List[Any], Dict[str, Any], Dict[str, Any]]] = []
-        for i, (group, (values, names)) in enumerate(zip(self.param_groups, checked)):
+        for i, group in enumerate(self.param_groups):
             members = members_of(i, group)
             if members:
-                grads = {key: g for key, _, g in members}
+                values, names = checked[i]
                 for batch in self._batches(group, members, names, values):
-                    work.append((batch, [grads[m.key] for m in batch.members], group, values))
+                    work.append((batch, [members[k][2] for k in batch.positions], group, values))
         if not work:
             return
         calls, stream = [], None
         for batch, grads, group, values in work:
-            call_stream, device_scalars, hyper, step = self._device_call(
-                batch, {**values, "grad_scale": amp["grad_scale"]}, self._step_arg(batch),
-                {**amp, "group": group})
+            call_stream, device_scalars, values, step, grad_scale = self._device_call(
+                batch, group, values, self._step_arg(batch), amp)
             stream = stream if call_stream is None else call_stream
-            calls.append((batch.param_arrays, (grads,), self._state_args(batch),
-                          self._hyper_tuple(hyper, batch.values, step, hyper["grad_scale"]),
-                          "", device_scalars))
+            calls.append((batch.param_arrays, (grads,), batch.state_args,
+                          self._hyper_tuple(values, batch.values, step, grad_scale), "",
+                          device_scalars))
         results = _core.step(self._ctor.rule.id, calls, stream)
         for k, (batch, _, _, _) in enumerate(work):
             self._commit(batch, None if results is None else results[k])
         self._after_step([w[0] for w in work])
-
-    def _state_args(self, batch: Batch) -> Tuple[Any, ...]:
-        by_name = dict(zip(batch.names, batch.state_arrays))
-        return tuple(by_name.get(name) for name in self._ctor.rule.state_names)
 
     def _step_arg(self, batch: Batch) -> Any:
         kind = self._ctor.rule.step
@@ -261,30 +299,30 @@ class StepPath:
 
     def _commit(self, batch: Batch, scalars: Optional[Tuple[float, ...]]) -> None:
         """After a successful call: store what was made for it, advance counts and scalars."""
-        new_values = dict(batch.values)
-        if "step" in new_values and new_values["step"] is not None:
-            new_values["step"] = int(new_values["step"]) + 1
-        if scalars is not None:
-            new_values.update(zip((f.name for f in self._ctor.rule.scalar_states), scalars))
         for m in batch.members:
             if m.created:
                 m.store.update(m.created)
                 m.created = {}
-            if m.is_new and m.store:
-                self._store(m.key, m.store)
+            if m.is_new and m.store:  # a stateless param (plain SGD) stores nothing
+                self.state[m.key] = m.store
                 m.is_new = False
-            for name, cell in m.cells.items():
-                cell.set(new_values[name])
-                m.holders[name] = m.store.get(name)
+        new_values = dict(batch.values)
+        if new_values.get("step") is not None:
+            new_values["step"] = int(new_values["step"]) + 1
+        if scalars is not None:
+            new_values.update(zip((f.name for f in self._ctor.rule.scalar_states), scalars))
+        if new_values:
+            self._set_scalar_values(batch, new_values)
         batch.values = new_values
         batch.first_call = False
 
     # -- batches -------------------------------------------------------------------------------
-    def _batches(self, group: Dict[str, Any], members: List[Tuple[Any, Any, Any]],
-                 names: Tuple[str, ...], values: Mapping[str, Any]) -> List[Batch]:
+    def _batches(self, group: Dict[str, Any], members: Members, names: Tuple[str, ...],
+                 values: Mapping[str, Any]) -> List[Batch]:
         keys = tuple(key for key, _, _ in members)
         cached = self._batch_cache.get(id(group))
-        if (cached is not None and cached[0] is group and cached[1] == keys
+        if (cached is not None and cached[0] is group and len(cached[1]) == len(keys)
+                and all(a is b for a, b in zip(cached[1], keys))
                 and all(self._unchanged(b, names) for b in cached[2])):
             return cached[2]
         batches = self._new_batches(members, names, values)
@@ -297,38 +335,33 @@ class StepPath:
         ``batch.values`` from the stored values."""
         if names != batch.names:  # e.g. amsgrad switched on
             return False
+        if batch.identities is not None and self._identities(batch.params) != batch.identities:
+            return False
+        stored = self.state.get
         for m in batch.members:
-            store = self._stored(m.key)
-            if store is None and m.is_new:  # a stateless param (plain SGD) stores nothing
-                store = m.store
-            if store is not m.store or self._identity(m.param) != m.identity:
+            store = stored(m.key)
+            if store is not m.store and not (store is None and m.is_new):  # (plain SGD: none)
                 return False
-            for name, obj in zip(names, m.states):
-                if store.get(name) is not obj:
+            get = m.store.get
+            for name, obj in m.objects:
+                if get(name) is not obj:
                     return False
-            for name, holder in m.holders.items():
-                if store.get(name) is not holder:
-                    return False
-        values = {}
-        for name in batch.values:
-            seen = {m.cells[name].get() for m in batch.members}
-            if len(seen) > 1:
-                return False
-            values[name] = seen.pop()
+        values = self._scalar_values(batch)
+        if values is None:
+            return False
         batch.values = values
         return True
 
-    def _new_batches(self, members: List[Tuple[Any, Any, Any]], names: Tuple[str, ...],
+    def _new_batches(self, members: Members, names: Tuple[str, ...],
                      values: Mapping[str, Any]) -> List[Batch]:
         rule = self._ctor.rule
         specs = {s.name: s for s in rule.states}
         starts = self._scalar_starts(values)
         scalar_names = (("step",) if rule.step == "counted" else ()) + tuple(starts)
         by_key: Dict[Hashable, List[Member]] = {}
-        for key, p, _ in members:
-            stored = self._stored(key)
-            m = Member(key, p, self._identity(p), {} if stored is None else stored,
-                       stored is None)
+        for position, (key, p, _) in enumerate(members):
+            stored = self.state.get(key)
+            m = Member(key, p, position, {} if stored is None else stored, stored is None)
             for name in names:
                 obj = m.store.get(name)
                 if obj is None:
@@ -342,11 +375,17 @@ class StepPath:
                     holder = m.created[name] = self._new_scalar(
                         p, name, 0 if name == "step" else starts[name])
                 m.holders[name] = holder
-                m.cells[name] = self._cell(m, name, holder)
+            m.objects = list(zip(names, m.states))
+            if self._scalars_are_objects:
+                m.objects += m.holders.items()
             first_call = any(specs[n].init == "unset" for n in m.created if n in specs)
             scalar_values = tuple(self._read(m.holders[n]) for n in scalar_names)
             by_key.setdefault((self._batch_key(p), first_call, scalar_values), []).append(m)
-        return [Batch(names, ms, [self._array(m.param) for m in ms],
-                      [[self._array(m.states[k]) for m in ms] for k in range(len(names))],
-                      dict(zip(scalar_names, scalar_values)), first_call)
-                for (_, first_call, scalar_values), ms in by_key.items()]
+        batches = []
+        for (_, first_call, scalar_values), ms in by_key.items():
+            arrays = {name: [self._array(m.states[k]) for m in ms] for k, name in enumerate(names)}
+            batches.append(Batch(names, ms, self._identities([m.param for m in ms]),
+                                 [self._array(m.param) for m in ms],
+                                 tuple(arrays.get(n) for n in rule.state_names),
+                                 dict(zip(scalar_names, scalar_values)), first_call))
+        return batches

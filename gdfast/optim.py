@@ -66,7 +66,7 @@ class Optimizer(StepPath):
         self.defaults = defaults
         self.param_groups: List[ParamGroup] = []
         self.state: Dict[int, Dict[str, Any]] = {}
-        self._batch_cache = {}
+        self._batch_cache, self._checked_cache = {}, {}
         groups: List[Any] = list(params) if not isinstance(params, np.ndarray) else [params]
         if not groups:
             raise ValueError("params: optimizer got an empty parameter list")
@@ -128,12 +128,6 @@ class Optimizer(StepPath):
         return [p for g in self.param_groups for p in g["params"]]
 
     # -- the hooks of the shared step path ---------------------------------------------------
-    def _stored(self, key: Hashable) -> Optional[Dict[str, Any]]:
-        return self.state.get(key)  # type: ignore[call-overload]
-
-    def _store(self, key: Hashable, store: Dict[str, Any]) -> None:
-        self.state[key] = store  # type: ignore[index]
-
     def _batch_key(self, param: Any) -> Hashable:
         return param.dtype.char
 
@@ -197,7 +191,7 @@ class Optimizer(StepPath):
             self._checked_group(group, f"state_dict['param_groups'][{gi}]: ")
         self.state = new_state
         self.param_groups = new_groups
-        self._batch_cache = {}
+        self._batch_cache, self._checked_cache = {}, {}
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

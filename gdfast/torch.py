@@ -22,7 +22,7 @@ import torch
 from . import _constructors  # noqa: F401  (registers the constructors)
 from . import _device, cuda
 from ._spec import State
-from ._stepping import CONSTRUCTORS, Batch, Member, StepPath, make_class
+from ._stepping import CONSTRUCTORS, Batch, StepPath, make_class
 
 __all__ = ["Optimizer"] + list(CONSTRUCTORS)
 
@@ -40,54 +40,13 @@ def _scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-class _CpuCell:
-    """A scalar tensor on the CPU, read and written through a NumPy view (no torch dispatch:
-    float() of it is ~8x faster than of the tensor)."""
-
-    __slots__ = ("view",)
-
-    def __init__(self, t: torch.Tensor) -> None:
-        self.view = t.detach().numpy()
-
-    def get(self) -> float:
-        return float(self.view)
-
-    def set(self, value: Any) -> None:
-        self.view[...] = value
-
-
-class _DeviceCell:
-    """A scalar tensor on a device: read on the host (a synchronisation) and written there."""
-
-    __slots__ = ("t",)
-
-    def __init__(self, t: torch.Tensor) -> None:
-        self.t = t
-
-    def get(self) -> float:
-        return float(self.t)
-
-    def set(self, value: Any) -> None:
-        self.t.fill_(value)
-
-
-class _CapturableCount:
-    """A capturable step count: it stays on the device and is never read on the host."""
-
-    __slots__ = ()
-
-    def get(self) -> None:
-        return None
-
-    def set(self, value: Any) -> None:
-        """Advanced on the device by :meth:`Optimizer._after_step`."""
-
-
 class Optimizer(StepPath, torch.optim.Optimizer):
     """Shared by every class of this module: the torch front end of gdfast's step path."""
 
     # GradScaler then hands us grad_scale/found_inf instead of unscaling in a separate pass.
     _step_supports_amp_scaling = True
+    _scalars_are_objects = True  # step counts and scalar states: tensors updated in place
+    _converts_host_values = True  # a tensor lr (or betas) is checked as a number
 
     def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any) -> None:
         defaults = self._ctor.defaults(args, kwargs)
@@ -105,8 +64,8 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         lr = defaults.get("lr")
         if torch.is_tensor(lr) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
+        self._batch_cache, self._checked_cache = {}, {}
         self._checked_group(defaults, "")
-        self._batch_cache = {}
         torch.optim.Optimizer.__init__(self, params, defaults)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
@@ -154,22 +113,25 @@ class Optimizer(StepPath, torch.optim.Optimizer):
             g = p.grad
             if g is None:
                 continue
-            if g.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            try:  # the fast path: a real CPU grad that does not require grad
-                array = _as_array(g) if g.is_complex() else g.numpy()
-            except (RuntimeError, TypeError):  # requires grad (create_graph=True), or on
-                array = _as_array(g)  # another device: the kernel's checks name the problem
+            try:  # the fast path: a dense CPU grad that does not require grad
+                array = g.numpy()
+                if array.dtype.kind == "c":
+                    array = _as_array(g)
+            except (RuntimeError, TypeError):  # sparse, requires grad (create_graph=True), or
+                if g.is_sparse:  # on another device: the kernel's checks name the problem
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse "
+                                       "gradients") from None
+                array = _as_array(g)
             out.append((p, p, array))
         return out
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self._batch_cache = {}  # new state tensors (and param groups)
+        self._batch_cache, self._checked_cache = {}, {}  # new state tensors and param groups
         super().load_state_dict(state_dict)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:  # unpickling, copy.deepcopy
         super().__setstate__(state)
-        self._batch_cache = {}
+        self._batch_cache, self._checked_cache = {}, {}
 
     # -- the hooks of the shared step path ---------------------------------------------------
     def _host(self, value: Any) -> Any:
@@ -182,14 +144,8 @@ class Optimizer(StepPath, torch.optim.Optimizer):
             return 0.0 if value.device.type == "cuda" else float(value)
         return value
 
-    def _stored(self, key: Hashable) -> Optional[Dict[str, Any]]:
-        return self.state.get(key)  # type: ignore[arg-type]
-
-    def _store(self, key: Hashable, store: Dict[str, Any]) -> None:
-        self.state[key] = store  # type: ignore[index]
-
-    def _identity(self, param: Any) -> Any:
-        return param.data_ptr(), param.shape  # p.data replaced or reshaped
+    def _identities(self, params: List[Any]) -> Any:
+        return [(p.data_ptr(), p.shape) for p in params]  # p.data replaced or reshaped
 
     def _batch_key(self, param: Any) -> Hashable:
         return param.dtype, param.device
@@ -212,43 +168,64 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         return torch.tensor(float(value), dtype=_scalar_dtype(), device=device)
 
     def _read(self, holder: Any) -> Any:
-        if self._capturable_count(holder):
-            return None
-        return float(holder)
-
-    def _cell(self, member: Member, name: str, holder: Any) -> Any:
-        if self._capturable_count(holder):
-            return _CapturableCount()
-        return _CpuCell(holder) if holder.device.type == "cpu" else _DeviceCell(holder)
+        return None if self._capturable_count(holder) else float(holder)
 
     def _capturable_count(self, holder: Any) -> bool:
         return bool(self.defaults.get("capturable")) and holder.device.type != "cpu"
 
-    def _device_call(self, batch: Batch, hyper: Dict[str, Any], step: Any,
-                     amp: Mapping[str, Any]) -> Tuple[Any, Any, Dict[str, Any], Any]:
+    def _front(self, batch: Batch) -> Tuple[Dict[str, Optional[List[Any]]], List[torch.Tensor]]:
+        """Per batch, made once: its step counts and scalar states as NumPy views (CPU; no torch
+        dispatch to read or write them, ~8x faster) or tensors (None: a capturable count, never
+        read on the host), and the tensors a step writes."""
+        if batch.front is None:
+            views: Dict[str, Optional[List[Any]]] = {}
+            for name in batch.values:
+                holders = [m.holders[name] for m in batch.members]
+                views[name] = None if self._capturable_count(holders[0]) else [
+                    h.detach().numpy() if h.device.type == "cpu" else h for h in holders]
+            written = [t for m in batch.members
+                       for t in (m.param, *m.states, *m.holders.values())]
+            batch.front = (views, written)
+        return batch.front  # type: ignore[no-any-return]
+
+    def _scalar_values(self, batch: Batch) -> Optional[Dict[str, Any]]:
+        out: Dict[str, Any] = {}
+        for name, views in self._front(batch)[0].items():
+            if views is None:
+                out[name] = None
+                continue
+            seen = set(map(float, views))
+            if len(seen) != 1:
+                return None
+            out[name] = seen.pop()
+        return out
+
+    def _set_scalar_values(self, batch: Batch, values: Mapping[str, Any]) -> None:
+        for name, views in self._front(batch)[0].items():
+            if views is not None:
+                for view in views:
+                    view[...] = values[name]
+
+    def _device_call(self, batch: Batch, group: Mapping[str, Any], values: Dict[str, Any],
+                     step: Any, amp: Mapping[str, Any]) -> Tuple[Any, Any, Dict[str, Any], Any, Any]:
         first = batch.members[0].param
         if first.device.type == "cpu":
-            return None, None, hyper, step
-        group = amp["group"]
-        lr = group["lr"]
+            return None, None, values, step, amp["grad_scale"]
         if step is None:  # capturable: the count after this step, computed on the device
             step = batch.members[0].holders["step"] + 1
-        lr_arg = lr if group.get("capturable") and torch.is_tensor(lr) else hyper["lr"]
+        lr = group["lr"]
+        lr_arg = lr if group.get("capturable") and torch.is_tensor(lr) else values["lr"]
         _, stream, scalars, grad_scale, lr_arg, step = _device.prepare(
             first, amp["grad_scale"], amp.get("found_inf"), lr_arg, step)
-        return stream, scalars, {**hyper, "lr": lr_arg, "grad_scale": grad_scale}, step
+        return stream, scalars, {**values, "lr": lr_arg}, step, grad_scale
 
     def _after_step(self, batches: List[Batch]) -> None:
         written: List[torch.Tensor] = []
         for batch in batches:
-            for m in batch.members:
-                written.append(m.param)
-                written.extend(m.states)
-                counts = [h for h in m.holders.values() if torch.is_tensor(h)]
-                written.extend(counts)
-            steps = [m.holders["step"] for m in batch.members
-                     if "step" in m.holders and self._capturable_count(m.holders["step"])]
-            if steps:  # capturable counts advance on the device, unless found_inf skipped it
+            views, tensors = self._front(batch)
+            written += tensors
+            if views.get("step", []) is None:  # capturable counts advance on the device,
+                steps = [m.holders["step"] for m in batch.members]  # unless found_inf skipped
                 torch._foreach_add_(steps, 1)
                 if "found_inf" in self._amp:
                     torch._foreach_sub_(steps, [self._amp["found_inf"]] * len(steps))
