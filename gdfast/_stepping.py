@@ -98,7 +98,7 @@ def make_class(ctor: Constructor, base: type, module: str) -> type:
     """The front end's class for a constructor: ``base.__init__(self, params, *args,
     **kwargs)`` under the constructor's name, signature (for help()) and docstring."""
     def __init__(self: Any, params: Any, *args: Any, **kwargs: Any) -> None:
-        base.__init__(self, params, *args, **kwargs)
+        base.__init__(self, params, *args, **kwargs)  # type: ignore[misc]
 
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
     __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -146,6 +146,8 @@ class Batch:
 
 
 Members = List[Tuple[Hashable, Any, Any]]  # (state key, param, grad array)
+CheckedGroup = Tuple[Dict[str, Any], Tuple[str, ...]]  # hyperparameters, used state names
+DeviceCall = Tuple[Any, Any, Dict[str, Any], Any, Any]  # stream, device scalars, hyper, step, scale
 
 
 class StepPath:
@@ -155,11 +157,11 @@ class StepPath:
 
     _ctor: Constructor
     param_groups: List[Dict[str, Any]]
-    state: Dict[Any, Dict[str, Any]]
+    state: Any  # Dict[key, Dict[str, Any]]: torch.optim's is a defaultdict keyed by tensor
     # Per group id: (group, its member keys, its batches), from the last step.
     _batch_cache: Dict[int, Tuple[Dict[str, Any], Tuple[Hashable, ...], List[Batch]]]
     # Per group id: (group, the values it was checked with, the check's result).
-    _checked_cache: Dict[int, Tuple[Dict[str, Any], List[Any], Any]]
+    _checked_cache: Dict[int, Tuple[Mapping[str, Any], List[Any], "CheckedGroup"]]
     # Step counts and scalar states are objects updated in place (tensors), not numbers.
     _scalars_are_objects = False
     # Hyperparameters go through _host before the checks (torch: tensors to numbers).
@@ -210,7 +212,7 @@ class StepPath:
             m.store.update(values)
 
     def _device_call(self, batch: Batch, group: Mapping[str, Any], values: Dict[str, Any],
-                     step: Any, amp: Mapping[str, Any]) -> Tuple[Any, Any, Dict[str, Any], Any, Any]:
+                     step: Any, amp: Mapping[str, Any]) -> "DeviceCall":
         """(stream, device_scalars, values, step, grad_scale) for a batch: CPU arrays take no
         stream and no device scalars."""
         return None, None, values, step, amp["grad_scale"]
@@ -230,8 +232,7 @@ class StepPath:
         rule = self._ctor.rule
         return {f.name: rule.scalar_start(f, values) for f in rule.scalar_states}
 
-    def _checked_group(self, group: Mapping[str, Any], where: str
-                       ) -> Tuple[Dict[str, Any], Tuple[str, ...]]:
+    def _checked_group(self, group: Mapping[str, Any], where: str) -> CheckedGroup:
         """The group's hyperparameters (range-checked) and the states a step with them uses;
         TypeError/ValueError prefixed with ``where`` otherwise. A group whose values are the
         same immutable objects as at its last check is not checked again."""
@@ -245,8 +246,7 @@ class StepPath:
         self._checked_cache[id(group)] = (group, snapshot, result)
         return result
 
-    def _check_group(self, group: Mapping[str, Any], where: str
-                     ) -> Tuple[Dict[str, Any], Tuple[str, ...]]:
+    def _check_group(self, group: Mapping[str, Any], where: str) -> CheckedGroup:
         rule = self._ctor.rule
         try:
             values = self._ctor.hyper_values(group)
@@ -358,7 +358,7 @@ class StepPath:
         specs = {s.name: s for s in rule.states}
         starts = self._scalar_starts(values)
         scalar_names = (("step",) if rule.step == "counted" else ()) + tuple(starts)
-        by_key: Dict[Hashable, List[Member]] = {}
+        by_key: Dict[Tuple[Hashable, bool, Tuple[Any, ...]], List[Member]] = {}
         for position, (key, p, _) in enumerate(members):
             stored = self.state.get(key)
             m = Member(key, p, position, {} if stored is None else stored, stored is None)

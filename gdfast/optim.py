@@ -129,7 +129,7 @@ class Optimizer(StepPath):
 
     # -- the hooks of the shared step path ---------------------------------------------------
     def _batch_key(self, param: Any) -> Hashable:
-        return param.dtype.char
+        return str(param.dtype.char)
 
     def _new_state(self, param: Any, state: State, fill: float) -> Any:
         if state.init == "unset":

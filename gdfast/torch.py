@@ -19,10 +19,13 @@ from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optio
 
 import torch
 
-from . import _constructors  # noqa: F401  (registers the constructors)
-from . import _device, cuda
+from . import (
+    _constructors,  # noqa: F401  (registers the constructors)
+    _device,
+    cuda,
+)
 from ._spec import State
-from ._stepping import CONSTRUCTORS, Batch, StepPath, make_class
+from ._stepping import CONSTRUCTORS, Batch, DeviceCall, StepPath, make_class
 
 __all__ = ["Optimizer"] + list(CONSTRUCTORS)
 
@@ -207,7 +210,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
                     view[...] = values[name]
 
     def _device_call(self, batch: Batch, group: Mapping[str, Any], values: Dict[str, Any],
-                     step: Any, amp: Mapping[str, Any]) -> Tuple[Any, Any, Dict[str, Any], Any, Any]:
+                     step: Any, amp: Mapping[str, Any]) -> DeviceCall:
         first = batch.members[0].param
         if first.device.type == "cpu":
             return None, None, values, step, amp["grad_scale"]

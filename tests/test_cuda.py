@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import gdfast
+from gdfast._spec import RULES
 
+import cases
 from conftest import run_python
 
 
@@ -35,25 +37,26 @@ needs_gpu = pytest.mark.skipif(
 pytestmark = [pytest.mark.cuda]
 
 SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, 4096 * 3 + 5, 1_000_003]
-CONFIGS = {
-    "sgd-momentum": ("sgd_", 1, dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
-    "sgd-nesterov": ("sgd_", 1, dict(lr=0.1, momentum=0.9, nesterov=True, maximize=True)),
-    "adam": ("adam_", 2, dict(lr=1e-2)),
-    "adamw-amsgrad": ("adam_", 3, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True,
-                                       amsgrad=True)),
-    "lion": ("lion_", 1, dict(lr=1e-3, weight_decay=0.1)),
-}
+# Every rule of the registry, with each of its cases' large variants (their widest options).
+CONFIGS = {f"{case.name}-{name}": (case.name, case.hyper(case.variant(name)))
+           for case in cases.CASES for name in case.large_variants}
 
 
-def _call(name, arrays, nstates, kwargs, step):
-    fn = getattr(gdfast.ops, name)
+def _steps(rule_name, arrays, hyper, steps):
+    """``steps`` calls of gdfast.ops.<rule>_ on (param, grad, *used states), scalar states
+    carried from one call to the next."""
+    rule = RULES[rule_name]
+    op = getattr(gdfast.ops, rule_name + "_")
     p, g, *states = arrays
-    kw = dict(kwargs)
-    if name != "lion_":
-        kw["step"] = step
-    if kw.get("amsgrad"):
-        kw["max_exp_avg_sq"] = states.pop()
-    fn(p, g, *states, **kw)
+    used = rule.plan(rule.batch(None, (None,), {}, hyper, 1)[3])
+    scalars = {}
+    for step in range(1, steps + 1):
+        scalars = op(p, g, **dict(zip(used, states)), step=step, **hyper, **scalars) or {}
+
+
+def _used_states(rule_name, hyper):
+    rule = RULES[rule_name]
+    return len(rule.plan(rule.batch(None, (None,), {}, hyper, 1)[3]))
 
 
 @needs_gpu
@@ -61,15 +64,15 @@ def _call(name, arrays, nstates, kwargs, step):
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 @pytest.mark.parametrize("n", SIZES, ids=lambda n: f"n={n}")
 def test_gpu_bitwise_equals_cpu(config, n, dtype):
-    name, nstates, kwargs = CONFIGS[config]
+    rule_name, hyper = CONFIGS[config]
     rng = np.random.default_rng(n)
-    host = [rng.standard_normal(n).astype(dtype) for _ in range(2 + nstates)]
-    for extra in host[3:]:
-        np.abs(extra, out=extra)
+    # param, grad and the states, all nonnegative states (second moments, step sizes)
+    host = [rng.standard_normal(n).astype(dtype) for _ in range(2)]
+    host += [np.abs(rng.standard_normal(n)).astype(dtype)
+             for _ in range(_used_states(rule_name, hyper))]
     device = [torch.from_numpy(a.copy()).cuda() for a in host]
-    for step in range(1, 4):
-        _call(name, host, nstates, kwargs, step)
-        _call(name, device, nstates, kwargs, step)
+    _steps(rule_name, host, hyper, 3)
+    _steps(rule_name, device, hyper, 3)
     torch.cuda.synchronize()
     for h, d in zip(host, device):
         np.testing.assert_array_equal(d.cpu().numpy().view(np.uint8), h.view(np.uint8))

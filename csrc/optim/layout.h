@@ -51,9 +51,8 @@ struct Registers {
     for (int i = 0; i < L::kNumInputs; ++i) r.in[i] = load_slot(1 + i);
     for_each_index(
         [&](auto k) {
-          if constexpr (L::used(decltype(k)::value)) {
-            r.state[k] = load_slot(L::slot(decltype(k)::value));
-          }
+          constexpr int kState = decltype(k)::value;
+          if constexpr (L::used(kState)) r.state[kState] = load_slot(L::slot(kState));
         },
         std::make_integer_sequence<int, L::kNumStates>{});
     return r;
@@ -64,9 +63,8 @@ struct Registers {
     store_slot(0, param);
     for_each_index(
         [&](auto k) {
-          if constexpr (L::used(decltype(k)::value)) {
-            store_slot(L::slot(decltype(k)::value), state[k]);
-          }
+          constexpr int kState = decltype(k)::value;
+          if constexpr (L::used(kState)) store_slot(L::slot(kState), state[kState]);
         },
         std::make_integer_sequence<int, L::kNumStates>{});
   }
