@@ -1,6 +1,7 @@
 """One tensor, fp32: every optimizer, sizes 1e4..1e7, gdfast against every installed reference
-(NumPy expressions, torch.optim for-loop/foreach/fused, lion-pytorch, DeepSpeed CPUAdam) and
-the bound. The headline: Adam at 1e6 and 1e7, gdfast vs NumPy vs torch.optim.Adam(fused=True).
+(NumPy running the reference rule, torch.optim for-loop/foreach/fused, lion-pytorch, DeepSpeed
+CPUAdam/CPUAdagrad) and the bounds. The headline: Adam at 1e6 and 1e7, gdfast vs NumPy vs
+torch.optim.Adam(fused=True).
 """
 
 from __future__ import annotations

@@ -21,7 +21,12 @@ from . import _core
 from ._spec import RULES, Rule, State
 
 # Values a group may hold that cannot change without being replaced (a tensor lr can).
-_IMMUTABLE = frozenset((float, int, bool, str, tuple, type(None)))
+_SCALARS = frozenset((float, int, bool, str, type(None)))
+
+
+def _frozen(value: Any) -> bool:
+    return type(value) in _SCALARS or (type(value) is tuple
+                                       and all(type(x) in _SCALARS for x in value))
 
 # Constructor arguments that hold two of a rule's hyperparameters.
 PAIRS: Dict[str, Tuple[str, str]] = {
@@ -240,7 +245,7 @@ class StepPath:
         snapshot = [group.get(k) for k in keys]
         cached = self._checked_cache.get(id(group))
         if (cached is not None and cached[0] is group
-                and all(a is b and type(a) in _IMMUTABLE for a, b in zip(snapshot, cached[1]))):
+                and all(a is b and _frozen(a) for a, b in zip(snapshot, cached[1]))):
             return cached[2]
         result = self._check_group(group, where)
         self._checked_cache[id(group)] = (group, snapshot, result)

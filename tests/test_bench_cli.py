@@ -1,27 +1,53 @@
-"""gdfast-bench: argument handling, the JSON schema, the --compare regression logic and the
-correctness gate. Tiny sizes and batches; no timing is asserted."""
+"""gdfast-bench: argument handling, the JSON schema, the --compare regression logic, the
+correctness gate, the cases derived from gdfast's registry and their competitors. Tiny sizes
+and batches; no timing is asserted."""
 
 from __future__ import annotations
 
+import ast
 import copy
+import dataclasses
 import io
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional
+import types
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
 
 import gdfast
-from gdfast.bench import cli, compare, progress, report
-from gdfast.bench.bandwidth import ARITH_BLOCK, ARITH_ELEMENTS_PER_CALL, ArithBound
-from gdfast.bench.cases import CASES, Case, rtol
-from gdfast.bench.gate import Gate
-from gdfast.bench.impls import Implementation, NumpyRunner, Runner, registry
+from gdfast._stepping import CONSTRUCTORS
+from gdfast.bench import cli, compare, gate, impls, progress, report
+from gdfast.bench.cases import CASES, DEFAULT, TORCH_PATHS, Case, parse_optimizers
+from gdfast.bench.gate import Gate, rtol
+from gdfast.bench.impls import (
+    ARITH_BLOCK,
+    ARITH_ELEMENTS_PER_CALL,
+    ARITH_STEP,
+    ArithBound,
+    DeepSpeed,
+    GdfastRunner,
+    Implementation,
+    NumpyRunner,
+    Runner,
+    TorchOptim,
+    registry,
+    state_starts,
+)
 from gdfast.bench.workloads import make_data, many_small, parse_sizes, single
+
+# What each case's step reads and writes besides param and grad: the state arrays its options
+# use, written down from torch's documentation, not from the registry the bench derives them
+# from.
+STATES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2, "lion": 1, "rmsprop": 1,
+          "adagrad": 1, "adadelta": 2, "adamax": 2, "nadam": 2, "radam": 2, "asgd": 1,
+          "rprop": 2}
 
 # One 1000-element tensor, one batch of >= 1 ms: each run takes a fraction of a second.
 TINY = ["--sizes", "1000", "--lists", "none", "--batches", "1", "--batch-time", "0.001",
@@ -96,6 +122,21 @@ def test_modes_presets() -> None:
     assert cli.MODES["quick"]["sizes"] == [10**4, 10**6]
     assert cli.MODES["default"]["sizes"][0] == 10**3 and cli.MODES["default"]["sizes"][-1] == 10**8
     assert set(cli.MODES["default"]["lists"]) == {"gpt2-small", "1000x1024"}
+    # a plain run keeps its duration: the first five cases; --full and "all" step every one
+    for mode, expected in (("quick", list(DEFAULT)), ("default", list(DEFAULT)),
+                           ("full", list(CASES))):
+        config = cli._config(cli.build_parser(), cli.build_parser().parse_args(
+            [f"--{mode}"] if mode != "default" else []), [], registry())
+        assert [c.name for c in config.cases] == expected
+
+
+def test_parse_optimizers() -> None:
+    assert [c.name for c in parse_optimizers("all")] == list(STATES)
+    assert [c.name for c in parse_optimizers("default")] == [
+        "sgd", "momentum", "adam", "adamw", "lion"]
+    assert [c.name for c in parse_optimizers(" nadam,asgd , nadam")] == ["nadam", "asgd"]
+    with pytest.raises(ValueError, match="adamx"):
+        parse_optimizers("adam,adamx")
 
 
 def test_list_names_every_implementation(capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,8 +158,7 @@ def test_python_dash_m_runs() -> None:
 
 
 def test_json_schema_and_contents(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = TINY + ["--sizes", "1000,3000", "--optimizers", "sgd,momentum,adam,adamw,lion",
-                   "--impls", "gdfast,numpy"]
+    argv = TINY + ["--sizes", "1000,3000", "--optimizers", "all", "--impls", "gdfast,numpy"]
     code, doc, out = run_json(argv, tmp_path, capsys)
     assert code == 0
     report.validate(doc)
@@ -126,11 +166,14 @@ def test_json_schema_and_contents(tmp_path: Any, capsys: pytest.CaptureFixture[s
     assert doc["command"][0] == "gdfast-bench" and "--impls" in doc["command"]
     assert doc["config"]["sizes"] == [1000, 3000]
     assert doc["config"]["dtype"] == "float32"
+    assert doc["config"]["optimizers"] == list(STATES)
     assert set(doc["implementations"]) == {"gdfast", "numpy", "bound", "arith"}
-    state_bytes = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8, "lion": 4}
-    move_bytes = {"sgd": 12, "momentum": 20, "adam": 28, "adamw": 28, "lion": 20}
+    # fp32: 4 bytes per state element kept; read p, g, states and write p, states back
+    state_bytes = {name: 4 * k for name, k in STATES.items()}
+    move_bytes = {name: 4 * (3 + 2 * k) for name, k in STATES.items()}
     for name in state_bytes:
         assert doc["cases"][name]["bytes_per_elem"] == move_bytes[name]
+        assert len(doc["cases"][name]["states"]) == STATES[name]
         for workload in ("1e3", "3e3"):
             group = rows_of(doc, optimizer=name, workload=workload)
             assert [r["implementation"] for r in group] == ["gdfast", "numpy", "bound", "arith"]
@@ -143,6 +186,7 @@ def test_json_schema_and_contents(tmp_path: Any, capsys: pytest.CaptureFixture[s
             assert gd["pct_bound"] > 0 and npy["pct_bound"] > 0
             assert arith["pct_bound"] is None  # a bound of its own, not a share of the stream's
             assert gd["state_bytes_per_param"] == state_bytes[name]
+            # NumPy runs reference.py, which keeps the states it needs itself: the same bytes
             assert npy["state_bytes_per_param"] == state_bytes[name]
             assert bound["pct_bound"] == pytest.approx(100.0)
             assert gd["best_ref"] == "numpy"
@@ -259,14 +303,17 @@ def test_progress_plain_counts_groups() -> None:
 # The correctness gate
 
 
+def with_lr_scaled(case: Case, factor: float) -> Case:
+    return dataclasses.replace(case, kwargs={**case.kwargs, "lr": case.kwargs["lr"] * factor})
+
+
 class WrongLr(Implementation):
-    """NumPy's rules with the learning rate 1% too high: close, and wrong."""
+    """gdfast with the learning rate 1% too high: close, and wrong."""
 
     name = "wrong-lr"
 
     def build(self, case: Case, data: Any) -> Runner:
-        hyper = dict(case.hyper, lr=case.hyper["lr"] * 1.01)
-        return NumpyRunner(Case(case.name, case.family, case.n_states, hyper), data)
+        return GdfastRunner(with_lr_scaled(case, 1.01), data, None)
 
 
 class Raises(Implementation):
@@ -375,9 +422,64 @@ def test_gate_tolerance_separates_rounding_from_error(name: str, dtype: Any) -> 
     assert not gate.verdict(nan).ok
 
 
-def test_every_installed_reference_passes_the_gate(tmp_path: Any,
+@pytest.mark.parametrize("workload", [single(5000), many_small(3, 700)], ids=lambda w: w.name)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(CASES))
+def test_gdfast_passes_the_gate_and_a_wrong_lr_fails_it(name: str, dtype: Any,
+                                                        workload: Any) -> None:
+    """Every case: gdfast (generic runner: states by name, step counts per the rule's kind,
+    scalar states carried) agrees with reference.py in float64 after GATE_STEPS steps, within
+    the gate's tolerance; with the learning rate 1% off, it does not."""
+    case = CASES[name]
+    data = make_data(workload, dtype)
+    check = Gate(case, data)
+    for runner in (GdfastRunner(case, data, None),
+                   GdfastRunner(with_lr_scaled(case, 1.01), data, None)):
+        verdict = check.check(runner)
+        right = runner.case is case
+        assert verdict.ok == right, verdict.message
+        if right:  # measured: at most 0.062 of the tolerance (lion, float32 list)
+            assert verdict.worst < 0.25
+        else:  # measured: at least 750x the tolerance (radam, float32 list)
+            assert verdict.worst > 10.0
+        runner.close()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_wrong_reference_fails_gdfast(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate compares against reference.py's rule of the case's rule: a reference whose
+    update is 2% off makes gdfast fail it (so the gate reads that rule, for every case)."""
+    case = CASES[name]
+    right = gate.STEPS[case.rule.name]
+
+    def wrong(p: Any, g: Any, state: Any, **hyper: Any) -> Any:
+        new = right(p, g, state, **hyper)
+        return p + (new - p) * 1.02
+
+    monkeypatch.setitem(gate.STEPS, case.rule.name, wrong)
+    data = make_data(single(2000), np.float32)
+    verdict = Gate(case, data).check(GdfastRunner(case, data, None))
+    assert not verdict.ok and "wrong result" in verdict.message
+
+
+def test_numpy_competitor_runs_the_reference_in_the_arrays_dtype() -> None:
+    """NumPy's runner is reference.py's rule applied per tensor in the arrays' own dtype: on
+    float64 arrays it reproduces the gate's float64 reference exactly."""
+    for case in CASES.values():
+        data = make_data(many_small(2, 300), np.float64)
+        check = Gate(case, data)
+        runner = NumpyRunner(case, data)
+        verdict = check.check(runner)
+        assert verdict.ok and verdict.worst == 0.0, (case.name, verdict.message)
+        assert all(p.dtype == np.float64 for p in runner.params)
+        runner.close()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_installed_reference_passes_the_gate(tmp_path: Any, dtype: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """The references' semantics match gdfast's (torch.optim, lion-pytorch)."""
+    """The references' semantics match gdfast's (torch.optim, lion-pytorch), for every case
+    and in float64 too (where torch's float32 scalar states would not be accurate enough)."""
     pytest.importorskip("torch")
     names = ["gdfast", "numpy", "torch-loop", "torch-foreach", "torch-fused"]
     try:
@@ -386,7 +488,8 @@ def test_every_installed_reference_passes_the_gate(tmp_path: Any,
         names.append("lion-pytorch")
     except ImportError:
         pass
-    argv = TINY + ["--impls", ",".join(names), "--threads", "1"]
+    argv = TINY + ["--impls", ",".join(names), "--threads", "1", "--optimizers", "all",
+                   "--dtype", dtype]
     code, doc, _ = run_json(argv, tmp_path, capsys)
     assert code == 0
     bad = [(r["optimizer"], r["implementation"], r["message"]) for r in doc["rows"]
@@ -394,6 +497,10 @@ def test_every_installed_reference_passes_the_gate(tmp_path: Any,
     assert not bad
     ok = {r["implementation"] for r in rows_of(doc, status="ok")}
     assert ok == set(names) | {"bound", "arith"}
+    for case in CASES.values():  # each case against every competitor its row names
+        got = {r["implementation"] for r in rows_of(doc, optimizer=case.name, status="ok")}
+        named = {f"torch-{path}" for path in case.torch} | {p.impl for p in case.packages}
+        assert got == {"gdfast", "numpy", "bound", "arith"} | (named & set(names))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,7 +644,7 @@ def test_runs_with_numpy_only() -> None:
 
 @pytest.mark.parametrize("workload", [single(3000), single(100_000), many_small(5, 7000)],
                          ids=lambda w: w.name)
-def test_arith_bound_steps_a_block_repeatedly_and_scales_to_the_workload(workload):
+def test_arith_bound_steps_a_block_repeatedly_and_scales_to_the_workload(workload: Any) -> None:
     """One timed step of the arithmetic bound = `repeats` gdfast steps on the workload's first
     block, and its time is scaled by exactly (workload elements) / (elements stepped)."""
     case = CASES["adam"]
@@ -548,13 +655,259 @@ def test_arith_bound_steps_a_block_repeatedly_and_scales_to_the_workload(workloa
     assert block * runner.repeats >= max(workload.numel, ARITH_ELEMENTS_PER_CALL)
     (param,) = runner.params
     first = np.concatenate([p.reshape(-1) for p in data.p0])[:block]
-    grad = np.concatenate([g.reshape(-1) for g in data.grads])[:block]
     np.testing.assert_array_equal(param, first)
-    runner.step()
-    expected, m, v = first.copy(), np.zeros(block, np.float32), np.zeros(block, np.float32)
-    h = case.hyper
-    for _ in range(runner.repeats):  # every repeat uses the call's step count, 1
-        gdfast.ops.adam_(expected, grad, m, v, step=1, lr=h["lr"], beta1=h["beta1"],
-                         beta2=h["beta2"], eps=h["eps"])
-    np.testing.assert_array_equal(param, expected)
     assert runner.state_bytes() == 0
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_arith_bound_repeats_the_rules_step_in_place(name: str) -> None:
+    """The arithmetic bound's call (_core.run_repeated on the rule's batch) is bitwise the
+    case's op applied `repeats` times in place, each at the bound's steady-state step count
+    and the scalar states' starting values, from the states' declared starts."""
+    case = CASES[name]
+    data = make_data(single(3000), np.float32)
+    runner = ArithBound().build(case, data)
+    runner.step()
+    rule = case.rule
+    expected, grad = data.p0[0].copy(), data.grads[0]
+    starts = state_starts(case)
+    states = {n: np.full(3000, starts[n], np.float32) for n in case.states}
+    op = getattr(gdfast.ops, f"{rule.name}_")
+    step = ARITH_STEP[rule.step] if rule.step != "none" else None
+    for _ in range(runner.repeats):
+        op(expected, grad, **states, step=step, **case.hyper)
+    np.testing.assert_array_equal(runner.params[0], expected)
+    for n in case.states:
+        np.testing.assert_array_equal(runner.states[n][0], states[n])
+
+
+# ---------------------------------------------------------------------------------------------
+# The cases: one row each, everything else from the registry; who competes where
+
+
+def test_cases_derive_from_the_registry() -> None:
+    assert list(CASES) == list(STATES)
+    assert {c.rule.name for c in CASES.values()} == {
+        CONSTRUCTORS[n].rule.name for n in gdfast.optimizers()}  # every rule is benchmarked
+    for case in CASES.values():
+        assert case.constructor is CONSTRUCTORS[case.ctor]
+        assert len(case.states) == STATES[case.name] <= 3  # _core.stream takes up to 3
+        assert set(case.states) <= set(case.rule.state_names)
+        # the kernel's hyperparameters: the constructor's defaults, overridden by the row
+        ctor = case.constructor
+        assert case.hyper == ctor.hyper_values({**ctor.defaults((), {}), **case.kwargs})
+        assert case.title.startswith(f"{case.ctor}(lr=")
+        assert case.torch or case.packages, "every case has a competitor besides NumPy"
+        assert set(case.torch) <= set(TORCH_PATHS)
+    assert CASES["adamw"].hyper["decoupled_weight_decay"] is True
+    assert CASES["momentum"].states == ("momentum_buffer",)
+    with pytest.raises(TypeError):  # a misspelt argument is an error, not a silent default
+        dataclasses.replace(CASES["adam"], kwargs={"learning_rate": 1e-3}).hyper
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_rows_name_the_torch_paths_torch_has(name: str) -> None:
+    """A row lists exactly the code paths torch.optim.<ctor> takes on CPU: a listed one builds
+    and steps, an unlisted one is refused by torch (fused=True on RMSprop and the other
+    unfused rules raises)."""
+    torch = pytest.importorskip("torch")
+    case = CASES[name]
+    cls = getattr(torch.optim, case.ctor, None)
+    if not case.torch:
+        assert cls is None
+        return
+    for path in TORCH_PATHS:
+        p = torch.nn.Parameter(torch.ones(4))
+        p.grad = torch.ones(4)
+        try:
+            cls([p], **case.kwargs, **TorchOptim.FLAGS[path]).step()
+            works = True
+        except (TypeError, RuntimeError, ValueError):
+            works = False
+        assert works == (path in case.torch), path
+
+
+def test_slow_references_are_the_ones_a_faster_reference_of_the_case_beats() -> None:
+    impl = {i.name: i for i in registry()}
+    for case in CASES.values():
+        fused = "fused" in case.torch
+        assert impl["numpy"].slow_for(case) and impl["torch-loop"].slow_for(case)
+        assert impl["torch-foreach"].slow_for(case) == fused
+        assert not impl["torch-fused"].slow_for(case)
+        assert not impl["lion-pytorch"].slow_for(case) and not impl["deepspeed"].slow_for(case)
+    f32 = np.dtype(np.float32)
+    assert impl["torch-fused"].supports(CASES["rmsprop"], f32) == (
+        "torch.optim has no fused path for it on CPU")
+    assert impl["torch-loop"].supports(CASES["lion"], f32) == "not in torch.optim"
+    assert impl["lion-pytorch"].supports(CASES["adam"], f32) == "not in lion-pytorch"
+    assert impl["deepspeed"].supports(CASES["adagrad"], f32) is None
+    assert impl["deepspeed"].supports(CASES["adagrad"], np.dtype(np.float64)) is not None
+
+
+def test_foreach_is_timed_at_any_size_where_torch_has_no_fused_path(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Above --slow-limit, torch foreach is skipped where torch fused beats it, and kept as
+    the best torch reference where there is none."""
+    pytest.importorskip("torch")
+    argv = TINY + ["--optimizers", "adam,nadam", "--impls", "gdfast,torch-foreach,torch-fused",
+                   "--slow-limit", "500"]
+    code, doc, _ = run_json(argv, tmp_path, capsys)
+    assert code == 0
+    (adam,) = rows_of(doc, optimizer="adam", implementation="torch-foreach")
+    (nadam,) = rows_of(doc, optimizer="nadam", implementation="torch-foreach")
+    assert adam["status"] == "skipped" and "slow" in adam["message"]
+    assert nadam["status"] == "ok"
+
+
+def _fake_deepspeed(monkeypatch: pytest.MonkeyPatch, torch: Any) -> List[Dict[str, Any]]:
+    """A stand-in deepspeed package: CPUAdam is torch's Adam/AdamW by adamw_mode; CPUAdagrad's
+    op "fails to build" (its first step raises). Returns the constructor calls made."""
+    calls: List[Dict[str, Any]] = []
+
+    class CPUAdam:
+        def __new__(cls, params: Any, adamw_mode: bool = True, **kwargs: Any) -> Any:
+            calls.append(dict(kwargs, adamw_mode=adamw_mode))
+            return (torch.optim.AdamW if adamw_mode else torch.optim.Adam)(params, **kwargs)
+
+    class CPUAdagrad(torch.optim.Adagrad):  # type: ignore[misc]
+        def step(self, closure: Any = None) -> Any:
+            raise RuntimeError("ninja: build stopped")
+
+    root, ops, adam, adagrad = (types.ModuleType(f"deepspeed{tail}")
+                                for tail in ("", ".ops", ".ops.adam", ".ops.adagrad"))
+    adam.DeepSpeedCPUAdam = CPUAdam  # type: ignore[attr-defined]
+    adagrad.DeepSpeedCPUAdagrad = CPUAdagrad  # type: ignore[attr-defined]
+    for module in (root, ops, adam, adagrad):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(DeepSpeed, "_built", {})
+    return calls
+
+
+def test_deepspeed_runs_the_class_its_row_names_and_skips_one_that_does_not_build(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    calls = _fake_deepspeed(monkeypatch, torch)
+    argv = TINY + ["--optimizers", "adam,adamw,adagrad,rmsprop", "--impls", "gdfast,deepspeed"]
+    code, doc, _ = run_json(argv, tmp_path, capsys)
+    assert code == 0
+    group = {r["optimizer"]: r for r in rows_of(doc, implementation="deepspeed")}
+    assert group["adam"]["status"] == "ok" and group["adamw"]["status"] == "ok"
+    assert 0 <= group["adamw"]["gate_worst"] <= 1  # AdamW's decoupled decay: adamw_mode=True
+    assert group["adagrad"]["status"] == "skipped"
+    assert "DeepSpeedCPUAdagrad does not build here" in group["adagrad"]["message"]
+    assert "ninja" in group["adagrad"]["message"]
+    assert group["rmsprop"]["status"] == "skipped" and group["rmsprop"]["message"] == (
+        "not in deepspeed")
+    modes = {c["adamw_mode"] for c in calls if c.get("weight_decay") == 1e-2}
+    assert modes == {True}  # adamw's row; adam's rows pass adamw_mode=False
+    assert {c["adamw_mode"] for c in calls if "weight_decay" not in c and "lr" in c} == {False}
+
+
+def test_deepspeed_in_float64_is_skipped_with_a_reason(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    _fake_deepspeed(monkeypatch, torch)
+    argv = TINY + ["--optimizers", "adam", "--impls", "gdfast,deepspeed", "--dtype", "float64"]
+    code, doc, _ = run_json(argv, tmp_path, capsys)
+    assert code == 0
+    (row,) = rows_of(doc, implementation="deepspeed")
+    assert row["status"] == "skipped" and "float32 only" in row["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The structure: no optimizer named outside the rows and the reference; no upward imports
+
+BENCH = pathlib.Path(impls.__file__).resolve().parent
+
+
+def _code_words(path: pathlib.Path) -> Tuple[List[str], List[str]]:
+    """A module's identifiers (names, attributes, definitions, arguments, keywords) and its
+    string constants, docstrings left out (comments are not in the tree)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    identifiers: List[str] = []
+    strings: List[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            identifiers.append(node.id)
+        elif isinstance(node, ast.Attribute):
+            identifiers.append(node.attr)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            identifiers.append(node.name)
+        elif isinstance(node, ast.arg):
+            identifiers.append(node.arg)
+        elif isinstance(node, ast.keyword) and node.arg:
+            identifiers.append(node.arg)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in docstrings:
+                strings.append(node.value)
+    return identifiers, strings
+
+
+def _words(names: Any) -> Any:
+    """A name counts where it stands alone (``adam``, ``"lion"``, ``ops.adam_``), not inside
+    another (``lion-pytorch``, ``DeepSpeedCPUAdam``)."""
+    alternatives = "|".join(sorted(map(re.escape, names), key=len, reverse=True))
+    return re.compile(r"(?<![a-z0-9-])(" + alternatives + r")(?![a-z0-9-])", re.IGNORECASE)
+
+
+def test_no_per_optimizer_code_outside_the_rows_and_the_reference() -> None:
+    """Only cases.py (the rows) and reference.py (the formulas) name an optimizer; every other
+    module of gdfast/bench is generic: no optimizer's name in its code or strings, and no
+    hyperparameter looked up by name (``h["beta1"]``). Hyperparameter names as identifiers are
+    not checked: ``eps``, ``alpha`` and ``t0`` are also machine epsilon, matplotlib's opacity
+    and a start time."""
+    optimizers = _words(set(CASES) | {c.rule.name for c in CASES.values()} | set(CONSTRUCTORS))
+    fields = _words({f.name for c in CASES.values() for f in c.rule.fields})
+    checked = [p for p in sorted(BENCH.glob("*.py")) if p.name not in ("cases.py", "reference.py")]
+    assert len(checked) >= 12
+    found = {}
+    for path in checked:
+        identifiers, strings = _code_words(path)
+        bad = {w for w in identifiers + strings if optimizers.search(w)}
+        bad |= {w for w in strings if fields.fullmatch(w)}
+        if bad:
+            found[path.name] = sorted(bad)
+    assert found == {}
+    # the check can fail: the old impls.py called ops.adam_ and read h["beta1"]
+    assert optimizers.search("adam_") and optimizers.search("Adam") and fields.fullmatch("beta1")
+    assert not optimizers.search("lion-pytorch") and not optimizers.search("DeepSpeedCPUAdam")
+
+
+def _bench_imports(path: pathlib.Path) -> set:
+    """The gdfast.bench modules a module imports, anywhere in its code."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0 and module.startswith("gdfast.bench"):
+                module = module[len("gdfast.bench"):].lstrip(".")
+            elif node.level != 1:
+                continue
+            out |= {module.split(".")[0]} if module else {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[2] for a in node.names
+                    if a.name.startswith("gdfast.bench.")}
+    return out
+
+
+def test_low_level_modules_import_nothing_above_them() -> None:
+    """The layers, bottom up: optional, reference, workloads, progress, report; machine,
+    compare; timing; bandwidth. None imports the cases, the implementations or the suite."""
+    allowed = {
+        "optional": set(), "reference": set(), "workloads": set(), "progress": set(),
+        "report": set(), "plot": set(),
+        "machine": {"optional"}, "compare": {"report"},
+        "timing": {"machine"},
+        "bandwidth": {"optional", "timing"},
+    }
+    for module, ok in allowed.items():
+        got = _bench_imports(BENCH / f"{module}.py")
+        assert got <= ok, (module, got - ok)
+    # and the levels above still do what they did through these
+    assert "impls" not in _bench_imports(BENCH / "gate.py")

@@ -1,34 +1,103 @@
-"""The optimizers the benchmark steps: hyperparameters, in-place access pattern, and an
-independent float64 reference rule for the correctness gate.
+"""The optimizer configurations the benchmark steps, one row each: the name ``--optimizers``
+takes, the constructor (``gdfast.<Name>`` and ``torch.optim.<Name>`` share it), its keyword
+arguments as torch spells them, and who else runs it.
 
-A case is one optimizer configuration. Its access pattern (``n_states`` state arrays beside
-param and grad, every array read once and param + states written back in place) fixes the
-bytes one step must move, and so the bandwidth bound: ``(3 + 2 * n_states) * itemsize`` per
-element (fp32: SGD 12, momentum and Lion 20, Adam and AdamW 28).
+Everything else comes from gdfast's registry: the rule, its hyperparameters as the kernel and
+the reference take them, the states a step uses (``Rule.plan``) and so the bytes one in-place
+step must move: param, grad and every state read, param and states written back,
+``(3 + 2 * states) * itemsize`` per element (fp32: SGD 12, momentum, Lion, RMSprop, Adagrad and
+ASGD 20, Adam, AdamW and the other two-state rules 28). There are no formulas here: the
+correctness gate and the NumPy competitor run gdfast/bench/reference.py.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
+from gdfast._spec import Rule
+from gdfast._stepping import CONSTRUCTORS, Constructor
 
-Hyper = Mapping[str, Union[float, bool]]
+# torch.optim's CPU code paths (torch 2.13): a Python loop over tensors (foreach=False),
+# torch._foreach_* ops over the list (foreach=True), one fused kernel per tensor (fused=True,
+# which only SGD, Adam, AdamW and Adagrad accept on CPU).
+LOOP, FOREACH, FUSED = "loop", "foreach", "fused"
+TORCH_PATHS = (LOOP, FOREACH, FUSED)
+UNFUSED = (LOOP, FOREACH)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
+class Package:
+    """A torch-style optimizer class of another package, run as the implementation ``impl``:
+    ``<module>.<cls>(params, **case kwargs, **extra)``."""
+
+    impl: str  # what --impls names: "lion-pytorch", "deepspeed"
+    module: str
+    cls: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return f"{self.module}.{self.cls}"
+
+
+def _lion_pytorch() -> Package:
+    return Package("lion-pytorch", "lion_pytorch", "Lion", {"use_triton": False})
+
+
+def _deepspeed(module: str, cls: str, **extra: Any) -> Package:
+    return Package("deepspeed", f"deepspeed.ops.{module}", cls, extra)
+
+
+@dataclass(frozen=True, eq=False)
 class Case:
-    name: str  # what --optimizers names: sgd, momentum, adam, adamw, lion
-    family: str  # the gdfast op: sgd, adam, lion
-    n_states: int  # state arrays per parameter tensor
-    hyper: Hyper = field(default_factory=dict)
-    title: str = ""
+    name: str  # what --optimizers names
+    ctor: str  # the constructor: gdfast._stepping.CONSTRUCTORS key, torch.optim class name
+    kwargs: Mapping[str, Any]  # its keyword arguments after params (torch's names)
+    torch: Tuple[str, ...] = ()  # torch.optim.<ctor>'s code paths, from TORCH_PATHS
+    packages: Tuple[Package, ...] = ()  # other packages' optimizers running the same step
+    note: str = ""  # what the title should say besides the arguments
+
+    @functools.cached_property
+    def constructor(self) -> Constructor:
+        return CONSTRUCTORS[self.ctor]
+
+    @property
+    def rule(self) -> Rule:
+        return self.constructor.rule
+
+    @functools.cached_property
+    def hyper(self) -> Dict[str, Any]:
+        """The rule's hyperparameters, by the names gdfast.ops and the reference take
+        (``beta1``/``beta2``, not ``betas``), range-checked."""
+        ctor = self.constructor
+        values = ctor.hyper_values(ctor.defaults((), self.kwargs))
+        self.rule.check(values)
+        return values
+
+    @functools.cached_property
+    def states(self) -> Tuple[str, ...]:
+        """The state arrays a step uses (torch's names, the kernel's order)."""
+        return self.rule.plan(self.rule.batch(None, (None,), {}, self.hyper, 1)[3])
+
+    @property
+    def n_states(self) -> int:
+        return len(self.states)
+
+    @property
+    def title(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        return f"{self.ctor}({args})" + (f", {self.note}" if self.note else "")
 
     def bytes_per_elem(self, itemsize: int) -> int:
         """Bytes one in-place step must move per parameter (read p, g, states; write p,
         states back)."""
         return (3 + 2 * self.n_states) * itemsize
+
+    def package(self, impl: str) -> Optional[Package]:
+        """The optimizer class that implementation ``impl`` runs for this case, if any."""
+        return next((p for p in self.packages if p.impl == impl), None)
 
     def describe(self) -> str:
         return f"{self.name}: {self.title}"
@@ -37,88 +106,40 @@ class Case:
 CASES: Dict[str, Case] = {
     c.name: c
     for c in (
-        Case("sgd", "sgd", 0, {"lr": 1e-2}, "SGD lr=1e-2, no momentum"),
-        Case("momentum", "sgd", 1, {"lr": 1e-2, "momentum": 0.9}, "SGD lr=1e-2, momentum=0.9"),
-        Case("adam", "adam", 2,
-             {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
-             "Adam lr=1e-3, betas=(0.9, 0.999), eps=1e-8"),
-        Case("adamw", "adam", 2,
-             {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2,
-              "decoupled_weight_decay": True},
-             "AdamW lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2"),
-        Case("lion", "lion", 1, {"lr": 1e-4, "beta1": 0.9, "beta2": 0.99, "weight_decay": 1e-2},
-             "Lion lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-2"),
+        Case("sgd", "SGD", dict(lr=1e-2), TORCH_PATHS, note="no momentum"),
+        Case("momentum", "SGD", dict(lr=1e-2, momentum=0.9), TORCH_PATHS),
+        Case("adam", "Adam", dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8), TORCH_PATHS,
+             (_deepspeed("adam", "DeepSpeedCPUAdam", adamw_mode=False),)),
+        Case("adamw", "AdamW", dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2),
+             TORCH_PATHS, (_deepspeed("adam", "DeepSpeedCPUAdam", adamw_mode=True),)),
+        Case("lion", "Lion", dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-2),
+             packages=(_lion_pytorch(),)),
+        Case("rmsprop", "RMSprop", dict(lr=1e-2), UNFUSED),
+        Case("adagrad", "Adagrad", dict(lr=1e-2), TORCH_PATHS,
+             (_deepspeed("adagrad", "DeepSpeedCPUAdagrad"),)),
+        Case("adadelta", "Adadelta", dict(lr=1.0), UNFUSED),
+        Case("adamax", "Adamax", dict(lr=2e-3), UNFUSED),
+        Case("nadam", "NAdam", dict(lr=2e-3), UNFUSED),
+        Case("radam", "RAdam", dict(lr=1e-3), UNFUSED),
+        Case("asgd", "ASGD", dict(lr=1e-2), UNFUSED),
+        Case("rprop", "Rprop", dict(lr=1e-2), UNFUSED),
     )
 }
 
-
-# ---------------------------------------------------------------------------------------------
-# Float64 reference: the update rules as torch.optim 2.13 and lion-pytorch define them, written
-# plainly and independently of every implementation under test. Used on a sample of elements
-# only (every rule is elementwise), so it costs nothing even for 1e8-element workloads.
-
-
-def reference(case: Case, p0: np.ndarray, g: np.ndarray, steps: int) -> np.ndarray:
-    """The parameter after ``steps`` steps from ``p0`` with fresh (zero) state and the same
-    gradient ``g`` every step, computed in float64."""
-    h = case.hyper
-    p = np.array(p0, dtype=np.float64)
-    g = np.array(g, dtype=np.float64)
-    lr = float(h["lr"])
-    wd = float(h.get("weight_decay", 0.0))
-    if case.family == "sgd":
-        mom = float(h.get("momentum", 0.0))
-        buf = np.zeros_like(p)
-        for t in range(1, steps + 1):
-            d = g + wd * p
-            if mom:
-                buf = d.copy() if t == 1 else mom * buf + d
-                d = buf
-            p = p - lr * d
-    elif case.family == "adam":
-        b1, b2, eps = float(h["beta1"]), float(h["beta2"]), float(h["eps"])
-        decoupled = bool(h.get("decoupled_weight_decay", False))
-        m = np.zeros_like(p)
-        v = np.zeros_like(p)
-        for t in range(1, steps + 1):
-            d = g
-            if decoupled:
-                p = p * (1.0 - lr * wd)
-            else:
-                d = g + wd * p
-            m = b1 * m + (1.0 - b1) * d
-            v = b2 * v + (1.0 - b2) * d * d
-            m_hat = m / (1.0 - b1**t)
-            v_hat = v / (1.0 - b2**t)
-            p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
-    elif case.family == "lion":
-        b1, b2 = float(h["beta1"]), float(h["beta2"])
-        m = np.zeros_like(p)
-        for _ in range(steps):
-            c = b1 * m + (1.0 - b1) * g
-            p = p * (1.0 - lr * wd) - lr * np.sign(c)
-            m = b2 * m + (1.0 - b2) * g
-    else:  # pragma: no cover - CASES only holds the families above
-        raise ValueError(f"no reference for {case.family}")
-    return p
+# The cases a run without --optimizers steps: the benchmark's first five, whose figures the
+# README quotes (a default run: about 90 s on 2 cores). ``all`` adds the other eight, and
+# takes about 2.5 times as long.
+DEFAULT = ("sgd", "momentum", "adam", "adamw", "lion")
 
 
 def parse_optimizers(text: str) -> List[Case]:
-    """``"adam,lion"`` -> [CASES["adam"], CASES["lion"]]; ``"all"`` -> every case."""
-    names: Sequence[str] = list(CASES) if text.strip() == "all" else [
-        s.strip() for s in text.split(",") if s.strip()]
+    """``"adam,lion"`` -> [CASES["adam"], CASES["lion"]]; ``"all"`` -> every case;
+    ``"default"`` -> DEFAULT."""
+    text = text.strip()
+    names: Sequence[str] = (list(CASES) if text == "all" else DEFAULT if text == "default"
+                            else [s.strip() for s in text.split(",") if s.strip()])
     unknown = [n for n in names if n not in CASES]
     if unknown or not names:
         raise ValueError(f"unknown optimizer {', '.join(unknown) or '(none)'}; "
-                         f"choose from {', '.join(CASES)} or all")
+                         f"choose from {', '.join(CASES)}, default or all")
     return [CASES[n] for n in dict.fromkeys(names)]
-
-
-def rtol(dtype: np.dtype, steps: int) -> float:
-    """The gate's tolerance, relative to the parameter's magnitude plus the distance the
-    reference moved it: each step may round the parameter and its update a few times in the
-    implementation's dtype (torch's and gdfast's formulas differ in association), so
-    8 * steps * machine epsilon. In fp32 an update off by 1% (a wrong learning rate, a missing
-    bias correction) exceeds it several times over."""
-    return 8.0 * steps * float(np.finfo(dtype).eps)
-

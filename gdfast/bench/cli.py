@@ -11,9 +11,10 @@ import numpy as np
 
 from . import compare as compare_mod
 from . import machine, plot, progress, report
-from .bandwidth import ArithBound
-from .cases import CASES, parse_optimizers
-from .impls import Implementation, Unavailable, cpu_count, registry
+from .cases import CASES, DEFAULT, parse_optimizers
+from .impls import ArithBound, Implementation, registry
+from .machine import cpu_count
+from .optional import Unavailable
 from .suite import Config, Suite
 from .workloads import LISTS, parse_lists, parse_sizes
 
@@ -23,16 +24,20 @@ MODES: Dict[str, Dict[str, Any]] = {
     # ~10 s on 2 cores: cache-resident single tensors, the many-small list. DeepSpeed is left
     # out (its import and op load alone take ~6 s); name it in --impls to include it.
     "quick": dict(sizes=[10**4, 10**6], lists=["1000x1024"], batches=3, batch_time=0.01,
-                  machine_n=1 << 24, slow_limit=None, exclude=["deepspeed"]),
-    # ~1 min on 2 cores: the sweep 1e3..1e8 and both model lists; the references that a faster
-    # one of the same optimizer beats (NumPy, torch for-loop, torch foreach) only up to 1e7.
+                  machine_n=1 << 24, slow_limit=None, exclude=["deepspeed"],
+                  optimizers="default"),
+    # ~1.5 min on 2 cores: the sweep 1e3..1e8 and both model lists; the references that a
+    # faster one of the same optimizer beats (NumPy, torch for-loop, torch foreach where a
+    # fused path exists) only up to 1e7.
     "default": dict(sizes=[10**k for k in range(3, 9)], lists=list(LISTS), batches=5,
-                    batch_time=0.02, machine_n=1 << 24, slow_limit=10**7, exclude=[]),
-    # everything: half-decade sizes, 1 thread and all threads, every reference everywhere.
+                    batch_time=0.02, machine_n=1 << 24, slow_limit=10**7, exclude=[],
+                    optimizers="default"),
+    # everything: every optimizer, half-decade sizes, 1 thread and all threads, every
+    # reference everywhere.
     "full": dict(sizes=sorted({int(m * 10**k) for k in range(3, 9) for m in (1, 3)}
                               - {3 * 10**8}),
                  lists=list(LISTS), batches=7, batch_time=0.05, machine_n=1 << 26,
-                 slow_limit=None, exclude=[]),
+                 slow_limit=None, exclude=[], optimizers="all"),
 }
 
 
@@ -75,17 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gdfast-bench",
         description="Time gdfast's optimizer steps against the references installed here "
                     "(NumPy, torch.optim for-loop/foreach/fused, lion-pytorch, DeepSpeed "
-                    "CPUAdam), interleaved, each checked against a float64 reference first, "
-                    "and against the machine's in-place bandwidth measured in the same run.",
+                    "CPUAdam/CPUAdagrad), interleaved, each checked against a float64 "
+                    "reference first, and against the machine's in-place bandwidth measured "
+                    "in the same run.",
         epilog="Exit status: 0 fine, 1 --compare found a regression, 2 bad arguments, "
                "3 an implementation gave a wrong result or raised.")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="a ~10 s look (small sizes)")
     mode.add_argument("--full", action="store_true",
-                      help="everything: half-decade sizes, 1 and all threads, every reference "
-                           "at every size, longer batches")
-    p.add_argument("--optimizers", default="all", metavar="LIST",
-                   help=f"comma-separated, from {', '.join(CASES)}; or all (default)")
+                      help="everything: every optimizer, half-decade sizes, 1 and all threads, "
+                           "every reference at every size, longer batches")
+    p.add_argument("--optimizers", metavar="LIST",
+                   help=f"comma-separated, from {', '.join(CASES)}; or default "
+                        f"({','.join(DEFAULT)}: what a run steps unless --full); or all "
+                        "(every one: a run about 2.5x as long; --full's default)")
     p.add_argument("--sizes", metavar="LIST",
                    help="single-tensor sizes, e.g. 1e3,1e5,1e7; 'none' for no sweep "
                         "(default by mode; scaled down when memory is short)")
@@ -106,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-time", type=_positive_float, metavar="SECONDS",
                    help="minimum duration of one batch (k steps calibrated to it)")
     p.add_argument("--slow-limit", type=float, metavar="N",
-                   help="time the slower references (NumPy, torch for-loop and foreach) only "
-                        "up to N elements (default mode: 1e7; 0 = no limit)")
+                   help="time the slower references (NumPy, torch for-loop, and torch foreach "
+                        "where torch has a fused path) only up to N elements (default mode: "
+                        "1e7; 0 = no limit)")
     p.add_argument("--max-memory", type=_positive_float, metavar="GB",
                    help="memory the run may use (default: half of MemAvailable)")
     p.add_argument("--no-machine-bandwidth", action="store_true",
@@ -214,7 +223,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Lis
     name = "quick" if args.quick else "full" if args.full else "default"
     preset = MODES[name]
     try:
-        cases = parse_optimizers(args.optimizers)
+        cases = parse_optimizers(args.optimizers or preset["optimizers"])
         sizes = parse_sizes(args.sizes) if args.sizes is not None else list(preset["sizes"])
         lists = parse_lists(args.lists) if args.lists is not None else list(preset["lists"])
     except ValueError as exc:

@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from .report import fmt_time
-from .suite import row_key
+from .report import fmt_time, row_key
 
 
 @dataclass

@@ -1,19 +1,57 @@
 """The correctness gate: before an implementation is timed, its parameters after a few steps
-from the initial state are compared with the float64 reference (cases.reference) on a sample
-of elements. A wrong result is reported as an error, never as a time."""
+from the initial state are compared with the float64 reference (reference.py, the project's
+one) on a sample of elements. A wrong result is reported as an error, never as a time."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional, Protocol, Sequence
 
 import numpy as np
 
-from .cases import Case, reference, rtol
-from .impls import Runner
+from .cases import Case
+from .reference import STEPS
 from .workloads import Data
 
-GATE_STEPS = 3
+# Six steps: RAdam's rectified update starts at step 6 (rho_t > 5 with beta2 = 0.999), so
+# every branch a timed run takes is checked; the tolerance grows with the count (rtol).
+GATE_STEPS = 6
+
+
+def reference(case: Case, p0: np.ndarray, g: np.ndarray, steps: int) -> np.ndarray:
+    """The parameter after ``steps`` steps from ``p0`` with fresh state and the same gradient
+    ``g`` every step, computed in float64 (every rule is elementwise, so a sample of elements
+    stands for the whole tensor)."""
+    step = STEPS[case.rule.name]
+    p = np.array(p0, dtype=np.float64)
+    g = np.array(g, dtype=np.float64)
+    state: Dict[str, Any] = {}
+    for _ in range(steps):
+        p = step(p, g, state, **case.hyper)
+    return p
+
+
+def rtol(dtype: np.dtype, steps: int) -> float:
+    """The gate's tolerance, relative to the parameter's magnitude plus the distance the
+    reference moved it: each step may round the parameter and its update a few times in the
+    implementation's dtype (torch's and gdfast's formulas differ in association), so
+    8 * steps * machine epsilon. In fp32 an update off by 1% (a wrong learning rate, a missing
+    bias correction) exceeds it several times over."""
+    return 8.0 * steps * float(np.finfo(dtype).eps)
+
+
+class Steppable(Protocol):
+    """What the gate checks (an implementation's runner): reset to p0 with fresh state, one
+    step, and the stepped parameters."""
+
+    fresh: bool
+
+    @property
+    def params(self) -> Sequence[np.ndarray]: ...
+
+    def reset(self) -> None: ...
+
+    def step(self) -> None: ...
 
 
 @dataclass
@@ -43,7 +81,7 @@ class Gate:
         e = int(self.data.sample[t][i - self.offsets[t]])
         return f"tensor {t} element {e}" if len(self.data.sample) > 1 else f"element {e}"
 
-    def check(self, runner: Runner) -> Verdict:
+    def check(self, runner: Steppable) -> Verdict:
         """From fresh state (reset unless just built or reset), take ``steps`` steps, compare.
         Leaves the runner stepped (the gate's steps are its warm-up)."""
         if not getattr(runner, "fresh", False):

@@ -1,34 +1,31 @@
-"""The implementations compared: gdfast, and what a user would otherwise run.
+"""The implementations compared: gdfast, what a user would otherwise run, and the two bounds.
 
-Each :class:`Implementation` builds a :class:`Runner` for one optimizer case on one
+Each :class:`Implementation` builds a :class:`Runner` for one case (cases.py) on one
 workload's data. A runner owns its parameters and optimizer state (own copies; the gradients
 are shared and only read), exposes ``step`` (exactly one optimizer step, the timed unit) and
 can ``reset`` to the initial parameters with fresh state (for the correctness gate).
 
-Optional packages (torch, lion-pytorch, DeepSpeed) are imported only when an implementation
-that needs them is built; a missing one makes that implementation unavailable, with a reason.
+Nothing here knows an optimizer: gdfast's runner calls the case's rule through gdfast.ops with
+the states its plan names, NumPy runs the rule of reference.py, torch.optim and the other
+packages build the class the case's row names, with the case's keyword arguments. Optional
+packages (torch, lion-pytorch, DeepSpeed) are imported only when an implementation that needs
+them is built; a missing one makes that implementation unavailable, with a reason.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import logging
 import math
-import os
-import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cases import Case
-from .workloads import Data
+from .bandwidth import STREAM_SCALE
+from .cases import CASES, FUSED, LOOP, TORCH_PATHS, Case, Package
+from .optional import Unavailable, dist_version, load, quiet
+from .reference import STEPS
+from .workloads import Data, single
 
 Step = Callable[[], None]
-
-
-class Unavailable(Exception):
-    """The implementation cannot run here (package missing, op does not build, ...)."""
 
 
 class Runner:
@@ -46,7 +43,7 @@ class Runner:
         self.case = case
         self.data = data
         self.params = []
-        self.states: List[List[np.ndarray]] = []
+        self.states: Dict[str, List[np.ndarray]] = {}  # by torch's state name, per tensor
         self._pooled: List[np.ndarray] = []
 
     def _take(self, like: np.ndarray) -> np.ndarray:
@@ -54,19 +51,21 @@ class Runner:
         self._pooled.append(a)
         return a
 
-    def _own_arrays(self, n_states: int) -> None:
-        """Parameters and ``n_states`` state arrays per tensor, from the data's pool (filled
-        by reset)."""
+    def _own_arrays(self, states: Sequence[str]) -> None:
+        """Parameters and the named state arrays per tensor, from the data's pool (filled by
+        reset)."""
         self.params = [self._take(p) for p in self.data.p0]
-        self.states = [[self._take(p) for p in self.data.p0] for _ in range(n_states)]
+        self.states = {name: [self._take(p) for p in self.data.p0] for name in states}
 
     def _restore(self) -> None:
-        """Parameters = p0, states = 0."""
+        """Parameters = p0, every state at its start (zeros, or the hyperparameter the rule
+        fills it from)."""
         for p, p0 in zip(self.params, self.data.p0):
             np.copyto(p, p0)
-        for arrays in self.states:
+        starts = state_starts(self.case)
+        for name, arrays in self.states.items():
             for a in arrays:
-                a.fill(0)
+                a.fill(starts[name])
 
     def reset(self) -> None:
         """Parameters back to p0, optimizer state fresh, step count 0."""
@@ -81,12 +80,12 @@ class Runner:
 
     def state_bytes(self) -> int:
         """Bytes of optimizer state this implementation keeps (after at least one step)."""
-        return sum(a.nbytes for arrays in self.states for a in arrays)
+        return sum(a.nbytes for arrays in self.states.values() for a in arrays)
 
     def close(self) -> None:
         """Drop the references to big arrays; hand the pooled ones back."""
         self._drop()
-        self.params, self.states = [], []
+        self.params, self.states = [], {}
         self.data.pool.give(self._pooled)
         self._pooled = []
 
@@ -94,11 +93,17 @@ class Runner:
         """Subclasses: drop what else refers to the arrays."""
 
 
+def state_starts(case: Case) -> Dict[str, float]:
+    """Each state's first value, as the registry declares it: zeros, or every element at a
+    hyperparameter's value ("fill": Adagrad's sum, Rprop's step sizes). A state the first step
+    writes before reading ("unset") starts at zero too."""
+    return {s.name: float(case.hyper[s.fill_from]) if s.init == "fill" and s.fill_from else 0.0
+            for s in case.rule.states}
+
+
 class Implementation:
     name = ""
     kind = "reference"  # "gdfast", "reference" or "bound"
-    slow = False  # beaten by a faster reference of the same optimizer, and costly at large
-    #               sizes: skipped above --slow-limit (NumPy, torch for-loop and foreach)
     description = ""
     # transient arrays a step allocates, for the memory estimate: (n, m) = n arrays the size of
     # the largest tensor (per-tensor loops) plus m arrays the size of the whole list (foreach)
@@ -112,6 +117,11 @@ class Implementation:
         """None if it can run ``case`` in ``dtype``, else the reason it cannot."""
         return None
 
+    def slow_for(self, case: Case) -> bool:
+        """Beaten by a faster reference of the same case, and costly at large sizes: skipped
+        above --slow-limit."""
+        return False
+
     def build(self, case: Case, data: Data) -> Runner:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -122,61 +132,68 @@ class Implementation:
 # ---------------------------------------------------------------------------------------------
 # gdfast
 
+# The ``step`` argument of the t-th call (1-based), per the rule's step kind: the count itself
+# (torch's state["step"]); 1 on the call that makes the state and 2 after (SGD's momentum
+# buffer is written, not read, on its first step); none (Lion keeps no count).
+STEP_ARGUMENT = {"counted": "t", "first_call": "1 if t == 1 else 2", "none": "None"}
+
+
+def op_step(case: Case, param: Any, grad: Any, states: Dict[str, Any]) -> Step:
+    """One call of ``gdfast.ops.<rule>_`` per step, on these arrays (one array, or a list) with
+    the case's hyperparameters: the step count per the rule's step kind, scalar states carried
+    from the dict the op returns. The call is generated with every argument spelled out as a
+    keyword, as a user writes it: passing the hyperparameters as ``**dict`` costs more than the
+    call itself (16-element adam_: 1.25 us with keywords, 2.8 us with the case's dict)."""
+    import gdfast.ops
+
+    rule = case.rule
+    op = getattr(gdfast.ops, f"{rule.name}_")
+    scalars = [f.name for f in rule.scalar_states]
+    env: Dict[str, Any] = {"_op": op, "_param": param, "_grad": grad}
+    args = []
+    for i, name in enumerate(states):
+        env[f"_s{i}"] = states[name]
+        args.append(f"{name}=_s{i}")
+    for i, (name, value) in enumerate(case.hyper.items()):
+        env[f"_h{i}"] = value
+        args.append(f"{name}=_h{i}")
+    carried = [f"_c{i}" for i in range(len(scalars))]  # the scalar states between calls
+    env.update({f"_start{i}": rule.scalar_start(f, case.hyper)
+                for i, f in enumerate(rule.scalar_states)})
+    args += [f"{name}={c}" for name, c in zip(scalars, carried)]
+    call = f"_op(_param, _grad, {', '.join(args)}, step={STEP_ARGUMENT[rule.step]})"
+    lines = ["def make():", "    t = 0"]
+    lines += [f"    {c} = _start{i}" for i, c in enumerate(carried)]
+    lines += ["    def step():", f"        nonlocal {', '.join(['t', *carried])}",
+              "        t += 1"]
+    if scalars:
+        lines += [f"        after = {call}"]
+        lines += [f"        {c} = after[{name!r}]" for name, c in zip(scalars, carried)]
+    else:
+        lines += [f"        {call}"]
+    lines += ["    return step"]
+    exec(compile("\n".join(lines), f"<gdfast-bench {case.name} step>", "exec"), env)
+    return env["make"]()  # type: ignore[no-any-return]
+
 
 class GdfastRunner(Runner):
     def __init__(self, case: Case, data: Data, isa: Optional[str]):
         super().__init__(case, data)
         self.isa = isa
-        self._own_arrays(case.n_states)
+        self._own_arrays(case.states)
         self.reset()
 
-    def _kernel_args(self) -> Tuple[Any, Any, List[Any]]:
-        """param, grad and state arguments: one array as such, a list as a list."""
+    def _kernel_args(self) -> Tuple[Any, Any, Dict[str, Any]]:
+        """param, grad and states by name: one array as such, a list as a list."""
         def arg(arrays: List[np.ndarray]) -> Any:
             return arrays[0] if self.data.single else arrays
 
-        return arg(self.params), arg(self.data.grads), [arg(s) for s in self.states]
+        return (arg(self.params), arg(self.data.grads),
+                {name: arg(arrays) for name, arrays in self.states.items()})
 
     def _fresh(self) -> Step:
-        from gdfast import ops
-
         self._restore()
-        P, G, S = self._kernel_args()
-        h = dict(self.case.hyper)
-        t = 0
-        if self.case.family == "sgd":
-            B = S[0] if S else None
-            lr, mom = h["lr"], h.get("momentum", 0.0)
-            sgd_ = ops.sgd_
-
-            def step() -> None:
-                nonlocal t
-                t += 1
-                sgd_(P, G, B, step=t, lr=lr, momentum=mom)
-
-        elif self.case.family == "adam":
-            M, V = S
-            lr, b1, b2, eps = h["lr"], h["beta1"], h["beta2"], h["eps"]
-            wd, dec = h["weight_decay"], bool(h.get("decoupled_weight_decay", False))
-            adam_ = ops.adam_
-
-            def step() -> None:
-                nonlocal t
-                t += 1
-                adam_(P, G, M, V, step=t, lr=lr, beta1=b1, beta2=b2, eps=eps, weight_decay=wd,
-                      decoupled_weight_decay=dec)
-
-        elif self.case.family == "lion":
-            (M,) = S
-            lr, b1, b2, wd = h["lr"], h["beta1"], h["beta2"], h["weight_decay"]
-            lion_ = ops.lion_
-
-            def step() -> None:
-                lion_(P, G, M, lr=lr, beta1=b1, beta2=b2, weight_decay=wd)
-
-        else:  # pragma: no cover
-            raise ValueError(self.case.family)
-        return step
+        return op_step(self.case, *self._kernel_args())
 
     def prepare(self) -> None:
         if self.isa is not None:
@@ -208,86 +225,164 @@ class Gdfast(Implementation):
 
 
 # ---------------------------------------------------------------------------------------------
-# NumPy: the expressions a user would write (in place where NumPy allows, temporaries where it
-# does not), one tensor at a time.
+# The bounds: not optimizers, timed with them (see bandwidth.py for the stream kernel).
+
+
+class BoundRunner(GdfastRunner):
+    """gdfast's runner with the stream kernel in place of the update rule: the case's
+    in-place access pattern (its used states) at memory speed."""
+
+    def _fresh(self) -> Step:
+        from gdfast import _core
+
+        self._restore()
+        param, grad, states = self._kernel_args()
+        arrays = tuple(states[name] for name in self.case.states)
+        stream = _core.stream
+
+        def step() -> None:
+            stream(param, grad, arrays, STREAM_SCALE)
+
+        return step
+
+    def state_bytes(self) -> int:
+        return 0
+
+
+class Bound(Implementation):
+    """Not an optimizer: the in-place stream with the case's access pattern, on the same
+    workload, interleaved with the implementations. 100% = this row's bytes/second."""
+
+    name = "bound"
+    kind = "bound"
+    description = "gdfast._core.stream: the case's in-place access pattern at memory speed"
+
+    def __init__(self, isa: Optional[str] = None):
+        self.isa = isa
+
+    def build(self, case: Case, data: Data) -> Runner:
+        return BoundRunner(case, data, self.isa)
+
+
+ARITH_BLOCK = 16384  # elements: Adam's 4 fp32 arrays take 256 KiB, well inside one core's L2
+ARITH_ELEMENTS_PER_CALL = 1 << 21  # per Python call: its ~1 us overhead drops below 0.5%
+# The step count of the arithmetic bound's steps: a run under way, past every warm-up branch
+# (RAdam rectifies from step 6); a first_call rule reads its state from its second call on.
+ARITH_STEP = {"counted": 1000, "first_call": 2, "none": 0}
+
+
+def _staggered(count: int, n: int, dtype: np.dtype) -> List[np.ndarray]:
+    """``count`` arrays of ``n`` elements, cache-line aligned, at different offsets within a
+    4 KiB page: arrays at the same offset (what an allocator gives arrays of equal size) make
+    loads wait on older stores to the same low address bits, which is the layout's cost, not
+    the arithmetic's."""
+    line, stagger, page = 64, 640, 4096
+    stride = -(-n * dtype.itemsize // page) * page + stagger
+    raw = np.empty(count * stride + line, np.uint8)
+    start = -raw.ctypes.data % line
+    return [raw[start + k * stride:][: n * dtype.itemsize].view(dtype) for k in range(count)]
+
+
+class ArithRunner(GdfastRunner):
+    """gdfast's step on the workload's first ARITH_BLOCK elements, applied ``repeats`` times
+    in place per call (``_core.run_repeated``); ``time_scale`` turns a call's time into the
+    time for the workload's element count."""
+
+    def __init__(self, case: Case, data: Data, isa: Optional[str]):
+        block = min(data.workload.numel, ARITH_BLOCK)
+        self.repeats = max(math.ceil(data.workload.numel / block),
+                           math.ceil(ARITH_ELEMENTS_PER_CALL / block))
+        self.time_scale = data.workload.numel / (block * self.repeats)
+        grad, param, *states = _staggered(2 + case.n_states, block, data.dtype)
+
+        def head(arrays: List[np.ndarray], out: np.ndarray) -> List[np.ndarray]:
+            flat = np.concatenate([a.reshape(-1)[:block] for a in arrays])
+            np.copyto(out, flat[:block])
+            return [out]
+
+        small = Data(single(block), data.dtype, head(data.p0, np.empty_like(param)),
+                     head(data.grads, grad))
+        small.pool.give([param, *states])  # the runner takes its param and states from here
+        super().__init__(case, small, isa)
+
+    def _fresh(self) -> Step:
+        from gdfast import _core
+
+        self._restore()
+        param, grad, states = self._kernel_args()
+        rule = self.case.rule
+        batches = [rule.batch(param, (grad,), states, self.case.hyper, ARITH_STEP[rule.step])]
+        rule_id, repeats, run = rule.id, self.repeats, _core.run_repeated
+
+        def step() -> None:
+            run(rule_id, batches, repeats)
+
+        return step
+
+    def state_bytes(self) -> int:
+        return 0
+
+
+class ArithBound(Implementation):
+    """Not an optimizer: gdfast's step on cache-resident data, without per-call costs."""
+
+    name = "arith"
+    kind = "bound"
+    copies_workload = False
+    description = ("gdfast's step repeated in place on a cache-resident block: the "
+                   "arithmetic a step needs, at the core's speed")
+
+    def __init__(self, isa: Optional[str] = None):
+        self.isa = isa
+
+    def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
+        return Gdfast().supports(case, dtype)
+
+    def build(self, case: Case, data: Data) -> Runner:
+        return ArithRunner(case, data, self.isa)
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy: the reference rule run in the arrays' own dtype, one tensor at a time.
 
 
 class NumpyRunner(Runner):
     def __init__(self, case: Case, data: Data):
         super().__init__(case, data)
-        self._own_arrays(case.n_states)
+        self._own_arrays(())  # parameters only: the rule keeps its state in a dict per tensor
+        self.tensor_states: List[Dict[str, Any]] = []
         self.reset()
 
     def _fresh(self) -> Step:
         self._restore()
-        h = self.case.hyper
-        params, grads = self.params, self.data.grads
-        lr = float(h["lr"])
-        wd = float(h.get("weight_decay", 0.0))
-        t = 0
-        if self.case.family == "sgd":
-            mom = float(h.get("momentum", 0.0))
-            bufs = self.states[0] if mom else [None] * len(params)
+        rule, hyper = STEPS[self.case.rule.name], dict(self.case.hyper)
+        self.tensor_states = [{} for _ in self.params]
+        work = list(zip(self.params, self.data.grads, self.tensor_states))
 
-            def step() -> None:
-                nonlocal t
-                t += 1
-                for p, g, buf in zip(params, grads, bufs):
-                    if buf is not None:
-                        if t == 1:
-                            buf[...] = g
-                        else:
-                            buf *= mom
-                            buf += g
-                        g = buf
-                    p -= lr * g
+        def step() -> None:
+            for p, g, state in work:
+                p[...] = rule(p, g, state, **hyper)
 
-        elif self.case.family == "adam":
-            b1, b2, eps = float(h["beta1"]), float(h["beta2"]), float(h["eps"])
-            decoupled = bool(h.get("decoupled_weight_decay", False))
-            ms, vs = self.states
-
-            def step() -> None:
-                nonlocal t
-                t += 1
-                bc1 = 1.0 - b1**t
-                bc2_sqrt = math.sqrt(1.0 - b2**t)
-                for p, g, m, v in zip(params, grads, ms, vs):
-                    if wd and decoupled:
-                        p *= 1.0 - lr * wd
-                    elif wd:
-                        g = g + wd * p
-                    m *= b1
-                    m += (1.0 - b1) * g
-                    v *= b2
-                    v += (1.0 - b2) * (g * g)
-                    denom = np.sqrt(v)
-                    denom /= bc2_sqrt
-                    denom += eps
-                    p -= (lr / bc1) * m / denom
-
-        elif self.case.family == "lion":
-            b1, b2 = float(h["beta1"]), float(h["beta2"])
-            (ms,) = self.states
-
-            def step() -> None:
-                for p, g, m in zip(params, grads, ms):
-                    if wd:
-                        p *= 1.0 - lr * wd
-                    p -= lr * np.sign(b1 * m + (1.0 - b1) * g)
-                    m *= b2
-                    m += (1.0 - b2) * g
-
-        else:  # pragma: no cover
-            raise ValueError(self.case.family)
         return step
+
+    def state_bytes(self) -> int:
+        return sum(v.nbytes for state in self.tensor_states for v in state.values()
+                   if isinstance(v, np.ndarray))
+
+    def _drop(self) -> None:
+        self.tensor_states = []
 
 
 class Numpy(Implementation):
     name = "numpy"
-    slow = True
-    temporaries = (3, 0)
-    description = "NumPy expressions, one tensor at a time (what a user would write)"
+    # reference.py's rules make new arrays for the parameter, its update and each state: 9
+    # arrays of the tensor's size at most (Adam and NAdam, measured with tracemalloc)
+    temporaries = (9, 0)
+    description = ("NumPy: reference.py's rule in the arrays' dtype, one tensor at a time, "
+                   "p[...] = step(p, g, state) (what a user would write)")
+
+    def slow_for(self, case: Case) -> bool:
+        return True
 
     def build(self, case: Case, data: Data) -> Runner:
         return NumpyRunner(case, data)
@@ -301,22 +396,13 @@ class Numpy(Implementation):
 # gradients share the NumPy gradient arrays' memory (torch.from_numpy, no copy).
 
 
-def _import(module: str) -> Any:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return importlib.import_module(module)
-    except Exception as exc:  # ImportError, or a broken install raising anything
-        raise Unavailable(f"{module} does not import ({type(exc).__name__}: {exc})") from None
-
-
 class TorchRunner(Runner):
     def __init__(self, case: Case, data: Data, make_optimizer: Callable[[List[Any]], Any]):
         super().__init__(case, data)
-        torch = _import("torch")
+        torch = load("torch")
         self.torch = torch
         self.make_optimizer = make_optimizer
-        self._own_arrays(0)  # parameters only: the optimizer allocates its own state
+        self._own_arrays(())  # parameters only: the optimizer allocates its own state
         self.tensors = [torch.nn.Parameter(torch.from_numpy(p)) for p in self.params]
         for t, g in zip(self.tensors, data.grads):
             t.grad = torch.from_numpy(g)
@@ -327,7 +413,31 @@ class TorchRunner(Runner):
         self._restore()
         self._drop()  # the old state goes before the new is made
         self.optimizer = self.make_optimizer(self.tensors)
-        return self.optimizer.step  # type: ignore[no-any-return]
+        step: Step = self.optimizer.step
+        torch = self.torch
+        dtype = self.tensors[0].dtype if self.tensors else None
+        if (dtype is None or dtype == torch.get_default_dtype()
+                or not self.case.rule.scalar_states):
+            return step
+
+        # torch.optim keeps scalar states (NAdam's mu_product, ASGD's eta and mu: the rules
+        # whose registry entry has scalar states) as tensors of torch's default dtype, float32,
+        # made on the first step and, in ASGD's for-loop, again on every step: float64
+        # parameters are stepped with float64 as the default (as a float64 user sets it), or
+        # those scalars round the update to float32 accuracy and fail the gate. Setting and
+        # restoring the default costs ~2 us per step, on these float64 rows only. (Step counts
+        # are float32 tensors too, but exact up to 2**24 steps.)
+        set_default = torch.set_default_dtype
+
+        def with_default_dtype() -> None:
+            previous = torch.get_default_dtype()
+            set_default(dtype)
+            try:
+                step()
+            finally:
+                set_default(previous)
+
+        return with_default_dtype
 
     def state_bytes(self) -> int:
         total = 0
@@ -339,8 +449,8 @@ class TorchRunner(Runner):
         return total
 
     def _drop(self) -> None:
-        # torch.optim's for-loop Adam sits in a reference cycle: empty it so that its state is
-        # freed now, not at some later garbage collection
+        # torch.optim's for-loop optimizers sit in a reference cycle: empty it so that its
+        # state is freed now, not at some later garbage collection
         opt, self.optimizer = self.optimizer, None
         if opt is not None:
             opt.state.clear()
@@ -352,14 +462,17 @@ class TorchRunner(Runner):
 
 
 class TorchOptim(Implementation):
-    """torch.optim.SGD/Adam/AdamW with one of its three code paths."""
+    """torch.optim.<the case's constructor> on one of its code paths, where its row lists
+    it."""
+
+    FLAGS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
     def __init__(self, variant: str):
-        assert variant in ("loop", "foreach", "fused")
+        assert variant in TORCH_PATHS
         self.variant = variant
         self.name = f"torch-{variant}"
-        self.slow = variant in ("loop", "foreach")
-        self.temporaries = {"loop": (2, 0), "foreach": (0, 2), "fused": (0, 0)}[variant]
+        # measured peak: up to 3.25 extra arrays per tensor (Rprop's loop), 2 per list (foreach)
+        self.temporaries = {"loop": (4, 0), "foreach": (0, 2), "fused": (0, 0)}[variant]
         self.description = {
             "loop": "torch.optim, foreach=False: a Python loop over tensors",
             "foreach": "torch.optim, foreach=True: torch._foreach_* ops over the list",
@@ -367,130 +480,120 @@ class TorchOptim(Implementation):
         }[variant]
 
     def check_available(self) -> None:
-        _import("torch")
+        load("torch")
 
     def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
-        if case.family == "lion":
-            return "torch.optim has no Lion"
+        if not case.torch:
+            return "not in torch.optim"
+        if self.variant not in case.torch:
+            return f"torch.optim has no {self.variant} path for it on CPU"
         return None
 
-    def flags(self) -> Dict[str, bool]:
-        return {"loop": {"foreach": False, "fused": False},
-                "foreach": {"foreach": True},
-                "fused": {"fused": True}}[self.variant]
+    def slow_for(self, case: Case) -> bool:
+        """The loop always (foreach beats it); foreach where a fused path exists."""
+        return self.variant == LOOP or (self.variant != FUSED and FUSED in case.torch)
 
     def build(self, case: Case, data: Data) -> Runner:
-        torch = _import("torch")
-        h = case.hyper
-        flags = self.flags()
-        if case.family == "sgd":
-            def make(params: List[Any]) -> Any:
-                return torch.optim.SGD(params, lr=h["lr"], momentum=h.get("momentum", 0.0),
-                                       **flags)
-        else:
-            cls = torch.optim.AdamW if h.get("decoupled_weight_decay") else torch.optim.Adam
-
-            def make(params: List[Any]) -> Any:
-                return cls(params, lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"],
-                           weight_decay=h["weight_decay"], **flags)
-        return TorchRunner(case, data, make)
-
-    def version(self) -> Optional[str]:
-        return _dist_version("torch")
-
-
-class LionPytorch(Implementation):
-    name = "lion-pytorch"  # slow, but Lion's only torch reference: timed at every size
-    temporaries = (2, 0)
-    description = "lion_pytorch.Lion (use_triton=False): torch ops per tensor"
-
-    def check_available(self) -> None:
-        _import("torch")
-        _import("lion_pytorch")
-
-    def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
-        return None if case.family == "lion" else "lion-pytorch is Lion only"
-
-    def build(self, case: Case, data: Data) -> Runner:
-        lion_pytorch = _import("lion_pytorch")
-        h = case.hyper
+        cls = getattr(load("torch").optim, case.ctor)
+        kwargs = {**case.kwargs, **self.FLAGS[self.variant]}
 
         def make(params: List[Any]) -> Any:
-            return lion_pytorch.Lion(params, lr=h["lr"], betas=(h["beta1"], h["beta2"]),
-                                     weight_decay=h["weight_decay"], use_triton=False)
+            return cls(params, **kwargs)
         return TorchRunner(case, data, make)
 
     def version(self) -> Optional[str]:
-        return _dist_version("lion-pytorch")
+        return dist_version("torch")
 
 
-@contextlib.contextmanager
-def _quiet_deepspeed() -> Iterator[None]:
-    """DeepSpeed logs an accelerator warning on import (its logger resets its own level, so
-    logging is disabled up to WARNING meanwhile) and may emit Python warnings."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
+class PackageOptim(Implementation):
+    """Another package's torch-style optimizers: for each case, the class its row names for
+    this implementation (cases.Package), built with the case's keyword arguments. The
+    implementation's name is the package's distribution name."""
 
+    def __init__(self, name: str, description: str):
+        self.name, self.description = name, description
 
-class DeepSpeedCPUAdam(Implementation):
-    name = "deepspeed"
-    description = ("deepspeed.ops.adam.DeepSpeedCPUAdam (fp32 states; its C++ op is "
-                   "JIT-compiled on first use, ~1 min, cached after)")
-    _checked: Optional[str] = None  # "" = fine, else why not
+    def modules(self) -> List[str]:
+        """The modules the rows name for this implementation."""
+        return list(dict.fromkeys(p.module for c in CASES.values() for p in c.packages
+                                  if p.impl == self.name))
 
     def check_available(self) -> None:
-        cls = type(self)
-        if cls._checked is None:
-            cls._checked = ""
-            try:
-                _import("torch")
-                with _quiet_deepspeed():
-                    module = _import("deepspeed.ops.adam")
-                    _memoize_cpuinfo()
-                    torch = _import("torch")
+        load("torch")
+        for module in self.modules():
+            load(module)
+
+    def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
+        if case.package(self.name) is None:
+            return f"not in {self.name}"
+        return None
+
+    def optimizer_class(self, package: Package) -> Any:
+        return getattr(load(package.module), package.cls)
+
+    def build(self, case: Case, data: Data) -> Runner:
+        package = case.package(self.name)
+        assert package is not None, "supports() says so"
+        cls = self.optimizer_class(package)
+        kwargs = {**case.kwargs, **package.extra}
+
+        def make(params: List[Any]) -> Any:
+            return cls(params, **kwargs)
+        return TorchRunner(case, data, make)
+
+    def version(self) -> Optional[str]:
+        return dist_version(self.name)
+
+
+class DeepSpeed(PackageOptim):
+    """DeepSpeed's CPU optimizers: fp32 states; each class's C++ op is JIT-compiled on first
+    use (~40 s, cached in ~/.cache/torch_extensions after), which may fail: that case is then
+    skipped with the reason."""
+
+    _built: Dict[str, str] = {}  # class path -> "" (loads) or why not, for the whole process
+
+    def __init__(self) -> None:
+        super().__init__("deepspeed", "DeepSpeed's CPU optimizers (CPUAdam, CPUAdagrad; fp32 "
+                                      "states; the C++ op is JIT-compiled on first use, ~1 min, "
+                                      "cached after)")
+
+    def check_available(self) -> None:
+        with quiet():
+            super().check_available()
+
+    def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
+        reason = super().supports(case, dtype)
+        if reason is None and np.dtype(dtype) != np.float32:
+            reason = "DeepSpeed benchmarked in float32 only"
+        return reason
+
+    def optimizer_class(self, package: Package) -> Any:
+        with quiet():
+            cls = super().optimizer_class(package)
+            _memoize_cpuinfo()
+        built = self._built
+        if package.path not in built:
+            built[package.path] = ""
+            try:  # build or load the op now, so that a failure is a reason, not an error
+                torch = load("torch")
+                with quiet():
                     p = torch.nn.Parameter(torch.zeros(8))
                     p.grad = torch.zeros(8)
-                    module.DeepSpeedCPUAdam([p]).step()  # builds or loads the op
-            except Unavailable as exc:
-                cls._checked = str(exc)
-            except Exception as exc:  # the op failed to build or load
-                cls._checked = f"DeepSpeedCPUAdam does not build here ({type(exc).__name__}: {exc})"
-        if cls._checked:
-            raise Unavailable(cls._checked)
+                    cls([p]).step()
+            except Exception as exc:
+                built[package.path] = (f"{package.cls} does not build here "
+                                       f"({type(exc).__name__}: {exc})")
+        if built[package.path]:
+            raise Unavailable(built[package.path])
 
-    def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
-        if case.family != "adam":
-            return "DeepSpeedCPUAdam is Adam/AdamW only"
-        if np.dtype(dtype) != np.float32:
-            return "DeepSpeedCPUAdam benchmarked in float32 only"
-        return None
-
-    def build(self, case: Case, data: Data) -> Runner:
-        with _quiet_deepspeed():
-            module = _import("deepspeed.ops.adam")
-            _memoize_cpuinfo()
-        h = case.hyper
-
-        def make(params: List[Any]) -> Any:
-            with _quiet_deepspeed():
-                return module.DeepSpeedCPUAdam(
-                    params, lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"],
-                    weight_decay=h["weight_decay"],
-                    adamw_mode=bool(h.get("decoupled_weight_decay", False)))
-        return TorchRunner(case, data, make)
-
-    def version(self) -> Optional[str]:
-        return _dist_version("deepspeed")
+        def quietly(*args: Any, **kwargs: Any) -> Any:
+            with quiet():
+                return cls(*args, **kwargs)
+        return quietly
 
 
 def _memoize_cpuinfo() -> None:
-    """DeepSpeedCPUAdam's constructor calls py-cpuinfo's get_cpu_info(), which runs
+    """DeepSpeed's CPU optimizers call py-cpuinfo's get_cpu_info() when built, which runs
     subprocesses: ~1 s per optimizer built, setup time only. Its answer cannot change within
     a run, so it is computed once."""
     try:
@@ -511,36 +614,8 @@ def _memoize_cpuinfo() -> None:
     cpuinfo.get_cpu_info = get_cpu_info
 
 
-def _dist_version(dist: str) -> Optional[str]:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def registry() -> List[Implementation]:
-    """Every implementation the CLI knows, gdfast first (the bound is added by the suite)."""
-    return [Gdfast(), Numpy(), TorchOptim("loop"), TorchOptim("foreach"), TorchOptim("fused"),
-            LionPytorch(), DeepSpeedCPUAdam()]
-
-
-def set_threads(n: int) -> None:
-    """Thread count for gdfast and for torch (if imported; DeepSpeed's OpenMP loop follows
-    torch's setting). NumPy's elementwise ops are single-threaded anyway."""
-    import sys
-
-    import gdfast
-
-    gdfast.set_num_threads(n)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(n)
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """Every implementation the CLI knows, gdfast first (the bounds are added by the suite)."""
+    return [Gdfast(), Numpy(), *(TorchOptim(v) for v in TORCH_PATHS),
+            PackageOptim("lion-pytorch", "lion-pytorch (use_triton=False): torch ops per tensor"),
+            DeepSpeed()]

@@ -1,12 +1,14 @@
-"""What the run ran on: CPU, cores, memory, instruction sets, library versions."""
+"""What the run ran on (CPU, cores, memory, instruction sets, library versions), and the thread
+count of the libraries it times."""
 
 from __future__ import annotations
 
 import os
 import platform
 import sys
-from importlib import metadata
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
+
+from .optional import dist_version
 
 
 def meminfo() -> Dict[str, int]:
@@ -54,20 +56,46 @@ def _read(path: str) -> Optional[str]:
         return None
 
 
-def version(dist: str) -> Optional[str]:
-    """Installed distribution version, without importing it."""
+def cpu_count() -> int:
+    """CPUs this process may run on."""
     try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int) -> None:
+    """Thread count for gdfast and for torch (if imported; DeepSpeed's OpenMP loop follows
+    torch's setting). NumPy's elementwise ops are single-threaded anyway."""
+    import gdfast
+
+    gdfast.set_num_threads(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
+def current_threads() -> Tuple[int, Optional[int]]:
+    """gdfast's and torch's (None: not imported) thread counts, for restore_threads."""
+    import gdfast
+
+    torch = sys.modules.get("torch")
+    return gdfast.get_num_threads(), (torch.get_num_threads() if torch is not None else None)
+
+
+def restore_threads(saved: Tuple[int, Optional[int]]) -> None:
+    import gdfast
+
+    gdfast.set_num_threads(saved[0])
+    torch = sys.modules.get("torch")
+    if torch is not None and saved[1] is not None:
+        torch.set_num_threads(saved[1])
 
 
 def describe() -> Dict[str, Any]:
     import numpy as np
 
     import gdfast
-
-    from .impls import cpu_count
 
     info = meminfo()
     l3 = _read("/sys/devices/system/cpu/cpu0/cache/index3/size")
@@ -86,8 +114,8 @@ def describe() -> Dict[str, Any]:
         "versions": {
             "gdfast": gdfast.__version__,
             "numpy": np.__version__,
-            "torch": version("torch"),
-            "lion-pytorch": version("lion-pytorch"),
-            "deepspeed": version("deepspeed"),
+            "torch": dist_version("torch"),
+            "lion-pytorch": dist_version("lion-pytorch"),
+            "deepspeed": dist_version("deepspeed"),
         },
     }

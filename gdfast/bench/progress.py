@@ -7,7 +7,21 @@ import sys
 import time
 from typing import Any, Optional, TextIO
 
-from .suite import Progress
+
+class Progress:
+    """What the suite reports to; this base shows nothing."""
+
+    def start(self, total: int) -> None:
+        """``total`` units (groups) to come."""
+
+    def now(self, label: str) -> None:
+        """What is being measured now."""
+
+    def advance(self, label: str) -> None:
+        """One unit done: ``label``."""
+
+    def close(self) -> None:
+        """The run is over."""
 
 
 class Silent(Progress):

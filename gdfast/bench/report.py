@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
-from .suite import SCHEMA
+SCHEMA = "gdfast-bench/1"
 
 ROW_FIELDS: Dict[str, type] = {
     "optimizer": str, "workload": str, "numel": int, "tensors": int, "dtype": str,
@@ -23,6 +23,16 @@ STATUSES = ("ok", "error", "skipped")
 
 class SchemaError(ValueError):
     pass
+
+
+def group_key(r: Dict[str, Any]) -> Tuple[Any, ...]:
+    """The rows timed together in one interleaved group."""
+    return (r["optimizer"], r["workload"], r["dtype"], r["threads"])
+
+
+def row_key(r: Dict[str, Any]) -> Tuple[Any, ...]:
+    """A row's identity across reports (--compare)."""
+    return (*group_key(r), r["implementation"])
 
 
 def validate(report: Any) -> None:

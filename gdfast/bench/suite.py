@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import datetime
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import machine
-from .bandwidth import ArithBound, Bound, machine_bandwidth
-from .cases import Case
+from .bandwidth import MAX_STATES, machine_bandwidth
+from .cases import CASES, Case
 from .gate import Gate, Verdict, describe_failure
-from .impls import Gdfast, Implementation, Runner, Unavailable, set_threads
+from .impls import ArithBound, Bound, Gdfast, Implementation, Runner
+from .machine import current_threads, restore_threads, set_threads
+from .optional import Unavailable
+from .progress import Progress
+from .report import SCHEMA, group_key
 from .timing import Slot, calibrate, run_batches
 from .workloads import Data, Workload, fit, make_data, make_list, single, size_name
-
-SCHEMA = "gdfast-bench/1"
 
 
 @dataclass
@@ -58,20 +59,6 @@ class Config:
             "machine_bandwidth_numel": self.machine_n,
             "seed": self.seed,
         }
-
-
-class Progress:
-    """Interface the suite reports to (see progress.py)."""
-
-    def start(self, total: int) -> None: ...
-
-    def now(self, label: str) -> None:
-        """What is being measured now."""
-
-    def advance(self, label: str) -> None:
-        """One unit done: ``label``."""
-
-    def close(self) -> None: ...
 
 
 def _row(case: Case, w: Workload, dtype: np.dtype, threads: int, impl: Implementation,
@@ -158,16 +145,16 @@ class Suite:
             for impl in self.impls:
                 if impl.supports(case, self.config.dtype) is not None:
                     continue
-                if not impl.copies_workload or self._too_slow(impl, w):
+                if not impl.copies_workload or self._too_slow(impl, case, w):
                     continue
                 per_largest, per_total = impl.temporaries
                 arrays += (1 + case.n_states + per_total) * w.numel + per_largest * w.largest
             worst = max(worst, arrays)
         return worst * isz
 
-    def _too_slow(self, impl: Implementation, w: Workload) -> bool:
+    def _too_slow(self, impl: Implementation, case: Case, w: Workload) -> bool:
         limit = self.config.slow_limit
-        return impl.slow and limit is not None and w.numel > limit
+        return limit is not None and w.numel > limit and impl.slow_for(case)
 
     def workloads(self) -> List[Workload]:
         cfg = self.config
@@ -197,7 +184,7 @@ class Suite:
         bandwidth: List[Dict[str, Any]] = []
         total = len(workloads) * len(cfg.cases) + (1 if cfg.machine_n else 0)
         self.progress.start(total)
-        previous_threads = _current_threads()
+        previous_threads = current_threads()
         try:
             if cfg.machine_n:
                 self.progress.now("machine bandwidth")
@@ -205,7 +192,8 @@ class Suite:
                 while n > (1 << 16) and 8 * n * cfg.dtype.itemsize > cfg.memory_budget:
                     n //= 2
                 bandwidth = machine_bandwidth(n, cfg.threads, cfg.batches, cfg.batch_time,
-                                              cfg.dtype, self.best_isa, self.notes)
+                                              cfg.dtype, self.best_isa, self.notes,
+                                              pattern_labels())
                 self.progress.advance("machine bandwidth")
             for w in workloads:
                 data = make_data(w, cfg.dtype, cfg.seed)
@@ -217,7 +205,7 @@ class Suite:
                 del data
         finally:
             self.progress.close()
-            _restore_threads(previous_threads)
+            restore_threads(previous_threads)
             import gdfast
 
             gdfast.set_isa(self.best_isa)
@@ -241,7 +229,9 @@ class Suite:
             "implementations": {impl.name: {"kind": impl.kind, "description": impl.description,
                                             "version": _safe_version(impl)}
                                 for impl in self.impls},
-            "cases": {c.name: {"title": c.title, "hyper": dict(c.hyper),
+            "cases": {c.name: {"title": c.title, "constructor": c.ctor,
+                               "kwargs": dict(c.kwargs), "rule": c.rule.name,
+                               "hyper": dict(c.hyper), "states": list(c.states),
                                "bytes_per_elem": c.bytes_per_elem(cfg.dtype.itemsize)}
                       for c in cfg.cases},
             "bandwidth": bandwidth,
@@ -263,7 +253,7 @@ class Suite:
                 isa = self.best_isa
             base = _row(case, w, cfg.dtype, cfg.threads[0], impl, isa)
             reason = impl.supports(case, cfg.dtype)
-            if reason is None and self._too_slow(impl, w):
+            if reason is None and self._too_slow(impl, case, w):
                 reason = (f"slow reference, not timed above {size_name(cfg.slow_limit or 0)} "
                           "elements in this mode (--slow-limit, --full)")
             if reason is not None:
@@ -354,14 +344,6 @@ def derive(rows: List[Dict[str, Any]]) -> None:
                 r["best_ref"] = best["implementation"]
 
 
-def group_key(r: Dict[str, Any]) -> Tuple[Any, ...]:
-    return (r["optimizer"], r["workload"], r["dtype"], r["threads"])
-
-
-def row_key(r: Dict[str, Any]) -> Tuple[Any, ...]:
-    return (*group_key(r), r["implementation"])
-
-
 def _dedupe(items: List[str]) -> List[str]:
     return list(dict.fromkeys(items))
 
@@ -373,17 +355,14 @@ def _safe_version(impl: Implementation) -> Optional[str]:
         return None
 
 
-def _current_threads() -> Tuple[int, Optional[int]]:
-    import gdfast
-
-    torch = sys.modules.get("torch")
-    return gdfast.get_num_threads(), (torch.get_num_threads() if torch is not None else None)
-
-
-def _restore_threads(saved: Tuple[int, Optional[int]]) -> None:
-    import gdfast
-
-    gdfast.set_num_threads(saved[0])
-    torch = sys.modules.get("torch")
-    if torch is not None and saved[1] is not None:
-        torch.set_num_threads(saved[1])
+def pattern_labels() -> Dict[int, str]:
+    """For the machine-bandwidth table: per state count, the cases whose step uses that many
+    states, else the rules that use that many with every option on."""
+    out: Dict[int, str] = {}
+    for k in range(MAX_STATES + 1):
+        names = [c.name for c in CASES.values() if c.n_states == k]
+        if not names:
+            rules = dict.fromkeys(c.rule.name for c in CASES.values() if len(c.rule.states) == k)
+            names = [f"{r} (every option)" for r in rules]
+        out[k] = ", ".join(names)
+    return out

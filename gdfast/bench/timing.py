@@ -17,17 +17,26 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
-from .impls import Runner, set_threads
+from .machine import set_threads
 
 perf_counter = time.perf_counter
 OVERRUN = 3  # a batch stops after 3x its calibrated duration
 
 
+class Timed(Protocol):
+    """What a slot times: ``step`` (one timed unit) and ``prepare`` (before each batch, after
+    the thread count is set). An implementation's runner, or a bare kernel call."""
+
+    step: Callable[[], None]
+
+    def prepare(self) -> None: ...
+
+
 @dataclass
 class Slot:
-    runner: Runner
+    runner: Timed
     threads: int
     label: str = ""
     k: int = 1  # steps per batch
