@@ -3,7 +3,8 @@
 are built from these: ``gdfast.<Name>`` (NumPy arrays) and ``gdfast.torch.<Name>`` (torch
 tensors). A param group stores every argument under its own name, as torch.optim's do.
 
-Only the signature matters; the bodies are empty. ``foreach``, ``fused``, ``capturable`` and
+A body checks what torch's constructor checks beyond the rule's ranges and option combinations
+(which come from the rule's header); most have none. ``foreach``, ``fused``, ``capturable`` and
 ``differentiable`` keep torch's meaning: the first two only pick torch's implementation
 (gdfast's is always fused) and are accepted; see the front ends for the other two.
 """
@@ -11,9 +12,38 @@ Only the signature matters; the bodies are empty. ``foreach``, ``fused``, ``capt
 # ruff: noqa: N802 (the functions are named as the classes they describe)
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import sys
+from typing import Any, Dict, Optional, Tuple
 
 from ._stepping import constructor
+
+
+def _is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")  # a torch tensor implies torch is imported
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _adam_tensor_rules(lr: Any, betas: Any, foreach: Optional[bool],
+                       capturable: bool) -> Optional[Dict[str, Any]]:
+    """torch.optim.Adam's rules for tensor lr and betas; betas are stored as numbers."""
+    if _is_tensor(lr) and foreach and not capturable:
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        return None  # the pair check names it
+    if not (isinstance(beta1, float) and isinstance(beta2, float)
+            or _is_tensor(beta1) and _is_tensor(beta2)):
+        raise ValueError("betas must be either both floats or both Tensors")
+    if not _is_tensor(beta1):
+        return None
+    for i, beta in enumerate((beta1, beta2)):
+        if foreach and not capturable:
+            raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False "
+                             "and foreach=True")
+        if beta.numel() != 1:
+            raise ValueError(f"Tensor betas[{i}] must be 1-element")
+    return {"betas": (beta1.item(), beta2.item())}
 
 
 @constructor("sgd")
@@ -28,16 +58,20 @@ def SGD(lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
 def Adam(lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
          weight_decay: float = 0.0, amsgrad: bool = False, *, foreach: Optional[bool] = None,
          maximize: bool = False, capturable: bool = False, differentiable: bool = False,
-         fused: Optional[bool] = None, decoupled_weight_decay: bool = False) -> None:
+         fused: Optional[bool] = None,
+         decoupled_weight_decay: bool = False) -> Optional[Dict[str, Any]]:
     """torch.optim.Adam (L2 weight decay; ``decoupled_weight_decay=True`` makes it AdamW)."""
+    return _adam_tensor_rules(lr, betas, foreach, capturable)
 
 
 @constructor("adam", decoupled_weight_decay=True)
 def AdamW(lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
           weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
           foreach: Optional[bool] = None, capturable: bool = False,
-          differentiable: bool = False, fused: Optional[bool] = None) -> None:
+          differentiable: bool = False,
+          fused: Optional[bool] = None) -> Optional[Dict[str, Any]]:
     """torch.optim.AdamW: Adam with decoupled weight decay, default weight_decay=1e-2."""
+    return _adam_tensor_rules(lr, betas, foreach, capturable)
 
 
 @constructor("lion")

@@ -46,6 +46,9 @@ class Constructor:
     signature: inspect.Signature
     fixed: Mapping[str, Any]
     doc: str
+    # The constructor itself: checks torch's constructor makes beyond ranges and option
+    # combinations; may return arguments to store in another form (Adam's tensor betas).
+    body: Callable[..., Optional[Dict[str, Any]]]
 
     @functools.cached_property
     def group_keys(self) -> Tuple[str, ...]:
@@ -61,7 +64,11 @@ class Constructor:
         """Every argument after ``params``, as a param group stores it."""
         bound = self.signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        return {**bound.arguments, **self.fixed}
+        arguments = dict(bound.arguments)
+        if arguments.get("fused") and arguments.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")  # as torch
+        arguments.update(self.body(**arguments) or {})
+        return {**arguments, **self.fixed}
 
     def hyper_values(self, group: Mapping[str, Any]) -> Dict[str, Any]:
         """The rule's hyperparameters from a param group, pairs unpacked (betas -> beta1,
@@ -90,11 +97,14 @@ class Constructor:
 CONSTRUCTORS: Dict[str, Constructor] = {}
 
 
-def constructor(rule: str, **fixed: Any) -> Callable[[Callable[..., None]], Callable[..., None]]:
+Body = Callable[..., Optional[Dict[str, Any]]]
+
+
+def constructor(rule: str, **fixed: Any) -> Callable[[Body], Body]:
     """Registers a torch-signature constructor for the front ends to build their classes from."""
-    def register(fn: Callable[..., None]) -> Callable[..., None]:
+    def register(fn: Body) -> Body:
         CONSTRUCTORS[fn.__name__] = Constructor(fn.__name__, RULES[rule], inspect.signature(fn),
-                                                fixed, inspect.getdoc(fn) or "")
+                                                fixed, inspect.getdoc(fn) or "", fn)
         return fn
     return register
 
@@ -150,7 +160,7 @@ class Batch:
         self.front: Any = None  # what the front end keeps per batch
 
 
-Members = List[Tuple[Hashable, Any, Any]]  # (state key, param, grad array)
+Members = List[Tuple[Hashable, Any, Any, int]]  # (state key, param, grad array, index in group)
 CheckedGroup = Tuple[Dict[str, Any], Tuple[str, ...]]  # hyperparameters, used state names
 DeviceCall = Tuple[Any, Any, Dict[str, Any], Any, Any]  # stream, device scalars, hyper, step, scale
 
@@ -267,29 +277,32 @@ class StepPath:
     def _step_all(self, members_of: Callable[[int, Dict[str, Any]], Members],
                   amp: Mapping[str, Any]) -> None:
         """One step of every group, in one kernel call. ``members_of(i, group)`` lists (state
-        key, param, grad array) for the params with gradients, raising for a bad one. ``amp``
-        holds grad_scale (a number, or a CUDA tensor) and, for CUDA, found_inf."""
+        key, param, grad array, index in the group) for the params with gradients, raising for a
+        bad one. ``amp`` holds grad_scale (a number, or a CUDA tensor) and, for CUDA, found_inf."""
         checked = [self._checked_group(g, f"param_groups[{i}]: ")
                    for i, g in enumerate(self.param_groups)]
-        work: List[Tuple[Batch, List[Any], Dict[str, Any], Dict[str, Any]]] = []
+        work: List[Tuple[Batch, List[Any], Dict[str, Any], Dict[str, Any], Any]] = []
         for i, group in enumerate(self.param_groups):
             members = members_of(i, group)
             if members:
                 values, names = checked[i]
                 for batch in self._batches(group, members, names, values):
-                    work.append((batch, [members[k][2] for k in batch.positions], group, values))
+                    label = (f"param_groups[{i}]: ",  # messages give indices in the group
+                             tuple(members[k][3] for k in batch.positions))
+                    work.append((batch, [members[k][2] for k in batch.positions], group, values,
+                                 label))
         if not work:
             return
         calls, stream = [], None
-        for batch, grads, group, values in work:
+        for batch, grads, group, values, label in work:
             call_stream, device_scalars, values, step, grad_scale = self._device_call(
                 batch, group, values, self._step_arg(batch), amp)
             stream = stream if call_stream is None else call_stream
             calls.append((batch.param_arrays, (grads,), batch.state_args,
-                          self._hyper_tuple(values, batch.values, step, grad_scale), "",
+                          self._hyper_tuple(values, batch.values, step, grad_scale), label,
                           device_scalars))
         results = _core.step(self._ctor.rule.id, calls, stream)
-        for k, (batch, _, _, _) in enumerate(work):
+        for k, (batch, *_) in enumerate(work):
             self._commit(batch, None if results is None else results[k])
         self._after_step([w[0] for w in work])
 
@@ -324,7 +337,7 @@ class StepPath:
     # -- batches -------------------------------------------------------------------------------
     def _batches(self, group: Dict[str, Any], members: Members, names: Tuple[str, ...],
                  values: Mapping[str, Any]) -> List[Batch]:
-        keys = tuple(key for key, _, _ in members)
+        keys = tuple(m[0] for m in members)
         cached = self._batch_cache.get(id(group))
         if (cached is not None and cached[0] is group and len(cached[1]) == len(keys)
                 and all(a is b for a, b in zip(cached[1], keys))
@@ -364,7 +377,7 @@ class StepPath:
         starts = self._scalar_starts(values)
         scalar_names = (("step",) if rule.step == "counted" else ()) + tuple(starts)
         by_key: Dict[Tuple[Hashable, bool, Tuple[Any, ...]], List[Member]] = {}
-        for position, (key, p, _) in enumerate(members):
+        for position, (key, p, *_) in enumerate(members):
             stored = self.state.get(key)
             m = Member(key, p, position, {} if stored is None else stored, stored is None)
             for name in names:

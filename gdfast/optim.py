@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _constructors  # noqa: F401  (registers the constructors)
 from ._spec import State
-from ._stepping import CONSTRUCTORS, StepPath, make_class
+from ._stepping import CONSTRUCTORS, PAIRS, StepPath, make_class
 
 __all__ = ["Optimizer"] + list(CONSTRUCTORS)
 
@@ -95,8 +95,9 @@ class Optimizer(StepPath):
         group["params"] = params
         for key, value in self.defaults.items():
             group.setdefault(key, value)
-        if isinstance(group.get("betas"), list):
-            group["betas"] = tuple(group["betas"])  # as torch stores them
+        for key in PAIRS:
+            if isinstance(group.get(key), list):
+                group[key] = tuple(group[key])  # as torch stores betas
         self._checked_group(group, f"param_groups[{len(self.param_groups)}]: ")
         self.param_groups.append(group)
 
@@ -117,9 +118,9 @@ class Optimizer(StepPath):
         for group in self.param_groups:
             starts.append(starts[-1] + len(group["params"]))
 
-        def members(gi: int, group: ParamGroup) -> List[Tuple[Any, Any, Any]]:
+        def members(gi: int, group: ParamGroup) -> List[Tuple[Any, Any, Any, int]]:
             first = starts[gi]
-            return [(first + j, p, grads[first + j]) for j, p in enumerate(group["params"])
+            return [(first + j, p, grads[first + j], j) for j, p in enumerate(group["params"])
                     if grads[first + j] is not None]
 
         self._step_all(members, {"grad_scale": 1.0})

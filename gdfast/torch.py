@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
 
 from . import (
@@ -36,6 +37,12 @@ def _as_array(t: torch.Tensor) -> Any:
     if t.is_complex():
         t = torch.view_as_real(t)
     return t.detach().numpy() if t.device.type == "cpu" else t.detach()
+
+
+def _grad_array(g: torch.Tensor) -> Any:
+    """A grad as the kernels get it; a non-contiguous one is read from a contiguous copy (the
+    kernels read a grad, never write it), as torch.optim accepts it."""
+    return _as_array(g if g.is_contiguous() else g.contiguous())
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -110,22 +117,22 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         self._step_all(self._members, amp)
         return loss
 
-    def _members(self, index: int, group: Dict[str, Any]) -> List[Tuple[Any, Any, Any]]:
+    def _members(self, index: int, group: Dict[str, Any]) -> List[Tuple[Any, Any, Any, int]]:
         out = []
-        for p in group["params"]:
+        for i, p in enumerate(group["params"]):
             g = p.grad
             if g is None:
                 continue
-            try:  # the fast path: a dense CPU grad that does not require grad
+            try:  # the fast path: a dense, real, contiguous CPU grad that does not require grad
                 array = g.numpy()
-                if array.dtype.kind == "c":
-                    array = _as_array(g)
+                if array.dtype.kind == "c" or not array.flags.c_contiguous:
+                    array = _grad_array(g)
             except (RuntimeError, TypeError):  # sparse, requires grad (create_graph=True), or
                 if g.is_sparse:  # on another device: the kernel's checks name the problem
                     raise RuntimeError(f"{type(self).__name__} does not support sparse "
                                        "gradients") from None
-                array = _as_array(g)
-            out.append((p, p, array))
+                array = _grad_array(g)
+            out.append((p, p, array, i))
         return out
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -204,10 +211,11 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         return out
 
     def _set_scalar_values(self, batch: Batch, values: Mapping[str, Any]) -> None:
-        for name, views in self._front(batch)[0].items():
-            if views is not None:
-                for view in views:
-                    view[...] = values[name]
+        with np.errstate(over="ignore"):  # as torch, a float32 state past its range becomes inf
+            for name, views in self._front(batch)[0].items():
+                if views is not None:
+                    for view in views:
+                        view[...] = values[name]
 
     def _device_call(self, batch: Batch, group: Mapping[str, Any], values: Dict[str, Any],
                      step: Any, amp: Mapping[str, Any]) -> DeviceCall:

@@ -17,11 +17,9 @@ struct NamedArg {
   const TensorArg* arg;
   bool is_list;
   index_t index;
-  const std::string* label;  // the batch's, prefixed to messages ("param_groups[1]: ")
-  std::string str() const {
-    return *label + (is_list ? std::string(arg->name) + "[" + std::to_string(index) + "]"
-                             : std::string(arg->name));
-  }
+  const BatchLabel* label;
+  std::string str() const { return label->prefix + bare(); }
+  std::string bare() const { return label->name(arg->name, is_list, index); }  // in a message
 };
 
 [[noreturn]] void fail_type(const NamedArg& who, const std::string& what) {
@@ -128,7 +126,7 @@ void check_device(const ArrayInfo& a, const NamedArg& who, const ArrayInfo* firs
                                   : !is_host(y.device_type) && x.device_id == y.device_id;
   };
   if (first != nullptr && !same_device(a, *first)) {
-    fail_value(who, "is on " + device_str(a) + " but " + first_who.str() + " is on " +
+    fail_value(who, "is on " + device_str(a) + " but " + first_who.bare() + " is on " +
                         device_str(*first) + "; all arrays of one call must share a device");
   }
 }
@@ -283,9 +281,12 @@ void check_no_overlap(const std::vector<const Extent*>& extents) {
       clash = furthest;
     }
     if (clash != nullptr) {
-      throw py::value_error(clash->who() + " and " + e.who() +
-                            " share memory; each array must be distinct (an in-place update "
-                            "would read what it has already written)");
+      const bool one_batch = clash->label == e.label;  // then its prefix once
+      throw py::value_error(
+          (one_batch ? clash->label->prefix + clash->bare() + " and " + e.bare()
+                     : clash->who() + " and " + e.who()) +
+          " share memory; each array must be distinct (an in-place update would read what it "
+          "has already written)");
     }
     if (furthest == nullptr || e.end > furthest->end) furthest = &e;
     if (e.written && (furthest_written == nullptr || e.end > furthest_written->end)) {
@@ -296,7 +297,7 @@ void check_no_overlap(const std::vector<const Extent*>& extents) {
 
 }  // namespace
 
-TensorBatch::TensorBatch(std::vector<TensorArg> args, py::handle stream, std::string label)
+TensorBatch::TensorBatch(std::vector<TensorArg> args, py::handle stream, BatchLabel label)
     : args_(std::move(args)), label_(std::move(label)) {
   try {
     gather(stream);
@@ -345,7 +346,7 @@ void TensorBatch::gather(py::handle stream) {
   for (const TensorArg& arg : args) {
     const bool sequence = PyList_Check(arg.value.ptr()) || PyTuple_Check(arg.value.ptr());
     if (is_list && !sequence) {
-      throw py::type_error(label_ + arg.name + ": expected a list or tuple of arrays (as " +
+      throw py::type_error(label_.prefix + arg.name + ": expected a list or tuple of arrays (as " +
                            first.name + " is), got " + Py_TYPE(arg.value.ptr())->tp_name);
     }
     // A tuple snapshot: code run below (__dlpack__) cannot resize what is being read.
@@ -358,7 +359,7 @@ void TensorBatch::gather(py::handle stream) {
   for (std::size_t k = 1; k < sequences.size(); ++k) {
     const auto n = static_cast<index_t>(PySequence_Fast_GET_SIZE(sequences[k].ptr()));
     if (n != num_tensors_) {
-      throw py::value_error(label_ + args[k].name + ": has " + std::to_string(n) +
+      throw py::value_error(label_.prefix + args[k].name + ": has " + std::to_string(n) +
                             " entries but " + first.name + " has " + std::to_string(num_tensors_));
     }
   }
@@ -388,14 +389,14 @@ void TensorBatch::gather(py::handle stream) {
         dtype_ = a.dtype;
       }
       if (a.dtype != dtype_) {
-        fail_type(who, std::string("expected ") + dtype_name(dtype_) + " like " + first_who.str() +
+        fail_type(who, std::string("expected ") + dtype_name(dtype_) + " like " + first_who.bare() +
                            ", got " + dtype_name(a.dtype));
       }
       if (k == 0) {
         param = a;
       } else if (!same_shape(a, param)) {
         fail_value(who, "shape " + shape_str(a) + " does not match " +
-                            NamedArg{&first, is_list, t, &label_}.str() + " shape " +
+                            NamedArg{&first, is_list, t, &label_}.bare() + " shape " +
                             shape_str(param));
       }
       if (!a.contiguous) {
@@ -439,5 +440,12 @@ void check_disjoint(const std::vector<const TensorBatch*>& batches) {
 }
 
 std::string Extent::who() const { return NamedArg{arg, is_list, index, label}.str(); }
+std::string Extent::bare() const { return NamedArg{arg, is_list, index, label}.bare(); }
+
+std::string BatchLabel::name(const char* arg, bool is_list, index_t index) const {
+  if (!is_list) return arg;
+  const index_t shown = indices.empty() ? index : indices[static_cast<std::size_t>(index)];
+  return std::string(arg) + "[" + std::to_string(shown) + "]";
+}
 
 }  // namespace gdfast::bindings

@@ -30,6 +30,14 @@ struct ConsumedDlpack {
   bool versioned;
 };
 
+// How a batch's messages name its arrays: a prefix ("param_groups[1]: ") and, where the
+// batch's list is a subset of the caller's, each entry's index in the caller's list.
+struct BatchLabel {
+  std::string prefix;
+  std::vector<index_t> indices;  // empty: an entry's own index
+  std::string name(const char* arg, bool is_list, index_t index) const;  // without the prefix
+};
+
 // The memory one array of a batch spans, for the check that written arrays overlap nothing.
 struct Extent {
   std::uintptr_t begin, end;
@@ -37,8 +45,9 @@ struct Extent {
   const TensorArg* arg;
   bool is_list;
   index_t index;
-  const std::string* label;
-  std::string who() const;  // "exp_avg[3]", after the batch's label
+  const BatchLabel* label;
+  std::string who() const;   // "param_groups[1]: exp_avg[3]": the batch's prefix, the name
+  std::string bare() const;  // "exp_avg[3]"
 };
 
 class TensorBatch {
@@ -46,7 +55,7 @@ class TensorBatch {
   // Raises TypeError / ValueError naming the argument (e.g. "exp_avg[3]: ...", after `label`).
   // `stream` (None, or the consumer's CUDA stream as an int) is handed to __dlpack__. Overlap
   // between arrays is checked separately (check_disjoint), across every batch of a call.
-  TensorBatch(std::vector<TensorArg> args, py::handle stream, std::string label = "");
+  TensorBatch(std::vector<TensorArg> args, py::handle stream, BatchLabel label = {});
   ~TensorBatch();
   TensorBatch(const TensorBatch&) = delete;
   TensorBatch& operator=(const TensorBatch&) = delete;
@@ -64,7 +73,7 @@ class TensorBatch {
   void release();  // calls each consumed DLPack tensor's deleter once
 
   std::vector<TensorArg> args_;
-  std::string label_;
+  BatchLabel label_;
   Dtype dtype_ = Dtype::kFloat32;
   bool on_cuda_ = false;
   int device_id_ = 0;

@@ -38,6 +38,21 @@ index_t to_step(py::handle value) {
   return static_cast<index_t>(step);
 }
 
+BatchLabel to_label(py::handle value) {
+  BatchLabel label;
+  if (!value || value.is_none()) return label;
+  if (PyUnicode_Check(value.ptr())) {
+    label.prefix = py::str(value);
+    return label;
+  }
+  PyObject* const* parts = tuple_items(value, 2, "label");
+  label.prefix = py::str(parts[0]);
+  for (const py::handle index : py::reinterpret_borrow<py::tuple>(parts[1])) {
+    label.indices.push_back(index.cast<index_t>());
+  }
+  return label;
+}
+
 PyObject* const* tuple_items(py::handle value, std::size_t size, const char* what) {
   if (!PyTuple_Check(value.ptr())) {
     throw py::type_error(std::string(what) + ": expected a tuple, got " +

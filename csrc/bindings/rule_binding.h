@@ -25,6 +25,8 @@ namespace gdfast::bindings {
 double to_real(py::handle value, const char* name);
 bool to_flag(py::handle value, const char* name);
 index_t to_step(py::handle value);
+// A batch's label: None, a prefix (str), or (prefix, each entry's index in the caller's list).
+BatchLabel to_label(py::handle value);
 // The items of `value`, which must be a tuple of `size` (borrowed: valid while it lives).
 PyObject* const* tuple_items(py::handle value, std::size_t size, const char* what);
 
@@ -105,9 +107,9 @@ class DeviceScalarArgs {
 };
 
 // A call's batches, each converted and checked, then checked together for shared memory.
-// A batch is (param, inputs, states, hyper, label, device_scalars): `label` prefixes its
-// messages; `device_scalars` is None or (grad_scale, found_inf, lr, step), each None or a
-// 1-element tensor on the batch's CUDA device.
+// A batch is (param, inputs, states, hyper, label, device_scalars): `label` names its arrays
+// in messages (see to_label); `device_scalars` is None or (grad_scale, found_inf, lr, step),
+// each None or a 1-element tensor on the batch's CUDA device.
 template <class Rule>
 class CheckedCall {
  public:
@@ -171,7 +173,7 @@ class CheckedCall {
 
   void add(py::handle param, py::handle input_tuple, py::handle state_tuple, py::handle hyper,
            py::handle label_obj, py::handle device_scalars) {
-    std::string label = label_obj ? std::string(py::str(label_obj)) : std::string();
+    BatchLabel label = to_label(label_obj);
     const typename Rule::Hyper h = to_hyper<Rule>(hyper);
     const unsigned flags = Rule::flags(h);
     std::vector<TensorArg> args;
@@ -185,7 +187,7 @@ class CheckedCall {
       const optim::StateSpec& spec = Rule::kStates[k];
       const py::handle state = states[k];
       if (state.is_none() && *spec.when != '\0') {
-        throw py::value_error(label + spec.name + ": required when " + spec.when);
+        throw py::value_error(label.prefix + spec.name + ": required when " + spec.when);
       }
       args.push_back({spec.name, state, true});
     }
