@@ -64,8 +64,7 @@ void register_bench(py::module_& m) {
         kRepeated[rule](batches, repeats);
       },
       py::arg("rule"), py::arg("batches"), py::arg("repeats"));
-  m.def("stream", &stream, py::arg("param"), py::arg("grad"), py::arg("states"),
-        py::arg("scale"));
+  m.def("stream", &stream, py::arg("param"), py::arg("grad"), py::arg("states"), py::arg("scale"));
 }
 
 }  // namespace gdfast::bindings

@@ -15,8 +15,8 @@ struct RuleEntry {
   py::dict (*describe)(int id);
   py::tuple (*plan)(py::handle hyper);
   py::object (*step)(py::handle batches, py::handle stream);
-  py::object (*step_one)(py::handle param, py::handle inputs, py::handle states,
-                         py::handle hyper, py::handle device_scalars, py::handle stream);
+  py::object (*step_one)(py::handle param, py::handle inputs, py::handle states, py::handle hyper,
+                         py::handle device_scalars, py::handle stream);
 };
 
 template <class Rule>
@@ -84,11 +84,10 @@ void register_optim(py::module_& m) {
         return rule_entry(rule).step(batches, stream);
       },
       py::arg("rule"), py::arg("batches"), py::arg("stream"));
-  m.def("step_one",
-        [](int rule, py::handle param, py::handle inputs, py::handle states, py::handle hyper,
-           py::handle device_scalars, py::handle stream) {
-          return rule_entry(rule).step_one(param, inputs, states, hyper, device_scalars, stream);
-        });
+  m.def("step_one", [](int rule, py::handle param, py::handle inputs, py::handle states,
+                       py::handle hyper, py::handle device_scalars, py::handle stream) {
+    return rule_entry(rule).step_one(param, inputs, states, hyper, device_scalars, stream);
+  });
 }
 
 }  // namespace gdfast::bindings

@@ -79,9 +79,8 @@ DeviceScalarArgs::DeviceScalarArgs(py::handle scalars, const TensorBatch& batch,
   const float** slots[] = {&values.grad_scale, &values.found_inf, &values.lr, &values.step};
   for (std::size_t i = 0; i < 4; ++i) {
     if (items[i] == Py_None) continue;
-    owners_.push_back(
-        std::make_unique<TensorBatch>(std::vector<TensorArg>{{names[i], py::handle(items[i]), false}},
-                                      stream));
+    owners_.push_back(std::make_unique<TensorBatch>(
+        std::vector<TensorArg>{{names[i], py::handle(items[i]), false}}, stream));
     const TensorBatch& one = *owners_.back();
     const StepArgs a = one.step_args();
     if (one.dtype() != Dtype::kFloat32 || a.offsets[1] != 1 || !one.on_cuda() ||

@@ -41,13 +41,13 @@ inline constexpr int kNumInputs = static_cast<int>(std::extent_v<decltype(Rule::
 template <class Rule, class = void>
 struct HasInvalid : std::false_type {};
 template <class Rule>
-struct HasInvalid<Rule, std::void_t<decltype(Rule::invalid(
-                            std::declval<const typename Rule::Hyper&>()))>> : std::true_type {};
+struct HasInvalid<Rule,
+                  std::void_t<decltype(Rule::invalid(std::declval<const typename Rule::Hyper&>()))>>
+    : std::true_type {};
 template <class Rule, class = void>
 struct HasAdvance : std::false_type {};
 template <class Rule>
-struct HasAdvance<Rule,
-                  std::void_t<decltype(Rule::advance(std::declval<typename Rule::Hyper&>()))>>
+struct HasAdvance<Rule, std::void_t<decltype(Rule::advance(std::declval<typename Rule::Hyper&>()))>>
     : std::true_type {};
 
 template <class Rule>
@@ -62,14 +62,15 @@ typename Rule::Hyper to_hyper(py::handle values) {
   std::size_t i = 0;
   std::apply(
       [&](const auto&... field) {
-        ((h.*(field.member) = [&] {
-           using M = std::remove_reference_t<decltype(h.*(field.member))>;
-           if constexpr (std::is_same_v<M, bool>) {
-             return to_flag(items[i++], field.name);
-           } else {
-             return to_real(items[i++], field.name);
-           }
-         }()),
+        ((h.*(field.member) =
+              [&] {
+                using M = std::remove_reference_t<decltype(h.*(field.member))>;
+                if constexpr (std::is_same_v<M, bool>) {
+                  return to_flag(items[i++], field.name);
+                } else {
+                  return to_real(items[i++], field.name);
+                }
+              }()),
          ...);
       },
       Rule::kFields);
@@ -229,8 +230,8 @@ py::dict describe(int id) {
         (fields.append(py::dict(
              py::arg("name") = f.name, py::arg("kind") = kKindNames[static_cast<int>(f.kind)],
              py::arg("default") = f.initial,
-             py::arg("range") = py::make_tuple(f.range.lo, f.range.hi, f.range.lo_open,
-                                               f.range.hi_open),
+             py::arg("range") =
+                 py::make_tuple(f.range.lo, f.range.hi, f.range.lo_open, f.range.hi_open),
              py::arg("start_from") = str_or_none(f.start_from))),
          ...);
       },

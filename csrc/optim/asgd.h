@@ -19,7 +19,8 @@ namespace gdfast::optim {
 
 struct Asgd {
   static constexpr const char* kName = "asgd";
-  static constexpr const char* kSummary = "Averaged SGD (Polyak & Juditsky 1992), as torch.optim.ASGD";
+  static constexpr const char* kSummary =
+      "Averaged SGD (Polyak & Juditsky 1992), as torch.optim.ASGD";
   static constexpr const char* kInputs[] = {"grad"};
   static constexpr StepCount kStepCount = StepCount::kCounted;
 
@@ -41,8 +42,8 @@ struct Asgd {
       real("lr", &Hyper::lr, 1e-2, kNonNegative), real("lambd", &Hyper::lambd, 1e-4, kFinite),
       real("alpha", &Hyper::alpha, 0.75, kFinite), real("t0", &Hyper::t0, 1e6, kFinite),
       real("weight_decay", &Hyper::weight_decay, 0.0, kNonNegative),
-      flag("maximize", &Hyper::maximize, false),
-      scalar_state("eta", &Hyper::eta, 0.0, "lr"), scalar_state("mu", &Hyper::mu, 1.0));
+      flag("maximize", &Hyper::maximize, false), scalar_state("eta", &Hyper::eta, 0.0, "lr"),
+      scalar_state("mu", &Hyper::mu, 1.0));
 
   template <class T>
   struct Coef {

@@ -32,7 +32,7 @@ enum class FieldKind : int {
 template <class H, class M>
 struct Field {
   const char* name;
-  M H::*member;
+  M H::* member;
   M initial;  // the default; for a scalar state the value it starts at
   Range range;
   FieldKind kind;
@@ -40,16 +40,16 @@ struct Field {
 };
 
 template <class H>
-constexpr Field<H, double> real(const char* name, double H::*member, double default_value,
-                                 Range range) {
+constexpr Field<H, double> real(const char* name, double H::* member, double default_value,
+                                Range range) {
   return {name, member, default_value, range, FieldKind::kReal, nullptr};
 }
 template <class H>
-constexpr Field<H, bool> flag(const char* name, bool H::*member, bool default_value) {
+constexpr Field<H, bool> flag(const char* name, bool H::* member, bool default_value) {
   return {name, member, default_value, kFinite, FieldKind::kFlag, nullptr};
 }
 template <class H>
-constexpr Field<H, double> scalar_state(const char* name, double H::*member, double start,
+constexpr Field<H, double> scalar_state(const char* name, double H::* member, double start,
                                         const char* start_from = nullptr) {
   return {name, member, start, kFinite, FieldKind::kScalarState, start_from};
 }
@@ -62,9 +62,9 @@ enum class Init : int {
 };
 
 struct StateSpec {
-  const char* name;           // torch's state name
-  unsigned needs = 0;         // flag bits that must all be set for the rule to use it
-  const char* when = "";      // those flags in the caller's terms, for messages
+  const char* name;       // torch's state name
+  unsigned needs = 0;     // flag bits that must all be set for the rule to use it
+  const char* when = "";  // those flags in the caller's terms, for messages
   Init init = Init::kZeros;
   const char* fill_from = nullptr;
 };

@@ -41,8 +41,7 @@ struct Nadam {
   };
   static constexpr auto kFields = std::make_tuple(
       real("lr", &Hyper::lr, 2e-3, kNonNegative), real("beta1", &Hyper::beta1, 0.9, kUnitOpen),
-      real("beta2", &Hyper::beta2, 0.999, kUnitOpen),
-      real("eps", &Hyper::eps, 1e-8, kNonNegative),
+      real("beta2", &Hyper::beta2, 0.999, kUnitOpen), real("eps", &Hyper::eps, 1e-8, kNonNegative),
       real("weight_decay", &Hyper::weight_decay, 0.0, kNonNegative),
       real("momentum_decay", &Hyper::momentum_decay, 4e-3, kNonNegative),
       flag("decoupled_weight_decay", &Hyper::decoupled, false),

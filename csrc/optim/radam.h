@@ -41,8 +41,7 @@ struct Radam {
   };
   static constexpr auto kFields = std::make_tuple(
       real("lr", &Hyper::lr, 1e-3, kNonNegative), real("beta1", &Hyper::beta1, 0.9, kUnitOpen),
-      real("beta2", &Hyper::beta2, 0.999, kUnitOpen),
-      real("eps", &Hyper::eps, 1e-8, kNonNegative),
+      real("beta2", &Hyper::beta2, 0.999, kUnitOpen), real("eps", &Hyper::eps, 1e-8, kNonNegative),
       real("weight_decay", &Hyper::weight_decay, 0.0, kNonNegative),
       flag("decoupled_weight_decay", &Hyper::decoupled, false),
       flag("maximize", &Hyper::maximize, false));
@@ -69,10 +68,9 @@ struct Radam {
     const double rho_inf = 2.0 / (1.0 - h.beta2) - 1.0;
     const double rho_t = rho_inf - 2.0 * step * beta2_t / bias_correction2;
     const bool rectified = rho_t > 5.0;
-    const double rect =
-        rectified ? ::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
-                           ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
-                  : 0.0;
+    const double rect = rectified ? ::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
+                                           ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                                  : 0.0;
     return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale),
             T(h.weight_decay),
             T(1.0 - h.lr * h.weight_decay),

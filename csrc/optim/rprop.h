@@ -33,8 +33,7 @@ struct Rprop {
   };
   // lr only sets where step_size starts.
   static constexpr auto kFields = std::make_tuple(
-      real("lr", &Hyper::lr, 1e-2, kNonNegative),
-      real("etaminus", &Hyper::etaminus, 0.5, kFinite),
+      real("lr", &Hyper::lr, 1e-2, kNonNegative), real("etaminus", &Hyper::etaminus, 0.5, kFinite),
       real("etaplus", &Hyper::etaplus, 1.2, kFinite),
       real("step_size_min", &Hyper::step_size_min, 1e-6, kFinite),
       real("step_size_max", &Hyper::step_size_max, 50.0, kFinite),
@@ -70,8 +69,8 @@ struct Rprop {
     const auto shrink = lane_lt(s, zero);
     // 1 where s == 0 and NaN where s is NaN (as torch's sign(s)), for the factor below.
     const V one_or_nan = s * zero + V(T(1));
-    const V eta = lane_where(lane_gt(s, zero), V(c.etaplus),
-                             lane_where(shrink, V(c.etaminus), one_or_nan));
+    const V eta =
+        lane_where(lane_gt(s, zero), V(c.etaplus), lane_where(shrink, V(c.etaminus), one_or_nan));
     // max then min, each returning its second operand on NaN: NaN propagates, as torch.clamp.
     step_size = lane_min(V(c.step_size_max), lane_max(V(c.step_size_min), step_size * eta));
     g = lane_where(shrink, zero, g);

@@ -5,19 +5,19 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
-#define GDFAST_SSE2_OPS(Name, T, N, S)                                                      \
-  struct Name : simd::BufferedPartial<Name> {                                               \
-    GDFAST_X86_COMMON_OPS(T, N, 16 / sizeof(T), _mm, S)                                     \
-    using Mask = N;                                                                         \
-    static N gt(N a, N b) { return _mm_cmpgt_##S(a, b); }                                   \
-    static N lt(N a, N b) { return _mm_cmplt_##S(a, b); }                                   \
-    static N unordered(N a, N b) { return _mm_cmpunord_##S(a, b); }                         \
+#define GDFAST_SSE2_OPS(Name, T, N, S)                                                             \
+  struct Name : simd::BufferedPartial<Name> {                                                      \
+    GDFAST_X86_COMMON_OPS(T, N, 16 / sizeof(T), _mm, S)                                            \
+    using Mask = N;                                                                                \
+    static N gt(N a, N b) { return _mm_cmpgt_##S(a, b); }                                          \
+    static N lt(N a, N b) { return _mm_cmplt_##S(a, b); }                                          \
+    static N unordered(N a, N b) { return _mm_cmpunord_##S(a, b); }                                \
     static N select(N m, N a, N b) { return _mm_or_##S(_mm_and_##S(m, a), _mm_andnot_##S(m, b)); } \
-    static N sign(N a) {                                                                    \
-      const N zero = _mm_setzero_##S();                                                     \
-      const N nonzero = _mm_or_##S(_mm_cmpgt_##S(a, zero), _mm_cmplt_##S(a, zero));         \
-      return _mm_or_##S(_mm_and_##S(nonzero, copysign_one(a)), _mm_andnot_##S(nonzero, a)); \
-    }                                                                                       \
+    static N sign(N a) {                                                                           \
+      const N zero = _mm_setzero_##S();                                                            \
+      const N nonzero = _mm_or_##S(_mm_cmpgt_##S(a, zero), _mm_cmplt_##S(a, zero));                \
+      return _mm_or_##S(_mm_and_##S(nonzero, copysign_one(a)), _mm_andnot_##S(nonzero, a));        \
+    }                                                                                              \
   };
 GDFAST_SSE2_OPS(OpsF32, float, __m128, ps)
 GDFAST_SSE2_OPS(OpsF64, double, __m128d, pd)
