@@ -16,10 +16,10 @@ struct Range {
   double lo, hi;
   bool lo_open, hi_open;
 };
-inline constexpr double kInf = std::numeric_limits<double>::infinity();
-inline constexpr Range kFinite{-kInf, kInf, true, true};
-inline constexpr Range kNonNegative{0.0, kInf, false, true};
-inline constexpr Range kPositive{0.0, kInf, true, true};
+inline constexpr double kInfinity = std::numeric_limits<double>::infinity();
+inline constexpr Range kFinite{-kInfinity, kInfinity, true, true};
+inline constexpr Range kNonNegative{0.0, kInfinity, false, true};
+inline constexpr Range kPositive{0.0, kInfinity, true, true};
 inline constexpr Range kUnitOpen{0.0, 1.0, false, true};  // [0, 1): betas
 inline constexpr Range kUnit{0.0, 1.0, false, false};     // [0, 1]
 
