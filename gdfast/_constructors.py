@@ -25,7 +25,8 @@ def _is_tensor(x: Any) -> bool:
 
 def _adam_tensor_rules(lr: Any, betas: Any, foreach: Optional[bool],
                        capturable: bool) -> Optional[Dict[str, Any]]:
-    """torch.optim.Adam's rules for tensor lr and betas; betas are stored as numbers."""
+    """torch.optim.Adam's rules for tensor lr and betas; betas are stored as a tuple of
+    numbers."""
     if _is_tensor(lr) and foreach and not capturable:
         raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
     try:
@@ -36,7 +37,7 @@ def _adam_tensor_rules(lr: Any, betas: Any, foreach: Optional[bool],
             or _is_tensor(beta1) and _is_tensor(beta2)):
         raise ValueError("betas must be either both floats or both Tensors")
     if not _is_tensor(beta1):
-        return None
+        return {"betas": (beta1, beta2)}  # a tuple, as torch stores them
     for i, beta in enumerate((beta1, beta2)):
         if foreach and not capturable:
             raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False "

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _constructors  # noqa: F401  (registers the constructors)
 from ._spec import State
-from ._stepping import CONSTRUCTORS, PAIRS, StepPath, make_class
+from ._stepping import CONSTRUCTORS, StepPath, make_class
 
 __all__ = ["Optimizer"] + list(CONSTRUCTORS)
 
@@ -95,9 +95,6 @@ class Optimizer(StepPath):
         group["params"] = params
         for key, value in self.defaults.items():
             group.setdefault(key, value)
-        for key in PAIRS:
-            if isinstance(group.get(key), list):
-                group[key] = tuple(group[key])  # as torch stores betas
         self._checked_group(group, f"param_groups[{len(self.param_groups)}]: ")
         self.param_groups.append(group)
 

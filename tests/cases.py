@@ -1,16 +1,28 @@
-"""The test database: for each optimizer, the hyperparameter variants every generic test
-sweeps, the variants also run at the large size, the problem the trajectories run on, and
-the tolerance against the float64 reference with the reason for its size.
+"""The test database: for each optimizer (each rule of gdfast's registry), the hyperparameter
+variants every generic test sweeps, the variants also run at the large size, the problem the
+trajectories run on, the tolerance against the float64 reference with the reason for its size,
+and what the generic tests need to know about the rule (its states and how they start, its
+scalar states, how the gradient and lr enter, valid sample ranges).
+
+A new optimizer needs only its :class:`Case` here: test_rules, test_validation,
+test_properties, test_stateful, test_dispatch, test_threads, test_training and test_registry
+read their tables from ``CASES``; test_registry checks every description below against
+gdfast's registry (``gdfast._spec.RULES``).
 
 Nothing here imports gdfast; tests map a case onto ``gdfast.ops.<op>`` or the stateful
 classes. ``Variant.hyper`` holds ``gdfast.ops`` keyword arguments (``beta1``/``beta2``, not
 ``betas``); :func:`constructor_kwargs` turns them into torch-style constructor arguments.
+Variants marked "torch:" are the CPU entries of torch 2.13's optimizer database
+(torch/testing/_internal/common_optimizers.py, ``optim_inputs_func_<name>``, its tensor lr as
+a float); the others add the option combinations that select another kernel instantiation.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -38,6 +50,14 @@ LARGE_STEPS = 10
 # state and the second is the first that reads it, so a bug there is reported where it is.
 CHECKPOINTS: Tuple[int, ...] = (1, 2, 3, 10, 50)
 
+# torch-style constructor arguments holding two of a rule's hyperparameters (gdfast.ops names
+# the two; test_registry checks this against gdfast._stepping.PAIRS).
+PAIRS: Dict[str, Tuple[str, str]] = {
+    "betas": ("beta1", "beta2"),
+    "etas": ("etaminus", "etaplus"),
+    "step_sizes": ("step_size_min", "step_size_max"),
+}
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -54,36 +74,53 @@ class Tolerance:
     unit roundoff u = finfo(dtype).eps and x_ref the float64 reference from the same
     (dtype-rounded) inputs; :class:`ReferenceRun` evaluates it along the trajectory:
 
-        state:  c_state * u * t * E_t
-        param:  c_param * u * t * (max_s |p_s| + sum_s |p_s - p_s-1| + sum_s h_s)
+        state:  c_state * u * t * E_t + F_t
+        param:  c_param * u * t * (max_s |p_s| + sum_s |p_s - p_s-1| + sum_s h_s) + sum_s f_s
 
     Why this shape. Every step rounds p and each state a few times, each rounding at most
     u/2 of the magnitudes involved, and the errors carry over to later steps:
 
-    * A state (momentum buffer, moments) is a running average with decay b (momentum,
-      beta1, beta2; 1 for AMSGrad's maximum), so its error at step t is at most a few u times
-      sum_k b^k M_t-k, where M_s is the magnitude of the terms rounded at step s: the old and
-      new state and w*G_s, with G_s = |g_s| (+ wd*|p_s-1| where an L2 penalty is added, since
-      g and wd*p can cancel; squared for second moments) and w the weight g enters with
-      (1 - beta; 1 for SGD). So E_t is the envelope max(b*E_t-1, |state_t-1|, |state_t|,
-      w*G_t), and the sum is at most min(t, 1/(1-b)) <= t times it. With an L2 penalty the
-      error p already has reaches the gradient too: w*wd*(p's bound) is folded into E_t.
-    * p's own roundings add up to ~u*t*max|p| and ~u*sum|delta p| (the update rounded).
-    * The states' errors reach every update through the rule's sensitivity h_s: the change of
-      the update for a state error of u*E_s. SGD: lr*(E_buf(1+momentum if nesterov) + G).
-      Adam: lr/bc1 * (E_m/D + |m| E_v / (2 sqrt(v bc2) D^2)) with D = sqrt(v/bc2) + eps;
-      where sqrt(v) is about eps or less and m small (gradient terms cancelling, or all tiny)
-      Adam's update m/(sqrt(v)+eps) is steep, and this term honestly widens the bound there.
-      Lion: 0, sign() is flat away from zero; near zero see ``ambiguous`` below.
+    * A state's own roundings. A state (momentum buffer, moments, accumulators) is updated
+      from its old value with a decay b (momentum, beta, alpha, rho; 1 for sums and maxima;
+      Rprop's step size: the factor it was multiplied by), so its rounding error at step t is
+      at most a few u times sum_k b^k M_t-k, where M_s is the magnitude of the terms rounded at
+      step s: the old and new state and the terms added, e.g. w*G_s with G_s = |g_s| (+ wd*|p_s-1|
+      where an L2 penalty is added, since g and wd*p can cancel; squared for second moments)
+      and w the weight g enters with (1 - beta; 1 for SGD and sums). So E_t is the envelope
+      max(b*E_t-1, |state_t-1|, |state_t|, M_t), and the sum is at most min(t, 1/(1-b)) <= t
+      times it: c_state counts the roundings per step.
+    * Errors a state takes over from other quantities, F_t = b*F_t-1 + f_t: with an L2 penalty
+      the error p already has enters the gradient (wd times p's bound, doubled by 2|g| for
+      squares); RMSprop's momentum buffer and Adadelta's acc_delta take in the update's error
+      due to the other states' errors; ASGD's average takes in p's. These are propagated
+      linearly (first order), not estimated.
+    * p's own roundings add up to ~u*t*max|p| and ~u*sum|delta p| (the update rounded), plus
+      h_s: the rounding of gradient terms that enter the update directly (SGD lr*G; RMSprop,
+      Adagrad lr*G/D; ...).
+    * The states' errors reach every update through the rule's sensitivity: f_s is the
+      change of the update for the states' bounds (and the L2 penalty's), to first order.
+      SGD: lr*B_buf (+ momentum*lr*B_buf with nesterov). Adam: lr/bc1 * (B_m/D + |m| B_v /
+      (2 sqrt(v bc2) D^2)) with D = sqrt(v/bc2) + eps; where sqrt(v) is about eps or less and m
+      small (gradient terms cancelling, or all tiny) Adam's update m/(sqrt(v)+eps) is steep,
+      and this term honestly widens the bound there. The other rules' derivatives are in
+      their models below. Lion and Rprop: 0 for the sign, which is flat away from zero.
 
-    ``c_*`` count the roundings per step; each case gives the measured maxima, 3x to 6x
-    below. For gdfast float64 vs the reference (same precision, other operation order) the
+    ``c_*`` count the roundings per step; each case's ``why`` gives the measured worst
+    |err|/bound over all its variants, sizes (1e6 included) and both dtypes: 1/6 to 1/3.
+    For gdfast float64 vs the reference (same precision, other operation order) the
     same bound holds with u = 2**-52. Against torch both sides round: tests double c.
 
-    Lion: where c = beta1*m + (1-beta1)*g is within rounding of zero the two computations may
-    take different signs. Such elements (counted per step in ``ambiguous``) get 2*lr per such
-    step added to their bound (the most one sign difference can move p), and tests assert
-    they are rare.
+    Discontinuities. Lion: where c = beta1*m + (1-beta1)*g is within rounding of zero the two
+    computations may take different signs. Such elements (counted per step in ``ambiguous``)
+    get 2*lr per such step added to their bound (the most one sign difference can move p),
+    and tests assert they are rare. Rprop's decisions (the sign of g*prev) depend only on the
+    input gradients, which both computations hold exactly (prev is a copy of a gradient), so
+    they take the same branches unless a dtype product underflows: ``ambiguous`` counts such
+    elements without exempting them, and tests assert there are none; prev is then compared
+    exactly. Adamax's maximum is continuous (1-Lipschitz) and needs nothing. ASGD's switch
+    (mu == 1) and RAdam's (rho_t > 5) are per step, computed in double from the step count
+    on both sides; the scalar states are compared exactly and RAdam's model asserts that
+    rho_t is never within rounding of 5.
     """
 
     c_param: float
@@ -91,15 +128,72 @@ class Tolerance:
     why: str
 
 
+class Update(NamedTuple):
+    """One step's contribution to p's bound (see Tolerance): ``rounding`` is h_s (multiplied
+    by c_param * u * t), ``propagated`` is f_s (an absolute error)."""
+
+    rounding: Any
+    propagated: Any
+
+
+def _always(h: Mapping[str, Any]) -> bool:
+    return True
+
+
+def coupled_weight_decay(h: Mapping[str, Any]) -> float:
+    """The L2 coefficient the rule adds to the gradient (0 when decay is decoupled)."""
+    if h.get("decoupled_weight_decay", False):
+        return 0.0
+    return float(h.get("weight_decay", 0.0))
+
+
+def _no_l2(h: Mapping[str, Any]) -> float:
+    return 0.0
+
+
 @dataclass(frozen=True)
 class Case:
-    name: str  # "sgd" | "adam" | "lion", also the reference.STEPS key
+    """One rule: how tests call it, what they sweep, how far from the reference it may be."""
+
+    name: str  # the rule, also the reference.STEPS key
     op: str  # the function in gdfast.ops
+    classes: Mapping[str, Mapping[str, Any]]  # stateful classes -> hyperparameters they fix
     variants: Tuple[Variant, ...]
     large_variants: Tuple[str, ...]
     tolerance: Tolerance
+    # every state array of the rule, in its declaration order -> used with these (complete)
+    # hyperparameters?
+    states: Mapping[str, Callable[[Mapping[str, Any]], bool]]
+    # error propagation of one step (see Tolerance): advances every state's bound
+    model: Callable[["Step"], Update]
     # ops keyword arguments every variant of the case takes unless it sets them itself
     base: Mapping[str, Any] = field(default_factory=dict)
+    step: str = "counted"  # "counted" (state["step"]), "first_call" (SGD) or "none" (Lion)
+    starts: Mapping[str, str] = field(default_factory=dict)  # state -> hyperparameter it starts at
+    written_first: Tuple[str, ...] = ()  # states the first step writes without reading
+    # scalar states (per parameter, on the host) -> start: a number, or the hyperparameter
+    scalars: Mapping[str, Union[float, str]] = field(default_factory=dict)
+    l2: Callable[[Mapping[str, Any]], float] = coupled_weight_decay
+    nonnegative: Tuple[str, ...] = ()  # states that are >= 0 in any real run
+    # how lr enters: "scales" (lr=0 freezes p; states do not depend on lr), "eta" (ASGD: only
+    # through the scalar state eta, which starts at lr), "start" (Rprop: only where step_size
+    # starts; the op itself ignores it)
+    lr_role: str = "scales"
+    # elements whose comparison with the reference is ambiguous this step (see Tolerance),
+    # evaluated before the step; and how far each such step may move p
+    ambiguous: Optional[Callable[["ReferenceRun", np.ndarray], np.ndarray]] = None
+    ambiguous_slack: Callable[[Mapping[str, Any]], float] = lambda h: 0.0
+    # a valid ops call that uses every state and changes every element of every written array
+    # (test_validation's base call), and uniform ranges for those arrays (others: N(0.5, 1))
+    checked: Mapping[str, Any] = field(default_factory=dict)
+    checked_ranges: Mapping[str, Tuple[float, float]] = field(default_factory=dict)
+    # sampling ranges for hyperparameters and scalar states whose registry range is unbounded
+    # (or too wide to be typical), for hypothesis
+    sample: Mapping[str, Tuple[float, float]] = field(default_factory=dict)
+    # option combinations the rule rejects beyond ranges: (ops keywords, message)
+    invalid: Tuple[Tuple[Mapping[str, Any], str], ...] = ()
+    # the digits MLP of test_training: class -> ops keyword arguments
+    training: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return self.name
@@ -113,116 +207,52 @@ class Case:
                 return v
         raise KeyError(f"{self.name} has no variant {name!r}")
 
+    @property
+    def defaults(self) -> Dict[str, Any]:
+        """The reference rule's keyword defaults (the registry's, test_registry checks)."""
+        return dict(_DEFAULTS[self.name])
+
+    def full(self, hyper: Mapping[str, Any]) -> Dict[str, Any]:
+        """Every hyperparameter: the given ones over the defaults."""
+        return {**_DEFAULTS[self.name], **hyper}
+
     def state_names(self, hyper: Mapping[str, Any]) -> Tuple[str, ...]:
         """The state arrays one step of this variant reads and writes."""
-        if self.name == "sgd":
-            return ("momentum_buffer",) if hyper.get("momentum", 0.0) != 0 else ()
-        if self.name == "adam":
-            base = ("exp_avg", "exp_avg_sq")
-            return base + ("max_exp_avg_sq",) if hyper.get("amsgrad", False) else base
-        return ("exp_avg",)
+        full = self.full(hyper)
+        return tuple(name for name, used in self.states.items() if used(full))
+
+    def start(self, name: str, hyper: Mapping[str, Any]) -> float:
+        """Where a state array's elements (or a scalar state) start."""
+        source = self.starts.get(name, self.scalars.get(name, 0.0))
+        return float(self.full(hyper)[source]) if isinstance(source, str) else float(source)
 
 
-SGD = Case(
-    name="sgd",
-    op="sgd_",
-    base={"lr": 0.01},
-    variants=(
-        Variant("plain", {}),
-        Variant("lr=0.1", {"lr": 0.1}),
-        Variant("momentum", {"momentum": 0.9}),
-        Variant("dampening", {"momentum": 0.9, "dampening": 0.5}),
-        Variant("dampening=1", {"momentum": 0.5, "dampening": 1.0}),
-        Variant("nesterov", {"momentum": 0.9, "nesterov": True}),
-        Variant("weight_decay", {"weight_decay": 0.1}),
-        Variant("momentum+wd", {"momentum": 0.9, "weight_decay": 0.05}),
-        Variant("maximize", {"maximize": True}),
-        Variant("maximize+momentum+wd", {"momentum": 0.9, "weight_decay": 0.1,
-                                         "maximize": True}),
-        Variant("all", {"momentum": 0.8, "nesterov": True, "weight_decay": 0.05,
-                        "maximize": True}),
-    ),
-    large_variants=("all", "dampening"),
-    tolerance=Tolerance(
-        c_param=3.0,
-        c_state=4.0,
-        why="A step is 2-4 roundings of p and of the buffer (wd add, buffer mul-add, "
-            "nesterov add, p add). Measured worst |err| / (u*t*...) over all variants, sizes "
-            "(1e6 included) and both dtypes: param 0.50, state 1.07 (float64: exact, the "
-            "reference rounds the same way).",
-    ),
-)
-
-ADAM = Case(
-    name="adam",
-    op="adam_",
-    base={"lr": 0.01},
-    variants=(
-        Variant("default", {}),
-        Variant("lr=1e-3", {"lr": 1e-3}),
-        Variant("betas", {"beta1": 0.8, "beta2": 0.95}),
-        Variant("beta1=0", {"beta1": 0.0, "beta2": 0.9}),
-        Variant("eps=1e-3", {"eps": 1e-3}),
-        Variant("l2", {"weight_decay": 0.1}),
-        Variant("decoupled", {"weight_decay": 0.1, "decoupled_weight_decay": True}),
-        Variant("amsgrad", {"amsgrad": True}),
-        Variant("amsgrad+decoupled", {"amsgrad": True, "weight_decay": 0.05,
-                                      "decoupled_weight_decay": True}),
-        Variant("maximize", {"maximize": True}),
-        Variant("maximize+l2+amsgrad", {"maximize": True, "weight_decay": 0.1,
-                                        "amsgrad": True, "beta1": 0.85, "beta2": 0.99}),
-    ),
-    large_variants=("amsgrad+decoupled", "maximize+l2+amsgrad"),
-    tolerance=Tolerance(
-        c_param=6.0,
-        c_state=8.0,
-        why="A step is ~10 roundings (moments, sqrt, two divisions, products); v also carries "
-            "the float32 rounding of beta2, which compounds as beta2^t (~t*u/2 relative). "
-            "Measured worst |err| / (u*t*...) over all variants, sizes (1e6 included) and "
-            "both dtypes: param 1.97, state 2.67.",
-    ),
-)
-
-LION = Case(
-    name="lion",
-    op="lion_",
-    base={"lr": 3e-3},
-    variants=(
-        Variant("default", {}),
-        Variant("lr=1e-4", {"lr": 1e-4}),
-        Variant("betas", {"beta1": 0.95, "beta2": 0.98}),
-        Variant("beta1=0", {"beta1": 0.0}),
-        Variant("beta2=1", {"beta2": 1.0}),
-        Variant("weight_decay", {"weight_decay": 1.0}),
-        Variant("maximize", {"maximize": True}),
-        Variant("all", {"beta1": 0.95, "beta2": 0.98, "weight_decay": 0.3,
-                        "maximize": True}),
-    ),
-    large_variants=("all",),
-    tolerance=Tolerance(
-        c_param=4.0,
-        c_state=3.0,
-        why="Away from sign changes p moves by exactly +-lr per step (one rounding of p, one "
-            "of the decay product); m is an EMA with 2-3 roundings per step. Where "
-            "c = beta1*m + (1-beta1)*g is within rounding of zero the two precisions may pick "
-            "different signs: those elements get 2*lr per such step (Tolerance). Measured "
-            "worst |err| / (u*t*...): param 1.15, state 0.68; sign exemptions: 4 of 4099 "
-            "elements and 11 of 1e6 in float32, none in float64.",
-    ),
-)
-
-CASES: Tuple[Case, ...] = (SGD, ADAM, LION)
-CASES_BY_NAME: Dict[str, Case] = {c.name: c for c in CASES}
+def _reference_defaults() -> Dict[str, Dict[str, Any]]:
+    out = {}
+    for name, fn in reference.STEPS.items():
+        out[name] = {n: p.default for n, p in inspect.signature(fn).parameters.items()
+                     if p.kind is p.KEYWORD_ONLY}
+    return out
 
 
-def constructor_kwargs(case: Case, hyper: Mapping[str, Any]) -> Dict[str, Any]:
+_DEFAULTS = _reference_defaults()
+
+
+def constructor_kwargs(case: Case, hyper: Mapping[str, Any],
+                       cls: Optional[str] = None) -> Dict[str, Any]:
     """``gdfast.ops`` keyword arguments -> torch-style constructor keyword arguments, as
-    ``gdfast.SGD/Adam/Lion`` and ``torch.optim.SGD/Adam`` take them."""
+    ``gdfast.<Name>`` and ``torch.optim.<Name>`` take them (pairs such as betas folded, the
+    other half at its default; the arguments class ``cls`` fixes left out)."""
     kw = dict(hyper)
-    if case.name in ("adam", "lion"):
-        beta1 = kw.pop("beta1", 0.9)
-        beta2 = kw.pop("beta2", 0.999 if case.name == "adam" else 0.99)
-        kw["betas"] = (beta1, beta2)
+    full = case.full(hyper)
+    for key, (a, b) in PAIRS.items():
+        if a in kw or b in kw:
+            kw.pop(a, None)
+            kw.pop(b, None)
+            kw[key] = (full[a], full[b])
+    if cls is not None:
+        for name in case.classes[cls]:
+            kw.pop(name, None)
     return kw
 
 
@@ -250,7 +280,81 @@ def gradient(size: int, dtype: Any, step: int, seed: int = 0) -> np.ndarray:
 
 
 # -- a reference trajectory with its tolerance -------------------------------------------------
-QUADRATIC_STATES = ("exp_avg_sq", "max_exp_avg_sq")
+def _div(a: Any, b: Any) -> np.ndarray:
+    """a / b where b > 0, else 0 (a derivative term where its denominator vanishes: there the
+    numerator vanishes too, e.g. m = 0 where v = 0)."""
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    return np.divide(a, b, out=np.zeros(a.shape), where=b > 0)
+
+
+class Step:
+    """What a case's error model sees of one reference step (float64 arrays): the
+    hyperparameters ``h``, the step ``t`` (1-based), the gradient ``g`` (negated under
+    maximize), ``gp`` = g + l2*p (the gradient with the L2 penalty), ``G`` = |g| + l2*|p|
+    (the magnitude its rounding scales with), ``l2_err`` = l2 times p's bound before the step
+    (the error the penalty feeds in); the states before (``old``) and after (``new``)."""
+
+    def __init__(self, run: "ReferenceRun", g: np.ndarray, p_prev: np.ndarray,
+                 old: Dict[str, Any], p_bound_prev: np.ndarray) -> None:
+        self.run, self.h, self.t, self.u = run, run.hyper, run.t, run.u
+        l2 = run.case.l2(self.h)
+        self.g = -g if self.h.get("maximize", False) else g
+        self.gp = self.g + l2 * p_prev
+        self.G = np.abs(self.g) + l2 * np.abs(p_prev)
+        self.l2_err = l2 * p_bound_prev
+        self.p_prev = p_prev
+        self._old = old
+        self.advanced: set = set()
+
+    def old(self, name: str) -> Any:
+        """A state (array or scalar) before the step; its start before the first."""
+        if name in self._old:
+            return self._old[name]
+        start = self.run.case.start(name, self.h)
+        return np.full_like(self.run.p, start) if name in self.run.state_env else start
+
+    def new(self, name: str) -> Any:
+        return self.run.state[name]
+
+    def old_bound(self, name: str) -> np.ndarray:
+        """A state's bound before the step (before the model advances it)."""
+        assert name not in self.advanced, f"{name}: already advanced"
+        return self.run.state_bound(name, steps=self.t - 1)
+
+    def state(self, name: str, decay: Any, *rounded: Any, fed: Any = None) -> np.ndarray:
+        """Advance a state's bound: envelope E (decayed, the old and new magnitudes and the
+        ``rounded`` ones), propagated F (decayed, plus ``fed``). Returns the new bound."""
+        run = self.run
+        env = run.state_env[name]
+        env *= decay
+        np.maximum(env, np.abs(self.old(name)), out=env)
+        np.maximum(env, np.abs(self.new(name)), out=env)
+        for r in rounded:
+            np.maximum(env, r, out=env)
+        run.state_fed[name] *= decay
+        if fed is not None:
+            run.state_fed[name] += fed
+        self.advanced.add(name)
+        return run.state_bound(name)
+
+    def maximum(self, name: str, of: str) -> np.ndarray:
+        """A running maximum of state ``of``: its error is at most the larger of the two."""
+        run = self.run
+        np.maximum(run.state_env[name], run.state_env[of], out=run.state_env[name])
+        np.maximum(run.state_fed[name], run.state_fed[of], out=run.state_fed[name])
+        self.advanced.add(name)
+        return run.state_bound(name)
+
+    def exact(self, name: str) -> None:
+        """A state both computations hold exactly (bound 0)."""
+        self.advanced.add(name)
+
+    def param_bound_after(self, update: Update) -> np.ndarray:
+        """p's bound after this step, with this step's update terms."""
+        run = self.run
+        return (run.tol.c_param * self.u * self.t
+                * (run.param_env + run.path + run.sensitivity + update.rounding)
+                + run.propagated + update.propagated + run.slack)
 
 
 class ReferenceRun:
@@ -258,7 +362,8 @@ class ReferenceRun:
     :class:`Tolerance` needs for a computation in unit roundoff ``u``."""
 
     def __init__(self, case: Case, hyper: Mapping[str, Any], p0: np.ndarray, u: float) -> None:
-        self.case, self.hyper, self.u = case, dict(hyper), u
+        self.case, self.hyper, self.u = case, case.full(hyper), u
+        self.dtype = np.float32 if u >= float(np.finfo(np.float32).eps) else np.float64
         self.tol = case.tolerance
         self.step_fn = reference.STEPS[case.name]
         self.t = 0
@@ -266,93 +371,50 @@ class ReferenceRun:
         self.state: Dict[str, Any] = {}
         self.param_env = np.abs(self.p)
         self.path = np.zeros_like(self.p)
-        self.sensitivity = np.zeros_like(self.p)
-        self.state_env = {n: np.zeros_like(self.p) for n in case.state_names(hyper)}
+        self.sensitivity = np.zeros_like(self.p)  # sum of h_s
+        self.propagated = np.zeros_like(self.p)  # sum of f_s
+        self.slack = np.zeros_like(self.p)  # ambiguous steps' allowance
+        names = case.state_names(self.hyper)
+        self.state_env = {n: np.zeros_like(self.p) for n in names}
+        self.state_fed = {n: np.zeros_like(self.p) for n in names}
         self.ambiguous = np.zeros(self.p.shape, dtype=np.int64)
 
-    def _decay_and_weight(self, name: str) -> Tuple[float, float]:
-        """(b, w): the factor a state's old value (and its error) is carried with, and the
-        one the gradient terms enter it with."""
-        h = self.hyper
-        if self.case.name == "sgd":  # the first step copies g; later ones weigh it 1-dampening
-            return float(h.get("momentum", 0.0)), 1.0
-        if name == "exp_avg" and self.case.name == "adam":
-            beta1 = float(h.get("beta1", 0.9))
-            return beta1, 1.0 - beta1
-        beta2 = float(h.get("beta2", 0.999 if self.case.name == "adam" else 0.99))
-        return (1.0 if name == "max_exp_avg_sq" else beta2), 1.0 - beta2
+    @property
+    def scalars(self) -> Dict[str, float]:
+        """The scalar states after the last step (step count excluded)."""
+        return {k: v for k, v in self.state.items() if k in self.case.scalars}
 
     def step(self, grad: np.ndarray) -> None:
-        h, u = self.hyper, self.u
         g = np.asarray(grad, dtype=np.float64)
-        g_mag = np.abs(g)
-        # an L2 penalty feeds p, and the error p already has, into the gradient
-        l2 = 0.0
-        if self.case.name in ("sgd", "adam") and not h.get("decoupled_weight_decay", False):
-            l2 = float(h.get("weight_decay", 0.0))
-        fed_back = l2 * self.param_bound() if l2 and self.t else None
-        g_mag = g_mag + l2 * np.abs(self.p)
-        if self.case.name == "lion":
-            beta1 = h.get("beta1", 0.9)
-            m = self.state.get("exp_avg", np.zeros_like(self.p))
-            c = reference.lion_sign_argument(g, self.state, beta1=beta1,
-                                             maximize=h.get("maximize", False))
-            # another computation's c differs by beta1 times its m's error (Tolerance) plus
-            # ~3 roundings of the terms of c; the band is twice that
-            m_err = self.tol.c_state * u * self.t * self.state_env["exp_avg"]
-            band = 2.0 * (beta1 * m_err + 3.0 * u * (beta1 * np.abs(m)
-                                                     + (1.0 - beta1) * np.abs(g)))
-            self.ambiguous += np.abs(c) < band
-        before = {n: np.abs(self.state[n]) for n in self.state_env if n in self.state}
-        p = self.step_fn(self.p, g, self.state, **h)
+        p_bound = self.param_bound() if self.t else np.zeros_like(self.p)
+        old = dict(self.state)
+        if self.case.ambiguous is not None:
+            hit = self.case.ambiguous(self, g)
+            self.ambiguous += hit
+            self.slack += self.case.ambiguous_slack(self.hyper) * hit
+        p = self.step_fn(self.p, g, self.state, **self.hyper)
         self.t += 1
-        self.path += np.abs(p - self.p)
+        p_prev = self.p
+        self.path += np.abs(p - p_prev)
         self.p = p
         np.maximum(self.param_env, np.abs(p), out=self.param_env)
-        for name, env in self.state_env.items():
-            decay, weight = self._decay_and_weight(name)
-            env *= decay
-            np.maximum(env, np.abs(self.state[name]), out=env)
-            if name in before:
-                np.maximum(env, before[name], out=env)
-            terms = g_mag * g_mag if name in QUADRATIC_STATES else g_mag
-            np.maximum(env, weight * terms, out=env)
-            if fed_back is not None:  # as an envelope: error = c_state * u * t * envelope
-                err = 2.0 * g_mag * fed_back if name in QUADRATIC_STATES else fed_back
-                np.maximum(env, weight * err / (self.tol.c_state * u * self.t), out=env)
-        self.sensitivity += self._sensitivity(g_mag)
-
-    def _sensitivity(self, g_mag: np.ndarray) -> np.ndarray:
-        h, env = self.hyper, self.state_env
-        if self.case.name == "sgd":
-            momentum = h.get("momentum", 0.0)
-            if momentum == 0:
-                return h["lr"] * g_mag
-            k = 1.0 + momentum if h.get("nesterov", False) else 1.0
-            return h["lr"] * (g_mag + k * env["momentum_buffer"])
-        if self.case.name == "adam":
-            t = self.t
-            bc1 = 1.0 - h.get("beta1", 0.9) ** t
-            bc2 = 1.0 - h.get("beta2", 0.999) ** t
-            second = "max_exp_avg_sq" if h.get("amsgrad", False) else "exp_avg_sq"
-            v = self.state[second]
-            m = self.state["exp_avg"]
-            denom = np.sqrt(v / bc2) + h.get("eps", 1e-8)
-            root = 2.0 * np.sqrt(v * bc2) * denom * denom
-            via_v = np.divide(np.abs(m) * env[second], root, out=np.zeros_like(v),
-                              where=root > 0)
-            return h["lr"] / bc1 * (env["exp_avg"] / denom + via_v)
-        return np.zeros_like(g_mag)
+        step = Step(self, g, p_prev, old, p_bound)
+        update = self.case.model(step)
+        missing = set(self.state_env) - step.advanced
+        assert not missing, f"{self.case.name}'s model left {missing} behind"
+        self.sensitivity += update.rounding
+        self.propagated += update.propagated
 
     def param_bound(self, factor: float = 1.0) -> np.ndarray:
-        bound = factor * self.tol.c_param * self.u * self.t * (
-            self.param_env + self.path + self.sensitivity)
-        if self.case.name == "lion":
-            bound = bound + 2.0 * self.hyper["lr"] * self.ambiguous
-        return bound
+        return factor * (self.tol.c_param * self.u * self.t
+                         * (self.param_env + self.path + self.sensitivity)
+                         + self.propagated + self.slack)
 
-    def state_bound(self, name: str, factor: float = 1.0) -> np.ndarray:
-        return factor * self.tol.c_state * self.u * self.t * self.state_env[name]
+    def state_bound(self, name: str, factor: float = 1.0,
+                    steps: Optional[int] = None) -> np.ndarray:
+        t = self.t if steps is None else steps
+        return factor * (self.tol.c_state * self.u * t * self.state_env[name]
+                         + self.state_fed[name])
 
 
 def check_close(what: str, actual: np.ndarray, expected: np.ndarray,
@@ -378,3 +440,606 @@ def check_close(what: str, actual: np.ndarray, expected: np.ndarray,
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(bound > 0, err / np.where(bound > 0, bound, 1.0), 0.0)
     return float(ratio.max())
+
+
+# -- the error models (see Tolerance; B_x is state x's bound, an absolute error) ---------------
+def _moments(s: Step, beta1: float, beta2: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Adam-style m and v: EMAs of g (weight 1-beta1) and g^2 (weight 1-beta2)."""
+    b_m = s.state("exp_avg", beta1, (1.0 - beta1) * s.G, fed=(1.0 - beta1) * s.l2_err)
+    b_v = s.state("exp_avg_sq", beta2, (1.0 - beta2) * s.G**2,
+                  fed=(1.0 - beta2) * 2.0 * s.G * s.l2_err)
+    return b_m, b_v
+
+
+def _sgd_model(s: Step) -> Update:
+    lr, momentum = s.h["lr"], s.h["momentum"]
+    if momentum == 0:
+        return Update(lr * s.G, lr * s.l2_err)
+    b_buf = s.state("momentum_buffer", momentum, s.G, fed=s.l2_err)
+    if s.h["nesterov"]:  # g + momentum * b: g's rounding and penalty enter directly
+        return Update(lr * s.G, lr * (s.l2_err + momentum * b_buf))
+    return Update(0.0, lr * b_buf)
+
+
+def _adam_model(s: Step) -> Update:
+    h, t = s.h, s.t
+    b_m, b_v = _moments(s, h["beta1"], h["beta2"])
+    second = "exp_avg_sq"
+    if h["amsgrad"]:
+        b_v = s.maximum("max_exp_avg_sq", of="exp_avg_sq")
+        second = "max_exp_avg_sq"
+    bc1, bc2 = 1.0 - h["beta1"] ** t, 1.0 - h["beta2"] ** t
+    v, m = s.new(second), s.new("exp_avg")
+    denom = np.sqrt(v / bc2) + h["eps"]
+    via_v = _div(np.abs(m) * b_v, 2.0 * np.sqrt(v * bc2) * denom**2)
+    return Update(0.0, h["lr"] / bc1 * (b_m / denom + via_v))
+
+
+def _lion_model(s: Step) -> Update:
+    beta2 = s.h["beta2"]
+    s.state("exp_avg", beta2, (1.0 - beta2) * s.G)
+    return Update(0.0, 0.0)  # sign() is flat; its ambiguous elements are exempted
+
+
+def _lion_ambiguous(run: "ReferenceRun", g: np.ndarray) -> np.ndarray:
+    """Another computation's c differs by beta1 times its m's error plus ~3 roundings of the
+    terms of c; the band is twice that."""
+    h, u = run.hyper, run.u
+    beta1 = h["beta1"]
+    m = run.state.get("exp_avg", np.zeros_like(g))
+    c = reference.lion_sign_argument(g, run.state, beta1=beta1, maximize=h["maximize"])
+    m_err = run.state_bound("exp_avg")
+    band = 2.0 * (beta1 * m_err + 3.0 * u * (beta1 * np.abs(m) + (1.0 - beta1) * np.abs(g)))
+    return np.abs(c) < band
+
+
+def _rmsprop_model(s: Step) -> Update:
+    h = s.h
+    alpha, lr, momentum = h["alpha"], h["lr"], h["momentum"]
+    b_v = s.state("square_avg", alpha, (1.0 - alpha) * s.G**2,
+                  fed=(1.0 - alpha) * 2.0 * s.G * s.l2_err)
+    v = s.new("square_avg")
+    if h["centered"]:  # v - g_avg^2: both errors, and the rounding of the square and difference
+        b_avg = s.state("grad_avg", alpha, (1.0 - alpha) * s.G, fed=(1.0 - alpha) * s.l2_err)
+        g_avg = s.new("grad_avg")
+        vt = v - g_avg**2
+        b_vt, r_vt = b_v + 2.0 * np.abs(g_avg) * b_avg, v + g_avg**2
+    else:
+        vt, b_vt, r_vt = v, b_v, 0.0
+    root = np.sqrt(np.maximum(vt, 0.0))
+    denom = root + h["eps"]
+    slope = _div(np.abs(s.gp), 2.0 * root * denom**2)  # |d(g/D)/dvt|
+    q_rounding = s.G / denom + slope * r_vt
+    q_propagated = slope * b_vt + s.l2_err / denom
+    if momentum > 0:
+        b_buf = s.state("momentum_buffer", momentum, q_rounding, fed=q_propagated)
+        return Update(0.0, lr * b_buf)
+    return Update(lr * q_rounding, lr * q_propagated)
+
+
+def _adagrad_model(s: Step) -> Update:
+    h, t = s.h, s.t
+    b_sum = s.state("sum", 1.0, s.G**2, fed=2.0 * s.G * s.l2_err)
+    root = np.sqrt(s.new("sum"))
+    denom = root + h["eps"]
+    lr_t = h["lr"] / (1.0 + (t - 1) * h["lr_decay"])
+    via_sum = _div(np.abs(s.gp) * b_sum, 2.0 * root * denom**2)
+    return Update(lr_t * s.G / denom, lr_t * (via_sum + s.l2_err / denom))
+
+
+def _adadelta_model(s: Step) -> Update:
+    h = s.h
+    rho, eps, lr = h["rho"], h["eps"], h["lr"]
+    acc_old, b_acc_old = s.old("acc_delta"), s.old_bound("acc_delta")
+    b_v = s.state("square_avg", rho, (1.0 - rho) * s.G**2, fed=(1.0 - rho) * 2.0 * s.G * s.l2_err)
+    v = s.new("square_avg")
+    ratio = np.sqrt(acc_old + eps) / np.sqrt(v + eps)
+    delta = ratio * np.abs(s.gp)
+    d_rounding = ratio * s.G
+    d_propagated = (delta * (_div(b_acc_old, 2.0 * (acc_old + eps)) + _div(b_v, 2.0 * (v + eps)))
+                    + ratio * s.l2_err)
+    s.state("acc_delta", rho, (1.0 - rho) * d_rounding**2,
+            fed=(1.0 - rho) * 2.0 * delta * d_propagated)
+    return Update(lr * d_rounding, lr * d_propagated)
+
+
+def _adamax_model(s: Step) -> Update:
+    h, t = s.h, s.t
+    beta1 = h["beta1"]
+    b_m = s.state("exp_avg", beta1, (1.0 - beta1) * s.G, fed=(1.0 - beta1) * s.l2_err)
+    # max(beta2 * u, |g| + eps) is 1-Lipschitz: the error of either side bounds it
+    b_u = s.state("exp_inf", h["beta2"], s.G + h["eps"], fed=s.l2_err)
+    m, u_inf = s.new("exp_avg"), s.new("exp_inf")
+    bc1 = 1.0 - beta1**t
+    return Update(0.0, h["lr"] / bc1 * (_div(b_m, u_inf) + _div(np.abs(m) * b_u, u_inf**2)))
+
+
+def _nadam_mu(h: Mapping[str, Any], t: float) -> float:
+    return h["beta1"] * (1.0 - 0.5 * 0.96 ** (t * h["momentum_decay"]))
+
+
+def _nadam_model(s: Step) -> Update:
+    h, t = s.h, s.t
+    b_m, b_v = _moments(s, h["beta1"], h["beta2"])
+    mu, mu_next = _nadam_mu(h, t), _nadam_mu(h, t + 1)
+    product = s.new("mu_product")
+    a_m = h["lr"] * mu_next / (1.0 - product * mu_next)  # the update's factors of m and g
+    a_g = h["lr"] * (1.0 - mu) / (1.0 - product)
+    bc2 = 1.0 - h["beta2"] ** t
+    v, m = s.new("exp_avg_sq"), s.new("exp_avg")
+    denom = np.sqrt(v / bc2) + h["eps"]
+    via_v = _div((a_m * np.abs(m) + a_g * np.abs(s.gp)) * b_v, 2.0 * np.sqrt(v * bc2) * denom**2)
+    return Update(a_g * s.G / denom, (a_m * b_m + a_g * s.l2_err) / denom + via_v)
+
+
+def _radam_model(s: Step) -> Update:
+    h, t = s.h, s.t
+    beta1, beta2 = h["beta1"], h["beta2"]
+    b_m, b_v = _moments(s, beta1, beta2)
+    bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * t * beta2**t / bc2
+    assert abs(rho_t - 5.0) > 1e-9 * rho_inf, "RAdam's switch within rounding of rho_t = 5"
+    if rho_t <= 5.0:
+        return Update(0.0, h["lr"] / bc1 * b_m)
+    rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                     / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+    v, m = s.new("exp_avg_sq"), s.new("exp_avg")
+    root = np.sqrt(v)
+    denom = root + h["eps"]
+    k = h["lr"] * rect * math.sqrt(bc2) / bc1
+    return Update(0.0, k * (b_m / denom + _div(np.abs(m) * b_v, 2.0 * root * denom**2)))
+
+
+def _asgd_model(s: Step) -> Update:
+    eta, mu = s.old("eta"), s.old("mu")  # this step's, as the previous step left them
+    update = Update(eta * s.G, eta * s.l2_err)
+    p_bound = s.param_bound_after(update)
+    if mu == 1.0:  # ax = p, exactly
+        s.state("ax", 0.0, fed=p_bound)
+    else:  # ax + (p - ax) * mu
+        s.state("ax", 1.0 - mu, mu * np.abs(s.run.p), fed=mu * p_bound)
+    return update
+
+
+def _rprop_model(s: Step) -> Update:
+    old = s.old("step_size")
+    factor = _div(s.new("step_size"), old)  # eta, or the clamp's
+    b_step = s.state("step_size", factor)
+    s.exact("prev")
+    return Update(0.0, b_step * (s.new("prev") != 0))
+
+
+def _rprop_ambiguous(run: "ReferenceRun", g: np.ndarray) -> np.ndarray:
+    """Elements where the dtype product g * prev has another sign than the exact one (only
+    an underflow could do that: both factors are dtype values)."""
+    prev = run.state.get("prev")
+    if prev is None:
+        return np.zeros(g.shape, dtype=bool)
+    with np.errstate(under="ignore", over="ignore"):
+        low = g.astype(run.dtype) * prev.astype(run.dtype)
+    return np.sign(low) != np.sign(g * prev)
+
+
+# -- the cases ----------------------------------------------------------------------------------
+def V(name: str, **hyper: Any) -> Variant:
+    return Variant(name, hyper)
+
+
+SGD = Case(
+    name="sgd",
+    op="sgd_",
+    classes={"SGD": {}},
+    base={"lr": 0.01},
+    step="first_call",
+    states={"momentum_buffer": lambda h: h["momentum"] != 0},
+    written_first=("momentum_buffer",),
+    model=_sgd_model,
+    variants=(
+        V("plain"),
+        V("lr=0.1", lr=0.1),
+        V("momentum", momentum=0.9),
+        V("dampening", momentum=0.9, dampening=0.5),
+        V("dampening=1", momentum=0.5, dampening=1.0),
+        V("nesterov", momentum=0.9, nesterov=True),
+        V("weight_decay", weight_decay=0.1),
+        V("momentum+wd", momentum=0.9, weight_decay=0.05),
+        V("maximize", maximize=True),
+        V("maximize+momentum+wd", momentum=0.9, weight_decay=0.1, maximize=True),
+        V("all", momentum=0.8, nesterov=True, weight_decay=0.05, maximize=True),
+    ),
+    large_variants=("all", "dampening"),
+    tolerance=Tolerance(
+        c_param=3.0,
+        c_state=4.0,
+        why="A step is 2-4 roundings of p and of the buffer (wd add, buffer mul-add, "
+            "nesterov add, p add). Measured worst |err|/bound over all variants, sizes (1e6 "
+            "included) and both dtypes: param 0.18, state 0.27 (float64: exact, the reference "
+            "rounds the same way).",
+    ),
+    checked=dict(step=2, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
+    invalid=(
+        ({"nesterov": True, "momentum": 0.0}, "nesterov: requires momentum > 0 and dampening == 0"),
+        ({"nesterov": True, "momentum": 0.9, "dampening": 0.1},
+         "nesterov: requires momentum > 0 and dampening == 0"),
+    ),
+    training={"SGD": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}},
+)
+
+ADAM = Case(
+    name="adam",
+    op="adam_",
+    classes={"Adam": {}, "AdamW": {"decoupled_weight_decay": True}},
+    base={"lr": 0.01},
+    states={"exp_avg": _always, "exp_avg_sq": _always,
+            "max_exp_avg_sq": lambda h: h["amsgrad"]},
+    model=_adam_model,
+    nonnegative=("exp_avg_sq", "max_exp_avg_sq"),
+    variants=(
+        V("default"),
+        V("lr=1e-3", lr=1e-3),
+        V("betas", beta1=0.8, beta2=0.95),
+        V("beta1=0", beta1=0.0, beta2=0.9),
+        V("eps=1e-3", eps=1e-3),
+        V("l2", weight_decay=0.1),
+        V("decoupled", weight_decay=0.1, decoupled_weight_decay=True),
+        V("amsgrad", amsgrad=True),
+        V("amsgrad+decoupled", amsgrad=True, weight_decay=0.05, decoupled_weight_decay=True),
+        V("maximize", maximize=True),
+        V("maximize+l2+amsgrad", maximize=True, weight_decay=0.1, amsgrad=True, beta1=0.85,
+          beta2=0.99),
+    ),
+    large_variants=("amsgrad+decoupled", "maximize+l2+amsgrad"),
+    tolerance=Tolerance(
+        c_param=6.0,
+        c_state=8.0,
+        why="A step is ~10 roundings (moments, sqrt, two divisions, products); v also carries "
+            "the float32 rounding of beta2, which compounds as beta2^t (~t*u/2 relative). "
+            "Measured worst |err|/bound over all variants, sizes (1e6 included) and both "
+            "dtypes: param 0.33 (float64 at 1e6; float32 0.19), state 0.33.",
+    ),
+    checked=dict(step=3, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                 amsgrad=True),
+    # max_exp_avg_sq below every new exp_avg_sq, so that the call updates it
+    checked_ranges={"exp_avg_sq": (0.1, 2.0), "max_exp_avg_sq": (0.0, 1e-3)},
+    training={"Adam": {"lr": 1e-2},
+              "AdamW": {"lr": 1e-2, "weight_decay": 1e-2, "decoupled_weight_decay": True}},
+)
+
+LION = Case(
+    name="lion",
+    op="lion_",
+    classes={"Lion": {}},
+    base={"lr": 3e-3},
+    step="none",
+    states={"exp_avg": _always},
+    model=_lion_model,
+    l2=_no_l2,
+    ambiguous=_lion_ambiguous,
+    ambiguous_slack=lambda h: 2.0 * h["lr"],
+    variants=(
+        V("default"),
+        V("lr=1e-4", lr=1e-4),
+        V("betas", beta1=0.95, beta2=0.98),
+        V("beta1=0", beta1=0.0),
+        V("beta2=1", beta2=1.0),
+        V("weight_decay", weight_decay=1.0),
+        V("maximize", maximize=True),
+        V("all", beta1=0.95, beta2=0.98, weight_decay=0.3, maximize=True),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=4.0,
+        c_state=3.0,
+        why="Away from sign changes p moves by exactly +-lr per step (one rounding of p, one "
+            "of the decay product); m is an EMA with 2-3 roundings per step. Where "
+            "c = beta1*m + (1-beta1)*g is within rounding of zero the two precisions may pick "
+            "different signs: those elements get 2*lr per such step (Tolerance). Measured "
+            "worst |err|/bound: param 0.29, state 0.23; sign exemptions: at most 5 of the "
+            "5219 small-size elements and 11 of 1e6 in float32, none in float64.",
+    ),
+    checked=dict(lr=0.01, beta1=0.9, beta2=0.99, weight_decay=0.01),
+    training={"Lion": {"lr": 3e-3, "weight_decay": 1.0}},
+)
+
+RMSPROP = Case(
+    name="rmsprop",
+    op="rmsprop_",
+    classes={"RMSprop": {}},
+    states={"square_avg": _always, "momentum_buffer": lambda h: h["momentum"] > 0,
+            "grad_avg": lambda h: h["centered"]},
+    model=_rmsprop_model,
+    nonnegative=("square_avg",),
+    variants=(
+        V("default"),  # torch: default
+        V("lr=1e-3", lr=1e-3),  # torch: non-default lr
+        V("weight_decay", weight_decay=0.1),  # torch: nonzero weight_decay
+        V("maximize", maximize=True),  # torch: maximize
+        V("centered+wd", weight_decay=0.1, centered=True),  # torch: centered
+        V("maximize+wd", maximize=True, weight_decay=0.1),  # torch: maximize, weight_decay
+        V("centered+wd+momentum", weight_decay=0.1, centered=True, momentum=0.1),  # torch: momentum
+        V("all", weight_decay=0.1, centered=True, momentum=0.1, maximize=True),  # torch: maximize,
+        # centered, weight_decay, w/ momentum
+        V("momentum", momentum=0.9),
+        V("centered", centered=True),
+        V("momentum+wd", momentum=0.5, weight_decay=0.05),
+        V("centered+momentum", centered=True, momentum=0.9),
+        V("alpha+eps", alpha=0.9, eps=1e-3),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=4.0,
+        c_state=8.0,
+        why="v: 3-4 roundings per step (square, two products, add; float32 also rounds "
+            "alpha and 1-alpha); g_avg 3; the update: sqrt, eps, division, the buffer's "
+            "mul-add, p's add. With centered, v - g_avg^2 cancels part of v: the rounding of "
+            "the square and the difference enters through |d(g/D)/dv| (the model). Measured "
+            "worst |err|/bound over all variants, sizes (1e6 included) and both dtypes: "
+            "param 0.22 (float64; float32 0.13), state 0.32 (float32, 1e6).",
+    ),
+    checked=dict(step=3, lr=0.01, momentum=0.9, centered=True, weight_decay=0.01),
+    checked_ranges={"square_avg": (10.0, 20.0)},  # above every grad_avg^2: a finite update
+    training={"RMSprop": {"lr": 3e-3}},
+)
+
+ADAGRAD = Case(
+    name="adagrad",
+    op="adagrad_",
+    classes={"Adagrad": {}},
+    states={"sum": _always},
+    starts={"sum": "initial_accumulator_value"},
+    model=_adagrad_model,
+    nonnegative=("sum",),
+    variants=(
+        V("default"),  # torch: default
+        V("weight_decay", weight_decay=0.1),  # torch: nonzero weight_decay
+        V("maximize+wd", weight_decay=0.1, maximize=True),  # torch: maximize
+        V("lr=0.1", lr=0.1),  # torch: non-default lr
+        V("initial_accumulator_value+wd", initial_accumulator_value=0.1,
+          weight_decay=0.1),  # torch: initial_accumulator_value
+        V("lr_decay+wd", lr=0.1, lr_decay=0.5, weight_decay=0.1),  # torch: lr_decay
+        V("lr=1e-3", lr=1e-3),  # torch: Tensor lr
+        V("maximize", maximize=True),
+        V("all", lr=0.1, lr_decay=0.01, weight_decay=0.05, initial_accumulator_value=0.1,
+          eps=1e-6, maximize=True),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=4.0,
+        c_state=8.0,
+        why="sum: one square and one add per step, never decaying (decay 1: its error is "
+            "t roundings of the growing sum); the update: sqrt, eps, division and the "
+            "dtype-rounded lr_t. Measured worst |err|/bound over all variants, sizes (1e6 "
+            "included) and both dtypes: param 0.24 (float64; float32 0.12), state 0.28.",
+    ),
+    checked=dict(step=3, lr=0.01, lr_decay=0.01, weight_decay=0.01),
+    checked_ranges={"sum": (0.1, 2.0)},
+    training={"Adagrad": {"lr": 0.05}},
+)
+
+ADADELTA = Case(
+    name="adadelta",
+    op="adadelta_",
+    classes={"Adadelta": {}},
+    states={"square_avg": _always, "acc_delta": _always},
+    model=_adadelta_model,
+    nonnegative=("square_avg", "acc_delta"),
+    variants=(
+        V("default"),  # torch: default
+        V("lr=0.01", lr=0.01),  # torch: non-default lr
+        V("weight_decay", weight_decay=0.1),  # torch: nonzero weight_decay
+        V("maximize", maximize=True),  # torch: maximize
+        V("maximize+wd", weight_decay=0.1, maximize=True),  # torch: maximize, weight_decay
+        V("rho+wd", rho=0.95, weight_decay=0.9),  # torch: rho
+        V("eps=1e-3", eps=1e-3),
+        V("all", rho=0.8, eps=1e-4, weight_decay=0.05, maximize=True),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=3.0,
+        c_state=16.0,
+        why="delta = sqrt(u + eps) / sqrt(v + eps) * g is ~8 roundings (eps and rho "
+            "rounded to float32 too), and acc_delta takes in its square, twice its relative "
+            "error, hence c_state = 16; p one product and add. Measured worst |err|/bound "
+            "over all variants, sizes (1e6 included) and both dtypes: param 0.16, state 0.23 "
+            "(float64: exact, the reference computes in the kernel's order).",
+    ),
+    checked=dict(step=3, lr=1.0, rho=0.9, weight_decay=0.01),
+    checked_ranges={"square_avg": (0.1, 2.0), "acc_delta": (0.1, 2.0)},
+    training={"Adadelta": {"lr": 1.0}},
+)
+
+ADAMAX = Case(
+    name="adamax",
+    op="adamax_",
+    classes={"Adamax": {}},
+    states={"exp_avg": _always, "exp_inf": _always},
+    model=_adamax_model,
+    nonnegative=("exp_inf",),
+    variants=(
+        V("default"),  # torch: default
+        V("lr=0.1", lr=0.1),  # torch: non-default lr
+        V("weight_decay", weight_decay=0.1),  # torch: nonzero weight_decay
+        V("maximize", maximize=True),  # torch: maximize
+        V("maximize+wd", weight_decay=0.1, maximize=True),  # torch: maximize, weight_decay
+        V("betas", beta1=0.8, beta2=0.95),
+        V("beta1=0+eps", beta1=0.0, eps=1e-3),
+        V("all", beta1=0.85, beta2=0.99, eps=1e-6, weight_decay=0.05, maximize=True),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=4.0,
+        c_state=6.0,
+        why="m as Adam's (3 roundings); exp_inf one product, |g| + eps, and the maximum, "
+            "which is 1-Lipschitz (continuous: no exemption); the update m / u times the "
+            "rounded lr/bc1. Measured worst |err|/bound over all variants, sizes (1e6 "
+            "included) and both dtypes: param 0.25 (float64; float32 0.12), state 0.28.",
+    ),
+    checked=dict(step=3, lr=0.01, weight_decay=0.01),
+    checked_ranges={"exp_inf": (0.1, 2.0)},
+    training={"Adamax": {"lr": 1e-2}},
+)
+
+NADAM = Case(
+    name="nadam",
+    op="nadam_",
+    classes={"NAdam": {}},
+    states={"exp_avg": _always, "exp_avg_sq": _always},
+    scalars={"mu_product": 1.0},
+    model=_nadam_model,
+    nonnegative=("exp_avg_sq",),
+    variants=(
+        V("default"),  # torch: default
+        V("lr=1e-3", lr=1e-3),  # torch: non-default lr
+        V("momentum_decay", momentum_decay=6e-3),  # torch: non-zero momentum_decay
+        V("weight_decay", weight_decay=0.1),  # torch: weight_decay
+        V("wd+momentum_decay", weight_decay=0.1, momentum_decay=6e-3),  # torch: weight_decay,
+        # momentum_decay
+        V("decoupled", weight_decay=0.1, momentum_decay=6e-3,
+          decoupled_weight_decay=True),  # torch: decoupled_weight_decay
+        V("maximize+wd", weight_decay=0.1, maximize=True),  # torch: maximize
+        V("decoupled-no-wd", decoupled_weight_decay=True),
+        V("betas", beta1=0.8, beta2=0.99),
+        V("all", beta1=0.85, beta2=0.99, eps=1e-6, weight_decay=0.05, momentum_decay=1e-2,
+          decoupled_weight_decay=True, maximize=True),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=7.0,
+        c_state=12.0,
+        why="Adam's moments; the update combines g and m with two dtype-rounded coefficients "
+            "over sqrt(v) + eps*sqrt(bc2): ~10 roundings, and g enters directly (its rounding "
+            "and the L2 penalty's error: h and f in the model). mu_product is computed in "
+            "double on both sides and compared exactly. Measured worst |err|/bound over all "
+            "variants, sizes (1e6 included) and both dtypes: param 0.27 (float64 at 1e6; "
+            "float32 0.16), state 0.23.",
+    ),
+    checked=dict(step=3, lr=0.01, weight_decay=0.01, mu_product=0.8),
+    checked_ranges={"exp_avg_sq": (0.1, 2.0)},
+    sample={"mu_product": (0.0, 1.0)},
+    training={"NAdam": {"lr": 1e-2}},
+)
+
+RADAM = Case(
+    name="radam",
+    op="radam_",
+    classes={"RAdam": {}},
+    states={"exp_avg": _always, "exp_avg_sq": _always},
+    model=_radam_model,
+    nonnegative=("exp_avg_sq",),
+    variants=(
+        V("default"),  # torch: default
+        V("lr=2e-3", lr=2e-3),  # torch: non-default lr
+        V("eps=1e-6", eps=1e-6),  # torch: non-default eps
+        V("weight_decay", weight_decay=0.1),  # torch: nonzero weight_decay
+        V("decoupled", weight_decay=0.1, decoupled_weight_decay=True),  # torch:
+        # decoupled_weight_decay
+        V("maximize+wd", weight_decay=0.1, maximize=True),  # torch: maximize
+        V("decoupled-no-wd", decoupled_weight_decay=True),
+        V("betas", beta1=0.8, beta2=0.9),
+        V("all", beta1=0.85, beta2=0.99, eps=1e-6, weight_decay=0.05,
+          decoupled_weight_decay=True, maximize=True),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=7.0,
+        c_state=12.0,
+        why="Adam's moments; rectified steps (from step 6 on) divide the dtype-rounded "
+            "coefficient by sqrt(v) + eps (~8 roundings), the first 5 are lr/bc1*m. The switch "
+            "rho_t > 5 is per step, in double on both sides, never within 4e-3 of 5 (the model "
+            "asserts a margin). Measured worst |err|/bound over all variants, sizes (1e6 "
+            "included) and both dtypes: param 0.27 (float64 at 1e6; float32 0.15), state "
+            "0.23.",
+    ),
+    checked=dict(step=10, lr=0.01, weight_decay=0.01),  # step 10: the rectified branch
+    checked_ranges={"exp_avg_sq": (0.1, 2.0)},
+    training={"RAdam": {"lr": 3e-2}},
+)
+
+ASGD = Case(
+    name="asgd",
+    op="asgd_",
+    classes={"ASGD": {}},
+    states={"ax": _always},
+    scalars={"eta": "lr", "mu": 1.0},
+    model=_asgd_model,
+    lr_role="eta",
+    variants=(
+        V("default"),  # torch: default
+        V("lambd=0.1", lambd=0.1),  # torch: non-default lambd
+        V("lr=0.02", lr=0.02),  # torch: non-default lr
+        V("t0=100", t0=100.0),  # torch: t0 (averaging would start at step 102)
+        V("maximize", maximize=True),  # torch: maximize
+        V("weight_decay", weight_decay=0.1),  # torch: nonzero weight_decay
+        V("maximize+wd", weight_decay=0.1, maximize=True),  # torch: maximize, nonzero wd
+        V("t0=10", t0=10.0),  # averaging from step 12 on
+        V("t0=0+alpha", t0=0.0, alpha=0.5, lambd=0.01),  # averaging from step 2 on
+        V("all", lr=0.05, lambd=0.01, alpha=0.6, t0=5.5, weight_decay=0.05, maximize=True),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=5.0,
+        c_state=2.0,
+        why="p: two roundings per step (the decay product, the gradient step) and the two "
+            "dtype-rounded coefficients; ax a copy of p while mu = 1 (its bound is p's), then "
+            "an average with 3 roundings. eta and mu are computed in double on both sides from "
+            "the step count, so the mu == 1 switch is the same and they are compared exactly. "
+            "Measured worst |err|/bound over all variants, sizes (1e6 included) and both "
+            "dtypes: param 0.24, state 0.17 (float64: exact).",
+    ),
+    checked=dict(step=3, lr=0.01, weight_decay=0.01, eta=0.01, mu=0.5),
+    sample={"lambd": (0.0, 1.0), "alpha": (0.0, 1.0), "t0": (0.0, 20.0), "eta": (0.0, 1.0),
+            "mu": (0.0, 1.0)},
+    training={"ASGD": {"lr": 0.3}},
+)
+
+RPROP = Case(
+    name="rprop",
+    op="rprop_",
+    classes={"Rprop": {}},
+    states={"prev": _always, "step_size": _always},
+    starts={"step_size": "lr"},
+    model=_rprop_model,
+    l2=_no_l2,
+    nonnegative=("step_size",),
+    lr_role="start",
+    ambiguous=_rprop_ambiguous,
+    variants=(
+        V("default"),  # torch: default
+        V("lr=2e-4", lr=2e-4),  # torch: non-default lr
+        V("etas", etaminus=0.5, etaplus=1.5),  # torch: non-default etas
+        V("step_sizes", step_size_min=2e-6, step_size_max=100.0),  # torch: non-default
+        # step_sizes
+        V("maximize", maximize=True),  # torch: maximize
+        V("clamped", step_size_min=1e-3, step_size_max=0.02),  # both clamps reached
+        V("all", lr=0.05, etaminus=0.3, etaplus=1.7, step_size_min=1e-3, step_size_max=0.5,
+          maximize=True),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=2.0,
+        c_state=1.5,
+        why="prev is a copy of the (masked) gradient and the decisions are exact (no "
+            "ambiguous element in any run): prev is compared exactly; step_size is one "
+            "product per step with a dtype-rounded eta (~u relative per step), p one "
+            "subtraction of it. Measured worst |err|/bound over all variants, sizes (1e6 "
+            "included) and both dtypes: param 0.24, state 0.21 (float64: exact).",
+    ),
+    checked=dict(step=3, lr=0.01),
+    # grad and prev of one sign: every element grows its step and moves
+    checked_ranges={"grad": (0.5, 1.5), "prev": (0.5, 1.5), "step_size": (0.01, 0.1)},
+    sample={"etaminus": (0.05, 0.95), "etaplus": (1.05, 3.0), "step_size_min": (0.0, 1e-3),
+            "step_size_max": (1.0, 100.0)},
+    invalid=(
+        ({"etaminus": 1.0}, "etas: expected 0 < etaminus < 1 < etaplus"),
+        ({"etaminus": 0.0}, "etas: expected 0 < etaminus < 1 < etaplus"),
+        ({"etaplus": 1.0}, "etas: expected 0 < etaminus < 1 < etaplus"),
+    ),
+    training={"Rprop": {"lr": 1e-3}},
+)
+
+CASES: Tuple[Case, ...] = (SGD, ADAM, LION, RMSPROP, ADAGRAD, ADADELTA, ADAMAX, NADAM, RADAM,
+                           ASGD, RPROP)
+CASES_BY_NAME: Dict[str, Case] = {c.name: c for c in CASES}
+# class name -> its case (AdamW -> ADAM)
+CLASSES: Dict[str, Case] = {cls: c for c in CASES for cls in c.classes}

@@ -15,6 +15,7 @@ checked exactly.
 from __future__ import annotations
 
 import importlib.util
+import math
 import pathlib
 from typing import Any, Callable, Dict, List, MutableMapping, Optional, Sequence
 
@@ -24,11 +25,9 @@ State = MutableMapping[str, Any]
 
 __all__ = [
     "STEPS",
+    "SAME_ORDER",
     "lion_sign_argument",
     "ReferenceOptimizer",
-    "sgd_same_order",
-    "adam_same_order",
-    "lion_same_order",
 ]
 
 
@@ -86,26 +85,50 @@ class ReferenceOptimizer:
 
 
 # -- gdfast's kernel operation order, in the arrays' dtype (not independent) ---------------------
-# As csrc/optim/{sgd,adam,lion}.h document it. Coefficients are computed in double and rounded
-# once to the dtype, as the kernels do; every NumPy ufunc on float32/float64 arrays is one
-# correctly rounded IEEE operation, so these give gdfast's results bit for bit unless gdfast
-# contracts to FMA or orders the operations otherwise. The gradient is multiplied by
-# grad_factor = (-1 if maximize else 1) / grad_scale, exact for the default grad_scale = 1.
+# As csrc/optim/<name>.h documents it (the `update` and `coef` functions). Coefficients are
+# computed in double and rounded once to the dtype, as the kernels' coef() does; every NumPy
+# ufunc on float32/float64 arrays is one correctly rounded IEEE operation, so these give
+# gdfast's results bit for bit unless gdfast contracts to FMA or orders the operations otherwise.
+# The gradient is multiplied by grad_factor = (-1 if maximize else 1) / grad_scale, exact for the
+# default grad_scale = 1.
+#
+# One signature for all: ``SAME_ORDER[name](p, g, states, *, step, <hyper>, <scalar states>)``
+# updates p and the state arrays of the dict ``states`` (torch's names) in place, and returns the
+# scalar states after the step as the op does (NAdam, ASGD) or None. ``step`` is ignored by the
+# rules that keep no count (Lion).
+Arrays = Dict[str, np.ndarray]
+
+
 def _grad_factor(g: np.ndarray, maximize: bool, grad_scale: float) -> np.ndarray:
     return g * g.dtype.type((-1.0 if maximize else 1.0) / grad_scale)
 
 
-def sgd_same_order(p: np.ndarray, g: np.ndarray, buf: Optional[np.ndarray], *, step: int,
-                   lr: float, momentum: float = 0.0, dampening: float = 0.0,
-                   nesterov: bool = False, weight_decay: float = 0.0,
-                   maximize: bool = False, grad_scale: float = 1.0) -> None:
-    """In place on p (and buf): gdfast's SGD operation order."""
+def _max(a: Any, b: Any) -> np.ndarray:
+    """lane_max: a > b ? a : b (a NaN in b propagates)."""
+    return np.where(a > b, a, b)
+
+
+def _min(a: Any, b: Any) -> np.ndarray:
+    """lane_min: a < b ? a : b (a NaN in b propagates)."""
+    return np.where(a < b, a, b)
+
+
+def _sign(x: np.ndarray) -> np.ndarray:
+    """lane_sign: +-1, zeros (with their sign) and NaN unchanged."""
+    one = x.dtype.type(1)
+    return np.where(x > 0, one, np.where(x < 0, -one, x))
+
+
+def sgd_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 1e-3,
+                   momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+                   weight_decay: float = 0.0, maximize: bool = False,
+                   grad_scale: float = 1.0) -> None:
     T = p.dtype.type
     g = _grad_factor(g, maximize, grad_scale)
     if weight_decay != 0:
         g = g + p * T(weight_decay)
     if momentum != 0:
-        assert buf is not None
+        buf = s["momentum_buffer"]
         if step == 1:
             buf[...] = g
         else:
@@ -114,17 +137,16 @@ def sgd_same_order(p: np.ndarray, g: np.ndarray, buf: Optional[np.ndarray], *, s
     p[...] = p + g * T(-lr)
 
 
-def adam_same_order(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *,
-                    step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                    eps: float = 1e-8, weight_decay: float = 0.0,
-                    decoupled_weight_decay: bool = False, amsgrad: bool = False,
-                    max_exp_avg_sq: Optional[np.ndarray] = None,
-                    maximize: bool = False, grad_scale: float = 1.0) -> None:
-    """In place on p, m, v (and max_exp_avg_sq): gdfast's Adam operation order, the last
-    line in Kingma & Ba's efficient form (one division)."""
+def adam_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 1e-3,
+                    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                    weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+                    amsgrad: bool = False, maximize: bool = False,
+                    grad_scale: float = 1.0) -> None:
+    """The last line in Kingma & Ba's efficient form (one division)."""
     T = p.dtype.type
+    m, v = s["exp_avg"], s["exp_avg_sq"]
     bc1 = 1.0 - beta1**step
-    bc2_sqrt = np.sqrt(1.0 - beta2**step)
+    bc2_sqrt = math.sqrt(1.0 - beta2**step)
     g = _grad_factor(g, maximize, grad_scale)
     if weight_decay != 0:
         if decoupled_weight_decay:
@@ -135,20 +157,202 @@ def adam_same_order(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, 
     v[...] = v * T(beta2) + g * g * T(1.0 - beta2)
     second = v
     if amsgrad:
-        assert max_exp_avg_sq is not None
-        max_exp_avg_sq[...] = np.where(max_exp_avg_sq > v, max_exp_avg_sq, v)
-        second = max_exp_avg_sq
+        vmax = s["max_exp_avg_sq"]
+        vmax[...] = _max(vmax, v)
+        second = vmax
     denom = np.sqrt(second) + T(eps * bc2_sqrt)
     p[...] = p + (m / denom) * T(-lr * bc2_sqrt / bc1)
 
 
-def lion_same_order(p: np.ndarray, g: np.ndarray, m: np.ndarray, *, lr: float = 1e-4,
-                    beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0,
-                    maximize: bool = False, grad_scale: float = 1.0) -> None:
-    """In place on p and m: gdfast's Lion operation order."""
+def lion_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: Any = None,
+                    lr: float = 1e-4, beta1: float = 0.9, beta2: float = 0.99,
+                    weight_decay: float = 0.0, maximize: bool = False,
+                    grad_scale: float = 1.0) -> None:
     T = p.dtype.type
+    m = s["exp_avg"]
     g = _grad_factor(g, maximize, grad_scale)
     if weight_decay != 0:
         p[...] = p * T(1.0 - lr * weight_decay)
-    p[...] = p + np.sign(m * T(beta1) + g * T(1.0 - beta1)) * T(-lr)
+    p[...] = p + _sign(m * T(beta1) + g * T(1.0 - beta1)) * T(-lr)
     m[...] = m * T(beta2) + g * T(1.0 - beta2)
+
+
+def rmsprop_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 1e-2,
+                       alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                       momentum: float = 0.0, centered: bool = False, maximize: bool = False,
+                       grad_scale: float = 1.0) -> None:
+    T = p.dtype.type
+    v = s["square_avg"]
+    g = _grad_factor(g, maximize, grad_scale)
+    if weight_decay != 0:
+        g = g + p * T(weight_decay)
+    v[...] = v * T(alpha) + g * g * T(1.0 - alpha)
+    if centered:
+        g_avg = s["grad_avg"]
+        g_avg[...] = g_avg + (g - g_avg) * T(1.0 - alpha)
+        denom = np.sqrt(v - g_avg * g_avg) + T(eps)
+    else:
+        denom = np.sqrt(v) + T(eps)
+    if momentum > 0:
+        buf = s["momentum_buffer"]
+        buf[...] = buf * T(momentum) + g / denom
+        p[...] = p + buf * T(-lr)
+    else:
+        p[...] = p + (g / denom) * T(-lr)
+
+
+def adagrad_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 1e-2,
+                       lr_decay: float = 0.0, weight_decay: float = 0.0,
+                       initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+                       maximize: bool = False, grad_scale: float = 1.0) -> None:
+    """initial_accumulator_value only sets where ``sum`` starts (the caller's business)."""
+    T = p.dtype.type
+    total = s["sum"]
+    lr_t = lr / (1.0 + (step - 1) * lr_decay)
+    g = _grad_factor(g, maximize, grad_scale)
+    if weight_decay != 0:
+        g = g + p * T(weight_decay)
+    total[...] = total + g * g
+    p[...] = p + (g / (np.sqrt(total) + T(eps))) * T(-lr_t)
+
+
+def adadelta_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 1.0,
+                        rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
+                        maximize: bool = False, grad_scale: float = 1.0) -> None:
+    T = p.dtype.type
+    v, acc = s["square_avg"], s["acc_delta"]
+    g = _grad_factor(g, maximize, grad_scale)
+    if weight_decay != 0:
+        g = g + p * T(weight_decay)
+    v[...] = v * T(rho) + g * g * T(1.0 - rho)
+    delta = np.sqrt(acc + T(eps)) / np.sqrt(v + T(eps)) * g
+    acc[...] = acc * T(rho) + delta * delta * T(1.0 - rho)
+    p[...] = p + delta * T(-lr)
+
+
+def adamax_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 2e-3,
+                      beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                      weight_decay: float = 0.0, maximize: bool = False,
+                      grad_scale: float = 1.0) -> None:
+    T = p.dtype.type
+    m, u = s["exp_avg"], s["exp_inf"]
+    bc1 = 1.0 - beta1**step
+    g = _grad_factor(g, maximize, grad_scale)
+    if weight_decay != 0:
+        g = g + p * T(weight_decay)
+    m[...] = m + (g - m) * T(1.0 - beta1)
+    decayed = u * T(beta2)
+    fresh = np.abs(g) + T(eps)
+    u[...] = np.where(np.isnan(decayed), decayed, _max(decayed, fresh))
+    p[...] = p + (m / u) * T(-lr / bc1)
+
+
+def nadam_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 2e-3,
+                     beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                     weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+                     decoupled_weight_decay: bool = False, maximize: bool = False,
+                     mu_product: float = 1.0, grad_scale: float = 1.0) -> Dict[str, float]:
+    """The last line as p + (c1 g + c2 m) / (sqrt(v) + eps sqrt(bc2)), c1 and c2 scaled by
+    sqrt(bc2); mu_product advanced in double."""
+    T = p.dtype.type
+    m, v = s["exp_avg"], s["exp_avg_sq"]
+    bc2_sqrt = math.sqrt(1.0 - beta2**step)
+    mu_now = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1.0) * momentum_decay))
+    product = mu_product * mu_now
+    grad_coef = -lr * (1.0 - mu_now) / (1.0 - product) * bc2_sqrt
+    exp_avg_coef = -lr * mu_next / (1.0 - product * mu_next) * bc2_sqrt
+    g = _grad_factor(g, maximize, grad_scale)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            p[...] = p * T(1.0 - lr * weight_decay)
+        else:
+            g = g + p * T(weight_decay)
+    m[...] = m + (g - m) * T(1.0 - beta1)
+    v[...] = v * T(beta2) + g * g * T(1.0 - beta2)
+    p[...] = p + (g * T(grad_coef) + m * T(exp_avg_coef)) / (np.sqrt(v) + T(eps * bc2_sqrt))
+    return {"mu_product": product}
+
+
+def radam_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 1e-3,
+                     beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                     weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+                     maximize: bool = False, grad_scale: float = 1.0) -> None:
+    """The rectification switch and factor per call in double; per element a select between
+    rectified_step / (sqrt(v) + eps) and the plain step, multiplied by m."""
+    T = p.dtype.type
+    m, v = s["exp_avg"], s["exp_avg_sq"]
+    beta2_t = beta2**step
+    bc1 = 1.0 - beta1**step
+    bc2 = 1.0 - beta2_t
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * beta2_t / bc2
+    rectified = rho_t > 5.0
+    rect = (math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                      / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) if rectified else 0.0)
+    g = _grad_factor(g, maximize, grad_scale)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            p[...] = p * T(1.0 - lr * weight_decay)
+        else:
+            g = g + p * T(weight_decay)
+    m[...] = m + (g - m) * T(1.0 - beta1)
+    v[...] = v * T(beta2) + g * g * T(1.0 - beta2)
+    adaptive = T(-lr * rect * math.sqrt(bc2) / bc1) / (np.sqrt(v) + T(eps))
+    p[...] = p + m * (adaptive if rectified else T(-lr / bc1))
+
+
+def asgd_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 1e-2,
+                    lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6,
+                    weight_decay: float = 0.0, maximize: bool = False,
+                    eta: Optional[float] = None, mu: float = 1.0,
+                    grad_scale: float = 1.0) -> Dict[str, float]:
+    """eta (None: lr) and mu are this step's; returns those of the next step, in double."""
+    T = p.dtype.type
+    ax = s["ax"]
+    eta = lr if eta is None else eta
+    g = _grad_factor(g, maximize, grad_scale)
+    if weight_decay != 0:
+        g = g + p * T(weight_decay)
+    p[...] = p * T(1.0 - lambd * eta)
+    p[...] = p + g * T(-eta)
+    if mu != 1.0:
+        ax[...] = ax + (p - ax) * T(mu)
+    else:
+        ax[...] = p
+    return {"eta": lr / (1.0 + lambd * lr * step) ** alpha,
+            "mu": 1.0 / (step - t0 if step - t0 > 1.0 else 1.0)}
+
+
+def rprop_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 1e-2,
+                     etaminus: float = 0.5, etaplus: float = 1.2, step_size_min: float = 1e-6,
+                     step_size_max: float = 50.0, maximize: bool = False,
+                     grad_scale: float = 1.0) -> None:
+    """lr only sets where ``step_size`` starts (the caller's business)."""
+    T = p.dtype.type
+    prev, step_size = s["prev"], s["step_size"]
+    g = _grad_factor(g, maximize, grad_scale)
+    agreement = g * prev
+    zero = T(0)
+    shrink = agreement < zero
+    one_or_nan = agreement * zero + T(1)
+    eta = np.where(agreement > zero, T(etaplus), np.where(shrink, T(etaminus), one_or_nan))
+    step_size[...] = _min(T(step_size_max), _max(T(step_size_min), step_size * eta))
+    g = np.where(shrink, zero, g)
+    p[...] = p - _sign(g) * step_size
+    prev[...] = g
+
+
+SAME_ORDER: Dict[str, Callable[..., Optional[Dict[str, float]]]] = {
+    "sgd": sgd_same_order,
+    "adam": adam_same_order,
+    "lion": lion_same_order,
+    "rmsprop": rmsprop_same_order,
+    "adagrad": adagrad_same_order,
+    "adadelta": adadelta_same_order,
+    "adamax": adamax_same_order,
+    "nadam": nadam_same_order,
+    "radam": radam_same_order,
+    "asgd": asgd_same_order,
+    "rprop": rprop_same_order,
+}

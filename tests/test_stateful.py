@@ -1,25 +1,33 @@
-"""gdfast.SGD / Adam / AdamW / Lion: torch.optim's constructors, defaults, param groups and
-state layout, step(grads) with None skipping, state_dict round trips, and bitwise equality
-with calling gdfast.ops directly with the right step counts.
+"""The stateful optimizers gdfast.<Name> (every class of gdfast.optimizers(), from cases.py):
+torch.optim's constructors, defaults, param groups and state layout, step(grads) with None
+skipping, state_dict round trips, and bitwise equality with calling gdfast.ops directly with
+the right step counts, starts and scalar states.
 
 The tests under "rejected steps" pin defects found and fixed: a rejected step must leave
-params, states and step counts as they were, in every group.
+params, states, step counts and scalar states as they were, in every group.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Dict, List, Optional, Sequence, Type
+import math
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import pytest
 
 import gdfast
-from gdfast import ops
+from gdfast._spec import RULES
+
+import cases
+import reference
+from cases import Case
 
 SHAPES = [(7,), (3, 5), (1,), (40, 3), (130,)]
 STEPS = 5
+CLASSES = {name: getattr(gdfast, name) for name in gdfast.optimizers()}
 
 
 def make_params(shapes: Sequence[tuple] = SHAPES, dtype: Any = np.float32, seed: int = 0,
@@ -51,9 +59,8 @@ def assert_bitwise(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray],
                                            f"{np.max(np.abs(a.astype(float) - e)):.3g}"
 
 
-def kind_of(cls: Type[gdfast.Optimizer]) -> str:
-    return {gdfast.SGD: "sgd", gdfast.Adam: "adam", gdfast.AdamW: "adam",
-            gdfast.Lion: "lion"}[cls]
+def case_of(cls: Type[gdfast.Optimizer]) -> Case:
+    return cases.CLASSES[cls.__name__]
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,12 +68,26 @@ def kind_of(cls: Type[gdfast.Optimizer]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def ops_hyper(case: Case, group: Dict[str, Any]) -> Dict[str, Any]:
+    """A param group's values as gdfast.ops keyword arguments (pairs unpacked)."""
+    out = {}
+    for name in case.defaults:
+        if name in group:
+            out[name] = group[name]
+    for key, (a, b) in cases.PAIRS.items():
+        if key in group:
+            out[a], out[b] = group[key]
+    return out
+
+
 class OpsReference:
     """What a stateful optimizer must do, spelled out with gdfast.ops calls, reading each
-    group's hyperparameters at every step (so edits between steps are followed)."""
+    group's hyperparameters at every step (so edits between steps are followed): states made
+    when a step first uses them (zeros, or a hyperparameter's value: Adagrad's sum, Rprop's
+    step_size), torch's step count, scalar states passed in and stored back."""
 
-    def __init__(self, kind: str, params: List[np.ndarray]) -> None:
-        self.kind = kind
+    def __init__(self, case: Case, params: List[np.ndarray]) -> None:
+        self.case = case
         self.params = params
         self.state: List[Dict[str, Any]] = [{} for _ in params]
 
@@ -79,34 +100,24 @@ class OpsReference:
                 index += 1
 
     def _one(self, group: Dict[str, Any], i: int, g: np.ndarray) -> None:
-        p, st = self.params[i], self.state[i]
-        if self.kind == "sgd":
-            common = dict(lr=group["lr"], momentum=group["momentum"],
-                          dampening=group["dampening"], nesterov=group["nesterov"],
-                          weight_decay=group["weight_decay"], maximize=group["maximize"])
-            if group["momentum"] == 0:
-                ops.sgd_(p, g, step=1, **common)
-            else:
-                first = "momentum_buffer" not in st
-                buf = st.setdefault("momentum_buffer", np.zeros_like(p))
-                ops.sgd_(p, g, buf, step=1 if first else 2, **common)
-        elif self.kind == "adam":
+        case, p, st = self.case, self.params[i], self.state[i]
+        hyper = ops_hyper(case, group)
+        names = case.state_names(hyper)
+        made = False
+        for name in names:
+            if name not in st:
+                st[name] = np.full_like(p, case.start(name, hyper))
+                made = True
+        kwargs = {name: st[name] for name in names}
+        if case.step == "counted":
             st["step"] = st.get("step", 0) + 1
-            m = st.setdefault("exp_avg", np.zeros_like(p))
-            v = st.setdefault("exp_avg_sq", np.zeros_like(p))
-            vmax = st.setdefault("max_exp_avg_sq", np.zeros_like(p)) if group["amsgrad"] \
-                else None
-            ops.adam_(p, g, m, v, step=st["step"], lr=group["lr"], beta1=group["betas"][0],
-                      beta2=group["betas"][1], eps=group["eps"],
-                      weight_decay=group["weight_decay"],
-                      decoupled_weight_decay=group["decoupled_weight_decay"],
-                      amsgrad=group["amsgrad"], max_exp_avg_sq=vmax,
-                      maximize=group["maximize"])
-        else:
-            m = st.setdefault("exp_avg", np.zeros_like(p))
-            ops.lion_(p, g, m, lr=group["lr"], beta1=group["betas"][0],
-                      beta2=group["betas"][1], weight_decay=group["weight_decay"],
-                      maximize=group["maximize"])
+            kwargs["step"] = st["step"]
+        elif case.step == "first_call":  # 1 on the call that makes the buffer
+            kwargs["step"] = 1 if made else 2
+        scalars = {name: st[name] for name in case.scalars if name in st}
+        result = getattr(gdfast.ops, case.op)(p, g, **kwargs, **hyper, **scalars)
+        if result is not None:
+            st.update(result)
 
 
 def assert_state_equal(opt: gdfast.Optimizer, ref: OpsReference) -> None:
@@ -120,24 +131,26 @@ def assert_state_equal(opt: gdfast.Optimizer, ref: OpsReference) -> None:
                 assert actual[key] == value and type(actual[key]) is type(value), key
 
 
-CONFIGS = {
-    "sgd-plain": (gdfast.SGD, dict(lr=0.1)),
-    "sgd-momentum": (gdfast.SGD, dict(lr=0.05, momentum=0.9)),
-    "sgd-dampening-wd": (gdfast.SGD, dict(lr=0.05, momentum=0.9, dampening=0.3,
-                                          weight_decay=0.01)),
-    "sgd-nesterov-maximize": (gdfast.SGD, dict(lr=0.05, momentum=0.8, nesterov=True,
-                                               maximize=True, weight_decay=0.1)),
-    "adam": (gdfast.Adam, dict(lr=0.01)),
-    "adam-amsgrad-wd": (gdfast.Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
-    "adam-decoupled-maximize": (gdfast.Adam, dict(lr=0.01, weight_decay=0.1, maximize=True,
-                                                  decoupled_weight_decay=True)),
-    "adamw": (gdfast.AdamW, dict()),
-    "adamw-amsgrad": (gdfast.AdamW, dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, amsgrad=True)),
-    "lion": (gdfast.Lion, dict(lr=0.01)),
-    "lion-wd-maximize": (gdfast.Lion, dict(lr=0.01, betas=(0.95, 0.98), weight_decay=0.5,
-                                           maximize=True)),
-}
+def _configs() -> Dict[str, Tuple[Type[gdfast.Optimizer], Dict[str, Any]]]:
+    """Per class: its defaults ("<Class>"), and each of its case's large variants (those that
+    switch every option on) that the class can take ("<Class>-<variant>")."""
+    out: Dict[str, Tuple[Type[gdfast.Optimizer], Dict[str, Any]]] = {}
+    for name, cls in CLASSES.items():
+        case = case_of(cls)
+        out[name] = (cls, {})
+        for variant_name in case.large_variants:
+            hyper = case.full(case.hyper(case.variant(variant_name)))
+            if all(hyper[k] == v for k, v in case.classes[name].items()):
+                out[f"{name}-{variant_name}"] = (
+                    cls, cases.constructor_kwargs(case, case.hyper(case.variant(variant_name)),
+                                                  name))
+    return out
+
+
+CONFIGS = _configs()
 CONFIG_IDS = list(CONFIGS)
+# configs whose steps keep some state (all but plain SGD)
+STATEFUL_IDS = [c for c in CONFIG_IDS if c != "SGD"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,27 +160,51 @@ CONFIG_IDS = list(CONFIGS)
 # torch's implementation switches (foreach, fused, capturable, differentiable) are stored too,
 # as torch.optim stores them: a group's keys are the constructor's arguments.
 EXPECTED_DEFAULTS = {
-    gdfast.SGD: dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                     maximize=False, foreach=None, differentiable=False, fused=None),
-    gdfast.Adam: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                      maximize=False, decoupled_weight_decay=False, foreach=None,
-                      capturable=False, differentiable=False, fused=None),
-    gdfast.AdamW: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                       amsgrad=False, maximize=False, decoupled_weight_decay=True, foreach=None,
-                       capturable=False, differentiable=False, fused=None),
-    gdfast.Lion: dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
+    "SGD": dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                maximize=False, foreach=None, differentiable=False, fused=None),
+    "Adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 maximize=False, decoupled_weight_decay=False, foreach=None,
+                 capturable=False, differentiable=False, fused=None),
+    "AdamW": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                  amsgrad=False, maximize=False, decoupled_weight_decay=True, foreach=None,
+                  capturable=False, differentiable=False, fused=None),
+    "Lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
+    "RMSprop": dict(lr=1e-2, momentum=0.0, alpha=0.99, eps=1e-8, centered=False,
+                    weight_decay=0.0, capturable=False, foreach=None, maximize=False,
+                    differentiable=False),
+    "Adagrad": dict(lr=1e-2, lr_decay=0.0, eps=1e-10, weight_decay=0.0,
+                    initial_accumulator_value=0.0, foreach=None, maximize=False,
+                    differentiable=False, fused=None),
+    "Adadelta": dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False,
+                     capturable=False, foreach=None, differentiable=False),
+    "Adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, foreach=None,
+                   maximize=False, differentiable=False, capturable=False),
+    "NAdam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                  momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
+                  foreach=None, capturable=False, differentiable=False),
+    "RAdam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
+                  foreach=None, capturable=False, decoupled_weight_decay=False,
+                  differentiable=False),
+    "ASGD": dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, foreach=None,
+                 maximize=False, differentiable=False, capturable=False),
+    "Rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0), foreach=None,
+                  maximize=False, differentiable=False, capturable=False),
 }
 
 
-@pytest.mark.parametrize("cls", list(EXPECTED_DEFAULTS), ids=lambda c: c.__name__)
-def test_defaults(cls: Type[gdfast.Optimizer]) -> None:
-    opt = cls([np.zeros(3, np.float32)])
-    assert opt.defaults == EXPECTED_DEFAULTS[cls]
+def test_every_class_has_expected_defaults() -> None:
+    assert sorted(EXPECTED_DEFAULTS) == sorted(CLASSES)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_DEFAULTS))
+def test_defaults(name: str) -> None:
+    opt = CLASSES[name]([np.zeros(3, np.float32)])
+    assert opt.defaults == EXPECTED_DEFAULTS[name]
     group = opt.param_groups[0]
-    assert {k: v for k, v in group.items() if k != "params"} == EXPECTED_DEFAULTS[cls]
+    assert {k: v for k, v in group.items() if k != "params"} == EXPECTED_DEFAULTS[name]
 
 
-TORCH_NAMES = {gdfast.SGD: "SGD", gdfast.Adam: "Adam", gdfast.AdamW: "AdamW"}
+TORCH_NAMES = sorted(n for n in CLASSES if n != "Lion")
 
 
 def _signature_parts(fn: Any) -> tuple:
@@ -178,23 +215,24 @@ def _signature_parts(fn: Any) -> tuple:
     return positional, keyword
 
 
-@pytest.mark.parametrize("cls", list(TORCH_NAMES), ids=lambda c: c.__name__)
-def test_constructor_matches_torch(cls: Type[gdfast.Optimizer]) -> None:
+@pytest.mark.parametrize("name", TORCH_NAMES)
+def test_constructor_matches_torch(name: str) -> None:
     """Same positional order and defaults as torch.optim, and keyword-only options a subset
-    of torch's with the same defaults (torch adds foreach/fused/capturable/...)."""
+    of torch's with the same defaults; the defaults dicts agree."""
     torch = pytest.importorskip("torch")
-    torch_cls = getattr(torch.optim, TORCH_NAMES[cls])
+    cls, torch_cls = CLASSES[name], getattr(torch.optim, name)
     ours_pos, ours_kw = _signature_parts(cls.__init__)
     theirs_pos, theirs_kw = _signature_parts(torch_cls.__init__)
     assert [n for n, _ in ours_pos] == [n for n, _ in theirs_pos]
-    for (name, ours), (_, theirs) in zip(ours_pos, theirs_pos):
-        assert ours == theirs and type(ours) in (type(theirs), float), name
-    for name, default in ours_kw.items():
-        assert name in theirs_kw and theirs_kw[name] == default, name
+    for (arg, ours), (_, theirs) in zip(ours_pos, theirs_pos):
+        assert ours == theirs and type(ours) in (type(theirs), float), arg
+    for arg, default in ours_kw.items():
+        assert arg in theirs_kw and theirs_kw[arg] == default, arg
 
     theirs = torch_cls([torch.zeros(3, requires_grad=True)]).defaults
     ours = cls([np.zeros(3, np.float32)]).defaults
     assert ours == {k: theirs[k] for k in ours}
+    assert set(ours) == set(theirs)
 
 
 def test_lion_defaults_match_lion_pytorch() -> None:
@@ -206,7 +244,23 @@ def test_lion_defaults_match_lion_pytorch() -> None:
         assert ours[key] == theirs[key], key
 
 
-def test_positional_arguments_in_torch_order() -> None:
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_positional_arguments_in_torch_order(name: str) -> None:
+    """Every argument before the first keyword-only one is taken positionally, in order."""
+    cls = CLASSES[name]
+    params = inspect.signature(cls.__init__).parameters
+    positional = [n for n, p in params.items()
+                  if p.kind is p.POSITIONAL_OR_KEYWORD and n not in ("self", "params")]
+    defaults = cls([np.zeros(3, np.float32)]).defaults
+    values = [defaults[n] for n in positional]
+    opt = cls([np.zeros(3, np.float32)], *values)
+    assert [opt.defaults[n] for n in positional] == values
+    if "lr" in positional:  # a changed first argument lands in lr
+        changed = cls([np.zeros(3, np.float32)], 0.5, *values[1:])
+        assert positional[0] == "lr" and changed.defaults["lr"] == 0.5
+
+
+def test_positional_arguments_of_the_first_classes() -> None:
     p = [np.zeros(3, np.float32)]
     sgd = gdfast.SGD(p, 0.5, 0.9, 0.1, 0.01, False)
     assert (sgd.defaults["lr"], sgd.defaults["momentum"], sgd.defaults["dampening"],
@@ -220,9 +274,21 @@ def test_positional_arguments_in_torch_order() -> None:
         0.5, (0.8, 0.9), 0.1)
 
 
-def test_betas_list_is_stored_as_a_tuple() -> None:
-    opt = gdfast.Adam([np.zeros(3, np.float32)], betas=[0.8, 0.9])
-    assert opt.param_groups[0]["betas"] == (0.8, 0.9)
+@pytest.mark.parametrize("name", sorted(n for n, c in CLASSES.items() if any(
+    key in inspect.signature(c.__init__).parameters for key in cases.PAIRS)))
+def test_pairs_given_as_lists_are_stored(name: str) -> None:
+    """A pair given as a list steps like the tuple; Adam's and AdamW's betas are stored as a
+    tuple, as torch stores them (torch keeps the other classes' lists as given)."""
+    cls = CLASSES[name]
+    defaults = cls([np.zeros(3, np.float32)]).defaults
+    for key in cases.PAIRS:
+        if key in defaults:
+            opt = cls([np.zeros(3, np.float32)], **{key: list(defaults[key])})
+            stored = opt.param_groups[0][key]
+            assert tuple(stored) == defaults[key]
+            if name in ("Adam", "AdamW"):
+                assert type(stored) is tuple
+            opt.step([np.ones(3, np.float32)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,17 +323,27 @@ def test_a_group_given_a_single_array() -> None:
     assert np.array_equal(p, np.full(4, 0.5, np.float32))
 
 
+# Another valid value for each constructor argument a group may override.
+OVERRIDES: Dict[str, Any] = {
+    "lr": 0.003, "weight_decay": 0.2, "betas": (0.7, 0.95), "etas": (0.4, 1.3),
+    "step_sizes": (1e-5, 10.0), "momentum": 0.5, "alpha": 0.9, "rho": 0.8, "eps": 1e-6,
+    "lr_decay": 0.1, "initial_accumulator_value": 0.2, "momentum_decay": 5e-3, "lambd": 1e-3,
+    "t0": 3.0,
+}
+
+
 @pytest.mark.parametrize("config", CONFIG_IDS)
 def test_per_group_overrides_step_like_ops(config: str) -> None:
+    """The second group overrides every hyperparameter its class has (momentum only where the
+    config uses it: SGD's nesterov needs it)."""
     cls, kwargs = CONFIGS[config]
     params = make_params()
-    override: Dict[str, Any] = {"lr": 0.003, "weight_decay": 0.2}
-    if cls is not gdfast.SGD:
-        override["betas"] = (0.7, 0.95)
-    if cls is gdfast.SGD and kwargs.get("momentum"):
-        override["momentum"] = 0.5
+    defaults = cls([np.zeros(1, np.float32)], **kwargs).defaults
+    override = {k: v for k, v in OVERRIDES.items() if k in defaults}
+    if cls is gdfast.SGD and not kwargs.get("momentum"):
+        del override["momentum"]
     opt = cls([{"params": params[:2]}, {"params": params[2:], **override}], **kwargs)
-    ref = OpsReference(kind_of(cls), copies(params))
+    ref = OpsReference(case_of(cls), copies(params))
     for grads in grad_sequence(params):
         opt.step(grads)
         ref.step(opt.param_groups, grads)
@@ -280,7 +356,7 @@ def test_add_param_group() -> None:
     opt = gdfast.Lion(params[:3], lr=0.01)
     opt.add_param_group({"params": params[3:], "lr": 0.1})
     assert opt.param_groups[1]["lr"] == 0.1 and opt.param_groups[1]["betas"] == (0.9, 0.99)
-    ref = OpsReference("lion", copies(params))
+    ref = OpsReference(cases.LION, copies(params))
     for grads in grad_sequence(params):
         opt.step(grads)
         ref.step(opt.param_groups, grads)
@@ -297,7 +373,7 @@ def test_stateful_equals_ops(config: str, dtype: Any) -> None:
     cls, kwargs = CONFIGS[config]
     params = make_params(dtype=dtype)
     opt = cls(params, **kwargs)
-    ref = OpsReference(kind_of(cls), copies(params))
+    ref = OpsReference(case_of(cls), copies(params))
     for grads in grad_sequence(params):
         opt.step(grads)
         ref.step(opt.param_groups, grads)
@@ -311,7 +387,7 @@ def test_stateful_equals_ops_on_every_isa_and_thread_count(config: str, isa: str
     cls, kwargs = CONFIGS[config]
     params = make_params(shapes=[(50_000,), (17,), (33_000,)])
     opt = cls(params, **kwargs)
-    ref = OpsReference(kind_of(cls), copies(params))
+    ref = OpsReference(case_of(cls), copies(params))
     for grads in grad_sequence(params, steps=3):
         opt.step(grads)
         ref.step(opt.param_groups, grads)
@@ -323,7 +399,7 @@ def test_mixed_float32_float64_params_in_one_group(config: str) -> None:
     cls, kwargs = CONFIGS[config]
     params = make_params(dtypes=[np.float32, np.float64, np.float32, np.float64, np.float64])
     opt = cls(params, **kwargs)
-    ref = OpsReference(kind_of(cls), copies(params))
+    ref = OpsReference(case_of(cls), copies(params))
     for grads in grad_sequence(params):
         opt.step(grads)
         ref.step(opt.param_groups, grads)
@@ -345,7 +421,7 @@ def test_none_grad_skips_the_param(config: str) -> None:
     cls, kwargs = CONFIGS[config]
     params = make_params()
     opt = cls(params, **kwargs)
-    ref = OpsReference(kind_of(cls), copies(params))
+    ref = OpsReference(case_of(cls), copies(params))
     # param 1 skips steps 0-2, param 3 skips step 1 only: step counts drift apart
     skip = {0: {1}, 1: {1, 3}, 2: {1}}
     for s, grads in enumerate(grad_sequence(params)):
@@ -368,7 +444,7 @@ def test_none_grad_skips_the_param(config: str) -> None:
                 assert i not in opt.state, f"skipped param {i} got state"
     assert_bitwise(params, ref.params, "param")
     assert_state_equal(opt, ref)
-    if kind_of(cls) == "adam":
+    if case_of(cls).step == "counted":
         assert [opt.state[i]["step"] for i in range(len(params))] == [5, 2, 5, 4, 5]
 
 
@@ -397,36 +473,56 @@ def test_grads_may_be_a_tuple_or_generator() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("config", "keys"), [
-    pytest.param("sgd-plain", None, id="sgd-plain"),
-    pytest.param("sgd-momentum", {"momentum_buffer"}, id="sgd-momentum"),
-    pytest.param("adam", {"exp_avg", "exp_avg_sq", "step"}, id="adam"),
-    pytest.param("adam-amsgrad-wd", {"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step"},
-                 id="adam-amsgrad"),
-    pytest.param("adamw", {"exp_avg", "exp_avg_sq", "step"}, id="adamw"),
-    pytest.param("lion", {"exp_avg"}, id="lion"),
-])
-def test_state_layout(config: str, keys: Optional[set]) -> None:
+def expected_keys(cls: Type[gdfast.Optimizer], kwargs: Dict[str, Any]) -> set:
+    """torch's state keys after a step: the states the options use, "step" where torch counts
+    steps, the scalar states."""
+    case = case_of(cls)
+    group = cls([np.zeros(1, np.float32)], **kwargs).param_groups[0]
+    keys = set(case.state_names(ops_hyper(case, group))) | set(case.scalars)
+    return keys | ({"step"} if case.step == "counted" else set())
+
+
+@pytest.mark.parametrize("config", CONFIG_IDS)
+def test_state_layout(config: str) -> None:
+    """torch's names; state arrays of the param's dtype and shape, the optimizer's own;
+    "step" an int; scalar states (NAdam's mu_product, ASGD's eta and mu) Python floats."""
     cls, kwargs = CONFIGS[config]
+    keys = expected_keys(cls, kwargs)
     params = make_params()
     opt = cls(params, **kwargs)
     assert opt.state == {}
     for grads in grad_sequence(params, steps=3):
         opt.step(grads)
-    if keys is None:
+    if not keys:  # plain SGD keeps nothing
         assert opt.state == {}
         return
+    scalars = set(case_of(cls).scalars)
     assert sorted(opt.state) == list(range(len(params)))
     for i, p in enumerate(params):
         st = opt.state[i]
         assert set(st) == keys
-        for key in keys - {"step"}:
+        for key in keys - {"step"} - scalars:
             assert isinstance(st[key], np.ndarray)
             assert st[key].dtype == p.dtype and st[key].shape == p.shape
             assert st[key].flags.c_contiguous and st[key].flags.writeable
             assert not np.shares_memory(st[key], p)
         if "step" in keys:
             assert type(st["step"]) is int and st["step"] == 3
+        for key in scalars:
+            assert type(st[key]) is float and math.isfinite(st[key]), key
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIG_IDS if not c.startswith("Lion")])
+def test_state_layout_matches_torch(config: str) -> None:
+    """The same constructor arguments in torch.optim give the same state keys."""
+    torch = pytest.importorskip("torch")
+    cls, kwargs = CONFIGS[config]
+    params = [torch.zeros(4, requires_grad=True)]
+    opt = getattr(torch.optim, cls.__name__)(params, foreach=False, **kwargs)
+    for _ in range(2):
+        params[0].grad = torch.ones(4)
+        opt.step()
+    assert set(opt.state[params[0]]) == expected_keys(cls, kwargs)
 
 
 def test_state_is_indexed_across_groups() -> None:
@@ -446,7 +542,7 @@ def test_state_arrays_are_the_optimizers_working_arrays() -> None:
     grads = grad_sequence(params, steps=2)
     opt.step(grads[0])
     opt.state[0]["momentum_buffer"][...] = 0
-    ref = OpsReference("sgd", copies(params))
+    ref = OpsReference(cases.SGD, copies(params))
     ref.state = [{"momentum_buffer": opt.state[i]["momentum_buffer"].copy()}
                  for i in range(len(params))]
     opt.step(grads[1])
@@ -515,7 +611,7 @@ def test_state_dict_layout() -> None:
     assert set(sd["state"][3]) == {"exp_avg", "exp_avg_sq", "step"}
 
 
-@pytest.mark.parametrize("config", ["sgd-momentum", "adam-amsgrad-wd", "lion"])
+@pytest.mark.parametrize("config", STATEFUL_IDS)
 def test_state_dict_arrays_are_copies(config: str) -> None:
     cls, kwargs = CONFIGS[config]
     params = make_params()
@@ -620,12 +716,13 @@ def test_editing_param_groups_between_steps_takes_effect(config: str) -> None:
     cls, kwargs = CONFIGS[config]
     params = make_params()
     opt = cls([{"params": params[:2]}, {"params": params[2:]}], **kwargs)
-    ref = OpsReference(kind_of(cls), copies(params))
+    ref = OpsReference(case_of(cls), copies(params))
     for s, grads in enumerate(grad_sequence(params, steps=6)):
         for group in opt.param_groups:
             group["lr"] *= 0.5  # exponential decay, as torch's ExponentialLR does
         if s == 3:
-            opt.param_groups[1]["weight_decay"] = 0.05
+            if "weight_decay" in opt.param_groups[1]:
+                opt.param_groups[1]["weight_decay"] = 0.05
             if "betas" in opt.param_groups[1]:
                 opt.param_groups[1]["betas"] = (0.5, 0.9)
         opt.step(grads)
@@ -677,9 +774,36 @@ BAD_HYPER = [
 ]
 
 
+def _registry_bad_hyper() -> List[Any]:
+    """For every class and hyperparameter: a value just out of its registry range, passed as
+    the constructor takes it (a pair member inside its pair)."""
+    out = []
+    pair_of = {m: (key, i) for key, pair in cases.PAIRS.items() for i, m in enumerate(pair)}
+    for name, cls in CLASSES.items():
+        defaults = cls([np.zeros(1, np.float32)]).defaults
+        for f in RULES[case_of(cls).name].options:
+            if f.kind != "real" or f.name in case_of(cls).classes[name]:
+                continue
+            r = f.range
+            values = [float("nan")] + ([r.lo - 0.5] if math.isfinite(r.lo) else []) + (
+                [r.hi + 0.5] if math.isfinite(r.hi) else [])
+            for value in values:
+                if f.name in pair_of:
+                    key, i = pair_of[f.name]
+                    pair = list(defaults[key])
+                    pair[i] = value
+                    kwargs: Dict[str, Any] = {key: tuple(pair)}
+                else:
+                    kwargs = {f.name: value}
+                what = (f"{f.name}: expected {re.escape(r.describe())}, "
+                        f"got {re.escape(repr(value))}$")
+                out.append((cls, kwargs, ValueError, what))
+    return out
+
+
 def _bad_hyper_params() -> List[Any]:
     out = []
-    for cls, kwargs, exc, what in BAD_HYPER:
+    for cls, kwargs, exc, what in BAD_HYPER + _registry_bad_hyper():
         label = ",".join(f"{k}={v!r}" for k, v in kwargs.items())
         out.append(pytest.param(cls, kwargs, exc, what, id=f"{cls.__name__}-{label}"))
     return out
@@ -743,12 +867,18 @@ def test_group_structure_errors_name_the_group(cls: Type[gdfast.Optimizer],
         cls([{"params": params[:2]}, {"params": params[2:], **override}], lr=0.1)
 
 
-@pytest.mark.parametrize("cls", [gdfast.Adam, gdfast.AdamW, gdfast.Lion],
-                         ids=lambda c: c.__name__)
-@pytest.mark.parametrize("betas", [(0.9,), (0.9, 0.99, 0.999)], ids=["one", "three"])
-def test_betas_must_be_a_pair(cls: Type[gdfast.Optimizer], betas: tuple) -> None:
-    with pytest.raises(ValueError, match=r"betas: expected a pair \(beta1, beta2\), got \(0\.9"):
-        cls([np.zeros(3, np.float32)], betas=betas)
+def _pair_params() -> List[Any]:
+    return [pytest.param(name, key, value, id=f"{name}-{key}-{len(value)}")
+            for name, cls in CLASSES.items() for key in cases.PAIRS
+            if key in inspect.signature(cls.__init__).parameters
+            for value in [(0.9,), (0.9, 0.99, 0.999)]]
+
+
+@pytest.mark.parametrize(("name", "key", "value"), _pair_params())
+def test_pairs_must_be_pairs(name: str, key: str, value: tuple) -> None:
+    a, b = cases.PAIRS[key]
+    with pytest.raises(ValueError, match=rf"{key}: expected a pair \({a}, {b}\), got \(0\.9"):
+        CLASSES[name]([np.zeros(3, np.float32)], **{key: value})
 
 
 def test_scalar_betas_is_rejected_with_a_clear_message() -> None:
@@ -757,7 +887,7 @@ def test_scalar_betas_is_rejected_with_a_clear_message() -> None:
 
 
 def test_empty_params_raises() -> None:
-    for cls in (gdfast.SGD, gdfast.Adam, gdfast.AdamW, gdfast.Lion):
+    for cls in CLASSES.values():
         with pytest.raises(ValueError, match=r"^params: optimizer got an empty parameter list"):
             cls([])
 
@@ -825,7 +955,7 @@ def test_wrong_number_of_grads_raises(count: int) -> None:
     assert opt.state == {}
 
 
-@pytest.mark.parametrize("config", ["sgd-plain", "adam", "lion"])
+@pytest.mark.parametrize("config", sorted(CLASSES))
 def test_bad_grad_raises_naming_the_problem(config: str) -> None:
     cls, kwargs = CONFIGS[config]
     params = make_params()
@@ -882,7 +1012,7 @@ def test_sgd_after_a_rejected_step_equals_a_fresh_first_step() -> None:
     assert_bitwise([p], [expected], "param")
 
 
-@pytest.mark.parametrize("config", ["sgd-momentum", "adam", "adamw-amsgrad", "lion"])
+@pytest.mark.parametrize("config", STATEFUL_IDS)
 def test_after_a_rejected_step_training_continues_as_if_it_never_happened(config: str) -> None:
     cls, kwargs = CONFIGS[config]
     params = make_params()
@@ -901,7 +1031,7 @@ def test_after_a_rejected_step_training_continues_as_if_it_never_happened(config
     assert_bitwise(params, twins, "param")
 
 
-@pytest.mark.parametrize("config", ["sgd-momentum", "adam", "lion"])
+@pytest.mark.parametrize("config", STATEFUL_IDS)
 def test_rejected_first_step_leaves_no_state(config: str) -> None:
     cls, kwargs = CONFIGS[config]
     params = make_params()
@@ -917,3 +1047,94 @@ def test_repr_lists_groups() -> None:
     opt = gdfast.AdamW([np.zeros(3, np.float32)], lr=0.5)
     text = repr(opt)
     assert text.startswith("AdamW (") and "Parameter Group 0" in text and "lr: 0.5" in text
+
+
+def _rejection_params() -> List[Any]:
+    out = []
+    for config in CONFIG_IDS:
+        case = case_of(CONFIGS[config][0])
+        problems = ["invalid-lr", "bad-grad"] + [f"invalid-combination-{k}"
+                                                 for k in range(len(case.invalid))]
+        out += [pytest.param(config, problem, id=f"{config}-{problem}") for problem in problems]
+    return out
+
+
+@pytest.mark.parametrize(("config", "problem"), _rejection_params())
+def test_rejected_step_changes_no_group(config: str, problem: str) -> None:
+    """All or nothing: an invalid hyperparameter (or option combination) in the LAST group,
+    or a bad gradient of its last param, leaves every group's params and states (arrays,
+    step counts, scalar states) bitwise as they were; once repaired, training goes on as if
+    the rejected step had never been tried."""
+    cls, kwargs = CONFIGS[config]
+    case = case_of(cls)
+    params = make_params()
+    twins = copies(params)
+    opt = cls([{"params": params[:2]}, {"params": params[2:]}], **kwargs)
+    twin = cls([{"params": twins[:2]}, {"params": twins[2:]}], **kwargs)
+    seq = grad_sequence(params, steps=4)
+    for grads in seq[:2]:  # states, counts and scalar states exist
+        opt.step(grads)
+        twin.step(copies(grads))
+    saved_params, saved = copies(params), copy.deepcopy(opt.state_dict())
+    last = opt.param_groups[1]
+    restore = {k: v for k, v in last.items() if k != "params"}
+    grads = list(seq[2])
+    if problem == "invalid-lr":
+        last["lr"] = -1.0
+        match = r"^param_groups\[1\]: lr: "
+    elif problem == "bad-grad":
+        grads[-1] = np.zeros(3, np.float32)
+        match = r"^grads\[4\]: shape \(3,\) does not match"
+    else:
+        values, message = case.invalid[int(problem.rsplit("-", 1)[1])]
+        last.update(cases.constructor_kwargs(case, values))
+        match = r"^param_groups\[1\]: " + re.escape(message)
+    with pytest.raises(ValueError, match=match):
+        opt.step(grads)
+    assert_bitwise(params, saved_params, "param")
+    _assert_states_equal(opt.state_dict()["state"], saved["state"])
+    last.update(restore)
+    for grads in seq[2:]:
+        opt.step(grads)
+        twin.step(copies(grads))
+    assert_bitwise(params, twins, "param")
+    _assert_states_equal(opt.state_dict()["state"], twin.state_dict()["state"])
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIG_IDS if case_of(CONFIGS[c][0]).scalars])
+def test_scalar_states_advance_and_are_restored(config: str) -> None:
+    """NAdam's mu_product and ASGD's eta and mu: Python floats per param, advanced each step
+    in double exactly as the reference advances them (the same formula), carried by
+    state_dict and restored by load_state_dict; training continues bitwise."""
+    cls, kwargs = CONFIGS[config]
+    case = case_of(cls)
+    params = make_params(dtypes=[np.float32, np.float64, np.float32, np.float32, np.float64])
+    opt = cls(params, **kwargs)
+    seq = grad_sequence(params, steps=6)
+    for grads in seq[:3]:
+        opt.step(grads)
+    expected: Dict[str, Any] = {}
+    p = np.zeros(1)
+    for _ in range(3):
+        p = reference.STEPS[case.name](p, np.ones(1), expected,
+                                       **case.full(ops_hyper(case, opt.param_groups[0])))
+    for i in range(len(params)):
+        for name in case.scalars:
+            value = opt.state[i][name]
+            assert type(value) is float and value == expected[name], (i, name)
+            assert expected[name] != case.start(name, ops_hyper(case, opt.param_groups[0])) \
+                or name == "mu", f"{name} did not advance"
+
+    sd = opt.state_dict()
+    twins = copies(params)
+    fresh = cls(twins)
+    fresh.load_state_dict(sd)
+    for i in range(len(params)):
+        for name in case.scalars:
+            value = fresh.state[i][name]
+            assert type(value) is float and value == expected[name], (i, name)
+    for grads in seq[3:]:
+        opt.step(grads)
+        fresh.step(copies(grads))
+    assert_bitwise(twins, params, "param")
+    _assert_state_dicts_equal(fresh.state_dict(), opt.state_dict())

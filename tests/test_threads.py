@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import pytest
 import gdfast
 from gdfast._spec import RULES
 
+from cases import CASES, Case
 from conftest import run_python
 
 # Large enough that every thread count actually splits the work (the pool only wakes
@@ -56,6 +58,63 @@ def test_bitwise_identical_for_any_thread_count(sizes):
         flat_n = np.concatenate([x for arr in arrays for x in arr])
         np.testing.assert_array_equal(flat_n.view(np.uint32), flat_1.view(np.uint32),
                                       err_msg=f"threads={n}")
+
+
+def _case_arrays(case: Case, hyper: Dict[str, Any], sizes: List[int],
+                 seed: int = 0) -> Dict[str, List[np.ndarray]]:
+    """param, grad and the states these options use, one list each (states that are never
+    negative in real runs: absolute values)."""
+    rng = np.random.default_rng(seed)
+    out = {name: [rng.standard_normal(n).astype(np.float32) for n in sizes]
+           for name in ("param", "grad") + case.state_names(hyper)}
+    for name in case.nonnegative:
+        if name in out:
+            out[name] = [np.abs(x) for x in out[name]]
+    return out
+
+
+def _case_steps(case: Case, hyper: Dict[str, Any], arrays: Dict[str, Any], single: bool,
+                steps: int = 3) -> Dict[str, float]:
+    """Steps with scalar states carried; the list form, or one call per tensor."""
+    op = getattr(gdfast.ops, case.op)
+    calls = [arrays] if not single else [{k: v[i] for k, v in arrays.items()}
+                                         for i in range(len(arrays["param"]))]
+    scalars: List[Dict[str, float]] = [{} for _ in calls]
+    for s in range(1, steps + 1):
+        for c, sc in zip(calls, scalars):
+            states = {k: v for k, v in c.items() if k not in ("param", "grad")}
+            sc.update(op(c["param"], c["grad"], **states, step=s, **hyper, **sc) or {})
+    return scalars[0]
+
+
+@pytest.mark.parametrize("sizes", [LIST_SIZES, [SINGLE_SIZE]], ids=["list", "single"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_every_rule_is_bitwise_identical_for_any_thread_count(case: Case, sizes):
+    """Each rule with the options of its first large variant (all of them switched on)."""
+    hyper = case.hyper(case.variant(case.large_variants[0]))
+    previous = gdfast.get_num_threads()
+    results = {}
+    try:
+        for n in (1, 2, 3, 4):
+            gdfast.set_num_threads(n)
+            arrays = _case_arrays(case, hyper, sizes)
+            scalars = _case_steps(case, hyper, arrays, single=False)
+            results[n] = (np.concatenate([x for arr in arrays.values() for x in arr]), scalars)
+    finally:
+        gdfast.set_num_threads(previous)
+    for n, (flat, scalars) in results.items():
+        np.testing.assert_array_equal(flat.view(np.uint32), results[1][0].view(np.uint32),
+                                      err_msg=f"threads={n}")
+        assert scalars == results[1][1]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_every_rule_list_equals_one_call_per_tensor(case: Case, threads):
+    hyper = case.hyper(case.variant(case.large_variants[0]))
+    together, apart = _case_arrays(case, hyper, LIST_SIZES), _case_arrays(case, hyper, LIST_SIZES)
+    scalars = _case_steps(case, hyper, together, single=False)
+    assert _case_steps(case, hyper, apart, single=True) == scalars
+    _assert_same_bits(together.values(), apart.values())
 
 
 def test_list_equals_one_call_per_tensor(threads):

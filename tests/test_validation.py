@@ -6,6 +6,10 @@ tensor in a list, the bad one included) must be exactly as they were. In the lis
 bad entry is always the LAST one, so "nothing written" also covers the earlier, valid entries
 that a kernel would otherwise have updated first.
 
+Every optimizer of cases.py is checked, through its checked call (``Case.checked``: every
+state in use, every element of every written array changed); hyperparameter ranges, the
+states an option needs (and the message naming that option) come from the registry.
+
 Each message must start with the argument's name (``"exp_avg[3]: ..."``) and say what is
 wrong. Tests that pin a known library defect are marked ``xfail(strict=True)`` with the
 defect in the reason: they start failing (XPASS) once it is fixed, and the marker goes.
@@ -13,15 +17,19 @@ defect in the reason: they start failing (XPASS) once it is fixed, and the marke
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import numpy as np
 import pytest
 
 import gdfast
 from gdfast import ops
+from gdfast._spec import RULES, Range
+
+from cases import CASES, Case
 
 # Shapes of the tensors of a list-form call (2-D with no unit dimension, so a transpose or a
 # Fortran-ordered copy is really non-contiguous), and of a single-array call.
@@ -33,10 +41,18 @@ FORMS = ["single", "list"]
 
 @dataclass(frozen=True)
 class Op:
-    name: str
-    fn: Callable[..., None]
+    """A case's op with its checked call (cases.Case.checked): every state of the rule in use
+    and every element of every written array changed by a valid call."""
+
+    case: Case
+    fn: Callable[..., Any]
     tensors: Tuple[str, ...]  # keyword names of the tensor arguments, param and grad first
-    hyper: Dict[str, Any] = field(default_factory=dict)  # a valid call's keyword arguments
+    hyper: Mapping[str, Any]  # a valid call's keyword arguments
+    ranges: Mapping[str, Tuple[float, float]]  # uniform ranges of some arrays (others N(0.5, 1))
+
+    @property
+    def name(self) -> str:
+        return self.case.name
 
     @property
     def written(self) -> Tuple[str, ...]:
@@ -47,26 +63,19 @@ class Op:
         return self.tensors[2:]
 
 
-# Hyperparameters chosen so that a valid call changes every element of every written array.
-OPS = {
-    "sgd": Op("sgd", ops.sgd_, ("param", "grad", "momentum_buffer"),
-              dict(step=2, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01)),
-    "adam": Op("adam", ops.adam_,
-               ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-               dict(step=3, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
-                    amsgrad=True)),
-    "lion": Op("lion", ops.lion_, ("param", "grad", "exp_avg"),
-               dict(lr=0.01, beta1=0.9, beta2=0.99, weight_decay=0.01)),
-}
+OPS = {case.name: Op(case, getattr(ops, case.op),
+                     ("param", "grad") + case.state_names(case.checked), dict(case.checked),
+                     dict(case.checked_ranges))
+       for case in CASES}
 OP_NAMES = list(OPS)
 
 
-def _array(rng: np.random.Generator, name: str, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
-    x = rng.standard_normal(shape) + 0.5
-    if name == "exp_avg_sq":
-        x = np.abs(x) + 0.1  # second moments are positive
-    if name == "max_exp_avg_sq":
-        x = np.abs(x) * 0.01  # below every new exp_avg_sq, so a valid call updates it
+def _array(op: Op, rng: np.random.Generator, name: str, shape: Tuple[int, ...],
+           dtype: Any) -> np.ndarray:
+    if name in op.ranges:
+        x = rng.uniform(*op.ranges[name], size=shape)
+    else:
+        x = rng.standard_normal(shape) + 0.5
     return np.ascontiguousarray(x, dtype=dtype)
 
 
@@ -74,8 +83,8 @@ def make_tensors(op: Op, form: str, dtype: Any = np.float32, seed: int = 0) -> D
     """A valid set of tensor arguments: one array per name, or a list of len(LIST_SHAPES)."""
     rng = np.random.default_rng(seed)
     if form == "single":
-        return {name: _array(rng, name, SINGLE_SHAPE, dtype) for name in op.tensors}
-    return {name: [_array(rng, name, s, dtype) for s in LIST_SHAPES] for name in op.tensors}
+        return {name: _array(op, rng, name, SINGLE_SHAPE, dtype) for name in op.tensors}
+    return {name: [_array(op, rng, name, s, dtype) for s in LIST_SHAPES] for name in op.tensors}
 
 
 def call(op: Op, tensors: Dict[str, Any], **overrides: Any) -> None:
@@ -575,7 +584,7 @@ def test_bad_last_entry_of_a_long_threaded_list_writes_nothing(op_name: str,
     op = OPS[op_name]
     rng = np.random.default_rng(7)
     sizes = [40_000] * 5 + [17, 3]
-    tensors = {name: [_array(rng, name, (n,), np.float32) for n in sizes]
+    tensors = {name: [_array(op, rng, name, (n,), np.float32) for n in sizes]
                for name in op.tensors}
     tensors["grad"][-1] = np.ones(4, np.float32)
     expect_rejected(op, tensors, ValueError,
@@ -588,71 +597,93 @@ def test_bad_last_entry_of_a_long_threaded_list_writes_nothing(op_name: str,
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("form", FORMS)
-def test_amsgrad_without_max_exp_avg_sq_is_rejected(form: str) -> None:
-    op = OPS["adam"]
+def _optional_state_params() -> List[Any]:
+    """(op, form, state) for every state the registry switches on by an option."""
+    return [pytest.param(op_name, form, s.name, s.when, id=f"{op_name}-{form}-{s.name}")
+            for op_name in OP_NAMES for s in RULES[op_name].states if s.when
+            for form in FORMS]
+
+
+@pytest.mark.parametrize(("op_name", "form", "state", "when"), _optional_state_params())
+def test_missing_optional_state_is_rejected(op_name: str, form: str, state: str,
+                                            when: str) -> None:
+    """The checked call switches every state on; leaving one out is '<state>: required when
+    <the option that needs it>' (the registry's when text)."""
+    op = OPS[op_name]
     tensors = make_tensors(op, form)
-    del tensors["max_exp_avg_sq"]
-    expect_rejected(op, tensors, ValueError, r"^max_exp_avg_sq: required when amsgrad=True")
+    del tensors[state]
+    expect_rejected(op, tensors, ValueError, rf"^{state}: required when {re.escape(when)}$")
+
+
+def _always_state_params() -> List[Any]:
+    return [pytest.param(op_name, form, s.name, id=f"{op_name}-{form}-{s.name}")
+            for op_name in OP_NAMES for s in RULES[op_name].states if not s.when
+            for form in FORMS]
+
+
+@pytest.mark.parametrize(("op_name", "form", "state"), _always_state_params())
+def test_missing_state_is_rejected(op_name: str, form: str, state: str) -> None:
+    """A state every step uses may not be left out: it is an array argument like any other."""
+    op = OPS[op_name]
+    tensors = make_tensors(op, form)
+    del tensors[state]
+    expect_rejected(op, tensors, TypeError, rf"^{state}: expected a ")
+
+
+def _invalid_params() -> List[Any]:
+    return [pytest.param(op_name, form, dict(values), message,
+                         id=f"{op_name}-{form}-" + ",".join(f"{k}={v}" for k, v in values.items()))
+            for op_name in OP_NAMES for values, message in OPS[op_name].case.invalid
+            for form in FORMS]
+
+
+@pytest.mark.parametrize(("op_name", "form", "values", "message"), _invalid_params())
+def test_invalid_option_combination_is_rejected(op_name: str, form: str,
+                                                values: Dict[str, Any], message: str) -> None:
+    """Combinations the rule rules out beyond single ranges (cases.Case.invalid): SGD's
+    nesterov without momentum or with dampening, Rprop's etas outside 0 < etaminus < 1 <
+    etaplus."""
+    op = OPS[op_name]
+    expect_rejected(op, make_tensors(op, form), ValueError, "^" + re.escape(message),
+                    **values)
+
+
+def _unused_state_params() -> List[Any]:
+    """(op, state, the option value that switches it off) for each optional state."""
+    out = []
+    for op_name in OP_NAMES:
+        for s in RULES[op_name].states:
+            if s.when:
+                name = re.match(r"^(\w+)", s.when).group(1)  # type: ignore[union-attr]
+                off = False if s.when.endswith("=True") else 0.0
+                out.append(pytest.param(op_name, s.name, {name: off}, id=f"{op_name}-{s.name}"))
+    return out
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_momentum_without_momentum_buffer_is_rejected(form: str) -> None:
-    op = OPS["sgd"]
+@pytest.mark.parametrize(("op_name", "state", "off"), _unused_state_params())
+def test_unused_state_is_ignored(op_name: str, state: str, off: Dict[str, Any],
+                                 form: str) -> None:
+    """With its option off a state is not an input: even a read-only one is left alone."""
+    op = OPS[op_name]
     tensors = make_tensors(op, form)
-    del tensors["momentum_buffer"]
-    expect_rejected(op, tensors, ValueError, r"^momentum_buffer: required when momentum != 0")
-
-
-@pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize(("momentum", "dampening"), [(0.9, 0.1), (0.9, 1.0), (0.0, 0.0)],
-                         ids=["dampening=0.1", "dampening=1", "momentum=0"])
-def test_nesterov_needs_momentum_and_no_dampening(form: str, momentum: float,
-                                                  dampening: float) -> None:
-    op = OPS["sgd"]
-    tensors = make_tensors(op, form)
-    expect_rejected(op, tensors, ValueError,
-                    r"^nesterov: requires momentum > 0 and dampening == 0",
-                    nesterov=True, momentum=momentum, dampening=dampening)
-
-
-@pytest.mark.parametrize("form", FORMS)
-def test_momentum_zero_ignores_momentum_buffer(form: str) -> None:
-    """With momentum 0 the buffer is not an input: even a read-only one is left alone."""
-    op = OPS["sgd"]
-    tensors = make_tensors(op, form)
-    for b in arrays_in(tensors["momentum_buffer"]):
+    for b in arrays_in(tensors[state]):
         b.flags.writeable = False
-    saved = [b.copy() for b in arrays_in(tensors["momentum_buffer"])]
-    call(op, tensors, momentum=0.0, dampening=0.0)
-    for b, s in zip(arrays_in(tensors["momentum_buffer"]), saved):
+    saved = [b.copy() for b in arrays_in(tensors[state])]
+    overrides = dict(off)
+    if op_name == "sgd":
+        overrides["dampening"] = 0.0
+    call(op, tensors, **overrides)
+    for b, s in zip(arrays_in(tensors[state]), saved):
         assert b.tobytes() == s.tobytes()
 
 
 # --------------------------------------------------------------------------------------------
-# Hyperparameters
+# Hyperparameters: ranges from the registry (test_registry checks how they print)
 # --------------------------------------------------------------------------------------------
 
 
 NAN, INF = float("nan"), float("inf")
-
-# (value, exception, message after "name: ") for each kind of hyperparameter
-NON_NEGATIVE = [(-1e-3, ValueError, r"expected a finite number >= 0, got -0\.001"),
-                (-INF, ValueError, "expected a finite number >= 0, got -inf"),
-                (NAN, ValueError, "expected a finite number >= 0, got nan"),
-                (INF, ValueError, "expected a finite number >= 0, got inf")]
-ADAM_BETA = [(-0.1, ValueError, r"expected a finite number >= 0 and < 1, got -0\.1"),
-             (1.0, ValueError, r"expected a finite number >= 0 and < 1, got 1\.0"),
-             (1.5, ValueError, r"expected a finite number >= 0 and < 1, got 1\.5"),
-             (NAN, ValueError, r"expected a finite number >= 0 and < 1, got nan")]
-FRACTION = [(-0.1, ValueError, r"expected a finite number >= 0 and <= 1, got -0\.1"),
-            (1.1, ValueError, r"expected a finite number >= 0 and <= 1, got 1\.1"),
-            (NAN, ValueError, r"expected a finite number >= 0 and <= 1, got nan"),
-            (INF, ValueError, r"expected a finite number >= 0 and <= 1, got inf")]
-POSITIVE = [(0.0, ValueError, r"expected a finite number > 0, got 0\.0"),
-            (-1e-8, ValueError, r"expected a finite number > 0, got -1e-08"),
-            (NAN, ValueError, r"expected a finite number > 0, got nan"),
-            (INF, ValueError, r"expected a finite number > 0, got inf")]
 STEP = [(0, ValueError, "expected an int >= 1 and <= 2\\*\\*53, got 0"),
         (-3, ValueError, "expected an int >= 1 and <= 2\\*\\*53, got -3"),
         (2.0, TypeError, r"expected an int >= 1 and <= 2\*\*53, got 2\.0"),
@@ -666,18 +697,23 @@ STEP = [(0, ValueError, "expected an int >= 1 and <= 2\\*\\*53, got 0"),
 # Wrong types, tried in the single form only (the list form checks them the same way)
 NUMBER_TYPES = [(True, (TypeError, ValueError), "expected a finite number"),
                 (False, (TypeError, ValueError), "expected a finite number"),
-                (None, TypeError, "expected a finite number")]
+                (None, TypeError, "expected a finite number"),
+                ("0.1", TypeError, "expected a finite number")]
+GRAD_SCALE = Range(0.0, lo_open=True)  # grad_scale: a finite number > 0, for every rule
 
-KIND_CASES = {"nonneg": NON_NEGATIVE, "adam-beta": ADAM_BETA, "fraction": FRACTION,
-              "positive": POSITIVE}
-HYPER_KINDS = {
-    "sgd": {"lr": "nonneg", "momentum": "nonneg", "dampening": "fraction",
-            "weight_decay": "nonneg", "step": "step", "grad_scale": "positive"},
-    "adam": {"lr": "nonneg", "beta1": "adam-beta", "beta2": "adam-beta", "eps": "positive",
-             "weight_decay": "nonneg", "step": "step", "grad_scale": "positive"},
-    "lion": {"lr": "nonneg", "beta1": "fraction", "beta2": "fraction", "weight_decay": "nonneg",
-             "grad_scale": "positive"},
-}
+
+def out_of_range(r: Range) -> List[Tuple[Any, Any, str]]:
+    """(value, exception, message after "name: ") for values just outside the range, far
+    outside, and not finite (every range holds finite numbers only)."""
+    values = [NAN, INF, -INF]
+    if math.isfinite(r.lo):
+        values += [r.lo] if r.lo_open else []
+        values += [r.lo - 1e-3 * max(1.0, abs(r.lo)), r.lo - 1e-8, r.lo - 1e3]
+    if math.isfinite(r.hi):
+        values += [r.hi] if r.hi_open else []
+        values += [r.hi + 0.5 * max(1.0, abs(r.hi)), math.nextafter(r.hi, INF)]
+    return [(v, ValueError, f"expected {re.escape(r.describe())}, got {re.escape(repr(v))}$")
+            for v in values]
 
 
 def _value_id(v: Any) -> str:
@@ -686,24 +722,24 @@ def _value_id(v: Any) -> str:
 
 def _hyper_params() -> List[Any]:
     params = []
-    for op_name, kinds in HYPER_KINDS.items():
-        for name, kind in kinds.items():
-            if kind == "step":
-                cases = list(STEP)
-            else:
-                extra = [("0.1", TypeError, "expected a finite number")]
-                cases = KIND_CASES[kind] + NUMBER_TYPES + (extra if name == "lr" else [])
-            for value, exc, what in cases:
+    for op_name in OP_NAMES:
+        rule = RULES[op_name]
+        checks: Dict[str, List[Tuple[Any, Any, str]]] = {}
+        if rule.step != "none":
+            checks["step"] = STEP + [(2**63, ValueError, r"expected an int >= 1 and <= 2\*\*53, "
+                                                         r"got")]
+        for f in rule.fields:
+            if f.kind == "real":
+                checks[f.name] = out_of_range(f.range) + NUMBER_TYPES
+        checks["grad_scale"] = out_of_range(GRAD_SCALE) + NUMBER_TYPES
+        for name, values in checks.items():
+            for value, exc, what in values:
                 # Wrong types are checked the same way in both forms: one form is enough.
-                wrong_type = isinstance(value, (bool, str, type(None)))
+                wrong_type = isinstance(value, (bool, str, type(None))) or value == 2**63
                 for form in ["single"] if wrong_type else FORMS:
                     params.append(pytest.param(
                         op_name, form, name, value, exc, what,
                         id=f"{op_name}-{form}-{name}={_value_id(value)}"))
-        if "step" in kinds:
-            params.append(pytest.param(op_name, "single", "step", 2**63, ValueError,
-                                       r"expected an int >= 1 and <= 2\*\*53, got",
-                                       id=f"{op_name}-single-step=2**63"))
     return params
 
 
@@ -715,21 +751,63 @@ def test_bad_hyperparameter_is_rejected(op_name: str, form: str, name: str, valu
                     **{name: value})
 
 
-@pytest.mark.parametrize(("op_name", "hyper"), [
-    pytest.param("sgd", dict(lr=0.0, momentum=0.0, dampening=0.0), id="sgd-zeros"),
-    pytest.param("sgd", dict(dampening=1.0), id="sgd-dampening=1"),
-    pytest.param("sgd", dict(step=np.int64(5)), id="sgd-step=np.int64"),
-    pytest.param("sgd", dict(lr=np.float32(0.5)), id="sgd-lr=np.float32"),
-    pytest.param("adam", dict(beta1=0.0, beta2=0.0, weight_decay=0.0, lr=0.0), id="adam-zeros"),
-    pytest.param("adam", dict(eps=1e-300), id="adam-eps=1e-300"),
-    pytest.param("adam", dict(grad_scale=65536.0), id="adam-grad_scale=2**16"),
-    pytest.param("adam", dict(step=10**6), id="adam-step=1e6"),
-    pytest.param("lion", dict(beta1=1.0, beta2=1.0), id="lion-betas=1"),
-    pytest.param("lion", dict(beta1=0.0, beta2=0.0, lr=0.0), id="lion-zeros"),
-])
+def _scalar_state_params() -> List[Any]:
+    return [pytest.param(op_name, f.name, value, id=f"{op_name}-{f.name}={value!r}")
+            for op_name in OP_NAMES for f in RULES[op_name].scalar_states
+            for value in ("0.5", [0.5])]
+
+
+@pytest.mark.parametrize(("op_name", "name", "value"), _scalar_state_params())
+def test_scalar_state_of_a_wrong_type_is_rejected(op_name: str, name: str, value: Any) -> None:
+    """Scalar states (NAdam's mu_product, ASGD's eta and mu) are numbers; their values are
+    state, not hyperparameters, and not range-checked (torch checks none either)."""
+    op = OPS[op_name]
+    expect_rejected(op, make_tensors(op, "list"), TypeError,
+                    starts_with(name) + "expected a real number", **{name: value})
+
+
+def inside_edges(r: Range) -> List[float]:
+    """The values of a range closest to its finite bounds."""
+    out = []
+    if math.isfinite(r.lo):
+        out.append(math.nextafter(r.lo, INF) if r.lo_open else r.lo)
+    if math.isfinite(r.hi):
+        out.append(math.nextafter(r.hi, -INF) if r.hi_open else r.hi)
+    return out
+
+
+def _edge_params() -> List[Any]:
+    params = []
+    for op_name in OP_NAMES:
+        rule = RULES[op_name]
+        lower: Dict[str, Any] = {}
+        for f in rule.fields:
+            if f.kind != "real":
+                continue
+            for value in inside_edges(f.range):
+                params.append(pytest.param(op_name, {f.name: value},
+                                           id=f"{op_name}-{f.name}={value!r}"))
+            if math.isfinite(f.range.lo):
+                lower[f.name] = inside_edges(f.range)[0]
+        params.append(pytest.param(op_name, lower, id=f"{op_name}-all-at-lower-edges"))
+        if rule.step != "none":
+            params.append(pytest.param(op_name, {"step": 2**53}, id=f"{op_name}-step=2**53"))
+    return params + [
+        pytest.param("sgd", dict(step=np.int64(5)), id="sgd-step=np.int64"),
+        pytest.param("sgd", dict(lr=np.float32(0.5)), id="sgd-lr=np.float32"),
+        pytest.param("adam", dict(grad_scale=65536.0), id="adam-grad_scale=2**16"),
+        pytest.param("adam", dict(step=10**6), id="adam-step=1e6"),
+        pytest.param("rprop", dict(etaminus=math.nextafter(0.0, 1.0),
+                                   etaplus=math.nextafter(1.0, 2.0)), id="rprop-etas-at-edges"),
+        pytest.param("asgd", dict(lambd=-1e3, alpha=-2.0, t0=-1e300), id="asgd-negative"),
+    ]
+
+
+@pytest.mark.parametrize(("op_name", "hyper"), _edge_params())
 def test_edge_of_range_hyperparameters_are_accepted(op_name: str, hyper: Dict[str, Any]) -> None:
     op = OPS[op_name]
-    call(op, make_tensors(op, "list"), **hyper)
+    with np.errstate(all="ignore"):
+        call(op, make_tensors(op, "list"), **hyper)
 
 
 # --------------------------------------------------------------------------------------------
