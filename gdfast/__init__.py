@@ -14,8 +14,10 @@ from .optim import Optimizer
 
 __version__: str = _core.__version__
 
-# Resolve the kernel level now, so that a bad GDFAST_ISA fails at import with its message.
+# Resolve the kernel level and prefetch distance now, so that a bad GDFAST_ISA or
+# GDFAST_PREFETCH fails at import with its message.
 _core.active_isa()
+_core.prefetch_bytes()
 
 
 def get_num_threads() -> int:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, List, Union
+from typing import Any, Dict, Iterator
 
 from . import _core
 
 __all__ = ["isa_info", "use_isa", "set_isa"]
 
 
-def isa_info() -> Dict[str, Union[str, List[str]]]:
-    """``{"compiled": [...], "supported": [...], "active": name}``, levels lowest first.
-    ``scalar`` is the one-lane reference level; ``baseline`` is SSE2 on x86-64."""
+def isa_info() -> Dict[str, Any]:
+    """``{"compiled": [...], "supported": [...], "active": name, "prefetch_bytes": n}``,
+    levels lowest first. ``scalar`` is the one-lane reference level; ``baseline`` is SSE2 on
+    x86-64. ``prefetch_bytes``: how far ahead the loop prefetches each array (GDFAST_PREFETCH;
+    default 1024 on Intel CPUs, 0 elsewhere)."""
     return {
         "compiled": _core.compiled_isas(),
         "supported": _core.supported_isas(),
         "active": _core.active_isa(),
+        "prefetch_bytes": _core.prefetch_bytes(),
     }
 
 

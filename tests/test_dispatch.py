@@ -55,7 +55,7 @@ def _nan_as_nan(a: np.ndarray) -> np.ndarray:
 
 
 def test_isa_info_shape():
-    assert set(INFO) == {"compiled", "supported", "active"}
+    assert set(INFO) == {"compiled", "supported", "active", "prefetch_bytes"}
     assert "scalar" in INFO["compiled"]
     assert set(INFO["supported"]) <= set(INFO["compiled"])
     assert INFO["active"] in INFO["supported"]
@@ -176,3 +176,42 @@ def test_special_values_agree_on_every_level(case: Case) -> None:
             np.testing.assert_array_equal(_nan_as_nan(a).view(np.uint32),
                                           _nan_as_nan(results["scalar"][name]).view(np.uint32),
                                           err_msg=f"{isa}: {name}")
+
+
+# -- software prefetch (GDFAST_PREFETCH) -------------------------------------------------------
+
+
+def test_prefetch_default_and_environment():
+    """1024 bytes on Intel CPUs, 0 elsewhere (cpu/dispatch.cpp says why); GDFAST_PREFETCH
+    overrides it, and a bad value fails the import naming the variable."""
+    cpu = run_python("import gdfast; print(gdfast.isa_info()['prefetch_bytes'])")
+    assert cpu.stdout.strip() in ("0", "1024"), cpu.stderr
+    out = run_python("import gdfast; print(gdfast.isa_info()['prefetch_bytes'])",
+                     GDFAST_PREFETCH="256")
+    assert out.stdout.strip() == "256", out.stderr
+    for bad in ("abc", "-1", "100000"):
+        out = run_python("import gdfast", GDFAST_PREFETCH=bad)
+        assert out.returncode != 0 and "GDFAST_PREFETCH" in out.stderr, bad
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_prefetch_distance_does_not_change_results(case: Case):
+    """Prefetching only moves data into the cache: results are bitwise the same for any
+    distance, including one past the end of every array and none at all."""
+    variant = case.variants[-1]
+    before = gdfast._core.prefetch_bytes()
+    try:
+        results = []
+        for distance in (0, 64, 1024, 65536):
+            gdfast._core.set_prefetch_bytes(distance)
+            results.append(_run(INFO["active"], case, variant, 70_001, np.float32))
+    finally:
+        gdfast._core.set_prefetch_bytes(before)
+    (first, first_scalars), *others = results
+    for arrays, scalars in others:
+        assert scalars == first_scalars
+        for name, value in first.items():
+            np.testing.assert_array_equal(_nan_as_nan(arrays[name]), _nan_as_nan(value),
+                                          err_msg=name)
+    with pytest.raises(ValueError, match=r"bytes: expected a byte count in \[0, 65536\]"):
+        gdfast._core.set_prefetch_bytes(-1)

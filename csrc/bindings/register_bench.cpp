@@ -37,6 +37,7 @@ void stream(py::handle param, py::handle grad, const py::tuple& states, double s
   check_disjoint({&batch});
   const optim::Stream::Hyper hyper{scale, static_cast<int>(states.size())};
   StepArgs a = batch.step_args();
+  a.prefetch_bytes = cpu::prefetch_bytes();  // the optimizers' loop, as they run it
   const StepFn fn =
       cpu::active_kernels().stream[static_cast<int>(batch.dtype())][optim::Stream::flags(hyper)];
   py::gil_scoped_release release;

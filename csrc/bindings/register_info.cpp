@@ -20,6 +20,10 @@ void register_info(py::module_& m) {
       "set_active_isa", [](const std::string& name) { cpu::set_active_isa(name); },
       py::arg("name"));
   m.def("float32_lanes", [] { return cpu::active_kernels().float32_lanes; });
+  m.def("prefetch_bytes", [] { return cpu::prefetch_bytes(); });
+  m.def(
+      "set_prefetch_bytes", [](index_t bytes) { cpu::set_prefetch_bytes(bytes); },
+      py::arg("bytes"));
   m.def("get_num_threads", [] { return cpu::get_num_threads(); });
   m.def(
       "set_num_threads",

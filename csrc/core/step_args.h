@@ -10,9 +10,10 @@ namespace gdfast {
 struct StepArgs {
   int num_arrays;  // arrays per tensor: param, grad, states...
   index_t num_tensors;
-  void* const* arrays;     // num_tensors * num_arrays pointers, tensor-major
-  const index_t* offsets;  // num_tensors + 1 prefix sums of the tensor sizes
-  const void* coef;        // the rule's Coef<T>, computed once per call on the host
+  void* const* arrays;         // num_tensors * num_arrays pointers, tensor-major
+  const index_t* offsets;      // num_tensors + 1 prefix sums of the tensor sizes
+  const void* coef;            // the rule's Coef<T>, computed once per call on the host
+  index_t prefetch_bytes = 0;  // how far ahead the CPU loop prefetches its arrays (0: not)
 };
 
 // Updates elements [begin, end) of the virtual concatenation.

@@ -55,6 +55,35 @@ const KernelTable* initial_table() {
 
 std::atomic<const KernelTable*> g_active{nullptr};
 
+// Software prefetch: measured on a 2-vCPU Xeon (Emerald Rapids), 1e8 fp32 elements, the rules
+// with a square root and a division (Adam, RMSprop, Adagrad, NAdam) reach 81-90% of the
+// in-place bound without it and 91-102% with 1 KiB; on Zen 5 it gained nothing at 512 B and
+// lost 15-25% at 2-8 KiB, so it is on for Intel only unless GDFAST_PREFETCH says otherwise.
+constexpr index_t kIntelPrefetchBytes = 1024;
+constexpr index_t kMaxPrefetchBytes = 65536;
+std::atomic<index_t> g_prefetch_bytes{-1};  // -1: not chosen yet
+
+index_t checked_prefetch(long long bytes, const char* source) {
+  if (bytes < 0 || bytes > kMaxPrefetchBytes) {
+    throw std::invalid_argument(std::string(source) + ": expected a byte count in [0, " +
+                                std::to_string(kMaxPrefetchBytes) + "], got " +
+                                std::to_string(bytes));
+  }
+  return static_cast<index_t>(bytes);
+}
+
+index_t initial_prefetch() {
+  const char* env = std::getenv("GDFAST_PREFETCH");
+  if (env == nullptr || *env == '\0') return cpu_is_intel() ? kIntelPrefetchBytes : 0;
+  char* end = nullptr;
+  const long long bytes = std::strtoll(env, &end, 10);
+  if (*end != '\0') {
+    throw std::invalid_argument(std::string("GDFAST_PREFETCH: expected a byte count, got '") + env +
+                                "'");
+  }
+  return checked_prefetch(bytes, "GDFAST_PREFETCH");
+}
+
 struct RangeJob {
   StepFn fn;
   const StepArgs* args;
@@ -105,6 +134,19 @@ const KernelTable& active_kernels() {
 
 void set_active_isa(const std::string& name) {
   g_active.store(checked_table(name, "isa"), std::memory_order_release);
+}
+
+index_t prefetch_bytes() {
+  index_t bytes = g_prefetch_bytes.load(std::memory_order_relaxed);
+  if (bytes < 0) {
+    bytes = initial_prefetch();
+    g_prefetch_bytes.store(bytes, std::memory_order_relaxed);
+  }
+  return bytes;
+}
+
+void set_prefetch_bytes(index_t bytes) {
+  g_prefetch_bytes.store(checked_prefetch(bytes, "bytes"), std::memory_order_relaxed);
 }
 
 void run_parallel(StepFn fn, const StepArgs& args) { run_job(fn, args, 1); }

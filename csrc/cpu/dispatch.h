@@ -16,6 +16,12 @@ const KernelTable& active_kernels();
 // Switches level for the whole process; throws std::invalid_argument like above.
 void set_active_isa(const std::string& name);
 
+// How far ahead of the element it updates the CPU loop prefetches each array, in bytes; 0 for
+// none. First call: GDFAST_PREFETCH if set (throws std::invalid_argument if it is not a byte
+// count in [0, 65536]), else 1024 on Intel CPUs and 0 elsewhere.
+index_t prefetch_bytes();
+void set_prefetch_bytes(index_t bytes);  // throws std::invalid_argument like above
+
 // Runs fn over [0, args.offsets[num_tensors]) split across the pool's threads in contiguous
 // ranges; falls back to the calling thread alone when the work is too small to pay.
 void run_parallel(StepFn fn, const StepArgs& args);
@@ -31,6 +37,7 @@ void run_step(const typename Rule::Hyper& hyper, Dtype dtype, StepArgs args, ind
   const StepFn* by_flags =
       active_kernels().steps[static_cast<int>(optim::RuleId<Rule>::value)][static_cast<int>(dtype)];
   const StepFn fn = by_flags[Rule::flags(hyper)];
+  args.prefetch_bytes = prefetch_bytes();
   const auto run = [&](const auto& coef) {
     args.coef = &coef;
     if (repeats == 1) {

@@ -119,6 +119,15 @@ const std::vector<std::string>& supported_isas() {
   return names;
 }
 
+bool cpu_is_intel() {
+#if GDFAST_X86
+  const CpuidRegs v = cpuid(0, 0);  // "GenuineIntel" in ebx, edx, ecx
+  return v.ebx == 0x756e6547u && v.edx == 0x49656e69u && v.ecx == 0x6c65746eu;
+#else
+  return false;
+#endif
+}
+
 bool cpu_lacks_baseline() {
 #if GDFAST_X86
   return !cpu_supports("baseline");

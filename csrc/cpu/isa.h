@@ -12,5 +12,7 @@ const std::vector<std::string>& compiled_isas();
 const std::vector<std::string>& supported_isas();
 // True if the CPU lacks what the platform baseline build needs (then importing must fail).
 bool cpu_lacks_baseline();
+// True on Intel x86 CPUs (whose hardware prefetchers fall behind the heavier rules' loops).
+bool cpu_is_intel();
 
 }  // namespace gdfast::cpu

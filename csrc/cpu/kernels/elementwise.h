@@ -42,11 +42,23 @@ struct Lanes : optim::Registers<Rule, kFlags, Lane<T>> {
   }
 };
 
+// A hint that `p` will be read (and, if `written`, written) soon; a no-op where unsupported.
+template <bool kWritten, class T>
+inline void prefetch(const T* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, kWritten ? 1 : 0, 3);
+#else
+  (void)p;
+#endif
+}
+
 template <class Rule, unsigned kFlags, class T>
-void run_segment(T* const* arrays_ref, index_t n, const typename Rule::template Coef<T>& coef_ref) {
+void run_segment(T* const* arrays_ref, index_t n, const typename Rule::template Coef<T>& coef_ref,
+                 index_t ahead) {
   using X = Lanes<Rule, kFlags, T>;
+  using L = optim::Layout<Rule, kFlags>;
   constexpr index_t kLanes = Lane<T>::kLanes;
-  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
+  constexpr int kArrays = L::kNumArrays;
   // Local copies: stores to the arrays cannot alias them, so they stay in registers.
   const auto coef = coef_ref;
   T* arrays[kArrays];
@@ -59,6 +71,17 @@ void run_segment(T* const* arrays_ref, index_t n, const typename Rule::template 
     // the same offset within a page), which cost up to 20% here.
     X current = X::load(arrays, 0);
     for (; i + 2 * kLanes <= n; i += kLanes) {
+      // `ahead` elements on, one lane per iteration; inputs (slots 1..) are only read.
+      if (ahead != 0 && i + ahead < n) {
+        prefetch<true>(arrays[0] + i + ahead);
+        for (int k = 1; k < kArrays; ++k) {
+          if (k <= L::kNumInputs) {
+            prefetch<false>(arrays[k] + i + ahead);
+          } else {
+            prefetch<true>(arrays[k] + i + ahead);
+          }
+        }
+      }
       const X next = X::load(arrays, i + kLanes);
       current.update_and_store(arrays, i, coef);
       current = next;
@@ -98,7 +121,8 @@ void run_range(const StepArgs& args, index_t begin, index_t end) {
     for (int k = 0; k < kArrays; ++k) {
       arrays[k] = static_cast<T*>(args.arrays[t * args.num_arrays + k]) + (begin - tensor_begin);
     }
-    run_segment<Rule, kFlags, T>(arrays, segment_end - begin, coef);
+    run_segment<Rule, kFlags, T>(arrays, segment_end - begin, coef,
+                                 args.prefetch_bytes / static_cast<index_t>(sizeof(T)));
     begin = segment_end;
   }
 }
