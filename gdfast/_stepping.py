@@ -144,16 +144,18 @@ class Batch:
     """Params of one group stepped by one kernel call: same dtype and device, same step count
     and scalar states. Kept across steps while :meth:`StepPath._unchanged` holds."""
 
-    __slots__ = ("names", "members", "params", "positions", "identities", "param_arrays",
-                 "state_args", "values", "first_call", "front")
+    __slots__ = ("names", "members", "params", "positions", "identities", "on_device",
+                 "param_arrays", "state_args", "values", "first_call", "hyper", "front")
 
     def __init__(self, names: Tuple[str, ...], members: List[Member], identities: Any,
-                 param_arrays: List[Any], state_args: Tuple[Any, ...], values: Dict[str, Any],
-                 first_call: bool) -> None:
+                 on_device: bool, param_arrays: List[Any], state_args: Tuple[Any, ...],
+                 values: Dict[str, Any], first_call: bool) -> None:
         self.names, self.members = names, members
         self.params = [m.param for m in members]
         self.positions = [m.position for m in members]  # in the step's list of members
         self.identities = identities
+        self.on_device = on_device  # CUDA: the call needs a stream, perhaps device scalars
+        self.hyper: Tuple[Any, ...] = ()  # (group values, scalars, the hyper tuple) last built
         self.param_arrays, self.state_args = param_arrays, state_args
         self.values = values  # the step count and scalar states of every member
         self.first_call = first_call  # states made on this call are written before read (SGD)
@@ -226,16 +228,29 @@ class StepPath:
         for m in batch.members:
             m.store.update(values)
 
+    def _on_device(self, param: Any) -> bool:
+        """Whether the param lives on a CUDA device (then _device_call builds its call)."""
+        return False
+
     def _device_call(self, batch: Batch, group: Mapping[str, Any], values: Dict[str, Any],
                      step: Any, amp: Mapping[str, Any]) -> "DeviceCall":
-        """(stream, device_scalars, values, step, grad_scale) for a batch: CPU arrays take no
-        stream and no device scalars."""
-        return None, None, values, step, amp["grad_scale"]
+        """(stream, device_scalars, values, step, grad_scale) for a batch on a device."""
+        raise NotImplementedError
 
     def _after_step(self, batches: List[Batch]) -> None:
         """After a successful call (torch: bump the version counters of what was written)."""
 
     # -- checks --------------------------------------------------------------------------------
+    def _batch_hyper(self, batch: Batch, values: Mapping[str, Any], step: Any,
+                     grad_scale: Any) -> Tuple[Any, ...]:
+        """_hyper_tuple for a batch, the field part reused while the group's checked values
+        (the same dict while unchanged) and the batch's scalar states stay the same."""
+        cached = batch.hyper
+        if not cached or cached[0] is not values or cached[1] != batch.values:
+            fields = self._hyper_tuple(values, batch.values, None, None)[:-2]
+            cached = batch.hyper = (values, dict(batch.values), fields)
+        return (*cached[2], step, grad_scale)
+
     def _hyper_tuple(self, values: Mapping[str, Any], scalars: Mapping[str, Any], step: Any,
                      grad_scale: Any) -> Tuple[Any, ...]:
         if not scalars or len(scalars) == 1 and "step" in scalars:  # no scalar states
@@ -295,11 +310,12 @@ class StepPath:
             return
         calls, stream = [], None
         for batch, grads, group, values, label in work:
-            call_stream, device_scalars, values, step, grad_scale = self._device_call(
-                batch, group, values, self._step_arg(batch), amp)
-            stream = stream if call_stream is None else call_stream
+            step, grad_scale, device_scalars = self._step_arg(batch), amp["grad_scale"], None
+            if batch.on_device:
+                stream, device_scalars, values, step, grad_scale = self._device_call(
+                    batch, group, values, step, amp)
             calls.append((batch.param_arrays, (grads,), batch.state_args,
-                          self._hyper_tuple(values, batch.values, step, grad_scale), label,
+                          self._batch_hyper(batch, values, step, grad_scale), label,
                           device_scalars))
         results = _core.step(self._ctor.rule.id, calls, stream)
         for k, (batch, *_) in enumerate(work):
@@ -403,7 +419,7 @@ class StepPath:
         for (_, first_call, scalar_values), ms in by_key.items():
             arrays = {name: [self._array(m.states[k]) for m in ms] for k, name in enumerate(names)}
             batches.append(Batch(names, ms, self._identities([m.param for m in ms]),
-                                 [self._array(m.param) for m in ms],
+                                 self._on_device(ms[0].param), [self._array(m.param) for m in ms],
                                  tuple(arrays.get(n) for n in rule.state_names),
                                  dict(zip(scalar_names, scalar_values)), first_call))
         return batches

@@ -15,6 +15,7 @@ module does.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -29,6 +30,8 @@ from ._spec import State
 from ._stepping import CONSTRUCTORS, Batch, DeviceCall, StepPath, make_class
 
 __all__ = ["Optimizer"] + list(CONSTRUCTORS)
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _as_array(t: torch.Tensor) -> Any:
@@ -211,17 +214,20 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         return out
 
     def _set_scalar_values(self, batch: Batch, values: Mapping[str, Any]) -> None:
-        with np.errstate(over="ignore"):  # as torch, a float32 state past its range becomes inf
-            for name, views in self._front(batch)[0].items():
-                if views is not None:
-                    for view in views:
-                        view[...] = values[name]
+        for name, views in self._front(batch)[0].items():
+            if views is not None:
+                value = values[name]
+                if abs(value) > _FLOAT32_MAX and views[0].dtype == np.float32:
+                    value = math.copysign(math.inf, value)  # as torch stores it, silently
+                for view in views:
+                    view[...] = value
+
+    def _on_device(self, param: Any) -> bool:
+        return bool(param.device.type != "cpu")
 
     def _device_call(self, batch: Batch, group: Mapping[str, Any], values: Dict[str, Any],
                      step: Any, amp: Mapping[str, Any]) -> DeviceCall:
         first = batch.members[0].param
-        if first.device.type == "cpu":
-            return None, None, values, step, amp["grad_scale"]
         if step is None:  # capturable: the count after this step, computed on the device
             step = batch.members[0].holders["step"] + 1
         lr = group["lr"]
