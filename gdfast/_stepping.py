@@ -145,7 +145,8 @@ class Batch:
     and scalar states. Kept across steps while :meth:`StepPath._unchanged` holds."""
 
     __slots__ = ("names", "members", "params", "positions", "identities", "on_device",
-                 "param_arrays", "state_args", "values", "first_call", "hyper", "front")
+                 "param_arrays", "state_args", "values", "first_call", "hyper", "indices",
+                 "front")
 
     def __init__(self, names: Tuple[str, ...], members: List[Member], identities: Any,
                  on_device: bool, param_arrays: List[Any], state_args: Tuple[Any, ...],
@@ -156,6 +157,7 @@ class Batch:
         self.identities = identities
         self.on_device = on_device  # CUDA: the call needs a stream, perhaps device scalars
         self.hyper: Tuple[Any, ...] = ()  # (group values, scalars, the hyper tuple) last built
+        self.indices: Optional[Tuple[int, ...]] = None  # of its params in their group
         self.param_arrays, self.state_args = param_arrays, state_args
         self.values = values  # the step count and scalar states of every member
         self.first_call = first_call  # states made on this call are written before read (SGD)
@@ -228,6 +230,10 @@ class StepPath:
         for m in batch.members:
             m.store.update(values)
 
+    def _grad_arrays(self, batch: Batch, grads: List[Any]) -> List[Any]:
+        """What the kernel gets for the batch's grads (members_of's third entries)."""
+        return grads
+
     def _on_device(self, param: Any) -> bool:
         """Whether the param lives on a CUDA device (then _device_call builds its call)."""
         return False
@@ -292,8 +298,9 @@ class StepPath:
     def _step_all(self, members_of: Callable[[int, Dict[str, Any]], Members],
                   amp: Mapping[str, Any]) -> None:
         """One step of every group, in one kernel call. ``members_of(i, group)`` lists (state
-        key, param, grad array, index in the group) for the params with gradients, raising for a
-        bad one. ``amp`` holds grad_scale (a number, or a CUDA tensor) and, for CUDA, found_inf."""
+        key, param, grad, index in the group) for the params with gradients (_grad_arrays makes
+        what the kernel gets of the grads, and may raise for one). ``amp`` holds grad_scale (a
+        number, or a CUDA tensor) and, for CUDA, found_inf."""
         checked = [self._checked_group(g, f"param_groups[{i}]: ")
                    for i, g in enumerate(self.param_groups)]
         work: List[Tuple[Batch, List[Any], Dict[str, Any], Dict[str, Any], Any]] = []
@@ -302,10 +309,12 @@ class StepPath:
             if members:
                 values, names = checked[i]
                 for batch in self._batches(group, members, names, values):
-                    label = (f"param_groups[{i}]: ",  # messages give indices in the group
-                             tuple(members[k][3] for k in batch.positions))
-                    work.append((batch, [members[k][2] for k in batch.positions], group, values,
-                                 label))
+                    if batch.indices is None:
+                        batch.indices = tuple(members[k][3] for k in batch.positions)
+                    grads = self._grad_arrays(batch, [members[k][2] for k in batch.positions])
+                    # messages name arrays by their index in the group
+                    work.append((batch, grads, group, values,
+                                 (f"param_groups[{i}]: ", batch.indices)))
         if not work:
             return
         calls, stream = [], None

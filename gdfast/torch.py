@@ -121,22 +121,26 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         return loss
 
     def _members(self, index: int, group: Dict[str, Any]) -> List[Tuple[Any, Any, Any, int]]:
+        return [(p, p, p.grad, i) for i, p in enumerate(group["params"]) if p.grad is not None]
+
+    def _grad_arrays(self, batch: Batch, grads: List[Any]) -> List[Any]:
+        if batch.on_device or batch.members[0].param.is_complex():
+            return [self._checked_grad(g) for g in grads]
         out = []
-        for i, p in enumerate(group["params"]):
-            g = p.grad
-            if g is None:
-                continue
-            try:  # the fast path: a dense, real, contiguous CPU grad that does not require grad
+        for g in grads:
+            try:  # the fast path: a dense, contiguous CPU grad that does not require grad
                 array = g.numpy()
-                if array.dtype.kind == "c" or not array.flags.c_contiguous:
+                if not array.flags.c_contiguous:
                     array = _grad_array(g)
-            except (RuntimeError, TypeError):  # sparse, requires grad (create_graph=True), or
-                if g.is_sparse:  # on another device: the kernel's checks name the problem
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse "
-                                       "gradients") from None
-                array = _grad_array(g)
-            out.append((p, p, array, i))
+            except (RuntimeError, TypeError):  # sparse, or requires grad (create_graph=True)
+                array = self._checked_grad(g)
+            out.append(array)
         return out
+
+    def _checked_grad(self, g: torch.Tensor) -> Any:
+        if g.is_sparse:
+            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+        return _grad_array(g)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self._batch_cache, self._checked_cache = {}, {}  # new state tensors and param groups

@@ -444,7 +444,15 @@ std::string Extent::bare() const { return NamedArg{arg, is_list, index, label}.b
 
 std::string BatchLabel::name(const char* arg, bool is_list, index_t index) const {
   if (!is_list) return arg;
-  const index_t shown = indices.empty() ? index : indices[static_cast<std::size_t>(index)];
+  index_t shown = index;
+  if (indices && PyTuple_Check(indices.ptr()) && index < PyTuple_GET_SIZE(indices.ptr())) {
+    const long long mapped = PyLong_AsLongLong(PyTuple_GET_ITEM(indices.ptr(), index));
+    if (mapped == -1 && PyErr_Occurred()) {
+      PyErr_Clear();  // not an int: the batch's own index
+    } else {
+      shown = static_cast<index_t>(mapped);
+    }
+  }
   return std::string(arg) + "[" + std::to_string(shown) + "]";
 }
 

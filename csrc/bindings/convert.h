@@ -34,7 +34,7 @@ struct ConsumedDlpack {
 // batch's list is a subset of the caller's, each entry's index in the caller's list.
 struct BatchLabel {
   std::string prefix;
-  std::vector<index_t> indices;  // empty: an entry's own index
+  py::object indices;  // a tuple of ints, read only for a message; None: an entry's own index
   std::string name(const char* arg, bool is_list, index_t index) const;  // without the prefix
 };
 

@@ -47,9 +47,7 @@ BatchLabel to_label(py::handle value) {
   }
   PyObject* const* parts = tuple_items(value, 2, "label");
   label.prefix = py::str(parts[0]);
-  for (const py::handle index : py::reinterpret_borrow<py::tuple>(parts[1])) {
-    label.indices.push_back(index.cast<index_t>());
-  }
+  label.indices = py::reinterpret_borrow<py::object>(parts[1]);
   return label;
 }
 
