@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "optim/describe.h"
 #include "optim/lane_math.h"
+#include "optim/moments.h"
 
 namespace gdfast::optim {
 
@@ -89,16 +90,7 @@ struct Nadam {
   GDFAST_HD static void update(V& p, V g, V* state, const Coef<T>& c) {
     V& m = state[0];
     V& v = state[1];
-    g = g * c.grad_factor;  // exact when the factor is +-1
-    if constexpr ((F & kWeightDecay) != 0) {
-      if constexpr ((F & kDecoupled) != 0) {
-        p = p * c.decay_factor;
-      } else {
-        g = g + p * c.weight_decay;
-      }
-    }
-    m = m + (g - m) * c.one_minus_beta1;
-    v = v * c.beta2 + g * g * c.one_minus_beta2;
+    g = update_moments<(F & kWeightDecay) != 0, (F & kDecoupled) != 0>(p, g, m, v, c);
     p = p + (g * c.grad_coef + m * c.exp_avg_coef) / (lane_sqrt(v) + c.eps_hat);
   }
 };

@@ -53,6 +53,22 @@ def _count(state: State) -> int:
     return int(state["step"])
 
 
+def _adam_moments(theta: np.ndarray, g: np.ndarray, state: State, *, lr: float, beta1: float,
+                  beta2: float, weight_decay: float, decoupled: bool) -> Any:
+    """What Adam, AdamW, NAdam and RAdam share: weight decay (decoupled, Loshchilov & Hutter:
+    theta <- theta - lr * wd * theta; else an L2 penalty in the gradient), then the moments
+    m_t and v_t (stored). Returns (theta, g, m_t, v_t)."""
+    if weight_decay != 0:
+        if decoupled:
+            theta = theta - lr * weight_decay * theta
+        else:
+            g = g + weight_decay * theta
+    m = beta1 * state["exp_avg"] + (1.0 - beta1) * g
+    v = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * g**2
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+    return theta, g, m, v
+
+
 def sgd_step(param: Any, grad: Any, state: State, *, lr: float = 1e-3, momentum: float = 0.0,
              dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
              maximize: bool = False) -> np.ndarray:
@@ -76,14 +92,8 @@ def adam_step(param: Any, grad: Any, state: State, *, lr: float = 1e-3, beta1: f
     theta, g = _begin(param, grad, maximize)
     _zeros(state, theta, "exp_avg", "exp_avg_sq", *(("max_exp_avg_sq",) if amsgrad else ()))
     t = _count(state)
-    if weight_decay != 0:
-        if decoupled_weight_decay:  # AdamW: theta_t <- theta_{t-1} - lr * wd * theta_{t-1}
-            theta = theta - lr * weight_decay * theta
-        else:  # Adam: L2 penalty in the gradient
-            g = g + weight_decay * theta
-    m = beta1 * state["exp_avg"] + (1.0 - beta1) * g
-    v = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * g**2
-    state["exp_avg"], state["exp_avg_sq"] = m, v
+    theta, g, m, v = _adam_moments(theta, g, state, lr=lr, beta1=beta1, beta2=beta2,
+                                   weight_decay=weight_decay, decoupled=decoupled_weight_decay)
     m_hat = m / (1.0 - beta1**t)
     if amsgrad:
         v_max = np.maximum(state["max_exp_avg_sq"], v)
@@ -181,18 +191,12 @@ def nadam_step(param: Any, grad: Any, state: State, *, lr: float = 2e-3, beta1: 
     _zeros(state, theta, "exp_avg", "exp_avg_sq")
     state.setdefault("mu_product", 1.0)
     t = _count(state)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            theta = theta - lr * weight_decay * theta
-        else:
-            g = g + weight_decay * theta
+    theta, g, m, v = _adam_moments(theta, g, state, lr=lr, beta1=beta1, beta2=beta2,
+                                   weight_decay=weight_decay, decoupled=decoupled_weight_decay)
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
     mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
     product = state["mu_product"] * mu  # prod_{i <= t} mu_i
     state["mu_product"] = product
-    m = beta1 * state["exp_avg"] + (1.0 - beta1) * g
-    v = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * g**2
-    state["exp_avg"], state["exp_avg_sq"] = m, v
     m_hat = mu_next * m / (1.0 - product * mu_next) + (1.0 - mu) * g / (1.0 - product)
     v_hat = v / (1.0 - beta2**t)
     return theta - lr * m_hat / (np.sqrt(v_hat) + eps)
@@ -204,14 +208,8 @@ def radam_step(param: Any, grad: Any, state: State, *, lr: float = 1e-3, beta1: 
     theta, g = _begin(param, grad, maximize)
     _zeros(state, theta, "exp_avg", "exp_avg_sq")
     t = _count(state)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            theta = theta - lr * weight_decay * theta
-        else:
-            g = g + weight_decay * theta
-    m = beta1 * state["exp_avg"] + (1.0 - beta1) * g
-    v = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * g**2
-    state["exp_avg"], state["exp_avg_sq"] = m, v
+    theta, g, m, v = _adam_moments(theta, g, state, lr=lr, beta1=beta1, beta2=beta2,
+                                   weight_decay=weight_decay, decoupled=decoupled_weight_decay)
     m_hat = m / (1.0 - beta1**t)
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
     rho_t = rho_inf - 2.0 * t * beta2**t / (1.0 - beta2**t)
