@@ -119,6 +119,23 @@ def _sign(x: np.ndarray) -> np.ndarray:
     return np.where(x > 0, one, np.where(x < 0, -one, x))
 
 
+def _moments_same_order(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *,
+                        lr: float, beta1: float, beta2: float, weight_decay: float,
+                        decoupled: bool, maximize: bool, grad_scale: float) -> np.ndarray:
+    """csrc/optim/moments.h (Adam, NAdam, RAdam): in place on p, m, v; returns the gradient
+    as the rest of the rule uses it."""
+    T = p.dtype.type
+    g = _grad_factor(g, maximize, grad_scale)
+    if weight_decay != 0:
+        if decoupled:
+            p[...] = p * T(1.0 - lr * weight_decay)
+        else:
+            g = g + p * T(weight_decay)
+    m[...] = m + (g - m) * T(1.0 - beta1)
+    v[...] = v * T(beta2) + g * g * T(1.0 - beta2)
+    return g
+
+
 def sgd_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 1e-3,
                    momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                    weight_decay: float = 0.0, maximize: bool = False,
@@ -147,14 +164,9 @@ def adam_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: f
     m, v = s["exp_avg"], s["exp_avg_sq"]
     bc1 = 1.0 - beta1**step
     bc2_sqrt = math.sqrt(1.0 - beta2**step)
-    g = _grad_factor(g, maximize, grad_scale)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            p[...] = p * T(1.0 - lr * weight_decay)
-        else:
-            g = g + p * T(weight_decay)
-    m[...] = m + (g - m) * T(1.0 - beta1)
-    v[...] = v * T(beta2) + g * g * T(1.0 - beta2)
+    g = _moments_same_order(p, g, m, v, lr=lr, beta1=beta1, beta2=beta2,
+                            weight_decay=weight_decay, decoupled=decoupled_weight_decay,
+                            maximize=maximize, grad_scale=grad_scale)
     second = v
     if amsgrad:
         vmax = s["max_exp_avg_sq"]
@@ -262,14 +274,9 @@ def nadam_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: 
     product = mu_product * mu_now
     grad_coef = -lr * (1.0 - mu_now) / (1.0 - product) * bc2_sqrt
     exp_avg_coef = -lr * mu_next / (1.0 - product * mu_next) * bc2_sqrt
-    g = _grad_factor(g, maximize, grad_scale)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            p[...] = p * T(1.0 - lr * weight_decay)
-        else:
-            g = g + p * T(weight_decay)
-    m[...] = m + (g - m) * T(1.0 - beta1)
-    v[...] = v * T(beta2) + g * g * T(1.0 - beta2)
+    g = _moments_same_order(p, g, m, v, lr=lr, beta1=beta1, beta2=beta2,
+                            weight_decay=weight_decay, decoupled=decoupled_weight_decay,
+                            maximize=maximize, grad_scale=grad_scale)
     p[...] = p + (g * T(grad_coef) + m * T(exp_avg_coef)) / (np.sqrt(v) + T(eps * bc2_sqrt))
     return {"mu_product": product}
 
@@ -290,14 +297,9 @@ def radam_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: 
     rectified = rho_t > 5.0
     rect = (math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
                       / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) if rectified else 0.0)
-    g = _grad_factor(g, maximize, grad_scale)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            p[...] = p * T(1.0 - lr * weight_decay)
-        else:
-            g = g + p * T(weight_decay)
-    m[...] = m + (g - m) * T(1.0 - beta1)
-    v[...] = v * T(beta2) + g * g * T(1.0 - beta2)
+    g = _moments_same_order(p, g, m, v, lr=lr, beta1=beta1, beta2=beta2,
+                            weight_decay=weight_decay, decoupled=decoupled_weight_decay,
+                            maximize=maximize, grad_scale=grad_scale)
     adaptive = T(-lr * rect * math.sqrt(bc2) / bc1) / (np.sqrt(v) + T(eps))
     p[...] = p + m * (adaptive if rectified else T(-lr / bc1))
 
