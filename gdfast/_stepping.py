@@ -60,6 +60,10 @@ class Constructor:
     def field_names(self) -> Tuple[str, ...]:
         return tuple(f.name for f in self.rule.fields)
 
+    @functools.cached_property
+    def scalar_names(self) -> Tuple[str, ...]:
+        return tuple(f.name for f in self.rule.scalar_states)
+
     def defaults(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Dict[str, Any]:
         """Every argument after ``params``, as a param group stores it."""
         bound = self.signature.bind(*args, **kwargs)
@@ -251,18 +255,19 @@ class StepPath:
                      grad_scale: Any) -> Tuple[Any, ...]:
         """_hyper_tuple for a batch, the field part reused while the group's checked values
         (the same dict while unchanged) and the batch's scalar states stay the same."""
+        scalars = tuple(batch.values[name] for name in self._ctor.scalar_names)
         cached = batch.hyper
-        if not cached or cached[0] is not values or cached[1] != batch.values:
+        if not cached or cached[0] is not values or cached[1] != scalars:
             fields = self._hyper_tuple(values, batch.values, None, None)[:-2]
-            cached = batch.hyper = (values, dict(batch.values), fields)
+            cached = batch.hyper = (values, scalars, fields)
         return (*cached[2], step, grad_scale)
 
     def _hyper_tuple(self, values: Mapping[str, Any], scalars: Mapping[str, Any], step: Any,
                      grad_scale: Any) -> Tuple[Any, ...]:
-        if not scalars or len(scalars) == 1 and "step" in scalars:  # no scalar states
-            return (*[values[n] for n in self._ctor.field_names], step, grad_scale)
-        return (*[scalars[n] if n in scalars else values[n] for n in self._ctor.field_names],
-                step, grad_scale)
+        """The kernel's hyper tuple: the rule's fields (hyperparameters from ``values``, scalar
+        states from ``scalars``), then step and grad_scale."""
+        merged = {**values, **scalars}
+        return (*[merged[n] for n in self._ctor.field_names], step, grad_scale)
 
     def _scalar_starts(self, values: Mapping[str, Any]) -> Dict[str, float]:
         rule = self._ctor.rule

@@ -121,7 +121,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         return loss
 
     def _members(self, index: int, group: Dict[str, Any]) -> List[Tuple[Any, Any, Any, int]]:
-        return [(p, p, p.grad, i) for i, p in enumerate(group["params"]) if p.grad is not None]
+        return [(p, p, g, i) for i, p in enumerate(group["params"]) if (g := p.grad) is not None]
 
     def _grad_arrays(self, batch: Batch, grads: List[Any]) -> List[Any]:
         if batch.on_device or batch.members[0].param.is_complex():
