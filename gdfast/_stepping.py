@@ -306,6 +306,11 @@ class StepPath:
         key, param, grad, index in the group) for the params with gradients (_grad_arrays makes
         what the kernel gets of the grads, and may raise for one). ``amp`` holds grad_scale (a
         number, or a CUDA tensor) and, for CUDA, found_inf."""
+        if len(self._batch_cache) > len(self.param_groups):  # a group was removed: let go
+            live = {id(g) for g in self.param_groups}  # of its arrays
+            for cache in (self._batch_cache, self._checked_cache):
+                for key in [k for k in cache if k not in live]:
+                    del cache[key]
         checked = [self._checked_group(g, f"param_groups[{i}]: ")
                    for i, g in enumerate(self.param_groups)]
         work: List[Tuple[Batch, List[Any], Dict[str, Any], Dict[str, Any], Any]] = []
