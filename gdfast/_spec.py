@@ -125,15 +125,26 @@ class Rule:
         combinations the rule rejects, e.g. nesterov without momentum)."""
         return _core.plan(self.id, hyper)
 
+    def hyper(self, values: Mapping[str, Any], step: Any = 0,
+              grad_scale: Any = 1.0) -> Tuple[Any, ...]:
+        """The kernel's hyper tuple: every field from ``values`` by name (a hyperparameter not
+        given at its default, a scalar state not given or None at its start), step, grad_scale."""
+        full = {f.name: values.get(f.name, f.default) for f in self.options}
+        for f in self.scalar_states:
+            value = values.get(f.name)
+            full[f.name] = self.scalar_start(f, full) if value is None else value
+        return (*[full[f.name] for f in self.fields], step, grad_scale)
+
+    def used_states(self, values: Mapping[str, Any]) -> Tuple[str, ...]:
+        """plan() for hyperparameters by name (see hyper)."""
+        return self.plan(self.hyper(values, 1))
+
     def batch(self, param: Any, inputs: Tuple[Any, ...], states: Mapping[str, Any],
               values: Mapping[str, Any], step: int = 0) -> Tuple[Any, ...]:
-        """One batch of a ``_core.step`` / ``_core.run_repeated`` call: ``values`` by field
-        name (missing ones at their defaults or starts), states by name (missing: None)."""
-        full = {f.name: values.get(f.name, f.default) for f in self.options}
-        full.update({f.name: values.get(f.name, self.scalar_start(f, full))
-                     for f in self.scalar_states})
-        hyper = tuple(full[f.name] for f in self.fields) + (step, 1.0)
-        return (param, inputs, tuple(states.get(n) for n in self.state_names), hyper, "", None)
+        """One batch of a ``_core.step`` / ``_core.run_repeated`` call: ``values`` as hyper()
+        takes them, states by name (missing: None)."""
+        return (param, inputs, tuple(states.get(n) for n in self.state_names),
+                self.hyper(values, step), "", None)
 
     def scalar_start(self, field: Field, values: Mapping[str, Any]) -> float:
         return float(values[field.start_from]) if field.start_from else float(field.default)

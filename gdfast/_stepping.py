@@ -57,10 +57,6 @@ class Constructor:
         return tuple(n for n, _ in plain) + tuple(p[0] for p in pairs)
 
     @functools.cached_property
-    def field_names(self) -> Tuple[str, ...]:
-        return tuple(f.name for f in self.rule.fields)
-
-    @functools.cached_property
     def scalar_names(self) -> Tuple[str, ...]:
         return tuple(f.name for f in self.rule.scalar_states)
 
@@ -253,21 +249,15 @@ class StepPath:
     # -- checks --------------------------------------------------------------------------------
     def _batch_hyper(self, batch: Batch, values: Mapping[str, Any], step: Any,
                      grad_scale: Any) -> Tuple[Any, ...]:
-        """_hyper_tuple for a batch, the field part reused while the group's checked values
-        (the same dict while unchanged) and the batch's scalar states stay the same."""
+        """The kernel's hyper tuple for a batch (Rule.hyper), the field part reused while the
+        group's checked values (the same dict while unchanged) and the batch's scalar states
+        stay the same."""
         scalars = tuple(batch.values[name] for name in self._ctor.scalar_names)
         cached = batch.hyper
         if not cached or cached[0] is not values or cached[1] != scalars:
-            fields = self._hyper_tuple(values, batch.values, None, None)[:-2]
+            fields = self._ctor.rule.hyper({**values, **batch.values})[:-2]
             cached = batch.hyper = (values, scalars, fields)
         return (*cached[2], step, grad_scale)
-
-    def _hyper_tuple(self, values: Mapping[str, Any], scalars: Mapping[str, Any], step: Any,
-                     grad_scale: Any) -> Tuple[Any, ...]:
-        """The kernel's hyper tuple: the rule's fields (hyperparameters from ``values``, scalar
-        states from ``scalars``), then step and grad_scale."""
-        merged = {**values, **scalars}
-        return (*[merged[n] for n in self._ctor.field_names], step, grad_scale)
 
     def _scalar_starts(self, values: Mapping[str, Any]) -> Dict[str, float]:
         rule = self._ctor.rule
@@ -294,7 +284,7 @@ class StepPath:
             if self._converts_host_values:
                 values = {k: self._host(v) for k, v in values.items()}
             rule.check(values)
-            names = rule.plan(self._hyper_tuple(values, self._scalar_starts(values), 1, 1.0))
+            names = rule.used_states(values)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}{e}") from None
         return values, names

@@ -48,15 +48,14 @@ def _steps(rule_name, arrays, hyper, steps):
     rule = RULES[rule_name]
     op = getattr(gdfast.ops, rule_name + "_")
     p, g, *states = arrays
-    used = rule.plan(rule.batch(None, (None,), {}, hyper, 1)[3])
+    used = rule.used_states(hyper)
     scalars = {}
     for step in range(1, steps + 1):
         scalars = op(p, g, **dict(zip(used, states)), step=step, **hyper, **scalars) or {}
 
 
 def _used_states(rule_name, hyper):
-    rule = RULES[rule_name]
-    return len(rule.plan(rule.batch(None, (None,), {}, hyper, 1)[3]))
+    return len(RULES[rule_name].used_states(hyper))
 
 
 @needs_gpu

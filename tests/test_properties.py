@@ -71,17 +71,9 @@ def step_strategy(rule: Rule) -> st.SearchStrategy:
     return st.one_of(st.integers(1, 20), st.integers(1, 10**7))
 
 
-def hyper_tuple(rule: Rule, hyper: Dict[str, Any]) -> Tuple[Any, ...]:
-    full = {f.name: hyper.get(f.name, f.default) for f in rule.options}
-    full.update({f.name: hyper.get(f.name, rule.scalar_start(f, full)) if
-                 hyper.get(f.name) is not None else rule.scalar_start(f, full)
-                 for f in rule.scalar_states})
-    return tuple(full[f.name] for f in rule.fields) + (hyper.get("step", 1), 1.0)
-
-
 def plan_accepts(rule: Rule, hyper: Dict[str, Any]) -> bool:
     try:
-        rule.plan(hyper_tuple(rule, hyper))
+        rule.plan(rule.hyper(hyper, hyper.get("step", 1)))
     except ValueError:
         return False
     return True

@@ -36,20 +36,9 @@ void stream(py::handle param, py::handle grad, const py::tuple& states, double s
   if (batch.on_cuda()) throw py::value_error("param: the stream bound runs on CPU arrays only");
   check_disjoint({&batch});
   const optim::Stream::Hyper hyper{scale, static_cast<int>(states.size())};
-  StepArgs a = batch.step_args();
-  a.prefetch_bytes = cpu::prefetch_bytes();  // the optimizers' loop, as they run it
-  const StepFn fn =
-      cpu::active_kernels().stream[static_cast<int>(batch.dtype())][optim::Stream::flags(hyper)];
   py::gil_scoped_release release;
-  if (batch.dtype() == Dtype::kFloat32) {
-    const auto coef = optim::Stream::coef<float>(hyper);
-    a.coef = &coef;
-    cpu::run_parallel(fn, a);
-  } else {
-    const auto coef = optim::Stream::coef<double>(hyper);
-    a.coef = &coef;
-    cpu::run_parallel(fn, a);
-  }
+  cpu::run_kernels<optim::Stream>(cpu::active_kernels().stream, hyper, batch.dtype(),
+                                  batch.step_args());
 }
 
 }  // namespace

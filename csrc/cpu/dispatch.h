@@ -31,12 +31,12 @@ void run_parallel(StepFn fn, const StepArgs& args);
 // measures the arithmetic throughput of a step on cache-resident data.
 void run_parallel_repeated(StepFn fn, const StepArgs& args, index_t repeats);
 
-// One step of `Rule` over the tensor list (repeated in place `repeats` times: benchmark only).
+// One call of `Rule`'s kernels, `by_dtype` being a KernelTable entry ([dtype][flags]), over
+// the tensor list (repeated in place `repeats` times: benchmark only).
 template <class Rule>
-void run_step(const typename Rule::Hyper& hyper, Dtype dtype, StepArgs args, index_t repeats = 1) {
-  const StepFn* by_flags =
-      active_kernels().steps[static_cast<int>(optim::RuleId<Rule>::value)][static_cast<int>(dtype)];
-  const StepFn fn = by_flags[Rule::flags(hyper)];
+void run_kernels(const StepFn* const* by_dtype, const typename Rule::Hyper& hyper, Dtype dtype,
+                 StepArgs args, index_t repeats = 1) {
+  const StepFn fn = by_dtype[static_cast<int>(dtype)][Rule::flags(hyper)];
   args.prefetch_bytes = prefetch_bytes();
   const auto run = [&](const auto& coef) {
     args.coef = &coef;
@@ -51,6 +51,13 @@ void run_step(const typename Rule::Hyper& hyper, Dtype dtype, StepArgs args, ind
   } else {
     run(Rule::template coef<double>(hyper));
   }
+}
+
+// One step of a registered `Rule` over the tensor list (repeated: benchmark only).
+template <class Rule>
+void run_step(const typename Rule::Hyper& hyper, Dtype dtype, StepArgs args, index_t repeats = 1) {
+  run_kernels<Rule>(active_kernels().steps[static_cast<int>(optim::RuleId<Rule>::value)], hyper,
+                    dtype, args, repeats);
 }
 
 }  // namespace gdfast::cpu
