@@ -2,6 +2,8 @@
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __version__: str
+# The C API table (gdfast/include/gdfast/capi.h), a capsule named "gdfast._core._C_API".
+_C_API: Any
 
 # The optimizers' declarations (csrc/optim/<name>.h), for gdfast._spec.
 def registry() -> Tuple[Dict[str, Any], ...]: ...

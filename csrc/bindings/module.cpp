@@ -17,4 +17,5 @@ PYBIND11_MODULE(_core, m) {
   gdfast::bindings::register_optim(m);
   gdfast::bindings::register_info(m);
   gdfast::bindings::register_bench(m);
+  gdfast::bindings::register_capi(m);
 }

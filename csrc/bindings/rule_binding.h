@@ -18,6 +18,7 @@
 #include "cpu/dispatch.h"
 #include "cuda/api.h"
 #include "optim/registry.h"
+#include "optim/rule_traits.h"
 
 namespace gdfast::bindings {
 
@@ -30,30 +31,12 @@ BatchLabel to_label(py::handle value);
 // The items of `value`, which must be a tuple of `size` (borrowed: valid while it lives).
 PyObject* const* tuple_items(py::handle value, std::size_t size, const char* what);
 
-template <class Rule>
-inline constexpr std::size_t kNumFields = std::tuple_size_v<decltype(Rule::kFields)>;
-template <class Rule>
-inline constexpr int kNumStates = static_cast<int>(std::extent_v<decltype(Rule::kStates)>);
-template <class Rule>
-inline constexpr int kNumInputs = static_cast<int>(std::extent_v<decltype(Rule::kInputs)>);
-
-// Optional members of a rule: invalid(h) (a cross-field check), advance(h) (scalar states).
-template <class Rule, class = void>
-struct HasInvalid : std::false_type {};
-template <class Rule>
-struct HasInvalid<Rule,
-                  std::void_t<decltype(Rule::invalid(std::declval<const typename Rule::Hyper&>()))>>
-    : std::true_type {};
-template <class Rule, class = void>
-struct HasAdvance : std::false_type {};
-template <class Rule>
-struct HasAdvance<Rule, std::void_t<decltype(Rule::advance(std::declval<typename Rule::Hyper&>()))>>
-    : std::true_type {};
-
-template <class Rule>
-bool uses_state(int k, unsigned flags) {
-  return (Rule::kStates[k].needs & flags) == Rule::kStates[k].needs;
-}
+using optim::HasAdvance;
+using optim::HasInvalid;
+using optim::kNumFields;
+using optim::kNumInputs;
+using optim::kNumStates;
+using optim::uses_state;
 
 template <class Rule>
 typename Rule::Hyper to_hyper(py::handle values) {

@@ -1,0 +1,38 @@
+// What the bindings and the C API read off any rule's declarations (optim/describe.h): its
+// counts of fields, inputs and states, its optional members, and which states a set of option
+// flags uses.
+#pragma once
+
+#include <cstddef>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace gdfast::optim {
+
+template <class Rule>
+inline constexpr std::size_t kNumFields = std::tuple_size_v<decltype(Rule::kFields)>;
+template <class Rule>
+inline constexpr int kNumStates = static_cast<int>(std::extent_v<decltype(Rule::kStates)>);
+template <class Rule>
+inline constexpr int kNumInputs = static_cast<int>(std::extent_v<decltype(Rule::kInputs)>);
+
+// Optional members of a rule: invalid(h) (a cross-field check), advance(h) (scalar states).
+template <class Rule, class = void>
+struct HasInvalid : std::false_type {};
+template <class Rule>
+struct HasInvalid<Rule,
+                  std::void_t<decltype(Rule::invalid(std::declval<const typename Rule::Hyper&>()))>>
+    : std::true_type {};
+template <class Rule, class = void>
+struct HasAdvance : std::false_type {};
+template <class Rule>
+struct HasAdvance<Rule, std::void_t<decltype(Rule::advance(std::declval<typename Rule::Hyper&>()))>>
+    : std::true_type {};
+
+template <class Rule>
+bool uses_state(int k, unsigned flags) {
+  return (Rule::kStates[k].needs & flags) == Rule::kStates[k].needs;
+}
+
+}  // namespace gdfast::optim
