@@ -6,6 +6,7 @@ constructors are ``gdfast.SGD``, ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``A
 lists them); ``gdfast.torch`` has the same for torch tensors.
 """
 
+import os
 from typing import Any, List
 
 from . import _core, cuda, ops, optim
@@ -30,6 +31,12 @@ def set_num_threads(n: int) -> None:
     _core.set_num_threads(n)
 
 
+def get_include() -> str:
+    """The folder holding gdfast's C headers (``gdfast/capi.h``), for extensions that call its
+    steps from C or C++ (Cython needs only ``gdfast/cython_api.pxd``, found on ``sys.path``)."""
+    return os.path.join(os.path.dirname(__file__), "include")
+
+
 def optimizers() -> List[str]:
     """The names of the optimizer classes (``gdfast.<Name>`` and ``gdfast.torch.<Name>``)."""
     return [name for name in optim.__all__ if name != "Optimizer"]
@@ -49,6 +56,7 @@ __all__ = [
     "Optimizer",
     "__version__",
     "cuda",
+    "get_include",
     "get_num_threads",
     "isa_info",
     "ops",

@@ -41,7 +41,7 @@ ctypedef struct SgdHyper:
     double weight_decay  # default 0.0, a finite number >= 0
     int64_t nesterov  # flag (0 or 1), default 0
     int64_t maximize  # flag (0 or 1), default 0
-    int64_t step  # the step count after this step: 1 on the first
+    int64_t step  # 1 on the first step (it writes momentum_buffer), then 2 or more
     double grad_scale  # gradients are divided by this (AMP), default 1.0
 
 cdef inline SgdHyper sgd_defaults() noexcept nogil:
@@ -144,7 +144,7 @@ ctypedef struct LionHyper:
     double beta2  # default 0.99, a finite number >= 0 and <= 1
     double weight_decay  # default 0.0, a finite number >= 0
     int64_t maximize  # flag (0 or 1), default 0
-    int64_t step  # the step count after this step: 1 on the first
+    int64_t step  # unused by this rule
     double grad_scale  # gradients are divided by this (AMP), default 1.0
 
 cdef inline LionHyper lion_defaults() noexcept nogil:
@@ -392,7 +392,7 @@ ctypedef struct NadamHyper:
     double momentum_decay  # default 0.004, a finite number >= 0
     int64_t decoupled_weight_decay  # flag (0 or 1), default 0
     int64_t maximize  # flag (0 or 1), default 0
-    double mu_product  # scalar state: 1.0 before the first step; each step writes it back
+    double mu_product  # scalar state: step 1 starts it at 1.0, each step writes it back
     int64_t step  # the step count after this step: 1 on the first
     double grad_scale  # gradients are divided by this (AMP), default 1.0
 
@@ -498,8 +498,8 @@ ctypedef struct AsgdHyper:
     double t0  # default 1000000.0, a finite number
     double weight_decay  # default 0.0, a finite number >= 0
     int64_t maximize  # flag (0 or 1), default 0
-    double eta  # scalar state: lr before the first step; each step writes it back
-    double mu  # scalar state: 1.0 before the first step; each step writes it back
+    double eta  # scalar state: step 1 starts it at lr, each step writes it back
+    double mu  # scalar state: step 1 starts it at 1.0, each step writes it back
     int64_t step  # the step count after this step: 1 on the first
     double grad_scale  # gradients are divided by this (AMP), default 1.0
 

@@ -28,7 +28,8 @@ def layout_text(rule: Rule) -> str:
     """As csrc/capi/capi.cpp spells a struct's layout; a call checks the two agree."""
     fields = "".join(f"{f.name}:{KIND_CODES[f.kind]}," for f in rule.fields)
     states = "|" + ",".join(rule.state_names) if rule.states else ""
-    return f"{rule.id}:{rule.name}({fields}step:i,grad_scale:r)[param,{','.join(rule.inputs)}{states}]"
+    inputs = ",".join(rule.inputs)
+    return f"{rule.id}:{rule.name}({fields}step:i,grad_scale:r)[param,{inputs}{states}]"
 
 
 def layout_hash(rule: Rule) -> int:
@@ -55,10 +56,17 @@ def field_note(rule: Rule, name: str) -> str:
     field = next(f for f in rule.fields if f.name == name)
     if field.kind == "scalar_state":
         start = field.start_from or repr(float(field.default))
-        return f"scalar state: {start} before the first step; each step writes it back"
+        return f"scalar state: step 1 starts it at {start}, each step writes it back"
     if field.kind == "flag":
         return f"flag (0 or 1), default {int(field.default)}"
     return f"default {field.default!r}, {field.range.describe()}"
+
+
+STEP_NOTES = {
+    "counted": "the step count after this step: 1 on the first",
+    "first_call": "1 on the first step (it writes momentum_buffer), then 2 or more",
+    "none": "unused by this rule",
+}
 
 
 def state_note(rule: Rule) -> str:
@@ -70,7 +78,7 @@ def c_rule(rule: Rule) -> str:
     up, hyper = rule.name.upper(), f"gdfast_{rule.name}_hyper"
     members = [(("int64_t" if f.kind == "flag" else "double"), f.name, field_note(rule, f.name))
                for f in rule.fields]
-    members += [("int64_t", "step", "the step count after this step: 1 on the first"),
+    members += [("int64_t", "step", STEP_NOTES[rule.step]),
                 ("double", "grad_scale", "gradients are divided by this (AMP), default 1.0")]
     body = "\n".join(f"  {t} {n}; /* {note} */" for t, n, note in members)
     defaults = ", ".join([*(start_value(rule, f.name) for f in rule.fields), "1", "1.0"])
@@ -136,7 +144,7 @@ def cython_rule(rule: Rule) -> str:
     for f in rule.fields:
         lines.append(f"    {'int64_t' if f.kind == 'flag' else 'double'} {f.name}"
                      f"  # {field_note(rule, f.name)}")
-    lines += ["    int64_t step  # the step count after this step: 1 on the first",
+    lines += [f"    int64_t step  # {STEP_NOTES[rule.step]}",
               "    double grad_scale  # gradients are divided by this (AMP), default 1.0", "",
               f"cdef inline {struct} {rule.name}_defaults() noexcept nogil:",
               f"    cdef {struct} h"]

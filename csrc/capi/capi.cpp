@@ -39,7 +39,8 @@ std::string describe(const optim::Range& r) {
     text += joiner + std::string(r.lo_open ? "> " : ">= ") + number(r.lo);
     joiner = " and ";
   }
-  if (r.hi != optim::kInfinity) text += joiner + std::string(r.hi_open ? "< " : "<= ") + number(r.hi);
+  if (r.hi != optim::kInfinity)
+    text += joiner + std::string(r.hi_open ? "< " : "<= ") + number(r.hi);
   return text;
 }
 
@@ -59,11 +60,13 @@ inline bool contains(const optim::Range& r, double x) {
 template <class Rule>
 std::string layout_text() {
   static const char kKinds[] = {'r', 'f', 's'};
-  std::string text = std::to_string(static_cast<int>(optim::RuleId<Rule>::value)) + ":" +
-                     Rule::kName + "(";
-  std::apply([&](const auto&... f) { ((text += std::string(f.name) + ":" +
-                                               kKinds[static_cast<int>(f.kind)] + ","), ...); },
-             Rule::kFields);
+  std::string text =
+      std::to_string(static_cast<int>(optim::RuleId<Rule>::value)) + ":" + Rule::kName + "(";
+  std::apply(
+      [&](const auto&... f) {
+        ((text += std::string(f.name) + ":" + kKinds[static_cast<int>(f.kind)] + ","), ...);
+      },
+      Rule::kFields);
   text += "step:i,grad_scale:r)[param";
   for (const char* name : Rule::kInputs) text += std::string(",") + name;
   const char* joiner = "|";
@@ -98,6 +101,28 @@ std::int64_t int_slot(const unsigned char* slots, std::size_t i) {
   return x;
 }
 
+// Step 1 is a parameter's first: its scalar states take their start values (a number, or a
+// hyperparameter's value: ASGD's eta starts at lr), whatever the caller's struct holds.
+template <class Rule>
+void start_scalar_states(typename Rule::Hyper& h) {
+  const auto value_of = [&](const char* name) {
+    double value = 0.0;
+    const auto take = [&](const auto& f) {
+      if (std::strcmp(f.name, name) == 0) value = static_cast<double>(h.*(f.member));
+    };
+    std::apply([&](const auto&... f) { (take(f), ...); }, Rule::kFields);
+    return value;
+  };
+  const auto start = [&](const auto& f) {
+    if constexpr (std::is_same_v<std::remove_reference_t<decltype(h.*(f.member))>, double>) {
+      if (f.kind == optim::FieldKind::kScalarState) {
+        h.*(f.member) = f.start_from != nullptr ? value_of(f.start_from) : f.initial;
+      }
+    }
+  };
+  std::apply([&](const auto&... f) { (start(f), ...); }, Rule::kFields);
+}
+
 template <class Rule>
 typename Rule::Hyper read_hyper(const unsigned char* slots) {
   typename Rule::Hyper h{};
@@ -124,6 +149,7 @@ typename Rule::Hyper read_hyper(const unsigned char* slots) {
   if (!contains(optim::kPositive, h.grad_scale)) {
     reject_value("grad_scale", optim::kPositive, h.grad_scale);
   }
+  if (h.step == 1) start_scalar_states<Rule>(h);
   if constexpr (optim::HasInvalid<Rule>::value) {
     if (const char* problem = Rule::invalid(h)) throw Rejected{GDFAST_ERROR_VALUE, problem};
   }
@@ -195,19 +221,22 @@ void step_rule(std::uint64_t layout, void* hyper, int dtype_code, std::int64_t c
   if (layout != layout_hash<Rule>()) {
     throw Rejected{GDFAST_ERROR_ABI,
                    "the hyperparameter struct was compiled for another layout than this gdfast's "
-                   "(" + layout_text<Rule>() + "): rebuild against this gdfast's headers"};
+                   "(" +
+                       layout_text<Rule>() + "): rebuild against this gdfast's headers"};
   }
   if (hyper == nullptr) throw Rejected{GDFAST_ERROR_ARGUMENT, "hyper: null pointer"};
   if (dtype_code != GDFAST_FLOAT32 && dtype_code != GDFAST_FLOAT64) {
-    throw Rejected{GDFAST_ERROR_ARGUMENT, "dtype: expected GDFAST_FLOAT32 (0) or "
-                                          "GDFAST_FLOAT64 (1), got " + std::to_string(dtype_code)};
+    throw Rejected{GDFAST_ERROR_ARGUMENT,
+                   "dtype: expected GDFAST_FLOAT32 (0) or "
+                   "GDFAST_FLOAT64 (1), got " +
+                       std::to_string(dtype_code)};
   }
   if (count < 0) {
     throw Rejected{GDFAST_ERROR_ARGUMENT, "count: expected >= 0, got " + std::to_string(count)};
   }
   if (count > 0 && (sizes == nullptr || roles == nullptr)) {
-    throw Rejected{GDFAST_ERROR_ARGUMENT, sizes == nullptr ? "sizes: null pointer"
-                                                           : "roles: null pointer"};
+    throw Rejected{GDFAST_ERROR_ARGUMENT,
+                   sizes == nullptr ? "sizes: null pointer" : "roles: null pointer"};
   }
   auto* slots = static_cast<unsigned char*>(hyper);
   typename Rule::Hyper h = read_hyper<Rule>(slots);
@@ -221,8 +250,9 @@ void step_rule(std::uint64_t layout, void* hyper, int dtype_code, std::int64_t c
   int num_used = 0;
   for (int r = 0; r < kMaxRoles; ++r) {
     if (r > kInputs && !optim::uses_state<Rule>(r - 1 - kInputs, flags)) continue;
-    names[num_used] = r == 0 ? "param" : r <= kInputs ? Rule::kInputs[r - 1]
-                                                      : Rule::kStates[r - 1 - kInputs].name;
+    names[num_used] = r == 0         ? "param"
+                      : r <= kInputs ? Rule::kInputs[r - 1]
+                                     : Rule::kStates[r - 1 - kInputs].name;
     used[num_used++] = r;
   }
   if (count > 0) {
@@ -259,8 +289,10 @@ void step_rule(std::uint64_t layout, void* hyper, int dtype_code, std::int64_t c
   for (std::int64_t t = 0; t < count; ++t) {
     const std::int64_t n = sizes[t];
     if (n < 0 || n > INT64_MAX / 8 - offsets[t]) {
-      throw Rejected{GDFAST_ERROR_ARGUMENT, "sizes[" + std::to_string(t) + "]: expected a size in "
-                                            "[0, 2**60), got " + std::to_string(n)};
+      throw Rejected{GDFAST_ERROR_ARGUMENT, "sizes[" + std::to_string(t) +
+                                                "]: expected a size in "
+                                                "[0, 2**60), got " +
+                                                std::to_string(n)};
     }
     offsets[t + 1] = offsets[t] + n;
     for (int u = 0; u < num_used; ++u) {
@@ -293,16 +325,16 @@ int step_any(int rule, std::uint64_t layout, void* hyper, int dtype, std::int64_
   const char* rule_name = "";
   try {
     switch (rule) {
-#define GDFAST_OPTIMIZER(Rule, header)                              \
-  case static_cast<int>(optim::OptimizerId::Rule):                  \
-    rule_name = optim::Rule::kName;                                 \
+#define GDFAST_OPTIMIZER(Rule, header)                                 \
+  case static_cast<int>(optim::OptimizerId::Rule):                     \
+    rule_name = optim::Rule::kName;                                    \
     step_rule<optim::Rule>(layout, hyper, dtype, count, sizes, roles); \
     break;
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER
       default:
-        throw Rejected{GDFAST_ERROR_ABI, "rule: no optimizer has id " + std::to_string(rule) +
-                                             " in this gdfast"};
+        throw Rejected{GDFAST_ERROR_ABI,
+                       "rule: no optimizer has id " + std::to_string(rule) + " in this gdfast"};
     }
   } catch (const Rejected& e) {
     t_last_error = *rule_name != '\0' ? std::string(rule_name) + ": " + e.message : e.message;
@@ -316,8 +348,9 @@ int step_any(int rule, std::uint64_t layout, void* hyper, int dtype, std::int64_
 
 const char* last_error() { return t_last_error.c_str(); }
 
-const gdfast_capi kTable = {GDFAST_CAPI_ABI_VERSION, static_cast<std::uint32_t>(optim::kNumOptimizers),
-                            &step_any, &last_error};
+const gdfast_capi kTable = {GDFAST_CAPI_ABI_VERSION,
+                            static_cast<std::uint32_t>(optim::kNumOptimizers), &step_any,
+                            &last_error};
 
 }  // namespace
 

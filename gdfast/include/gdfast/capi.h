@@ -13,8 +13,9 @@
  *
  * Each optimizer has a hyperparameter struct (gdfast/capi_rules.h, generated from its one
  * description): one 8-byte slot per field in declared order (double for reals and scalar
- * states, int64_t for flags), then step (int64_t) and grad_scale (double). Scalar states
- * (NAdam's mu_product, ASGD's eta and mu) are read and written back after the step. */
+ * states, int64_t for flags), then step (int64_t) and grad_scale (double). Keep it between
+ * steps: scalar states (NAdam's mu_product, ASGD's eta and mu) are set to their start on
+ * step 1 and written back after each step. */
 #ifndef GDFAST_CAPI_H_
 #define GDFAST_CAPI_H_
 
@@ -54,7 +55,8 @@ typedef struct gdfast_capi {
 
 #ifdef Py_PYTHON_H
 /* Imports gdfast and returns its table, or NULL with a Python exception set (ImportError if
- * its ABI version differs from this header's). Call with the GIL held; declared where Python.h is included first. */
+ * its ABI version differs from this header's). Call with the GIL held. (Declared where
+ * Python.h is included before this header.) */
 static inline const gdfast_capi *gdfast_import_capi(void) {
   const gdfast_capi *api = (const gdfast_capi *)PyCapsule_Import(GDFAST_CAPI_CAPSULE, 0);
   if (api != NULL && api->abi_version != GDFAST_CAPI_ABI_VERSION) {

@@ -18,7 +18,7 @@ typedef struct gdfast_sgd_hyper {
   double weight_decay; /* default 0.0, a finite number >= 0 */
   int64_t nesterov; /* flag (0 or 1), default 0 */
   int64_t maximize; /* flag (0 or 1), default 0 */
-  int64_t step; /* the step count after this step: 1 on the first */
+  int64_t step; /* 1 on the first step (it writes momentum_buffer), then 2 or more */
   double grad_scale; /* gradients are divided by this (AMP), default 1.0 */
 } gdfast_sgd_hyper;
 #define GDFAST_SGD_DEFAULTS {0.001, 0.0, 0.0, 0.0, 0, 0, 1, 1.0}
@@ -77,7 +77,7 @@ typedef struct gdfast_lion_hyper {
   double beta2; /* default 0.99, a finite number >= 0 and <= 1 */
   double weight_decay; /* default 0.0, a finite number >= 0 */
   int64_t maximize; /* flag (0 or 1), default 0 */
-  int64_t step; /* the step count after this step: 1 on the first */
+  int64_t step; /* unused by this rule */
   double grad_scale; /* gradients are divided by this (AMP), default 1.0 */
 } gdfast_lion_hyper;
 #define GDFAST_LION_DEFAULTS {0.0001, 0.9, 0.99, 0.0, 0, 1, 1.0}
@@ -224,7 +224,7 @@ typedef struct gdfast_nadam_hyper {
   double momentum_decay; /* default 0.004, a finite number >= 0 */
   int64_t decoupled_weight_decay; /* flag (0 or 1), default 0 */
   int64_t maximize; /* flag (0 or 1), default 0 */
-  double mu_product; /* scalar state: 1.0 before the first step; each step writes it back */
+  double mu_product; /* scalar state: step 1 starts it at 1.0, each step writes it back */
   int64_t step; /* the step count after this step: 1 on the first */
   double grad_scale; /* gradients are divided by this (AMP), default 1.0 */
 } gdfast_nadam_hyper;
@@ -284,8 +284,8 @@ typedef struct gdfast_asgd_hyper {
   double t0; /* default 1000000.0, a finite number */
   double weight_decay; /* default 0.0, a finite number >= 0 */
   int64_t maximize; /* flag (0 or 1), default 0 */
-  double eta; /* scalar state: lr before the first step; each step writes it back */
-  double mu; /* scalar state: 1.0 before the first step; each step writes it back */
+  double eta; /* scalar state: step 1 starts it at lr, each step writes it back */
+  double mu; /* scalar state: step 1 starts it at 1.0, each step writes it back */
   int64_t step; /* the step count after this step: 1 on the first */
   double grad_scale; /* gradients are divided by this (AMP), default 1.0 */
 } gdfast_asgd_hyper;
