@@ -4,6 +4,8 @@ kernels or a call passes ``found_inf``, so the NumPy path pays nothing for it.""
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -33,6 +35,38 @@ def _as_float(x: Any) -> Any:
     return float(x) if _is_tensor(x) else x
 
 
+def _one_element(name: str, x: Any) -> None:
+    shape = tuple(getattr(x, "shape", ()))
+    if math.prod(shape) != 1:
+        raise ValueError(f"{name}: expected a 1-element tensor, got shape {shape}")
+
+
+def host_step(step: Any) -> Any:
+    """A step count given as a 1-element array or tensor, as a Python int (exactly: a
+    fractional value is an error, not truncated); anything else as it is (range-checked later)."""
+    if not _is_tensor(step):
+        return step
+    _one_element("step", step)
+    value = step.item()
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"step: expected an integer, got {value!r}")
+        value = int(value)
+    return value
+
+
+def found_inf_value(found_inf: Any) -> Any:
+    """found_inf as a host float, or the 1-element tensor itself when it is on a CUDA device;
+    TypeError/ValueError naming found_inf for anything else."""
+    if isinstance(found_inf, numbers.Real):
+        return float(found_inf)
+    if not _is_tensor(found_inf):
+        raise TypeError("found_inf: expected None, a number or a 1-element tensor, got "
+                        f"{type(found_inf).__name__}")
+    _one_element("found_inf", found_inf)
+    return found_inf if _on_cuda(found_inf) else float(found_inf.item())
+
+
 def current_stream(obj: Any) -> int:
     """The caller's current CUDA stream for obj's framework, as DLPack's __dlpack__(stream=)
     wants it (1 for the legacy default stream, whose handle is 0)."""
@@ -52,15 +86,17 @@ def current_stream(obj: Any) -> int:
 def prepare(param: Any, grad_scale: Any, found_inf: Any, lr: Any,
             step: Any) -> Tuple[Any, Optional[int], Optional[Tuple[Any, ...]], Any, Any, Any]:
     """Returns (status, stream, device_scalars, grad_scale, lr, step) with the host values the
-    range checks see. status is SKIP when a host-side found_inf says so."""
+    range checks see. status is SKIP when a host-side found_inf says so: the caller still
+    checks every argument, so that a skipped step accepts only what a taken one would."""
+    if found_inf is not None:
+        found_inf = found_inf_value(found_inf)
     first_tensor = first(param)
-    if not _on_cuda(first_tensor):
-        if found_inf is not None and float(found_inf) != 0.0:
-            return SKIP, None, None, grad_scale, lr, step
-        step = int(step) if _is_tensor(step) else step
-        return None, None, None, _as_float(grad_scale), _as_float(lr), step
-    if found_inf is not None and not _is_tensor(found_inf) and float(found_inf) != 0.0:
-        return SKIP, None, None, grad_scale, lr, step
+    skip = SKIP if found_inf is not None and not _is_tensor(found_inf) and found_inf != 0.0 \
+        else None
+    if not _on_cuda(first_tensor) or skip is SKIP:
+        if _is_tensor(found_inf):
+            raise ValueError("found_inf: a CUDA tensor, but the params are CPU arrays")
+        return (skip, None, None, _as_float(grad_scale), _as_float(lr), host_step(step))
     scalars = tuple(x if _is_tensor(x) else None for x in (grad_scale, found_inf, lr, step))
     # Device-resident values are not range-checked (that would synchronise): placeholders.
     grad_scale = 1.0 if _is_tensor(grad_scale) else grad_scale

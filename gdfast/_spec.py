@@ -50,12 +50,16 @@ class Range:
                 return False
         elif not isinstance(value, numbers.Real):
             return False
-        try:
-            v = float(value)
-        except OverflowError:  # an int beyond any double
-            return False
-        if not math.isfinite(v):
-            return False
+        v: float | int
+        if self.integer:  # exactly: 2**53 + 1 is not 2**53
+            v = int(value)
+        else:
+            try:
+                v = float(value)
+            except OverflowError:  # an int beyond any double
+                return False
+            if not math.isfinite(v):
+                return False
         above = v > self.lo if self.lo_open else v >= self.lo
         below = v < self.hi if self.hi_open else v <= self.hi
         return above and below
@@ -155,13 +159,22 @@ class Rule:
         self._check_reals(*[values[n] for n in self.reals], 1.0)
 
 
-def _check_one(name: str, value: Any, r: Range) -> None:
+def check_one(name: str, value: Any, r: Range) -> None:
+    """Raise TypeError/ValueError naming `name` unless `value` is in `r`."""
     if r.contains(value):
         return
     wrong_type = isinstance(value, bool) or not isinstance(value, numbers.Real) or (
         r.integer and not isinstance(value, numbers.Integral))
     raise (TypeError if wrong_type else ValueError)(
-        f"{name}: expected {r.describe()}, got {value!r}")
+        f"{name}: expected {r.describe()}, got {shown(value)}")
+
+
+def shown(value: Any) -> str:
+    """repr(value) for a message, a huge int by its size instead of its digits."""
+    text = repr(value)
+    if isinstance(value, int) and len(text) > 24:
+        return f"an int of {len(text.lstrip('-'))} digits ({text[:8]}...)"
+    return text
 
 
 def _rule(entry: Mapping[str, Any]) -> Rule:
@@ -195,7 +208,7 @@ def checker(rule: Rule, with_step: bool) -> Callable[..., None]:
 
     def raise_invalid(values: Dict[str, Any]) -> None:
         for name, value in values.items():
-            _check_one(name, value, ranges[name])
+            check_one(name, value, ranges[name])
 
     # Exact types in the fast path: bool is an int subclass but never a valid number here;
     # NumPy scalars and other Reals take the slow path, which accepts them.

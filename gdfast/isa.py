@@ -26,6 +26,9 @@ def isa_info() -> Dict[str, Any]:
 def set_isa(name: str) -> None:
     """Switch every later step of this process to level ``name`` (ValueError if this build
     lacks it or this CPU cannot run it)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a level name such as {_core.active_isa()!r}, got "
+                        f"{type(name).__name__}")
     _core.set_active_isa(name)
 
 
@@ -33,6 +36,8 @@ def set_isa(name: str) -> None:
 def use_isa(name: str) -> Iterator[None]:
     """Run the enclosed steps on level ``name``, then restore the previous level."""
     previous = _core.active_isa()
+    if not isinstance(name, str):
+        set_isa(name)  # raises its TypeError before anything changes
     set_isa(name)
     try:
         yield

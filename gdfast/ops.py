@@ -5,14 +5,15 @@ optimizer of the registry (``sgd_``, ``adam_``, ``lion_``, ``rmsprop_``, ``adagr
 Every op has the same shape::
 
     <name>_(param, grad, <states by torch name>, *, step, <hyperparameters>,
-            <scalar states>, grad_scale=1.0, found_inf=None)
+            <scalar states>, <pairs>, grad_scale=1.0, found_inf=None)
 
 States are positional or keyword, in the order ``help(op)`` lists them; one the options do not
 use may be left out (``max_exp_avg_sq`` without ``amsgrad``). ``step`` is the 1-based count
 after this update (accepted, and ignored, by the rules that keep no count, such as Lion).
 Rules with per-parameter scalar states (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``) take
 their current values as keywords and return a dict of the values after the step; every other op
-returns None.
+returns None. The classes' pair arguments are accepted as well as the two hyperparameters they
+hold: ``betas=(0.9, 0.999)`` for ``beta1``/``beta2`` (Rprop: ``etas``, ``step_sizes``).
 
 Every tensor argument is either one array or a list/tuple of arrays (one per tensor, all
 lists the same length); a list is stepped in a single call with a single parallel region.
@@ -22,7 +23,8 @@ rejected call raises before any array is written.
 
 ``grad_scale`` (default 1) divides the gradients inside the fused pass: pass the AMP loss
 scale to unscale there instead of in a separate pass over the gradients. ``found_inf`` (a
-number or 1-element tensor) skips the step when nonzero.
+number or 1-element tensor) skips the step when nonzero, after checking every argument as a
+step would.
 
 CUDA tensors (builds with CUDA kernels) run on their framework's current stream; there
 ``grad_scale``, ``found_inf``, ``lr`` and ``step`` may be 1-element float32 tensors on the
@@ -31,12 +33,13 @@ device, read by the kernel itself (no host synchronisation; capturable in a CUDA
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core, _device
-from ._spec import RULES, Rule, checker
+from ._spec import RULES, Rule, check_one, checker
+from ._stepping import PAIRS
 
 Tensors = Union[np.ndarray, Sequence[np.ndarray]]
 
@@ -45,12 +48,26 @@ _CUDA = bool(_core.cuda_compiled)
 
 
 def _route(param: Any, grad_scale: Any, found_inf: Any, lr: Any, step: Any) -> Any:
-    """(stream, device_scalars, grad_scale, lr, step) for the kernel call, or None when
-    found_inf says to skip the step."""
+    """(skip, stream, device_scalars, grad_scale, lr, step) for the kernel call; skip is True
+    when found_inf says not to step (after every argument is checked all the same)."""
     if found_inf is None and isinstance(_device.first(param), np.ndarray):
-        return None, None, grad_scale, lr, step
+        return False, None, None, grad_scale, lr, step
     skip, *routed = _device.prepare(param, grad_scale, found_inf, lr, step)
-    return None if skip is _device.SKIP else tuple(routed)
+    return (skip is _device.SKIP, *routed)
+
+
+def _pair(key: str, pair: Any, given: Tuple[Any, Any], rule: Rule,
+          names: Tuple[str, str]) -> Tuple[Any, Any]:
+    """The two values of a pair argument (betas=(beta1, beta2)), checked and named as given."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise (ValueError if isinstance(pair, (tuple, list)) else TypeError)(
+            f"{key}: expected a pair {names}, got {pair!r}")
+    fields = {f.name: f for f in rule.options}
+    if given != tuple(fields[n].default for n in names):
+        raise ValueError(f"{key}: pass either {key} or {names[0]}/{names[1]}, not both")
+    for i, (name, value) in enumerate(zip(names, pair)):
+        check_one(f"{key}[{i}]", value, fields[name].range)
+    return pair[0], pair[1]
 
 
 def _docstring(rule: Rule) -> str:
@@ -83,27 +100,34 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
         f", {f.name}=None" if f.start_from else f", {f.name}={f.default!r}"
         for f in rule.scalar_states)
     scalar_names = tuple(f.name for f in rule.scalar_states)
-    body = []
+    # The classes' pair arguments (betas=(beta1, beta2), ...) are accepted here too.
+    pairs = [(key, a, b) for key, (a, b) in PAIRS.items() if a in rule.reals]
+    aliases = "".join(f", {key}=None" for key, _, _ in pairs)
+    body = [f"    if {key} is not None:\n"
+            f"        {a}, {b} = _pair({key!r}, {key}, ({a}, {b}), _rule, {(a, b)!r})"
+            for key, a, b in pairs]
     if rule.step == "first_call":  # the option set depends on step: it must be on the host
-        body.append("    if type(step) is not int and hasattr(step, '__dlpack__'):\n"
-                    "        step = int(step)")
+        body.append("    if type(step) is not int:\n"
+                    "        step = _host_step(step)")
     skipped = (f"dict({', '.join(f'{n}={n}' for n in scalar_names)})" if scalar_names
                else "None")
     body.append(
         "    if found_inf is None and not _CUDA:\n"
         "        stream = scalars = None\n"
+        "        skip = False\n"
         "    else:\n"
-        "        routed = _route(param, grad_scale, found_inf, lr, step)\n"
-        "        if routed is None:\n"
-        f"            return {skipped}\n"
-        "        stream, scalars, grad_scale, lr, step = routed")
+        "        skip, stream, scalars, grad_scale, lr, step = "
+        "_route(param, grad_scale, found_inf, lr, step)")
     body.append(f"    _check({'step, ' if uses_step else ''}{', '.join(rule.reals)}, grad_scale)")
     for f in rule.scalar_states:
         if f.start_from:
             body.append(f"    if {f.name} is None:\n        {f.name} = {f.start_from}")
     step_arg = "step" if uses_step else "0"
-    call = (f"_step({rule.id}, param, ({inputs},), ({states},), "
-            f"({fields}, {step_arg}, grad_scale), scalars, stream)")
+    arguments = (f"{rule.id}, param, ({inputs},), ({states},), "
+                 f"({fields}, {step_arg}, grad_scale), scalars, stream")
+    call = f"_step({arguments})"
+    # A skipped step (found_inf) accepts exactly what a taken one would: all checked, none run.
+    body.append(f"    if skip:\n        _check_arrays({arguments})\n        return {skipped}")
     if scalar_names:
         body.append(f"    return dict(zip({scalar_names!r}, {call}[0]))")
     else:
@@ -111,8 +135,10 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     step_kw = "step" if uses_step else "step=None"
     source = (f"def {rule.name}_(param, {inputs}, "
               f"{', '.join(n + '=None' for n in rule.state_names)}, *, {step_kw}, {options}"
-              f"{scalars}, grad_scale=1.0, found_inf=None):\n" + "\n".join(body) + "\n")
+              f"{scalars}{aliases}, grad_scale=1.0, found_inf=None):\n" + "\n".join(body) + "\n")
     namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step_one,
+                                 "_check_arrays": _core.check_one, "_pair": _pair, "_rule": rule,
+                                 "_host_step": _device.host_step,
                                  "_check": checker(rule, uses_step)}
     exec(compile(source, f"<gdfast.ops.{rule.name}_>", "exec"), namespace)
     op = namespace[f"{rule.name}_"]

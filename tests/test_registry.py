@@ -56,8 +56,11 @@ def test_every_rule_has_an_op_of_the_regular_signature(rule: Rule) -> None:
     assert [p.name for p in positional] == ["param", *rule.inputs, *rule.state_names]
     assert all(p.default is p.empty for p in positional[:1 + len(rule.inputs)])
     assert all(p.default is None for p in positional[1 + len(rule.inputs):])
-    assert [p.name for p in keyword] == ["step", *(f.name for f in rule.fields),
+    # the classes' pair arguments (betas=...) as aliases of the pairs' two fields
+    aliases = [key for key, (a, _) in PAIRS.items() if a in rule.reals]
+    assert [p.name for p in keyword] == ["step", *(f.name for f in rule.fields), *aliases,
                                         "grad_scale", "found_inf"]
+    assert all(p.default is None for p in keyword if p.name in aliases)
     step = keyword[0]
     # counted and first_call rules need the count; Lion's is accepted and ignored
     assert step.default is (None if rule.step == "none" else step.empty)

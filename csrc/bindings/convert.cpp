@@ -133,7 +133,70 @@ void check_device(const ArrayInfo& a, const NamedArg& who, const ArrayInfo* firs
 
 // Consumes obj.__dlpack__(): the capsule is renamed to "used_..." and its deleter recorded
 // in `consumed`, to be called once when the call is over (the protocol's ownership rule).
-ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, py::handle stream,
+// obj.__dlpack_device__(), which must be (device_type, device_id) of two ints in range.
+void dlpack_device(py::handle obj, const NamedArg& who, ArrayInfo& where) {
+  py::object device;
+  try {
+    device = obj.attr("__dlpack_device__")();
+  } catch (py::error_already_set& e) {
+    fail_value(who, "__dlpack_device__() raised " +
+                        py::str(e.type().attr("__name__")).cast<std::string>() + ": " +
+                        py::str(e.value()).cast<std::string>());
+  }
+  const std::string returned =
+      "__dlpack_device__() returned " + py::repr(device).cast<std::string>();
+  if (!PyTuple_Check(device.ptr()) || PyTuple_GET_SIZE(device.ptr()) != 2) {
+    fail_type(who, returned + ", expected a (device_type, device_id) pair of ints");
+  }
+  std::int32_t parts[2];
+  for (int i = 0; i < 2; ++i) {
+    PyObject* item = PyTuple_GET_ITEM(device.ptr(), i);
+    if (!PyLong_Check(item) || PyBool_Check(item)) {
+      fail_type(who, returned + ", expected a (device_type, device_id) pair of ints");
+    }
+    int overflow = 0;
+    const long long value = PyLong_AsLongLongAndOverflow(item, &overflow);
+    if (overflow != 0 || value < 0 || value > INT32_MAX) {
+      fail_value(
+          who, returned + ", whose " + (i == 0 ? "device type" : "device id") + " is out of range");
+    }
+    parts[i] = static_cast<std::int32_t>(value);
+  }
+  where.device_type = parts[0];
+  where.device_id = parts[1];
+}
+
+// torch tensors whose values DLPack cannot carry, or that torch forbids writing in place:
+// a negative-bit view (torch._neg_view; DLPack exports the raw values, without the sign) and
+// an inference tensor outside inference mode. Checked only where torch is already imported.
+void check_torch_view(PyObject* obj, const NamedArg& who, bool written) {
+  static PyObject* tensor_type = nullptr;
+  if (tensor_type == nullptr) {
+    PyObject* torch = PyImport_GetModule(py::str("torch").ptr());
+    if (torch == nullptr) {
+      PyErr_Clear();
+      return;
+    }
+    tensor_type = PyObject_GetAttrString(torch, "Tensor");  // kept for the process
+    Py_DECREF(torch);
+    if (tensor_type == nullptr) throw py::error_already_set();
+  }
+  if (PyObject_IsInstance(obj, tensor_type) != 1) return;
+  const py::handle t(obj);
+  if (t.attr("is_neg")().cast<bool>()) {
+    fail_value(who,
+               "is a negative-bit view (torch._neg_view), which DLPack exports without "
+               "its sign: pass .resolve_neg()");
+  }
+  if (written && t.attr("is_inference")().cast<bool>() &&
+      !py::module_::import("torch").attr("is_inference_mode_enabled")().cast<bool>()) {
+    fail_value(who,
+               "is an inference tensor, which torch does not let anything update in place "
+               "outside torch.inference_mode()");
+  }
+}
+
+ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, bool written, py::handle stream,
                       std::vector<ConsumedDlpack>& consumed) {
   const py::handle h(obj);
   if (!py::hasattr(h, "__dlpack__")) {
@@ -143,12 +206,11 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, py::handle stream,
   }
   // The protocol has consumers ask the device first: it decides the stream argument (only
   // CUDA takes one), and a tensor this build cannot step is refused before it is exported.
+  check_torch_view(obj, who, written);
   bool cuda_device = false;
   if (py::hasattr(h, "__dlpack_device__")) {
     ArrayInfo where;
-    const py::tuple device = h.attr("__dlpack_device__")();
-    where.device_type = device[0].cast<std::int32_t>();
-    where.device_id = device[1].cast<std::int32_t>();
+    dlpack_device(h, who, where);
     check_device(where, who, nullptr, who);
     cuda_device = !is_host(where.device_type);
   }
@@ -194,6 +256,16 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, py::handle stream,
     t = &static_cast<const dlpack::ManagedTensor*>(managed)->dl_tensor;
   }
 
+  if (t->ndim < 0 || (t->ndim > 0 && t->shape == nullptr)) {
+    fail_value(who, "its DLPack tensor claims " + std::to_string(t->ndim) + " dimensions" +
+                        (t->ndim > 0 ? " and no shape" : ""));
+  }
+  for (int d = 0; d < t->ndim; ++d) {
+    if (t->shape[d] < 0) {
+      fail_value(who, "its DLPack tensor claims extent " + std::to_string(t->shape[d]) +
+                          " in dimension " + std::to_string(d));
+    }
+  }
   ArrayInfo info;
   info.data = static_cast<char*>(t->data) + t->byte_offset;
   info.ndim = t->ndim;
@@ -375,8 +447,9 @@ void TensorBatch::gather(py::handle stream) {
       const TensorArg& arg = args[static_cast<std::size_t>(k)];
       const NamedArg who{&arg, is_list, t, &label_};
       PyObject* obj = PySequence_Fast_GET_ITEM(sequences[static_cast<std::size_t>(k)].ptr(), t);
-      const ArrayInfo a =
-          api.PyArray_Check_(obj) ? from_numpy(obj) : from_dlpack(obj, who, stream, consumed_);
+      const ArrayInfo a = api.PyArray_Check_(obj)
+                              ? from_numpy(obj)
+                              : from_dlpack(obj, who, arg.written, stream, consumed_);
       const bool is_first = t == 0 && k == 0;
       check_device(a, who, is_first ? nullptr : &first_array, first_who);
       if (!a.dtype_ok) {
@@ -413,7 +486,13 @@ void TensorBatch::gather(py::handle stream) {
         fail_value(who, "is read-only, but it is updated in place");
       }
       index_t size = 1;
-      for (int d = 0; d < a.ndim; ++d) size *= a.shape[d];
+      for (int d = 0; d < a.ndim; ++d) {
+        // A lying producer's shape must not wrap the byte count (2**60 elements of 8 bytes).
+        if (a.shape[d] != 0 && size > (index_t{1} << 60) / a.shape[d]) {
+          fail_value(who, "shape " + shape_str(a) + " has more elements than any array can");
+        }
+        size *= a.shape[d];
+      }
       arrays_[static_cast<std::size_t>(t * num_arrays_ + k)] = a.data;
       if (size > 0) {
         const auto begin = reinterpret_cast<std::uintptr_t>(a.data);
