@@ -30,8 +30,8 @@ cdef int step_v1(int rule, uint64_t layout, void* hyper, int dtype, int64_t coun
 cdef const char* last_error() noexcept nogil
 
 
-# sgd: SGD with momentum, dampening and Nesterov momentum, as torch.optim.SGD.
-# Arrays: param, grad; states momentum_buffer (only if momentum != 0, else may be NULL).
+# sgd: SGD with momentum, dampening and Nesterov momentum, as torch.optim.SGD. Arrays: param, grad;
+# states momentum_buffer (only if momentum != 0, else may be NULL).
 cdef enum:
     RULE_SGD = 0
 ctypedef struct SgdHyper:
@@ -56,8 +56,8 @@ cdef inline SgdHyper sgd_defaults() noexcept nogil:
     h.grad_scale = 1.0
     return h
 
-cdef inline int sgd_step(SgdHyper* hyper, int dtype, int64_t n,
-                              void* param, const void* grad, void* momentum_buffer) noexcept nogil:
+cdef inline int sgd_step(SgdHyper* hyper, int dtype, int64_t n, void* param, const void* grad,
+        void* momentum_buffer) noexcept nogil:
     cdef void* arrays[3]
     cdef void** roles[3]
     arrays[0] = param
@@ -68,8 +68,8 @@ cdef inline int sgd_step(SgdHyper* hyper, int dtype, int64_t n,
     roles[2] = &arrays[2]
     return step_v1(RULE_SGD, 0x05badfb233a5e03cULL, hyper, dtype, 1, &n, roles)
 
-cdef inline int sgd_step_multi(SgdHyper* hyper, int dtype, int64_t count,
-                                    const int64_t* sizes, void** param, const void** grad, void** momentum_buffer) noexcept nogil:
+cdef inline int sgd_step_multi(SgdHyper* hyper, int dtype, int64_t count, const int64_t* sizes,
+        void** param, const void** grad, void** momentum_buffer) noexcept nogil:
     cdef void** roles[3]
     roles[0] = param
     roles[1] = <void**>grad
@@ -77,8 +77,8 @@ cdef inline int sgd_step_multi(SgdHyper* hyper, int dtype, int64_t count,
     return step_v1(RULE_SGD, 0x05badfb233a5e03cULL, hyper, dtype, count, sizes, roles)
 
 
-# adam: Adam, as torch.optim.Adam; AdamW with decoupled_weight_decay=True.
-# Arrays: param, grad; states exp_avg, exp_avg_sq, max_exp_avg_sq (only if amsgrad=True, else may be NULL).
+# adam: Adam, as torch.optim.Adam; AdamW with decoupled_weight_decay=True. Arrays: param, grad;
+# states exp_avg, exp_avg_sq, max_exp_avg_sq (only if amsgrad=True, else may be NULL).
 cdef enum:
     RULE_ADAM = 1
 ctypedef struct AdamHyper:
@@ -107,8 +107,8 @@ cdef inline AdamHyper adam_defaults() noexcept nogil:
     h.grad_scale = 1.0
     return h
 
-cdef inline int adam_step(AdamHyper* hyper, int dtype, int64_t n,
-                              void* param, const void* grad, void* exp_avg, void* exp_avg_sq, void* max_exp_avg_sq) noexcept nogil:
+cdef inline int adam_step(AdamHyper* hyper, int dtype, int64_t n, void* param, const void* grad,
+        void* exp_avg, void* exp_avg_sq, void* max_exp_avg_sq) noexcept nogil:
     cdef void* arrays[5]
     cdef void** roles[5]
     arrays[0] = param
@@ -123,8 +123,9 @@ cdef inline int adam_step(AdamHyper* hyper, int dtype, int64_t n,
     roles[4] = &arrays[4]
     return step_v1(RULE_ADAM, 0x82b36c61e57be362ULL, hyper, dtype, 1, &n, roles)
 
-cdef inline int adam_step_multi(AdamHyper* hyper, int dtype, int64_t count,
-                                    const int64_t* sizes, void** param, const void** grad, void** exp_avg, void** exp_avg_sq, void** max_exp_avg_sq) noexcept nogil:
+cdef inline int adam_step_multi(AdamHyper* hyper, int dtype, int64_t count, const int64_t* sizes,
+        void** param, const void** grad, void** exp_avg, void** exp_avg_sq,
+        void** max_exp_avg_sq) noexcept nogil:
     cdef void** roles[5]
     roles[0] = param
     roles[1] = <void**>grad
@@ -134,8 +135,7 @@ cdef inline int adam_step_multi(AdamHyper* hyper, int dtype, int64_t count,
     return step_v1(RULE_ADAM, 0x82b36c61e57be362ULL, hyper, dtype, count, sizes, roles)
 
 
-# lion: Lion (Chen et al. 2023), as lion-pytorch's Lion.
-# Arrays: param, grad; states exp_avg.
+# lion: Lion (Chen et al. 2023), as lion-pytorch's Lion. Arrays: param, grad; states exp_avg.
 cdef enum:
     RULE_LION = 2
 ctypedef struct LionHyper:
@@ -158,8 +158,8 @@ cdef inline LionHyper lion_defaults() noexcept nogil:
     h.grad_scale = 1.0
     return h
 
-cdef inline int lion_step(LionHyper* hyper, int dtype, int64_t n,
-                              void* param, const void* grad, void* exp_avg) noexcept nogil:
+cdef inline int lion_step(LionHyper* hyper, int dtype, int64_t n, void* param, const void* grad,
+        void* exp_avg) noexcept nogil:
     cdef void* arrays[3]
     cdef void** roles[3]
     arrays[0] = param
@@ -170,8 +170,8 @@ cdef inline int lion_step(LionHyper* hyper, int dtype, int64_t n,
     roles[2] = &arrays[2]
     return step_v1(RULE_LION, 0x62846a5cd3eb166fULL, hyper, dtype, 1, &n, roles)
 
-cdef inline int lion_step_multi(LionHyper* hyper, int dtype, int64_t count,
-                                    const int64_t* sizes, void** param, const void** grad, void** exp_avg) noexcept nogil:
+cdef inline int lion_step_multi(LionHyper* hyper, int dtype, int64_t count, const int64_t* sizes,
+        void** param, const void** grad, void** exp_avg) noexcept nogil:
     cdef void** roles[3]
     roles[0] = param
     roles[1] = <void**>grad
@@ -179,8 +179,9 @@ cdef inline int lion_step_multi(LionHyper* hyper, int dtype, int64_t count,
     return step_v1(RULE_LION, 0x62846a5cd3eb166fULL, hyper, dtype, count, sizes, roles)
 
 
-# rmsprop: RMSprop (centered, momentum), as torch.optim.RMSprop.
-# Arrays: param, grad; states square_avg, momentum_buffer (only if momentum > 0, else may be NULL), grad_avg (only if centered=True, else may be NULL).
+# rmsprop: RMSprop (centered, momentum), as torch.optim.RMSprop. Arrays: param, grad; states
+# square_avg, momentum_buffer (only if momentum > 0, else may be NULL), grad_avg (only if
+# centered=True, else may be NULL).
 cdef enum:
     RULE_RMSPROP = 3
 ctypedef struct RmspropHyper:
@@ -207,8 +208,8 @@ cdef inline RmspropHyper rmsprop_defaults() noexcept nogil:
     h.grad_scale = 1.0
     return h
 
-cdef inline int rmsprop_step(RmspropHyper* hyper, int dtype, int64_t n,
-                              void* param, const void* grad, void* square_avg, void* momentum_buffer, void* grad_avg) noexcept nogil:
+cdef inline int rmsprop_step(RmspropHyper* hyper, int dtype, int64_t n, void* param,
+        const void* grad, void* square_avg, void* momentum_buffer, void* grad_avg) noexcept nogil:
     cdef void* arrays[5]
     cdef void** roles[5]
     arrays[0] = param
@@ -224,7 +225,8 @@ cdef inline int rmsprop_step(RmspropHyper* hyper, int dtype, int64_t n,
     return step_v1(RULE_RMSPROP, 0xbe7b354047507f50ULL, hyper, dtype, 1, &n, roles)
 
 cdef inline int rmsprop_step_multi(RmspropHyper* hyper, int dtype, int64_t count,
-                                    const int64_t* sizes, void** param, const void** grad, void** square_avg, void** momentum_buffer, void** grad_avg) noexcept nogil:
+        const int64_t* sizes, void** param, const void** grad, void** square_avg,
+        void** momentum_buffer, void** grad_avg) noexcept nogil:
     cdef void** roles[5]
     roles[0] = param
     roles[1] = <void**>grad
@@ -234,8 +236,7 @@ cdef inline int rmsprop_step_multi(RmspropHyper* hyper, int dtype, int64_t count
     return step_v1(RULE_RMSPROP, 0xbe7b354047507f50ULL, hyper, dtype, count, sizes, roles)
 
 
-# adagrad: Adagrad (Duchi et al. 2011), as torch.optim.Adagrad.
-# Arrays: param, grad; states sum.
+# adagrad: Adagrad (Duchi et al. 2011), as torch.optim.Adagrad. Arrays: param, grad; states sum.
 cdef enum:
     RULE_ADAGRAD = 4
 ctypedef struct AdagradHyper:
@@ -260,8 +261,8 @@ cdef inline AdagradHyper adagrad_defaults() noexcept nogil:
     h.grad_scale = 1.0
     return h
 
-cdef inline int adagrad_step(AdagradHyper* hyper, int dtype, int64_t n,
-                              void* param, const void* grad, void* sum) noexcept nogil:
+cdef inline int adagrad_step(AdagradHyper* hyper, int dtype, int64_t n, void* param,
+        const void* grad, void* sum) noexcept nogil:
     cdef void* arrays[3]
     cdef void** roles[3]
     arrays[0] = param
@@ -273,7 +274,7 @@ cdef inline int adagrad_step(AdagradHyper* hyper, int dtype, int64_t n,
     return step_v1(RULE_ADAGRAD, 0xf965417af09b0845ULL, hyper, dtype, 1, &n, roles)
 
 cdef inline int adagrad_step_multi(AdagradHyper* hyper, int dtype, int64_t count,
-                                    const int64_t* sizes, void** param, const void** grad, void** sum) noexcept nogil:
+        const int64_t* sizes, void** param, const void** grad, void** sum) noexcept nogil:
     cdef void** roles[3]
     roles[0] = param
     roles[1] = <void**>grad
@@ -281,8 +282,8 @@ cdef inline int adagrad_step_multi(AdagradHyper* hyper, int dtype, int64_t count
     return step_v1(RULE_ADAGRAD, 0xf965417af09b0845ULL, hyper, dtype, count, sizes, roles)
 
 
-# adadelta: Adadelta (Zeiler 2012), as torch.optim.Adadelta.
-# Arrays: param, grad; states square_avg, acc_delta.
+# adadelta: Adadelta (Zeiler 2012), as torch.optim.Adadelta. Arrays: param, grad; states square_avg,
+# acc_delta.
 cdef enum:
     RULE_ADADELTA = 5
 ctypedef struct AdadeltaHyper:
@@ -305,8 +306,8 @@ cdef inline AdadeltaHyper adadelta_defaults() noexcept nogil:
     h.grad_scale = 1.0
     return h
 
-cdef inline int adadelta_step(AdadeltaHyper* hyper, int dtype, int64_t n,
-                              void* param, const void* grad, void* square_avg, void* acc_delta) noexcept nogil:
+cdef inline int adadelta_step(AdadeltaHyper* hyper, int dtype, int64_t n, void* param,
+        const void* grad, void* square_avg, void* acc_delta) noexcept nogil:
     cdef void* arrays[4]
     cdef void** roles[4]
     arrays[0] = param
@@ -320,7 +321,8 @@ cdef inline int adadelta_step(AdadeltaHyper* hyper, int dtype, int64_t n,
     return step_v1(RULE_ADADELTA, 0x89788b44f7968876ULL, hyper, dtype, 1, &n, roles)
 
 cdef inline int adadelta_step_multi(AdadeltaHyper* hyper, int dtype, int64_t count,
-                                    const int64_t* sizes, void** param, const void** grad, void** square_avg, void** acc_delta) noexcept nogil:
+        const int64_t* sizes, void** param, const void** grad, void** square_avg,
+        void** acc_delta) noexcept nogil:
     cdef void** roles[4]
     roles[0] = param
     roles[1] = <void**>grad
@@ -329,8 +331,8 @@ cdef inline int adadelta_step_multi(AdadeltaHyper* hyper, int dtype, int64_t cou
     return step_v1(RULE_ADADELTA, 0x89788b44f7968876ULL, hyper, dtype, count, sizes, roles)
 
 
-# adamax: Adamax (Kingma & Ba 2015), as torch.optim.Adamax.
-# Arrays: param, grad; states exp_avg, exp_inf.
+# adamax: Adamax (Kingma & Ba 2015), as torch.optim.Adamax. Arrays: param, grad; states exp_avg,
+# exp_inf.
 cdef enum:
     RULE_ADAMAX = 6
 ctypedef struct AdamaxHyper:
@@ -355,8 +357,8 @@ cdef inline AdamaxHyper adamax_defaults() noexcept nogil:
     h.grad_scale = 1.0
     return h
 
-cdef inline int adamax_step(AdamaxHyper* hyper, int dtype, int64_t n,
-                              void* param, const void* grad, void* exp_avg, void* exp_inf) noexcept nogil:
+cdef inline int adamax_step(AdamaxHyper* hyper, int dtype, int64_t n, void* param, const void* grad,
+        void* exp_avg, void* exp_inf) noexcept nogil:
     cdef void* arrays[4]
     cdef void** roles[4]
     arrays[0] = param
@@ -370,7 +372,8 @@ cdef inline int adamax_step(AdamaxHyper* hyper, int dtype, int64_t n,
     return step_v1(RULE_ADAMAX, 0x3c669412dde66c90ULL, hyper, dtype, 1, &n, roles)
 
 cdef inline int adamax_step_multi(AdamaxHyper* hyper, int dtype, int64_t count,
-                                    const int64_t* sizes, void** param, const void** grad, void** exp_avg, void** exp_inf) noexcept nogil:
+        const int64_t* sizes, void** param, const void** grad, void** exp_avg,
+        void** exp_inf) noexcept nogil:
     cdef void** roles[4]
     roles[0] = param
     roles[1] = <void**>grad
@@ -379,8 +382,7 @@ cdef inline int adamax_step_multi(AdamaxHyper* hyper, int dtype, int64_t count,
     return step_v1(RULE_ADAMAX, 0x3c669412dde66c90ULL, hyper, dtype, count, sizes, roles)
 
 
-# nadam: NAdam (Dozat 2016), as torch.optim.NAdam.
-# Arrays: param, grad; states exp_avg, exp_avg_sq.
+# nadam: NAdam (Dozat 2016), as torch.optim.NAdam. Arrays: param, grad; states exp_avg, exp_avg_sq.
 cdef enum:
     RULE_NADAM = 7
 ctypedef struct NadamHyper:
@@ -411,8 +413,8 @@ cdef inline NadamHyper nadam_defaults() noexcept nogil:
     h.grad_scale = 1.0
     return h
 
-cdef inline int nadam_step(NadamHyper* hyper, int dtype, int64_t n,
-                              void* param, const void* grad, void* exp_avg, void* exp_avg_sq) noexcept nogil:
+cdef inline int nadam_step(NadamHyper* hyper, int dtype, int64_t n, void* param, const void* grad,
+        void* exp_avg, void* exp_avg_sq) noexcept nogil:
     cdef void* arrays[4]
     cdef void** roles[4]
     arrays[0] = param
@@ -425,8 +427,8 @@ cdef inline int nadam_step(NadamHyper* hyper, int dtype, int64_t n,
     roles[3] = &arrays[3]
     return step_v1(RULE_NADAM, 0x92dba676e6c0b291ULL, hyper, dtype, 1, &n, roles)
 
-cdef inline int nadam_step_multi(NadamHyper* hyper, int dtype, int64_t count,
-                                    const int64_t* sizes, void** param, const void** grad, void** exp_avg, void** exp_avg_sq) noexcept nogil:
+cdef inline int nadam_step_multi(NadamHyper* hyper, int dtype, int64_t count, const int64_t* sizes,
+        void** param, const void** grad, void** exp_avg, void** exp_avg_sq) noexcept nogil:
     cdef void** roles[4]
     roles[0] = param
     roles[1] = <void**>grad
@@ -435,8 +437,8 @@ cdef inline int nadam_step_multi(NadamHyper* hyper, int dtype, int64_t count,
     return step_v1(RULE_NADAM, 0x92dba676e6c0b291ULL, hyper, dtype, count, sizes, roles)
 
 
-# radam: RAdam (Liu et al. 2020), as torch.optim.RAdam.
-# Arrays: param, grad; states exp_avg, exp_avg_sq.
+# radam: RAdam (Liu et al. 2020), as torch.optim.RAdam. Arrays: param, grad; states exp_avg,
+# exp_avg_sq.
 cdef enum:
     RULE_RADAM = 8
 ctypedef struct RadamHyper:
@@ -463,8 +465,8 @@ cdef inline RadamHyper radam_defaults() noexcept nogil:
     h.grad_scale = 1.0
     return h
 
-cdef inline int radam_step(RadamHyper* hyper, int dtype, int64_t n,
-                              void* param, const void* grad, void* exp_avg, void* exp_avg_sq) noexcept nogil:
+cdef inline int radam_step(RadamHyper* hyper, int dtype, int64_t n, void* param, const void* grad,
+        void* exp_avg, void* exp_avg_sq) noexcept nogil:
     cdef void* arrays[4]
     cdef void** roles[4]
     arrays[0] = param
@@ -477,8 +479,8 @@ cdef inline int radam_step(RadamHyper* hyper, int dtype, int64_t n,
     roles[3] = &arrays[3]
     return step_v1(RULE_RADAM, 0xab0ace487fc7ffceULL, hyper, dtype, 1, &n, roles)
 
-cdef inline int radam_step_multi(RadamHyper* hyper, int dtype, int64_t count,
-                                    const int64_t* sizes, void** param, const void** grad, void** exp_avg, void** exp_avg_sq) noexcept nogil:
+cdef inline int radam_step_multi(RadamHyper* hyper, int dtype, int64_t count, const int64_t* sizes,
+        void** param, const void** grad, void** exp_avg, void** exp_avg_sq) noexcept nogil:
     cdef void** roles[4]
     roles[0] = param
     roles[1] = <void**>grad
@@ -487,8 +489,7 @@ cdef inline int radam_step_multi(RadamHyper* hyper, int dtype, int64_t count,
     return step_v1(RULE_RADAM, 0xab0ace487fc7ffceULL, hyper, dtype, count, sizes, roles)
 
 
-# asgd: Averaged SGD (Polyak & Juditsky 1992), as torch.optim.ASGD.
-# Arrays: param, grad; states ax.
+# asgd: Averaged SGD (Polyak & Juditsky 1992), as torch.optim.ASGD. Arrays: param, grad; states ax.
 cdef enum:
     RULE_ASGD = 9
 ctypedef struct AsgdHyper:
@@ -517,8 +518,8 @@ cdef inline AsgdHyper asgd_defaults() noexcept nogil:
     h.grad_scale = 1.0
     return h
 
-cdef inline int asgd_step(AsgdHyper* hyper, int dtype, int64_t n,
-                              void* param, const void* grad, void* ax) noexcept nogil:
+cdef inline int asgd_step(AsgdHyper* hyper, int dtype, int64_t n, void* param, const void* grad,
+        void* ax) noexcept nogil:
     cdef void* arrays[3]
     cdef void** roles[3]
     arrays[0] = param
@@ -529,8 +530,8 @@ cdef inline int asgd_step(AsgdHyper* hyper, int dtype, int64_t n,
     roles[2] = &arrays[2]
     return step_v1(RULE_ASGD, 0x2e2870cb261c0739ULL, hyper, dtype, 1, &n, roles)
 
-cdef inline int asgd_step_multi(AsgdHyper* hyper, int dtype, int64_t count,
-                                    const int64_t* sizes, void** param, const void** grad, void** ax) noexcept nogil:
+cdef inline int asgd_step_multi(AsgdHyper* hyper, int dtype, int64_t count, const int64_t* sizes,
+        void** param, const void** grad, void** ax) noexcept nogil:
     cdef void** roles[3]
     roles[0] = param
     roles[1] = <void**>grad
@@ -538,8 +539,8 @@ cdef inline int asgd_step_multi(AsgdHyper* hyper, int dtype, int64_t count,
     return step_v1(RULE_ASGD, 0x2e2870cb261c0739ULL, hyper, dtype, count, sizes, roles)
 
 
-# rprop: Rprop (Riedmiller & Braun 1993), as torch.optim.Rprop.
-# Arrays: param, grad; states prev, step_size.
+# rprop: Rprop (Riedmiller & Braun 1993), as torch.optim.Rprop. Arrays: param, grad; states prev,
+# step_size.
 cdef enum:
     RULE_RPROP = 10
 ctypedef struct RpropHyper:
@@ -564,8 +565,8 @@ cdef inline RpropHyper rprop_defaults() noexcept nogil:
     h.grad_scale = 1.0
     return h
 
-cdef inline int rprop_step(RpropHyper* hyper, int dtype, int64_t n,
-                              void* param, const void* grad, void* prev, void* step_size) noexcept nogil:
+cdef inline int rprop_step(RpropHyper* hyper, int dtype, int64_t n, void* param, const void* grad,
+        void* prev, void* step_size) noexcept nogil:
     cdef void* arrays[4]
     cdef void** roles[4]
     arrays[0] = param
@@ -578,8 +579,8 @@ cdef inline int rprop_step(RpropHyper* hyper, int dtype, int64_t n,
     roles[3] = &arrays[3]
     return step_v1(RULE_RPROP, 0x6dc7c4c6187fae38ULL, hyper, dtype, 1, &n, roles)
 
-cdef inline int rprop_step_multi(RpropHyper* hyper, int dtype, int64_t count,
-                                    const int64_t* sizes, void** param, const void** grad, void** prev, void** step_size) noexcept nogil:
+cdef inline int rprop_step_multi(RpropHyper* hyper, int dtype, int64_t count, const int64_t* sizes,
+        void** param, const void** grad, void** prev, void** step_size) noexcept nogil:
     cdef void** roles[4]
     roles[0] = param
     roles[1] = <void**>grad

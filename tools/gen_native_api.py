@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 from typing import List, Sequence
 
@@ -74,6 +75,18 @@ def state_note(rule: Rule) -> str:
                      for s in rule.states)
 
 
+def wrap(head: str, params: Sequence[str], tail: str, indent: str = "    ") -> str:
+    """`head` + params joined by ", " + `tail`, broken into lines of at most 100 columns."""
+    lines, line = [], head
+    for i, param in enumerate(params):
+        piece = param + (", " if i + 1 < len(params) else tail)
+        if len(line) + len(piece.rstrip()) > 100:
+            lines.append(line.rstrip())
+            line = indent
+        line += piece
+    return "\n".join([*lines, line])
+
+
 def c_rule(rule: Rule) -> str:
     up, hyper = rule.name.upper(), f"gdfast_{rule.name}_hyper"
     members = [(("int64_t" if f.kind == "flag" else "double"), f.name, field_note(rule, f.name))
@@ -83,15 +96,26 @@ def c_rule(rule: Rule) -> str:
     body = "\n".join(f"  {t} {n}; /* {note} */" for t, n, note in members)
     defaults = ", ".join([*(start_value(rule, f.name) for f in rule.fields), "1", "1.0"])
     names = roles(rule)
-    single = ", ".join(("const void *" if n in rule.inputs else "void *") + n for n in names)
-    multi = ", ".join(("const void *const *" if n in rule.inputs else "void *const *") + n
-                      for n in names)
-    arrays = ", ".join(f"(void *){n}" if n in rule.inputs else n for n in names)
-    single_roles = ", ".join(f"&arrays[{i}]" for i in range(len(names)))
-    multi_roles = ", ".join(f"(void *const *){n}" if n in rule.inputs else n for n in names)
+    single = wrap(f"static inline int gdfast_{rule.name}_step(",
+                  ["const gdfast_capi *api", f"{hyper} *hyper", "int dtype", "int64_t n",
+                   *(("const void *" if n in rule.inputs else "void *") + n for n in names)],
+                  ") {")
+    multi = wrap(f"static inline int gdfast_{rule.name}_step_multi(",
+                 ["const gdfast_capi *api", f"{hyper} *hyper", "int dtype", "int64_t count",
+                  "const int64_t *sizes",
+                  *(("const void *const *" if n in rule.inputs else "void *const *") + n
+                    for n in names)], ") {")
+    arrays = wrap("  void *arrays[] = {",
+                  [f"(void *){n}" if n in rule.inputs else n for n in names], "};")
+    single_roles = wrap("  void *const *const roles[] = {",
+                        [f"&arrays[{i}]" for i in range(len(names))], "};")
+    multi_roles = wrap("  void *const *const roles[] = {",
+                       [f"(void *const *){n}" if n in rule.inputs else n for n in names], "};")
+    about = textwrap.fill(f"{rule.name}: {rule.summary}. Arrays: param, "
+                          f"{', '.join(rule.inputs)}; states {state_note(rule)}.",
+                          width=97, initial_indent="/* ", subsequent_indent=" * ")
     return f"""\
-/* {rule.name}: {rule.summary}.
- * Arrays: param, {', '.join(rule.inputs)}; states {state_note(rule)}. */
+{about} */
 #define GDFAST_RULE_{up} {rule.id}
 #define GDFAST_{up}_LAYOUT UINT64_C({layout_hash(rule):#018x})
 typedef struct {hyper} {{
@@ -99,16 +123,14 @@ typedef struct {hyper} {{
 }} {hyper};
 #define GDFAST_{up}_DEFAULTS {{{defaults}}}
 
-static inline int gdfast_{rule.name}_step(const gdfast_capi *api, {hyper} *hyper, int dtype,
-    int64_t n, {single}) {{
-  void *arrays[] = {{{arrays}}};
-  void *const *const roles[] = {{{single_roles}}};
+{single}
+{arrays}
+{single_roles}
   return api->step(GDFAST_RULE_{up}, GDFAST_{up}_LAYOUT, hyper, dtype, 1, &n, roles);
 }}
 
-static inline int gdfast_{rule.name}_step_multi(const gdfast_capi *api, {hyper} *hyper,
-    int dtype, int64_t count, const int64_t *sizes, {multi}) {{
-  void *const *const roles[] = {{{multi_roles}}};
+{multi}
+{multi_roles}
   return api->step(GDFAST_RULE_{up}, GDFAST_{up}_LAYOUT, hyper, dtype, count, sizes, roles);
 }}
 """
@@ -137,9 +159,10 @@ extern "C" {{
 
 def cython_rule(rule: Rule) -> str:
     struct = f"{rule.name.capitalize()}Hyper"
-    lines = [f"# {rule.name}: {rule.summary}.",
-             f"# Arrays: param, {', '.join(rule.inputs)}; states {state_note(rule)}.",
-             "cdef enum:", f"    RULE_{rule.name.upper()} = {rule.id}",
+    about = textwrap.fill(f"{rule.name}: {rule.summary}. Arrays: param, "
+                          f"{', '.join(rule.inputs)}; states {state_note(rule)}.",
+                          width=100, initial_indent="# ", subsequent_indent="# ")
+    lines = [about, "cdef enum:", f"    RULE_{rule.name.upper()} = {rule.id}",
              f"ctypedef struct {struct}:"]
     for f in rule.fields:
         lines.append(f"    {'int64_t' if f.kind == 'flag' else 'double'} {f.name}"
@@ -152,18 +175,20 @@ def cython_rule(rule: Rule) -> str:
     lines += ["    h.step = 1", "    h.grad_scale = 1.0", "    return h", ""]
     names = roles(rule)
     count, layout = len(names), f"{layout_hash(rule):#018x}ULL"
-    single = ", ".join(("const void* " if n in rule.inputs else "void* ") + n for n in names)
-    lines += [f"cdef inline int {rule.name}_step({struct}* hyper, int dtype, int64_t n,",
-              f"                              {single}) noexcept nogil:",
+    lines += [wrap(f"cdef inline int {rule.name}_step(",
+                   [f"{struct}* hyper", "int dtype", "int64_t n",
+                    *(("const void* " if n in rule.inputs else "void* ") + n for n in names)],
+                   ") noexcept nogil:", " " * 8),
               f"    cdef void* arrays[{count}]", f"    cdef void** roles[{count}]"]
     for i, n in enumerate(names):
         lines.append(f"    arrays[{i}] = {'<void*>' if n in rule.inputs else ''}{n}")
         lines.append(f"    roles[{i}] = &arrays[{i}]")
     lines += [f"    return step_v1(RULE_{rule.name.upper()}, {layout}, hyper, dtype, 1, &n, roles)",
               ""]
-    multi = ", ".join(("const void** " if n in rule.inputs else "void** ") + n for n in names)
-    lines += [f"cdef inline int {rule.name}_step_multi({struct}* hyper, int dtype, int64_t count,",
-              f"                                    const int64_t* sizes, {multi}) noexcept nogil:",
+    lines += [wrap(f"cdef inline int {rule.name}_step_multi(",
+                   [f"{struct}* hyper", "int dtype", "int64_t count", "const int64_t* sizes",
+                    *(("const void** " if n in rule.inputs else "void** ") + n for n in names)],
+                   ") noexcept nogil:", " " * 8),
               f"    cdef void** roles[{count}]"]
     lines += [f"    roles[{i}] = {'<void**>' if n in rule.inputs else ''}{n}"
               for i, n in enumerate(names)]

@@ -7,8 +7,8 @@
 extern "C" {
 #endif
 
-/* sgd: SGD with momentum, dampening and Nesterov momentum, as torch.optim.SGD.
- * Arrays: param, grad; states momentum_buffer (only if momentum != 0, else may be NULL). */
+/* sgd: SGD with momentum, dampening and Nesterov momentum, as torch.optim.SGD. Arrays: param,
+ * grad; states momentum_buffer (only if momentum != 0, else may be NULL). */
 #define GDFAST_RULE_SGD 0
 #define GDFAST_SGD_LAYOUT UINT64_C(0x05badfb233a5e03c)
 typedef struct gdfast_sgd_hyper {
@@ -30,14 +30,15 @@ static inline int gdfast_sgd_step(const gdfast_capi *api, gdfast_sgd_hyper *hype
   return api->step(GDFAST_RULE_SGD, GDFAST_SGD_LAYOUT, hyper, dtype, 1, &n, roles);
 }
 
-static inline int gdfast_sgd_step_multi(const gdfast_capi *api, gdfast_sgd_hyper *hyper,
-    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad, void *const *momentum_buffer) {
+static inline int gdfast_sgd_step_multi(const gdfast_capi *api, gdfast_sgd_hyper *hyper, int dtype,
+    int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *momentum_buffer) {
   void *const *const roles[] = {param, (void *const *)grad, momentum_buffer};
   return api->step(GDFAST_RULE_SGD, GDFAST_SGD_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
-/* adam: Adam, as torch.optim.Adam; AdamW with decoupled_weight_decay=True.
- * Arrays: param, grad; states exp_avg, exp_avg_sq, max_exp_avg_sq (only if amsgrad=True, else may be NULL). */
+/* adam: Adam, as torch.optim.Adam; AdamW with decoupled_weight_decay=True. Arrays: param, grad;
+ * states exp_avg, exp_avg_sq, max_exp_avg_sq (only if amsgrad=True, else may be NULL). */
 #define GDFAST_RULE_ADAM 1
 #define GDFAST_ADAM_LAYOUT UINT64_C(0x82b36c61e57be362)
 typedef struct gdfast_adam_hyper {
@@ -55,20 +56,21 @@ typedef struct gdfast_adam_hyper {
 #define GDFAST_ADAM_DEFAULTS {0.001, 0.9, 0.999, 1e-08, 0.0, 0, 0, 0, 1, 1.0}
 
 static inline int gdfast_adam_step(const gdfast_capi *api, gdfast_adam_hyper *hyper, int dtype,
-    int64_t n, void *param, const void *grad, void *exp_avg, void *exp_avg_sq, void *max_exp_avg_sq) {
+    int64_t n, void *param, const void *grad, void *exp_avg, void *exp_avg_sq,
+    void *max_exp_avg_sq) {
   void *arrays[] = {param, (void *)grad, exp_avg, exp_avg_sq, max_exp_avg_sq};
   void *const *const roles[] = {&arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4]};
   return api->step(GDFAST_RULE_ADAM, GDFAST_ADAM_LAYOUT, hyper, dtype, 1, &n, roles);
 }
 
 static inline int gdfast_adam_step_multi(const gdfast_capi *api, gdfast_adam_hyper *hyper,
-    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad, void *const *exp_avg, void *const *exp_avg_sq, void *const *max_exp_avg_sq) {
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *exp_avg, void *const *exp_avg_sq, void *const *max_exp_avg_sq) {
   void *const *const roles[] = {param, (void *const *)grad, exp_avg, exp_avg_sq, max_exp_avg_sq};
   return api->step(GDFAST_RULE_ADAM, GDFAST_ADAM_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
-/* lion: Lion (Chen et al. 2023), as lion-pytorch's Lion.
- * Arrays: param, grad; states exp_avg. */
+/* lion: Lion (Chen et al. 2023), as lion-pytorch's Lion. Arrays: param, grad; states exp_avg. */
 #define GDFAST_RULE_LION 2
 #define GDFAST_LION_LAYOUT UINT64_C(0x62846a5cd3eb166f)
 typedef struct gdfast_lion_hyper {
@@ -90,13 +92,15 @@ static inline int gdfast_lion_step(const gdfast_capi *api, gdfast_lion_hyper *hy
 }
 
 static inline int gdfast_lion_step_multi(const gdfast_capi *api, gdfast_lion_hyper *hyper,
-    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad, void *const *exp_avg) {
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *exp_avg) {
   void *const *const roles[] = {param, (void *const *)grad, exp_avg};
   return api->step(GDFAST_RULE_LION, GDFAST_LION_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
-/* rmsprop: RMSprop (centered, momentum), as torch.optim.RMSprop.
- * Arrays: param, grad; states square_avg, momentum_buffer (only if momentum > 0, else may be NULL), grad_avg (only if centered=True, else may be NULL). */
+/* rmsprop: RMSprop (centered, momentum), as torch.optim.RMSprop. Arrays: param, grad; states
+ * square_avg, momentum_buffer (only if momentum > 0, else may be NULL), grad_avg (only if
+ * centered=True, else may be NULL). */
 #define GDFAST_RULE_RMSPROP 3
 #define GDFAST_RMSPROP_LAYOUT UINT64_C(0xbe7b354047507f50)
 typedef struct gdfast_rmsprop_hyper {
@@ -112,21 +116,22 @@ typedef struct gdfast_rmsprop_hyper {
 } gdfast_rmsprop_hyper;
 #define GDFAST_RMSPROP_DEFAULTS {0.01, 0.99, 1e-08, 0.0, 0.0, 0, 0, 1, 1.0}
 
-static inline int gdfast_rmsprop_step(const gdfast_capi *api, gdfast_rmsprop_hyper *hyper, int dtype,
-    int64_t n, void *param, const void *grad, void *square_avg, void *momentum_buffer, void *grad_avg) {
+static inline int gdfast_rmsprop_step(const gdfast_capi *api, gdfast_rmsprop_hyper *hyper,
+    int dtype, int64_t n, void *param, const void *grad, void *square_avg, void *momentum_buffer,
+    void *grad_avg) {
   void *arrays[] = {param, (void *)grad, square_avg, momentum_buffer, grad_avg};
   void *const *const roles[] = {&arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4]};
   return api->step(GDFAST_RULE_RMSPROP, GDFAST_RMSPROP_LAYOUT, hyper, dtype, 1, &n, roles);
 }
 
 static inline int gdfast_rmsprop_step_multi(const gdfast_capi *api, gdfast_rmsprop_hyper *hyper,
-    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad, void *const *square_avg, void *const *momentum_buffer, void *const *grad_avg) {
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *square_avg, void *const *momentum_buffer, void *const *grad_avg) {
   void *const *const roles[] = {param, (void *const *)grad, square_avg, momentum_buffer, grad_avg};
   return api->step(GDFAST_RULE_RMSPROP, GDFAST_RMSPROP_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
-/* adagrad: Adagrad (Duchi et al. 2011), as torch.optim.Adagrad.
- * Arrays: param, grad; states sum. */
+/* adagrad: Adagrad (Duchi et al. 2011), as torch.optim.Adagrad. Arrays: param, grad; states sum. */
 #define GDFAST_RULE_ADAGRAD 4
 #define GDFAST_ADAGRAD_LAYOUT UINT64_C(0xf965417af09b0845)
 typedef struct gdfast_adagrad_hyper {
@@ -141,21 +146,22 @@ typedef struct gdfast_adagrad_hyper {
 } gdfast_adagrad_hyper;
 #define GDFAST_ADAGRAD_DEFAULTS {0.01, 0.0, 0.0, 0.0, 1e-10, 0, 1, 1.0}
 
-static inline int gdfast_adagrad_step(const gdfast_capi *api, gdfast_adagrad_hyper *hyper, int dtype,
-    int64_t n, void *param, const void *grad, void *sum) {
+static inline int gdfast_adagrad_step(const gdfast_capi *api, gdfast_adagrad_hyper *hyper,
+    int dtype, int64_t n, void *param, const void *grad, void *sum) {
   void *arrays[] = {param, (void *)grad, sum};
   void *const *const roles[] = {&arrays[0], &arrays[1], &arrays[2]};
   return api->step(GDFAST_RULE_ADAGRAD, GDFAST_ADAGRAD_LAYOUT, hyper, dtype, 1, &n, roles);
 }
 
 static inline int gdfast_adagrad_step_multi(const gdfast_capi *api, gdfast_adagrad_hyper *hyper,
-    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad, void *const *sum) {
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *sum) {
   void *const *const roles[] = {param, (void *const *)grad, sum};
   return api->step(GDFAST_RULE_ADAGRAD, GDFAST_ADAGRAD_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
-/* adadelta: Adadelta (Zeiler 2012), as torch.optim.Adadelta.
- * Arrays: param, grad; states square_avg, acc_delta. */
+/* adadelta: Adadelta (Zeiler 2012), as torch.optim.Adadelta. Arrays: param, grad; states
+ * square_avg, acc_delta. */
 #define GDFAST_RULE_ADADELTA 5
 #define GDFAST_ADADELTA_LAYOUT UINT64_C(0x89788b44f7968876)
 typedef struct gdfast_adadelta_hyper {
@@ -169,21 +175,22 @@ typedef struct gdfast_adadelta_hyper {
 } gdfast_adadelta_hyper;
 #define GDFAST_ADADELTA_DEFAULTS {1.0, 0.9, 1e-06, 0.0, 0, 1, 1.0}
 
-static inline int gdfast_adadelta_step(const gdfast_capi *api, gdfast_adadelta_hyper *hyper, int dtype,
-    int64_t n, void *param, const void *grad, void *square_avg, void *acc_delta) {
+static inline int gdfast_adadelta_step(const gdfast_capi *api, gdfast_adadelta_hyper *hyper,
+    int dtype, int64_t n, void *param, const void *grad, void *square_avg, void *acc_delta) {
   void *arrays[] = {param, (void *)grad, square_avg, acc_delta};
   void *const *const roles[] = {&arrays[0], &arrays[1], &arrays[2], &arrays[3]};
   return api->step(GDFAST_RULE_ADADELTA, GDFAST_ADADELTA_LAYOUT, hyper, dtype, 1, &n, roles);
 }
 
 static inline int gdfast_adadelta_step_multi(const gdfast_capi *api, gdfast_adadelta_hyper *hyper,
-    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad, void *const *square_avg, void *const *acc_delta) {
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *square_avg, void *const *acc_delta) {
   void *const *const roles[] = {param, (void *const *)grad, square_avg, acc_delta};
   return api->step(GDFAST_RULE_ADADELTA, GDFAST_ADADELTA_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
-/* adamax: Adamax (Kingma & Ba 2015), as torch.optim.Adamax.
- * Arrays: param, grad; states exp_avg, exp_inf. */
+/* adamax: Adamax (Kingma & Ba 2015), as torch.optim.Adamax. Arrays: param, grad; states exp_avg,
+ * exp_inf. */
 #define GDFAST_RULE_ADAMAX 6
 #define GDFAST_ADAMAX_LAYOUT UINT64_C(0x3c669412dde66c90)
 typedef struct gdfast_adamax_hyper {
@@ -206,13 +213,14 @@ static inline int gdfast_adamax_step(const gdfast_capi *api, gdfast_adamax_hyper
 }
 
 static inline int gdfast_adamax_step_multi(const gdfast_capi *api, gdfast_adamax_hyper *hyper,
-    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad, void *const *exp_avg, void *const *exp_inf) {
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *exp_avg, void *const *exp_inf) {
   void *const *const roles[] = {param, (void *const *)grad, exp_avg, exp_inf};
   return api->step(GDFAST_RULE_ADAMAX, GDFAST_ADAMAX_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
-/* nadam: NAdam (Dozat 2016), as torch.optim.NAdam.
- * Arrays: param, grad; states exp_avg, exp_avg_sq. */
+/* nadam: NAdam (Dozat 2016), as torch.optim.NAdam. Arrays: param, grad; states exp_avg,
+ * exp_avg_sq. */
 #define GDFAST_RULE_NADAM 7
 #define GDFAST_NADAM_LAYOUT UINT64_C(0x92dba676e6c0b291)
 typedef struct gdfast_nadam_hyper {
@@ -238,13 +246,14 @@ static inline int gdfast_nadam_step(const gdfast_capi *api, gdfast_nadam_hyper *
 }
 
 static inline int gdfast_nadam_step_multi(const gdfast_capi *api, gdfast_nadam_hyper *hyper,
-    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad, void *const *exp_avg, void *const *exp_avg_sq) {
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *exp_avg, void *const *exp_avg_sq) {
   void *const *const roles[] = {param, (void *const *)grad, exp_avg, exp_avg_sq};
   return api->step(GDFAST_RULE_NADAM, GDFAST_NADAM_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
-/* radam: RAdam (Liu et al. 2020), as torch.optim.RAdam.
- * Arrays: param, grad; states exp_avg, exp_avg_sq. */
+/* radam: RAdam (Liu et al. 2020), as torch.optim.RAdam. Arrays: param, grad; states exp_avg,
+ * exp_avg_sq. */
 #define GDFAST_RULE_RADAM 8
 #define GDFAST_RADAM_LAYOUT UINT64_C(0xab0ace487fc7ffce)
 typedef struct gdfast_radam_hyper {
@@ -268,13 +277,14 @@ static inline int gdfast_radam_step(const gdfast_capi *api, gdfast_radam_hyper *
 }
 
 static inline int gdfast_radam_step_multi(const gdfast_capi *api, gdfast_radam_hyper *hyper,
-    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad, void *const *exp_avg, void *const *exp_avg_sq) {
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *exp_avg, void *const *exp_avg_sq) {
   void *const *const roles[] = {param, (void *const *)grad, exp_avg, exp_avg_sq};
   return api->step(GDFAST_RULE_RADAM, GDFAST_RADAM_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
-/* asgd: Averaged SGD (Polyak & Juditsky 1992), as torch.optim.ASGD.
- * Arrays: param, grad; states ax. */
+/* asgd: Averaged SGD (Polyak & Juditsky 1992), as torch.optim.ASGD. Arrays: param, grad; states
+ * ax. */
 #define GDFAST_RULE_ASGD 9
 #define GDFAST_ASGD_LAYOUT UINT64_C(0x2e2870cb261c0739)
 typedef struct gdfast_asgd_hyper {
@@ -299,13 +309,14 @@ static inline int gdfast_asgd_step(const gdfast_capi *api, gdfast_asgd_hyper *hy
 }
 
 static inline int gdfast_asgd_step_multi(const gdfast_capi *api, gdfast_asgd_hyper *hyper,
-    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad, void *const *ax) {
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *ax) {
   void *const *const roles[] = {param, (void *const *)grad, ax};
   return api->step(GDFAST_RULE_ASGD, GDFAST_ASGD_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
-/* rprop: Rprop (Riedmiller & Braun 1993), as torch.optim.Rprop.
- * Arrays: param, grad; states prev, step_size. */
+/* rprop: Rprop (Riedmiller & Braun 1993), as torch.optim.Rprop. Arrays: param, grad; states
+ * prev, step_size. */
 #define GDFAST_RULE_RPROP 10
 #define GDFAST_RPROP_LAYOUT UINT64_C(0x6dc7c4c6187fae38)
 typedef struct gdfast_rprop_hyper {
@@ -328,7 +339,8 @@ static inline int gdfast_rprop_step(const gdfast_capi *api, gdfast_rprop_hyper *
 }
 
 static inline int gdfast_rprop_step_multi(const gdfast_capi *api, gdfast_rprop_hyper *hyper,
-    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad, void *const *prev, void *const *step_size) {
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *prev, void *const *step_size) {
   void *const *const roles[] = {param, (void *const *)grad, prev, step_size};
   return api->step(GDFAST_RULE_RPROP, GDFAST_RPROP_LAYOUT, hyper, dtype, count, sizes, roles);
 }
