@@ -6,10 +6,50 @@ constructors are ``gdfast.SGD``, ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``A
 lists them); ``gdfast.torch`` has the same for torch tensors.
 """
 
+import numbers
 import os
+import sys
 from typing import Any, List
 
-from . import _core, cuda, ops, optim
+try:
+    from . import _core
+except ImportError:
+    # Python found gdfast's source tree before the installed package (it was started in the
+    # checkout's root, or PYTHONPATH names it): the checkout holds no compiled _core, and the
+    # import fails with a misleading "circular import" message. Say what happened. A _core
+    # that is here and fails to load keeps its own error.
+    import importlib.machinery
+
+    _package = os.path.dirname(os.path.abspath(__file__))
+    _root = os.path.dirname(_package)
+    _suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    _compiled_here = any(name.startswith("_core.") and name.endswith(_suffixes)
+                         for name in os.listdir(_package))
+    _checkout = (os.path.isdir(os.path.join(_root, "csrc"))
+                 or os.path.isfile(os.path.join(_root, "pyproject.toml")))
+    if _compiled_here or not _checkout:
+        raise
+    # The installed gdfast it hides, if any: the same search without the checkout's root ("" on
+    # sys.path is the current folder).
+    _found = importlib.machinery.PathFinder.find_spec("gdfast", [
+        p for p in sys.path if os.path.realpath(p or os.curdir) != os.path.realpath(_root)])
+    _message = (f"gdfast was imported from its source tree {_package}, which holds no compiled "
+                "extension (pip builds gdfast._core)")
+    if _found is not None and _found.submodule_search_locations:
+        _message += (
+            f": Python searched {_root} first because it was started there (`python`, "
+            "`python -m pytest`) or PYTHONPATH names it, and the installed gdfast "
+            f"({_found.submodule_search_locations[0]}) is hidden by it. Run Python from another "
+            "folder (the tests: `pytest`, not `python -m pytest`), or install the checkout "
+            f"editable to work on it: `pip install -e .` in {_root}.")
+    else:
+        _message += (
+            f", and no installed gdfast was found. In {_root}, `pip install -e .` builds and "
+            "installs the checkout editable (importable from any folder, this one included); "
+            "or `pip install .` and run Python from another folder.")
+    raise ImportError(_message) from None
+
+from . import _spec, cuda, ops, optim
 from .isa import isa_info, set_isa, use_isa
 from .optim import Optimizer
 
@@ -21,6 +61,9 @@ _core.active_isa()
 _core.prefetch_bytes()
 
 
+_MAX_THREADS = 4096  # a pool beyond any machine's CPUs would only cost memory and wake-ups
+
+
 def get_num_threads() -> int:
     """Threads one step may use (default: GDFAST_NUM_THREADS, else the usable CPUs)."""
     return _core.get_num_threads()
@@ -28,7 +71,11 @@ def get_num_threads() -> int:
 
 def set_num_threads(n: int) -> None:
     """Let later steps use ``n`` >= 1 threads (the calling thread included)."""
-    _core.set_num_threads(n)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"n: expected an int, got {type(n).__name__}")
+    if not 1 <= n <= _MAX_THREADS:
+        raise ValueError(f"n: expected an int >= 1 and <= {_MAX_THREADS}, got {_spec.shown(n)}")
+    _core.set_num_threads(int(n))
 
 
 def get_include() -> str:

@@ -12,38 +12,38 @@ A body checks what torch's constructor checks beyond the rule's ranges and optio
 # ruff: noqa: N802 (the functions are named as the classes they describe)
 from __future__ import annotations
 
-import sys
 from typing import Any, Dict, Optional, Tuple
 
 from ._stepping import constructor
-
-
-def _is_tensor(x: Any) -> bool:
-    torch = sys.modules.get("torch")  # a torch tensor implies torch is imported
-    return torch is not None and isinstance(x, torch.Tensor)
+from ._stepping import is_tensor as _is_tensor
 
 
 def _adam_tensor_rules(lr: Any, betas: Any, foreach: Optional[bool],
                        capturable: bool) -> Optional[Dict[str, Any]]:
     """torch.optim.Adam's rules for tensor lr and betas; betas are stored as a tuple of
-    numbers."""
+    numbers. Unlike torch, ints are numbers too (0 is a beta; True is not, and the range
+    check says so, naming betas[i])."""
     if _is_tensor(lr) and foreach and not capturable:
         raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    if not isinstance(betas, (tuple, list)):
+        return None  # (a set, a number ...: the pair check names it)
     try:
         beta1, beta2 = betas
     except (TypeError, ValueError):
-        return None  # the pair check names it
-    if not (isinstance(beta1, float) and isinstance(beta2, float)
-            or _is_tensor(beta1) and _is_tensor(beta2)):
-        raise ValueError("betas must be either both floats or both Tensors")
+        return None
+    if _is_tensor(beta1) != _is_tensor(beta2):  # (torch's words: its tests match them)
+        raise ValueError("betas must be either both floats or both Tensors, got "
+                         f"{type(beta1).__name__} and {type(beta2).__name__}")
     if not _is_tensor(beta1):
-        return {"betas": (beta1, beta2)}  # a tuple, as torch stores them
+        # a tuple, as torch stores them; numbers or not, the group check names a bad one
+        return {"betas": (beta1, beta2)}
     for i, beta in enumerate((beta1, beta2)):
         if foreach and not capturable:
             raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False "
                              "and foreach=True")
         if beta.numel() != 1:
-            raise ValueError(f"Tensor betas[{i}] must be 1-element")
+            raise ValueError(f"betas[{i}]: Tensor betas[{i}] must be 1-element, got shape "
+                             f"{tuple(beta.shape)}")
     return {"betas": (beta1.item(), beta2.item())}
 
 

@@ -13,6 +13,9 @@ def plan(rule: int, hyper: Tuple[Any, ...]) -> Tuple[str, ...]: ...
 def step(
     rule: int, batches: Sequence[Tuple[Any, ...]], stream: Optional[int]
 ) -> Optional[List[Tuple[float, ...]]]: ...
+def check(
+    rule: int, batches: Sequence[Tuple[Any, ...]], stream: Optional[int]
+) -> None: ...
 def step_one(
     rule: int, param: Any, inputs: Tuple[Any, ...], states: Tuple[Any, ...],
     hyper: Tuple[Any, ...], device_scalars: Optional[Tuple[Any, ...]], stream: Optional[int], /

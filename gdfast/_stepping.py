@@ -7,13 +7,19 @@ gradient before anything is written, then steps all groups in one kernel call (o
 group, dtype and step count); state made for the step is stored only after it succeeded. The
 batches of a group (its params, their states and the arrays handed to the kernel) are kept
 from one step to the next and re-checked each step: making the arrays costs microseconds per
-tensor, checking that nothing was replaced a fraction of that.
+tensor, checking that nothing was replaced a fraction of that. Stored step counts and scalar
+states are checked when a batch is made and whenever they change (an edit in place, a loaded
+state_dict): a bad one is named as ``param_groups[i]['params'][j]: state['step']: ...``.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import math
+import numbers
+import sys
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
@@ -27,6 +33,50 @@ _SCALARS = frozenset((float, int, bool, str, type(None)))
 def _frozen(value: Any) -> bool:
     return type(value) in _SCALARS or (type(value) is tuple
                                        and all(type(x) in _SCALARS for x in value))
+
+
+def is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")  # a torch tensor implies torch is imported
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+# A stored step count is the number of steps taken: an int, exact as a double after the next
+# step (torch keeps it as a float tensor, so its integral floats are counts too).
+COUNT_LIMIT = 2**53
+_INF = math.inf
+
+
+def count_value(value: Any) -> Optional[int]:
+    """A stored step count as an int, or None if it is not one (bool, fraction, negative,
+    NaN, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    if not isinstance(value, numbers.Integral):
+        try:
+            f = float(value)
+        except (OverflowError, ValueError):
+            return None
+        if not (math.isfinite(f) and f.is_integer()):
+            return None
+        value = f
+    count = int(value)
+    return count if 0 <= count < COUNT_LIMIT else None
+
+
+def scalar_state_value(value: Any) -> Optional[float]:
+    """A stored scalar state (NAdam's mu_product, ASGD's eta and mu) as a float, or None if it
+    is not a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        f = float(value)
+    except (OverflowError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+COUNT_EXPECTED = "expected an int >= 0"
+SCALAR_EXPECTED = "expected a finite number"
 
 # Constructor arguments that hold two of a rule's hyperparameters.
 PAIRS: Dict[str, Tuple[str, str]] = {
@@ -72,16 +122,37 @@ class Constructor:
 
     def hyper_values(self, group: Mapping[str, Any]) -> Dict[str, Any]:
         """The rule's hyperparameters from a param group, pairs unpacked (betas -> beta1,
-        beta2); one a group lacks (an older state_dict's) takes the rule's default."""
+        beta2); one a group lacks (an older state_dict's) takes the rule's default. A pair
+        that is not a pair of numbers (or tensors) raises naming the pair and the element."""
         plain, pairs = self._sources
         out = {name: group.get(name, default) for name, default in plain}
         for key, a, b, defaults in pairs:
             value = group.get(key, defaults)
+            if type(value) is not tuple:  # (tuples of numbers: the usual case, checked below)
+                if isinstance(value, (str, bytes, Mapping, Set)) or not hasattr(value, "__iter__"):
+                    # unordered, or not a collection: no first and second element
+                    raise TypeError(f"{key}: expected a pair ({a}, {b}), got {value!r}")
             try:
                 out[a], out[b] = value
             except (TypeError, ValueError):
                 raise ValueError(f"{key}: expected a pair ({a}, {b}), got {value!r}") from None
+            for i, name in enumerate((a, b)):
+                x = out[name]
+                if type(x) is not float and (isinstance(x, bool) or not (
+                        isinstance(x, numbers.Real) or is_tensor(x))):
+                    raise TypeError(f"{key}[{i}] ({name}): expected "
+                                    f"{self._ranges[name].describe()}, got {x!r}")
         return out
+
+    @functools.cached_property
+    def _ranges(self) -> Dict[str, Any]:
+        return {f.name: f.range for f in self.rule.fields}
+
+    @functools.cached_property
+    def display_names(self) -> Dict[str, str]:
+        """A hyperparameter's name as the constructor takes it: betas[0] for beta1."""
+        return {name: f"{key}[{i}]" for key, pair in PAIRS.items() for i, name in enumerate(pair)
+                if name in self._ranges}
 
     @functools.cached_property
     def _sources(self) -> Tuple[Tuple[Tuple[str, Any], ...], Tuple[Tuple[Any, ...], ...]]:
@@ -127,7 +198,7 @@ class Member:
     """One parameter of a batch: where its state lives and what the kernel gets of it."""
 
     __slots__ = ("key", "param", "position", "store", "is_new", "states", "holders", "created",
-                 "objects")
+                 "objects", "layout")
 
     def __init__(self, key: Hashable, param: Any, position: int, store: Dict[str, Any],
                  is_new: bool) -> None:
@@ -138,6 +209,7 @@ class Member:
         self.holders: Dict[str, Any] = {}  # step count and scalar states, as stored
         self.created: Dict[str, Any] = {}  # made for this step, stored once it succeeded
         self.objects: List[Tuple[str, Any]] = []  # (name, object) the store must still hold
+        self.layout: Any = None  # the front end's note on how its arrays were made (torch)
 
 
 class Batch:
@@ -146,7 +218,7 @@ class Batch:
 
     __slots__ = ("names", "members", "params", "positions", "identities", "on_device",
                  "param_arrays", "state_args", "values", "first_call", "hyper", "indices",
-                 "front")
+                 "front", "where", "layouts")
 
     def __init__(self, names: Tuple[str, ...], members: List[Member], identities: Any,
                  on_device: bool, param_arrays: List[Any], state_args: Tuple[Any, ...],
@@ -162,6 +234,11 @@ class Batch:
         self.values = values  # the step count and scalar states of every member
         self.first_call = first_call  # states made on this call are written before read (SGD)
         self.front: Any = None  # what the front end keeps per batch
+        self.where = ""  # "param_groups[i]": the group, for messages
+        # The members' layout notes, or None if every member's is None (the usual case).
+        self.layouts: Optional[List[Any]] = None
+        if any(m.layout is not None for m in members):
+            self.layouts = [m.layout for m in members]
 
 
 Members = List[Tuple[Hashable, Any, Any, int]]  # (state key, param, grad array, index in group)
@@ -210,17 +287,27 @@ class StepPath:
         """A new step count or scalar state as it is stored."""
         return value
 
-    def _read(self, holder: Any) -> Any:
-        """A stored step count or scalar state's value (None: not read on the host)."""
-        return holder
+    def _read(self, holder: Any, name: str, where: str) -> Any:
+        """A stored step count or scalar state's value (None: not read on the host), checked:
+        TypeError/ValueError naming ``where`` and ``name`` otherwise."""
+        return self._checked_scalar(holder, name, where)
+
+    def _member_arrays(self, m: Member, where: str) -> Tuple[Any, List[Any]]:
+        """What the kernel gets for a member's param and states (may set ``m.layout``; raises
+        naming ``where``, the param, for arrays the kernel cannot step)."""
+        return self._array(m.param), [self._array(s) for s in m.states]
 
     def _scalar_values(self, batch: Batch) -> Optional[Dict[str, Any]]:
         """The batch's stored step count and scalar states, or None if they differ between
-        its members (one was edited in place)."""
+        its members (one was edited in place) or one is gone, None or unhashable (the batch is
+        then made anew, which checks them and names the culprit)."""
         values = {}
         for name in batch.values:
-            seen = {m.store[name] for m in batch.members}
-            if len(seen) != 1:
+            try:
+                seen = {m.store[name] for m in batch.members}
+            except (KeyError, TypeError):
+                return None
+            if len(seen) != 1 or None in seen:  # (None: only a device count, torch's)
                 return None
             values[name] = seen.pop()
         return values
@@ -255,9 +342,29 @@ class StepPath:
         scalars = tuple(batch.values[name] for name in self._ctor.scalar_names)
         cached = batch.hyper
         if not cached or cached[0] is not values or cached[1] != scalars:
+            for name, value in zip(self._ctor.scalar_names, scalars):  # edited in place?
+                if value is not None and not (type(value) is float and -_INF < value < _INF):
+                    self._checked_scalar(value, name, self._member_name(batch, 0))
             fields = self._ctor.rule.hyper({**values, **batch.values})[:-2]
             cached = batch.hyper = (values, scalars, fields)
         return (*cached[2], step, grad_scale)
+
+    def _checked_scalar(self, value: Any, name: str, where: str) -> Any:
+        """A stored step count (an int >= 0) or scalar state (a finite number), as stored;
+        TypeError/ValueError starting with ``where: state['name']`` otherwise."""
+        ok = count_value(value) if name == "step" else scalar_state_value(value)
+        if ok is None:
+            wrong_type = isinstance(value, bool) or not isinstance(value, numbers.Real)
+            expected = COUNT_EXPECTED if name == "step" else SCALAR_EXPECTED
+            raise (TypeError if wrong_type else ValueError)(
+                f"{where}: state[{name!r}]: {expected}, got {value!r}")
+        return value
+
+    @staticmethod
+    def _member_name(batch: Batch, k: int) -> str:
+        """A batch member as the user finds it: param_groups[i]['params'][j]."""
+        index = batch.indices[k] if batch.indices is not None else batch.members[k].position
+        return f"{batch.where}['params'][{index}]"
 
     def _scalar_starts(self, values: Mapping[str, Any]) -> Dict[str, float]:
         rule = self._ctor.rule
@@ -282,20 +389,31 @@ class StepPath:
         try:
             values = self._ctor.hyper_values(group)
             if self._converts_host_values:
-                values = {k: self._host(v) for k, v in values.items()}
+                try:
+                    values = {k: self._host(v) for k, v in values.items()}
+                except (TypeError, ValueError):  # again, naming the culprit
+                    values = {k: self._host_named(k, v) for k, v in values.items()}
             rule.check(values)
             names = rule.used_states(values)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}{e}") from None
         return values, names
 
+    def _host_named(self, name: str, value: Any) -> Any:
+        try:
+            return self._host(value)
+        except (TypeError, ValueError) as e:
+            shown = self._ctor.display_names.get(name, name)
+            raise type(e)(f"{shown}: {e}") from None
+
     # -- stepping ------------------------------------------------------------------------------
     def _step_all(self, members_of: Callable[[int, Dict[str, Any]], Members],
-                  amp: Mapping[str, Any]) -> None:
+                  amp: Mapping[str, Any], run: bool = True) -> None:
         """One step of every group, in one kernel call. ``members_of(i, group)`` lists (state
         key, param, grad, index in the group) for the params with gradients (_grad_arrays makes
         what the kernel gets of the grads, and may raise for one). ``amp`` holds grad_scale (a
-        number, or a CUDA tensor) and, for CUDA, found_inf."""
+        number, or a CUDA tensor) and, for CUDA, found_inf. ``run=False`` checks all of it and
+        changes nothing (a step that found_inf skips)."""
         if len(self._batch_cache) > len(self.param_groups):  # a group was removed: let go
             live = {id(g) for g in self.param_groups}  # of its arrays
             for cache in (self._batch_cache, self._checked_cache):
@@ -308,9 +426,7 @@ class StepPath:
             members = members_of(i, group)
             if members:
                 values, names = checked[i]
-                for batch in self._batches(group, members, names, values):
-                    if batch.indices is None:
-                        batch.indices = tuple(members[k][3] for k in batch.positions)
+                for batch in self._batches(group, members, names, values, f"param_groups[{i}]"):
                     grads = self._grad_arrays(batch, [members[k][2] for k in batch.positions])
                     # messages name arrays by their index in the group
                     work.append((batch, grads, group, values,
@@ -326,6 +442,9 @@ class StepPath:
             calls.append((batch.param_arrays, (grads,), batch.state_args,
                           self._batch_hyper(batch, values, step, grad_scale), label,
                           device_scalars))
+        if not run:
+            _core.check(self._ctor.rule.id, calls, stream)
+            return
         results = _core.step(self._ctor.rule.id, calls, stream)
         for k, (batch, *_) in enumerate(work):
             self._commit(batch, None if results is None else results[k])
@@ -335,7 +454,14 @@ class StepPath:
         kind = self._ctor.rule.step
         if kind == "counted":
             count = batch.values["step"]
-            return None if count is None else int(count) + 1
+            if count is None:  # a capturable count, on the device
+                return None
+            # NumPy keeps an int, torch a float (read from its tensor); in range unless edited
+            # in place, which the slow path names
+            if not (type(count) is int or type(count) is float and count.is_integer()) or not (
+                    0 <= count < COUNT_LIMIT):
+                self._checked_scalar(count, "step", self._member_name(batch, 0))
+            return int(count) + 1
         if kind == "first_call":
             return 1 if batch.first_call else 2
         return 0
@@ -361,14 +487,16 @@ class StepPath:
 
     # -- batches -------------------------------------------------------------------------------
     def _batches(self, group: Dict[str, Any], members: Members, names: Tuple[str, ...],
-                 values: Mapping[str, Any]) -> List[Batch]:
+                 values: Mapping[str, Any], where: str) -> List[Batch]:
         keys = tuple(m[0] for m in members)
         cached = self._batch_cache.get(id(group))
         if (cached is not None and cached[0] is group and len(cached[1]) == len(keys)
                 and all(a is b for a, b in zip(cached[1], keys))
                 and all(self._unchanged(b, names) for b in cached[2])):
+            for b in cached[2]:
+                b.where = where  # (a group before it may have been removed)
             return cached[2]
-        batches = self._new_batches(members, names, values)
+        batches = self._new_batches(members, names, values, where)
         self._batch_cache[id(group)] = (group, keys, batches)
         return batches
 
@@ -396,15 +524,20 @@ class StepPath:
         return True
 
     def _new_batches(self, members: Members, names: Tuple[str, ...],
-                     values: Mapping[str, Any]) -> List[Batch]:
+                     values: Mapping[str, Any], where: str) -> List[Batch]:
+        """Batches for a group's members with grads, every stored state checked (a step
+        count or scalar state that is not one, a state array the kernel cannot step: raises
+        naming the param as param_groups[i]['params'][j])."""
         rule = self._ctor.rule
         specs = {s.name: s for s in rule.states}
         starts = self._scalar_starts(values)
         scalar_names = (("step",) if rule.step == "counted" else ()) + tuple(starts)
         by_key: Dict[Tuple[Hashable, bool, Tuple[Any, ...]], List[Member]] = {}
-        for position, (key, p, *_) in enumerate(members):
+        made: Dict[int, Tuple[Any, List[Any]]] = {}
+        for position, (key, p, _, index) in enumerate(members):
             stored = self.state.get(key)
             m = Member(key, p, position, {} if stored is None else stored, stored is None)
+            who = f"{where}['params'][{index}]"
             for name in names:
                 obj = m.store.get(name)
                 if obj is None:
@@ -415,6 +548,11 @@ class StepPath:
             for name in scalar_names:
                 holder = m.store.get(name)
                 if holder is None:
+                    if name in m.store:  # None: starting again would be silently wrong
+                        self._checked_scalar(None, name, who)
+                    if name == "step" and any(n in m.store for n in rule.state_names):
+                        raise ValueError(f"{who}: state has {sorted(m.store)} but no 'step' "
+                                         "(the number of steps those states have seen)")
                     holder = m.created[name] = self._new_scalar(
                         p, name, 0 if name == "step" else starts[name])
                 m.holders[name] = holder
@@ -422,13 +560,17 @@ class StepPath:
             if self._scalars_are_objects:
                 m.objects += m.holders.items()
             first_call = any(specs[n].init == "unset" for n in m.created if n in specs)
-            scalar_values = tuple(self._read(m.holders[n]) for n in scalar_names)
+            scalar_values = tuple(self._read(m.holders[n], n, who) for n in scalar_names)
+            made[position] = self._member_arrays(m, who)
             by_key.setdefault((self._batch_key(p), first_call, scalar_values), []).append(m)
         batches = []
         for (_, first_call, scalar_values), ms in by_key.items():
-            arrays = {name: [self._array(m.states[k]) for m in ms] for k, name in enumerate(names)}
-            batches.append(Batch(names, ms, self._identities([m.param for m in ms]),
-                                 self._on_device(ms[0].param), [self._array(m.param) for m in ms],
-                                 tuple(arrays.get(n) for n in rule.state_names),
-                                 dict(zip(scalar_names, scalar_values)), first_call))
+            arrays = {name: [made[m.position][1][k] for m in ms] for k, name in enumerate(names)}
+            batch = Batch(names, ms, self._identities([m.param for m in ms]),
+                          self._on_device(ms[0].param), [made[m.position][0] for m in ms],
+                          tuple(arrays.get(n) for n in rule.state_names),
+                          dict(zip(scalar_names, scalar_values)), first_call)
+            batch.where = where
+            batch.indices = tuple(members[k][3] for k in batch.positions)
+            batches.append(batch)
         return batches

@@ -12,13 +12,22 @@ Each step checks every group and gradient first, then steps all groups in one ke
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import _constructors  # noqa: F401  (registers the constructors)
 from ._spec import State
-from ._stepping import CONSTRUCTORS, StepPath, make_class
+from ._stepping import (
+    CONSTRUCTORS,
+    COUNT_EXPECTED,
+    SCALAR_EXPECTED,
+    StepPath,
+    count_value,
+    is_tensor,
+    make_class,
+    scalar_state_value,
+)
 
 __all__ = ["Optimizer"] + list(CONSTRUCTORS)
 
@@ -32,6 +41,9 @@ def _check_param(p: Any, where: str) -> np.ndarray:
         raise TypeError(f"{where}: expected float32 or float64, got {p.dtype}")
     if not p.flags.c_contiguous:
         raise ValueError(f"{where}: must be C-contiguous")
+    if not p.flags.aligned:
+        raise ValueError(f"{where}: must be aligned to its element size (make an aligned copy, "
+                         "e.g. numpy.require(a, requirements='CA'), and keep that copy)")
     if not p.flags.writeable:
         raise ValueError(f"{where}: is read-only, but it is updated in place")
     return p
@@ -67,7 +79,11 @@ class Optimizer(StepPath):
         self.param_groups: List[ParamGroup] = []
         self.state: Dict[int, Dict[str, Any]] = {}
         self._batch_cache, self._checked_cache = {}, {}
-        groups: List[Any] = list(params) if not isinstance(params, np.ndarray) else [params]
+        try:
+            groups: List[Any] = list(params) if not isinstance(params, np.ndarray) else [params]
+        except TypeError:
+            raise TypeError("params: expected an array, a list of arrays or a list of param "
+                            f"group dicts, got {type(params).__name__}") from None
         if not groups:
             raise ValueError("params: optimizer got an empty parameter list")
         if not isinstance(groups[0], dict):
@@ -83,8 +99,12 @@ class Optimizer(StepPath):
         params = group.get("params")
         if params is None:
             raise ValueError("param_group: has no 'params' entry")
-        params = [params] if isinstance(params, np.ndarray) else list(params)
         where = f"param_groups[{len(self.param_groups)}]['params']"
+        try:
+            params = [params] if isinstance(params, np.ndarray) else list(params)
+        except TypeError:
+            raise TypeError(f"{where}: expected an array or a list of arrays, got "
+                            f"{type(params).__name__}") from None
         for i, p in enumerate(params):
             _check_param(p, f"{where}[{i}]")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
@@ -92,18 +112,48 @@ class Optimizer(StepPath):
             if id(p) in seen:
                 raise ValueError(f"{where}[{i}]: appears in more than one place")
             seen.add(id(p))
+        self._check_no_overlap(params, where)
         group["params"] = params
         for key, value in self.defaults.items():
             group.setdefault(key, value)
         self._checked_group(group, f"param_groups[{len(self.param_groups)}]: ")
         self.param_groups.append(group)
 
+    def _check_no_overlap(self, params: List[np.ndarray], where: str) -> None:
+        """New params must not share memory with each other or with any param already
+        held (views of one array in two groups would be stepped twice): one sweep over their
+        byte ranges, sorted by start (params are C-contiguous: one range each)."""
+        ranges = []
+        for gi, g in enumerate(self.param_groups):
+            ranges += [(p, f"param_groups[{gi}]['params'][{j}]", False)
+                       for j, p in enumerate(g["params"])]
+        ranges += [(p, f"{where}[{j}]", True) for j, p in enumerate(params)]
+        extents = []
+        for k, (p, _, _) in enumerate(ranges):
+            if p.nbytes:  # (an empty array holds no memory)
+                start = p.__array_interface__["data"][0]
+                extents.append((start, start + p.nbytes, k))
+        extents.sort()
+        furthest: Optional[Tuple[int, int, int]] = None
+        for extent in extents:
+            if furthest is not None and extent[0] < furthest[1]:
+                a, b = ranges[extent[2]], ranges[furthest[2]]
+                new, old = (a, b) if a[2] else (b, a)
+                raise ValueError(f"{new[1]}: shares memory with {old[1]}; each param must be "
+                                 "distinct (a shared element would be stepped twice)")
+            if furthest is None or extent[1] > furthest[1]:
+                furthest = extent
+
     # -- stepping ----------------------------------------------------------------------------
     def step(self, grads: Sequence[Optional[np.ndarray]]) -> None:
         """Update every parameter whose gradient is not None. ``grads`` lists one gradient
         per parameter, in the order of ``param_groups`` and their ``params``. Everything is
         checked before any parameter or state changes."""
-        grads = list(grads)
+        try:
+            grads = list(grads)
+        except TypeError:
+            raise TypeError("grads: expected a list of arrays (one per param, None to skip "
+                            f"one), got {type(grads).__name__}") from None
         flat = self._flat_params()
         if len(grads) != len(flat):
             raise ValueError(f"grads: expected {len(flat)} entries (one per param), "
@@ -150,46 +200,85 @@ class Optimizer(StepPath):
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Load a state_dict of an optimizer with the same groups and param shapes; arrays
-        are copied (converted to each param's dtype). Checked fully before anything changes."""
-        groups = state_dict["param_groups"]
+        are copied (converted to each param's dtype). Checked fully before anything changes:
+        a rejected one leaves the optimizer as it was, naming the entry at fault."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict: expected a dict (from state_dict()), got "
+                            f"{type(state_dict).__name__}")
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"state_dict: has no {key!r} entry")
+        saved_state, groups = state_dict["state"], state_dict["param_groups"]
+        if not isinstance(saved_state, Mapping):
+            raise TypeError(f"state_dict['state']: expected a dict, got "
+                            f"{type(saved_state).__name__}")
+        if not isinstance(groups, (list, tuple)):
+            raise TypeError(f"state_dict['param_groups']: expected a list, got "
+                            f"{type(groups).__name__}")
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict: has {len(groups)} param groups, optimizer has "
                              f"{len(self.param_groups)}")
+        saved_index: List[Tuple[Hashable, str]] = []  # (state key, where it is listed)
         for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
-            if len(saved["params"]) != len(mine["params"]):
-                raise ValueError(f"state_dict: param group {gi} has {len(saved['params'])} "
+            where = f"state_dict['param_groups'][{gi}]"
+            if not isinstance(saved, Mapping):
+                raise TypeError(f"{where}: expected a dict, got {type(saved).__name__}")
+            ids = saved.get("params")
+            if not isinstance(ids, (list, tuple)):
+                raise TypeError(f"{where}['params']: expected a list of state keys, got "
+                                f"{type(ids).__name__}")
+            if len(ids) != len(mine["params"]):
+                raise ValueError(f"state_dict: param group {gi} has {len(ids)} "
                                  f"params, optimizer's has {len(mine['params'])}")
+            saved_index += [(key, f"{where}['params'][{j}]") for j, key in enumerate(ids)]
+        seen: Dict[Hashable, str] = {}
+        for state_key, listed in saved_index:
+            try:
+                other = seen.setdefault(state_key, listed)
+            except TypeError:  # unhashable
+                raise TypeError(f"{listed}: expected a state key (an int), got "
+                                f"{type(state_key).__name__}") from None
+            if other is not listed:
+                raise ValueError(f"{listed}: {state_key!r} is listed twice (also at {other})")
         flat = self._flat_params()
-        saved_index = [i for g in groups for i in g["params"]]
         new_state: Dict[int, Dict[str, Any]] = {}
-        for position, key in enumerate(saved_index):
-            if key not in state_dict["state"]:
-                continue
-            p = flat[position]
-            entry = {}
-            for name, value in state_dict["state"][key].items():
-                is_array = isinstance(value, np.ndarray) or hasattr(value, "__array__")
-                if is_array and np.ndim(value) > 0:
-                    arr = np.array(value, dtype=p.dtype, copy=True, order="C")
-                    if arr.shape != p.shape:
-                        raise ValueError(f"state_dict: state[{key}][{name!r}] has shape "
-                                         f"{arr.shape}, param has {p.shape}")
-                    entry[name] = arr
-                elif is_array:  # a torch scalar tensor (a step count, a scalar state)
-                    entry[name] = _number(np.asarray(value).item(), integer=name == "step")
-                else:
-                    entry[name] = copy.deepcopy(value)
-            new_state[position] = entry
+        for position, (state_key, _) in enumerate(saved_index):
+            if state_key in saved_state:
+                new_state[position] = self._loaded_state(
+                    saved_state[state_key], flat[position], f"state_dict['state'][{state_key!r}]")
         new_groups = []
-        for saved, mine in zip(groups, self.param_groups):
+        for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
             group = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
             group["params"] = mine["params"]
+            self._check_group(group, f"state_dict['param_groups'][{gi}]: ")
             new_groups.append(group)
-        for gi, group in enumerate(new_groups):
-            self._checked_group(group, f"state_dict['param_groups'][{gi}]: ")
         self.state = new_state
         self.param_groups = new_groups
         self._batch_cache, self._checked_cache = {}, {}
+
+    def _loaded_state(self, entry: Any, p: np.ndarray, where: str) -> Dict[str, Any]:
+        """One param's saved state, checked and converted as this optimizer keeps it: state
+        arrays as copies in the param's dtype and shape, the step count as an int, scalar
+        states as floats."""
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{where}: expected a dict, got {type(entry).__name__}")
+        rule = self._ctor.rule
+        scalars = (("step",) if rule.step == "counted" else ()) + self._ctor.scalar_names
+        out: Dict[str, Any] = {}
+        for name, value in entry.items():
+            here = f"{where}[{name!r}]"
+            if name in rule.state_names:
+                if value is not None:  # (None: torch.optim.SGD's buffer before its first step)
+                    out[name] = _loaded_array(value, p, here)
+            elif name in scalars:
+                out[name] = _loaded_scalar(value, name, here)
+            else:
+                raise ValueError(f"{where}: unknown entry {name!r} ({type(self).__name__} "
+                                 f"keeps {', '.join(rule.state_names + scalars)})")
+        if "step" in scalars and "step" not in out and any(n in out for n in rule.state_names):
+            raise ValueError(f"{where}: has {', '.join(map(repr, out))} but no 'step' (the "
+                             "number of steps those states have seen)")
+        return out
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -199,8 +288,44 @@ class Optimizer(StepPath):
         return "\n".join(lines) + "\n)"
 
 
-def _number(value: Any, integer: bool) -> Any:
-    return int(value) if integer else float(value)
+def _as_numpy(value: Any) -> Any:
+    """A tensor (torch.optim's state_dict) as a NumPy array, floats exactly as float64 (NumPy
+    has no bfloat16); anything else as it is."""
+    if not is_tensor(value):
+        return value
+    value = value.detach().cpu().resolve_conj().resolve_neg()
+    return (value.double() if value.is_floating_point() else value).numpy()
+
+
+def _loaded_array(value: Any, p: np.ndarray, where: str) -> np.ndarray:
+    """A saved state array (NumPy, or a tensor: torch.optim's state_dict) as a copy in the
+    param's dtype: real floating point of the param's shape, nothing else."""
+    value = _as_numpy(value)
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{where}: expected an array, got {type(value).__name__}")
+    if value.dtype.kind != "f":  # complex, object, int, bool, str: no state of a real param
+        raise TypeError(f"{where}: expected a real floating-point array, got {value.dtype}")
+    if value.shape != p.shape:
+        raise ValueError(f"{where}: shape {value.shape} does not match its param's {p.shape}")
+    with np.errstate(over="ignore"):  # a float64 beyond float32: inf, as torch converts it
+        return np.array(value, dtype=p.dtype, copy=True, order="C")
+
+
+def _loaded_scalar(value: Any, name: str, where: str) -> Any:
+    """A saved step count (an int >= 0) or scalar state (a finite number), as a number or
+    a 1-element array or tensor (torch.optim keeps them so), converted to int / float."""
+    number = _as_numpy(value)
+    if isinstance(number, np.ndarray):
+        if number.size != 1 or number.dtype.kind not in "iuf":
+            raise TypeError(f"{where}: expected a number or a 1-element real array, got an "
+                            f"array of shape {number.shape} and dtype {number.dtype}")
+        number = number.item()
+    checked = count_value(number) if name == "step" else scalar_state_value(number)
+    if checked is None:
+        wrong_type = isinstance(number, bool) or not isinstance(number, (int, float, np.number))
+        raise (TypeError if wrong_type else ValueError)(
+            f"{where}: {COUNT_EXPECTED if name == 'step' else SCALAR_EXPECTED}, got {value!r}")
+    return checked
 
 
 for _ctor in CONSTRUCTORS.values():

@@ -8,6 +8,9 @@ Same constructor arguments and defaults, param groups (named parameters too), ``
 ``step(closure)``, LR schedulers, ``torch.amp.GradScaler`` (unscaling happens inside the fused
 pass) and the same ``state`` layout, so a state_dict moves between torch.optim and gdfast in
 both directions. A step checks every group first, then steps all of them in one kernel call.
+Params may be laid out densely in any order (channels_last): the step is elementwise, so such a
+param, its grad and its states (which keep its layout, as torch.optim's do) are stepped as
+flat views of their memory.
 CUDA params need a build with gdfast's CUDA kernels (then ``capturable=True`` keeps step
 counts, lr and the AMP scalars on the device). ``import gdfast`` never imports torch; this
 module does.
@@ -27,7 +30,7 @@ from . import (
     cuda,
 )
 from ._spec import State
-from ._stepping import CONSTRUCTORS, Batch, DeviceCall, StepPath, make_class
+from ._stepping import CONSTRUCTORS, Batch, DeviceCall, Member, StepPath, make_class
 
 __all__ = ["Optimizer"] + list(CONSTRUCTORS)
 
@@ -46,6 +49,43 @@ def _grad_array(g: torch.Tensor) -> Any:
     """A grad as the kernels get it; a non-contiguous one is read from a contiguous copy (the
     kernels read a grad, never write it), as torch.optim accepts it."""
     return _as_array(g if g.is_contiguous() else g.contiguous())
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Whether t's elements fill one block of memory without gaps or overlaps, in some order
+    of its dimensions (contiguous, channels_last, any permutation of a contiguous tensor)."""
+    expected = 1
+    for stride, size in sorted((st, n) for n, st in zip(t.shape, t.stride()) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _layout(t: torch.Tensor) -> Tuple[Any, ...]:
+    """What must agree between tensors stepped as flat views of their memory: shape, dtype,
+    device and the strides of the dimensions longer than 1 (the others are never stepped
+    over)."""
+    return (t.shape, t.dtype, t.device,
+            tuple(st for n, st in zip(t.shape, t.stride()) if n != 1))
+
+
+def _describe(t: torch.Tensor) -> str:
+    for name, fmt in (("channels_last", torch.channels_last),
+                      ("channels_last_3d", torch.channels_last_3d)):
+        if t.dim() == (4 if fmt is torch.channels_last else 5) and t.is_contiguous(
+                memory_format=fmt):
+            return name
+    return "non-contiguous"
+
+
+def _flat_array(t: torch.Tensor) -> Any:
+    """A dense tensor's memory as the 1-D array the kernels step (elementwise, so any order
+    works as long as param, grad and states share it); complex as real pairs."""
+    t = t.detach()
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    return _as_array(t.as_strided((t.numel(),), (1,), t.storage_offset()))
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -75,27 +115,43 @@ class Optimizer(StepPath, torch.optim.Optimizer):
             if self._ctor.rule.scalar_states:
                 raise ValueError(f"capturable=True: {name} keeps its scalar states on the host")
         lr = defaults.get("lr")
-        if torch.is_tensor(lr) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
+        if torch.is_tensor(lr) and lr.numel() != 1:  # (torch's words: its tests match them)
+            raise ValueError(f"lr: Tensor lr must be 1-element, got shape {tuple(lr.shape)}")
         self._batch_cache, self._checked_cache = {}, {}
         self._checked_group(defaults, "")
+        if not torch.is_tensor(params):  # (torch.optim names a tensor itself)
+            try:
+                iter(params)
+            except TypeError:
+                raise TypeError("params: expected an iterable of tensors or of param group "
+                                f"dicts, got {type(params).__name__}") from None
         torch.optim.Optimizer.__init__(self, params, defaults)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         # Everything is checked before torch.optim adds the group: a rejected one adds nothing.
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        where = f"param_groups[{len(self.param_groups)}]"
+        if "params" not in param_group:
+            raise ValueError(f"{where}: has no 'params' entry")
         params = param_group["params"]
         if isinstance(params, set):
             raise TypeError("optimizer parameters need to be organized in ordered collections, "
                             "but the ordering of tensors in sets will change between runs. "
                             "Please use a list instead.")
-        params = [params] if torch.is_tensor(params) else list(params)  # may be a generator
+        try:
+            params = [params] if torch.is_tensor(params) else list(params)  # may be a generator
+        except TypeError:
+            raise TypeError(f"{where}['params']: expected a tensor or an iterable of tensors, "
+                            f"got {type(params).__name__}") from None
         param_group = {**param_group, "params": params}
         for i, p in enumerate(params):
             t = p[1] if isinstance(p, tuple) and len(p) == 2 else p  # (name, tensor)
             if torch.is_tensor(t):  # anything else: torch.optim raises its own TypeError
                 _check_param(t, f"params[{i}]")
+                # torch updates an inference tensor in place only in inference mode
+                self._inference_params = getattr(self, "_inference_params", False) or \
+                    t.is_inference()
         self._checked_group({**self.defaults, **param_group},
                             f"param_groups[{len(self.param_groups)}]: ")
         super().add_param_group(param_group)
@@ -106,14 +162,25 @@ class Optimizer(StepPath, torch.optim.Optimizer):
     ) -> Optional[float]:
         loss = None
         if closure is not None:
+            if not callable(closure):
+                raise TypeError(f"closure: expected a callable or None, got "
+                                f"{type(closure).__name__}")
             with torch.enable_grad():
                 loss = closure()
+        if getattr(self, "_inference_params", False) and not torch.is_inference_mode_enabled():
+            raise RuntimeError("params: some are inference tensors, which torch does not let "
+                               "anything update in place outside torch.inference_mode() (as "
+                               "torch.optim, which raises the same way): step inside it, or "
+                               "clone them first")
         found_inf = getattr(self, "found_inf", None)
         grad_scale = getattr(self, "grad_scale", None)
         if found_inf is None or found_inf.device.type == "cpu":
-            if found_inf is not None and float(found_inf) != 0.0:
-                return loss  # an AMP step with inf/nan gradients: skipped, counts unchanged
             amp: Dict[str, Any] = {"grad_scale": 1.0 if grad_scale is None else float(grad_scale)}
+            if found_inf is not None and float(found_inf) != 0.0:
+                # An AMP step with inf/nan gradients: skipped, counts unchanged, but checked
+                # like a step (a bad argument is an error whatever the gradients hold).
+                self._step_all(self._members, amp, run=False)
+                return loss
         else:  # CUDA: the kernels read the scale and the inf flag on the device (no sync)
             amp = {"grad_scale": 1.0 if grad_scale is None else grad_scale, "found_inf": found_inf}
         self._amp = amp
@@ -124,23 +191,46 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         return [(p, p, g, i) for i, p in enumerate(group["params"]) if (g := p.grad) is not None]
 
     def _grad_arrays(self, batch: Batch, grads: List[Any]) -> List[Any]:
+        if batch.layouts is not None:  # a param stepped as a flat view (channels_last)
+            return [self._laid_out_grad(batch, k, g) for k, g in enumerate(grads)]
         if batch.on_device or batch.members[0].param.is_complex():
-            return [self._checked_grad(g) for g in grads]
+            return [self._checked_grad(batch, k, g) for k, g in enumerate(grads)]
         out = []
-        for g in grads:
+        for k, g in enumerate(grads):
             try:  # the fast path: a dense, contiguous CPU grad that does not require grad
                 array = g.numpy()
                 if not array.flags.c_contiguous:
                     array = _grad_array(g)
             except (RuntimeError, TypeError):  # sparse, or requires grad (create_graph=True)
-                array = self._checked_grad(g)
+                array = self._checked_grad(batch, k, g)
             out.append(array)
         return out
 
-    def _checked_grad(self, g: torch.Tensor) -> Any:
-        if g.is_sparse:
-            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+    def _checked_grad(self, batch: Batch, k: int, g: torch.Tensor) -> Any:
+        if g.layout != torch.strided:  # (RuntimeError, as torch.optim's)
+            raise RuntimeError(f"{self._member_name(batch, k)}.grad: {type(self).__name__} does "
+                               f"not support sparse gradients (layout {g.layout})")
         return _grad_array(g)
+
+    def _laid_out_grad(self, batch: Batch, k: int, g: torch.Tensor) -> Any:
+        """The grad of a param stepped as a flat view: a flat view of it if laid out as the
+        param, else of a copy that is (the kernel checks only the flat arrays, so everything
+        it would check of the tensors is checked here)."""
+        layout = batch.layouts[k] if batch.layouts is not None else None
+        if layout is None:  # this member is stepped as it is
+            return self._checked_grad(batch, k, g)
+        p = batch.members[k].param
+        who = self._member_name(batch, k)
+        if g.layout != torch.strided:
+            self._checked_grad(batch, k, g)
+        if g.dtype != p.dtype:
+            raise TypeError(f"{who}.grad: expected {p.dtype} like its param, got {g.dtype}")
+        if g.shape != p.shape or g.device != p.device:
+            raise ValueError(f"{who}.grad: shape {tuple(g.shape)} on {g.device} does not match "
+                             f"its param's {tuple(p.shape)} on {p.device}")
+        if _layout(g) != layout:
+            g = torch.empty_like(p).copy_(g)  # (empty_like keeps a dense param's strides)
+        return _flat_array(g)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self._batch_cache, self._checked_cache = {}, {}  # new state tensors and param groups
@@ -184,8 +274,62 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         device = param.device if self.defaults.get("capturable") else "cpu"
         return torch.tensor(float(value), dtype=_scalar_dtype(), device=device)
 
-    def _read(self, holder: Any) -> Any:
-        return None if self._capturable_count(holder) else float(holder)
+    def _read(self, holder: Any, name: str, where: str) -> Any:
+        """A stored count or scalar state: a 1-element real tensor (as torch.optim keeps
+        them), with a valid value unless it lives on the device (capturable)."""
+        if not torch.is_tensor(holder) or holder.numel() != 1 or holder.is_complex() or (
+                holder.dtype == torch.bool):
+            shown = (f"a tensor of shape {tuple(holder.shape)} and dtype {holder.dtype}"
+                     if torch.is_tensor(holder) else repr(holder))
+            raise TypeError(f"{where}: state[{name!r}]: expected a 1-element real tensor (as "
+                            f"torch.optim keeps it), got {shown}")
+        if self._capturable_count(holder):
+            return None
+        if holder.device.type == "cpu":
+            try:
+                holder.detach().numpy()  # as _front reads and writes it
+            except TypeError:
+                raise TypeError(f"{where}: state[{name!r}]: dtype {holder.dtype} is not "
+                                "supported; expected float32 or float64") from None
+        value = float(holder)
+        return self._checked_scalar(value, name, where)
+
+    def _member_arrays(self, m: Member, where: str) -> Tuple[Any, List[Any]]:
+        """A param and its states as they are if the param is contiguous (the usual case;
+        the kernel checks them); if it is dense in another layout (channels_last), flat views
+        of their memory, once all are checked to share its layout."""
+        p = m.param
+        names = [n for n, _ in m.objects[:len(m.states)]]  # (objects start with the states)
+        for name, s in zip(names, m.states):
+            if not torch.is_tensor(s):
+                raise TypeError(f"{where}: state[{name!r}]: expected a tensor, got "
+                                f"{type(s).__name__}")
+        if p.is_contiguous():
+            for name, s in zip(names, m.states):
+                if not s.is_contiguous():  # (else the kernel's message, with NumPy's advice)
+                    raise ValueError(f"{where}: state[{name!r}]: is not contiguous (strides "
+                                     f"{s.stride()}) like its param; make it so, e.g. "
+                                     "state[name] = state[name].contiguous()")
+            return self._array(p), [self._array(s) for s in m.states]
+        if not _dense(p):
+            raise ValueError(f"{where}: {_NOT_DENSE}")
+        layout = _layout(p)
+        for name, s in zip(names, m.states):
+            if _layout(s) == layout:
+                continue
+            here = f"{where}: state[{name!r}]"
+            if s.dtype != p.dtype:
+                raise TypeError(f"{here}: expected {p.dtype} like its param, got {s.dtype}")
+            if s.shape != p.shape or s.device != p.device:
+                raise ValueError(f"{here}: shape {tuple(s.shape)} on {s.device} does not "
+                                 f"match its param's {tuple(p.shape)} on {p.device}")
+            raise ValueError(f"{here}: strides {s.stride()} differ from its param's "
+                             f"{p.stride()} (a {_describe(p)} tensor); the step is elementwise "
+                             "over memory, so a state must be laid out as its param: make the "
+                             "param contiguous (p.data = p.data.contiguous()), or the state "
+                             "like it (torch.empty_like(p).copy_(state))")
+        m.layout = layout
+        return _flat_array(p), [_flat_array(s) for s in m.states]
 
     def _capturable_count(self, holder: Any) -> bool:
         return bool(self.defaults.get("capturable")) and holder.device.type != "cpu"
@@ -255,7 +399,17 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         torch.autograd.graph.increment_version(written)
 
 
+_NOT_DENSE = ("has gaps or overlaps in memory (a view such as x[:, ::2] or an expanded "
+              "tensor); gdfast steps contiguous tensors and dense layouts such as channels_last: "
+              "make it one, e.g. p.data = p.data.contiguous()")
+
+
 def _check_param(p: torch.Tensor, where: str) -> None:
+    if p.layout != torch.strided:
+        raise ValueError(f"{where}: is a sparse tensor ({p.layout}); gdfast steps dense "
+                         "tensors (use p.to_dense(), or torch.optim.SparseAdam)")
+    if not (p.is_contiguous() or _dense(p)):
+        raise ValueError(f"{where}: {_NOT_DENSE}")
     if p.device.type == "cuda" and not cuda.is_available():
         raise ValueError(f"{where}: is on {p.device}, but gdfast's CUDA kernels are not "
                          "available (CPU-only build, or no GPU)")

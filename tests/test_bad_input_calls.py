@@ -90,6 +90,28 @@ def test_found_inf_tensor_with_torch() -> None:
     assert not torch.equal(p, torch.ones(4))
 
 
+def test_a_torch_step_found_inf_skips_is_checked_all_the_same() -> None:
+    """GradScaler hands gdfast.torch its found_inf: a skipped step changes nothing, and still
+    refuses what a taken one would (here a negative lr set in the second group)."""
+    torch = pytest.importorskip("torch")
+    import gdfast.torch as gt
+
+    params = [torch.ones(4, requires_grad=True), torch.ones(4, requires_grad=True)]
+    for p in params:
+        p.grad = torch.ones(4)
+    opt = gt.Adam([{"params": params[:1]}, {"params": params[1:]}], lr=0.1)
+    opt.grad_scale, opt.found_inf = torch.ones(()), torch.ones(())
+    opt.step()
+    assert all(torch.equal(p, torch.ones(4)) for p in params) and not opt.state
+    opt.param_groups[1]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"^param_groups\[1\]: lr: expected a finite number"):
+        opt.step()
+    opt.param_groups[1]["lr"] = 0.1
+    opt.found_inf = torch.zeros(())
+    opt.step()
+    assert not any(torch.equal(p, torch.ones(4)) for p in params)
+
+
 # -- 3: huge and inexact integers ------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["lr", "beta1", "eps", "weight_decay", "grad_scale"])
 def test_a_huge_integer_hyperparameter_is_a_named_value_error(name: str) -> None:
@@ -313,3 +335,19 @@ def test_an_inference_tensor_is_written_only_in_inference_mode() -> None:
         ops.sgd_(p, g, step=1, lr=0.1)
     assert torch.equal(p, q)
 
+
+
+def test_an_optimizer_of_inference_tensors_steps_only_in_inference_mode() -> None:
+    torch = pytest.importorskip("torch")
+    import gdfast.torch as gt
+
+    with torch.inference_mode():
+        w = torch.ones(3)
+    w.grad = torch.ones(3)
+    opt = gt.SGD([w], lr=0.1)
+    with pytest.raises(RuntimeError, match=r"^params: some are inference tensors"):
+        opt.step()
+    assert torch.equal(w, torch.ones(3))
+    with torch.inference_mode():
+        opt.step()
+    assert torch.allclose(w, torch.full((3,), 0.9))

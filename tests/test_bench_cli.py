@@ -4,14 +4,17 @@ and batches; no timing is asserted."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 import copy
 import dataclasses
 import io
 import json
+import math
 import os
 import pathlib
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -23,7 +26,7 @@ import pytest
 
 import gdfast
 from gdfast._stepping import CONSTRUCTORS
-from gdfast.bench import cli, compare, gate, impls, progress, report
+from gdfast.bench import cli, compare, eta, gate, impls, progress, report
 from gdfast.bench.cases import CASES, DEFAULT, TORCH_PATHS, Case, parse_optimizers
 from gdfast.bench.gate import Gate, rtol
 from gdfast.bench.impls import (
@@ -40,6 +43,7 @@ from gdfast.bench.impls import (
     registry,
     state_starts,
 )
+from gdfast.bench.suite import derive
 from gdfast.bench.workloads import make_data, many_small, parse_sizes, single
 
 # What each case's step reads and writes besides param and grad: the state arrays its options
@@ -258,11 +262,13 @@ def test_memory_budget_scales_sizes_down(tmp_path: Any,
 
 def test_slow_references_are_skipped_above_the_limit(tmp_path: Any,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    argv = TINY + ["--optimizers", "sgd", "--impls", "gdfast,numpy", "--slow-limit", "500"]
+    argv = TINY + ["--optimizers", "sgd", "--impls", "gdfast,numpy", "--sizes", "1000,2000",
+                   "--slow-limit", "1500"]
     code, doc, out = run_json(argv, tmp_path, capsys)
     assert code == 0
-    (npy,) = rows_of(doc, implementation="numpy")
-    assert npy["status"] == "skipped" and "slow" in npy["message"]
+    small, large = rows_of(doc, implementation="numpy")
+    assert small["workload"] == "1e3" and small["status"] == "ok"
+    assert large["status"] == "skipped" and "slow" in large["message"]
     assert any(note.startswith("numpy not run on sgd: slow reference") for note in doc["notes"])
 
 
@@ -809,10 +815,17 @@ def test_deepspeed_in_float64_is_skipped_with_a_reason(
         monkeypatch: pytest.MonkeyPatch) -> None:
     torch = pytest.importorskip("torch")
     _fake_deepspeed(monkeypatch, torch)
-    argv = TINY + ["--optimizers", "adam", "--impls", "gdfast,deepspeed", "--dtype", "float64"]
+    argv = TINY + ["--optimizers", "adam,sgd", "--dtype", "float64"]
+    # named, and runs none of the groups: an error before anything runs
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv + ["--impls", "gdfast,deepspeed,numpy"])
+    assert info.value.code == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "deepspeed runs none of the groups asked for" in err and "float32 only" in err
+    # in the default set: its rows are skipped with the reason, the run goes on
     code, doc, _ = run_json(argv, tmp_path, capsys)
     assert code == 0
-    (row,) = rows_of(doc, implementation="deepspeed")
+    (row,) = rows_of(doc, implementation="deepspeed", optimizer="adam")
     assert row["status"] == "skipped" and "float32 only" in row["message"]
 
 
@@ -900,8 +913,8 @@ def test_low_level_modules_import_nothing_above_them() -> None:
     """The layers, bottom up: optional, reference, workloads, progress, report; machine,
     compare; timing; bandwidth. None imports the cases, the implementations or the suite."""
     allowed = {
-        "optional": set(), "reference": set(), "workloads": set(), "progress": set(),
-        "report": set(), "plot": set(),
+        "optional": set(), "reference": set(), "workloads": set(), "eta": set(),
+        "progress": {"eta"}, "report": set(), "plot": set(),
         "machine": {"optional"}, "compare": {"report"},
         "timing": {"machine"},
         "bandwidth": {"optional", "timing"},
@@ -911,3 +924,426 @@ def test_low_level_modules_import_nothing_above_them() -> None:
         assert got <= ok, (module, got - ok)
     # and the levels above still do what they did through these
     assert "impls" not in _bench_imports(BENCH / "gate.py")
+
+
+# ---------------------------------------------------------------------------------------------
+# Help, and implementations named in --impls that cannot run
+
+def test_every_option_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = cli.build_parser()
+    bare = [a.option_strings for a in parser._actions
+            if a.option_strings and (not a.help or a.help == argparse.SUPPRESS)]
+    assert bare == []
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps at the terminal width
+    assert "--seed SEED seed of the random initial parameters and gradients" in text
+    assert "element type of the parameters, gradients and states" in text
+    assert "--batches N timed batches per implementation" in text
+    assert "default: 5; --quick 3, --full 7" in text  # the presets, from MODES
+
+
+class Missing(Implementation):
+    """An implementation whose package is not installed."""
+
+    name = "missing"
+    install = "pip install frobnicate"
+
+    def check_available(self) -> None:
+        raise impls.Unavailable("frobnicate does not import (ModuleNotFoundError)")
+
+
+class Elsewhere(Implementation):
+    """Available, and runs none of the cases."""
+
+    name = "elsewhere"
+
+    def supports(self, case: Case, dtype: Any) -> Optional[str]:
+        return "not in elsewhere"
+
+
+@pytest.mark.parametrize("impls_arg, needles", [
+    ("gdfast,missing", ["missing cannot run here", "frobnicate does not import",
+                        "pip install frobnicate"]),
+    ("gdfast,elsewhere", ["elsewhere runs none of the groups asked for: not in elsewhere"]),
+    ("gdfast,numpy", ["numpy runs none of the groups", "--slow-limit 0"]),  # 1e3 > 500
+], ids=["unavailable", "supports-none", "too-slow-everywhere"])
+def test_an_implementation_named_in_impls_that_cannot_run_is_an_error(
+        impls_arg: str, needles: List[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Named in --impls and unable to run (not installed, or no group it runs): exit 2
+    before anything runs, naming it and why; it is never silently left out."""
+    implementations = registry() + [Missing(), Elsewhere()]
+    with pytest.raises(SystemExit) as info:
+        cli.main(TINY + ["--optimizers", "sgd", "--impls", impls_arg, "--slow-limit", "500"],
+                 implementations=implementations)
+    assert info.value.code == cli.EXIT_USAGE
+    captured = capsys.readouterr()
+    for needle in needles:
+        assert needle in captured.err
+    assert captured.out == ""  # no table: nothing ran
+
+
+def test_an_unavailable_implementation_in_the_default_set_is_a_note(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    implementations = [i for i in registry() if i.name == "gdfast"] + [Missing()]
+    code, out, _ = run(TINY + ["--optimizers", "sgd"], capsys, implementations)
+    assert code == 0
+    assert "missing: not run (frobnicate does not import" in " ".join(out.split())
+    assert "pip install frobnicate" in out
+    assert [x for x in out.splitlines() if len(x) > 100] == []
+
+
+def test_deepspeed_named_and_not_installed_is_an_error(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's case: `--impls deepspeed` without DeepSpeed exited 0 with an empty table."""
+    pytest.importorskip("torch")
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # import deepspeed fails
+    with pytest.raises(SystemExit) as info:
+        cli.main(TINY + ["--optimizers", "adam", "--impls", "deepspeed"])
+    assert info.value.code == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "deepspeed cannot run here" in err
+    assert "pip install --no-build-isolation deepspeed" in err
+
+
+class NeverBuilds(Implementation):
+    """Available and supporting every case, but its build is refused at run time (as a
+    DeepSpeed op that does not compile)."""
+
+    name = "never-builds"
+
+    def build(self, case: Case, data: Any) -> Runner:
+        raise impls.Unavailable("its op does not build here")
+
+
+def test_a_named_implementation_that_ran_in_no_group_fails_the_run(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    implementations = registry() + [NeverBuilds()]
+    path = str(tmp_path / "run.json")
+    code, out, err = run(TINY + ["--optimizers", "sgd", "--impls", "gdfast,never-builds",
+                                 "--json", path], capsys, implementations)
+    assert code == cli.EXIT_USAGE
+    assert "never-builds ran in no group: its op does not build here" in err
+    with open(path) as f:  # the run's report is still written
+        assert rows_of(json.load(f), implementation="never-builds", status="skipped")
+
+
+# ---------------------------------------------------------------------------------------------
+# The time left (eta.py): predicted from what the run measured so far; no wall clock here
+
+
+def test_time_left_is_the_model_scaled_by_what_the_groups_done_took() -> None:
+    slot = eta.Slot("impl", 1, 6)  # six gate steps, then batches
+    groups = [eta.Group("1e3", 4000.0, (slot,)), eta.Group("1e3", 8000.0, (slot,))]
+    est = eta.Estimator(groups, batches=5, batch_time=0.1)
+    assert est.remaining() is None  # nothing measured: nothing to show
+    per_batch_time = 5 * eta.BATCH_FILL + eta.CALIBRATION  # batch times per slot
+    model0 = per_batch_time * 0.1 + 6 * 0.01  # its step (10 ms) is below the batch time
+    est.done(0, 2 * model0, {("impl", 1): 0.01})  # it took twice what the model says
+    assert est.correction() == pytest.approx(2.0)
+    # the same workload with twice the bytes: a 20 ms step, and the same factor 2
+    assert est.remaining() == pytest.approx(2 * (per_batch_time * 0.1 + 6 * 0.02))
+    est.done(1, 1.0, {("impl", 1): 0.02})
+    assert est.remaining() == 0.0
+
+
+def test_step_time_extrapolates_by_the_marginal_cost_never_below_the_ceiling() -> None:
+    est = eta.Estimator([eta.Group("1e6", 1e6, ()), eta.Group("1e7", 1e7, ())], 1, 0.01)
+    est.set_ceiling(1, 1e9)  # 1 ns per byte at best
+    assert est.step_time("a", 1, "1e8", 1e8) == pytest.approx(0.1)  # never measured
+    est.done(0, 1.0, {("a", 1): 2e-3})
+    # one size measured: the rest of the bytes at the ceiling
+    assert est.step_time("a", 1, "1e8", 1e8) == pytest.approx(2e-3 + 99e6 * 1e-9)
+    est.done(1, 1.0, {("a", 1): 5e-2})
+    # two sizes: their marginal cost, 48 ms / 9e6 bytes, above the ceiling's
+    assert est.step_time("a", 1, "1e8", 1e8) == pytest.approx(5e-2 + 9e7 * 48e-3 / 9e6)
+    # below the largest measured: the nearest larger one scaled down by bytes
+    assert est.step_time("a", 1, "5e6", 5e6) == pytest.approx(5e-2 / 2)
+    # a workload measured on another optimizer: scaled by the bytes each moves
+    assert est.step_time("a", 1, "1e6", 2.5e6) == pytest.approx(2e-3 * 2.5)
+    # the same step time measured at a close size (another optimizer's bytes) is no slope
+    est2 = eta.Estimator([], 1, 0.01)
+    est2.ceiling[1] = 1e9
+    est2.groups = [eta.Group("x", 1.0e6, ()), eta.Group("y", 1.4e6, ())]
+    est2.done(0, 1.0, {("a", 1): 1e-3})
+    est2.done(1, 1.0, {("a", 1): 9e-3})  # noise: 8 ms for 0.4e6 more bytes
+    assert est2.step_time("a", 1, "z", 1e8) == pytest.approx(9e-3 + (1e8 - 1.4e6) * 1e-9)
+
+
+def _default_like_run() -> Tuple[List[eta.Group], List[Tuple[float, Dict[Any, float]]]]:
+    """A default run's shape (machine bandwidth, then 1e3..1e8, gpt2-small and 1000x1024 for
+    five optimizers) with made-up 'true' durations built differently from eta's model: step
+    times with a per-call (or per-tensor) overhead and a cache cliff at 32 MB, a 1.4x load,
+    calibration of 2.5 batch times, a fixed cost per slot and per group, slow set-up."""
+    impl = {"gdfast": (2e-6, 150e9, 50e9, False), "numpy": (10e-6, 4e9, 2e9, True),
+            "torch-loop": (30e-6, 10e9, 8e9, True), "torch-foreach": (60e-6, 20e9, 10e9, True),
+            "torch-fused": (30e-6, 100e9, 50e9, False), "bound": (1e-6, 160e9, 52e9, False),
+            "arith": (1e-6, 200e9, 200e9, False)}  # overhead s, cache B/s, DRAM B/s, slow
+
+    def step(name: str, nbytes: float, tensors: int, wobble: float) -> float:
+        overhead, in_cache, dram, _ = impl[name]
+        per_tensor = name in ("numpy", "torch-loop", "torch-fused")
+        return ((overhead * tensors if per_tensor else overhead)
+                + nbytes / (in_cache if nbytes < 32e6 else dram)) * wobble
+
+    batches, batch_time = 5, 0.02
+    machine = tuple(eta.Slot(f"stream{k}", 2, 2) for k in range(4))
+    groups = [eta.Group("(machine)", 2**24 * 24, machine)]
+    truth = [(2.5, {(f"stream{k}", 2): 2**24 * (12 + 8 * k) / 50e9 for k in range(4)})]
+    workloads = [(f"1e{k}", 10**k, 1) for k in range(3, 9)] + [("gpt2-small", 124e6, 148),
+                                                              ("1000x1024", 1.02e6, 1000)]
+    for name, n, tensors in workloads:
+        for i, bytes_per_elem in enumerate((12, 20, 28, 28, 20)):
+            slots, steps, took = [], {}, 0.3
+            for impl_name, (_, _, _, slow) in impl.items():
+                if slow and n > 1e7:
+                    continue
+                gate = 1 if impl_name in ("bound", "arith") else 6
+                slots.append(eta.Slot(impl_name, 2, gate))
+                t = step(impl_name, n * bytes_per_elem, tensors, 1 + 0.1 * math.sin(i + n))
+                steps[(impl_name, 2)] = t
+                took += 1.4 * ((batches * 1.35 + 2.5) * max(batch_time, t) + gate * t) + 0.08
+            setup = (2 * n * 4 if i == 0 else 0) + len(slots) * 3 * n * 4
+            took += setup / 0.5e9
+            groups.append(eta.Group(name, n * bytes_per_elem, tuple(slots), setup))
+            truth.append((took, steps))
+    return groups, truth
+
+
+def test_time_left_stays_within_2x_of_the_truth_where_counting_groups_does_not() -> None:
+    """The issue's failure: counting groups predicts the large ones at the small ones' pace.
+    On a made-up default-like run (truth not built from eta's model), the estimate after each
+    group stays within 2x of the true time left (measured: at most 1.68x off, right after
+    the machine bandwidth; within 1.3x from the 1e5 groups on), where counting groups is off
+    by more than 2x (measured: 2.6x, predicting 100 s for 257 s)."""
+    groups, truth = _default_like_run()
+    est = eta.Estimator(groups, batches=5, batch_time=0.02)
+    total = sum(took for took, _ in truth)
+    elapsed = 0.0
+    worst = worst_counting = 1.0
+    for i, (took, steps) in enumerate(truth):
+        elapsed += took
+        if i == 0:
+            est.set_ceiling(2, 50e9)  # what the machine-bandwidth unit measured
+        est.done(i, took, steps)
+        true_left = total - elapsed
+        if true_left <= 0:
+            break
+        left = est.remaining()
+        assert left is not None
+        counting = elapsed / (i + 1) * (len(groups) - i - 1)
+        worst = max(worst, left / true_left, true_left / left)
+        worst_counting = max(worst_counting, counting / true_left, true_left / counting)
+    assert worst < 2.0
+    assert worst_counting > 2.0
+
+
+def test_format_left() -> None:
+    assert eta.format_left(None) == ""
+    assert eta.format_left(float("nan")) == ""
+    assert eta.format_left(-3.0) == "~0:00 left"
+    assert eta.format_left(125.4) == "~2:05 left"
+    assert eta.format_left(3725.0) == "~1:02:05 left"
+
+
+def test_progress_shows_the_time_left() -> None:
+    stream = io.StringIO()
+    bar = progress.make("plain", stream)
+    bar.start(2)
+    bar.advance("adam 1e3", 125.0)
+    bar.advance("lion 1e3", None)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("s, ~2:05 left)") and "left" not in lines[1]
+
+
+def test_the_plan_lists_the_slots_each_group_times(capsys: pytest.CaptureFixture[str]) -> None:
+    """What the estimate is told before the run matches what the run timed: per group, the
+    implementations (the slow reference skipped above --slow-limit) and thread counts."""
+    from gdfast.bench.suite import Suite
+
+    parser = cli.build_parser()
+    argv = TINY + ["--optimizers", "sgd,adam", "--impls", "gdfast,numpy", "--sizes",
+                   "1000,2000", "--slow-limit", "1500", "--threads", "1,2",
+                   "--progress", "plain"]
+    config = cli._config(parser, parser.parse_args(argv), argv, registry())
+    suite = Suite(config, registry(), progress.make("plain"))
+    plan = suite.plan()
+    result = suite.run()
+    units = [(w.name, c.name) for w in suite.workloads() for c in config.cases]
+    assert [g.workload for g in plan] == [w for w, _ in units]
+    for group, (workload, optimizer) in zip(plan, units):
+        ran = {(r["implementation"], r["threads"]) for r in result["rows"]
+               if r["workload"] == workload and r["optimizer"] == optimizer
+               and r["status"] != "skipped"}
+        assert {(s.impl, s.threads) for s in group.slots} == ran
+        assert ("numpy", 1) in ran if workload == "1e3" else ("numpy", 1) not in ran
+    # the progress line gives the time left after each group
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("[")]
+    assert len(lines) == len(plan) and all(x.endswith("left)") for x in lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The text report: at most 100 characters a line; a summary last
+
+WIDTH = 100
+
+
+def test_report_lines_fit_in_100_characters(tmp_path: Any, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The widest a plain run gets: a list workload, float64, two thread counts, two ISA
+    levels (gdfast[baseline]), a failing implementation with a long message, notes."""
+    from gdfast.bench import workloads
+
+    monkeypatch.setattr(workloads, "many_small", lambda: workloads.Workload(
+        "1000x1024", tuple((n,) for n in (1, 17, 0, 1024, 33)), "list"))
+    supported = gdfast.isa_info()["supported"]
+    argv = TINY + ["--lists", "1000x1024", "--optimizers", "adam,lion", "--threads", "1,2",
+                   "--dtype", "float64", "--isa", ",".join(supported[:2]),
+                   "--impls", "gdfast,numpy,wrong-lr"]
+    code, out, _ = run(argv, capsys, registry() + [WrongLr()])
+    assert code == cli.EXIT_WRONG  # wrong-lr
+    lines = out.splitlines()
+    assert "ERROR: wrong result" in out and "adam, 1000x1024 (5 tensors" in out
+    assert [x for x in lines if len(x) > WIDTH] == []
+    assert any(len(x) > 80 for x in lines)  # the check is not vacuous
+
+
+def _bench_row(impl: str, kind: str, seconds: float, threads: int = 1, **extra: Any) -> Dict:
+    row = _row(impl, seconds, kind)
+    row.update(threads=threads, workload="gpt2-small", tensors=148, numel=124_439_808,
+               dtype="float64", **extra)
+    return row
+
+
+def test_table_lines_fit_with_extreme_values() -> None:
+    rows = [
+        _bench_row("gdfast[baseline]", "gdfast", 1.99e-6, speedup_vs_best_ref=1234.5,
+                   best_ref="torch-foreach", pct_bound=12345.0, state_bytes_per_param=123.0,
+                   gelem_s=6.77e-05, gb_s=0.00107),
+        _bench_row("torch-foreach", "reference", 2.5, pct_bound=0.0001, gelem_s=1e-9,
+                   gb_s=1e-9, speedup_vs_best_ref=1.0, best_ref="torch-foreach"),
+        _bench_row("bound", "bound", 1e-9),
+        {**_bench_row("raises", "reference", 1.0), "status": "error", "time_s": None,
+         "message": "raised during timing: RuntimeError: " + "a long message " * 20},
+    ]
+    rows[0]["time_s"] = {"median": 1.99e-6, "min": 1.0e-6, "max": 0.5}  # a huge outlier
+    lines = report.table_lines(rows)
+    assert [x for x in lines if len(x) > WIDTH] == []
+    assert "adam, gpt2-small (148 tensors, 124M elements) float64, 1 thread" in "\n".join(lines)
+    assert "1.99 us (1.00-500000)" in "\n".join(lines)
+
+
+def test_bandwidth_lines_fit() -> None:
+    bw = [{"pattern": f"in-place, {k} states", "optimizers": ", ".join(["adamax"] * 12),
+           "states": k, "bytes_per_elem": 12 + 8 * k, "threads": t, "numel": 1 << 24,
+           "gb_s": 123.4, "gb_s_min": 100.0, "gb_s_max": 150.0}
+          for k in range(4) for t in (1, 2, 4, 8, 16)]
+    lines = report.bandwidth_lines(bw, "float32")
+    assert [x for x in lines if len(x) > WIDTH] == []
+    assert sum("adamax" in x for x in lines) > 4  # the optimizers wrap, nothing is cut
+
+
+def test_summary_geometric_means_over_the_groups() -> None:
+    a = [_row("gdfast", 1e-3), _row("numpy", 4e-3, "reference"),
+         _row("torch-fused", 2e-3, "reference"), _row("bound", 0.9e-3, "bound")]
+    b = [_row("gdfast", 1e-3, optimizer="lion"), _row("numpy", 16e-3, "reference",
+                                                     optimizer="lion"),
+         _row("torch-fused", 1e-3, "reference", optimizer="lion")]
+    rows = a + b
+    for r in rows:
+        r["pct_bound"] = None
+    derive(rows)
+    summary = report.summarize(rows)
+    vs = summary["gdfast"]["vs"]
+    assert vs["numpy"]["geomean"] == pytest.approx(8.0)  # sqrt(4 * 16)
+    assert (vs["numpy"]["min"], vs["numpy"]["max"], vs["numpy"]["groups"]) == (4.0, 16.0, 2)
+    assert vs["torch-fused"]["geomean"] == pytest.approx(math.sqrt(2.0))
+    assert summary["gdfast"]["vs_best_ref"]["geomean"] == pytest.approx(math.sqrt(2.0))
+    assert summary["gdfast"]["pct_bound"]["geomean"] == pytest.approx(90.0)
+    lines = report.summary_lines(summary)
+    assert lines[-1] == ("gdfast: 1.41x the best reference (1-2x), 90% of the stream bound "
+                         "(90-90%), 2 groups")
+    assert "  gdfast vs numpy            8x (4-16x, 2 groups)" in lines
+
+
+def test_the_report_ends_with_the_summary(tmp_path: Any,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc, out = run_json(TINY + ["--optimizers", "sgd,lion", "--impls", "gdfast,numpy"],
+                              tmp_path, capsys)
+    assert code == 0
+    last = out.split("\nwrote ")[0].rstrip().splitlines()[-1]
+    assert re.fullmatch(r"gdfast: [\d.]+x the best reference \([\d.]+-[\d.]+x\), \d+% of the "
+                        r"stream bound \(\d+-\d+%\), 2 groups", last), last
+    assert doc["summary"]["gdfast"]["vs"]["numpy"]["groups"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# README's gdfast-bench commands run as written
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _extras() -> Dict[str, List[str]]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return doc["project"]["optional-dependencies"]  # type: ignore[no-any-return]
+
+
+def _readme_bench_commands() -> List[Tuple[str, str]]:
+    """Every gdfast-bench command in README's inline code, with its paragraph."""
+    text = (ROOT / "README.md").read_text()
+    out = []
+    for paragraph in text.split("\n\n"):
+        for command in re.findall(r"`((?:pip install '\.\[bench\]' && )?gdfast-bench\b[^`]*)`",
+                                  paragraph):
+            out.append((command, " ".join(paragraph.split())))
+    return out
+
+
+def test_bench_extra_installs_what_the_bench_uses() -> None:
+    extras = _extras()
+    for dist in ("torch==2.13.0", "lion-pytorch", "tqdm", "matplotlib"):  # tqdm: the bar
+        assert dist in extras["bench"]
+    assert extras["plot"] == ["matplotlib"]
+    torch_pins = [d for deps in extras.values() for d in deps
+                  if re.fullmatch(r"torch\b.*", d)]
+    assert torch_pins and set(torch_pins) == {"torch==2.13.0"}
+
+
+def test_readme_bench_commands_parse_and_their_needs_are_installed() -> None:
+    """Each command parses (sizes, lists, optimizers, implementations named), and what it
+    needs beyond gdfast is in the bench extra (--plot: matplotlib) or installed by a command
+    in the same paragraph (DeepSpeed)."""
+    commands = _readme_bench_commands()
+    found = [c for c, _ in commands]
+    assert "pip install '.[bench]' && gdfast-bench --json out.json --plot out.png" in found
+    assert "pip install '.[bench]' && gdfast-bench" in found
+    assert sum("--impls" in c for c in found) >= 2
+    bench = _extras()["bench"]
+    by_name = {impl.name: impl for impl in registry()}
+    for command, paragraph in commands:
+        argv = shlex.split(command.split("&&")[-1])[1:]
+        parser = cli.build_parser()
+        args = parser.parse_args(argv)  # SystemExit(2) on a bad argument
+        config = cli._config(parser, args, argv, registry())
+        if args.plot:
+            assert "matplotlib" in bench
+        for name in config.impls or []:
+            install = by_name[name].install.split(" (")[0]  # "pip install [--flags] DIST"
+            assert not install or install.split()[-1] in bench or install in paragraph, (
+                command, name)
+
+
+def test_readme_reproduce_command_writes_json_and_png(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's `gdfast-bench --json out.json --plot out.png`, on tiny sizes."""
+    pytest.importorskip("matplotlib")  # in the bench extra, not in the test extra
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(TINY + ["--optimizers", "adam,lion", "--impls", "gdfast,numpy",
+                               "--sizes", "1000,2000", "--json", "out.json",
+                               "--plot", "out.png"], capsys)
+    assert code == 0
+    assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report.validate(json.loads((tmp_path / "out.json").read_text()))
+    assert out.rstrip().endswith("wrote out.json\nwrote out.png")

@@ -732,13 +732,17 @@ def test_non_cpu_params_rejected():
         gt.AdamW([nn.Parameter(torch.empty(2, device="meta"))])
 
 
-def test_channels_last_params_rejected_clearly():
-    """Documented limitation (README): params must be contiguous."""
+def test_channels_last_params_are_stepped():
+    """Dense layouts other than contiguous are stepped as flat views of their memory, states
+    keeping the param's layout as torch.optim's do (tests/test_bad_input_stateful.py compares
+    them with contiguous twins bitwise and with torch.optim)."""
     conv = nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
     conv(torch.randn(2, 3, 5, 5).to(memory_format=torch.channels_last)).sum().backward()
     opt = gt.AdamW(conv.parameters())
-    with pytest.raises(ValueError, match=r"\[0\]: must be C-contiguous"):
-        opt.step()
+    before = conv.weight.detach().clone()
+    opt.step()
+    assert not torch.equal(conv.weight.detach(), before)
+    assert opt.state[conv.weight]["exp_avg"].is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])

@@ -4,7 +4,9 @@
 //   step(rule, batches, stream)         one step of every batch, all checked before any runs
 //   step_one(rule, param, inputs, states, hyper, device_scalars, stream)
 //                                       the same for one batch (gdfast.ops)
-//   check_one(...)                      step_one's checks only (a step found_inf skips)
+//   check(rule, batches, stream), check_one(...)
+//                                       step's and step_one's checks only (a step found_inf
+//                                       skips accepts only what a taken one would)
 // Keyword parsing and range checks are left to the Python side (gdfast/ops.py, _spec.py).
 #include "bindings/register.h"
 #include "bindings/rule_binding.h"
@@ -18,6 +20,7 @@ struct RuleEntry {
   py::object (*step)(py::handle batches, py::handle stream);
   py::object (*step_one)(py::handle param, py::handle inputs, py::handle states, py::handle hyper,
                          py::handle device_scalars, py::handle stream);
+  void (*check)(py::handle batches, py::handle stream);
   void (*check_one)(py::handle param, py::handle inputs, py::handle states, py::handle hyper,
                     py::handle device_scalars, py::handle stream);
 };
@@ -34,15 +37,20 @@ py::object step_one(py::handle param, py::handle inputs, py::handle states, py::
 }
 
 template <class Rule>
+void check(py::handle batches, py::handle stream) {
+  CheckedCall<Rule>(batches, stream);
+}
+
+template <class Rule>
 void check_one(py::handle param, py::handle inputs, py::handle states, py::handle hyper,
                py::handle device_scalars, py::handle stream) {
   CheckedCall<Rule>(param, inputs, states, hyper, device_scalars, stream);
 }
 
 constexpr RuleEntry kRules[] = {
-#define GDFAST_OPTIMIZER(Rule, header)                                                     \
-  {&describe<optim::Rule>, &plan<optim::Rule>, &step<optim::Rule>, &step_one<optim::Rule>, \
-   &check_one<optim::Rule>},
+#define GDFAST_OPTIMIZER(Rule, header)                              \
+  {&describe<optim::Rule>, &plan<optim::Rule>,  &step<optim::Rule>, \
+   &step_one<optim::Rule>, &check<optim::Rule>, &check_one<optim::Rule>},
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER
 };
@@ -98,6 +106,12 @@ void register_optim(py::module_& m) {
                        py::handle hyper, py::handle device_scalars, py::handle stream) {
     return rule_entry(rule).step_one(param, inputs, states, hyper, device_scalars, stream);
   });
+  m.def(
+      "check",
+      [](int rule, py::handle batches, py::handle stream) {
+        rule_entry(rule).check(batches, stream);
+      },
+      py::arg("rule"), py::arg("batches"), py::arg("stream"));
   m.def("check_one", [](int rule, py::handle param, py::handle inputs, py::handle states,
                         py::handle hyper, py::handle device_scalars, py::handle stream) {
     rule_entry(rule).check_one(param, inputs, states, hyper, device_scalars, stream);

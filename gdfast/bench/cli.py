@@ -1,5 +1,6 @@
 """gdfast-bench: command line. Exit status: 0 fine; 1 --compare found a regression; 2 bad
-arguments; 3 an implementation failed its correctness gate (or raised)."""
+arguments (an implementation named in --impls that cannot run, or runs in no group, included);
+3 an implementation failed its correctness gate (or raised)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,12 @@ def _positive_int(text: str) -> int:
     return int(_number(text, 1, strict=False, integer=True))
 
 
+def _by_mode(key: str) -> str:
+    """A preset's values for the help: "5; --quick 3, --full 7"."""
+    return (f"{MODES['default'][key]:g}; --quick {MODES['quick'][key]:g}, "
+            f"--full {MODES['full'][key]:g}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gdfast-bench",
@@ -83,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "CPUAdam/CPUAdagrad), interleaved, each checked against a float64 "
                     "reference first, and against the machine's in-place bandwidth measured "
                     "in the same run.",
-        epilog="Exit status: 0 fine, 1 --compare found a regression, 2 bad arguments, "
-               "3 an implementation gave a wrong result or raised.")
+        epilog="Exit status: 0 fine, 1 --compare found a regression, 2 bad arguments (an "
+               "implementation named in --impls that cannot run here included), 3 an "
+               "implementation gave a wrong result or raised.")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="a ~10 s look (small sizes)")
     mode.add_argument("--full", action="store_true",
@@ -99,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default by mode; scaled down when memory is short)")
     p.add_argument("--lists", metavar="LIST",
                    help=f"tensor-list workloads, from {', '.join(LISTS)}; 'none' for none")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="element type of the parameters, gradients and states (default: "
+                        "float32; DeepSpeed runs float32 only)")
     p.add_argument("--threads", type=_csv_ints, metavar="LIST",
                    help="thread counts, interleaved batch by batch, e.g. 1,2 "
                         "(default: gdfast's default, %s here)" % "the usable CPUs")
@@ -107,12 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gdfast's instruction-set level(s), e.g. avx2 or avx2,avx512 or all "
                         "(default: the best this CPU supports); the bound always uses the best")
     p.add_argument("--impls", metavar="LIST",
-                   help="implementations to run (default: all that are installed; see --list)")
+                   help="implementations to run, comma-separated (see --list); one named "
+                        "here that cannot run is an error (default: all that are installed, "
+                        "the others noted in the report)")
     p.add_argument("--list", action="store_true",
                    help="list the implementations and whether they can run here, then exit")
-    p.add_argument("--batches", type=_positive_int, help="timed batches per implementation")
+    p.add_argument("--batches", type=_positive_int, metavar="N",
+                   help="timed batches per implementation, interleaved; the report gives their "
+                        "median and min-max (default: %s)" % _by_mode("batches"))
     p.add_argument("--batch-time", type=_positive_float, metavar="SECONDS",
-                   help="minimum duration of one batch (k steps calibrated to it)")
+                   help="minimum duration of one batch, k steps calibrated to it "
+                        "(default: %s)" % _by_mode("batch_time"))
     p.add_argument("--slow-limit", type=float, metavar="N",
                    help="time the slower references (NumPy, torch for-loop, and torch foreach "
                         "where torch has a fused path) only up to N elements (default mode: "
@@ -122,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-machine-bandwidth", action="store_true",
                    help="skip the machine-bandwidth section (in-place stream and triad on "
                         "arrays far larger than the cache)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random initial parameters and gradients (default: 0)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="plot Gelem/s against size with the bound (needs matplotlib)")
@@ -157,7 +173,8 @@ def main(argv: Optional[Sequence[str]] = None, *,
                 impl.check_available()
                 availability = "available"
             except Unavailable as exc:
-                availability = f"unavailable: {exc}"
+                availability = f"unavailable: {exc}" + (
+                    f"\n    to install: {impl.install}" if impl.install else "")
             print(f"{impl.name:<14} {impl.kind:<9} {availability}\n    {impl.description}",
                   file=out)
         print(f"{'bound':<14} {'bound':<9} available\n    in-place stream with the optimizer's "
@@ -187,7 +204,11 @@ def main(argv: Optional[Sequence[str]] = None, *,
 
     suite = Suite(config, impls, progress.make(args.progress),
                   log=lambda s: print(s, file=sys.stderr))
+    problems = suite.problems()
+    if problems:
+        parser.error("--impls: " + "; ".join(problems))
     result = suite.run()
+    result["summary"] = report.summarize(result["rows"])
     report.print_report(result, out)
     if args.json:
         report.write_json(result, args.json)
@@ -204,7 +225,22 @@ def main(argv: Optional[Sequence[str]] = None, *,
         print(f"\n{len(failed)} implementation run(s) failed the correctness gate or raised "
               "(ERROR rows above)", file=out)
         return EXIT_WRONG
+    idle = _idle(result["rows"], config.impls)
+    if idle:  # named, available, and yet skipped everywhere (an op that does not build)
+        print(f"{parser.prog}: error: --impls: {'; '.join(idle)}", file=sys.stderr)
+        return EXIT_USAGE
     return status
+
+
+def _idle(rows: Sequence[Dict[str, Any]], named: Optional[Sequence[str]]) -> List[str]:
+    """The implementations named in --impls that ran in no group, with the reasons."""
+    out = []
+    for name in named or ():
+        mine = [r for r in rows if r["implementation"] == name]
+        if mine and all(r["status"] == "skipped" for r in mine):
+            why = "; ".join(dict.fromkeys(r["message"] for r in mine))
+            out.append(f"{name} ran in no group: {why}")
+    return out
 
 
 def _compare(old: Dict[str, Any], new: Dict[str, Any], args: argparse.Namespace,

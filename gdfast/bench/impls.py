@@ -109,6 +109,7 @@ class Implementation:
     # the largest tensor (per-tensor loops) plus m arrays the size of the whole list (foreach)
     temporaries = (0, 0)
     copies_workload = True  # holds its own params and states the size of the workload
+    install = ""  # how to get it, when check_available fails: "pip install ..."
 
     def check_available(self) -> None:
         """Raise Unavailable(reason) if this cannot run here."""
@@ -471,6 +472,7 @@ class TorchOptim(Implementation):
         assert variant in TORCH_PATHS
         self.variant = variant
         self.name = f"torch-{variant}"
+        self.install = "pip install torch==2.13.0 (the bench extra has it)"
         # measured peak: up to 3.25 extra arrays per tensor (Rprop's loop), 2 per list (foreach)
         self.temporaries = {"loop": (4, 0), "foreach": (0, 2), "fused": (0, 0)}[variant]
         self.description = {
@@ -510,8 +512,9 @@ class PackageOptim(Implementation):
     this implementation (cases.Package), built with the case's keyword arguments. The
     implementation's name is the package's distribution name."""
 
-    def __init__(self, name: str, description: str):
+    def __init__(self, name: str, description: str, install: str = ""):
         self.name, self.description = name, description
+        self.install = install or f"pip install {name} (the bench extra has it)"
 
     def modules(self) -> List[str]:
         """The modules the rows name for this implementation."""
@@ -555,7 +558,8 @@ class DeepSpeed(PackageOptim):
     def __init__(self) -> None:
         super().__init__("deepspeed", "DeepSpeed's CPU optimizers (CPUAdam, CPUAdagrad; fp32 "
                                       "states; the C++ op is JIT-compiled on first use, ~1 min, "
-                                      "cached after)")
+                                      "cached after)",
+                         "pip install --no-build-isolation deepspeed (after torch)")
 
     def check_available(self) -> None:
         with quiet():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import textwrap
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 SCHEMA = "gdfast-bench/1"
@@ -97,6 +99,9 @@ def _json_default(x: Any) -> Any:
 # Text
 
 
+WIDTH = 100  # every line of the text report fits in this many characters
+
+
 def fmt_time(seconds: float) -> str:
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
         if seconds >= scale or unit == "ns":
@@ -106,79 +111,102 @@ def fmt_time(seconds: float) -> str:
 
 
 def fmt_spread(t: Dict[str, float]) -> str:
-    """The median with min-max in the median's unit: "85.1 us (84.0-88.2)"."""
+    """The median with min-max in the median's unit: "85.1 us (84.0-88.2)"; a bound of four
+    digits or more is shown whole ("1.99 us (1.98-2013)")."""
     med = fmt_time(t["median"])
     value, unit = med.split()
     scale = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}[unit]
     digits = 0 if float(value) >= 100 else max(0, 2 - len(value.split(".")[0]) + 1)
-    lo, hi = t["min"] / scale, t["max"] / scale
-    return f"{med} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+    def bound(x: float) -> str:
+        return f"{x:.0f}" if x >= 1000 else f"{x:.{digits}f}"
+    return f"{med} ({bound(t['min'] / scale)}-{bound(t['max'] / scale)})"
 
 
 def _fmt(x: Optional[float], spec: str, suffix: str = "") -> str:
     return "" if x is None else f"{x:{spec}}{suffix}"
 
 
-COLUMNS = ("optimizer", "workload", "thr", "implementation", "time/step (min-max)", "Gelem/s",
-           "GB/s", "% bound", "vs best ref", "state B/param")
+def wrap(text: str, indent: str = "", then: Optional[str] = None,
+         width: int = WIDTH) -> List[str]:
+    """``text`` on lines of at most ``width`` characters (a word longer than a line is
+    broken), the first starting with ``indent``, the others with ``then``."""
+    return textwrap.wrap(text, width, initial_indent=indent,
+                         subsequent_indent=indent if then is None else then,
+                         break_on_hyphens=False) or [indent.rstrip()]
+
+
+# The table: a title line per group (optimizer, workload, threads), then one line per
+# implementation under one header.
+COLUMNS = ("implementation", "time/step (min-max)", "Gelem/s", "GB/s", "% bound",
+           "vs best ref", "state B/param")
+INDENT = "  "
 
 
 def table_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
-    """One line per timed or failed row, grouped by optimizer, workload and threads."""
+    """One title line per group of rows timed together (optimizer, workload, threads), one
+    line per timed or failed row under it; every line at most WIDTH characters (an error's
+    message wraps)."""
     shown = [r for r in rows if r["status"] != "skipped"]
     opt_order = _order(r["optimizer"] for r in shown)
     wl_order = _order(r["workload"] for r in shown)
     # stable: within a group, the suite's order (gdfast, references, bound)
     shown.sort(key=lambda r: (opt_order[r["optimizer"]], wl_order[r["workload"]], r["dtype"],
                               r["threads"]))
-    body: List[List[str]] = []
+    body: List[Any] = []  # a title (str) or a row's cells (list)
     previous = None
     for r in shown:
-        key = (r["optimizer"], r["workload"], r["dtype"], r["threads"])
-        if previous is not None and key != previous:
-            body.append([])
-        first = key != previous
+        key = group_key(r)
+        if key != previous:
+            body.append(_group_title(r))
         previous = key
         name = r["implementation"]
         if r["kind"] == "bound":
             name = "bound (stream)" if name == "bound" else f"bound ({name})"
-        cells = [r["optimizer"] if first else "", _workload_label(r) if first else "",
-                 str(r["threads"]) if first else "", name]
         if r["status"] == "error":
-            cells.append("ERROR: " + r["message"])
-            body.append(cells)
+            body.append([name, "ERROR: " + r["message"]])
             continue
         speed = r.get("speedup_vs_best_ref")
         vs = "" if speed is None else (
             "(best ref)" if r["implementation"] == r.get("best_ref") else f"{speed:.2f}x")
         state = r.get("state_bytes_per_param")
-        cells += [fmt_spread(r["time_s"]), _fmt(r["gelem_s"], ".3g"), _fmt(r["gb_s"], ".3g"),
-                  _fmt(r.get("pct_bound"), ".0f", "%"), vs,
-                  "" if state is None else f"{state:.3g}"]
-        body.append(cells)
+        body.append([name, fmt_spread(r["time_s"]), _fmt(r["gelem_s"], ".3g"),
+                     _fmt(r["gb_s"], ".3g"), _fmt(r.get("pct_bound"), ".0f", "%"), vs,
+                     "" if state is None else f"{state:.3g}"])
     widths = [len(c) for c in COLUMNS]
     for cells in body:
-        if len(cells) == len(COLUMNS):
+        if isinstance(cells, list) and len(cells) == len(COLUMNS):
             widths = [max(w, len(c)) for w, c in zip(widths, cells)]
-    right = {5, 6, 7, 8, 9}
+        elif isinstance(cells, list):  # an error row: only its name is in a column
+            widths[0] = max(widths[0], len(cells[0]))
 
     def line(cells: Sequence[str]) -> str:
-        if len(cells) < len(COLUMNS):  # an error row: the message runs on
-            head = "  ".join(c.ljust(w) for c, w in zip(cells[:4], widths))
-            return (head + "  " + cells[4]).rstrip() if len(cells) > 4 else head.rstrip()
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return (INDENT + "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths)))).rstrip()
 
-    out = [line(COLUMNS), "  ".join("-" * w for w in widths)]
-    out += [line(cells) if cells else "" for cells in body]
+    out = [line(COLUMNS), INDENT + "  ".join("-" * w for w in widths)]
+    for cells in body:
+        if isinstance(cells, str):  # a group's title, after a blank line (not the first)
+            out += ([""] if len(out) > 2 else []) + wrap(cells, "", "  ")
+        elif len(cells) < len(COLUMNS):  # an error row: the message wraps under itself
+            first = INDENT + cells[0].ljust(widths[0]) + "  "
+            out += wrap(cells[1], first, " " * len(first))
+        else:
+            out.append(line(cells))
     return out
+
+
+def _group_title(r: Dict[str, Any]) -> str:
+    threads = f"{r['threads']} thread{'s' if r['threads'] != 1 else ''}"
+    return (f"{r['optimizer']}, {_workload_label(r)}, {threads}: "
+            f"{r['bytes_per_elem']} B/element moved per step")
 
 
 def _workload_label(r: Dict[str, Any]) -> str:
     if r["tensors"] == 1:
         label = r["workload"]
     else:
-        label = f"{r['workload']} ({r['tensors']} t, {r['numel'] / 1e6:.3g}M)"
+        label = f"{r['workload']} ({r['tensors']} tensors, {r['numel'] / 1e6:.3g}M elements)"
     return label if r["dtype"] == "float32" else f"{label} {r['dtype']}"
 
 
@@ -194,37 +222,69 @@ def header_lines(report: Dict[str, Any]) -> List[str]:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     isa = m["isa"]
     mem = m.get("memory_total_bytes")
-    out = [
-        f"gdfast-bench: {m['cpu']}, {m['cpus_usable']} usable CPUs"
-        + (f", L3 {m['l3_cache']}" if m.get("l3_cache") else "")
-        + (f", {mem / 2**30:.0f} GiB" if mem else ""),
-        f"  ISA active {isa['active']} (supported {', '.join(isa['supported'])}); {versions}",
-        f"  {report['config']['mode']} run, {report['config']['batches']} interleaved batches "
-        f"of >= {report['config']['batch_time_s'] * 1e3:.0f} ms per implementation, "
-        f"{report['duration_s']:.0f} s",
-    ]
+    cfg = report["config"]
+    out = wrap(f"gdfast-bench: {m['cpu']}, {m['cpus_usable']} usable CPUs"
+               + (f", L3 {m['l3_cache']}" if m.get("l3_cache") else "")
+               + (f", {mem / 2**30:.0f} GiB" if mem else ""), "", "  ")
+    out += wrap(f"ISA active {isa['active']} (supported {', '.join(isa['supported'])}); "
+                f"{versions}", "  ")
+    out += wrap(f"{cfg['mode']} run, {cfg['dtype']}, {cfg['batches']} interleaved batches of "
+                f">= {cfg['batch_time_s'] * 1e3:.0f} ms per implementation, "
+                f"{report['duration_s']:.0f} s", "  ")
     bw = report.get("bandwidth") or []
     if bw:
-        n = bw[0]["numel"]
-        out.append("")
-        out.append(f"Machine bandwidth ({n / 1e6:.3g}M elements per array, "
-                   f"{report['config']['dtype']}, median GB/s (min-max)):")
-        threads = sorted({b["threads"] for b in bw})
-        patterns = _order(b["pattern"] for b in bw)
+        out += [""] + bandwidth_lines(bw, cfg["dtype"])
+    return out
+
+
+def bandwidth_lines(bw: Sequence[Dict[str, Any]], dtype: str) -> List[str]:
+    """The machine-bandwidth table: a line per access pattern, a column per thread count (in
+    several tables if they do not fit in WIDTH), then the optimizers whose step has that
+    pattern, wrapped."""
+    n = bw[0]["numel"]
+    threads = sorted({b["threads"] for b in bw})
+    patterns = list(_order(b["pattern"] for b in bw))
+    label_w = max(len("pattern"), *(len(p) for p in patterns))
+    cells: Dict[str, List[str]] = {}
+    for pattern in patterns:
+        items = {b["threads"]: b for b in bw if b["pattern"] == pattern}
+        cells[pattern] = [f"{items[t]['gb_s']:.1f} ({items[t]['gb_s_min']:.0f}-"
+                          f"{items[t]['gb_s_max']:.0f})" if t in items else "" for t in threads]
+    heads = [f"{t} thread{'s' if t != 1 else ''}" for t in threads]
+    cell_w = [max(len(h), *(len(cells[p][i]) for p in patterns)) for i, h in enumerate(heads)]
+    out = wrap(f"Machine bandwidth ({n / 1e6:.3g}M elements per array, {dtype}; GB/s, median "
+               "(min-max)):")
+    lead = 2 + label_w + 8  # "  pattern  B/elem"
+    chunks: List[List[int]] = [[]]
+    used = lead
+    for i, w in enumerate(cell_w):
+        if chunks[-1] and used + 2 + w > WIDTH:
+            chunks.append([])
+            used = lead
+        chunks[-1].append(i)
+        used += 2 + w
+    for chunk in chunks:
+        header = ("  " + "pattern".ljust(label_w) + "  B/elem  "
+                  + "  ".join(heads[i].rjust(cell_w[i]) for i in chunk))
+        out.append(header + "  steps of" if WIDTH - len(header) - 2 >= 20 else header)
         for pattern in patterns:
-            items = {b["threads"]: b for b in bw if b["pattern"] == pattern}
-            first = next(iter(items.values()))
-            what = f"{pattern} [{first['bytes_per_elem']} B/elem"
-            what += f"; {first['optimizers']}]" if first.get("optimizers") else "]"
-            cells = [f"{t} thr {items[t]['gb_s']:.1f} ({items[t]['gb_s_min']:.0f}-"
-                     f"{items[t]['gb_s_max']:.0f})" for t in threads if t in items]
-            out.append(f"  {what:<52} " + "   ".join(cells))
+            first = next(b for b in bw if b["pattern"] == pattern)
+            head = ("  " + pattern.ljust(label_w) + f"  {first['bytes_per_elem']:>6}  "
+                    + "  ".join(cells[pattern][i].rjust(cell_w[i]) for i in chunk) + "  ")
+            who = first.get("optimizers") or ""
+            if not who:
+                out.append(head.rstrip())
+            elif WIDTH - len(head) >= 20:
+                out += wrap(who, head, " " * len(head))
+            else:  # no room left: the optimizers on lines of their own
+                out.append(head.rstrip())
+                out += wrap(who, "    ")
     return out
 
 
 def legend_lines() -> List[str]:
-    return [
-        "time/step: median over batches (min-max); Gelem/s: parameters updated per second;",
+    paragraphs = [
+        "time/step: median over batches (min-max); Gelem/s: parameters updated per second; "
         "GB/s: the bytes the step must move (read p, g, states; write p, states back) per "
         "second;",
         "% bound: the bound's time / this time -- bound = gdfast's in-place stream with this "
@@ -236,9 +296,102 @@ def legend_lines() -> List[str]:
         "vs best ref: the fastest reference's median time / this median time; state B/param: "
         "bytes of optimizer state kept per parameter.",
     ]
+    return [line for text in paragraphs for line in wrap(text, "", "  ")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary: gdfast against each reference and the bound, over the groups of the table
+
+
+def _stats(values: Sequence[float]) -> Optional[Dict[str, float]]:
+    values = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
+    if not values:
+        return None
+    return {"geomean": math.exp(sum(math.log(v) for v in values) / len(values)),
+            "min": min(values), "max": max(values), "groups": len(values)}
+
+
+def summarize(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Per gdfast implementation (one, or one per --isa level), over the groups where it ran:
+    its speedup over each reference that ran in the same group (their median time / its
+    median time), over the best reference of each group, and its % of the stream bound;
+    each as geometric mean, min, max and the number of groups."""
+    groups: Dict[Tuple[Any, ...], List[Dict[str, Any]]] = {}
+    for r in rows:
+        if r["status"] == "ok":
+            groups.setdefault(group_key(r), []).append(r)
+    names = list(dict.fromkeys(r["implementation"] for r in rows if r["kind"] == "gdfast"))
+    out: Dict[str, Any] = {}
+    for name in names:
+        vs: Dict[str, List[float]] = {}
+        best: List[float] = []
+        pct: List[float] = []
+        for members in groups.values():
+            mine = next((r for r in members if r["implementation"] == name), None)
+            if mine is None:
+                continue
+            t = mine["time_s"]["median"]
+            for r in members:
+                if r["kind"] == "reference":
+                    vs.setdefault(r["implementation"], []).append(r["time_s"]["median"] / t)
+            if mine.get("speedup_vs_best_ref") is not None:
+                best.append(mine["speedup_vs_best_ref"])
+            if mine.get("pct_bound") is not None:
+                pct.append(mine["pct_bound"])
+        out[name] = {"vs": {ref: _stats(v) for ref, v in vs.items()},
+                     "vs_best_ref": _stats(best), "pct_bound": _stats(pct),
+                     "groups": sum(1 for m in groups.values()
+                                   if any(r["implementation"] == name for r in m))}
+    return out
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.3g}x" if x < 100 else f"{x:.0f}x"
+
+
+def _span(st: Dict[str, float]) -> str:
+    """min-max of ratios: "0.99-20.5x"."""
+    return f"{_ratio(st['min'])[:-1]}-{_ratio(st['max'])}"
+
+
+def summary_lines(summary: Dict[str, Any]) -> List[str]:
+    """The speedup over each reference, then one line per gdfast implementation (one unless
+    --isa names several): the report's last line."""
+    out: List[str] = []
+    if not summary:
+        return out
+    out += wrap("Summary (geometric mean over the groups, min-max; speedup = the other's "
+                "time / gdfast's):")
+    pairs = [(name, ref, st) for name, s in summary.items() for ref, st in s["vs"].items()]
+    if pairs:
+        width = max(len(f"{name} vs {ref}") for name, ref, _ in pairs)
+        for name, ref, st in pairs:
+            out.append(f"  {name + ' vs ' + ref:<{width}}  {_ratio(st['geomean']):>6} "
+                       f"({_span(st)}, {st['groups']} group{'s' if st['groups'] != 1 else ''})")
+    for name, s in summary.items():
+        parts = []
+        if s["vs_best_ref"]:
+            st = s["vs_best_ref"]
+            parts.append(f"{_ratio(st['geomean'])} the best reference ({_span(st)})")
+        if s["pct_bound"]:
+            st = s["pct_bound"]
+            parts.append(f"{st['geomean']:.0f}% of the stream bound "
+                         f"({st['min']:.0f}-{st['max']:.0f}%)")
+        groups = f"{s['groups']} group{'s' if s['groups'] != 1 else ''}"
+        if not s["groups"]:
+            text = f"{name}: ran in no group (see the errors above)"
+        elif not parts:
+            text = f"{name}: {groups}; no reference and no bound ran"
+        else:
+            text = f"{name}: {', '.join(parts)}, {groups}"
+            if not s["vs_best_ref"]:
+                text += "; no reference ran"
+        out += wrap(text, "", "  ")
+    return out
 
 
 def print_report(report: Dict[str, Any], out: TextIO) -> None:
+    """Header, table, legend, notes; last, the summary."""
     for line in header_lines(report):
         print(line, file=out)
     print(file=out)
@@ -250,4 +403,13 @@ def print_report(report: Dict[str, Any], out: TextIO) -> None:
     if report["notes"]:
         print("\nNotes:", file=out)
         for note in report["notes"]:
-            print(f"  - {note}", file=out)
+            for line in wrap(note, "  - ", "    "):
+                print(line, file=out)
+    summary = report.get("summary")
+    if summary is None:
+        summary = summarize(report["rows"])
+    lines = summary_lines(summary)
+    if lines:
+        print(file=out)
+        for line in lines:
+            print(line, file=out)

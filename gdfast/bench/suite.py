@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import datetime
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import machine
+from . import eta, machine
 from .bandwidth import MAX_STATES, machine_bandwidth
 from .cases import CASES, Case
-from .gate import Gate, Verdict, describe_failure
+from .gate import GATE_STEPS, Gate, Verdict, describe_failure
 from .impls import ArithBound, Bound, Gdfast, Implementation, Runner
 from .machine import current_threads, restore_threads, set_threads
 from .optional import Unavailable
@@ -100,6 +101,10 @@ class Suite:
         self.notes: List[str] = list(config.notes)
         self.rows: List[Dict[str, Any]] = []
         self.errors = 0
+        # implementations named in --impls that cannot run here: name -> why
+        self.refused: Dict[str, str] = {}
+        self._workloads: Optional[List[Workload]] = None
+        self.last_steps: Dict[Tuple[str, int], float] = {}  # the last group's seconds per step
         from gdfast import _core
 
         self.best_isa: str = _core.active_isa()
@@ -123,7 +128,11 @@ class Suite:
             try:
                 impl.check_available()
             except Unavailable as exc:
-                self.notes.append(f"{impl.name}: not run ({exc})")
+                hint = f"; {impl.install}" if impl.install else ""
+                if wanted is not None:  # named: an error (see problems()), not a note
+                    self.refused[impl.name] = f"{exc}{hint}"
+                else:
+                    self.notes.append(f"{impl.name}: not run ({exc}{hint})")
                 continue
             chosen.append(impl)
         if wanted is not None:
@@ -156,7 +165,40 @@ class Suite:
         limit = self.config.slow_limit
         return limit is not None and w.numel > limit and impl.slow_for(case)
 
+    def problems(self) -> List[str]:
+        """Why implementations named in --impls would not run: unavailable here, or none of
+        the run's groups is one they run. Empty when every named one runs somewhere (a run
+        only reports the rest as notes)."""
+        out = [f"{name} cannot run here: {why}" for name, why in self.refused.items()]
+        if self.config.impls is None:
+            return out
+        named = [impl for impl in self.impls if impl.name in self.config.impls]
+        workloads = self.workloads()
+        limit = size_name(self.config.slow_limit or 0)
+        for impl in named:
+            reasons: List[str] = []
+            runs = False
+            for case in self.config.cases:
+                why = impl.supports(case, self.config.dtype)
+                if why is None:
+                    if any(not self._too_slow(impl, case, w) for w in workloads):
+                        runs = True
+                        break
+                    why = (f"a slow reference, timed only up to {limit} elements in this "
+                           "mode (--slow-limit 0 times it at every size)")
+                reasons.append(why)
+            if not runs and workloads:
+                out.append(f"{impl.name} runs none of the groups asked for: "
+                           + "; ".join(dict.fromkeys(reasons)))
+        return out
+
     def workloads(self) -> List[Workload]:
+        """The workloads to run, fitted to the memory budget (computed once)."""
+        if self._workloads is None:
+            self._workloads = self._fit_workloads()
+        return self._workloads
+
+    def _fit_workloads(self) -> List[Workload]:
         cfg = self.config
         wanted = [single(n) for n in cfg.sizes] + [make_list(name) for name in cfg.lists]
         out: List[Workload] = []
@@ -174,6 +216,45 @@ class Suite:
                 out.append(f)
         return out
 
+    # -- the plan, for the time left ---------------------------------------------------------
+
+    def machine_n(self) -> int:
+        """Elements per array of the machine-bandwidth section, within the memory budget."""
+        cfg = self.config
+        n = cfg.machine_n or 0
+        while n > (1 << 16) and 8 * n * cfg.dtype.itemsize > cfg.memory_budget:
+            n //= 2
+        return n
+
+    def plan(self) -> List[eta.Group]:
+        """Every unit of the run, in order, as the time-left estimate sees it: the machine
+        bandwidth (when measured), then each (workload, optimizer) group with the slots it
+        will time."""
+        cfg = self.config
+        isz = cfg.dtype.itemsize
+        out: List[eta.Group] = []
+        if cfg.machine_n:
+            n = self.machine_n()
+            slots = tuple(eta.Slot(_stream_key(k), t, 2)
+                          for k in range(MAX_STATES + 1) for t in cfg.threads)
+            out.append(eta.Group("(machine)", n * (3 + MAX_STATES) * isz, slots))
+        for w in self.workloads():
+            made = 2 * w.numel * isz  # p0 and grads, once per workload
+            for case in cfg.cases:
+                slots_: List[eta.Slot] = []
+                setup = made
+                made = 0
+                for impl in self.impls:
+                    if impl.supports(case, cfg.dtype) is not None or self._too_slow(impl, case, w):
+                        continue
+                    if impl.copies_workload:
+                        setup += (1 + case.n_states) * w.numel * isz
+                    first = 1 if impl.kind == "bound" else GATE_STEPS
+                    slots_ += [eta.Slot(impl.name, t, first) for t in cfg.threads]
+                out.append(eta.Group(w.name, w.numel * case.bytes_per_elem(isz), tuple(slots_),
+                                     setup))
+        return out
+
     # -- the run ----------------------------------------------------------------------------
 
     def run(self) -> Dict[str, Any]:
@@ -182,25 +263,41 @@ class Suite:
         info = machine.describe()
         workloads = self.workloads()
         bandwidth: List[Dict[str, Any]] = []
-        total = len(workloads) * len(cfg.cases) + (1 if cfg.machine_n else 0)
-        self.progress.start(total)
+        estimate = eta.Estimator(self.plan(), cfg.batches, cfg.batch_time)
+        unit = 0
+        self.progress.start(len(estimate.groups))
         previous_threads = current_threads()
         try:
             if cfg.machine_n:
                 self.progress.now("machine bandwidth")
-                n = cfg.machine_n
-                while n > (1 << 16) and 8 * n * cfg.dtype.itemsize > cfg.memory_budget:
-                    n //= 2
+                n = self.machine_n()
+                t0 = time.perf_counter()
                 bandwidth = machine_bandwidth(n, cfg.threads, cfg.batches, cfg.batch_time,
                                               cfg.dtype, self.best_isa, self.notes,
                                               pattern_labels())
-                self.progress.advance("machine bandwidth")
+                steps: Dict[Tuple[str, int], float] = {}
+                for b in bandwidth:
+                    if b["states"] is None:  # triad: a reference figure, not a ceiling
+                        continue
+                    steps[(_stream_key(b["states"]), b["threads"])] = (
+                        b["bytes_per_elem"] * n / (b["gb_s"] * 1e9))
+                    best = max(estimate.ceiling.get(b["threads"], 0.0), b["gb_s"] * 1e9)
+                    estimate.set_ceiling(b["threads"], best)
+                estimate.done(unit, time.perf_counter() - t0, steps)
+                unit += 1
+                self.progress.advance("machine bandwidth", estimate.remaining())
             for w in workloads:
+                t0 = time.perf_counter()
                 data = make_data(w, cfg.dtype, cfg.seed)
                 for case in cfg.cases:
-                    self.progress.now(f"{case.name} {w.name}")
+                    label = f"{case.name} {w.name}"
+                    self.progress.now(label)
                     self.rows.extend(self.group(case, data))
-                    self.progress.advance(f"{case.name} {w.name}")
+                    t1 = time.perf_counter()
+                    estimate.done(unit, t1 - t0, self.last_steps)
+                    t0 = t1
+                    unit += 1
+                    self.progress.advance(label, estimate.remaining())
                 data.pool.clear()
                 del data
         finally:
@@ -293,6 +390,8 @@ class Suite:
             except Exception as exc:  # a step that passed the gate raised later
                 slot.error = exc
         run_batches([s for s, _, _ in slots if s.error is None], cfg.batches, cfg.batch_time)
+        self.last_steps = {(s.label, s.threads): s.median for s, _, _ in slots
+                           if s.error is None and s.times}
         for slot, row, runner in slots:
             if slot.error is not None:
                 rows.append(self._error(row, describe_failure(slot.error, "timing")))
@@ -342,6 +441,11 @@ def derive(rows: List[Dict[str, Any]]) -> None:
             if best is not None and r["kind"] != "bound":
                 r["speedup_vs_best_ref"] = best["time_s"]["median"] / t
                 r["best_ref"] = best["implementation"]
+
+
+def _stream_key(states: int) -> str:
+    """The machine-bandwidth slot of an in-place pattern, in the time-left plan."""
+    return f"(stream, {states} states)"
 
 
 def _dedupe(items: List[str]) -> List[str]:
