@@ -5,7 +5,6 @@ DLPack producers that misbehave (4), and the pair arguments the functional ops t
 
 from __future__ import annotations
 
-import ctypes
 from typing import Any, Callable, Dict, List
 
 import numpy as np
@@ -13,6 +12,8 @@ import pytest
 
 import gdfast
 from gdfast import ops
+
+from dlpack_producers import Handmade
 
 
 def adam_arrays(n: int = 8) -> Dict[str, np.ndarray]:
@@ -240,47 +241,6 @@ def test_a_lying_dlpack_device_is_named(device: Callable[[], Any], error: type,
                                step=1), arrays, error, pattern)
 
 
-class _DLDevice(ctypes.Structure):
-    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
-
-
-class _DLDataType(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
-
-
-class _DLTensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32),
-                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
-                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
-
-
-class _DLManagedTensor(ctypes.Structure):
-    _fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p),
-                ("deleter", ctypes.c_void_p)]
-
-
-class Capsule:
-    """A producer whose capsule (an unversioned DLPack 0.x "dltensor", written here by hand)
-    claims the shape we give it, over a real float32 buffer."""
-
-    def __init__(self, shape: List[int], ndim: Any = None) -> None:
-        self.buffer = np.zeros(8, np.float32)
-        self.shape = (ctypes.c_int64 * max(len(shape), 1))(*shape)
-        tensor = _DLTensor(self.buffer.ctypes.data, _DLDevice(1, 0),
-                           len(shape) if ndim is None else ndim, _DLDataType(2, 32, 1),
-                           self.shape, None, 0)
-        self.managed = _DLManagedTensor(tensor, None, None)  # no deleter: we own the memory
-
-    def __dlpack__(self, **kwargs: Any) -> Any:
-        new = ctypes.pythonapi.PyCapsule_New
-        new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p,
-                                                        ctypes.c_void_p]
-        return new(ctypes.addressof(self.managed), b"dltensor", None)
-
-    def __dlpack_device__(self) -> Any:
-        return (1, 0)
-
-
 @pytest.mark.parametrize("shape, ndim, pattern", [
     ([8], None, None),
     ([-8], None, r"^param: its DLPack tensor claims extent -8 in dimension 0$"),
@@ -290,15 +250,15 @@ class Capsule:
 ], ids=["honest", "negative extent", "negative second extent", "negative ndim", "huge"])
 def test_a_capsule_claiming_an_impossible_shape_is_refused(shape: List[int], ndim: Any,
                                                            pattern: Any) -> None:
-    producer = Capsule(shape, ndim)
-    grad = np.ones(8, np.float32)
-    if pattern is None:  # the hand-written capsule itself is good: it steps
-        ops.sgd_(producer, grad, step=1, lr=0.5)
-        assert np.all(producer.buffer == -0.5)
+    buffer = np.zeros(8, np.float32)
+    producer = Handmade(buffer, shape=shape, ndim=ndim)
+    if pattern is None:  # the hand-made capsule itself is good: it steps
+        ops.sgd_(producer, np.ones(8, np.float32), step=1, lr=0.5)
+        assert np.all(buffer == -0.5)
         return
     with pytest.raises(ValueError, match=pattern):
         ops.sgd_(producer, np.ones(tuple(abs(s) % 9 for s in shape), np.float32), step=1, lr=0.5)
-    assert np.all(producer.buffer == 0)
+    assert np.all(buffer == 0)
 
 
 def test_torch_meta_tensors_are_named() -> None:

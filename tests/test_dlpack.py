@@ -9,13 +9,25 @@ the call is rejected; nothing leaks (refcounts of the exported NumPy array stay 
 
 from __future__ import annotations
 
-import ctypes
 import sys
 
 import numpy as np
 import pytest
 
 from gdfast import ops
+
+from dlpack_producers import (
+    DL_BFLOAT,
+    DL_CPU,
+    DL_CUDA,
+    DL_CUDA_HOST,
+    DL_FLOAT,
+    DL_INT,
+    DL_VULKAN,
+    Handmade,
+    capsule_name,
+    handmade_view,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Producers
@@ -65,131 +77,6 @@ class Legacy:
 
     def __dlpack_device__(self):
         return self.array.__dlpack_device__()
-
-
-_capsule_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(
-    ("PyCapsule_GetName", ctypes.pythonapi))
-_capsule_new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p,
-                                 ctypes.c_void_p)(("PyCapsule_New", ctypes.pythonapi))
-
-
-def capsule_name(capsule) -> bytes:
-    return _capsule_name(capsule)
-
-
-# The DLPack ABI (dlpack.h v1.0), written here independently of gdfast's csrc/bindings/dlpack.h.
-class _Device(ctypes.Structure):
-    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
-
-
-class _DataType(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
-
-
-class _Tensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("device", _Device), ("ndim", ctypes.c_int32),
-                ("dtype", _DataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
-                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
-
-
-_Deleter = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-
-class _Managed(ctypes.Structure):  # DLManagedTensor, capsule "dltensor"
-    _fields_ = [("dl_tensor", _Tensor), ("manager_ctx", ctypes.c_void_p), ("deleter", _Deleter)]
-
-
-class _Version(ctypes.Structure):
-    _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32)]
-
-
-class _ManagedVersioned(ctypes.Structure):  # DLManagedTensorVersioned, "dltensor_versioned"
-    _fields_ = [("version", _Version), ("manager_ctx", ctypes.c_void_p), ("deleter", _Deleter),
-                ("flags", ctypes.c_uint64), ("dl_tensor", _Tensor)]
-
-
-_DL_CPU, _DL_CUDA, _DL_CUDA_HOST, _DL_VULKAN = 1, 2, 3, 7
-_DL_INT, _DL_FLOAT, _DL_BFLOAT = 0, 2, 4
-_FLAG_READ_ONLY = 1
-# Capsule names must outlive the capsules: module constants.
-_NAME = b"dltensor"
-_NAME_VERSIONED = b"dltensor_versioned"
-
-
-class Handmade:
-    """A DLPack producer over NumPy memory, built with ctypes, with every field chosen by the
-    test. The tensor gdfast sees starts ``byte_offset`` bytes into ``base``. Each capsule's
-    deleter appends the managed struct's address to ``deleted``; ``made`` lists the address of
-    every struct handed out. The capsules carry no destructor (so a capsule gdfast failed to
-    consume is visible by its name, never silently released)."""
-
-    def __init__(self, base: np.ndarray, *, shape=None, strides=None, byte_offset=0,
-                 versioned=True, read_only=False, device=(_DL_CPU, 0), dtype=None,
-                 version=(1, 0), device_hint=None):
-        self.base = base
-        self.shape = tuple(base.shape if shape is None else shape)
-        self.strides = strides
-        self.byte_offset = byte_offset
-        self.versioned = versioned
-        self.read_only = read_only
-        self.device = device
-        self.device_hint = device if device_hint is None else device_hint
-        if dtype is None:
-            dtype = (_DL_FLOAT, base.dtype.itemsize * 8, 1)
-        self.dtype = dtype
-        self.version = version
-        self.made = []
-        self.deleted = []
-        self.capsules = []
-        self.requests = []
-        self._alive = []
-        self._deleter = _Deleter(self.deleted.append)
-
-    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
-        self.requests.append(max_version)
-        shape = (ctypes.c_int64 * len(self.shape))(*self.shape)
-        strides = None
-        if self.strides is not None:
-            strides = (ctypes.c_int64 * len(self.strides))(*self.strides)
-        t = _Tensor(data=self.base.ctypes.data, device=_Device(*self.device),
-                    ndim=len(self.shape), dtype=_DataType(*self.dtype),
-                    shape=ctypes.cast(shape, ctypes.POINTER(ctypes.c_int64)),
-                    strides=None if strides is None else ctypes.cast(
-                        strides, ctypes.POINTER(ctypes.c_int64)),
-                    byte_offset=self.byte_offset)
-        if self.versioned and max_version is not None and tuple(max_version) >= (1, 0):
-            managed = _ManagedVersioned(version=_Version(*self.version), deleter=self._deleter,
-                                        flags=_FLAG_READ_ONLY if self.read_only else 0,
-                                        dl_tensor=t)
-            name = _NAME_VERSIONED
-        else:
-            managed = _Managed(dl_tensor=t, deleter=self._deleter)
-            name = _NAME
-        self._alive.append((managed, shape, strides))
-        self.made.append(ctypes.addressof(managed))
-        capsule = _capsule_new(ctypes.addressof(managed), name, None)
-        self.capsules.append(capsule)
-        return capsule
-
-    def __dlpack_device__(self):
-        return self.device_hint
-
-    def check_released(self):
-        """Every capsule handed out was consumed and its deleter called exactly once."""
-        assert sorted(self.deleted) == sorted(self.made), "deleter not called exactly once"
-        for capsule in self.capsules:
-            assert capsule_name(capsule).startswith(b"used_"), capsule_name(capsule)
-
-
-def handmade_view(n, *, byte_offset=0, dtype=np.float32, fill=0.0, **kwargs):
-    """A Handmade producer of n elements starting byte_offset bytes into its own buffer, and
-    the NumPy view of exactly those elements."""
-    item = np.dtype(dtype).itemsize
-    pad = -(-byte_offset // item)
-    base = np.full(n + pad + 1, -7.0, dtype=dtype)  # -7: a sentinel outside the tensor
-    view = base.view(np.uint8)[byte_offset:byte_offset + n * item].view(dtype)
-    view[...] = fill
-    return Handmade(base, shape=(n,), byte_offset=byte_offset, **kwargs), view
 
 
 @pytest.fixture
@@ -395,7 +282,7 @@ def test_dlpack_raising_is_reported_with_the_argument_name():
             raise BufferError("no export today")
 
         def __dlpack_device__(self):
-            return (_DL_CPU, 0)
+            return (DL_CPU, 0)
 
     with pytest.raises(ValueError, match=r"grad: could not be exported.*no export today"):
         ops.sgd_(np.zeros(3, np.float32), Broken(), step=1, lr=0.1)
@@ -407,7 +294,7 @@ def test_dlpack_returning_a_non_capsule():
             return 42
 
         def __dlpack_device__(self):
-            return (_DL_CPU, 0)
+            return (DL_CPU, 0)
 
     with pytest.raises(TypeError, match=r"param: __dlpack__ returned something other"):
         ops.sgd_(NotACapsule(), np.zeros(3, np.float32), step=1, lr=0.1)
@@ -547,9 +434,9 @@ def test_torch_dtypes_rejected_naming_dtype(torch, dtype, text):
         ops.sgd_([torch.zeros(4)], [t], step=1, lr=0.1)
 
 
-@pytest.mark.parametrize("dtype, text", [((_DL_BFLOAT, 16, 1), "bfloat16"),
-                                         ((_DL_INT, 8, 1), "int8"),
-                                         ((_DL_FLOAT, 32, 4), "float32x4")])
+@pytest.mark.parametrize("dtype, text", [((DL_BFLOAT, 16, 1), "bfloat16"),
+                                         ((DL_INT, 8, 1), "int8"),
+                                         ((DL_FLOAT, 32, 4), "float32x4")])
 def test_dlpack_dtypes_rejected_naming_dtype(dtype, text):
     producer = Handmade(np.zeros(4, np.float32), dtype=dtype)
     with pytest.raises(TypeError, match=rf"param: expected float32 or float64.*got {text}"):
@@ -619,14 +506,14 @@ def test_fake_cuda_capsule_rejected_with_clear_error():
     import gdfast
 
     cuda_build = gdfast.cuda.compiled
-    producer = Handmade(np.zeros(4, np.float32), device=(_DL_CUDA, 1))
+    producer = Handmade(np.zeros(4, np.float32), device=(DL_CUDA, 1))
     first = (r"grad: is on cpu but param is on cuda:1" if cuda_build
              else r"param: is on CUDA device 1.*no CUDA kernels")
     with pytest.raises(ValueError, match=first):
         ops.sgd_(producer, np.ones(4, np.float32), step=1, lr=0.1)
     producer.check_released()
     assert not producer.base.any()
-    mixed = Handmade(np.zeros(4, np.float32), device=(_DL_CUDA, 0))
+    mixed = Handmade(np.zeros(4, np.float32), device=(DL_CUDA, 0))
     second = (r"exp_avg\[1\]: is on cuda:0 but param\[0\] is on cpu" if cuda_build
               else r"exp_avg\[1\]: is on CUDA device 0")
     with pytest.raises(ValueError, match=second):
@@ -643,7 +530,7 @@ def test_fake_cuda_producer_by_dlpack_device_rejected():
 
     class FakeCuda(Protocol):
         def __dlpack_device__(self):
-            return (_DL_CUDA, 0)
+            return (DL_CUDA, 0)
 
     arr = np.zeros(4, np.float32)
     with pytest.raises(ValueError, match=r"param: (.*CUDA|could not be exported.*stream)"):
@@ -652,11 +539,11 @@ def test_fake_cuda_producer_by_dlpack_device_rejected():
 
 
 def test_pinned_host_memory_accepted_and_unknown_device_rejected():
-    pinned, view = handmade_view(4, device=(_DL_CUDA_HOST, 0))  # CPU-addressable
+    pinned, view = handmade_view(4, device=(DL_CUDA_HOST, 0))  # CPU-addressable
     ops.sgd_(pinned, np.ones(4, np.float32), step=1, lr=1.0)
     np.testing.assert_array_equal(view, -np.ones(4, np.float32))
     pinned.check_released()
-    vulkan = Handmade(np.zeros(4, np.float32), device=(_DL_VULKAN, 0))
+    vulkan = Handmade(np.zeros(4, np.float32), device=(DL_VULKAN, 0))
     with pytest.raises(ValueError, match=r"param: is on DLPack device type 7"):
         ops.sgd_(vulkan, np.ones(4, np.float32), step=1, lr=1.0)
     vulkan.check_released()
