@@ -42,8 +42,8 @@ enum gdfast_status {
 typedef struct gdfast_capi {
   uint32_t abi_version; /* GDFAST_CAPI_ABI_VERSION of the gdfast that made the table */
   uint32_t num_rules;   /* rule ids are 0 .. num_rules - 1; new rules take new ids */
-  /* One step of rule `rule` over `count` tensors of `sizes[t]` elements of `dtype`, on
-   * gdfast's thread pool. `roles[r][t]` is tensor t's array of role r: param, the rule's inputs
+  /* One step of rule `rule` over `count` tensors of `sizes[t]` elements of `dtype` in host
+   * (CPU) memory, contiguous, on gdfast's thread pool. `roles[r][t]` is tensor t's array of role r: param, the rule's inputs
    * (the gradient), then its states in declared order (a state the options leave unused may be
    * NULL). `layout` is the struct's GDFAST_<RULE>_LAYOUT. Every argument is checked before any
    * array is written; on failure nothing is written and last_error() says why. Thread-safe. */
