@@ -24,15 +24,26 @@ def first(tensors: Any) -> Any:
 def _on_cuda(obj: Any) -> bool:
     if obj is None or isinstance(obj, np.ndarray) or not hasattr(obj, "__dlpack_device__"):
         return False
-    return int(obj.__dlpack_device__()[0]) in _CUDA_DEVICE_TYPES
+    try:
+        return int(obj.__dlpack_device__()[0]) in _CUDA_DEVICE_TYPES
+    except Exception:  # a lying producer: the kernel call's checks name it
+        return False
 
 
 def _is_tensor(x: Any) -> bool:
     return hasattr(x, "__dlpack__")
 
 
-def _as_float(x: Any) -> Any:
-    return float(x) if _is_tensor(x) else x
+def _as_float(name: str, x: Any) -> Any:
+    """A 1-element array or tensor's value; anything else as it is (range-checked later)."""
+    if not _is_tensor(x):
+        return x
+    _one_element(name, x)
+    value = x.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got a tensor of "
+                        f"{type(value).__name__}")
+    return value
 
 
 def _one_element(name: str, x: Any) -> None:
@@ -58,13 +69,18 @@ def host_step(step: Any) -> Any:
 def found_inf_value(found_inf: Any) -> Any:
     """found_inf as a host float, or the 1-element tensor itself when it is on a CUDA device;
     TypeError/ValueError naming found_inf for anything else."""
-    if isinstance(found_inf, numbers.Real):
-        return float(found_inf)
-    if not _is_tensor(found_inf):
+    if _is_tensor(found_inf):
+        _one_element("found_inf", found_inf)
+        if _on_cuda(found_inf):
+            return found_inf
+        found_inf = found_inf.item()
+    if not isinstance(found_inf, numbers.Real):  # (bool: a flag, fine)
         raise TypeError("found_inf: expected None, a number or a 1-element tensor, got "
                         f"{type(found_inf).__name__}")
-    _one_element("found_inf", found_inf)
-    return found_inf if _on_cuda(found_inf) else float(found_inf.item())
+    try:
+        return float(found_inf)
+    except OverflowError:  # an int beyond any double: nonzero all the same
+        return math.inf
 
 
 def current_stream(obj: Any) -> int:
@@ -96,7 +112,8 @@ def prepare(param: Any, grad_scale: Any, found_inf: Any, lr: Any,
     if not _on_cuda(first_tensor) or skip is SKIP:
         if _is_tensor(found_inf):
             raise ValueError("found_inf: a CUDA tensor, but the params are CPU arrays")
-        return (skip, None, None, _as_float(grad_scale), _as_float(lr), host_step(step))
+        return (skip, None, None, _as_float("grad_scale", grad_scale), _as_float("lr", lr),
+                host_step(step))
     scalars = tuple(x if _is_tensor(x) else None for x in (grad_scale, found_inf, lr, step))
     # Device-resident values are not range-checked (that would synchronise): placeholders.
     grad_scale = 1.0 if _is_tensor(grad_scale) else grad_scale

@@ -189,11 +189,13 @@ def _rule(entry: Mapping[str, Any]) -> Rule:
 RULES: Dict[str, Rule] = {r.name: r for r in map(_rule, _core.registry())}
 
 
-def checker(rule: Rule, with_step: bool) -> Callable[..., None]:
-    """A function of (step?, *rule.reals, grad_scale), positional, that raises naming the first
-    bad value. Generated from the ranges so that the all-valid path is one chained compare:
-    validation stays a small part of a microsecond-scale call."""
+def checker(rule: Rule, with_step: bool, with_scalars: bool = False) -> Callable[..., None]:
+    """A function of (step?, *rule.reals, *scalar states?, grad_scale), positional, that raises
+    naming the first bad value. Generated from the ranges so that the all-valid path is one
+    chained compare: validation stays a small part of a microsecond-scale call."""
+    kinds = ("real", "scalar_state") if with_scalars else ("real",)
     ranges = {f.name: f.range for f in rule.fields if f.kind == "real"}
+    ranges.update({f.name: f.range for f in rule.fields if f.kind in kinds})
     ranges["grad_scale"] = POSITIVE
     if with_step:
         ranges = {"step": STEP, **ranges}

@@ -118,10 +118,11 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
         "    else:\n"
         "        skip, stream, scalars, grad_scale, lr, step = "
         "_route(param, grad_scale, found_inf, lr, step)")
-    body.append(f"    _check({'step, ' if uses_step else ''}{', '.join(rule.reals)}, grad_scale)")
     for f in rule.scalar_states:
         if f.start_from:
             body.append(f"    if {f.name} is None:\n        {f.name} = {f.start_from}")
+    checked = [*rule.reals, *scalar_names, "grad_scale"]
+    body.append(f"    _check({'step, ' if uses_step else ''}{', '.join(checked)})")
     step_arg = "step" if uses_step else "0"
     arguments = (f"{rule.id}, param, ({inputs},), ({states},), "
                  f"({fields}, {step_arg}, grad_scale), scalars, stream")
@@ -139,7 +140,7 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step_one,
                                  "_check_arrays": _core.check_one, "_pair": _pair, "_rule": rule,
                                  "_host_step": _device.host_step,
-                                 "_check": checker(rule, uses_step)}
+                                 "_check": checker(rule, uses_step, with_scalars=True)}
     exec(compile(source, f"<gdfast.ops.{rule.name}_>", "exec"), namespace)
     op = namespace[f"{rule.name}_"]
     op.__module__ = __name__

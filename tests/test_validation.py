@@ -759,11 +759,12 @@ def _scalar_state_params() -> List[Any]:
 
 @pytest.mark.parametrize(("op_name", "name", "value"), _scalar_state_params())
 def test_scalar_state_of_a_wrong_type_is_rejected(op_name: str, name: str, value: Any) -> None:
-    """Scalar states (NAdam's mu_product, ASGD's eta and mu) are numbers; their values are
-    state, not hyperparameters, and not range-checked (torch checks none either)."""
+    """Scalar states (NAdam's mu_product, ASGD's eta and mu) are finite numbers (NaN and
+    infinities are refused too: one would poison every later step); as state, not
+    hyperparameters, they have no narrower range (torch checks none)."""
     op = OPS[op_name]
     expect_rejected(op, make_tensors(op, "list"), TypeError,
-                    starts_with(name) + "expected a real number", **{name: value})
+                    starts_with(name) + "expected a finite number", **{name: value})
 
 
 def inside_edges(r: Range) -> List[float]:

@@ -139,6 +139,7 @@ void dlpack_device(py::handle obj, const NamedArg& who, ArrayInfo& where) {
   try {
     device = obj.attr("__dlpack_device__")();
   } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_Exception)) throw;  // KeyboardInterrupt, SystemExit: as they are
     fail_value(who, "__dlpack_device__() raised " +
                         py::str(e.type().attr("__name__")).cast<std::string>() + ": " +
                         py::str(e.value()).cast<std::string>());
@@ -228,6 +229,7 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, bool written, py::hand
       capsule = stream.is_none() ? method() : method(py::arg("stream") = stream);
     }
   } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_Exception)) throw;  // KeyboardInterrupt, SystemExit: as they are
     fail_value(who, std::string("could not be exported through DLPack: ") +
                         py::str(e.value()).cast<std::string>());
   }
