@@ -38,7 +38,9 @@ def _as_float(name: str, x: Any) -> Any:
     """A 1-element array or tensor's value; anything else as it is (range-checked later)."""
     if not _is_tensor(x):
         return x
-    _one_element(name, x)
+    if math.prod(tuple(getattr(x, "shape", ()))) != 1:  # not a number, as without found_inf
+        raise TypeError(f"{name}: expected a real number or a 1-element tensor, got shape "
+                        f"{tuple(x.shape)}")
     value = x.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got a tensor of "

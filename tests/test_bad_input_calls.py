@@ -79,6 +79,13 @@ def test_found_inf_skips_a_valid_step_and_returns_the_scalar_states() -> None:
     assert ops.nadam_(step=3, mu_product=0.5, found_inf=True, **nadam) == {"mu_product": 0.5}
 
 
+def test_a_huge_found_inf_skips() -> None:
+    arrays = adam_arrays()
+    before = {k: a.copy() for k, a in arrays.items()}
+    ops.adam_(step=1, found_inf=10**400, **arrays)
+    assert all(arrays[k].tobytes() == before[k].tobytes() for k in arrays)
+
+
 def test_found_inf_tensor_with_torch() -> None:
     torch = pytest.importorskip("torch")
     p, g = torch.ones(4), torch.ones(4)
