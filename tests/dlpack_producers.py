@@ -8,45 +8,45 @@ import ctypes
 
 import numpy as np
 
-_capsule_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(
+capsule_get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(
     ("PyCapsule_GetName", ctypes.pythonapi))
-_capsule_new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p,
+capsule_new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p,
                                  ctypes.c_void_p)(("PyCapsule_New", ctypes.pythonapi))
 
 
 def capsule_name(capsule) -> bytes:
-    return _capsule_name(capsule)
+    return capsule_get_name(capsule)
 
 
 # The DLPack ABI (dlpack.h v1.0), written here independently of gdfast's csrc/bindings/dlpack.h.
-class _Device(ctypes.Structure):
+class DLDevice(ctypes.Structure):
     _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
 
 
-class _DataType(ctypes.Structure):
+class DLDataType(ctypes.Structure):
     _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
 
 
-class _Tensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("device", _Device), ("ndim", ctypes.c_int32),
-                ("dtype", _DataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
+class DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", DLDevice), ("ndim", ctypes.c_int32),
+                ("dtype", DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
                 ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
 
 
-_Deleter = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+DLDeleter = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
-class _Managed(ctypes.Structure):  # DLManagedTensor, capsule "dltensor"
-    _fields_ = [("dl_tensor", _Tensor), ("manager_ctx", ctypes.c_void_p), ("deleter", _Deleter)]
+class DLManagedTensor(ctypes.Structure):  # DLManagedTensor, capsule "dltensor"
+    _fields_ = [("dl_tensor", DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", DLDeleter)]
 
 
-class _Version(ctypes.Structure):
+class DLPackVersion(ctypes.Structure):
     _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32)]
 
 
-class _ManagedVersioned(ctypes.Structure):  # DLManagedTensorVersioned, "dltensor_versioned"
-    _fields_ = [("version", _Version), ("manager_ctx", ctypes.c_void_p), ("deleter", _Deleter),
-                ("flags", ctypes.c_uint64), ("dl_tensor", _Tensor)]
+class DLManagedTensorVersioned(ctypes.Structure):  # capsule "dltensor_versioned"
+    _fields_ = [("version", DLPackVersion), ("manager_ctx", ctypes.c_void_p),
+                ("deleter", DLDeleter), ("flags", ctypes.c_uint64), ("dl_tensor", DLTensor)]
 
 
 DL_CPU, DL_CUDA, DL_CUDA_HOST, DL_VULKAN = 1, 2, 3, 7
@@ -85,7 +85,7 @@ class Handmade:
         self.capsules = []
         self.requests = []
         self._alive = []
-        self._deleter = _Deleter(self.deleted.append)
+        self._deleter = DLDeleter(self.deleted.append)
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
         self.requests.append(max_version)
@@ -93,23 +93,24 @@ class Handmade:
         strides = None
         if self.strides is not None:
             strides = (ctypes.c_int64 * len(self.strides))(*self.strides)
-        t = _Tensor(data=self.base.ctypes.data, device=_Device(*self.device),
-                    ndim=self.ndim, dtype=_DataType(*self.dtype),
+        t = DLTensor(data=self.base.ctypes.data, device=DLDevice(*self.device),
+                    ndim=self.ndim, dtype=DLDataType(*self.dtype),
                     shape=ctypes.cast(shape, ctypes.POINTER(ctypes.c_int64)),
                     strides=None if strides is None else ctypes.cast(
                         strides, ctypes.POINTER(ctypes.c_int64)),
                     byte_offset=self.byte_offset)
         if self.versioned and max_version is not None and tuple(max_version) >= (1, 0):
-            managed = _ManagedVersioned(version=_Version(*self.version), deleter=self._deleter,
-                                        flags=_FLAG_READ_ONLY if self.read_only else 0,
-                                        dl_tensor=t)
+            managed = DLManagedTensorVersioned(version=DLPackVersion(*self.version),
+                                               deleter=self._deleter,
+                                               flags=_FLAG_READ_ONLY if self.read_only else 0,
+                                               dl_tensor=t)
             name = _NAME_VERSIONED
         else:
-            managed = _Managed(dl_tensor=t, deleter=self._deleter)
+            managed = DLManagedTensor(dl_tensor=t, deleter=self._deleter)
             name = _NAME
         self._alive.append((managed, shape, strides))
         self.made.append(ctypes.addressof(managed))
-        capsule = _capsule_new(ctypes.addressof(managed), name, None)
+        capsule = capsule_new(ctypes.addressof(managed), name, None)
         self.capsules.append(capsule)
         return capsule
 

@@ -36,6 +36,18 @@ import numpy as np
 import gdfast
 from gdfast._spec import RULES, Field, Rule
 
+from dlpack_producers import (
+    DLDataType,
+    DLDeleter,
+    DLDevice,
+    DLManagedTensor,
+    DLManagedTensorVersioned,
+    DLPackVersion,
+    DLTensor,
+    capsule_name,
+    capsule_new,
+)
+
 SEED = 15
 # Iterations per CI run: about 4 s of calls here; the run is printed ("fuzz: N iterations").
 ITERATIONS = 6000
@@ -55,40 +67,6 @@ ROUTE_ONLY: Set[str] = set()
 # --- DLPack: capsules made here, so that every field can lie --------------------------------
 
 
-class _Device(ctypes.Structure):
-    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
-
-
-class _DataType(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
-
-
-class _Tensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("device", _Device), ("ndim", ctypes.c_int32),
-                ("dtype", _DataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
-                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
-
-
-_DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-
-class _Managed(ctypes.Structure):  # DLManagedTensor, capsule "dltensor"
-    _fields_ = [("dl_tensor", _Tensor), ("manager_ctx", ctypes.c_void_p), ("deleter", _DELETER)]
-
-
-class _ManagedVersioned(ctypes.Structure):  # DLManagedTensorVersioned, "dltensor_versioned"
-    _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32),
-                ("manager_ctx", ctypes.c_void_p), ("deleter", _DELETER),
-                ("flags", ctypes.c_uint64), ("dl_tensor", _Tensor)]
-
-
-_capsule_new = ctypes.pythonapi.PyCapsule_New
-_capsule_new.restype = ctypes.py_object
-_capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
-_capsule_name = ctypes.pythonapi.PyCapsule_GetName
-_capsule_name.restype = ctypes.c_char_p
-_capsule_name.argtypes = [ctypes.py_object]
-
 # The capsule keeps a pointer to its name: these bytes objects live as long as the module.
 _NAMES = {"dltensor": b"dltensor", "dltensor_versioned": b"dltensor_versioned",
           "bogus": b"not_a_dltensor", "used": b"used_dltensor"}
@@ -99,7 +77,7 @@ _CPU = 1
 _deleted: Dict[int, int] = {}
 
 
-@_DELETER
+@DLDeleter
 def _count_deletion(address: Optional[int]) -> None:
     _deleted[address or 0] = _deleted.get(address or 0, 0) + 1
 
@@ -144,20 +122,21 @@ class Capsules:
                                            8 * array.dtype.itemsize, 1)
         address = array.__array_interface__["data"][0]
         offset = 8 if spec.split_offset else 0
-        tensor = _Tensor(data=address - offset, device=_Device(spec.device_type, 0), ndim=ndim,
-                         dtype=_DataType(code, bits, lanes),
-                         shape=None if spec.shape_null else shape,
-                         strides=strides if spec.explicit_strides else None,
-                         byte_offset=offset)
+        tensor = DLTensor(data=address - offset, device=DLDevice(spec.device_type, 0), ndim=ndim,
+                          dtype=DLDataType(code, bits, lanes),
+                          shape=None if spec.shape_null else shape,
+                          strides=strides if spec.explicit_strides else None,
+                          byte_offset=offset)
         read_only = (not array.flags.writeable) if spec.read_only is None else spec.read_only
         if spec.versioned:
-            managed: ctypes.Structure = _ManagedVersioned(
-                major=spec.major, minor=0, manager_ctx=None, deleter=_count_deletion,
-                flags=int(read_only), dl_tensor=tensor)
+            managed: ctypes.Structure = DLManagedTensorVersioned(
+                version=DLPackVersion(spec.major, 0), manager_ctx=None,
+                deleter=_count_deletion, flags=int(read_only), dl_tensor=tensor)
         else:
-            managed = _Managed(dl_tensor=tensor, manager_ctx=None, deleter=_count_deletion)
+            managed = DLManagedTensor(dl_tensor=tensor, manager_ctx=None,
+                                      deleter=_count_deletion)
         name = spec.name or ("dltensor_versioned" if spec.versioned else "dltensor")
-        capsule = _capsule_new(ctypes.addressof(managed), _NAMES[name], None)
+        capsule = capsule_new(ctypes.addressof(managed), _NAMES[name], None)
         self.made.append((capsule, managed, name, (shape, strides, array)))
         return capsule
 
@@ -165,7 +144,7 @@ class Capsules:
         out = []
         for capsule, managed, name, _ in self.made:
             # gdfast renames what it consumes (the protocol's rule); "used" was so named here
-            consumed = name != "used" and (_capsule_name(capsule) or b"").startswith(b"used_")
+            consumed = name != "used" and (capsule_name(capsule) or b"").startswith(b"used_")
             calls = _deleted.pop(ctypes.addressof(managed), 0)
             if calls != int(consumed):
                 out.append(f"a capsule {'consumed' if consumed else 'not consumed'} by gdfast "
