@@ -220,15 +220,15 @@ void step_rule(std::uint64_t layout, void* hyper, int dtype_code, std::int64_t c
                const std::int64_t* sizes, void* const* const* roles) {
   if (layout != layout_hash<Rule>()) {
     throw Rejected{GDFAST_ERROR_ABI,
-                   "the hyperparameter struct was compiled for another layout than this gdfast's "
-                   "(" +
+                   "the hyperparameter struct has another layout than this "
+                   "gdfast's (" +
                        layout_text<Rule>() + "): rebuild against this gdfast's headers"};
   }
   if (hyper == nullptr) throw Rejected{GDFAST_ERROR_ARGUMENT, "hyper: null pointer"};
   if (dtype_code != GDFAST_FLOAT32 && dtype_code != GDFAST_FLOAT64) {
     throw Rejected{GDFAST_ERROR_ARGUMENT,
-                   "dtype: expected GDFAST_FLOAT32 (0) or "
-                   "GDFAST_FLOAT64 (1), got " +
+                   "dtype: expected GDFAST_FLOAT32 (0) or GDFAST_FLOAT64 "
+                   "(1), got " +
                        std::to_string(dtype_code)};
   }
   if (count < 0) {
@@ -290,8 +290,7 @@ void step_rule(std::uint64_t layout, void* hyper, int dtype_code, std::int64_t c
     const std::int64_t n = sizes[t];
     if (n < 0 || n > INT64_MAX / 8 - offsets[t]) {
       throw Rejected{GDFAST_ERROR_ARGUMENT, "sizes[" + std::to_string(t) +
-                                                "]: expected a size in "
-                                                "[0, 2**60), got " +
+                                                "]: expected a size in [0, 2**60), got " +
                                                 std::to_string(n)};
     }
     offsets[t + 1] = offsets[t] + n;
