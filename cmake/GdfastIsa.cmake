@@ -58,8 +58,9 @@ if(_gdfast_cpu MATCHES "^(x86_64|amd64|x64)$")
     set(_gdfast_v4_flags ${_gdfast_v3_flags} -mavx512f -mavx512bw -mavx512dq -mavx512vl
                          -mavx512cd)
     if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
-      # GCC's own _mm512_sqrt_ps passes _mm512_undefined_ps() and then warns about it.
-      list(APPEND _gdfast_v4_flags -Wno-maybe-uninitialized)
+      # GCC's own _mm512_sqrt_ps, _mm512_srli_epi32, _mm512_cvtepi32_epi16... pass
+      # _mm512_undefined_*() and then warn about it.
+      list(APPEND _gdfast_v4_flags -Wno-maybe-uninitialized -Wno-uninitialized)
     endif()
   endif()
   gdfast_add_isa(baseline vec_sse2.h)

@@ -8,8 +8,8 @@ _C_API: Any
 # The optimizers' declarations (csrc/optim/<name>.h), for gdfast._spec.
 def registry() -> Tuple[Dict[str, Any], ...]: ...
 def plan(rule: int, hyper: Tuple[Any, ...]) -> Tuple[str, ...]: ...
-# A batch: (param, inputs, states, hyper, label, device_scalars); every batch is checked before
-# any runs. Returns None, or per batch the scalar states after the step (NAdam, ASGD).
+# A batch: (param, inputs, states, hyper, label, device_scalars[, precision]); every batch is
+# checked before any runs. precision: None or (master, seed, keys[, count]) (gdfast/ops.py). Returns None, or per batch the scalar states after the step (NAdam, ASGD).
 def step(
     rule: int, batches: Sequence[Tuple[Any, ...]], stream: Optional[int]
 ) -> Optional[List[Tuple[float, ...]]]: ...
@@ -18,11 +18,13 @@ def check(
 ) -> None: ...
 def step_one(
     rule: int, param: Any, inputs: Tuple[Any, ...], states: Tuple[Any, ...],
-    hyper: Tuple[Any, ...], device_scalars: Optional[Tuple[Any, ...]], stream: Optional[int], /
+    hyper: Tuple[Any, ...], device_scalars: Optional[Tuple[Any, ...]], stream: Optional[int],
+    precision: Optional[Tuple[Any, ...]] = None,
 ) -> Optional[List[Tuple[float, ...]]]: ...
 def check_one(
     rule: int, param: Any, inputs: Tuple[Any, ...], states: Tuple[Any, ...],
-    hyper: Tuple[Any, ...], device_scalars: Optional[Tuple[Any, ...]], stream: Optional[int], /
+    hyper: Tuple[Any, ...], device_scalars: Optional[Tuple[Any, ...]], stream: Optional[int],
+    precision: Optional[Tuple[Any, ...]] = None,
 ) -> None: ...
 # Benchmark only.
 def run_repeated(rule: int, batches: Sequence[Tuple[Any, ...]], repeats: int) -> None: ...

@@ -4,12 +4,18 @@ where state lives, which they say through the hooks of :class:`StepPath`.
 
 A step checks every param group (hyperparameter ranges, option combinations) and every
 gradient before anything is written, then steps all groups in one kernel call (one batch per
-group, dtype and step count); state made for the step is stored only after it succeeded. The
-batches of a group (its params, their states and the arrays handed to the kernel) are kept
-from one step to the next and re-checked each step: making the arrays costs microseconds per
-tensor, checking that nothing was replaced a fraction of that. Stored step counts and scalar
-states are checked when a batch is made and whenever they change (an edit in place, a loaded
-state_dict): a bad one is named as ``param_groups[i]['params'][j]: state['step']: ...``.
+group, storage signature -- the dtypes of param, states and master copy -- and step count);
+state made for the step is stored only after it succeeded. The batches of a group (its
+params, their states and the arrays handed to the kernel) are kept from one step to the next
+and re-checked each step: making the arrays costs microseconds per tensor, checking that
+nothing was replaced a fraction of that. Stored step counts and scalar states are checked when
+a batch is made and whenever they change (an edit in place, a loaded state_dict): a bad one is
+named as ``param_groups[i]['params'][j]: state['step']: ...``.
+
+Precision options (every class: ``state_dtype``, ``master_weights``, ``stochastic_rounding``,
+``seed``) are group entries like the hyperparameters, checked with them; they decide the dtype
+of new states, whether a float32 master copy (``state['master_param']``) is kept and stepped,
+and how narrowed stores round. The kernel gets them as a batch's ``precision`` entry.
 """
 
 from __future__ import annotations
@@ -23,16 +29,26 @@ from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
 from . import _core
-from ._spec import RULES, Rule, State
+from ._spec import RULES, Rule, State, shown
 
 # Values a group may hold that cannot change without being replaced (a tensor lr can).
 _SCALARS = frozenset((float, int, bool, str, type(None)))
 
 
 def _frozen(value: Any) -> bool:
-    return type(value) in _SCALARS or (type(value) is tuple
-                                       and all(type(x) in _SCALARS for x in value))
+    return type(value) in _SCALARS or (type(value) is tuple and all(
+        type(x) in _SCALARS for x in value)) or is_dtype(value)
+
+
+def is_dtype(x: Any) -> bool:
+    """A NumPy or torch dtype (immutable, as a group's state_dtype)."""
+    if isinstance(x, np.dtype):
+        return True
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.dtype)
 
 
 def is_tensor(x: Any) -> bool:
@@ -75,6 +91,45 @@ def scalar_state_value(value: Any) -> Optional[float]:
     return f if math.isfinite(f) else None
 
 
+# -- precision options (issue 12) ------------------------------------------------------------
+# gdfast's own constructor arguments, keyword-only after torch's on every class, with their
+# defaults; stored in each param group like the others.
+PRECISION_OPTIONS: Dict[str, Any] = {"state_dtype": None, "master_weights": False,
+                                     "stochastic_rounding": False, "seed": None}
+SEED_LIMIT = 2**64
+NARROW = frozenset(("bfloat16", "float16"))  # stored narrower than they are computed
+SINGLE = frozenset(("float32", "bfloat16", "float16"))  # stored types of float32 math
+
+
+def dtype_name(dtype: Any) -> str:
+    """'float32', 'bfloat16', ... for a NumPy or torch dtype."""
+    name = str(dtype)
+    return name[6:] if name.startswith("torch.") else name
+
+
+def kept_dtype(param_dtype: Any, state: str, value_dtype: Any) -> bool:
+    """Whether a loaded state keeps its stored dtype (else: it takes the param's, as
+    torch.optim's load_state_dict casts it): the master copy always (float32); the others
+    when both the param and the state are stored types of float32 math (float32, bfloat16,
+    float16), which the kernels pair in any combination."""
+    if state == "master_param":
+        return True
+    return dtype_name(param_dtype) in SINGLE and dtype_name(value_dtype) in SINGLE
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A group's precision options, checked (state_dtype as the front end's dtype)."""
+
+    state_dtype: Any = None  # of new states; None: the param's (float32 with master weights)
+    master: bool = False  # a float32 master copy, state['master_param'], is stepped
+    stochastic: bool = False  # narrowed stores round stochastically
+    seed: Optional[int] = None
+
+
+DEFAULT_PRECISION = Precision()
+
+
 COUNT_EXPECTED = "expected an int >= 0"
 SCALAR_EXPECTED = "expected a finite number"
 
@@ -102,9 +157,9 @@ class Constructor:
 
     @functools.cached_property
     def group_keys(self) -> Tuple[str, ...]:
-        """The group entries hyper_values reads."""
+        """The group entries a step reads: hyper_values's, then the precision options."""
         plain, pairs = self._sources
-        return tuple(n for n, _ in plain) + tuple(p[0] for p in pairs)
+        return tuple(n for n, _ in plain) + tuple(p[0] for p in pairs) + tuple(PRECISION_OPTIONS)
 
     @functools.cached_property
     def scalar_names(self) -> Tuple[str, ...]:
@@ -117,7 +172,8 @@ class Constructor:
         arguments = dict(bound.arguments)
         if arguments.get("fused") and arguments.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")  # as torch
-        arguments.update(self.body(**arguments) or {})
+        arguments.update(self.body(**{k: v for k, v in arguments.items()
+                                      if k not in PRECISION_OPTIONS}) or {})
         return {**arguments, **self.fixed}
 
     def hyper_values(self, group: Mapping[str, Any]) -> Dict[str, Any]:
@@ -171,11 +227,30 @@ CONSTRUCTORS: Dict[str, Constructor] = {}
 Body = Callable[..., Optional[Dict[str, Any]]]
 
 
+_PRECISION_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=note)
+    for (name, default), note in zip(PRECISION_OPTIONS.items(),
+                                     ("Optional[dtype]", "bool", "bool", "Optional[int]"))]
+
+_PRECISION_DOC = """
+
+gdfast's precision options (bfloat16/float16 params; README "Lower precision"):
+state_dtype: dtype of new states (None: the param's, as torch; float32 with master_weights).
+master_weights: keep a float32 copy of each bfloat16/float16 param, state['master_param'];
+the step updates it and writes the param rounded to nearest.
+stochastic_rounding: round narrowed stores stochastically (seed: an int in [0, 2**64); None:
+drawn at construction). Not together with master_weights."""
+
+
 def constructor(rule: str, **fixed: Any) -> Callable[[Body], Body]:
-    """Registers a torch-signature constructor for the front ends to build their classes from."""
+    """Registers a torch-signature constructor for the front ends to build their classes from;
+    every class takes the precision options after torch's arguments."""
     def register(fn: Body) -> Body:
-        CONSTRUCTORS[fn.__name__] = Constructor(fn.__name__, RULES[rule], inspect.signature(fn),
-                                                fixed, inspect.getdoc(fn) or "", fn)
+        signature = inspect.signature(fn)
+        signature = signature.replace(
+            parameters=[*signature.parameters.values(), *_PRECISION_PARAMETERS])
+        CONSTRUCTORS[fn.__name__] = Constructor(fn.__name__, RULES[rule], signature, fixed,
+                                                (inspect.getdoc(fn) or "") + _PRECISION_DOC, fn)
         return fn
     return register
 
@@ -213,12 +288,13 @@ class Member:
 
 
 class Batch:
-    """Params of one group stepped by one kernel call: same dtype and device, same step count
-    and scalar states. Kept across steps while :meth:`StepPath._unchanged` holds."""
+    """Params of one group stepped by one kernel call: same device and storage signature
+    (dtypes of param, states, master copy), same step count and scalar states. Kept across
+    steps while :meth:`StepPath._unchanged` holds."""
 
     __slots__ = ("names", "members", "params", "positions", "identities", "on_device",
                  "param_arrays", "state_args", "values", "first_call", "hyper", "indices",
-                 "front", "where", "layouts")
+                 "front", "where", "layouts", "precision", "masters", "narrow", "keys")
 
     def __init__(self, names: Tuple[str, ...], members: List[Member], identities: Any,
                  on_device: bool, param_arrays: List[Any], state_args: Tuple[Any, ...],
@@ -239,10 +315,16 @@ class Batch:
         self.layouts: Optional[List[Any]] = None
         if any(m.layout is not None for m in members):
             self.layouts = [m.layout for m in members]
+        self.precision = DEFAULT_PRECISION  # the group's options the batch was made with
+        self.masters: Optional[List[Any]] = None  # the kernel's master arrays (master weights)
+        self.narrow = False  # some array it writes is bfloat16/float16 (rounding matters)
+        # (index of the group's first param among all, the members' indices among all params)
+        self.keys: Tuple[int, Tuple[int, ...]] = (-1, ())
 
 
 Members = List[Tuple[Hashable, Any, Any, int]]  # (state key, param, grad array, index in group)
-CheckedGroup = Tuple[Dict[str, Any], Tuple[str, ...]]  # hyperparameters, used state names
+# hyperparameters, used state names, precision options
+CheckedGroup = Tuple[Dict[str, Any], Tuple[str, ...], Precision]
 DeviceCall = Tuple[Any, Any, Dict[str, Any], Any, Any]  # stream, device scalars, hyper, step, scale
 
 
@@ -262,6 +344,8 @@ class StepPath:
     _scalars_are_objects = False
     # Hyperparameters go through _host before the checks (torch: tensors to numbers).
     _converts_host_values = False
+    # The front end's float32 dtype (states of a param with a master copy default to it).
+    _float32: Any = None
 
     # -- hooks ---------------------------------------------------------------------------------
     def _host(self, value: Any) -> Any:
@@ -280,7 +364,21 @@ class StepPath:
         """What the kernel gets for a param or state."""
         return tensor
 
-    def _new_state(self, param: Any, state: State, fill: float) -> Any:
+    def _new_state(self, param: Any, state: State, fill: float, dtype: Any) -> Any:
+        """A new state array like the param, of ``dtype`` (None: the param's)."""
+        raise NotImplementedError
+
+    def _new_master(self, param: Any) -> Any:
+        """A float32 copy of a param, laid out like it."""
+        raise NotImplementedError
+
+    def _state_dtype(self, value: Any) -> Any:
+        """A state_dtype option as the front end's dtype (float32, bfloat16 or float16);
+        TypeError naming state_dtype otherwise."""
+        raise NotImplementedError
+
+    def _draw_seed(self) -> int:
+        """A seed for stochastic rounding when none is given (an int in [0, 2**64))."""
         raise NotImplementedError
 
     def _new_scalar(self, param: Any, name: str, value: Any) -> Any:
@@ -366,6 +464,67 @@ class StepPath:
         index = batch.indices[k] if batch.indices is not None else batch.members[k].position
         return f"{batch.where}['params'][{index}]"
 
+    def _check_precision(self, group: Mapping[str, Any]) -> Precision:
+        """A group's precision options, checked: TypeError/ValueError naming the option."""
+        get = group.get
+        flags = []
+        for name in ("master_weights", "stochastic_rounding"):
+            value = get(name, False)
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name}: expected True or False, got {value!r}")
+            flags.append(bool(value))
+        master, stochastic = flags
+        state_dtype = get("state_dtype")
+        if state_dtype is not None:
+            state_dtype = self._state_dtype(state_dtype)
+        seed = get("seed")
+        if seed is not None:
+            if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+                raise TypeError(f"seed: expected None or an int in [0, 2**64), got {seed!r}")
+            seed = int(seed)
+            if not 0 <= seed < SEED_LIMIT:
+                raise ValueError(f"seed: expected None or an int in [0, 2**64), got "
+                                 f"{shown(seed)}")
+        if master and stochastic:
+            raise ValueError("master_weights=True and stochastic_rounding=True: choose one (the "
+                             "float32 master copy keeps every small update exactly, which "
+                             "stochastic rounding does only on average)")
+        if stochastic and seed is None:
+            raise ValueError("seed: stochastic_rounding=True needs one (an int in [0, 2**64)), "
+                             "got None")
+        if not (master or stochastic or state_dtype is not None):
+            return DEFAULT_PRECISION
+        return Precision(state_dtype, master, stochastic, seed)
+
+    @staticmethod
+    def _check_param_precision(dtype: Any, precision: Precision, who: str) -> None:
+        """A param's dtype against its group's precision options: ValueError naming it (as
+        ``who``) for master weights of a param that is no narrower than float32, and for a
+        state_dtype its param cannot be stepped with."""
+        if precision is DEFAULT_PRECISION:
+            return
+        name = dtype_name(dtype)
+        if precision.master and name not in NARROW:
+            raise ValueError(f"{who}: master_weights=True is for bfloat16 and float16 params, "
+                             f"got a {name} param (stored as wide as it is computed, it needs "
+                             "no master copy)")
+        if precision.state_dtype is not None:
+            wanted = dtype_name(precision.state_dtype)
+            if name not in SINGLE:
+                raise ValueError(f"{who}: state_dtype={wanted}: a {name} param keeps {name} "
+                                 "states (state_dtype is for float32, bfloat16 and float16 "
+                                 "params)")
+            if wanted == "float16" and name != "float16":
+                raise ValueError(f"{who}: state_dtype=float16 is for float16 params; the states "
+                                 f"of a {name} param may leave float16's range (normal numbers "
+                                 "6.1e-05 to 65504): use bfloat16 or float32")
+
+    def _states_dtype(self, precision: Precision) -> Any:
+        """The dtype of a group's new states (None: the param's)."""
+        if precision.state_dtype is not None:
+            return precision.state_dtype
+        return self._float32 if precision.master else None
+
     def _scalar_starts(self, values: Mapping[str, Any]) -> Dict[str, float]:
         rule = self._ctor.rule
         return {f.name: rule.scalar_start(f, values) for f in rule.scalar_states}
@@ -395,9 +554,10 @@ class StepPath:
                     values = {k: self._host_named(k, v) for k, v in values.items()}
             rule.check(values)
             names = rule.used_states(values)
+            precision = self._check_precision(group)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}{e}") from None
-        return values, names
+        return values, names, precision
 
     def _host_named(self, name: str, value: Any) -> Any:
         try:
@@ -422,15 +582,21 @@ class StepPath:
         checked = [self._checked_group(g, f"param_groups[{i}]: ")
                    for i, g in enumerate(self.param_groups)]
         work: List[Tuple[Batch, List[Any], Dict[str, Any], Dict[str, Any], Any]] = []
+        first = 0  # the group's first param's index among all params (stochastic rounding)
         for i, group in enumerate(self.param_groups):
             members = members_of(i, group)
             if members:
-                values, names = checked[i]
-                for batch in self._batches(group, members, names, values, f"param_groups[{i}]"):
+                values, names, precision = checked[i]
+                for batch in self._batches(group, members, names, values, precision,
+                                           f"param_groups[{i}]"):
                     grads = self._grad_arrays(batch, [members[k][2] for k in batch.positions])
+                    if precision.stochastic and batch.keys[0] != first:
+                        assert batch.indices is not None
+                        batch.keys = (first, tuple(first + j for j in batch.indices))
                     # messages name arrays by their index in the group
                     work.append((batch, grads, group, values,
                                  (f"param_groups[{i}]: ", batch.indices)))
+            first += len(group["params"])
         if not work:
             return
         calls, stream = [], None
@@ -439,16 +605,39 @@ class StepPath:
             if batch.on_device:
                 stream, device_scalars, values, step, grad_scale = self._device_call(
                     batch, group, values, step, amp)
-            calls.append((batch.param_arrays, (grads,), batch.state_args,
-                          self._batch_hyper(batch, values, step, grad_scale), label,
-                          device_scalars))
+            call: Tuple[Any, ...] = (batch.param_arrays, (grads,), batch.state_args,
+                                     self._batch_hyper(batch, values, step, grad_scale), label,
+                                     device_scalars)
+            if batch.masters is not None:  # the kernel reads the master, writes it and param
+                call += ((batch.masters, None, None),)
+            elif batch.precision.stochastic and batch.narrow:
+                call += ((None, batch.precision.seed, batch.keys[1],
+                          self._rounding_count(group, label[0])),)
+            calls.append(call)
         if not run:
             _core.check(self._ctor.rule.id, calls, stream)
             return
         results = _core.step(self._ctor.rule.id, calls, stream)
         for k, (batch, *_) in enumerate(work):
             self._commit(batch, None if results is None else results[k])
+        if self._ctor.rule.step != "counted":
+            for batch, _, group, _, label in work:
+                if batch.precision.stochastic:
+                    group["rounding_step"] = self._rounding_count(group, label[0])
         self._after_step([w[0] for w in work])
+
+    def _rounding_count(self, group: Mapping[str, Any], where: str) -> Optional[int]:
+        """What keys this step's stochastic rounding besides the seed: the step count where the
+        rule keeps one (None: the kernel takes it from the step); else the group's
+        ``rounding_step`` + 1, a count kept for this (SGD's step argument is 1 or 2, Lion has
+        none: a key repeating every step would round each element the same way every time)."""
+        if self._ctor.rule.step == "counted":
+            return None
+        count = count_value(group.get("rounding_step", 0))
+        if count is None or count + 1 >= COUNT_LIMIT:
+            raise ValueError(f"{where}rounding_step: {COUNT_EXPECTED}, got "
+                             f"{group.get('rounding_step')!r}")
+        return count + 1
 
     def _step_arg(self, batch: Batch) -> Any:
         kind = self._ctor.rule.step
@@ -487,24 +676,26 @@ class StepPath:
 
     # -- batches -------------------------------------------------------------------------------
     def _batches(self, group: Dict[str, Any], members: Members, names: Tuple[str, ...],
-                 values: Mapping[str, Any], where: str) -> List[Batch]:
+                 values: Mapping[str, Any], precision: Precision, where: str) -> List[Batch]:
         keys = tuple(m[0] for m in members)
         cached = self._batch_cache.get(id(group))
         if (cached is not None and cached[0] is group and len(cached[1]) == len(keys)
                 and all(a is b for a, b in zip(cached[1], keys))
-                and all(self._unchanged(b, names) for b in cached[2])):
+                and all(self._unchanged(b, names, precision) for b in cached[2])):
             for b in cached[2]:
                 b.where = where  # (a group before it may have been removed)
             return cached[2]
-        batches = self._new_batches(members, names, values, where)
+        batches = self._new_batches(members, names, values, precision, where)
         self._batch_cache[id(group)] = (group, keys, batches)
         return batches
 
-    def _unchanged(self, batch: Batch, names: Tuple[str, ...]) -> bool:
+    def _unchanged(self, batch: Batch, names: Tuple[str, ...], precision: Precision) -> bool:
         """Same param memory and the same state objects as when the batch was made, and one
         step count and scalar state value for all (none was edited in place). Updates
         ``batch.values`` from the stored values."""
         if names != batch.names:  # e.g. amsgrad switched on
+            return False
+        if precision is not batch.precision and precision != batch.precision:
             return False
         if batch.identities is not None and self._identities(batch.params) != batch.identities:
             return False
@@ -524,26 +715,43 @@ class StepPath:
         return True
 
     def _new_batches(self, members: Members, names: Tuple[str, ...],
-                     values: Mapping[str, Any], where: str) -> List[Batch]:
+                     values: Mapping[str, Any], precision: Precision,
+                     where: str) -> List[Batch]:
         """Batches for a group's members with grads, every stored state checked (a step
-        count or scalar state that is not one, a state array the kernel cannot step: raises
-        naming the param as param_groups[i]['params'][j])."""
+        count or scalar state that is not one, a state array the kernel cannot step, a param
+        its precision options do not fit: raises naming the param as
+        param_groups[i]['params'][j]). Members are batched by device and storage signature
+        (the dtypes of param, states and master copy: one kernel argument, a list, holds one
+        dtype), step count and scalar states."""
         rule = self._ctor.rule
         specs = {s.name: s for s in rule.states}
         starts = self._scalar_starts(values)
         scalar_names = (("step",) if rule.step == "counted" else ()) + tuple(starts)
-        by_key: Dict[Tuple[Hashable, bool, Tuple[Any, ...]], List[Member]] = {}
+        states_dtype = self._states_dtype(precision)
+        # the master copy travels with the states (made, checked and laid out like them)
+        array_names = names + (("master_param",) if precision.master else ())
+        by_key: Dict[Tuple[Hashable, Tuple[Any, ...], bool, Tuple[Any, ...]], List[Member]] = {}
         made: Dict[int, Tuple[Any, List[Any]]] = {}
         for position, (key, p, _, index) in enumerate(members):
             stored = self.state.get(key)
             m = Member(key, p, position, {} if stored is None else stored, stored is None)
             who = f"{where}['params'][{index}]"
+            self._check_param_precision(p.dtype, precision, who)
+            if not precision.master and m.store.get("master_param") is not None:
+                raise ValueError(f"{who}: state['master_param']: a master copy is kept, but "
+                                 "master_weights=False would step the param without it (and "
+                                 "leave it stale): set master_weights=True, or delete it")
             for name in names:
                 obj = m.store.get(name)
                 if obj is None:
                     spec = specs[name]
                     fill = float(values[spec.fill_from]) if spec.fill_from else 0.0
-                    obj = m.created[name] = self._new_state(p, spec, fill)
+                    obj = m.created[name] = self._new_state(p, spec, fill, states_dtype)
+                m.states.append(obj)
+            if precision.master:
+                obj = m.store.get("master_param")
+                if obj is None:
+                    obj = m.created["master_param"] = self._new_master(p)
                 m.states.append(obj)
             for name in scalar_names:
                 holder = m.store.get(name)
@@ -556,21 +764,28 @@ class StepPath:
                     holder = m.created[name] = self._new_scalar(
                         p, name, 0 if name == "step" else starts[name])
                 m.holders[name] = holder
-            m.objects = list(zip(names, m.states))
+            m.objects = list(zip(array_names, m.states))
             if self._scalars_are_objects:
                 m.objects += m.holders.items()
             first_call = any(specs[n].init == "unset" for n in m.created if n in specs)
             scalar_values = tuple(self._read(m.holders[n], n, who) for n in scalar_names)
             made[position] = self._member_arrays(m, who)
-            by_key.setdefault((self._batch_key(p), first_call, scalar_values), []).append(m)
+            signature = tuple(getattr(s, "dtype", None) for s in m.states)
+            by_key.setdefault((self._batch_key(p), signature, first_call, scalar_values),
+                              []).append(m)
         batches = []
-        for (_, first_call, scalar_values), ms in by_key.items():
-            arrays = {name: [made[m.position][1][k] for m in ms] for k, name in enumerate(names)}
+        for (_, signature, first_call, scalar_values), ms in by_key.items():
+            arrays = {name: [made[m.position][1][k] for m in ms]
+                      for k, name in enumerate(array_names)}
             batch = Batch(names, ms, self._identities([m.param for m in ms]),
                           self._on_device(ms[0].param), [made[m.position][0] for m in ms],
                           tuple(arrays.get(n) for n in rule.state_names),
                           dict(zip(scalar_names, scalar_values)), first_call)
             batch.where = where
             batch.indices = tuple(members[k][3] for k in batch.positions)
+            batch.precision = precision
+            batch.masters = arrays.get("master_param")
+            batch.narrow = any(dtype_name(d) in NARROW
+                               for d in (ms[0].param.dtype, *signature[:len(names)]))
             batches.append(batch)
         return batches

@@ -33,6 +33,7 @@ device, read by the kernel itself (no host synchronisation; capturable in a CUDA
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -70,6 +71,23 @@ def _pair(key: str, pair: Any, given: Tuple[Any, Any], rule: Rule,
     return pair[0], pair[1]
 
 
+def _precision(master_param: Any, stochastic_rounding: Any, seed: Any, param_index: Any,
+               step: Any) -> Tuple[Any, Any, Any, Any]:
+    """The kernel's precision argument: (master, seed or None, keys, count). Every argument is
+    checked whether or not it is used (the kernel checks param_index)."""
+    if type(stochastic_rounding) is not bool:
+        raise TypeError(f"stochastic_rounding: expected a bool, got {stochastic_rounding!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
+    if not stochastic_rounding:
+        return master_param, None, param_index, None
+    if step is None:
+        raise ValueError("step: required with stochastic_rounding=True (it keys the rounding)")
+    return master_param, int(seed), param_index, _device.host_step(step)
+
+
 def _docstring(rule: Rule) -> str:
     uses_step = rule.step != "none"
     lines = [f"{rule.summary}: one step, in place.", ""]
@@ -83,7 +101,12 @@ def _docstring(rule: Rule) -> str:
                      ", ".join(f"{f.name} (starts at {f.start_from or repr(f.default)})"
                                for f in rule.scalar_states) + ".")
     lines.append("step: the 1-based count after this update." if uses_step else
-                 "step: accepted for regularity; this rule keeps no count.")
+                 "step: this rule keeps no count; needed only with stochastic_rounding.")
+    lines.append("Lower precision: bfloat16/float16 params, grads and states are widened to "
+                 "float32 and rounded back to nearest; master_param (float32, with a bfloat16/"
+                 "float16 param) is stepped instead and the param written from it; "
+                 "stochastic_rounding=True rounds the narrow stores stochastically, keyed by "
+                 "seed, step and param_index (default: position in the list).")
     return "\n".join(lines)
 
 
@@ -126,6 +149,13 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     step_arg = "step" if uses_step else "0"
     arguments = (f"{rule.id}, param, ({inputs},), ({states},), "
                  f"({fields}, {step_arg}, grad_scale), scalars, stream")
+    body.append("    if (master_param is None and stochastic_rounding is False and param_index is None"
+                " and type(seed) is int and seed == 0):\n"
+                "        precision = None\n"
+                "    else:\n"
+                "        precision = _precision(master_param, stochastic_rounding, seed, param_index,"
+                " step)")
+    arguments += ", precision"
     call = f"_step({arguments})"
     # A skipped step (found_inf) accepts exactly what a taken one would: all checked, none run.
     body.append(f"    if skip:\n        _check_arrays({arguments})\n        return {skipped}")
@@ -136,9 +166,11 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     step_kw = "step" if uses_step else "step=None"
     source = (f"def {rule.name}_(param, {inputs}, "
               f"{', '.join(n + '=None' for n in rule.state_names)}, *, {step_kw}, {options}"
-              f"{scalars}{aliases}, grad_scale=1.0, found_inf=None):\n" + "\n".join(body) + "\n")
+              f"{scalars}{aliases}, grad_scale=1.0, found_inf=None, master_param=None, "
+              f"stochastic_rounding=False, seed=0, param_index=None):\n" + "\n".join(body) + "\n")
     namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step_one,
                                  "_check_arrays": _core.check_one, "_pair": _pair, "_rule": rule,
+                                 "_precision": _precision,
                                  "_host_step": _device.host_step,
                                  "_check": checker(rule, uses_step, with_scalars=True)}
     exec(compile(source, f"<gdfast.ops.{rule.name}_>", "exec"), namespace)

@@ -6,7 +6,12 @@
     opt.step(grads)                          # grads in the order of the params; None skips
 
 Each step checks every group and gradient first, then steps all groups in one kernel call
-(one batch per group, dtype and step count, which are normally all the same).
+(one batch per group, storage signature and step count, which are normally all the same).
+
+Params may be float32, float64, bfloat16 (``ml_dtypes.bfloat16``) or float16; a grad has its
+param's dtype. The precision options (``state_dtype``, ``master_weights``,
+``stochastic_rounding``, ``seed``) work as in gdfast.torch; ``state_dtype`` takes a NumPy dtype
+or its name (``"bfloat16"``).
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from ._spec import State
 from ._stepping import (
     CONSTRUCTORS,
     COUNT_EXPECTED,
+    PRECISION_OPTIONS,
     SCALAR_EXPECTED,
+    SEED_LIMIT,
     StepPath,
     count_value,
+    dtype_name,
     is_tensor,
+    kept_dtype,
     make_class,
     scalar_state_value,
 )
@@ -33,12 +42,26 @@ __all__ = ["Optimizer"] + list(CONSTRUCTORS)
 
 ParamGroup = Dict[str, Any]
 
+# The dtypes a param may have (bfloat16: ml_dtypes's, which NumPy knows once it is imported).
+_PARAM_DTYPES = frozenset(("float32", "float64", "bfloat16", "float16"))
+_STATE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _bfloat16() -> np.dtype:
+    try:
+        import ml_dtypes
+    except ImportError:  # (not a dependency: only bfloat16 needs it)
+        raise TypeError("state_dtype: bfloat16 needs the ml_dtypes package (pip install "
+                        "ml_dtypes), whose bfloat16 NumPy arrays gdfast steps") from None
+    return np.dtype(ml_dtypes.bfloat16)  # type: ignore[no-any-return]
+
 
 def _check_param(p: Any, where: str) -> np.ndarray:
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{where}: expected a numpy.ndarray, got {type(p).__name__}")
-    if p.dtype not in (np.float32, np.float64) or not p.dtype.isnative:
-        raise TypeError(f"{where}: expected float32 or float64, got {p.dtype}")
+    if dtype_name(p.dtype) not in _PARAM_DTYPES or not p.dtype.isnative:
+        raise TypeError(f"{where}: expected float32 or float64 (or bfloat16, float16), "
+                        f"got {p.dtype}")
     if not p.flags.c_contiguous:
         raise ValueError(f"{where}: must be C-contiguous")
     if not p.flags.aligned:
@@ -69,16 +92,19 @@ class Optimizer(StepPath):
     ``state`` maps a parameter's index (in the order of all groups' params) to its dict of
     state arrays and counters, as torch's state_dict does."""
 
+    _float32 = np.dtype(np.float32)
+
     def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any) -> None:
         defaults = self._ctor.defaults(args, kwargs)
         for flag in ("capturable", "differentiable"):
             if defaults.get(flag):
                 raise ValueError(f"{flag}=True: not available for NumPy arrays (see "
                                  "gdfast.torch for torch tensors)")
+        self._batch_cache, self._checked_cache = {}, {}
+        self._with_precision(defaults)  # (checked with each group, as the hyperparameters)
         self.defaults = defaults
         self.param_groups: List[ParamGroup] = []
         self.state: Dict[int, Dict[str, Any]] = {}
-        self._batch_cache, self._checked_cache = {}, {}
         try:
             groups: List[Any] = list(params) if not isinstance(params, np.ndarray) else [params]
         except TypeError:
@@ -116,8 +142,23 @@ class Optimizer(StepPath):
         group["params"] = params
         for key, value in self.defaults.items():
             group.setdefault(key, value)
-        self._checked_group(group, f"param_groups[{len(self.param_groups)}]: ")
+        self._with_precision(group)
+        _, _, precision = self._checked_group(group, f"param_groups[{len(self.param_groups)}]: ")
+        for i, p in enumerate(params):
+            self._check_param_precision(p.dtype, precision, f"{where}[{i}]")
         self.param_groups.append(group)
+
+    def _with_precision(self, group: ParamGroup) -> None:
+        """A new group's state_dtype as a NumPy dtype, and a seed drawn for stochastic rounding
+        if it has none (the checks that follow name a bad one)."""
+        if group.get("state_dtype") is not None:
+            try:
+                group["state_dtype"] = self._state_dtype(group["state_dtype"])
+            except TypeError:
+                pass  # (named by the group check)
+        stochastic = group.get("stochastic_rounding")
+        if isinstance(stochastic, (bool, np.bool_)) and stochastic and group.get("seed") is None:
+            group["seed"] = self._draw_seed()
 
     def _check_no_overlap(self, params: List[np.ndarray], where: str) -> None:
         """New params must not share memory with each other or with any param already
@@ -177,12 +218,32 @@ class Optimizer(StepPath):
 
     # -- the hooks of the shared step path ---------------------------------------------------
     def _batch_key(self, param: Any) -> Hashable:
-        return str(param.dtype.char)
+        return param.dtype  # type: ignore[no-any-return]
 
-    def _new_state(self, param: Any, state: State, fill: float) -> Any:
+    def _new_state(self, param: Any, state: State, fill: float, dtype: Any) -> Any:
         if state.init == "unset":
-            return np.empty_like(param)
-        return np.full_like(param, fill) if fill else np.zeros_like(param)
+            return np.empty_like(param, dtype=dtype)
+        return (np.full_like(param, fill, dtype=dtype) if fill
+                else np.zeros_like(param, dtype=dtype))
+
+    def _new_master(self, param: Any) -> Any:
+        return param.astype(np.float32)  # (exact: float32 holds every bfloat16/float16)
+
+    def _state_dtype(self, value: Any) -> Any:
+        expected = ("state_dtype: expected None or float32, bfloat16 or float16 (a NumPy "
+                    "dtype or its name)")
+        if isinstance(value, str) and value == "bfloat16":
+            return _bfloat16()
+        try:
+            dtype = np.dtype(value)
+        except TypeError:
+            raise TypeError(f"{expected}, got {value!r}") from None
+        if dtype_name(dtype) not in _STATE_DTYPES or not dtype.isnative:
+            raise TypeError(f"{expected}, got {dtype}")
+        return dtype
+
+    def _draw_seed(self) -> int:
+        return int(np.random.default_rng().integers(0, SEED_LIMIT, dtype=np.uint64))
 
     # -- serialization -----------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -200,8 +261,12 @@ class Optimizer(StepPath):
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Load a state_dict of an optimizer with the same groups and param shapes; arrays
-        are copied (converted to each param's dtype). Checked fully before anything changes:
-        a rejected one leaves the optimizer as it was, naming the entry at fault."""
+        are copied, keeping their dtypes where the kernels take them with their param
+        (float32, bfloat16 and float16 states of a float32/bfloat16/float16 param; the float32
+        master copy), else converted to the param's dtype. A group that lacks a precision
+        option (a torch.optim state_dict) keeps this optimizer's. Checked fully before
+        anything changes: a rejected one leaves the optimizer as it was, naming the entry at
+        fault."""
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict: expected a dict (from state_dict()), got "
                             f"{type(state_dict).__name__}")
@@ -250,6 +315,9 @@ class Optimizer(StepPath):
         for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
             group = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
             group["params"] = mine["params"]
+            for key in PRECISION_OPTIONS:
+                if key not in group and key in mine:
+                    group[key] = mine[key]
             self._check_group(group, f"state_dict['param_groups'][{gi}]: ")
             new_groups.append(group)
         self.state = new_state
@@ -269,12 +337,18 @@ class Optimizer(StepPath):
             here = f"{where}[{name!r}]"
             if name in rule.state_names:
                 if value is not None:  # (None: torch.optim.SGD's buffer before its first step)
-                    out[name] = _loaded_array(value, p, here)
+                    out[name] = _loaded_array(value, p, here, name)
             elif name in scalars:
                 out[name] = _loaded_scalar(value, name, here)
+            elif name == "master_param":
+                if dtype_name(p.dtype) not in ("bfloat16", "float16"):
+                    raise ValueError(f"{here}: a master copy is for a bfloat16 or float16 "
+                                     f"param; its param is {p.dtype}")
+                out[name] = _loaded_array(value, p, here, name)
             else:
                 raise ValueError(f"{where}: unknown entry {name!r} ({type(self).__name__} "
-                                 f"keeps {', '.join(rule.state_names + scalars)})")
+                                 f"keeps {', '.join(rule.state_names + scalars)}, "
+                                 "master_param)")
         if "step" in scalars and "step" not in out and any(n in out for n in rule.state_names):
             raise ValueError(f"{where}: has {', '.join(map(repr, out))} but no 'step' (the "
                              "number of steps those states have seen)")
@@ -289,26 +363,40 @@ class Optimizer(StepPath):
 
 
 def _as_numpy(value: Any) -> Any:
-    """A tensor (torch.optim's state_dict) as a NumPy array, floats exactly as float64 (NumPy
-    has no bfloat16); anything else as it is."""
+    """A tensor (torch.optim's state_dict) as a NumPy array, floats exactly in their dtype
+    (bfloat16 as ml_dtypes's, if installed, else as float32); anything else as it is."""
     if not is_tensor(value):
         return value
     value = value.detach().cpu().resolve_conj().resolve_neg()
-    return (value.double() if value.is_floating_point() else value).numpy()
+    name = dtype_name(value.dtype)
+    if name == "bfloat16":
+        array = value.float().numpy()
+        try:
+            return array.astype(_bfloat16())  # (exact: the values are bfloat16's)
+        except TypeError:
+            return array
+    if value.is_floating_point() and name not in ("float32", "float64", "float16"):
+        value = value.double()  # (float8s and the like, exactly)
+    return value.numpy()
 
 
-def _loaded_array(value: Any, p: np.ndarray, where: str) -> np.ndarray:
+def _loaded_array(value: Any, p: np.ndarray, where: str, name: str) -> np.ndarray:
     """A saved state array (NumPy, or a tensor: torch.optim's state_dict) as a copy in the
-    param's dtype: real floating point of the param's shape, nothing else."""
+    dtype the optimizer keeps it in (kept_dtype: its own where the kernels pair it with the
+    param, float32 for a master copy, else the param's): real floating point of the param's
+    shape, nothing else."""
     value = _as_numpy(value)
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{where}: expected an array, got {type(value).__name__}")
-    if value.dtype.kind != "f":  # complex, object, int, bool, str: no state of a real param
+    if value.dtype.kind != "f" and dtype_name(value.dtype) != "bfloat16":
+        # complex, object, int, bool, str: no state of a real param
         raise TypeError(f"{where}: expected a real floating-point array, got {value.dtype}")
     if value.shape != p.shape:
         raise ValueError(f"{where}: shape {value.shape} does not match its param's {p.shape}")
+    dtype = (np.dtype(np.float32) if name == "master_param"
+             else value.dtype if kept_dtype(p.dtype, name, value.dtype) else p.dtype)
     with np.errstate(over="ignore"):  # a float64 beyond float32: inf, as torch converts it
-        return np.array(value, dtype=p.dtype, copy=True, order="C")
+        return np.array(value, dtype=dtype, copy=True, order="C")
 
 
 def _loaded_scalar(value: Any, name: str, where: str) -> Any:

@@ -14,11 +14,19 @@ flat views of their memory.
 CUDA params need a build with gdfast's CUDA kernels (then ``capturable=True`` keeps step
 counts, lr and the AMP scalars on the device). ``import gdfast`` never imports torch; this
 module does.
+
+bfloat16 and float16 params are stepped as torch's fused steps do them (states in the param's
+dtype, math in float32, stores rounded to nearest); the precision options change that:
+``state_dtype`` (torch.float32, torch.bfloat16 or torch.float16), ``master_weights`` (a float32
+copy per param, ``state['master_param']``), ``stochastic_rounding`` with ``seed`` (drawn from
+torch's default generator at construction unless given). load_state_dict keeps the master copy
+and such states in their stored dtypes.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -30,19 +38,34 @@ from . import (
     cuda,
 )
 from ._spec import State
-from ._stepping import CONSTRUCTORS, Batch, DeviceCall, Member, StepPath, make_class
+from ._stepping import (
+    CONSTRUCTORS,
+    PRECISION_OPTIONS,
+    Batch,
+    DeviceCall,
+    Member,
+    StepPath,
+    kept_dtype,
+    make_class,
+)
 
 __all__ = ["Optimizer"] + list(CONSTRUCTORS)
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+_PARAM_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def _as_array(t: torch.Tensor) -> Any:
     """What the kernels get: a zero-copy NumPy view of a CPU tensor (the fastest path in), the
-    detached tensor itself on CUDA (through DLPack); complex as real pairs, as torch does."""
+    detached tensor itself on CUDA and for bfloat16, which NumPy lacks (through DLPack);
+    complex as real pairs, as torch does."""
     if t.is_complex():
         t = torch.view_as_real(t)
-    return t.detach().numpy() if t.device.type == "cpu" else t.detach()
+    return t.detach().numpy() if t.device.type == "cpu" and t.dtype is not torch.bfloat16 \
+        else t.detach()
 
 
 def _grad_array(g: torch.Tensor) -> Any:
@@ -63,11 +86,10 @@ def _dense(t: torch.Tensor) -> bool:
 
 
 def _layout(t: torch.Tensor) -> Tuple[Any, ...]:
-    """What must agree between tensors stepped as flat views of their memory: shape, dtype,
-    device and the strides of the dimensions longer than 1 (the others are never stepped
-    over)."""
-    return (t.shape, t.dtype, t.device,
-            tuple(st for n, st in zip(t.shape, t.stride()) if n != 1))
+    """What must agree between tensors stepped as flat views of their memory: shape, device
+    and the strides of the dimensions longer than 1 (the others are never stepped over). Not
+    the dtype: states may be stored in another (the kernel checks which pair)."""
+    return (t.shape, t.device, tuple(st for n, st in zip(t.shape, t.stride()) if n != 1))
 
 
 def _describe(t: torch.Tensor) -> str:
@@ -100,6 +122,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
     _step_supports_amp_scaling = True
     _scalars_are_objects = True  # step counts and scalar states: tensors updated in place
     _converts_host_values = True  # a tensor lr (or betas) is checked as a number
+    _float32 = torch.float32
 
     def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any) -> None:
         defaults = self._ctor.defaults(args, kwargs)
@@ -118,6 +141,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         if torch.is_tensor(lr) and lr.numel() != 1:  # (torch's words: its tests match them)
             raise ValueError(f"lr: Tensor lr must be 1-element, got shape {tuple(lr.shape)}")
         self._batch_cache, self._checked_cache = {}, {}
+        self._with_seed(defaults)
         self._checked_group(defaults, "")
         if not torch.is_tensor(params):  # (torch.optim names a tensor itself)
             try:
@@ -149,12 +173,27 @@ class Optimizer(StepPath, torch.optim.Optimizer):
             t = p[1] if isinstance(p, tuple) and len(p) == 2 else p  # (name, tensor)
             if torch.is_tensor(t):  # anything else: torch.optim raises its own TypeError
                 _check_param(t, f"params[{i}]")
-                # torch updates an inference tensor in place only in inference mode
-                self._inference_params = getattr(self, "_inference_params", False) or \
-                    t.is_inference()
-        self._checked_group({**self.defaults, **param_group},
-                            f"param_groups[{len(self.param_groups)}]: ")
+        self._with_seed(param_group, self.defaults)
+        _, _, precision = self._checked_group({**self.defaults, **param_group},
+                                              f"{where}: ")
+        for i, p in enumerate(params):
+            t = p[1] if isinstance(p, tuple) and len(p) == 2 else p
+            if torch.is_tensor(t):
+                self._check_param_precision(t.dtype, precision, f"{where}['params'][{i}]")
+        for p in params:
+            t = p[1] if isinstance(p, tuple) and len(p) == 2 else p
+            if torch.is_tensor(t):  # torch updates an inference tensor in place only in
+                self._inference_params = getattr(  # inference mode
+                    self, "_inference_params", False) or t.is_inference()
         super().add_param_group(param_group)
+
+    def _with_seed(self, group: Dict[str, Any],
+                   defaults: Optional[Mapping[str, Any]] = None) -> None:
+        """A seed drawn for a group (or the defaults) with stochastic rounding and none (the
+        check that follows names a bad one)."""
+        merged = {**(defaults or {}), **group}
+        if merged.get("stochastic_rounding") is True and merged.get("seed") is None:
+            group["seed"] = self._draw_seed()
 
     @torch.no_grad()
     def step(  # type: ignore[override]  # torch.optim's runtime signature, not its overloads
@@ -193,10 +232,13 @@ class Optimizer(StepPath, torch.optim.Optimizer):
     def _grad_arrays(self, batch: Batch, grads: List[Any]) -> List[Any]:
         if batch.layouts is not None:  # a param stepped as a flat view (channels_last)
             return [self._laid_out_grad(batch, k, g) for k, g in enumerate(grads)]
-        if batch.on_device or batch.members[0].param.is_complex():
+        dtype = batch.members[0].param.dtype
+        if batch.on_device or dtype.is_complex or dtype is torch.bfloat16:
             return [self._checked_grad(batch, k, g) for k, g in enumerate(grads)]
         out = []
         for k, g in enumerate(grads):
+            if g.dtype is not dtype:  # (the kernels would take a float32 grad of a float16
+                self._checked_grad(batch, k, g)  # param; torch.optim does not)
             try:  # the fast path: a dense, contiguous CPU grad that does not require grad
                 array = g.numpy()
                 if not array.flags.c_contiguous:
@@ -210,6 +252,10 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         if g.layout != torch.strided:  # (RuntimeError, as torch.optim's)
             raise RuntimeError(f"{self._member_name(batch, k)}.grad: {type(self).__name__} does "
                                f"not support sparse gradients (layout {g.layout})")
+        p = batch.members[k].param
+        if g.dtype != p.dtype:  # as torch requires of .grad
+            raise TypeError(f"{self._member_name(batch, k)}.grad: expected {p.dtype} like its "
+                            f"param, got {g.dtype}")
         return _grad_array(g)
 
     def _laid_out_grad(self, batch: Batch, k: int, g: torch.Tensor) -> Any:
@@ -233,8 +279,34 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         return _flat_array(g)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch.optim's, except that the master copy and the states the kernels take in
+        their stored dtype with their param (float32, bfloat16, float16 of a float32, bfloat16
+        or float16 param) keep it (torch.optim casts every floating state to the param's
+        dtype), and a group lacking a precision option (a torch.optim state_dict) keeps this
+        optimizer's."""
         self._batch_cache, self._checked_cache = {}, {}  # new state tensors and param groups
+        before = self.param_groups
         super().load_state_dict(state_dict)
+        saved_groups = state_dict["param_groups"]
+        for group, saved, old in zip(self.param_groups, saved_groups, before):
+            for key in PRECISION_OPTIONS:
+                if key not in saved and key in old:
+                    group[key] = old[key]
+        saved_state = state_dict["state"]
+        for saved_key, p in zip(chain.from_iterable(g["params"] for g in saved_groups),
+                                chain.from_iterable(g["params"] for g in self.param_groups)):
+            entry = saved_state.get(saved_key)
+            if not isinstance(entry, Mapping) or p not in self.state:
+                continue
+            state = self.state[p]
+            for name, value in entry.items():
+                loaded = state.get(name)
+                if (torch.is_tensor(value) and torch.is_tensor(loaded)
+                        and value.is_floating_point() and value.dtype != loaded.dtype
+                        and name in self._ctor.rule.state_names + ("master_param",)
+                        and kept_dtype(p.dtype, name, value.dtype)):
+                    dtype = torch.float32 if name == "master_param" else value.dtype
+                    state[name] = value.to(dtype=dtype, device=p.device)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:  # unpickling, copy.deepcopy
         super().__setstate__(state)
@@ -260,14 +332,29 @@ class Optimizer(StepPath, torch.optim.Optimizer):
     def _array(self, tensor: Any) -> Any:
         return _as_array(tensor)
 
-    def _new_state(self, param: Any, state: State, fill: float) -> Any:
+    def _new_state(self, param: Any, state: State, fill: float, dtype: Any) -> Any:
         keep = torch.preserve_format
         if state.init == "unset":  # SGD: step 1 writes the buffer
-            return torch.empty_like(param, memory_format=keep)
+            return torch.empty_like(param, dtype=dtype, memory_format=keep)
         if fill:  # complex params: both parts, as torch.optim does
             return torch.full_like(param, complex(fill, fill) if param.is_complex() else fill,
-                                   memory_format=keep)
-        return torch.zeros_like(param, memory_format=keep)
+                                   dtype=dtype, memory_format=keep)
+        return torch.zeros_like(param, dtype=dtype, memory_format=keep)
+
+    def _new_master(self, param: Any) -> Any:
+        # (exact: float32 holds every bfloat16/float16; clone keeps a dense param's layout)
+        return param.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
+
+    def _state_dtype(self, value: Any) -> Any:
+        if value not in _STATE_DTYPES:
+            raise TypeError("state_dtype: expected None or torch.float32, torch.bfloat16 or "
+                            f"torch.float16, got {value!r}")
+        return value
+
+    def _draw_seed(self) -> int:
+        # two 32-bit halves from torch's default generator (torch.manual_seed reproduces it)
+        high, low = torch.randint(0, 2**32, (2,), dtype=torch.int64).tolist()
+        return int(high) << 32 | int(low)
 
     def _new_scalar(self, param: Any, name: str, value: Any) -> Any:
         # As torch.optim: on the CPU, unless capturable keeps them on the param's device.
@@ -318,8 +405,6 @@ class Optimizer(StepPath, torch.optim.Optimizer):
             if _layout(s) == layout:
                 continue
             here = f"{where}: state[{name!r}]"
-            if s.dtype != p.dtype:
-                raise TypeError(f"{here}: expected {p.dtype} like its param, got {s.dtype}")
             if s.shape != p.shape or s.device != p.device:
                 raise ValueError(f"{here}: shape {tuple(s.shape)} on {s.device} does not "
                                  f"match its param's {tuple(p.shape)} on {p.device}")
@@ -415,10 +500,9 @@ def _check_param(p: torch.Tensor, where: str) -> None:
                          "available (CPU-only build, or no GPU)")
     if p.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{where}: is on {p.device}; gdfast steps CPU and CUDA tensors")
-    dtype = torch.view_as_real(p).dtype if p.is_complex() else p.dtype
-    if dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{where}: expected float32 or float64 (or complex64/128), got "
-                        f"{p.dtype}")
+    if p.dtype not in ((torch.complex64, torch.complex128) if p.is_complex() else _PARAM_DTYPES):
+        raise TypeError(f"{where}: expected float32 or float64 (or bfloat16, float16, "
+                        f"complex64/128), got {p.dtype}")
 
 
 for _ctor in CONSTRUCTORS.values():

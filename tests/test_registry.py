@@ -31,7 +31,9 @@ from cases import CASES, Case
 
 RULE_IDS = sorted(RULES)
 # torch's switches that only pick an implementation (or need CUDA / autograd through the step)
-IMPLEMENTATION_SWITCHES = {"foreach", "fused", "capturable", "differentiable"}
+IMPLEMENTATION_SWITCHES = {"foreach", "fused", "capturable", "differentiable",
+                           # gdfast's precision options (issue 12), on every class
+                           "state_dtype", "master_weights", "stochastic_rounding", "seed"}
 
 
 def _rule_params() -> List[Any]:
@@ -43,10 +45,14 @@ def _case_params() -> List[Any]:
 
 
 # -- the ops --------------------------------------------------------------------------------------
+PRECISION = ("master_param", "stochastic_rounding", "seed", "param_index")
+
+
 @pytest.mark.parametrize("rule", _rule_params())
 def test_every_rule_has_an_op_of_the_regular_signature(rule: Rule) -> None:
     """(param, grad, <states>, *, step, <hyperparameters>, <scalar states>, grad_scale,
-    found_inf), states positional or keyword with default None, the rest keyword-only."""
+    found_inf, <precision options>), states positional or keyword with default None, the rest
+    keyword-only."""
     op = getattr(ops, f"{rule.name}_")
     assert f"{rule.name}_" in ops.__all__
     params = list(inspect.signature(op).parameters.values())
@@ -59,12 +65,14 @@ def test_every_rule_has_an_op_of_the_regular_signature(rule: Rule) -> None:
     # the classes' pair arguments (betas=...) as aliases of the pairs' two fields
     aliases = [key for key, (a, _) in PAIRS.items() if a in rule.reals]
     assert [p.name for p in keyword] == ["step", *(f.name for f in rule.fields), *aliases,
-                                        "grad_scale", "found_inf"]
+                                        "grad_scale", "found_inf", *PRECISION]
     assert all(p.default is None for p in keyword if p.name in aliases)
     step = keyword[0]
     # counted and first_call rules need the count; Lion's is accepted and ignored
     assert step.default is (None if rule.step == "none" else step.empty)
-    assert keyword[-2].default == 1.0 and keyword[-1].default is None
+    defaults = {p.name: p.default for p in keyword}
+    assert defaults["grad_scale"] == 1.0 and defaults["found_inf"] is None
+    assert [defaults[name] for name in PRECISION] == [None, False, 0, None]
 
 
 @pytest.mark.parametrize("rule", _rule_params())

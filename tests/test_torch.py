@@ -273,15 +273,16 @@ def test_add_param_group_mid_training(digits):
 @pytest.mark.parametrize("group, error", [
     ({"lr": -1.0}, ValueError),
     ({"betas": (1.5, 0.9)}, ValueError),
-    ({"dtype": torch.bfloat16}, TypeError),
-], ids=["negative-lr", "beta1-above-1", "bfloat16"])
+    ({"dtype": torch.float8_e5m2}, TypeError),
+    ({"master_weights": True}, ValueError),  # (of a float32 param)
+], ids=["negative-lr", "beta1-above-1", "float8", "master-weights-of-float32"])
 def test_rejected_add_param_group_leaves_the_optimizer_unchanged(group, error):
     """A group that add_param_group refuses must not stay behind in param_groups (else every
     later step() fails, or steps a tensor gdfast cannot handle)."""
     p = nn.Parameter(torch.randn(3))
     opt = gt.AdamW([p], lr=0.1)
     group = dict(group)
-    q = nn.Parameter(torch.randn(3, dtype=group.pop("dtype", torch.float32)))
+    q = nn.Parameter(torch.randn(3).to(group.pop("dtype", torch.float32)))
     with pytest.raises(error):
         opt.add_param_group({"params": [q], **group})
     assert len(opt.param_groups) == 1
@@ -721,10 +722,12 @@ def test_foreach_and_fused_accepted_and_ignored_silently(digits, name, impl):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_params_rejected_naming_dtype(dtype):
+@pytest.mark.parametrize("dtype", [torch.float8_e5m2, torch.int32])
+def test_unsupported_params_rejected_naming_dtype(dtype):
+    """(bfloat16 and float16 are stepped: tests/test_precision_stateful.py.)"""
     with pytest.raises(TypeError, match=rf"params\[1\]: .*{str(dtype)}"):
-        gt.AdamW([nn.Parameter(torch.randn(2)), nn.Parameter(torch.randn(2, dtype=dtype))])
+        gt.AdamW([nn.Parameter(torch.randn(2)),
+                  nn.Parameter(torch.randn(2).to(dtype), requires_grad=False)])
 
 
 def test_non_cpu_params_rejected():

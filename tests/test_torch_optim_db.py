@@ -65,6 +65,7 @@ import torch.nn as nn  # noqa: E402
 
 import gdfast  # noqa: E402
 import gdfast.torch as gt  # noqa: E402
+from gdfast._stepping import PRECISION_OPTIONS  # noqa: E402
 
 FLAGS_FROZEN_BEFORE = torch.backends.flags_frozen()
 
@@ -545,20 +546,23 @@ def test_signature_defaults_and_groups_are_torchs(name):
     ours_cls, theirs_cls = getattr(gt, name), getattr(torch.optim, name)
     assert issubclass(ours_cls, torch.optim.Optimizer)
     assert ours_cls._step_supports_amp_scaling is True
-    ours = inspect.signature(ours_cls.__init__).parameters
+    # (gdfast's own precision options, issue 12, come after torch's arguments)
+    ours = {k: p for k, p in inspect.signature(ours_cls.__init__).parameters.items()
+            if k not in PRECISION_OPTIONS}
     theirs = inspect.signature(theirs_cls.__init__).parameters
     assert list(ours) == list(theirs)
+    assert list(inspect.signature(ours_cls.__init__).parameters)[-4:] == list(PRECISION_OPTIONS)
     for arg, p in theirs.items():
         assert ours[arg].kind == p.kind, arg
         assert _same_value(ours[arg].default, p.default), (arg, ours[arg].default, p.default)
     for kwargs in [{}] + [i.kwargs for i in cpu_inputs(name)]:
         mine = ours_cls([nn.Parameter(torch.randn(2))], **copy.deepcopy(kwargs))
         ref = theirs_cls([nn.Parameter(torch.randn(2))], **copy.deepcopy(kwargs))
-        assert mine.defaults.keys() == ref.defaults.keys(), kwargs
+        assert mine.defaults.keys() - PRECISION_OPTIONS.keys() == ref.defaults.keys(), kwargs
         for key, value in ref.defaults.items():
             assert _same_value(mine.defaults[key], value), (kwargs, key)
         group, ref_group = mine.param_groups[0], ref.param_groups[0]
-        assert group.keys() == ref_group.keys(), kwargs
+        assert group.keys() - PRECISION_OPTIONS.keys() == ref_group.keys(), kwargs
         for key in ref_group.keys() - {"params"}:
             assert _same_value(group[key], ref_group[key]), (kwargs, key)
 
@@ -581,6 +585,13 @@ def _through_file(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     torch.save(state_dict, buffer)
     buffer.seek(0)
     return torch.load(buffer)
+
+
+def _torch_groups(state_dict: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """A state_dict's param groups without gdfast's own precision options (issue 12), which
+    torch.optim's groups lack (and torch.optim ignores when it loads them)."""
+    return [{k: v for k, v in g.items() if k not in PRECISION_OPTIONS}
+            for g in state_dict["param_groups"]]
 
 
 def _layout(state_dict: Dict[str, Any]) -> Dict[Any, Any]:
@@ -607,7 +618,7 @@ def test_state_dict_interchange_mid_run(name, kwargs, direction):
         first.step(half)
         # gdfast's checkpoint: torch's layout (state names, dtypes, shapes), its param groups.
         assert _layout(first.opt.state_dict()) == _layout(reference.opt.state_dict())
-        assert first.opt.state_dict()["param_groups"] == reference.opt.state_dict()[
+        assert _torch_groups(first.opt.state_dict()) == reference.opt.state_dict()[
             "param_groups"]
 
     twin = Run(torch_maker(name, kwargs), MIXED_SPECS,
@@ -656,7 +667,7 @@ def test_named_parameters(name):
         _train(model, opts[-1], 5)
     ours, theirs = opts
     assert ours.param_groups[0]["param_names"] == names
-    assert ours.state_dict()["param_groups"] == theirs.state_dict()["param_groups"]
+    assert _torch_groups(ours.state_dict()) == theirs.state_dict()["param_groups"]
     assert _layout(ours.state_dict()) == _layout(theirs.state_dict())
 
     # Named groups, and a load between named torch and named gdfast optimizers both ways.

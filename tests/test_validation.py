@@ -219,18 +219,19 @@ MISALIGNED = "must be (C-contiguous and )?aligned to its element size"
 ENTRY_CASES: Dict[str, Tuple[Callable[[np.ndarray], Any], Any, str, str]] = {
     "list-of-ints": (lambda a: [1, 2, 3], TypeError, NOT_AN_ARRAY + "list", "all"),
     "int": (lambda a: 3, TypeError, NOT_AN_ARRAY + "int", "all"),
-    "float16": (lambda a: a.astype(np.float16), TypeError,
-                r"expected float32 or float64 \(native byte order\), got float16", "all"),
+    "int16": (lambda a: a.astype(np.int16), TypeError,
+              r"expected float32, float64, bfloat16 or float16 \(native byte order\), got int16",
+              "all"),
     "int32": (lambda a: a.astype(np.int32), TypeError,
-              r"expected float32 or float64 \(native byte order\), got int32", "all"),
+              r"expected float32, float64, bfloat16 or float16 \(native byte order\), got int32", "all"),
     "int64": (lambda a: a.astype(np.int64), TypeError,
-              r"expected float32 or float64 \(native byte order\), got int64", "all"),
+              r"expected float32, float64, bfloat16 or float16 \(native byte order\), got int64", "all"),
     "complex64": (lambda a: a.astype(np.complex64), TypeError,
-                  r"expected float32 or float64 \(native byte order\), got complex64", "all"),
+                  r"expected float32, float64, bfloat16 or float16 \(native byte order\), got complex64", "all"),
     "big-endian-f4": (_big_endian, TypeError,
-                      r"expected float32 or float64 \(native byte order\), got >f4", "all"),
+                      r"expected float32, float64, bfloat16 or float16 \(native byte order\), got >f4", "all"),
     "object": (lambda a: a.astype(object), TypeError,
-               r"expected float32 or float64 \(native byte order\), got object", "all"),
+               r"expected float32, float64, bfloat16 or float16 \(native byte order\), got object", "all"),
     "strided-slice": (_strided, ValueError, "must be C-contiguous", "all"),
     "transposed": (_transposed, ValueError, "must be C-contiguous", "all"),
     "fortran-order": (np.asfortranarray, ValueError, "must be C-contiguous", "all"),
@@ -355,12 +356,14 @@ def test_mixed_float32_float64_is_rejected(op_name: str, form: str, name: str, b
     tensors = make_tensors(op, form, dtype=base)
     tensors = replace_entry(tensors, name, form, entry(tensors, name, form).astype(other))
     b, o = np.dtype(base).name, np.dtype(other).name
+    # float64 goes only with float64; float32 with float32, bfloat16 or float16
+    like = {"float64": "float64", "float32": "float32, bfloat16 or float16"}
     if name == "param" and form == "single":
         # param sets the call's dtype: the first array that disagrees with it is grad
-        match = rf"^grad: expected {o} like param, got {b}$"
+        match = rf"^grad: expected {like[o]} like param, got {b}$"
     else:
         first = re.escape(who("param", form, 0))
-        match = starts_with(who(name, form)) + rf"expected {b} like {first}, got {o}$"
+        match = starts_with(who(name, form)) + rf"expected {like[b]} like {first}, got {o}$"
     expect_rejected(op, tensors, TypeError, match)
 
 
@@ -861,8 +864,8 @@ def test_zero_size_arrays_are_still_checked(op_name: str) -> None:
     """No-op or not, a wrong dtype or shape is still an error."""
     op = OPS[op_name]
     tensors = {name: np.zeros(0, np.float32) for name in op.tensors}
-    tensors["grad"] = np.zeros(0, np.float16)
-    with pytest.raises(TypeError, match=r"^grad: expected float32 or float64"):
+    tensors["grad"] = np.zeros(0, np.int16)
+    with pytest.raises(TypeError, match=r"^grad: expected float32, float64, bfloat16 or float16"):
         call(op, tensors)
     tensors["grad"] = np.zeros((0, 2), np.float32)
     with pytest.raises(ValueError, match=r"^grad: shape \(0, 2\) does not match param shape"):

@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <string>
 
@@ -34,7 +35,7 @@ struct ArrayInfo {
   char* data = nullptr;
   int ndim = 0;
   const std::int64_t* shape = nullptr;
-  bool dtype_ok = false;  // float32 or float64, native byte order, one lane
+  bool dtype_ok = false;  // float32/64, bfloat16 or float16, native byte order, one lane
   Dtype dtype = Dtype::kFloat32;
   PyObject* numpy_array = nullptr;  // set for NumPy input: its dtype names itself in messages
   dlpack::DataType dlpack_dtype{};
@@ -46,6 +47,16 @@ struct ArrayInfo {
 };
 
 static_assert(sizeof(std::int64_t) == sizeof(Py_ssize_t), "numpy dimensions are 64-bit here");
+
+constexpr int kNpyHalf = 23;  // NPY_HALF, fixed by NumPy's ABI
+
+// NumPy has no bfloat16: ml_dtypes registers one (a user dtype, kind 'V', type char 'E').
+bool is_ml_dtypes_bfloat16(const py::detail::PyArrayDescr_Proxy* descr) {
+  if (descr->kind != 'V' || descr->type != 'E' || descr->typeobj == nullptr) return false;
+  const char* name = reinterpret_cast<PyTypeObject*>(descr->typeobj)->tp_name;
+  const char* dot = std::strrchr(name, '.');
+  return std::strcmp(dot != nullptr ? dot + 1 : name, "bfloat16") == 0;
+}
 
 ArrayInfo from_numpy(PyObject* obj) {
   const auto* a = py::detail::array_proxy(obj);
@@ -60,6 +71,12 @@ ArrayInfo from_numpy(PyObject* obj) {
   } else if (native && descr->type_num == npy_api::NPY_DOUBLE_) {
     info.dtype_ok = true;
     info.dtype = Dtype::kFloat64;
+  } else if (descr->type_num == kNpyHalf) {
+    info.dtype_ok = native;
+    info.dtype = Dtype::kFloat16;
+  } else if (is_ml_dtypes_bfloat16(descr)) {
+    info.dtype_ok = true;  // (a byte-swapped one is not a dtype ml_dtypes makes)
+    info.dtype = Dtype::kBfloat16;
   }
   info.numpy_array = obj;
   info.contiguous = (a->flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_) != 0;
@@ -275,9 +292,13 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, bool written, py::hand
   info.device_type = t->device.device_type;
   info.device_id = t->device.device_id;
   const dlpack::DataType& dt = t->dtype;
-  if (dt.code == dlpack::kDLFloat && dt.lanes == 1 && (dt.bits == 32 || dt.bits == 64)) {
+  if (dt.code == dlpack::kDLFloat && dt.lanes == 1 &&
+      (dt.bits == 16 || dt.bits == 32 || dt.bits == 64)) {
     info.dtype_ok = true;
-    info.dtype = dt.bits == 32 ? Dtype::kFloat32 : Dtype::kFloat64;
+    info.dtype = dt.bits == 16 ? Dtype::kFloat16 : dt.bits == 32 ? Dtype::kFloat32 : Dtype::kFloat64;
+  } else if (dt.code == dlpack::kDLBfloat && dt.lanes == 1 && dt.bits == 16) {
+    info.dtype_ok = true;
+    info.dtype = Dtype::kBfloat16;
   }
   info.dlpack_dtype = dt;
   // Compact row-major; a dimension of extent 1 may carry any stride, and so may every
@@ -309,6 +330,30 @@ std::string shape_str(const ArrayInfo& a) {
   std::string s = "(";
   for (int d = 0; d < a.ndim; ++d) s += (d > 0 ? ", " : "") + std::to_string(a.shape[d]);
   return s + (a.ndim == 1 ? ",)" : ")");
+}
+
+bool is_narrow(Dtype dtype) { return dtype == Dtype::kBfloat16 || dtype == Dtype::kFloat16; }
+
+// The storage types an array may have: float64 goes only with float64; float32, bfloat16 and
+// float16 with each other (the math is float32); a master copy is float32; every array of one
+// argument (a list) has one type, that of its first (`list_dtype`, null for the first).
+void check_dtype(Dtype dtype, Dtype compute, const TensorArg& arg, const NamedArg& who,
+                 const Dtype* list_dtype, const NamedArg& param) {
+  const std::string got = std::string(", got ") + dtype_name(dtype);
+  if (arg.master) {  // (whether the param may have one is checked once all are gathered)
+    if (dtype != Dtype::kFloat32) fail_type(who, "expected float32 (a master copy is float32)" + got);
+    return;
+  }
+  if (compute == Dtype::kFloat64 && dtype != Dtype::kFloat64) {
+    fail_type(who, "expected float64 like " + param.bare() + got);
+  }
+  if (compute == Dtype::kFloat32 && dtype == Dtype::kFloat64) {
+    fail_type(who, "expected float32, bfloat16 or float16 like " + param.bare() + got);
+  }
+  if (list_dtype != nullptr && dtype != *list_dtype) {
+    fail_type(who, std::string("expected ") + dtype_name(*list_dtype) + " like " +
+                       NamedArg{who.arg, who.is_list, 0, who.label}.bare() + got);
+  }
 }
 
 bool same_shape(const ArrayInfo& a, const ArrayInfo& b) {
@@ -399,7 +444,8 @@ void TensorBatch::release() {
 void TensorBatch::gather(py::handle stream) {
   const auto& api = npy_api::get();
   const std::vector<TensorArg>& args = args_;
-  num_arrays_ = static_cast<int>(args.size());
+  const bool has_master = args.back().master;
+  num_arrays_ = static_cast<int>(args.size()) - (has_master ? 1 : 0);
   const TensorArg& first = args.front();
   const bool is_list = PyList_Check(first.value.ptr()) || PyTuple_Check(first.value.ptr());
 
@@ -439,13 +485,15 @@ void TensorBatch::gather(py::handle stream) {
   }
 
   arrays_.resize(static_cast<std::size_t>(num_tensors_ * num_arrays_));
+  if (has_master) masters_.resize(static_cast<std::size_t>(num_tensors_));
+  std::vector<Dtype> arg_dtypes(args.size());
   offsets_.assign(static_cast<std::size_t>(num_tensors_ + 1), 0);
   extents_.reserve(arrays_.size());
   ArrayInfo first_array;
   const NamedArg first_who{&first, is_list, 0, &label_};
   for (index_t t = 0; t < num_tensors_; ++t) {
     ArrayInfo param;
-    for (int k = 0; k < num_arrays_; ++k) {
+    for (int k = 0; k < static_cast<int>(args.size()); ++k) {
       const TensorArg& arg = args[static_cast<std::size_t>(k)];
       const NamedArg who{&arg, is_list, t, &label_};
       PyObject* obj = PySequence_Fast_GET_ITEM(sequences[static_cast<std::size_t>(k)].ptr(), t);
@@ -455,18 +503,18 @@ void TensorBatch::gather(py::handle stream) {
       const bool is_first = t == 0 && k == 0;
       check_device(a, who, is_first ? nullptr : &first_array, first_who);
       if (!a.dtype_ok) {
-        fail_type(who, "expected float32 or float64 (native byte order), got " + dtype_text(a));
+        fail_type(who, "expected float32, float64, bfloat16 or float16 (native byte order), got " +
+                           dtype_text(a));
       }
       if (is_first) {
         first_array = a;
         on_cuda_ = !is_host(a.device_type);
         device_id_ = a.device_id;
-        dtype_ = a.dtype;
+        dtype_ = a.dtype == Dtype::kFloat64 ? Dtype::kFloat64 : Dtype::kFloat32;
       }
-      if (a.dtype != dtype_) {
-        fail_type(who, std::string("expected ") + dtype_name(dtype_) + " like " + first_who.bare() +
-                           ", got " + dtype_name(a.dtype));
-      }
+      check_dtype(a.dtype, dtype_, arg, who,
+                  t == 0 ? nullptr : &arg_dtypes[static_cast<std::size_t>(k)], first_who);
+      arg_dtypes[static_cast<std::size_t>(k)] = a.dtype;
       if (k == 0) {
         param = a;
       } else if (!same_shape(a, param)) {
@@ -495,10 +543,15 @@ void TensorBatch::gather(py::handle stream) {
         }
         size *= a.shape[d];
       }
-      arrays_[static_cast<std::size_t>(t * num_arrays_ + k)] = a.data;
+      if (arg.master) {
+        masters_[static_cast<std::size_t>(t)] = a.data;
+      } else {
+        arrays_[static_cast<std::size_t>(t * num_arrays_ + k)] = a.data;
+      }
       if (size > 0) {
         const auto begin = reinterpret_cast<std::uintptr_t>(a.data);
-        const auto bytes = static_cast<std::uintptr_t>(size) * (a.dtype == Dtype::kFloat32 ? 4 : 8);
+        const auto bytes = static_cast<std::uintptr_t>(size) *
+                           static_cast<std::uintptr_t>(dtype_size(a.dtype));
         extents_.push_back({begin, begin + bytes, arg.written, &arg, is_list, t, &label_});
       }
       if (k == 0) {
@@ -506,6 +559,30 @@ void TensorBatch::gather(py::handle stream) {
       }
     }
   }
+  if (num_tensors_ > 0) describe_storage(arg_dtypes, has_master, is_list);
+}
+
+void TensorBatch::describe_storage(const std::vector<Dtype>& arg_dtypes, bool has_master,
+                                   bool is_list) {
+  bool narrow = false;
+  for (int k = 0; k < num_arrays_; ++k) narrow = narrow || is_narrow(arg_dtypes[k]);
+  if (has_master && !is_narrow(arg_dtypes[0])) {
+    fail_value(NamedArg{&args_.back(), is_list, 0, &label_},
+               std::string("a master copy is for a bfloat16 or float16 param; param is ") +
+                   dtype_name(arg_dtypes[0]));
+  }
+  stored_ = narrow || has_master;
+  if (!stored_) return;
+  if (on_cuda_) {
+    throw py::value_error(label_.prefix +
+                          "bfloat16 and float16 arrays and master copies are stepped on CPU "
+                          "only in this build");
+  }
+  if (num_arrays_ > Storage::kMaxArrays) {
+    throw py::value_error(label_.prefix + "too many arrays per tensor for narrow storage");
+  }
+  for (int k = 0; k < num_arrays_; ++k) storage_.slot[k] = arg_dtypes[static_cast<std::size_t>(k)];
+  storage_.masters = has_master ? masters_.data() : nullptr;
 }
 
 void check_disjoint(const std::vector<const TensorBatch*>& batches) {

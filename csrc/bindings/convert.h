@@ -22,6 +22,7 @@ struct TensorArg {
   const char* name;
   py::handle value;
   bool written;  // updated in place (must be writeable, must not overlap anything)
+  bool master = false;  // the param's float32 master copy: checked like a state, kept apart
 };
 
 // A DLPack tensor this call consumed: its deleter runs when the call is over.
@@ -60,16 +61,24 @@ class TensorBatch {
   TensorBatch(const TensorBatch&) = delete;
   TensorBatch& operator=(const TensorBatch&) = delete;
 
-  Dtype dtype() const { return dtype_; }
+  Dtype dtype() const { return dtype_; }  // the compute type: float32 or float64
   bool on_cuda() const { return on_cuda_; }
   int device_id() const { return device_id_; }
   StepArgs step_args() const {
-    return {num_arrays_, num_tensors_, arrays_.data(), offsets_.data(), nullptr};
+    return {num_arrays_, num_tensors_, arrays_.data(), offsets_.data(), nullptr, 0,
+            stored_ ? &storage_ : nullptr};
   }
+  // Where some array is stored narrower than float32 or a master copy is given: its storage
+  // description, for the caller to complete (roles, rounding); else null.
+  Storage* storage() { return stored_ ? &storage_ : nullptr; }
+  // The per-tensor keys of stochastic rounding, kept here for storage().keys to point at.
+  std::vector<std::uint64_t>& rounding_keys() { return keys_; }
   const std::vector<Extent>& extents() const { return extents_; }
 
  private:
   void gather(py::handle stream);
+  // Fills storage_ when some array is narrow or a master is given (after every check passed).
+  void describe_storage(const std::vector<Dtype>& arg_dtypes, bool has_master, bool is_list);
   void release();  // calls each consumed DLPack tensor's deleter once
 
   std::vector<TensorArg> args_;
@@ -81,6 +90,10 @@ class TensorBatch {
   index_t num_tensors_ = 0;
   std::vector<void*> arrays_;     // tensor-major, num_arrays_ per tensor
   std::vector<index_t> offsets_;  // num_tensors_ + 1
+  bool stored_ = false;
+  Storage storage_;
+  std::vector<void*> masters_;  // per tensor, when a master copy is given
+  std::vector<std::uint64_t> keys_;
   std::vector<ConsumedDlpack> consumed_;
   std::vector<Extent> extents_;  // of the arrays with elements
   // Every argument's arrays, referenced until the call is over: another Python thread may

@@ -2,7 +2,7 @@
 //   registry()                          the declarations of every rule, for gdfast/_spec.py
 //   plan(rule, hyper)                   the states a step with these hyperparameters uses
 //   step(rule, batches, stream)         one step of every batch, all checked before any runs
-//   step_one(rule, param, inputs, states, hyper, device_scalars, stream)
+//   step_one(rule, param, inputs, states, hyper, device_scalars, stream, precision=None)
 //                                       the same for one batch (gdfast.ops)
 //   check(rule, batches, stream), check_one(...)
 //                                       step's and step_one's checks only (a step found_inf
@@ -19,10 +19,10 @@ struct RuleEntry {
   py::tuple (*plan)(py::handle hyper);
   py::object (*step)(py::handle batches, py::handle stream);
   py::object (*step_one)(py::handle param, py::handle inputs, py::handle states, py::handle hyper,
-                         py::handle device_scalars, py::handle stream);
+                         py::handle device_scalars, py::handle stream, py::handle precision);
   void (*check)(py::handle batches, py::handle stream);
   void (*check_one)(py::handle param, py::handle inputs, py::handle states, py::handle hyper,
-                    py::handle device_scalars, py::handle stream);
+                    py::handle device_scalars, py::handle stream, py::handle precision);
 };
 
 template <class Rule>
@@ -32,8 +32,8 @@ py::object step(py::handle batches, py::handle stream) {
 
 template <class Rule>
 py::object step_one(py::handle param, py::handle inputs, py::handle states, py::handle hyper,
-                    py::handle device_scalars, py::handle stream) {
-  return CheckedCall<Rule>(param, inputs, states, hyper, device_scalars, stream).run();
+                    py::handle device_scalars, py::handle stream, py::handle precision) {
+  return CheckedCall<Rule>(param, inputs, states, hyper, device_scalars, stream, precision).run();
 }
 
 template <class Rule>
@@ -43,8 +43,8 @@ void check(py::handle batches, py::handle stream) {
 
 template <class Rule>
 void check_one(py::handle param, py::handle inputs, py::handle states, py::handle hyper,
-               py::handle device_scalars, py::handle stream) {
-  CheckedCall<Rule>(param, inputs, states, hyper, device_scalars, stream);
+               py::handle device_scalars, py::handle stream, py::handle precision) {
+  CheckedCall<Rule>(param, inputs, states, hyper, device_scalars, stream, precision);
 }
 
 constexpr RuleEntry kRules[] = {
@@ -102,20 +102,30 @@ void register_optim(py::module_& m) {
         return rule_entry(rule).step(batches, stream);
       },
       py::arg("rule"), py::arg("batches"), py::arg("stream"));
-  m.def("step_one", [](int rule, py::handle param, py::handle inputs, py::handle states,
-                       py::handle hyper, py::handle device_scalars, py::handle stream) {
-    return rule_entry(rule).step_one(param, inputs, states, hyper, device_scalars, stream);
-  });
+  m.def(
+      "step_one",
+      [](int rule, py::handle param, py::handle inputs, py::handle states, py::handle hyper,
+         py::handle device_scalars, py::handle stream, py::handle precision) {
+        return rule_entry(rule).step_one(param, inputs, states, hyper, device_scalars, stream,
+                                         precision);
+      },
+      py::arg("rule"), py::arg("param"), py::arg("inputs"), py::arg("states"), py::arg("hyper"),
+      py::arg("device_scalars"), py::arg("stream"), py::arg("precision") = py::none());
   m.def(
       "check",
       [](int rule, py::handle batches, py::handle stream) {
         rule_entry(rule).check(batches, stream);
       },
       py::arg("rule"), py::arg("batches"), py::arg("stream"));
-  m.def("check_one", [](int rule, py::handle param, py::handle inputs, py::handle states,
-                        py::handle hyper, py::handle device_scalars, py::handle stream) {
-    rule_entry(rule).check_one(param, inputs, states, hyper, device_scalars, stream);
-  });
+  m.def(
+      "check_one",
+      [](int rule, py::handle param, py::handle inputs, py::handle states, py::handle hyper,
+         py::handle device_scalars, py::handle stream, py::handle precision) {
+        rule_entry(rule).check_one(param, inputs, states, hyper, device_scalars, stream,
+                                   precision);
+      },
+      py::arg("rule"), py::arg("param"), py::arg("inputs"), py::arg("states"), py::arg("hyper"),
+      py::arg("device_scalars"), py::arg("stream"), py::arg("precision") = py::none());
 }
 
 }  // namespace gdfast::bindings

@@ -64,6 +64,80 @@ PyObject* const* tuple_items(py::handle value, std::size_t size, const char* wha
   return &PyTuple_GET_ITEM(value.ptr(), 0);
 }
 
+namespace {
+
+std::uint64_t to_uint64(py::handle value, const std::string& name) {
+  if (PyBool_Check(value.ptr()) || !PyLong_Check(value.ptr())) {
+    throw py::type_error(name + ": expected an int, got " + Py_TYPE(value.ptr())->tp_name);
+  }
+  const unsigned long long x = PyLong_AsUnsignedLongLong(value.ptr());
+  if (x == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw py::value_error(name + ": expected an int in [0, 2**64), got " +
+                          py::repr(value).cast<std::string>());
+  }
+  return x;
+}
+
+}  // namespace
+
+Precision to_precision(py::handle value) {
+  Precision p;
+  p.master = py::none();
+  p.keys = py::none();
+  if (!value || value.is_none()) return p;
+  const bool with_count = PyTuple_Check(value.ptr()) && PyTuple_GET_SIZE(value.ptr()) == 4;
+  PyObject* const* items = tuple_items(value, with_count ? 4 : 3, "precision");
+  p.master = items[0];
+  if (items[1] != Py_None) {
+    p.stochastic = true;
+    p.seed = to_uint64(items[1], "seed");
+  }
+  p.keys = items[2];
+  if (with_count && items[3] != Py_None) {
+    p.has_count = true;
+    p.count = to_uint64(items[3], "step");
+  }
+  if (p.stochastic && !p.master.is_none()) {
+    throw py::value_error(
+        "stochastic_rounding: not with master_param (the param is its master copy rounded to "
+        "nearest)");
+  }
+  return p;
+}
+
+void set_rounding(TensorBatch& batch, const Precision& precision, const unsigned char* roles,
+                  index_t step, const std::string& prefix) {
+  const index_t n = batch.step_args().num_tensors;
+  std::vector<std::uint64_t>& keys = batch.rounding_keys();
+  keys.resize(static_cast<std::size_t>(n));
+  if (precision.keys.is_none()) {
+    for (index_t t = 0; t < n; ++t) keys[static_cast<std::size_t>(t)] = static_cast<std::uint64_t>(t);
+  } else {
+    const bool sequence = PyList_Check(precision.keys.ptr()) || PyTuple_Check(precision.keys.ptr());
+    const auto given = py::reinterpret_steal<py::object>(
+        sequence ? PySequence_Tuple(precision.keys.ptr()) : PyTuple_Pack(1, precision.keys.ptr()));
+    if (!given) throw py::error_already_set();
+    if (PyTuple_GET_SIZE(given.ptr()) != n) {
+      throw py::value_error(prefix + "param_index: expected " + std::to_string(n) +
+                            " entries (one per tensor), got " +
+                            std::to_string(PyTuple_GET_SIZE(given.ptr())));
+    }
+    for (index_t t = 0; t < n; ++t) {
+      keys[static_cast<std::size_t>(t)] =
+          to_uint64(PyTuple_GET_ITEM(given.ptr(), t),
+                    prefix + (sequence ? "param_index[" + std::to_string(t) + "]" : "param_index"));
+    }
+  }
+  Storage* storage = batch.storage();
+  if (storage == nullptr || !precision.stochastic) return;  // nothing to round stochastically
+  for (int k = 0; k < Storage::kMaxArrays; ++k) storage->role[k] = roles[k];
+  storage->stochastic = true;
+  storage->seed = precision.seed;
+  storage->step = precision.has_count ? precision.count : static_cast<std::uint64_t>(step);
+  storage->keys = keys.data();
+}
+
 DeviceScalarArgs::DeviceScalarArgs(py::handle scalars, const TensorBatch& batch,
                                    py::handle stream) {
   if (scalars.is_none()) return;

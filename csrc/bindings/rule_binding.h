@@ -31,6 +31,22 @@ BatchLabel to_label(py::handle value);
 // The items of `value`, which must be a tuple of `size` (borrowed: valid while it lives).
 PyObject* const* tuple_items(py::handle value, std::size_t size, const char* what);
 
+// A call's precision options: the params' float32 master copies, and how narrowed stores
+// round. From None, or (master, seed, keys[, count]) (see rule_binding.cpp).
+struct Precision {
+  py::handle master;  // None: no master copies
+  bool stochastic = false;
+  std::uint64_t seed = 0;
+  py::handle keys;  // None: each tensor's position in its list
+  bool has_count = false;
+  std::uint64_t count = 0;  // keys the rounding streams (else the hyperparameters' step)
+};
+Precision to_precision(py::handle value);
+// Completes a narrow batch's storage description: each written array's rounding role (0 the
+// param, 1 + k state k), and stochastic rounding's seed, count and per-tensor keys.
+void set_rounding(TensorBatch& batch, const Precision& precision, const unsigned char* roles,
+                  index_t step, const std::string& prefix);
+
 using optim::HasAdvance;
 using optim::HasInvalid;
 using optim::kNumFields;
@@ -102,17 +118,19 @@ class CheckedCall {
     if (!list) throw py::error_already_set();
     entries_.reserve(list.size());
     for (const py::handle item : list) {
-      PyObject* const* b = tuple_items(item, 6, "batch");
-      add(b[0], b[1], b[2], b[3], b[4], b[5]);
+      // (param, inputs, states, hyper, label, device_scalars[, precision])
+      const bool with_precision = PyTuple_Check(item.ptr()) && PyTuple_GET_SIZE(item.ptr()) == 7;
+      PyObject* const* b = tuple_items(item, with_precision ? 7 : 6, "batch");
+      add(b[0], b[1], b[2], b[3], b[4], b[5], with_precision ? b[6] : Py_None);
     }
     check();
   }
   // One batch, from separate arguments (the ops' path: no batch tuples to build).
   CheckedCall(py::handle param, py::handle inputs, py::handle states, py::handle hyper,
-              py::handle device_scalars, py::handle stream)
+              py::handle device_scalars, py::handle stream, py::handle precision)
       : stream_(stream) {
     entries_.reserve(1);
-    add(param, inputs, states, hyper, py::handle(), device_scalars);
+    add(param, inputs, states, hyper, py::handle(), device_scalars, precision);
     check();
   }
 
@@ -156,9 +174,10 @@ class CheckedCall {
   };
 
   void add(py::handle param, py::handle input_tuple, py::handle state_tuple, py::handle hyper,
-           py::handle label_obj, py::handle device_scalars) {
+           py::handle label_obj, py::handle device_scalars, py::handle precision_obj) {
     BatchLabel label = to_label(label_obj);
     const typename Rule::Hyper h = to_hyper<Rule>(hyper);
+    const Precision precision = to_precision(precision_obj);
     const unsigned flags = Rule::flags(h);
     std::vector<TensorArg> args;
     args.reserve(1 + kNumInputs<Rule> + kNumStates<Rule>);
@@ -175,7 +194,16 @@ class CheckedCall {
       }
       args.push_back({spec.name, state, true});
     }
+    if (!precision.master.is_none()) args.push_back({"master_param", precision.master, true, true});
+    unsigned char roles[Storage::kMaxArrays] = {};  // 0 for the param and the inputs
+    for (int k = 0, slot = 1 + kNumInputs<Rule>; k < kNumStates<Rule>; ++k) {
+      if (uses_state<Rule>(k, flags) && slot < Storage::kMaxArrays) {
+        roles[slot++] = static_cast<unsigned char>(1 + k);
+      }
+    }
+    const std::string prefix = label.prefix;
     auto batch = std::make_unique<TensorBatch>(std::move(args), stream_, std::move(label));
+    set_rounding(*batch, precision, roles, h.step, prefix);
     DeviceScalarArgs scalars(device_scalars, *batch, stream_);
     entries_.push_back({h, std::move(batch), std::move(scalars)});
   }

@@ -3,9 +3,26 @@
 // element range [begin, end) of it can be given to a thread.
 #pragma once
 
+#include <cstdint>
+
 #include "core/config.h"
+#include "core/dtype.h"
 
 namespace gdfast {
+
+// How the arrays of a float32 call are stored when some are narrower than float32, and how
+// narrowed stores round. Absent (null) when every array holds the compute type.
+struct Storage {
+  static constexpr int kMaxArrays = 8;
+  Dtype slot[kMaxArrays] = {};  // each array's storage type, in kernel order
+  // Each array's role in stochastic rounding: 0 the param, 1 + k the rule's state k.
+  std::uint8_t role[kMaxArrays] = {};
+  void* const* masters = nullptr;  // per tensor: a float32 master copy of the param, or null
+  bool stochastic = false;         // narrowed stores round stochastically (else to nearest)
+  std::uint64_t seed = 0;
+  std::uint64_t step = 0;
+  const std::uint64_t* keys = nullptr;  // per tensor: its index among the optimizer's params
+};
 
 struct StepArgs {
   int num_arrays;  // arrays per tensor: param, grad, states...
@@ -14,6 +31,7 @@ struct StepArgs {
   const index_t* offsets;      // num_tensors + 1 prefix sums of the tensor sizes
   const void* coef;            // the rule's Coef<T>, computed once per call on the host
   index_t prefetch_bytes = 0;  // how far ahead the CPU loop prefetches its arrays (0: not)
+  const Storage* storage = nullptr;
 };
 
 // Updates elements [begin, end) of the virtual concatenation.

@@ -3,7 +3,7 @@
 #include GDFAST_ISA_HEADER
 
 #include "cpu/kernel_table.h"
-#include "cpu/kernels/elementwise.h"
+#include "cpu/kernels/tensor_list.h"
 #include "optim/stream.h"
 
 namespace gdfast::cpu {

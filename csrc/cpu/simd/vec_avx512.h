@@ -2,6 +2,10 @@
 // loads and stores (no buffer copy).
 #pragma once
 
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "cpu/simd/narrow.h"
 #include "cpu/simd/vec_x86.h"
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
@@ -28,5 +32,70 @@ GDFAST_AVX512_OPS(OpsF64, double, __m512d, pd, __mmask8)
 
 template <class T>
 using Lane = simd::Vec<std::conditional_t<sizeof(T) == 4, OpsF32, OpsF64>>;
+
+// bfloat16 by integer arithmetic (vcvtneps2bf16 would flush subnormals), float16 by the F16C
+// conversions (exact, round to nearest even); float16 stochastic rounding element by element.
+struct Narrow16 {
+  using L = Lane<float>;
+  static constexpr int kLanes = 16;
+  using Generic = simd::NarrowGeneric<L>;
+  using Random = __m512i;
+  static __mmask16 first(index_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+  static L widen(Dtype type, __m256i h) {
+    if (type == Dtype::kBfloat16) {
+      return L::wrap(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    }
+    return L::wrap(_mm512_cvtph_ps(h));
+  }
+  static L load(Dtype type, const std::uint16_t* p, index_t n = kLanes) {
+    return widen(type, n == kLanes ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+                                   : _mm256_maskz_loadu_epi16(first(n), p));
+  }
+  static Random random(std::uint32_t key, index_t index) {
+    const Random counter = _mm512_add_epi32(
+        _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index))),
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    Random x = _mm512_xor_si512(counter, _mm512_set1_epi32(static_cast<int>(key)));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(static_cast<int>(0x846CA68Bu)));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+  }
+  static Random random16(Random bits, unsigned role) {
+    return (role & 1u) == 0 ? _mm512_srli_epi32(bits, 16)
+                            : _mm512_and_si512(bits, _mm512_set1_epi32(0xFFFF));
+  }
+  static void store(Dtype type, std::uint16_t* p, L x, const Random* random16,
+                    index_t n = kLanes) {
+    __m256i h;
+    if (type == Dtype::kBfloat16) {
+      const Random b = _mm512_castps_si512(x.v);
+      const Random add =
+          random16 != nullptr
+              ? *random16
+              : _mm512_add_epi32(_mm512_set1_epi32(0x7FFF),
+                               _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1)));
+      const Random rounded = _mm512_srli_epi32(_mm512_add_epi32(b, add), 16);
+      const __mmask16 nan = _mm512_cmp_ps_mask(x.v, x.v, _CMP_UNORD_Q);
+      h = _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, _mm512_set1_epi32(0x7FC0)));
+    } else if (random16 == nullptr) {
+      h = _mm512_cvtps_ph(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {  // float16, stochastically: element by element
+      alignas(64) std::uint32_t bits[kLanes];
+      _mm512_store_si512(reinterpret_cast<Random*>(bits), *random16);
+      Generic::store_bits(type, p, x, bits, n);
+      return;
+    }
+    if (n == kLanes) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+    } else {
+      _mm256_mask_storeu_epi16(p, first(n), h);
+    }
+  }
+};
+
+// Whether the common storage combinations get loops of their own (kernels/storage.h).
+inline constexpr bool kVectorLanes = true;
 
 }  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE

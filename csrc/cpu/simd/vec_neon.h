@@ -3,6 +3,7 @@
 
 #include <arm_neon.h>
 
+#include "cpu/simd/narrow.h"
 #include "cpu/simd/vec.h"
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
@@ -47,5 +48,10 @@ GDFAST_NEON_OPS(OpsF64, double, float64x2_t, uint64x2_t, f64, u64)
 
 template <class T>
 using Lane = simd::Vec<std::conditional_t<sizeof(T) == 4, OpsF32, OpsF64>>;
+
+using Narrow16 = simd::NarrowGeneric<Lane<float>>;
+
+// Whether the common storage combinations get loops of their own (kernels/storage.h).
+inline constexpr bool kVectorLanes = false;
 
 }  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE

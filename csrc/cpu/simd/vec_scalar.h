@@ -2,6 +2,7 @@
 // vectorized levels compute exactly what the scalar rule computes.
 #pragma once
 
+#include "cpu/simd/narrow.h"
 #include "cpu/simd/vec.h"
 #include "optim/lane_math.h"
 
@@ -36,5 +37,10 @@ struct ScalarOps {
 
 template <class T>
 using Lane = simd::Vec<ScalarOps<T>>;
+
+using Narrow16 = simd::NarrowGeneric<Lane<float>>;
+
+// Whether the common storage combinations get loops of their own (kernels/storage.h).
+inline constexpr bool kVectorLanes = false;
 
 }  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE

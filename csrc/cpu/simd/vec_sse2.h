@@ -1,6 +1,7 @@
 // x86-64 baseline: SSE2, 4 floats / 2 doubles per lane.
 #pragma once
 
+#include "cpu/simd/narrow.h"
 #include "cpu/simd/vec_x86.h"
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
@@ -25,5 +26,10 @@ GDFAST_SSE2_OPS(OpsF64, double, __m128d, pd)
 
 template <class T>
 using Lane = simd::Vec<std::conditional_t<sizeof(T) == 4, OpsF32, OpsF64>>;
+
+using Narrow16 = simd::NarrowGeneric<Lane<float>>;
+
+// Whether the common storage combinations get loops of their own (kernels/storage.h).
+inline constexpr bool kVectorLanes = false;
 
 }  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE

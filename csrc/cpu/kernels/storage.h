@@ -1,0 +1,194 @@
+// The lanes of a call with narrow arrays (bfloat16/float16 params, grads or states) or a
+// float32 master copy of the param: each array is widened to float32 as it is loaded and
+// narrowed as it is stored (Narrow16 of the lane header: to nearest even, or stochastically),
+// inside the rule's one loop (run_lanes), so the conversions overlap the rule's arithmetic.
+// The common storage combinations (Recipe) are compiled in on the vector levels; any other
+// reads each array's storage type from the call (a branch per array and lane, the same for
+// the whole call), so each rule is not compiled once per combination of storage types.
+// Included only by kernels.cpp.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <tuple>
+#include <utility>
+
+#include "core/rounding.h"
+#include "core/step_args.h"
+#include "cpu/kernels/elementwise.h"
+#include "optim/layout.h"
+
+namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
+
+// The arrays of one tensor's range for StoredLanes: element 0 of the range first.
+template <int kArrays>
+struct StoredPointers {
+  void* at[kArrays];
+  Dtype type[kArrays];
+  float* master;  // the param's float32 master copy (then at[0] is only written)
+  index_t first;  // the range's first element's index in its tensor
+  // Stochastic rounding: each written array's role, and the keys of the streams they use.
+  bool stochastic;
+  int num_streams;
+  unsigned role[kArrays];
+  std::uint32_t key[(kArrays + 1) / 2];
+};
+
+// How an array is stored, fixed at compile time (kCall: read from the call).
+enum class Kind { kCall, kFloat32, kBfloat16, kFloat16, kMasterOfBfloat16, kMasterOfFloat16 };
+
+// A combination of storage kinds: the param's, the inputs', the states'.
+template <Kind kParam, Kind kInput, Kind kState>
+struct Recipe {
+  static constexpr Kind kind(int slot, int num_inputs) {
+    return slot == 0 ? kParam : slot <= num_inputs ? kInput : kState;
+  }
+};
+using AnyRecipe = Recipe<Kind::kCall, Kind::kCall, Kind::kCall>;
+
+// Whether a call's storage is that recipe's.
+template <class R>
+bool matches(const Storage& s, bool master, int num_arrays, int num_inputs) {
+  for (int k = 0; k < num_arrays; ++k) {
+    const Kind kind = R::kind(k, num_inputs);
+    const bool ok = kind == Kind::kFloat32            ? s.slot[k] == Dtype::kFloat32 && !master
+                    : kind == Kind::kBfloat16         ? s.slot[k] == Dtype::kBfloat16 && !master
+                    : kind == Kind::kFloat16          ? s.slot[k] == Dtype::kFloat16 && !master
+                    : kind == Kind::kMasterOfBfloat16 ? s.slot[k] == Dtype::kBfloat16 && master
+                    : kind == Kind::kMasterOfFloat16  ? s.slot[k] == Dtype::kFloat16 && master
+                                                      : true;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+template <class Rule, unsigned kFlags, class R>
+struct StoredLanes : optim::Registers<Rule, kFlags, Lane<float>> {
+  using Base = optim::Registers<Rule, kFlags, Lane<float>>;
+  using L = Lane<float>;
+  using Layout = optim::Layout<Rule, kFlags>;
+  using Arrays = StoredPointers<Layout::kNumArrays>;
+  static constexpr index_t kLanes = L::kLanes;
+
+  static constexpr Kind kind(int slot) { return R::kind(slot, Layout::kNumInputs); }
+  static bool is_master(const Arrays& a, int slot) {
+    const Kind k = kind(slot);
+    return k == Kind::kMasterOfBfloat16 || k == Kind::kMasterOfFloat16 ||
+           (k == Kind::kCall && slot == 0 && a.master != nullptr);
+  }
+  static bool is_wide(const Arrays& a, int slot) {
+    return kind(slot) == Kind::kFloat32 || (kind(slot) == Kind::kCall && a.type[slot] == Dtype::kFloat32);
+  }
+  static Dtype narrow_type(const Arrays& a, int slot) {
+    switch (kind(slot)) {
+      case Kind::kBfloat16:
+      case Kind::kMasterOfBfloat16:
+        return Dtype::kBfloat16;
+      case Kind::kFloat16:
+      case Kind::kMasterOfFloat16:
+        return Dtype::kFloat16;
+      default:
+        return a.type[slot];
+    }
+  }
+
+  template <bool kPartial = false>
+  static StoredLanes load(const Arrays& a, index_t i, index_t count = L::kLanes) {
+    return {Base::load([&](int slot) {
+      float* const wide = is_master(a, slot) ? a.master
+                          : is_wide(a, slot) ? static_cast<float*>(a.at[slot])
+                                             : nullptr;
+      if (wide != nullptr) return kPartial ? L::load_partial(wide + i, count) : L::load(wide + i);
+      return Narrow16::load(narrow_type(a, slot), static_cast<const std::uint16_t*>(a.at[slot]) + i,
+                            kPartial ? count : kLanes);
+    })};
+  }
+
+  template <bool kPartial = false>
+  void update_and_store(const Arrays& a, index_t i, const typename Rule::template Coef<float>& coef,
+                        index_t count = L::kLanes) {
+    this->update(coef);
+    typename Narrow16::Random bits[(Layout::kNumArrays + 1) / 2];
+    if (a.stochastic) {
+      for (int k = 0; k < a.num_streams; ++k) bits[k] = Narrow16::random(a.key[k], a.first + i);
+    }
+    this->store([&](int slot, L value) {
+      const index_t n = kPartial ? count : kLanes;
+      const bool master = is_master(a, slot);
+      if (master || is_wide(a, slot)) {
+        float* const wide = master ? a.master : static_cast<float*>(a.at[slot]);
+        if (kPartial) {
+          L::store_partial(wide + i, n, value);
+        } else {
+          L::store(wide + i, value);
+        }
+        if (!master) return;
+      }
+      auto* const narrow = static_cast<std::uint16_t*>(a.at[slot]) + i;
+      // (a param written from its master copy rounds to nearest: it is that copy, rounded)
+      if (a.stochastic && !master) {
+        const unsigned role = a.role[slot];
+        const auto random16 = Narrow16::random16(bits[role / 2], role);
+        Narrow16::store(narrow_type(a, slot), narrow, value, &random16, n);
+      } else {
+        Narrow16::store(narrow_type(a, slot), narrow, value, nullptr, n);
+      }
+    });
+  }
+
+  static void prefetch(const Arrays&, index_t) {}
+};
+
+// The storage combinations of the precision modes users pick (bfloat16 and float16 params
+// with states of the same type or float32, with or without a master copy; float32 params
+// with bfloat16 states), compiled in where the lanes are vectors.
+template <Kind k16, Kind kMaster>
+using ModeRecipes = std::tuple<Recipe<k16, k16, k16>, Recipe<k16, k16, Kind::kFloat32>,
+                               Recipe<kMaster, k16, Kind::kFloat32>>;
+
+template <class Rule, unsigned kFlags, class... Rs>
+bool run_recipe(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays& a, index_t n,
+                const typename Rule::template Coef<float>& coef, const Storage& s, std::tuple<Rs...>*) {
+  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
+  constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
+  const bool master = a.master != nullptr;
+  return ((matches<Rs>(s, master, kArrays, kInputs) &&
+           (run_lanes<StoredLanes<Rule, kFlags, Rs>>(a, n, coef, 0), true)) ||
+          ...);
+}
+
+// Elements [first, first + n) of tensor t, whose arrays (kernel order, at element 0) are
+// `arrays`; never across a multiple of 2^32 (a stochastic-rounding stream's end).
+template <class Rule, unsigned kFlags>
+void run_stored(const StepArgs& args, index_t t, void* const* arrays, index_t first, index_t n,
+                const typename Rule::template Coef<float>& coef) {
+  using X = StoredLanes<Rule, kFlags, AnyRecipe>;
+  const Storage& s = *args.storage;
+  typename X::Arrays a{};
+  a.master = s.masters != nullptr ? static_cast<float*>(s.masters[t]) + first : nullptr;
+  a.first = first;
+  a.stochastic = s.stochastic;
+  for (int k = 0; k < X::Layout::kNumArrays; ++k) {
+    a.type[k] = s.slot[k];
+    a.at[k] = static_cast<char*>(arrays[k]) + first * dtype_size(s.slot[k]);
+    a.role[k] = s.role[k];
+    a.num_streams = std::max(a.num_streams, static_cast<int>(s.role[k]) / 2 + 1);
+  }
+  if (s.stochastic) {
+    const std::uint64_t param_key = rounding::param_key(s.seed, s.step, s.keys[t]);
+    for (int k = 0; k < a.num_streams; ++k) {
+      a.key[k] = rounding::stream_key(param_key, static_cast<unsigned>(k),
+                                      static_cast<std::uint64_t>(first));
+    }
+  }
+  if constexpr (kVectorLanes) {
+    using Modes = decltype(std::tuple_cat(
+        std::declval<ModeRecipes<Kind::kBfloat16, Kind::kMasterOfBfloat16>>(),
+        std::declval<ModeRecipes<Kind::kFloat16, Kind::kMasterOfFloat16>>(),
+        std::declval<std::tuple<Recipe<Kind::kFloat32, Kind::kFloat32, Kind::kBfloat16>>>()));
+    if (run_recipe<Rule, kFlags>(a, n, coef, s, static_cast<Modes*>(nullptr))) return;
+  }
+  run_lanes<X>(a, n, coef, 0);
+}
+
+}  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE

@@ -1,0 +1,76 @@
+// A step function over a tensor list: finds the tensors of a thread's element range and runs
+// each one's segment through the rule's loop (elementwise.h), with the lanes of storage.h when
+// some arrays are stored narrower than float32. Included only by kernels.cpp.
+#pragma once
+
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+
+#include "core/step_args.h"
+#include "cpu/kernels/elementwise.h"
+#include "cpu/kernels/storage.h"
+#include "optim/layout.h"
+
+namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
+
+// Index of the tensor holding virtual element `at`: the last t with offsets[t] <= at.
+inline index_t find_tensor(const index_t* offsets, index_t num_tensors, index_t at) {
+  index_t lo = 0, hi = num_tensors;  // invariant: offsets[lo] <= at < offsets[hi]
+  while (hi - lo > 1) {
+    const index_t mid = lo + (hi - lo) / 2;
+    if (offsets[mid] <= at) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+template <class Rule, unsigned kFlags, class T>
+void run_range(const StepArgs& args, index_t begin, index_t end) {
+  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
+  const auto& coef = *static_cast<const typename Rule::template Coef<T>*>(args.coef);
+  for (index_t t = find_tensor(args.offsets, args.num_tensors, begin); begin < end; ++t) {
+    const index_t tensor_begin = args.offsets[t];
+    const index_t segment_end = end < args.offsets[t + 1] ? end : args.offsets[t + 1];
+    if (segment_end <= begin) continue;  // an empty tensor
+    void* const* tensor_arrays = args.arrays + t * args.num_arrays;
+    if constexpr (std::is_same_v<T, float>) {
+      if (args.storage != nullptr) {
+        // Split where a stochastic-rounding stream ends (every 2^32 elements of a tensor).
+        for (index_t at = begin - tensor_begin; at < segment_end - tensor_begin;) {
+          const index_t stream_end = (at | ((index_t{1} << 32) - 1)) + 1;
+          const index_t stop = std::min(stream_end, segment_end - tensor_begin);
+          run_stored<Rule, kFlags>(args, t, tensor_arrays, at, stop - at, coef);
+          at = stop;
+        }
+        begin = segment_end;
+        continue;
+      }
+    }
+    typename Lanes<Rule, kFlags, T>::Arrays arrays;
+    for (int k = 0; k < kArrays; ++k) {
+      arrays.at[k] = static_cast<T*>(tensor_arrays[k]) + (begin - tensor_begin);
+    }
+    run_lanes<Lanes<Rule, kFlags, T>>(arrays, segment_end - begin, coef,
+                                      args.prefetch_bytes / static_cast<index_t>(sizeof(T)));
+    begin = segment_end;
+  }
+}
+
+template <class Rule, class T, class FlagSequence>
+struct FlagTable;
+
+template <class Rule, class T, unsigned... kFlags>
+struct FlagTable<Rule, T, std::integer_sequence<unsigned, kFlags...>> {
+  static constexpr StepFn fns[] = {&run_range<Rule, kFlags, T>...};
+};
+
+template <class Rule, class T>
+constexpr const StepFn* flag_table() {
+  return FlagTable<Rule, T, std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>>::fns;
+}
+
+}  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE
