@@ -55,7 +55,12 @@ bool is_ml_dtypes_bfloat16(const py::detail::PyArrayDescr_Proxy* descr) {
   if (descr->kind != 'V' || descr->type != 'E' || descr->typeobj == nullptr) return false;
   const char* name = reinterpret_cast<PyTypeObject*>(descr->typeobj)->tp_name;
   const char* dot = std::strrchr(name, '.');
-  return std::strcmp(dot != nullptr ? dot + 1 : name, "bfloat16") == 0;
+  if (std::strcmp(dot != nullptr ? dot + 1 : name, "bfloat16") != 0) return false;
+  // (the element size, which NumPy 1 and 2 keep at different offsets of a descriptor)
+  const auto size = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(
+                                                           const_cast<py::detail::PyArrayDescr_Proxy*>(descr)))
+                        .attr("itemsize");
+  return size.cast<int>() == 2;
 }
 
 ArrayInfo from_numpy(PyObject* obj) {
@@ -573,11 +578,6 @@ void TensorBatch::describe_storage(const std::vector<Dtype>& arg_dtypes, bool ha
   }
   stored_ = narrow || has_master;
   if (!stored_) return;
-  if (on_cuda_) {
-    throw py::value_error(label_.prefix +
-                          "bfloat16 and float16 arrays and master copies are stepped on CPU "
-                          "only in this build");
-  }
   if (num_arrays_ > Storage::kMaxArrays) {
     throw py::value_error(label_.prefix + "too many arrays per tensor for narrow storage");
   }

@@ -81,27 +81,27 @@ std::uint64_t to_uint64(py::handle value, const std::string& name) {
 
 }  // namespace
 
-Precision to_precision(py::handle value) {
+Precision to_precision(py::handle value, const std::string& prefix) {
   Precision p;
   p.master = py::none();
   p.keys = py::none();
   if (!value || value.is_none()) return p;
   const bool with_count = PyTuple_Check(value.ptr()) && PyTuple_GET_SIZE(value.ptr()) == 4;
-  PyObject* const* items = tuple_items(value, with_count ? 4 : 3, "precision");
+  PyObject* const* items = tuple_items(value, with_count ? 4 : 3, (prefix + "precision").c_str());
   p.master = items[0];
   if (items[1] != Py_None) {
     p.stochastic = true;
-    p.seed = to_uint64(items[1], "seed");
+    p.seed = to_uint64(items[1], prefix + "seed");
   }
   p.keys = items[2];
   if (with_count && items[3] != Py_None) {
     p.has_count = true;
-    p.count = to_uint64(items[3], "step");
+    p.count = to_uint64(items[3], prefix + "rounding count");
   }
   if (p.stochastic && !p.master.is_none()) {
-    throw py::value_error(
-        "stochastic_rounding: not with master_param (the param is its master copy rounded to "
-        "nearest)");
+    throw py::value_error(prefix +
+                          "stochastic_rounding: not with master_param (the param is its master "
+                          "copy rounded to nearest)");
   }
   return p;
 }

@@ -41,7 +41,7 @@ struct Precision {
   bool has_count = false;
   std::uint64_t count = 0;  // keys the rounding streams (else the hyperparameters' step)
 };
-Precision to_precision(py::handle value);
+Precision to_precision(py::handle value, const std::string& prefix);
 // Completes a narrow batch's storage description: each written array's rounding role (0 the
 // param, 1 + k state k), and stochastic rounding's seed, count and per-tensor keys.
 void set_rounding(TensorBatch& batch, const Precision& precision, const unsigned char* roles,
@@ -177,7 +177,7 @@ class CheckedCall {
            py::handle label_obj, py::handle device_scalars, py::handle precision_obj) {
     BatchLabel label = to_label(label_obj);
     const typename Rule::Hyper h = to_hyper<Rule>(hyper);
-    const Precision precision = to_precision(precision_obj);
+    const Precision precision = to_precision(precision_obj, label.prefix);
     const unsigned flags = Rule::flags(h);
     std::vector<TensorArg> args;
     args.reserve(1 + kNumInputs<Rule> + kNumStates<Rule>);

@@ -15,14 +15,22 @@
 namespace gdfast::rounding {
 
 GDFAST_HD std::uint32_t bits_of(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
   std::uint32_t b;
   std::memcpy(&b, &x, sizeof b);
   return b;
+#endif
 }
 GDFAST_HD float float_of(std::uint32_t b) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(b);
+#else
   float x;
   std::memcpy(&x, &b, sizeof x);
   return x;
+#endif
 }
 
 GDFAST_HD float widen_bf16(std::uint16_t h) { return float_of(std::uint32_t{h} << 16); }

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "cuda/multi_tensor.cuh"
+#include "cuda/stored.cuh"
 
 namespace gdfast::cuda {
 namespace {
@@ -17,6 +18,12 @@ LaunchFn<Rule, T> pick(unsigned flags, std::integer_sequence<unsigned, kFlags...
   return fns[flags];
 }
 
+template <class Rule, unsigned... kFlags>
+LaunchFn<Rule, float> pick_stored(unsigned flags, std::integer_sequence<unsigned, kFlags...>) {
+  constexpr LaunchFn<Rule, float> fns[] = {&launch_stored<Rule, kFlags>...};
+  return fns[flags];
+}
+
 template <class Rule>
 void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
           const DeviceScalars& scalars, int device, std::uintptr_t stream) {
@@ -24,7 +31,9 @@ void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
   const DeviceGuard guard(device);
   const auto all_flags = std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>{};
   const auto s = reinterpret_cast<cudaStream_t>(stream);
-  if (dtype == Dtype::kFloat32) {
+  if (args.storage != nullptr) {  // narrow arrays or a master copy: float32 math
+    pick_stored<Rule>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
+  } else if (dtype == Dtype::kFloat32) {
     pick<Rule, float>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
   } else {
     pick<Rule, double>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);

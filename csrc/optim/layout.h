@@ -36,23 +36,32 @@ GDFAST_HD void for_each_index(Fn&& fn, std::integer_sequence<int, K...>) {
 }
 
 // One lane of every array of a call, loaded through load(slot) and stored through
-// store(slot, value); states the flags do not use are neither loaded nor stored.
+// store(slot, value), the slot a Slot<k> (it converts to int; Slot<k>::value is k); states
+// the flags do not use are neither loaded nor stored.
 template <class Rule, unsigned kFlags, class V>
 struct Registers {
   using L = Layout<Rule, kFlags>;
+  // (std::integral_constant's conversion is host-only for nvcc)
+  template <int k>
+  struct Slot {
+    static constexpr int value = k;
+    GDFAST_HD constexpr operator int() const { return k; }  // NOLINT: used as the slot's index
+  };
   V param;
   V in[L::kNumInputs];
   V state[L::kNumStates];
 
   template <class Load>
   GDFAST_HD static Registers load(Load&& load_slot) {
-    Registers r;
-    r.param = load_slot(0);
-    for (int i = 0; i < L::kNumInputs; ++i) r.in[i] = load_slot(1 + i);
+    Registers r{};  // (states the flags do not use stay zero, never read)
+    r.param = load_slot(Slot<0>{});
+    for_each_index(
+        [&](auto i) { r.in[decltype(i)::value] = load_slot(Slot<1 + decltype(i)::value>{}); },
+        std::make_integer_sequence<int, L::kNumInputs>{});
     for_each_index(
         [&](auto k) {
           constexpr int kState = decltype(k)::value;
-          if constexpr (L::used(kState)) r.state[kState] = load_slot(L::slot(kState));
+          if constexpr (L::used(kState)) r.state[kState] = load_slot(Slot<L::slot(kState)>{});
         },
         std::make_integer_sequence<int, L::kNumStates>{});
     return r;
@@ -60,11 +69,11 @@ struct Registers {
 
   template <class Store>
   GDFAST_HD void store(Store&& store_slot) const {
-    store_slot(0, param);
+    store_slot(Slot<0>{}, param);
     for_each_index(
         [&](auto k) {
           constexpr int kState = decltype(k)::value;
-          if constexpr (L::used(kState)) store_slot(L::slot(kState), state[kState]);
+          if constexpr (L::used(kState)) store_slot(Slot<L::slot(kState)>{}, state[kState]);
         },
         std::make_integer_sequence<int, L::kNumStates>{});
   }

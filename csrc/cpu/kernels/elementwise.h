@@ -11,6 +11,20 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
+// A hint that `p` will be read (and, if `written`, written) soon; a no-op where unsupported.
+inline void prefetch_hint(const void* p, bool written) {
+#if defined(__GNUC__) || defined(__clang__)
+  if (written) {
+    __builtin_prefetch(p, 1, 3);
+  } else {
+    __builtin_prefetch(p, 0, 3);
+  }
+#else
+  (void)p;
+  (void)written;
+#endif
+}
+
 // The arrays of one tensor's range, element 0 of the range first, every one holding T.
 template <class T, int kArrays>
 struct Pointers {
@@ -28,7 +42,7 @@ struct Lanes : optim::Registers<Rule, kFlags, Lane<T>> {
   static constexpr index_t kLanes = L::kLanes;
 
   template <bool kPartial = false>
-  static Lanes load(const Arrays& arrays, index_t i, index_t count = L::kLanes) {
+  GDFAST_INLINE static Lanes load(const Arrays& arrays, index_t i, index_t count = L::kLanes) {
     return {Base::load([&](int slot) {
       if constexpr (kPartial) {
         return L::load_partial(arrays.at[slot] + i, count);
@@ -38,7 +52,7 @@ struct Lanes : optim::Registers<Rule, kFlags, Lane<T>> {
     })};
   }
   template <bool kPartial = false>
-  void update_and_store(const Arrays& arrays, index_t i,
+  GDFAST_INLINE void update_and_store(const Arrays& arrays, index_t i,
                         const typename Rule::template Coef<T>& coef, index_t count = L::kLanes) {
     this->update(coef);
     this->store([&](int slot, L value) {
@@ -52,22 +66,8 @@ struct Lanes : optim::Registers<Rule, kFlags, Lane<T>> {
   // A hint that element i of every array will be needed soon: inputs (slots 1..) are only read.
   static void prefetch(const Arrays& arrays, index_t i) {
     for (int k = 0; k < Layout::kNumArrays; ++k) {
-      if (k >= 1 && k <= Layout::kNumInputs) {
-        prefetch_one<false>(arrays.at[k] + i);
-      } else {
-        prefetch_one<true>(arrays.at[k] + i);
-      }
+      prefetch_hint(arrays.at[k] + i, k == 0 || k > Layout::kNumInputs);
     }
-  }
-
- private:
-  template <bool kWritten>
-  static void prefetch_one(const T* p) {
-#if defined(__GNUC__) || defined(__clang__)
-    __builtin_prefetch(p, kWritten ? 1 : 0, 3);
-#else
-    (void)p;
-#endif
   }
 };
 

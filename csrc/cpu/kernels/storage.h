@@ -20,18 +20,20 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
-// The arrays of one tensor's range for StoredLanes: element 0 of the range first.
-template <int kArrays>
+// The arrays of one tensor's range for StoredLanes: element 0 of the range first. kStreams:
+// the most stochastic-rounding streams a rule can use (a stream serves two roles).
+template <int kArrays, int kStreams>
 struct StoredPointers {
   void* at[kArrays];
   Dtype type[kArrays];
   float* master;  // the param's float32 master copy (then at[0] is only written)
   index_t first;  // the range's first element's index in its tensor
-  // Stochastic rounding: each written array's role, and the keys of the streams they use.
+  // Stochastic rounding: each array's role (read only for the narrow written ones), and the
+  // keys of the streams those use.
   bool stochastic;
   int num_streams;
   unsigned role[kArrays];
-  std::uint32_t key[(kArrays + 1) / 2];
+  std::uint32_t key[kStreams];
 };
 
 // How an array is stored, fixed at compile time (kCall: read from the call).
@@ -67,93 +69,119 @@ struct StoredLanes : optim::Registers<Rule, kFlags, Lane<float>> {
   using Base = optim::Registers<Rule, kFlags, Lane<float>>;
   using L = Lane<float>;
   using Layout = optim::Layout<Rule, kFlags>;
-  using Arrays = StoredPointers<Layout::kNumArrays>;
+  static constexpr int kStreams = (1 + Layout::kNumStates + 1) / 2;  // roles 0 .. kNumStates
+  using Arrays = StoredPointers<Layout::kNumArrays, kStreams>;
   static constexpr index_t kLanes = L::kLanes;
 
   static constexpr Kind kind(int slot) { return R::kind(slot, Layout::kNumInputs); }
-  static bool is_master(const Arrays& a, int slot) {
-    const Kind k = kind(slot);
-    return k == Kind::kMasterOfBfloat16 || k == Kind::kMasterOfFloat16 ||
-           (k == Kind::kCall && slot == 0 && a.master != nullptr);
+  static constexpr bool is_master(Kind k) {
+    return k == Kind::kMasterOfBfloat16 || k == Kind::kMasterOfFloat16;
   }
-  static bool is_wide(const Arrays& a, int slot) {
-    return kind(slot) == Kind::kFloat32 || (kind(slot) == Kind::kCall && a.type[slot] == Dtype::kFloat32);
+  static constexpr Dtype narrow_type(Kind k) {
+    return k == Kind::kBfloat16 || k == Kind::kMasterOfBfloat16 ? Dtype::kBfloat16
+                                                                 : Dtype::kFloat16;
   }
-  static Dtype narrow_type(const Arrays& a, int slot) {
-    switch (kind(slot)) {
-      case Kind::kBfloat16:
-      case Kind::kMasterOfBfloat16:
-        return Dtype::kBfloat16;
-      case Kind::kFloat16:
-      case Kind::kMasterOfFloat16:
-        return Dtype::kFloat16;
-      default:
-        return a.type[slot];
+
+  // Where an array of the lane is loaded from and stored to: float32 memory (`wide`, where the
+  // param's master copy counts as the param's), else 16-bit memory of type `narrow`.
+  struct Place {
+    float* wide;
+    std::uint16_t* narrow;
+    Dtype type;
+  };
+  template <int kSlot>
+  GDFAST_INLINE static Place place(const Arrays& a, index_t i) {
+    constexpr Kind k = kind(kSlot);
+    auto* const narrow = static_cast<std::uint16_t*>(a.at[kSlot]) + i;
+    if constexpr (k == Kind::kFloat32) {
+      return {static_cast<float*>(a.at[kSlot]) + i, nullptr, Dtype::kFloat32};
+    } else if constexpr (k == Kind::kBfloat16 || k == Kind::kFloat16) {
+      return {nullptr, narrow, narrow_type(k)};
+    } else if constexpr (is_master(k)) {
+      return {a.master + i, narrow, narrow_type(k)};
+    } else if (kSlot == 0 && a.master != nullptr) {  // as the call says
+      return {a.master + i, narrow, a.type[kSlot]};
+    } else if (a.type[kSlot] == Dtype::kFloat32) {
+      return {static_cast<float*>(a.at[kSlot]) + i, nullptr, Dtype::kFloat32};
+    } else {
+      return {nullptr, narrow, a.type[kSlot]};
     }
   }
 
   template <bool kPartial = false>
-  static StoredLanes load(const Arrays& a, index_t i, index_t count = L::kLanes) {
-    return {Base::load([&](int slot) {
-      float* const wide = is_master(a, slot) ? a.master
-                          : is_wide(a, slot) ? static_cast<float*>(a.at[slot])
-                                             : nullptr;
-      if (wide != nullptr) return kPartial ? L::load_partial(wide + i, count) : L::load(wide + i);
-      return Narrow16::load(narrow_type(a, slot), static_cast<const std::uint16_t*>(a.at[slot]) + i,
-                            kPartial ? count : kLanes);
+  GDFAST_INLINE static StoredLanes load(const Arrays& a, index_t i, index_t count = L::kLanes) {
+    return {Base::load([&](auto slot) {
+      const Place at = place<decltype(slot)::value>(a, i);
+      if (at.wide != nullptr) return kPartial ? L::load_partial(at.wide, count) : L::load(at.wide);
+      return Narrow16::load(at.type, at.narrow, kPartial ? count : kLanes);
     })};
   }
 
   template <bool kPartial = false>
-  void update_and_store(const Arrays& a, index_t i, const typename Rule::template Coef<float>& coef,
+  GDFAST_INLINE void update_and_store(const Arrays& a, index_t i, const typename Rule::template Coef<float>& coef,
                         index_t count = L::kLanes) {
     this->update(coef);
-    typename Narrow16::Random bits[(Layout::kNumArrays + 1) / 2];
+    typename Narrow16::Random bits[kStreams] = {};
     if (a.stochastic) {
       for (int k = 0; k < a.num_streams; ++k) bits[k] = Narrow16::random(a.key[k], a.first + i);
     }
-    this->store([&](int slot, L value) {
+    this->store([&](auto slot, L value) {
+      constexpr int kSlot = decltype(slot)::value;
+      const Place at = place<kSlot>(a, i);
       const index_t n = kPartial ? count : kLanes;
-      const bool master = is_master(a, slot);
-      if (master || is_wide(a, slot)) {
-        float* const wide = master ? a.master : static_cast<float*>(a.at[slot]);
+      if (at.wide != nullptr) {
         if (kPartial) {
-          L::store_partial(wide + i, n, value);
+          L::store_partial(at.wide, n, value);
         } else {
-          L::store(wide + i, value);
+          L::store(at.wide, value);
         }
-        if (!master) return;
       }
-      auto* const narrow = static_cast<std::uint16_t*>(a.at[slot]) + i;
-      // (a param written from its master copy rounds to nearest: it is that copy, rounded)
-      if (a.stochastic && !master) {
-        const unsigned role = a.role[slot];
+      if (at.narrow == nullptr) return;
+      // A param written from its master copy rounds to nearest: it is that copy, rounded.
+      if (a.stochastic && at.wide == nullptr) {
+        const unsigned role = a.role[kSlot];
         const auto random16 = Narrow16::random16(bits[role / 2], role);
-        Narrow16::store(narrow_type(a, slot), narrow, value, &random16, n);
+        Narrow16::store(at.type, at.narrow, value, &random16, n);
       } else {
-        Narrow16::store(narrow_type(a, slot), narrow, value, nullptr, n);
+        Narrow16::store(at.type, at.narrow, value, nullptr, n);
       }
     });
   }
 
-  static void prefetch(const Arrays&, index_t) {}
+  // A hint that element i of every array will be needed soon (inputs are only read).
+  static void prefetch(const Arrays& a, index_t i) {
+    for_each_slot([&](auto slot) {
+      constexpr int kSlot = decltype(slot)::value;
+      const Place at = place<kSlot>(a, i);
+      const bool written = kSlot == 0 || kSlot > Layout::kNumInputs;
+      if (at.wide != nullptr) prefetch_hint(at.wide, written);
+      if (at.narrow != nullptr) prefetch_hint(at.narrow, written);
+    });
+  }
+
+ private:
+  template <class Fn>
+  static void for_each_slot(Fn&& fn) {
+    optim::for_each_index(fn, std::make_integer_sequence<int, Layout::kNumArrays>{});
+  }
 };
 
 // The storage combinations of the precision modes users pick (bfloat16 and float16 params
 // with states of the same type or float32, with or without a master copy; float32 params
-// with bfloat16 states), compiled in where the lanes are vectors.
+// with bfloat16 states or bfloat16 grads), compiled in where the lanes are vectors.
 template <Kind k16, Kind kMaster>
 using ModeRecipes = std::tuple<Recipe<k16, k16, k16>, Recipe<k16, k16, Kind::kFloat32>,
                                Recipe<kMaster, k16, Kind::kFloat32>>;
 
 template <class Rule, unsigned kFlags, class... Rs>
 bool run_recipe(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays& a, index_t n,
-                const typename Rule::template Coef<float>& coef, const Storage& s, std::tuple<Rs...>*) {
+                const typename Rule::template Coef<float>& coef, const Storage& s, index_t ahead,
+                std::tuple<Rs...>*) {
   constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
   constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
   const bool master = a.master != nullptr;
   return ((matches<Rs>(s, master, kArrays, kInputs) &&
-           (run_lanes<StoredLanes<Rule, kFlags, Rs>>(a, n, coef, 0), true)) ||
+           (run_lanes<StoredLanes<Rule, kFlags, Rs>>(a, n, coef, ahead), true)) ||
           ...);
 }
 
@@ -164,17 +192,21 @@ void run_stored(const StepArgs& args, index_t t, void* const* arrays, index_t fi
                 const typename Rule::template Coef<float>& coef) {
   using X = StoredLanes<Rule, kFlags, AnyRecipe>;
   const Storage& s = *args.storage;
+  const index_t ahead = args.prefetch_bytes / static_cast<index_t>(sizeof(float));  // elements
   typename X::Arrays a{};
   a.master = s.masters != nullptr ? static_cast<float*>(s.masters[t]) + first : nullptr;
   a.first = first;
-  a.stochastic = s.stochastic;
   for (int k = 0; k < X::Layout::kNumArrays; ++k) {
     a.type[k] = s.slot[k];
     a.at[k] = static_cast<char*>(arrays[k]) + first * dtype_size(s.slot[k]);
     a.role[k] = s.role[k];
-    a.num_streams = std::max(a.num_streams, static_cast<int>(s.role[k]) / 2 + 1);
+    const bool written = k == 0 || k > X::Layout::kNumInputs;
+    if (written && s.slot[k] != Dtype::kFloat32 && !(k == 0 && a.master != nullptr)) {
+      a.num_streams = std::max(a.num_streams, static_cast<int>(s.role[k]) / 2 + 1);
+    }
   }
-  if (s.stochastic) {
+  a.stochastic = s.stochastic && a.num_streams > 0;
+  if (a.stochastic) {
     const std::uint64_t param_key = rounding::param_key(s.seed, s.step, s.keys[t]);
     for (int k = 0; k < a.num_streams; ++k) {
       a.key[k] = rounding::stream_key(param_key, static_cast<unsigned>(k),
@@ -185,10 +217,11 @@ void run_stored(const StepArgs& args, index_t t, void* const* arrays, index_t fi
     using Modes = decltype(std::tuple_cat(
         std::declval<ModeRecipes<Kind::kBfloat16, Kind::kMasterOfBfloat16>>(),
         std::declval<ModeRecipes<Kind::kFloat16, Kind::kMasterOfFloat16>>(),
-        std::declval<std::tuple<Recipe<Kind::kFloat32, Kind::kFloat32, Kind::kBfloat16>>>()));
-    if (run_recipe<Rule, kFlags>(a, n, coef, s, static_cast<Modes*>(nullptr))) return;
+        std::declval<std::tuple<Recipe<Kind::kFloat32, Kind::kFloat32, Kind::kBfloat16>,
+                                Recipe<Kind::kFloat32, Kind::kBfloat16, Kind::kFloat32>>>()));
+    if (run_recipe<Rule, kFlags>(a, n, coef, s, ahead, static_cast<Modes*>(nullptr))) return;
   }
-  run_lanes<X>(a, n, coef, 0);
+  run_lanes<X>(a, n, coef, ahead);
 }
 
 }  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE

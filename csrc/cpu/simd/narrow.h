@@ -23,27 +23,27 @@ struct NarrowGeneric {
   };
 
   // The first n elements (n < kLanes: the other lanes are zero).
-  static L load(Dtype type, const std::uint16_t* p, index_t n = kLanes) {
+  GDFAST_INLINE static L load(Dtype type, const std::uint16_t* p, index_t n = kLanes) {
     alignas(64) float buf[kLanes] = {};
     for (index_t j = 0; j < n; ++j) {
       buf[j] = type == Dtype::kBfloat16 ? rounding::widen_bf16(p[j]) : rounding::widen_f16(p[j]);
     }
     return L::load(buf);
   }
-  static Random random(std::uint32_t key, index_t index) {
+  GDFAST_INLINE static Random random(std::uint32_t key, index_t index) {
     Random r;
     for (int j = 0; j < kLanes; ++j) {
       r.bits[j] = rounding::random_bits(key, static_cast<std::uint64_t>(index + j));
     }
     return r;
   }
-  static Random random16(const Random& bits, unsigned role) {
+  GDFAST_INLINE static Random random16(const Random& bits, unsigned role) {
     Random r;
     for (int j = 0; j < kLanes; ++j) r.bits[j] = rounding::random16(bits.bits[j], role);
     return r;
   }
   // Stores the first n elements.
-  static void store_bits(Dtype type, std::uint16_t* p, L x, const std::uint32_t* random16,
+  GDFAST_INLINE static void store_bits(Dtype type, std::uint16_t* p, L x, const std::uint32_t* random16,
                          index_t n = kLanes) {
     alignas(64) float buf[kLanes];
     L::store(buf, x);
@@ -52,7 +52,7 @@ struct NarrowGeneric {
                               random16 != nullptr ? random16[j] : 0u);
     }
   }
-  static void store(Dtype type, std::uint16_t* p, L x, const Random* random16,
+  GDFAST_INLINE static void store(Dtype type, std::uint16_t* p, L x, const Random* random16,
                     index_t n = kLanes) {
     store_bits(type, p, x, random16 != nullptr ? random16->bits : nullptr, n);
   }

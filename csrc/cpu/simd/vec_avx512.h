@@ -40,18 +40,48 @@ struct Narrow16 {
   static constexpr int kLanes = 16;
   using Generic = simd::NarrowGeneric<L>;
   using Random = __m512i;
-  static __mmask16 first(index_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
-  static L widen(Dtype type, __m256i h) {
+  GDFAST_INLINE static __mmask16 first(index_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+  GDFAST_INLINE static L widen(Dtype type, __m256i h) {
     if (type == Dtype::kBfloat16) {
       return L::wrap(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
     }
     return L::wrap(_mm512_cvtph_ps(h));
   }
-  static L load(Dtype type, const std::uint16_t* p, index_t n = kLanes) {
+  // rounding::narrow_f16<true>, a lane at a time (the result in the low 16 bits of each element).
+  GDFAST_INLINE static __m512i f16_stochastic(__m512 x, __m512i random16) {
+    const __m512i b = _mm512_castps_si512(x);
+    const __m512i a = _mm512_and_si512(b, _mm512_set1_epi32(0x7FFFFFFF));
+    const __m512i sign = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(0x8000));
+    const __m512i normal = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_sub_epi32(a, _mm512_set1_epi32(0x38000000)),
+                         _mm512_srli_epi32(random16, 3)),
+        13);
+    const __m512i shift = _mm512_sub_epi32(
+        _mm512_set1_epi32(126), _mm512_min_epu32(_mm512_srli_epi32(a, 23), _mm512_set1_epi32(126)));
+    const __m512i cut = _mm512_max_epu32(_mm512_min_epu32(shift, _mm512_set1_epi32(31)),
+                                         _mm512_set1_epi32(14));
+    const __m512i significand = _mm512_or_si512(_mm512_and_si512(a, _mm512_set1_epi32(0x7FFFFF)),
+                                                _mm512_set1_epi32(0x800000));
+    const __m512i sub_add = _mm512_srlv_epi32(_mm512_slli_epi32(random16, 16),
+                                              _mm512_sub_epi32(_mm512_set1_epi32(32), cut));
+    __m512i m = _mm512_maskz_srlv_epi32(
+        _mm512_cmple_epu32_mask(shift, _mm512_set1_epi32(31)),
+        _mm512_add_epi32(significand, sub_add), cut);
+    m = _mm512_mask_blend_epi32(_mm512_cmpge_epu32_mask(a, _mm512_set1_epi32(0x38800000)), m,
+                                normal);
+    m = _mm512_mask_blend_epi32(_mm512_cmpge_epu32_mask(a, _mm512_set1_epi32(0x47800000)), m,
+                                _mm512_set1_epi32(0x7C00));
+    const __m512i nan = _mm512_or_si512(
+        _mm512_set1_epi32(0x7E00),
+        _mm512_and_si512(_mm512_srli_epi32(a, 13), _mm512_set1_epi32(0x1FF)));
+    m = _mm512_mask_blend_epi32(_mm512_cmpgt_epu32_mask(a, _mm512_set1_epi32(0x7F800000)), m, nan);
+    return _mm512_or_si512(m, sign);
+  }
+  GDFAST_INLINE static L load(Dtype type, const std::uint16_t* p, index_t n = kLanes) {
     return widen(type, n == kLanes ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
                                    : _mm256_maskz_loadu_epi16(first(n), p));
   }
-  static Random random(std::uint32_t key, index_t index) {
+  GDFAST_INLINE static Random random(std::uint32_t key, index_t index) {
     const Random counter = _mm512_add_epi32(
         _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index))),
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
@@ -62,11 +92,11 @@ struct Narrow16 {
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(static_cast<int>(0x846CA68Bu)));
     return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
   }
-  static Random random16(Random bits, unsigned role) {
+  GDFAST_INLINE static Random random16(Random bits, unsigned role) {
     return (role & 1u) == 0 ? _mm512_srli_epi32(bits, 16)
                             : _mm512_and_si512(bits, _mm512_set1_epi32(0xFFFF));
   }
-  static void store(Dtype type, std::uint16_t* p, L x, const Random* random16,
+  GDFAST_INLINE static void store(Dtype type, std::uint16_t* p, L x, const Random* random16,
                     index_t n = kLanes) {
     __m256i h;
     if (type == Dtype::kBfloat16) {
@@ -81,11 +111,8 @@ struct Narrow16 {
       h = _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, _mm512_set1_epi32(0x7FC0)));
     } else if (random16 == nullptr) {
       h = _mm512_cvtps_ph(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    } else {  // float16, stochastically: element by element
-      alignas(64) std::uint32_t bits[kLanes];
-      _mm512_store_si512(reinterpret_cast<Random*>(bits), *random16);
-      Generic::store_bits(type, p, x, bits, n);
-      return;
+    } else {
+      h = _mm512_cvtepi32_epi16(f16_stochastic(x.v, *random16));
     }
     if (n == kLanes) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
