@@ -9,7 +9,8 @@ _C_API: Any
 def registry() -> Tuple[Dict[str, Any], ...]: ...
 def plan(rule: int, hyper: Tuple[Any, ...]) -> Tuple[str, ...]: ...
 # A batch: (param, inputs, states, hyper, label, device_scalars[, precision]); every batch is
-# checked before any runs. precision: None or (master, seed, keys[, count]) (gdfast/ops.py). Returns None, or per batch the scalar states after the step (NAdam, ASGD).
+# checked before any runs. precision: None or (master, seed, keys[, count]) (gdfast/ops.py).
+# Returns None, or per batch the scalar states after the step (NAdam, ASGD).
 def step(
     rule: int, batches: Sequence[Tuple[Any, ...]], stream: Optional[int]
 ) -> Optional[List[Tuple[float, ...]]]: ...

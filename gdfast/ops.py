@@ -79,7 +79,7 @@ def _precision(master_param: Any, stochastic_rounding: Any, seed: Any, param_ind
         raise TypeError(f"stochastic_rounding: expected a bool, got {stochastic_rounding!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-    if not 0 <= seed < 2**64:
+    if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
     if not stochastic_rounding:
         return master_param, None, param_index, None
@@ -149,12 +149,12 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     step_arg = "step" if uses_step else "0"
     arguments = (f"{rule.id}, param, ({inputs},), ({states},), "
                  f"({fields}, {step_arg}, grad_scale), scalars, stream")
-    body.append("    if (master_param is None and stochastic_rounding is False and param_index is None"
-                " and type(seed) is int and seed == 0):\n"
+    body.append("    if (master_param is None and stochastic_rounding is False"
+                " and param_index is None and type(seed) is int and seed == 0):\n"
                 "        precision = None\n"
                 "    else:\n"
-                "        precision = _precision(master_param, stochastic_rounding, seed, param_index,"
-                " step)")
+                "        precision = _precision(master_param, stochastic_rounding, seed,"
+                " param_index, step)")
     arguments += ", precision"
     call = f"_step({arguments})"
     # A skipped step (found_inf) accepts exactly what a taken one would: all checked, none run.

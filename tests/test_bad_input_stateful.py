@@ -197,8 +197,8 @@ TORCH_PROBLEMS: Dict[str, Problem] = {
     "state_of_wrong_dtype": (
         lambda opt, a, b: _replace_state(opt, b, _array_state(opt, b),
                                          opt.state[b][_array_state(opt, b)].double()),
-        TypeError, r"^param_groups\[1\]: \w+\[0\]: expected float32, bfloat16 or float16 like param\[0\], got "
-                   r"float64"),
+        TypeError, r"^param_groups\[1\]: \w+\[0\]: expected float32, bfloat16 or float16 like "
+                   r"param\[0\], got float64"),
     "state_not_a_tensor": (
         lambda opt, a, b: _replace_state(opt, b, _array_state(opt, b),
                                          opt.state[b][_array_state(opt, b)].tolist()),
@@ -376,11 +376,13 @@ NP_PROBLEMS: Dict[str, Problem] = {
     "state_of_wrong_dtype": (
         lambda opt, ps, gs: _np_set(opt, _np_first_array_state(opt),
                                     opt.state[1][_np_first_array_state(opt)].astype(np.float64)),
-        TypeError, NP_G1 + r": \w+\[0\]: expected float32, bfloat16 or float16 like param\[0\], got float64"),
+        TypeError,
+        NP_G1 + r": \w+\[0\]: expected float32, bfloat16 or float16 like param\[0\], got float64"),
     "state_complex": (
         lambda opt, ps, gs: _np_set(opt, _np_first_array_state(opt),
                                     np.zeros((4, 3), np.complex64)),
-        TypeError, NP_G1 + r": \w+\[0\]: expected float32, float64, bfloat16 or float16 .*got complex64"),
+        TypeError,
+        NP_G1 + r": \w+\[0\]: expected float32, float64, bfloat16 or float16 .*got complex64"),
 }
 NP_STEP_PROBLEMS: Dict[str, Problem] = {
     "step_negative": (lambda opt, ps, gs: _np_set(opt, "step", -5), ValueError,

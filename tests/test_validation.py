@@ -214,24 +214,18 @@ def _big_endian(a: np.ndarray) -> np.ndarray:
 NOT_AN_ARRAY = r"expected a numpy\.ndarray\b.*, got "
 MISALIGNED = "must be (C-contiguous and )?aligned to its element size"
 
+NOT_A_FLOAT = r"expected float32, float64, bfloat16 or float16 \(native byte order\), got "
 # id -> (make the bad value from the good array, exception, regex after the name, which
 # arguments it applies to: "all", "written" or "read")
 ENTRY_CASES: Dict[str, Tuple[Callable[[np.ndarray], Any], Any, str, str]] = {
     "list-of-ints": (lambda a: [1, 2, 3], TypeError, NOT_AN_ARRAY + "list", "all"),
     "int": (lambda a: 3, TypeError, NOT_AN_ARRAY + "int", "all"),
-    "int16": (lambda a: a.astype(np.int16), TypeError,
-              r"expected float32, float64, bfloat16 or float16 \(native byte order\), got int16",
-              "all"),
-    "int32": (lambda a: a.astype(np.int32), TypeError,
-              r"expected float32, float64, bfloat16 or float16 \(native byte order\), got int32", "all"),
-    "int64": (lambda a: a.astype(np.int64), TypeError,
-              r"expected float32, float64, bfloat16 or float16 \(native byte order\), got int64", "all"),
-    "complex64": (lambda a: a.astype(np.complex64), TypeError,
-                  r"expected float32, float64, bfloat16 or float16 \(native byte order\), got complex64", "all"),
-    "big-endian-f4": (_big_endian, TypeError,
-                      r"expected float32, float64, bfloat16 or float16 \(native byte order\), got >f4", "all"),
-    "object": (lambda a: a.astype(object), TypeError,
-               r"expected float32, float64, bfloat16 or float16 \(native byte order\), got object", "all"),
+    "int16": (lambda a: a.astype(np.int16), TypeError, NOT_A_FLOAT + "int16", "all"),
+    "int32": (lambda a: a.astype(np.int32), TypeError, NOT_A_FLOAT + "int32", "all"),
+    "int64": (lambda a: a.astype(np.int64), TypeError, NOT_A_FLOAT + "int64", "all"),
+    "complex64": (lambda a: a.astype(np.complex64), TypeError, NOT_A_FLOAT + "complex64", "all"),
+    "big-endian-f4": (_big_endian, TypeError, NOT_A_FLOAT + ">f4", "all"),
+    "object": (lambda a: a.astype(object), TypeError, NOT_A_FLOAT + "object", "all"),
     "strided-slice": (_strided, ValueError, "must be C-contiguous", "all"),
     "transposed": (_transposed, ValueError, "must be C-contiguous", "all"),
     "fortran-order": (np.asfortranarray, ValueError, "must be C-contiguous", "all"),

@@ -3,8 +3,8 @@
 #include <pybind11/numpy.h>
 
 #include <algorithm>
-#include <cstring>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "bindings/dlpack.h"
@@ -57,9 +57,10 @@ bool is_ml_dtypes_bfloat16(const py::detail::PyArrayDescr_Proxy* descr) {
   const char* dot = std::strrchr(name, '.');
   if (std::strcmp(dot != nullptr ? dot + 1 : name, "bfloat16") != 0) return false;
   // (the element size, which NumPy 1 and 2 keep at different offsets of a descriptor)
-  const auto size = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(
-                                                           const_cast<py::detail::PyArrayDescr_Proxy*>(descr)))
-                        .attr("itemsize");
+  const auto size =
+      py::reinterpret_borrow<py::object>(
+          reinterpret_cast<PyObject*>(const_cast<py::detail::PyArrayDescr_Proxy*>(descr)))
+          .attr("itemsize");
   return size.cast<int>() == 2;
 }
 
@@ -300,7 +301,9 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, bool written, py::hand
   if (dt.code == dlpack::kDLFloat && dt.lanes == 1 &&
       (dt.bits == 16 || dt.bits == 32 || dt.bits == 64)) {
     info.dtype_ok = true;
-    info.dtype = dt.bits == 16 ? Dtype::kFloat16 : dt.bits == 32 ? Dtype::kFloat32 : Dtype::kFloat64;
+    info.dtype = dt.bits == 16   ? Dtype::kFloat16
+                 : dt.bits == 32 ? Dtype::kFloat32
+                                 : Dtype::kFloat64;
   } else if (dt.code == dlpack::kDLBfloat && dt.lanes == 1 && dt.bits == 16) {
     info.dtype_ok = true;
     info.dtype = Dtype::kBfloat16;
@@ -346,7 +349,8 @@ void check_dtype(Dtype dtype, Dtype compute, const TensorArg& arg, const NamedAr
                  const Dtype* list_dtype, const NamedArg& param) {
   const std::string got = std::string(", got ") + dtype_name(dtype);
   if (arg.master) {  // (whether the param may have one is checked once all are gathered)
-    if (dtype != Dtype::kFloat32) fail_type(who, "expected float32 (a master copy is float32)" + got);
+    if (dtype != Dtype::kFloat32)
+      fail_type(who, "expected float32 (a master copy is float32)" + got);
     return;
   }
   if (compute == Dtype::kFloat64 && dtype != Dtype::kFloat64) {
@@ -555,8 +559,8 @@ void TensorBatch::gather(py::handle stream) {
       }
       if (size > 0) {
         const auto begin = reinterpret_cast<std::uintptr_t>(a.data);
-        const auto bytes = static_cast<std::uintptr_t>(size) *
-                           static_cast<std::uintptr_t>(dtype_size(a.dtype));
+        const auto bytes =
+            static_cast<std::uintptr_t>(size) * static_cast<std::uintptr_t>(dtype_size(a.dtype));
         extents_.push_back({begin, begin + bytes, arg.written, &arg, is_list, t, &label_});
       }
       if (k == 0) {

@@ -21,7 +21,7 @@ namespace py = pybind11;
 struct TensorArg {
   const char* name;
   py::handle value;
-  bool written;  // updated in place (must be writeable, must not overlap anything)
+  bool written;         // updated in place (must be writeable, must not overlap anything)
   bool master = false;  // the param's float32 master copy: checked like a state, kept apart
 };
 
@@ -65,7 +65,12 @@ class TensorBatch {
   bool on_cuda() const { return on_cuda_; }
   int device_id() const { return device_id_; }
   StepArgs step_args() const {
-    return {num_arrays_, num_tensors_, arrays_.data(), offsets_.data(), nullptr, 0,
+    return {num_arrays_,
+            num_tensors_,
+            arrays_.data(),
+            offsets_.data(),
+            nullptr,
+            0,
             stored_ ? &storage_ : nullptr};
   }
   // Where some array is stored narrower than float32 or a master copy is given: its storage

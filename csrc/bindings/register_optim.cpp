@@ -121,8 +121,7 @@ void register_optim(py::module_& m) {
       "check_one",
       [](int rule, py::handle param, py::handle inputs, py::handle states, py::handle hyper,
          py::handle device_scalars, py::handle stream, py::handle precision) {
-        rule_entry(rule).check_one(param, inputs, states, hyper, device_scalars, stream,
-                                   precision);
+        rule_entry(rule).check_one(param, inputs, states, hyper, device_scalars, stream, precision);
       },
       py::arg("rule"), py::arg("param"), py::arg("inputs"), py::arg("states"), py::arg("hyper"),
       py::arg("device_scalars"), py::arg("stream"), py::arg("precision") = py::none());

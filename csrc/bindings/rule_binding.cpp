@@ -112,7 +112,8 @@ void set_rounding(TensorBatch& batch, const Precision& precision, const unsigned
   std::vector<std::uint64_t>& keys = batch.rounding_keys();
   keys.resize(static_cast<std::size_t>(n));
   if (precision.keys.is_none()) {
-    for (index_t t = 0; t < n; ++t) keys[static_cast<std::size_t>(t)] = static_cast<std::uint64_t>(t);
+    for (index_t t = 0; t < n; ++t)
+      keys[static_cast<std::size_t>(t)] = static_cast<std::uint64_t>(t);
   } else {
     const bool sequence = PyList_Check(precision.keys.ptr()) || PyTuple_Check(precision.keys.ptr());
     const auto given = py::reinterpret_steal<py::object>(

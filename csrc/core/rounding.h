@@ -41,7 +41,8 @@ GDFAST_HD float widen_f16(std::uint16_t h) {
   const std::uint32_t mantissa = h & 0x3FFu;
   const std::uint32_t normal = sign | ((exponent + 112u) << 23) | (mantissa << 13);
   // (a NaN comes out quiet, as the F16C conversion makes it)
-  const std::uint32_t inf_nan = sign | 0x7F800000u | (mantissa << 13) | (mantissa != 0 ? 0x400000u : 0);
+  const std::uint32_t inf_nan =
+      sign | 0x7F800000u | (mantissa << 13) | (mantissa != 0 ? 0x400000u : 0);
   // A subnormal is mantissa * 2^-24: both factors exact in float32, so is the product.
   const std::uint32_t subnormal = sign | bits_of(static_cast<float>(mantissa) * 0x1p-24f);
   return float_of(exponent == 0 ? subnormal : exponent == 31 ? inf_nan : normal);
@@ -80,11 +81,12 @@ GDFAST_HD std::uint16_t narrow_f16(float x, std::uint32_t random16) {
   // (cut: shift kept where it is defined; results with shift outside [14, 31] are not used)
   const std::uint32_t cut = shift < 14u ? 14u : shift > 31u ? 31u : shift;
   const std::uint32_t significand = (a & 0x7FFFFFu) | 0x800000u;
-  const std::uint32_t sub_add = kStochastic ? (random16 << 16) >> (32u - cut)
-                                            : ((1u << (cut - 1u)) - 1u) + ((significand >> cut) & 1u);
+  const std::uint32_t sub_add = kStochastic
+                                    ? (random16 << 16) >> (32u - cut)
+                                    : ((1u << (cut - 1u)) - 1u) + ((significand >> cut) & 1u);
   const std::uint32_t subnormal = shift > 31u ? 0u : (significand + sub_add) >> cut;
   const std::uint32_t nan = 0x7E00u | ((a >> 13) & 0x1FFu);
-  const std::uint32_t magnitude = a > 0x7F800000u   ? nan
+  const std::uint32_t magnitude = a > 0x7F800000u    ? nan
                                   : a >= 0x47800000u ? 0x7C00u
                                   : a >= 0x38800000u ? normal
                                                      : subnormal;

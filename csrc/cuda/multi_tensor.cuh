@@ -138,27 +138,25 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Fills tables from the tensor list and launches; empty tensors are skipped.
-template <class Rule, unsigned kFlags, class T>
-void launch(const typename Rule::Hyper& hyper, const StepArgs& args, const DeviceScalars& scalars,
-            cudaStream_t stream) {
-  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
-  using Table = LaunchTable<kArrays>;
-  static_assert(sizeof(Table) <= 32764, "kernel parameters are limited to 32764 bytes");
-  Table table;
+// Fills `table` (a LaunchTable or StoredLaunchTable) from the tensor list and calls
+// launch_table() whenever it is full and at the end; empty tensors are skipped.
+// add_tensor(slot, t) fills what else the table keeps of tensor t.
+template <class Table, class AddTensor, class LaunchTable>
+void launch_tables(const StepArgs& args, index_t chunk, Table& table, AddTensor&& add_tensor,
+                   LaunchTable&& launch_table) {
+  constexpr int kArrays = static_cast<int>(sizeof(table.arrays[0]) / sizeof(void*));
   table.num_tensors = 0;
   table.first_block[0] = 0;
   const auto flush = [&] {
     if (table.num_tensors == 0) return;
-    const int blocks = table.first_block[table.num_tensors];
-    step_kernel<Rule, kFlags, T, kArrays><<<blocks, kThreads, 0, stream>>>(table, hyper, scalars);
+    launch_table(table.first_block[table.num_tensors]);
     GDFAST_CUDA_CHECK(cudaGetLastError());
     table.num_tensors = 0;
   };
   for (index_t t = 0; t < args.num_tensors; ++t) {
     const index_t size = args.offsets[t + 1] - args.offsets[t];
     if (size == 0) continue;
-    const index_t blocks = (size + chunk_elements<T>() - 1) / chunk_elements<T>();
+    const index_t blocks = (size + chunk - 1) / chunk;
     if (table.num_tensors == Table::kMaxTensors ||
         table.first_block[table.num_tensors] + blocks > index_t{0x7fffffff}) {
       flush();
@@ -167,8 +165,24 @@ void launch(const typename Rule::Hyper& hyper, const StepArgs& args, const Devic
     for (int k = 0; k < kArrays; ++k) table.arrays[slot][k] = args.arrays[t * args.num_arrays + k];
     table.sizes[slot] = size;
     table.first_block[slot + 1] = table.first_block[slot] + static_cast<int>(blocks);
+    add_tensor(slot, t);
   }
   flush();
+}
+
+template <class Rule, unsigned kFlags, class T>
+void launch(const typename Rule::Hyper& hyper, const StepArgs& args, const DeviceScalars& scalars,
+            cudaStream_t stream) {
+  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
+  using Table = LaunchTable<kArrays>;
+  static_assert(sizeof(Table) <= 32764, "kernel parameters are limited to 32764 bytes");
+  Table table;
+  launch_tables(
+      args, chunk_elements<T>(), table, [](int, index_t) {},
+      [&](int blocks) {
+        step_kernel<Rule, kFlags, T, kArrays>
+            <<<blocks, kThreads, 0, stream>>>(table, hyper, scalars);
+      });
 }
 
 }  // namespace gdfast::cuda

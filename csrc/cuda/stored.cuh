@@ -22,13 +22,13 @@ struct StoredLaunchTable {
   static constexpr int kMaxBytes = 31000;
   static constexpr int kMaxTensors = (kMaxBytes - 64) / (kArrays * 8 + 8 + 8 + 8 + 4);
   void* arrays[kMaxTensors][kArrays];
-  float* masters[kMaxTensors];              // null: the param is stored as it is computed
-  std::uint64_t param_keys[kMaxTensors];    // rounding::param_key of each tensor
+  float* masters[kMaxTensors];            // null: the param is stored as it is computed
+  std::uint64_t param_keys[kMaxTensors];  // rounding::param_key of each tensor
   index_t sizes[kMaxTensors];
   int first_block[kMaxTensors + 1];
   int num_tensors;
-  Dtype slot[kArrays];                      // each array's storage type
-  unsigned char role[kArrays];              // each array's stochastic-rounding role
+  Dtype slot[kArrays];          // each array's storage type
+  unsigned char role[kArrays];  // each array's stochastic-rounding role
   bool stochastic;
 };
 
@@ -66,13 +66,14 @@ __global__ void __launch_bounds__(kThreads)
   const index_t begin =
       index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} * chunk_elements<float>();
   const index_t remaining = table.sizes[lo] - begin;
-  const index_t end = begin + (remaining < chunk_elements<float>() ? remaining
-                                                                    : chunk_elements<float>());
+  const index_t end =
+      begin + (remaining < chunk_elements<float>() ? remaining : chunk_elements<float>());
   void* const* arrays = table.arrays[lo];
   float* const master = table.masters[lo];
   for (index_t i = begin + threadIdx.x; i < end; i += kThreads) {
     R r = R::load([&](int slot) {
-      return slot == 0 && master != nullptr ? master[i] : load_stored(arrays[slot], table.slot[slot], i);
+      return slot == 0 && master != nullptr ? master[i]
+                                            : load_stored(arrays[slot], table.slot[slot], i);
     });
     r.update(coef);
     r.store([&](int slot, float value) {
@@ -87,10 +88,10 @@ __global__ void __launch_bounds__(kThreads)
       const bool stochastic = table.stochastic && !from_master;
       if (stochastic) {
         const unsigned role = table.role[slot];
-        const std::uint32_t key = rounding::stream_key(table.param_keys[lo], role / 2,
-                                                       static_cast<std::uint64_t>(i));
-        random16 = rounding::random16(
-            rounding::random_bits(key, static_cast<std::uint64_t>(i)), role);
+        const std::uint32_t key =
+            rounding::stream_key(table.param_keys[lo], role / 2, static_cast<std::uint64_t>(i));
+        random16 =
+            rounding::random16(rounding::random_bits(key, static_cast<std::uint64_t>(i)), role);
       }
       static_cast<std::uint16_t*>(arrays[slot])[i] =
           rounding::narrow(type == Dtype::kBfloat16, value, stochastic, random16);
@@ -98,7 +99,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Fills tables from the tensor list and launches; empty tensors are skipped.
 template <class Rule, unsigned kFlags>
 void launch_stored(const typename Rule::Hyper& hyper, const StepArgs& args,
                    const DeviceScalars& scalars, cudaStream_t stream) {
@@ -107,37 +107,21 @@ void launch_stored(const typename Rule::Hyper& hyper, const StepArgs& args,
   static_assert(sizeof(Table) <= 32764, "kernel parameters are limited to 32764 bytes");
   const Storage& s = *args.storage;
   Table table;
-  table.num_tensors = 0;
-  table.first_block[0] = 0;
   for (int k = 0; k < kArrays; ++k) {
     table.slot[k] = s.slot[k];
     table.role[k] = s.role[k];
   }
   table.stochastic = s.stochastic;
-  const auto flush = [&] {
-    if (table.num_tensors == 0) return;
-    const int blocks = table.first_block[table.num_tensors];
-    stored_step_kernel<Rule, kFlags, kArrays>
-        <<<blocks, kThreads, 0, stream>>>(table, hyper, scalars);
-    GDFAST_CUDA_CHECK(cudaGetLastError());
-    table.num_tensors = 0;
-  };
-  for (index_t t = 0; t < args.num_tensors; ++t) {
-    const index_t size = args.offsets[t + 1] - args.offsets[t];
-    if (size == 0) continue;
-    const index_t blocks = (size + chunk_elements<float>() - 1) / chunk_elements<float>();
-    if (table.num_tensors == Table::kMaxTensors ||
-        table.first_block[table.num_tensors] + blocks > index_t{0x7fffffff}) {
-      flush();
-    }
-    const int slot = table.num_tensors++;
-    for (int k = 0; k < kArrays; ++k) table.arrays[slot][k] = args.arrays[t * args.num_arrays + k];
-    table.masters[slot] = s.masters != nullptr ? static_cast<float*>(s.masters[t]) : nullptr;
-    table.param_keys[slot] = s.stochastic ? rounding::param_key(s.seed, s.step, s.keys[t]) : 0;
-    table.sizes[slot] = size;
-    table.first_block[slot + 1] = table.first_block[slot] + static_cast<int>(blocks);
-  }
-  flush();
+  launch_tables(
+      args, chunk_elements<float>(), table,
+      [&](int slot, index_t t) {
+        table.masters[slot] = s.masters != nullptr ? static_cast<float*>(s.masters[t]) : nullptr;
+        table.param_keys[slot] = s.stochastic ? rounding::param_key(s.seed, s.step, s.keys[t]) : 0;
+      },
+      [&](int blocks) {
+        stored_step_kernel<Rule, kFlags, kArrays>
+            <<<blocks, kThreads, 0, stream>>>(table, hyper, scalars);
+      });
 }
 
 }  // namespace gdfast::cuda

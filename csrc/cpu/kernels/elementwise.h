@@ -53,7 +53,8 @@ struct Lanes : optim::Registers<Rule, kFlags, Lane<T>> {
   }
   template <bool kPartial = false>
   GDFAST_INLINE void update_and_store(const Arrays& arrays, index_t i,
-                        const typename Rule::template Coef<T>& coef, index_t count = L::kLanes) {
+                                      const typename Rule::template Coef<T>& coef,
+                                      index_t count = L::kLanes) {
     this->update(coef);
     this->store([&](int slot, L value) {
       if constexpr (kPartial) {

@@ -79,7 +79,7 @@ struct StoredLanes : optim::Registers<Rule, kFlags, Lane<float>> {
   }
   static constexpr Dtype narrow_type(Kind k) {
     return k == Kind::kBfloat16 || k == Kind::kMasterOfBfloat16 ? Dtype::kBfloat16
-                                                                 : Dtype::kFloat16;
+                                                                : Dtype::kFloat16;
   }
 
   // Where an array of the lane is loaded from and stored to: float32 memory (`wide`, where the
@@ -118,8 +118,9 @@ struct StoredLanes : optim::Registers<Rule, kFlags, Lane<float>> {
   }
 
   template <bool kPartial = false>
-  GDFAST_INLINE void update_and_store(const Arrays& a, index_t i, const typename Rule::template Coef<float>& coef,
-                        index_t count = L::kLanes) {
+  GDFAST_INLINE void update_and_store(const Arrays& a, index_t i,
+                                      const typename Rule::template Coef<float>& coef,
+                                      index_t count = L::kLanes) {
     this->update(coef);
     typename Narrow16::Random bits[kStreams] = {};
     if (a.stochastic) {

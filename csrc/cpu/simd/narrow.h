@@ -43,8 +43,8 @@ struct NarrowGeneric {
     return r;
   }
   // Stores the first n elements.
-  GDFAST_INLINE static void store_bits(Dtype type, std::uint16_t* p, L x, const std::uint32_t* random16,
-                         index_t n = kLanes) {
+  GDFAST_INLINE static void store_bits(Dtype type, std::uint16_t* p, L x,
+                                       const std::uint32_t* random16, index_t n = kLanes) {
     alignas(64) float buf[kLanes];
     L::store(buf, x);
     for (index_t j = 0; j < n; ++j) {
@@ -53,7 +53,7 @@ struct NarrowGeneric {
     }
   }
   GDFAST_INLINE static void store(Dtype type, std::uint16_t* p, L x, const Random* random16,
-                    index_t n = kLanes) {
+                                  index_t n = kLanes) {
     store_bits(type, p, x, random16 != nullptr ? random16->bits : nullptr, n);
   }
 };

@@ -57,14 +57,14 @@ struct Narrow16 {
     const __m256i b = _mm256_castps_si256(x);
     const __m256i a = _mm256_and_si256(b, _mm256_set1_epi32(0x7FFFFFFF));
     const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(0x8000));
-    const __m256i normal = _mm256_srli_epi32(
-        _mm256_add_epi32(_mm256_sub_epi32(a, _mm256_set1_epi32(0x38000000)),
-                         _mm256_srli_epi32(random16, 3)),
-        13);
+    const __m256i normal =
+        _mm256_srli_epi32(_mm256_add_epi32(_mm256_sub_epi32(a, _mm256_set1_epi32(0x38000000)),
+                                           _mm256_srli_epi32(random16, 3)),
+                          13);
     const __m256i shift = _mm256_sub_epi32(
         _mm256_set1_epi32(126), _mm256_min_epi32(_mm256_srli_epi32(a, 23), _mm256_set1_epi32(126)));
-    const __m256i cut = _mm256_max_epi32(_mm256_min_epi32(shift, _mm256_set1_epi32(31)),
-                                         _mm256_set1_epi32(14));
+    const __m256i cut =
+        _mm256_max_epi32(_mm256_min_epi32(shift, _mm256_set1_epi32(31)), _mm256_set1_epi32(14));
     const __m256i significand = _mm256_or_si256(_mm256_and_si256(a, _mm256_set1_epi32(0x7FFFFF)),
                                                 _mm256_set1_epi32(0x800000));
     const __m256i sub_add = _mm256_srlv_epi32(_mm256_slli_epi32(random16, 16),
@@ -74,9 +74,9 @@ struct Narrow16 {
     m = _mm256_blendv_epi8(m, normal, _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x387FFFFF)));
     m = _mm256_blendv_epi8(m, _mm256_set1_epi32(0x7C00),
                            _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x477FFFFF)));
-    const __m256i nan = _mm256_or_si256(
-        _mm256_set1_epi32(0x7E00),
-        _mm256_and_si256(_mm256_srli_epi32(a, 13), _mm256_set1_epi32(0x1FF)));
+    const __m256i nan =
+        _mm256_or_si256(_mm256_set1_epi32(0x7E00),
+                        _mm256_and_si256(_mm256_srli_epi32(a, 13), _mm256_set1_epi32(0x1FF)));
     m = _mm256_blendv_epi8(m, nan, _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000)));
     return _mm256_or_si256(m, sign);
   }
@@ -85,9 +85,9 @@ struct Narrow16 {
     return widen(type, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
   GDFAST_INLINE static Random random(std::uint32_t key, index_t index) {
-    const Random counter = _mm256_add_epi32(
-        _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index))),
-        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const Random counter =
+        _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index))),
+                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     Random x = _mm256_xor_si256(counter, _mm256_set1_epi32(static_cast<int>(key)));
     x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
     x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7FEB352D));
@@ -100,7 +100,7 @@ struct Narrow16 {
                             : _mm256_and_si256(bits, _mm256_set1_epi32(0xFFFF));
   }
   GDFAST_INLINE static void store(Dtype type, std::uint16_t* p, L x, const Random* random16,
-                    index_t n = kLanes) {
+                                  index_t n = kLanes) {
     __m128i h;
     if (type == Dtype::kBfloat16) {
       const Random b = _mm256_castps_si256(x.v);
@@ -108,7 +108,7 @@ struct Narrow16 {
           random16 != nullptr
               ? *random16
               : _mm256_add_epi32(_mm256_set1_epi32(0x7FFF),
-                               _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1)));
+                                 _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1)));
       const Random rounded = _mm256_srli_epi32(_mm256_add_epi32(b, add), 16);
       const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x.v, x.v, _CMP_UNORD_Q));
       h = pack(_mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7FC0), nan));

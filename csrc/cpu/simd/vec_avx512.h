@@ -52,28 +52,27 @@ struct Narrow16 {
     const __m512i b = _mm512_castps_si512(x);
     const __m512i a = _mm512_and_si512(b, _mm512_set1_epi32(0x7FFFFFFF));
     const __m512i sign = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(0x8000));
-    const __m512i normal = _mm512_srli_epi32(
-        _mm512_add_epi32(_mm512_sub_epi32(a, _mm512_set1_epi32(0x38000000)),
-                         _mm512_srli_epi32(random16, 3)),
-        13);
+    const __m512i normal =
+        _mm512_srli_epi32(_mm512_add_epi32(_mm512_sub_epi32(a, _mm512_set1_epi32(0x38000000)),
+                                           _mm512_srli_epi32(random16, 3)),
+                          13);
     const __m512i shift = _mm512_sub_epi32(
         _mm512_set1_epi32(126), _mm512_min_epu32(_mm512_srli_epi32(a, 23), _mm512_set1_epi32(126)));
-    const __m512i cut = _mm512_max_epu32(_mm512_min_epu32(shift, _mm512_set1_epi32(31)),
-                                         _mm512_set1_epi32(14));
+    const __m512i cut =
+        _mm512_max_epu32(_mm512_min_epu32(shift, _mm512_set1_epi32(31)), _mm512_set1_epi32(14));
     const __m512i significand = _mm512_or_si512(_mm512_and_si512(a, _mm512_set1_epi32(0x7FFFFF)),
                                                 _mm512_set1_epi32(0x800000));
     const __m512i sub_add = _mm512_srlv_epi32(_mm512_slli_epi32(random16, 16),
                                               _mm512_sub_epi32(_mm512_set1_epi32(32), cut));
-    __m512i m = _mm512_maskz_srlv_epi32(
-        _mm512_cmple_epu32_mask(shift, _mm512_set1_epi32(31)),
-        _mm512_add_epi32(significand, sub_add), cut);
+    __m512i m = _mm512_maskz_srlv_epi32(_mm512_cmple_epu32_mask(shift, _mm512_set1_epi32(31)),
+                                        _mm512_add_epi32(significand, sub_add), cut);
     m = _mm512_mask_blend_epi32(_mm512_cmpge_epu32_mask(a, _mm512_set1_epi32(0x38800000)), m,
                                 normal);
     m = _mm512_mask_blend_epi32(_mm512_cmpge_epu32_mask(a, _mm512_set1_epi32(0x47800000)), m,
                                 _mm512_set1_epi32(0x7C00));
-    const __m512i nan = _mm512_or_si512(
-        _mm512_set1_epi32(0x7E00),
-        _mm512_and_si512(_mm512_srli_epi32(a, 13), _mm512_set1_epi32(0x1FF)));
+    const __m512i nan =
+        _mm512_or_si512(_mm512_set1_epi32(0x7E00),
+                        _mm512_and_si512(_mm512_srli_epi32(a, 13), _mm512_set1_epi32(0x1FF)));
     m = _mm512_mask_blend_epi32(_mm512_cmpgt_epu32_mask(a, _mm512_set1_epi32(0x7F800000)), m, nan);
     return _mm512_or_si512(m, sign);
   }
@@ -82,9 +81,9 @@ struct Narrow16 {
                                    : _mm256_maskz_loadu_epi16(first(n), p));
   }
   GDFAST_INLINE static Random random(std::uint32_t key, index_t index) {
-    const Random counter = _mm512_add_epi32(
-        _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index))),
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const Random counter =
+        _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(index))),
+                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
     Random x = _mm512_xor_si512(counter, _mm512_set1_epi32(static_cast<int>(key)));
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
@@ -97,7 +96,7 @@ struct Narrow16 {
                             : _mm512_and_si512(bits, _mm512_set1_epi32(0xFFFF));
   }
   GDFAST_INLINE static void store(Dtype type, std::uint16_t* p, L x, const Random* random16,
-                    index_t n = kLanes) {
+                                  index_t n = kLanes) {
     __m256i h;
     if (type == Dtype::kBfloat16) {
       const Random b = _mm512_castps_si512(x.v);
@@ -105,7 +104,7 @@ struct Narrow16 {
           random16 != nullptr
               ? *random16
               : _mm512_add_epi32(_mm512_set1_epi32(0x7FFF),
-                               _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1)));
+                                 _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1)));
       const Random rounded = _mm512_srli_epi32(_mm512_add_epi32(b, add), 16);
       const __mmask16 nan = _mm512_cmp_ps_mask(x.v, x.v, _CMP_UNORD_Q);
       h = _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, _mm512_set1_epi32(0x7FC0)));
