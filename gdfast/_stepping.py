@@ -111,10 +111,13 @@ def kept_dtype(param_dtype: Any, state: str, value_dtype: Any) -> bool:
     """Whether a loaded state keeps its stored dtype (else: it takes the param's, as
     torch.optim's load_state_dict casts it): the master copy always (float32); the others
     when both the param and the state are stored types of float32 math (float32, bfloat16,
-    float16), which the kernels pair in any combination."""
+    float16), which the kernels pair in any combination, float16 states with float16 params
+    only."""
     if state == "master_param":
         return True
-    return dtype_name(param_dtype) in SINGLE and dtype_name(value_dtype) in SINGLE
+    param, value = dtype_name(param_dtype), dtype_name(value_dtype)
+    # (float16 states only for float16 params, as state_dtype allows: others may leave its range)
+    return param in SINGLE and value in SINGLE and (value != "float16" or param == "float16")
 
 
 @dataclass(frozen=True)
@@ -337,7 +340,7 @@ class StepPath:
     param_groups: List[Dict[str, Any]]
     state: Any  # Dict[key, Dict[str, Any]]: torch.optim's is a defaultdict keyed by tensor
     # Per group id: (group, its member keys, its batches), from the last step.
-    _batch_cache: Dict[int, Tuple[Dict[str, Any], Tuple[Hashable, ...], List[Batch]]]
+    _batch_cache: Dict[int, Tuple[Dict[str, Any], Tuple[Tuple[Hashable, int], ...], List[Batch]]]
     # Per group id: (group, the values it was checked with, the check's result).
     _checked_cache: Dict[int, Tuple[Mapping[str, Any], List[Any], "CheckedGroup"]]
     # Step counts and scalar states are objects updated in place (tensors), not numbers.
@@ -600,6 +603,7 @@ class StepPath:
         if not work:
             return
         calls, stream = [], None
+        rounding = self._rounding_count(work)
         for batch, grads, group, values, label in work:
             step, grad_scale, device_scalars = self._step_arg(batch), amp["grad_scale"], None
             if batch.on_device:
@@ -611,8 +615,7 @@ class StepPath:
             if batch.masters is not None:  # the kernel reads the master, writes it and param
                 call += ((batch.masters, None, None),)
             elif batch.precision.stochastic and batch.narrow:
-                call += ((None, batch.precision.seed, batch.keys[1],
-                          self._rounding_count(group, label[0])),)
+                call += ((None, batch.precision.seed, batch.keys[1], rounding),)
             calls.append(call)
         if not run:
             _core.check(self._ctor.rule.id, calls, stream)
@@ -620,24 +623,29 @@ class StepPath:
         results = _core.step(self._ctor.rule.id, calls, stream)
         for k, (batch, *_) in enumerate(work):
             self._commit(batch, None if results is None else results[k])
-        if self._ctor.rule.step != "counted":
-            for batch, _, group, _, label in work:
-                if batch.precision.stochastic:
-                    group["rounding_step"] = self._rounding_count(group, label[0])
+        if rounding is not None:
+            for group in self.param_groups:
+                group["rounding_step"] = rounding
         self._after_step([w[0] for w in work])
 
-    def _rounding_count(self, group: Mapping[str, Any], where: str) -> Optional[int]:
-        """What keys this step's stochastic rounding besides the seed: the step count where the
-        rule keeps one (None: the kernel takes it from the step); else the group's
-        ``rounding_step`` + 1, a count kept for this (SGD's step argument is 1 or 2, Lion has
-        none: a key repeating every step would round each element the same way every time)."""
-        if self._ctor.rule.step == "counted":
+    def _rounding_count(self, work: Sequence[Tuple[Any, ...]]) -> Optional[int]:
+        """What keys this step's stochastic rounding besides the seed where the rule keeps no
+        step count of its own (SGD's step argument is 1 or 2, Lion has none: a key repeating
+        every step would round each element the same way every time): the optimizer's count
+        of stochastically rounded steps, kept in every group as ``rounding_step`` (one count
+        for all groups, so that how params are grouped does not matter). None where the rule
+        counts steps (the kernel takes the step) or nothing rounds stochastically."""
+        if self._ctor.rule.step == "counted" or not any(
+                w[0].precision.stochastic and w[0].narrow for w in work):
             return None
-        count = count_value(group.get("rounding_step", 0))
-        if count is None or count + 1 >= COUNT_LIMIT:
-            raise ValueError(f"{where}rounding_step: {COUNT_EXPECTED}, got "
-                             f"{group.get('rounding_step')!r}")
-        return count + 1
+        done = 0
+        for i, group in enumerate(self.param_groups):
+            count = count_value(group.get("rounding_step", 0))
+            if count is None or count + 1 >= COUNT_LIMIT:
+                raise ValueError(f"param_groups[{i}]: rounding_step: {COUNT_EXPECTED}, got "
+                                 f"{group.get('rounding_step')!r}")
+            done = max(done, count)
+        return done + 1
 
     def _step_arg(self, batch: Batch) -> Any:
         kind = self._ctor.rule.step
@@ -677,10 +685,11 @@ class StepPath:
     # -- batches -------------------------------------------------------------------------------
     def _batches(self, group: Dict[str, Any], members: Members, names: Tuple[str, ...],
                  values: Mapping[str, Any], precision: Precision, where: str) -> List[Batch]:
-        keys = tuple(m[0] for m in members)
+        # (positions too: they key stochastic rounding and name the params in messages)
+        keys = tuple((m[0], m[3]) for m in members)
         cached = self._batch_cache.get(id(group))
         if (cached is not None and cached[0] is group and len(cached[1]) == len(keys)
-                and all(a is b for a, b in zip(cached[1], keys))
+                and all(a[0] is b[0] and a[1] == b[1] for a, b in zip(cached[1], keys))
                 and all(self._unchanged(b, names, precision) for b in cached[2])):
             for b in cached[2]:
                 b.where = where  # (a group before it may have been removed)

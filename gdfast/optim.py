@@ -32,6 +32,7 @@ from ._stepping import (
     StepPath,
     count_value,
     dtype_name,
+    is_dtype,
     is_tensor,
     kept_dtype,
     make_class,
@@ -232,6 +233,8 @@ class Optimizer(StepPath):
     def _state_dtype(self, value: Any) -> Any:
         expected = ("state_dtype: expected None or float32, bfloat16 or float16 (a NumPy "
                     "dtype or its name)")
+        if is_dtype(value) and not isinstance(value, np.dtype):  # torch's (a torch state_dict)
+            value = dtype_name(value)
         if isinstance(value, str) and value == "bfloat16":
             return _bfloat16()
         try:
@@ -315,7 +318,7 @@ class Optimizer(StepPath):
         for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
             group = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
             group["params"] = mine["params"]
-            for key in PRECISION_OPTIONS:
+            for key in (*PRECISION_OPTIONS, "rounding_step"):
                 if key not in group and key in mine:
                     group[key] = mine[key]
             self._check_group(group, f"state_dict['param_groups'][{gi}]: ")

@@ -137,6 +137,10 @@ class Optimizer(StepPath, torch.optim.Optimizer):
                                  "has none")
             if self._ctor.rule.scalar_states:
                 raise ValueError(f"capturable=True: {name} keeps its scalar states on the host")
+            if defaults.get("stochastic_rounding"):
+                raise ValueError("capturable=True and stochastic_rounding=True: stochastic "
+                                 "rounding is keyed by the step count on the host, which a "
+                                 "captured step does not advance")
         lr = defaults.get("lr")
         if torch.is_tensor(lr) and lr.numel() != 1:  # (torch's words: its tests match them)
             raise ValueError(f"lr: Tensor lr must be 1-element, got shape {tuple(lr.shape)}")
@@ -289,7 +293,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         saved_groups = state_dict["param_groups"]
         for group, saved, old in zip(self.param_groups, saved_groups, before):
-            for key in PRECISION_OPTIONS:
+            for key in (*PRECISION_OPTIONS, "rounding_step"):
                 if key not in saved and key in old:
                     group[key] = old[key]
         saved_state = state_dict["state"]

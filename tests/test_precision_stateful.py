@@ -416,6 +416,66 @@ def test_stochastic_rounding_does_not_depend_on_groups_or_threads() -> None:
 
 
 @needs_torch
+@pytest.mark.parametrize("name, kwargs", [("SGD", {"momentum": 0.9}), ("SGD", {}), ("Lion", {})])
+def test_uncounted_rules_round_alike_however_grouped(name: str, kwargs: Dict[str, Any]) -> None:
+    """SGD and Lion key their rounding by the optimizer's one rounding_step (not per group, not
+    per batch): a group holding bfloat16 and float16 params (two kernel batches), a param with
+    no grad on the first step (SGD's momentum then starts a step later: another batch), and any
+    split into groups round the same way."""
+    dtypes = [torch.bfloat16, torch.float16, torch.bfloat16]
+
+    def run(split: Callable[[List[Any]], Any]) -> List[Any]:
+        params = [torch.nn.Parameter(p.to(d))
+                  for p, d in zip(torch_params(torch.float32, shapes=[(300,)] * 3), dtypes)]
+        opt = getattr(gt, name)(split(params), lr=1e-3, stochastic_rounding=True, seed=5,
+                                **kwargs)
+        for step in range(4):
+            for k, (p, g) in enumerate(zip(params, torch_grads(params, step))):
+                p.grad = None if (step == 0 and k == 2) else g
+            opt.step()
+        assert {g["rounding_step"] for g in opt.param_groups} == {4}
+        return snapshot_torch(opt)
+
+    together = run(lambda ps: ps)
+    assert all_same(together, run(lambda ps: [{"params": ps[:1]}, {"params": ps[1:]}]))
+    assert all_same(together, run(lambda ps: [{"params": [p]} for p in ps]))
+
+
+@needs_torch
+def test_a_bad_rounding_step_is_refused_before_anything_is_written() -> None:
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
+    opt = gt.SGD([p], lr=0.1, stochastic_rounding=True, seed=1)
+    opt.param_groups[0]["rounding_step"] = "bad"
+    p.grad = torch.ones_like(p)
+    with pytest.raises(ValueError, match=r"^param_groups\[0\]: rounding_step: expected an int"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.ones(4, dtype=torch.bfloat16))
+
+
+@needs_torch
+def test_numpy_optimizer_loads_a_torch_state_dict_with_state_dtype() -> None:
+    source = gt.Adam([torch.nn.Parameter(torch.ones(3))], state_dtype=torch.bfloat16)
+    opt = gdfast.Adam([np.ones(3, np.float32)])
+    opt.load_state_dict(source.state_dict())
+    opt.step([np.ones(3, np.float32)])
+    assert opt.state[0]["exp_avg"].dtype == BF16
+
+
+@needs_torch
+def test_float16_states_of_a_wider_param_take_its_dtype_on_load() -> None:
+    """float16 states only go with float16 params (their range): a checkpoint of a float16
+    model loaded after the model became bfloat16 casts them, as torch.optim does."""
+    src = torch.nn.Parameter(torch.ones(3, dtype=torch.float16))
+    opt = gt.Adam([src])
+    src.grad = torch.ones_like(src)
+    opt.step()
+    dst = torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))
+    target = gt.Adam([dst])
+    target.load_state_dict(opt.state_dict())
+    assert target.state[dst]["exp_avg"].dtype == torch.bfloat16
+
+
+@needs_torch
 def test_stochastic_rounding_resumes_from_a_state_dict() -> None:
     """The seed is a group entry: state_dict saves it, load_state_dict restores it (over the
     seed the new optimizer drew), so a resumed run continues bit for bit."""
