@@ -8,14 +8,13 @@ import argparse
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-
 from . import compare as compare_mod
 from . import machine, plot, progress, report
 from .cases import CASES, DEFAULT, parse_optimizers
 from .impls import ArithBound, Implementation, registry
 from .machine import cpu_count
 from .optional import Unavailable
+from .precision import PRECISIONS, as_precision, parse_precisions, storage_dtype
 from .suite import Config, Suite
 from .workloads import LISTS, parse_lists, parse_sizes
 
@@ -107,9 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default by mode; scaled down when memory is short)")
     p.add_argument("--lists", metavar="LIST",
                    help=f"tensor-list workloads, from {', '.join(LISTS)}; 'none' for none")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+    p.add_argument("--dtype", choices=["float32", "float64"],
                    help="element type of the parameters, gradients and states (default: "
-                        "float32; DeepSpeed runs float32 only)")
+                        "float32; DeepSpeed runs float32 only); the same as --precisions "
+                        "fp32 or fp64")
+    p.add_argument("--precisions", metavar="LIST",
+                   help="precision modes, timed side by side in each group (the first is the "
+                        "base of the others' speedup), comma-separated, from "
+                        f"{', '.join(PRECISIONS)}; or all (every mode but fp64). A mode: "
+                        "params-grads-states types (bf16: all bfloat16; bf16-fp32-states: "
+                        "bf16 params and grads, fp32 states), -master: an fp32 master copy, "
+                        "-sr: stochastic rounding (default: fp32)")
     p.add_argument("--threads", type=_csv_ints, metavar="LIST",
                    help="thread counts, interleaved batch by batch, e.g. 1,2 "
                         "(default: gdfast's default, %s here)" % "the usable CPUs")
@@ -258,11 +265,19 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Lis
 
     name = "quick" if args.quick else "full" if args.full else "default"
     preset = MODES[name]
+    if args.dtype and args.precisions:
+        parser.error("--dtype and --precisions: name the plain mode (fp32 or fp64) in "
+                     "--precisions instead")
     try:
+        precisions = (parse_precisions(args.precisions) if args.precisions
+                      else [as_precision(args.dtype or "float32")])
+        for p in precisions:  # bfloat16 arrays need ml_dtypes: say so before anything runs
+            for kind in (p.param, p.grad, p.state):
+                storage_dtype(kind)
         cases = parse_optimizers(args.optimizers or preset["optimizers"])
         sizes = parse_sizes(args.sizes) if args.sizes is not None else list(preset["sizes"])
         lists = parse_lists(args.lists) if args.lists is not None else list(preset["lists"])
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:
         parser.error(str(exc))
     if not sizes and not lists:
         parser.error("nothing to run: --sizes none and --lists none")
@@ -314,7 +329,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Lis
         budget = int(0.5 * avail) if avail else 4 << 30
 
     config = Config(
-        mode=name, cases=cases, sizes=sizes, lists=lists, dtype=np.dtype(args.dtype),
+        mode=name, cases=cases, sizes=sizes, lists=lists, precisions=precisions,
         threads=threads, isas=isas, impls=chosen,
         batches=args.batches or preset["batches"],
         batch_time=args.batch_time or preset["batch_time"],

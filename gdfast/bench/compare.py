@@ -1,6 +1,7 @@
 """--compare: per-row change between an old report and a new one, and whether any regressed.
 
-Rows are matched on (optimizer, workload, dtype, threads, implementation). By default the
+Rows are matched on (optimizer, workload, precision mode, threads, implementation) (a row of a
+report before modes existed is in its dtype's plain mode: float32 is fp32). By default the
 regression check covers gdfast's rows (the references' rows are listed, but their change is
 the machine's, not ours). ``by="time"`` compares median time per step; ``by="bound"`` compares
 the share of the bound (the in-place stream timed in the same batches), which cancels most of
@@ -83,17 +84,17 @@ def lines(changes: List[Change], tolerance: float, by: str) -> List[str]:
             return "-"
         return fmt_time(v) if by == "time" else f"{v:.0f}%"
 
-    head = ("optimizer", "workload", "dtype", "thr", "implementation",
+    head = ("optimizer", "workload", "precision", "thr", "implementation",
             "old" if by == "time" else "old %bound", "new" if by == "time" else "new %bound",
             "slower by", "")
     body = []
     for c in changes:
-        opt, wl, dtype, thr, impl = c.key
+        opt, wl, mode, thr, impl = c.key
         flag = c.status.upper() if c.status in ("regressed", "failed") and c.checked else (
             c.status if c.status != "ok" else "")
         if c.status in ("regressed", "failed") and not c.checked:
             flag += " (not checked)"
-        body.append((opt, wl, dtype, str(thr), impl, fmt(c.old), fmt(c.new),
+        body.append((opt, wl, mode, str(thr), impl, fmt(c.old), fmt(c.new),
                      "" if c.slowdown is None else f"{100 * c.slowdown:+.1f}%", flag))
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     out = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip()]

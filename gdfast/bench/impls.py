@@ -14,6 +14,7 @@ them is built; a missing one makes that implementation unavailable, with a reaso
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -22,8 +23,9 @@ import numpy as np
 from .bandwidth import STREAM_SCALE
 from .cases import CASES, FUSED, LOOP, TORCH_PATHS, Case, Package
 from .optional import Unavailable, dist_version, load, quiet
+from .precision import Precision, as_precision, storage_dtype
 from .reference import STEPS
-from .workloads import Data, single
+from .workloads import Data, Pool, single
 
 Step = Callable[[], None]
 
@@ -42,26 +44,34 @@ class Runner:
     def __init__(self, case: Case, data: Data):
         self.case = case
         self.data = data
+        self.precision: Precision = data.precision
         self.params = []
         self.states: Dict[str, List[np.ndarray]] = {}  # by torch's state name, per tensor
+        self.masters: List[np.ndarray] = []  # float32 copies of the params (master weights)
         self._pooled: List[np.ndarray] = []
 
-    def _take(self, like: np.ndarray) -> np.ndarray:
-        a = self.data.pool.take(like)
+    def _take(self, like: np.ndarray, dtype: Any = None) -> np.ndarray:
+        a = self.data.pool.take(like, dtype)
         self._pooled.append(a)
         return a
 
     def _own_arrays(self, states: Sequence[str]) -> None:
-        """Parameters and the named state arrays per tensor, from the data's pool (filled by
-        reset)."""
+        """Parameters, the named state arrays per tensor in the precision mode's state type,
+        and the master copies if it keeps them, from the data's pool (filled by reset)."""
+        state_type = storage_dtype(self.precision.state)
         self.params = [self._take(p) for p in self.data.p0]
-        self.states = {name: [self._take(p) for p in self.data.p0] for name in states}
+        self.states = {name: [self._take(p, state_type) for p in self.data.p0]
+                       for name in states}
+        if self.precision.master:
+            self.masters = [self._take(p, np.float32) for p in self.data.p0]
 
     def _restore(self) -> None:
-        """Parameters = p0, every state at its start (zeros, or the hyperparameter the rule
-        fills it from)."""
+        """Parameters = p0 (and their masters), every state at its start (zeros, or the
+        hyperparameter the rule fills it from, rounded to the state's type)."""
         for p, p0 in zip(self.params, self.data.p0):
             np.copyto(p, p0)
+        for m, p0 in zip(self.masters, self.data.p0):
+            np.copyto(m, p0.astype(np.float32))  # exact: p0 is stored narrower
         starts = state_starts(self.case)
         for name, arrays in self.states.items():
             for a in arrays:
@@ -79,13 +89,15 @@ class Runner:
         """Called before each timed batch (after the thread count is set)."""
 
     def state_bytes(self) -> int:
-        """Bytes of optimizer state this implementation keeps (after at least one step)."""
-        return sum(a.nbytes for arrays in self.states.values() for a in arrays)
+        """Bytes of optimizer state this implementation keeps (after at least one step),
+        master copies included."""
+        return (sum(a.nbytes for arrays in self.states.values() for a in arrays)
+                + sum(m.nbytes for m in self.masters))
 
     def close(self) -> None:
         """Drop the references to big arrays; hand the pooled ones back."""
         self._drop()
-        self.params, self.states = [], {}
+        self.params, self.states, self.masters = [], {}, []
         self.data.pool.give(self._pooled)
         self._pooled = []
 
@@ -114,8 +126,9 @@ class Implementation:
     def check_available(self) -> None:
         """Raise Unavailable(reason) if this cannot run here."""
 
-    def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
-        """None if it can run ``case`` in ``dtype``, else the reason it cannot."""
+    def supports(self, case: Case, precision: Any) -> Optional[str]:
+        """None if it can run ``case`` in ``precision`` (a precision mode, or a dtype: its
+        plain mode), else the reason it cannot."""
         return None
 
     def slow_for(self, case: Case) -> bool:
@@ -139,12 +152,15 @@ class Implementation:
 STEP_ARGUMENT = {"counted": "t", "first_call": "1 if t == 1 else 2", "none": "None"}
 
 
-def op_step(case: Case, param: Any, grad: Any, states: Dict[str, Any]) -> Step:
+def op_step(case: Case, param: Any, grad: Any, states: Dict[str, Any],
+            extra: Optional[Dict[str, Any]] = None) -> Step:
     """One call of ``gdfast.ops.<rule>_`` per step, on these arrays (one array, or a list) with
     the case's hyperparameters: the step count per the rule's step kind, scalar states carried
     from the dict the op returns. The call is generated with every argument spelled out as a
     keyword, as a user writes it: passing the hyperparameters as ``**dict`` costs more than the
-    call itself (16-element adam_: 1.25 us with keywords, 2.8 us with the case's dict)."""
+    call itself (16-element adam_: 1.25 us with keywords, 2.8 us with the case's dict).
+    ``extra``: more keyword arguments, the same on every call (a precision mode's
+    master_param, stochastic_rounding, seed)."""
     import gdfast.ops
 
     rule = case.rule
@@ -158,11 +174,17 @@ def op_step(case: Case, param: Any, grad: Any, states: Dict[str, Any]) -> Step:
     for i, (name, value) in enumerate(case.hyper.items()):
         env[f"_h{i}"] = value
         args.append(f"{name}=_h{i}")
+    for i, (name, value) in enumerate((extra or {}).items()):
+        env[f"_x{i}"] = value
+        args.append(f"{name}=_x{i}")
     carried = [f"_c{i}" for i in range(len(scalars))]  # the scalar states between calls
     env.update({f"_start{i}": rule.scalar_start(f, case.hyper)
                 for i, f in enumerate(rule.scalar_states)})
     args += [f"{name}={c}" for name, c in zip(scalars, carried)]
-    call = f"_op(_param, _grad, {', '.join(args)}, step={STEP_ARGUMENT[rule.step]})"
+    # stochastic rounding is keyed by the step argument: the count itself on every call, for
+    # every rule, or each step would round alike (the ops require it)
+    step = "t" if (extra or {}).get("stochastic_rounding") else STEP_ARGUMENT[rule.step]
+    call = f"_op(_param, _grad, {', '.join(args)}, step={step})"
     lines = ["def make():", "    t = 0"]
     lines += [f"    {c} = _start{i}" for i, c in enumerate(carried)]
     lines += ["    def step():", f"        nonlocal {', '.join(['t', *carried])}",
@@ -184,17 +206,27 @@ class GdfastRunner(Runner):
         self._own_arrays(case.states)
         self.reset()
 
-    def _kernel_args(self) -> Tuple[Any, Any, Dict[str, Any]]:
-        """param, grad and states by name: one array as such, a list as a list."""
-        def arg(arrays: List[np.ndarray]) -> Any:
-            return arrays[0] if self.data.single else arrays
+    def _arg(self, arrays: List[np.ndarray]) -> Any:
+        """One array as such, a list as a list."""
+        return arrays[0] if self.data.single else arrays
 
-        return (arg(self.params), arg(self.data.grads),
-                {name: arg(arrays) for name, arrays in self.states.items()})
+    def _kernel_args(self) -> Tuple[Any, Any, Dict[str, Any]]:
+        """param, grad and states by name."""
+        return (self._arg(self.params), self._arg(self.data.grads),
+                {name: self._arg(arrays) for name, arrays in self.states.items()})
+
+    def _precision_args(self) -> Dict[str, Any]:
+        """The op's keywords for the precision mode (none for a plain one): the master
+        copies, or stochastic rounding seeded from the data's seed."""
+        if self.precision.master:
+            return {"master_param": self._arg(self.masters)}
+        if self.precision.stochastic:
+            return {"stochastic_rounding": True, "seed": self.data.seed}
+        return {}
 
     def _fresh(self) -> Step:
         self._restore()
-        return op_step(self.case, *self._kernel_args())
+        return op_step(self.case, *self._kernel_args(), self._precision_args())
 
     def prepare(self) -> None:
         if self.isa is not None:
@@ -211,9 +243,8 @@ class Gdfast(Implementation):
         self.isa = isa
         self.name = label or "gdfast"
 
-    def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
-        if np.dtype(dtype) not in (np.float32, np.float64):
-            return "gdfast steps float32 and float64"
+    def supports(self, case: Case, precision: Any) -> Optional[str]:
+        as_precision(precision)  # every mode is gdfast's (an unknown dtype raises)
         return None
 
     def build(self, case: Case, data: Data) -> Runner:
@@ -231,7 +262,13 @@ class Gdfast(Implementation):
 
 class BoundRunner(GdfastRunner):
     """gdfast's runner with the stream kernel in place of the update rule: the case's
-    in-place access pattern (its used states) at memory speed."""
+    in-place access pattern (its used states, in the precision mode's storage types) at
+    memory speed. With a master copy, the stream reads and writes the float32 master as one
+    more state: the step only writes the narrow param, but a store to a line not read moves
+    it in from memory first all the same, so this is the traffic the step causes (2 B per
+    element more than it counts as moved). (The master as a state, not in the param's place:
+    then every state is float32, a combination of types gdfast compiles in; a float32 param
+    with a bfloat16 state takes its generic path, 3x slower in cache.)"""
 
     def _fresh(self) -> Step:
         from gdfast import _core
@@ -239,6 +276,8 @@ class BoundRunner(GdfastRunner):
         self._restore()
         param, grad, states = self._kernel_args()
         arrays = tuple(states[name] for name in self.case.states)
+        if self.precision.master:
+            arrays += (self._arg(self.masters),)
         stream = _core.stream
 
         def step() -> None:
@@ -270,18 +309,20 @@ ARITH_ELEMENTS_PER_CALL = 1 << 21  # per Python call: its ~1 us overhead drops b
 # The step count of the arithmetic bound's steps: a run under way, past every warm-up branch
 # (RAdam rectifies from step 6); a first_call rule reads its state from its second call on.
 ARITH_STEP = {"counted": 1000, "first_call": 2, "none": 0}
+ARITH_COUNT = 1000  # what keys stochastic rounding (the step count for counted rules)
 
 
-def _staggered(count: int, n: int, dtype: np.dtype) -> List[np.ndarray]:
-    """``count`` arrays of ``n`` elements, cache-line aligned, at different offsets within a
-    4 KiB page: arrays at the same offset (what an allocator gives arrays of equal size) make
-    loads wait on older stores to the same low address bits, which is the layout's cost, not
-    the arithmetic's."""
+def _staggered(dtypes: Sequence[np.dtype], n: int) -> List[np.ndarray]:
+    """Arrays of ``n`` elements of these dtypes, cache-line aligned, at different offsets
+    within a 4 KiB page: arrays at the same offset (what an allocator gives arrays of equal
+    size) make loads wait on older stores to the same low address bits, which is the layout's
+    cost, not the arithmetic's."""
     line, stagger, page = 64, 640, 4096
-    stride = -(-n * dtype.itemsize // page) * page + stagger
-    raw = np.empty(count * stride + line, np.uint8)
+    widest = max(d.itemsize for d in dtypes)
+    stride = -(-n * widest // page) * page + stagger
+    raw = np.empty(len(dtypes) * stride + line, np.uint8)
     start = -raw.ctypes.data % line
-    return [raw[start + k * stride:][: n * dtype.itemsize].view(dtype) for k in range(count)]
+    return [raw[start + k * stride:][: n * d.itemsize].view(d) for k, d in enumerate(dtypes)]
 
 
 class ArithRunner(GdfastRunner):
@@ -294,16 +335,20 @@ class ArithRunner(GdfastRunner):
         self.repeats = max(math.ceil(data.workload.numel / block),
                            math.ceil(ARITH_ELEMENTS_PER_CALL / block))
         self.time_scale = data.workload.numel / (block * self.repeats)
-        grad, param, *states = _staggered(2 + case.n_states, block, data.dtype)
+        precision = data.precision
+        kinds = [data.grads[0].dtype, data.dtype] + [storage_dtype(precision.state)] * (
+            case.n_states) + ([np.dtype(np.float32)] if precision.master else [])
+        grad, param, *owned = _staggered(kinds, block)
 
         def head(arrays: List[np.ndarray], out: np.ndarray) -> List[np.ndarray]:
             flat = np.concatenate([a.reshape(-1)[:block] for a in arrays])
             np.copyto(out, flat[:block])
             return [out]
 
-        small = Data(single(block), data.dtype, head(data.p0, np.empty_like(param)),
-                     head(data.grads, grad))
-        small.pool.give([param, *states])  # the runner takes its param and states from here
+        small = dataclasses.replace(data, workload=single(block),
+                                    p0=head(data.p0, np.empty_like(param)),
+                                    grads=head(data.grads, grad), sample=[], pool=Pool())
+        small.pool.give([param, *owned])  # the runner takes its param, states and master here
         super().__init__(case, small, isa)
 
     def _fresh(self) -> Step:
@@ -312,7 +357,12 @@ class ArithRunner(GdfastRunner):
         self._restore()
         param, grad, states = self._kernel_args()
         rule = self.case.rule
-        batches = [rule.batch(param, (grad,), states, self.case.hyper, ARITH_STEP[rule.step])]
+        batch = rule.batch(param, (grad,), states, self.case.hyper, ARITH_STEP[rule.step])
+        if not self.precision.plain:
+            # (master, seed, param_index, the count that keys stochastic rounding)
+            extra = self._precision_args()
+            batch += ((extra.get("master_param"), extra.get("seed"), None, ARITH_COUNT),)
+        batches = [batch]
         rule_id, repeats, run = rule.id, self.repeats, _core.run_repeated
 
         def step() -> None:
@@ -336,8 +386,8 @@ class ArithBound(Implementation):
     def __init__(self, isa: Optional[str] = None):
         self.isa = isa
 
-    def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
-        return Gdfast().supports(case, dtype)
+    def supports(self, case: Case, precision: Any) -> Optional[str]:
+        return Gdfast().supports(case, precision)
 
     def build(self, case: Case, data: Data) -> Runner:
         return ArithRunner(case, data, self.isa)
@@ -385,6 +435,11 @@ class Numpy(Implementation):
     def slow_for(self, case: Case) -> bool:
         return True
 
+    def supports(self, case: Case, precision: Any) -> Optional[str]:
+        if not as_precision(precision).plain:
+            return "NumPy steps float32 and float64 arrays (no narrower storage)"
+        return None
+
     def build(self, case: Case, data: Data) -> Runner:
         return NumpyRunner(case, data)
 
@@ -404,9 +459,9 @@ class TorchRunner(Runner):
         self.torch = torch
         self.make_optimizer = make_optimizer
         self._own_arrays(())  # parameters only: the optimizer allocates its own state
-        self.tensors = [torch.nn.Parameter(torch.from_numpy(p)) for p in self.params]
+        self.tensors = [torch.nn.Parameter(as_tensor(torch, p)) for p in self.params]
         for t, g in zip(self.tensors, data.grads):
-            t.grad = torch.from_numpy(g)
+            t.grad = as_tensor(torch, g)
         self.optimizer: Any = None
         self.reset()
 
@@ -417,8 +472,7 @@ class TorchRunner(Runner):
         step: Step = self.optimizer.step
         torch = self.torch
         dtype = self.tensors[0].dtype if self.tensors else None
-        if (dtype is None or dtype == torch.get_default_dtype()
-                or not self.case.rule.scalar_states):
+        if dtype != torch.float64 or not self.case.rule.scalar_states:
             return step
 
         # torch.optim keeps scalar states (NAdam's mu_product, ASGD's eta and mu: the rules
@@ -462,6 +516,31 @@ class TorchRunner(Runner):
         self.tensors = []
 
 
+def as_tensor(torch: Any, a: np.ndarray) -> Any:
+    """A torch tensor sharing ``a``'s memory (bfloat16: through its bits, which
+    torch.from_numpy cannot take as ml_dtypes' type)."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def torch_style_supports(who: str, precision: Any,
+                         state_types: Sequence[str] = ()) -> Optional[str]:
+    """Whether a torch-style optimizer class can run a precision mode: params and grads of
+    one type, its states in that type (or in one of ``state_types``), no master copy, no
+    stochastic rounding."""
+    p = as_precision(precision)
+    if p.master:
+        return f"{who} keeps no float32 master copy"
+    if p.stochastic:
+        return f"{who} has no stochastic rounding"
+    if p.param != p.grad:
+        return f"{who} takes grads of the param's type"
+    if p.state != p.param and p.state not in state_types:
+        return f"{who} keeps its states in the param's type"
+    return None
+
+
 class TorchOptim(Implementation):
     """torch.optim.<the case's constructor> on one of its code paths, where its row lists
     it."""
@@ -484,12 +563,12 @@ class TorchOptim(Implementation):
     def check_available(self) -> None:
         load("torch")
 
-    def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
+    def supports(self, case: Case, precision: Any) -> Optional[str]:
         if not case.torch:
             return "not in torch.optim"
         if self.variant not in case.torch:
             return f"torch.optim has no {self.variant} path for it on CPU"
-        return None
+        return torch_style_supports("torch.optim", precision)
 
     def slow_for(self, case: Case) -> bool:
         """The loop always (foreach beats it); foreach where a fused path exists."""
@@ -526,19 +605,23 @@ class PackageOptim(Implementation):
         for module in self.modules():
             load(module)
 
-    def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
+    def supports(self, case: Case, precision: Any) -> Optional[str]:
         if case.package(self.name) is None:
             return f"not in {self.name}"
-        return None
+        return torch_style_supports(self.name, precision)
 
     def optimizer_class(self, package: Package) -> Any:
         return getattr(load(package.module), package.cls)
+
+    def precision_kwargs(self, precision: Precision) -> Dict[str, Any]:
+        """Constructor arguments that choose the precision mode (none here)."""
+        return {}
 
     def build(self, case: Case, data: Data) -> Runner:
         package = case.package(self.name)
         assert package is not None, "supports() says so"
         cls = self.optimizer_class(package)
-        kwargs = {**case.kwargs, **package.extra}
+        kwargs = {**case.kwargs, **package.extra, **self.precision_kwargs(data.precision)}
 
         def make(params: List[Any]) -> Any:
             return cls(params, **kwargs)
@@ -549,9 +632,13 @@ class PackageOptim(Implementation):
 
 
 class DeepSpeed(PackageOptim):
-    """DeepSpeed's CPU optimizers: fp32 states; each class's C++ op is JIT-compiled on first
-    use (~40 s, cached in ~/.cache/torch_extensions after), which may fail: that case is then
-    skipped with the reason."""
+    """DeepSpeed's CPU optimizers: float32, bfloat16 or float16 params and grads of one type,
+    states in float32 (``fp32_optimizer_states=True``, its default) or in the param's type;
+    each class's C++ op is JIT-compiled on first use (~40 s, cached in
+    ~/.cache/torch_extensions after), which may fail: that case is then skipped with the
+    reason."""
+
+    PARAM_TYPES = ("float32", "bfloat16", "float16")
 
     _built: Dict[str, str] = {}  # class path -> "" (loads) or why not, for the whole process
 
@@ -565,11 +652,19 @@ class DeepSpeed(PackageOptim):
         with quiet():
             super().check_available()
 
-    def supports(self, case: Case, dtype: np.dtype) -> Optional[str]:
-        reason = super().supports(case, dtype)
-        if reason is None and np.dtype(dtype) != np.float32:
-            reason = "DeepSpeed benchmarked in float32 only"
-        return reason
+    def supports(self, case: Case, precision: Any) -> Optional[str]:
+        if case.package(self.name) is None:
+            return f"not in {self.name}"
+        p = as_precision(precision)
+        if p.param not in self.PARAM_TYPES:
+            return (f"DeepSpeed steps {', '.join(self.PARAM_TYPES[:-1])} and "
+                    f"{self.PARAM_TYPES[-1]} params only")
+        return torch_style_supports("DeepSpeed", p, ("float32",))
+
+    def precision_kwargs(self, precision: Precision) -> Dict[str, Any]:
+        """States in the param's narrow type: fp32_optimizer_states=False (float32 states
+        are its default)."""
+        return {} if precision.state == "float32" else {"fp32_optimizer_states": False}
 
     def optimizer_class(self, package: Package) -> Any:
         with quiet():

@@ -20,9 +20,11 @@ def plot(report: Dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # one precision mode, the run's first (a run of several: the others are in the table)
+    modes = report["config"].get("precisions") or [None]
     rows = [r for r in report["rows"]
             if r["status"] == "ok" and r.get("kind_of_workload", "single") == "single"
-            and r["tensors"] == 1]
+            and r["tensors"] == 1 and r.get("precision") == modes[0]]
     optimizers = list(dict.fromkeys(r["optimizer"] for r in report["rows"]))
     threads = sorted({r["threads"] for r in report["rows"]})
     if not optimizers or not threads:
@@ -72,7 +74,8 @@ def plot(report: Dict[str, Any], path: str) -> None:
     fig.legend(list(handles.values()), list(handles.keys()), loc="lower center",
                ncol=min(5, len(handles)), fontsize=8, frameon=False)
     m = report["machine"]
-    fig.suptitle(f"gdfast-bench {report['config']['dtype']}: {m['cpu']}, "
+    kind = report["config"]["dtype"] if len(modes) < 2 else f"{modes[0]} (of {len(modes)} modes)"
+    fig.suptitle(f"gdfast-bench {kind}: {m['cpu']}, "
                  f"{m['cpus_usable']} CPUs, ISA {m['isa']['active']}", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.96))
     fig.savefig(path, dpi=110)

@@ -27,14 +27,30 @@ class SchemaError(ValueError):
     pass
 
 
+PLAIN = {"float32": "fp32", "float64": "fp64"}  # a row without a precision mode: its dtype's
+
+
+def row_precision(r: Dict[str, Any]) -> str:
+    """The row's precision mode (reports before modes existed: the plain mode of its
+    dtype)."""
+    return str(r.get("precision") or PLAIN.get(r["dtype"], r["dtype"]))
+
+
+def row_layout(r: Dict[str, Any]) -> str:
+    """What the row's mode stores in which type: rows of one layout share a bound."""
+    return r.get("layout") or row_precision(r)
+
+
 def group_key(r: Dict[str, Any]) -> Tuple[Any, ...]:
-    """The rows timed together in one interleaved group."""
-    return (r["optimizer"], r["workload"], r["dtype"], r["threads"])
+    """The rows timed together in one interleaved group (every precision mode of a run is;
+    a report before modes existed had one dtype)."""
+    return (r["optimizer"], r["workload"], r["threads"]) + (
+        () if "precision" in r else (r["dtype"],))
 
 
 def row_key(r: Dict[str, Any]) -> Tuple[Any, ...]:
     """A row's identity across reports (--compare)."""
-    return (*group_key(r), r["implementation"])
+    return (r["optimizer"], r["workload"], row_precision(r), r["threads"], r["implementation"])
 
 
 def validate(report: Any) -> None:
@@ -146,23 +162,43 @@ INDENT = "  "
 def table_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
     """One title line per group of rows timed together (optimizer, workload, threads), one
     line per timed or failed row under it; every line at most WIDTH characters (an error's
-    message wraps)."""
+    message wraps). A group of several precision modes has a line per layout (the modes
+    storing the same arrays in the same types, with the bytes they move) above its rows; a
+    stochastically rounding mode's rows are marked SR."""
     shown = [r for r in rows if r["status"] != "skipped"]
     opt_order = _order(r["optimizer"] for r in shown)
     wl_order = _order(r["workload"] for r in shown)
-    # stable: within a group, the suite's order (gdfast, references, bound)
-    shown.sort(key=lambda r: (opt_order[r["optimizer"]], wl_order[r["workload"]], r["dtype"],
-                              r["threads"]))
-    body: List[Any] = []  # a title (str) or a row's cells (list)
-    previous = None
+    # stable: within a group, the suite's order (layout by layout: gdfast, references, bounds)
+    shown.sort(key=lambda r: (opt_order[r["optimizer"]], wl_order[r["workload"]],
+                              group_key(r)[3:], r["threads"]))
+    modes: Dict[Tuple[Any, ...], List[str]] = {}
+    for r in shown:
+        mine = modes.setdefault(group_key(r), [])
+        if row_precision(r) not in mine:
+            mine.append(row_precision(r))
+    body: List[Any] = []  # a title (str), a layout's line (tuple) or a row's cells (list)
+    previous = layout = None
     for r in shown:
         key = group_key(r)
+        multi = len(modes[key]) > 1 or row_precision(r) not in PLAIN.values()
         if key != previous:
-            body.append(_group_title(r))
+            body.append(_group_title(r, with_bytes=not multi))
+            layout = None
         previous = key
+        if multi and row_layout(r) != layout:
+            layout = row_layout(r)
+            names = [m for m in modes[key] if any(
+                row_precision(x) == m and row_layout(x) == layout and group_key(x) == key
+                for x in shown)]
+            body.append((f"{', '.join(names)}: {layout}, {r['bytes_per_elem']} B/element "
+                         "moved per step",))
         name = r["implementation"]
+        sr = multi and r.get("rounding") == "stochastic"
         if r["kind"] == "bound":
-            name = "bound (stream)" if name == "bound" else f"bound ({name})"
+            name = "bound (stream)" if name == "bound" else (
+                f"bound ({name}, SR)" if sr else f"bound ({name})")
+        elif sr:
+            name += " SR"
         if r["status"] == "error":
             body.append([name, "ERROR: " + r["message"]])
             continue
@@ -188,6 +224,8 @@ def table_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
     for cells in body:
         if isinstance(cells, str):  # a group's title, after a blank line (not the first)
             out += ([""] if len(out) > 2 else []) + wrap(cells, "", "  ")
+        elif isinstance(cells, tuple):  # a layout's line, under the group's title
+            out += wrap(cells[0], "- ", "    ")
         elif len(cells) < len(COLUMNS):  # an error row: the message wraps under itself
             first = INDENT + cells[0].ljust(widths[0]) + "  "
             out += wrap(cells[1], first, " " * len(first))
@@ -196,18 +234,20 @@ def table_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
     return out
 
 
-def _group_title(r: Dict[str, Any]) -> str:
+def _group_title(r: Dict[str, Any], with_bytes: bool = True) -> str:
     threads = f"{r['threads']} thread{'s' if r['threads'] != 1 else ''}"
+    if not with_bytes:  # the modes' layouts follow, each with its bytes
+        return f"{r['optimizer']}, {_workload_label(r, False)}, {threads}:"
     return (f"{r['optimizer']}, {_workload_label(r)}, {threads}: "
             f"{r['bytes_per_elem']} B/element moved per step")
 
 
-def _workload_label(r: Dict[str, Any]) -> str:
+def _workload_label(r: Dict[str, Any], with_dtype: bool = True) -> str:
     if r["tensors"] == 1:
         label = r["workload"]
     else:
         label = f"{r['workload']} ({r['tensors']} tensors, {r['numel'] / 1e6:.3g}M elements)"
-    return label if r["dtype"] == "float32" else f"{label} {r['dtype']}"
+    return label if r["dtype"] == "float32" or not with_dtype else f"{label} {r['dtype']}"
 
 
 def _order(values: Any) -> Dict[str, int]:
@@ -228,7 +268,10 @@ def header_lines(report: Dict[str, Any]) -> List[str]:
                + (f", {mem / 2**30:.0f} GiB" if mem else ""), "", "  ")
     out += wrap(f"ISA active {isa['active']} (supported {', '.join(isa['supported'])}); "
                 f"{versions}", "  ")
-    out += wrap(f"{cfg['mode']} run, {cfg['dtype']}, {cfg['batches']} interleaved batches of "
+    modes = cfg.get("precisions") or []
+    kind = (f"precision modes {', '.join(modes)} side by side" if len(modes) > 1 or (
+        modes and modes[0] not in PLAIN.values()) else cfg["dtype"])
+    out += wrap(f"{cfg['mode']} run, {kind}, {cfg['batches']} interleaved batches of "
                 f">= {cfg['batch_time_s'] * 1e3:.0f} ms per implementation, "
                 f"{report['duration_s']:.0f} s", "  ")
     bw = report.get("bandwidth") or []
@@ -312,36 +355,55 @@ def _stats(values: Sequence[float]) -> Optional[Dict[str, float]]:
 
 
 def summarize(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Per gdfast implementation (one, or one per --isa level), over the groups where it ran:
-    its speedup over each reference that ran in the same group (their median time / its
-    median time), over the best reference of each group, and its % of the stream bound;
-    each as geometric mean, min, max and the number of groups."""
+    """Per gdfast implementation (one, or one per --isa level) and precision mode (named
+    "gdfast bf16-sr" when a run has several), over the groups where it ran: its speedup over
+    each reference of its layout that ran in the same group (their median time / its median
+    time), over the best reference of its layout in each group, over itself in the run's
+    first mode, and its % of the stream bound; each as geometric mean, min, max and the
+    number of groups."""
     groups: Dict[Tuple[Any, ...], List[Dict[str, Any]]] = {}
     for r in rows:
         if r["status"] == "ok":
             groups.setdefault(group_key(r), []).append(r)
-    names = list(dict.fromkeys(r["implementation"] for r in rows if r["kind"] == "gdfast"))
+    multi = len({row_precision(r) for r in rows}) > 1
+
+    def label(r: Dict[str, Any]) -> str:
+        return f"{r['implementation']} {row_precision(r)}" if multi else r["implementation"]
+
+    mine_of = {label(r): (r["implementation"], row_precision(r)) for r in rows
+               if r["kind"] == "gdfast"}
     out: Dict[str, Any] = {}
-    for name in names:
+    for name, (impl, mode) in mine_of.items():
         vs: Dict[str, List[float]] = {}
         best: List[float] = []
         pct: List[float] = []
+        base: List[float] = []
+        base_mode = None
+        ran = 0
         for members in groups.values():
-            mine = next((r for r in members if r["implementation"] == name), None)
+            mine = next((r for r in members if r["implementation"] == impl
+                         and row_precision(r) == mode), None)
             if mine is None:
                 continue
+            ran += 1
             t = mine["time_s"]["median"]
             for r in members:
-                if r["kind"] == "reference":
-                    vs.setdefault(r["implementation"], []).append(r["time_s"]["median"] / t)
+                if r["kind"] == "reference" and row_layout(r) == row_layout(mine):
+                    # named with its mode where that is not this one's (same layout, another
+                    # rounding)
+                    ref = r["implementation"] if row_precision(r) == mode else label(r)
+                    vs.setdefault(ref, []).append(r["time_s"]["median"] / t)
             if mine.get("speedup_vs_best_ref") is not None:
                 best.append(mine["speedup_vs_best_ref"])
             if mine.get("pct_bound") is not None:
                 pct.append(mine["pct_bound"])
+            if mine.get("speedup_vs_base") is not None:
+                base.append(mine["speedup_vs_base"])
+                base_mode = mine.get("base_precision")
         out[name] = {"vs": {ref: _stats(v) for ref, v in vs.items()},
                      "vs_best_ref": _stats(best), "pct_bound": _stats(pct),
-                     "groups": sum(1 for m in groups.values()
-                                   if any(r["implementation"] == name for r in m))}
+                     "vs_base": _stats(base),
+                     "base": f"{impl} {base_mode}" if base_mode else None, "groups": ran}
     return out
 
 
@@ -364,15 +426,23 @@ def summary_lines(summary: Dict[str, Any]) -> List[str]:
                 "time / gdfast's):")
     pairs = [(name, ref, st) for name, s in summary.items() for ref, st in s["vs"].items()]
     if pairs:
-        width = max(len(f"{name} vs {ref}") for name, ref, _ in pairs)
+        # aligned up to 60 characters (the ratio and its span take up to ~36 more); a longer
+        # pair wraps on its own
+        width = max(n if n <= 60 else 0 for n in (len(f"{a} vs {b}") for a, b, _ in pairs))
         for name, ref, st in pairs:
-            out.append(f"  {name + ' vs ' + ref:<{width}}  {_ratio(st['geomean']):>6} "
-                       f"({_span(st)}, {st['groups']} group{'s' if st['groups'] != 1 else ''})")
+            ratio = (f"{_ratio(st['geomean']):>6} ({_span(st)}, {st['groups']} "
+                     f"group{'s' if st['groups'] != 1 else ''})")
+            text = f"  {name + ' vs ' + ref:<{width}}  {ratio}"
+            out += [text] if len(text) <= WIDTH else wrap(
+                f"{name} vs {ref}: {ratio.strip()}", "  ", "    ")
     for name, s in summary.items():
         parts = []
         if s["vs_best_ref"]:
             st = s["vs_best_ref"]
             parts.append(f"{_ratio(st['geomean'])} the best reference ({_span(st)})")
+        if s.get("vs_base"):
+            st = s["vs_base"]
+            parts.append(f"{_ratio(st['geomean'])} {s['base']} ({_span(st)})")
         if s["pct_bound"]:
             st = s["pct_bound"]
             parts.append(f"{st['geomean']:.0f}% of the stream bound "

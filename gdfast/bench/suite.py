@@ -4,6 +4,7 @@ them interleaved together with the bound — and the rows of the report."""
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from .gate import GATE_STEPS, Gate, Verdict, describe_failure
 from .impls import ArithBound, Bound, Gdfast, Implementation, Runner
 from .machine import current_threads, restore_threads, set_threads
 from .optional import Unavailable
+from .precision import FP32, Precision, itemsize
 from .progress import Progress
-from .report import SCHEMA, group_key
+from .report import SCHEMA, group_key, row_layout, row_precision
 from .timing import Slot, calibrate, run_batches
 from .workloads import Data, Workload, fit, make_data, make_list, single, size_name
 
@@ -30,7 +32,9 @@ class Config:
     cases: List[Case] = field(default_factory=list)
     sizes: List[int] = field(default_factory=list)
     lists: List[str] = field(default_factory=list)
-    dtype: np.dtype = np.dtype(np.float32)
+    # the precision modes, timed side by side in each group; the first is the base of the
+    # others' speedup (--dtype: one plain mode)
+    precisions: List[Precision] = field(default_factory=lambda: [FP32])
     threads: List[int] = field(default_factory=lambda: [1])
     isas: List[str] = field(default_factory=list)  # gdfast levels; [] = the active one
     impls: Optional[List[str]] = None  # names; None = every available one
@@ -43,6 +47,16 @@ class Config:
     argv: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)  # from the command line, for the report
 
+    @property
+    def dtype(self) -> np.dtype:
+        """The type the machine bandwidth is measured in: the first mode's compute type."""
+        return np.dtype(self.precisions[0].compute)
+
+    @property
+    def multi(self) -> bool:
+        """Several precision modes: rows and time-left slots are named with theirs."""
+        return len(self.precisions) > 1
+
     def as_json(self) -> Dict[str, Any]:
         return {
             "mode": self.mode,
@@ -50,6 +64,7 @@ class Config:
             "sizes": self.sizes,
             "lists": self.lists,
             "dtype": self.dtype.name,
+            "precisions": [p.name for p in self.precisions],
             "threads": self.threads,
             "isa": self.isas,
             "implementations": self.impls,
@@ -62,7 +77,7 @@ class Config:
         }
 
 
-def _row(case: Case, w: Workload, dtype: np.dtype, threads: int, impl: Implementation,
+def _row(case: Case, w: Workload, precision: Precision, threads: int, impl: Implementation,
          isa: Optional[str]) -> Dict[str, Any]:
     return {
         "optimizer": case.name,
@@ -70,7 +85,10 @@ def _row(case: Case, w: Workload, dtype: np.dtype, threads: int, impl: Implement
         "kind_of_workload": w.kind,
         "numel": w.numel,
         "tensors": w.tensors,
-        "dtype": dtype.name,
+        "dtype": precision.param,
+        "precision": precision.name,
+        "layout": precision.describe_layout(),
+        "rounding": precision.rounding,
         "threads": threads,
         "implementation": impl.name,
         "kind": impl.kind,
@@ -80,12 +98,14 @@ def _row(case: Case, w: Workload, dtype: np.dtype, threads: int, impl: Implement
         "time_s": None,
         "batches": 0,
         "steps_per_batch": 0,
-        "bytes_per_elem": case.bytes_per_elem(dtype.itemsize),
+        "bytes_per_elem": precision.bytes_per_elem(case.n_states),
         "gelem_s": None,
         "gb_s": None,
         "pct_bound": None,
         "speedup_vs_best_ref": None,
         "best_ref": None,
+        "speedup_vs_base": None,  # the same implementation's time in the first mode / this
+        "base_precision": None,
         "state_bytes_per_param": None,
         "gate_worst": None,
     }
@@ -144,22 +164,40 @@ class Suite:
 
     # -- memory -----------------------------------------------------------------------------
 
+    def members(self, case: Case) -> List[Tuple[Implementation, Precision, Optional[str]]]:
+        """Who a group of ``case`` holds: each (implementation, precision mode), mode by mode,
+        with the reason it does not run (None: it does). The stream bound runs once per
+        layout (modes storing the same arrays in the same types move the same bytes), with
+        the first mode of that layout."""
+        out: List[Tuple[Implementation, Precision, Optional[str]]] = []
+        layouts = set()
+        for precision in self.config.precisions:
+            first = precision.layout not in layouts
+            layouts.add(precision.layout)
+            for impl in self.impls:
+                if isinstance(impl, Bound) and not first:
+                    continue
+                out.append((impl, precision, impl.supports(case, precision)))
+        return out
+
     def bytes_needed(self, w: Workload) -> int:
-        """Peak bytes of one group of ``w``: shared p0 and grads, then per implementation its
-        parameters and states, plus the temporaries its step allocates."""
-        isz = self.config.dtype.itemsize
+        """Peak bytes of one group of ``w``: shared p0 and grads (one pair per param and grad
+        type), then per implementation and mode its parameters, states and master copies,
+        plus the temporaries its step allocates."""
+        inputs = {(p.param, p.grad) for p in self.config.precisions}
+        shared = sum(itemsize(param) + itemsize(grad) for param, grad in inputs) * w.numel
         worst = 0
         for case in self.config.cases:
-            arrays = 2 * w.numel  # p0, grads
-            for impl in self.impls:
-                if impl.supports(case, self.config.dtype) is not None:
-                    continue
-                if not impl.copies_workload or self._too_slow(impl, case, w):
+            total = shared
+            for impl, precision, why in self.members(case):
+                if why is not None or not impl.copies_workload or self._too_slow(impl, case, w):
                     continue
                 per_largest, per_total = impl.temporaries
-                arrays += (1 + case.n_states + per_total) * w.numel + per_largest * w.largest
-            worst = max(worst, arrays)
-        return worst * isz
+                isz = itemsize(precision.param)
+                own = isz + case.n_states * itemsize(precision.state) + 4 * precision.master
+                total += own * w.numel + (per_total * w.numel + per_largest * w.largest) * isz
+            worst = max(worst, total)
+        return worst
 
     def _too_slow(self, impl: Implementation, case: Case, w: Workload) -> bool:
         limit = self.config.slow_limit
@@ -178,8 +216,8 @@ class Suite:
         for impl in named:
             reasons: List[str] = []
             runs = False
-            for case in self.config.cases:
-                why = impl.supports(case, self.config.dtype)
+            for case, precision in itertools.product(self.config.cases, self.config.precisions):
+                why = impl.supports(case, precision)
                 if why is None:
                     if any(not self._too_slow(impl, case, w) for w in workloads):
                         runs = True
@@ -238,22 +276,30 @@ class Suite:
             slots = tuple(eta.Slot(_stream_key(k), t, 2)
                           for k in range(MAX_STATES + 1) for t in cfg.threads)
             out.append(eta.Group("(machine)", n * (3 + MAX_STATES) * isz, slots))
+        inputs = {(p.param, p.grad) for p in cfg.precisions}
         for w in self.workloads():
-            made = 2 * w.numel * isz  # p0 and grads, once per workload
+            # p0 and grads, once per workload
+            made = sum(itemsize(param) + itemsize(grad) for param, grad in inputs) * w.numel
             for case in cfg.cases:
                 slots_: List[eta.Slot] = []
                 setup = made
                 made = 0
-                for impl in self.impls:
-                    if impl.supports(case, cfg.dtype) is not None or self._too_slow(impl, case, w):
+                for impl, precision, why in self.members(case):
+                    if why is not None or self._too_slow(impl, case, w):
                         continue
                     if impl.copies_workload:
-                        setup += (1 + case.n_states) * w.numel * isz
+                        setup += w.numel * (itemsize(precision.param) + case.n_states
+                                            * itemsize(precision.state) + 4 * precision.master)
                     first = 1 if impl.kind == "bound" else GATE_STEPS
-                    slots_ += [eta.Slot(impl.name, t, first) for t in cfg.threads]
-                out.append(eta.Group(w.name, w.numel * case.bytes_per_elem(isz), tuple(slots_),
-                                     setup))
+                    slots_ += [eta.Slot(self.label(impl, precision), t, first)
+                               for t in cfg.threads]
+                nbytes = w.numel * cfg.precisions[0].bytes_per_elem(case.n_states)
+                out.append(eta.Group(w.name, nbytes, tuple(slots_), setup))
         return out
+
+    def label(self, impl: Implementation, precision: Precision) -> str:
+        """A slot's name: the implementation's, and the mode's when the run has several."""
+        return f"{impl.name} {precision.name}" if self.config.multi else impl.name
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -288,18 +334,19 @@ class Suite:
                 self.progress.advance("machine bandwidth", estimate.remaining())
             for w in workloads:
                 t0 = time.perf_counter()
-                data = make_data(w, cfg.dtype, cfg.seed)
+                inputs_by_mode = self.make_data(w)
                 for case in cfg.cases:
                     label = f"{case.name} {w.name}"
                     self.progress.now(label)
-                    self.rows.extend(self.group(case, data))
+                    self.rows.extend(self.group(case, inputs_by_mode))
                     t1 = time.perf_counter()
                     estimate.done(unit, t1 - t0, self.last_steps)
                     t0 = t1
                     unit += 1
                     self.progress.advance(label, estimate.remaining())
-                data.pool.clear()
-                del data
+                for data in inputs_by_mode.values():
+                    data.pool.clear()
+                del inputs_by_mode
         finally:
             self.progress.close()
             restore_threads(previous_threads)
@@ -307,13 +354,14 @@ class Suite:
 
             gdfast.set_isa(self.best_isa)
         finished = datetime.datetime.now(datetime.timezone.utc)
-        derive(self.rows)
+        derive(self.rows, cfg.precisions[0].name)
         why: Dict[Tuple[str, str], List[str]] = {}
         for r in self.rows:
             if r["status"] == "skipped":
                 where = why.setdefault((r["implementation"], r["message"]), [])
-                if r["optimizer"] not in where:
-                    where.append(r["optimizer"])
+                what = f"{r['optimizer']} {r['precision']}" if cfg.multi else r["optimizer"]
+                if what not in where:
+                    where.append(what)
         skipped = [f"{impl} not run on {', '.join(opts)}: {message}"
                    for (impl, message), opts in why.items()]
         return {
@@ -329,27 +377,46 @@ class Suite:
             "cases": {c.name: {"title": c.title, "constructor": c.ctor,
                                "kwargs": dict(c.kwargs), "rule": c.rule.name,
                                "hyper": dict(c.hyper), "states": list(c.states),
-                               "bytes_per_elem": c.bytes_per_elem(cfg.dtype.itemsize)}
+                               "bytes_per_elem": cfg.precisions[0].bytes_per_elem(c.n_states),
+                               "bytes_per_elem_by_precision": {
+                                   p.name: p.bytes_per_elem(c.n_states) for p in cfg.precisions}}
                       for c in cfg.cases},
+            "precisions": {p.name: {"description": p.describe(), "layout": p.describe_layout(),
+                                    "param": p.param, "grad": p.grad, "state": p.state,
+                                    "master": p.master, "rounding": p.rounding}
+                           for p in cfg.precisions},
             "bandwidth": bandwidth,
             "notes": self.notes + _dedupe(skipped),
             "rows": self.rows,
         }
 
-    def group(self, case: Case, data: Data) -> List[Dict[str, Any]]:
-        """Build, gate and time every implementation on one (case, workload)."""
+    def make_data(self, w: Workload) -> Dict[str, Data]:
+        """The inputs of ``w`` per precision mode: one set of arrays per param and grad type,
+        shared by the modes that store them alike."""
+        made: Dict[Tuple[str, str], Data] = {}
+        out: Dict[str, Data] = {}
+        for p in self.config.precisions:
+            key = (p.param, p.grad)
+            if key not in made:
+                made[key] = make_data(w, p, self.config.seed)
+            out[p.name] = made[key].for_precision(p)
+        return out
+
+    def group(self, case: Case, inputs_by_mode: Dict[str, Data]) -> List[Dict[str, Any]]:
+        """Build, gate and time every implementation in every precision mode on one (case,
+        workload), all interleaved. ``inputs_by_mode``: the inputs per mode (make_data)."""
         cfg = self.config
-        w = data.workload
+        w = next(iter(inputs_by_mode.values())).workload
         rows: List[Dict[str, Any]] = []
-        gate = Gate(case, data)
+        gates: Dict[str, Gate] = {}
         slots: List[Tuple[Slot, Dict[str, Any], Runner]] = []
         runners: List[Runner] = []
-        for impl in self.impls:
+        for impl, precision, reason in self.members(case):
+            data = inputs_by_mode[precision.name]
             isa = getattr(impl, "isa", None) if impl.kind != "reference" else None
             if impl.kind == "gdfast" and isa is None:
                 isa = self.best_isa
-            base = _row(case, w, cfg.dtype, cfg.threads[0], impl, isa)
-            reason = impl.supports(case, cfg.dtype)
+            base = _row(case, w, precision, cfg.threads[0], impl, isa)
             if reason is None and self._too_slow(impl, case, w):
                 reason = (f"slow reference, not timed above {size_name(cfg.slow_limit or 0)} "
                           "elements in this mode (--slow-limit, --full)")
@@ -374,7 +441,9 @@ class Suite:
                     if impl.kind == "bound":
                         runner.step()  # first touch
                     else:
-                        verdict = gate.check(runner)
+                        if precision.name not in gates:
+                            gates[precision.name] = Gate(case, data)
+                        verdict = gates[precision.name].check(runner)
                 except Exception as exc:
                     rows.append(self._error(row, describe_failure(exc, "the gate's steps")))
                     continue
@@ -383,7 +452,7 @@ class Suite:
                     if not verdict.ok:
                         rows.append(self._error(row, verdict.message))
                         continue
-                slots.append((Slot(runner, t, impl.name), row, runner))
+                slots.append((Slot(runner, t, self.label(impl, precision)), row, runner))
         for slot, _, _ in slots:
             try:
                 calibrate(slot, cfg.batch_time)
@@ -412,8 +481,12 @@ class Suite:
             runner.close()
         del slots, runners
         order = {impl.name: i for i, impl in enumerate(self.impls)}
-        rows.sort(key=lambda r: (r["threads"], r["kind"] == "bound",
-                                 order.get(r["implementation"], 99)))
+        modes = {p.name: i for i, p in enumerate(cfg.precisions)}
+        layouts = {p.describe_layout(): modes[p.name] for p in reversed(cfg.precisions)}
+        # per thread count, per layout (in the order of the modes' first), the optimizers then
+        # the bounds, each in the order of the modes
+        rows.sort(key=lambda r: (r["threads"], layouts[r["layout"]], r["kind"] == "bound",
+                                 order.get(r["implementation"], 99), modes[r["precision"]]))
         return rows
 
     def _error(self, row: Dict[str, Any], message: str) -> Dict[str, Any]:
@@ -423,24 +496,42 @@ class Suite:
         return {**row, "status": "error", "message": message}
 
 
-def derive(rows: List[Dict[str, Any]]) -> None:
-    """Fill % of bound and speedup over the best reference, per (optimizer, workload, dtype,
-    threads) group, from rows timed in the same interleaved batches."""
+def derive(rows: List[Dict[str, Any]], base: Optional[str] = None) -> None:
+    """Fill, per group of rows timed in the same interleaved batches (optimizer, workload,
+    threads) and within it per layout (the precision modes that store the same arrays in the
+    same types): % of the layout's bound, speedup over the layout's best reference; and
+    across layouts, each row's speedup over the same implementation in the ``base`` mode
+    (default: the group's first row's)."""
     groups: Dict[Tuple[Any, ...], List[Dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(group_key(r), []).append(r)
     for members in groups.values():
         ok = [r for r in members if r["status"] == "ok"]
-        bound = next((r for r in ok if r["implementation"] == "bound"), None)
-        refs = [r for r in ok if r["kind"] == "reference"]
-        best = min(refs, key=lambda r: r["time_s"]["median"]) if refs else None
+        by_layout: Dict[str, List[Dict[str, Any]]] = {}
         for r in ok:
-            t = r["time_s"]["median"]
-            if bound is not None and r["implementation"] != "arith":
-                r["pct_bound"] = 100.0 * bound["time_s"]["median"] / t
-            if best is not None and r["kind"] != "bound":
-                r["speedup_vs_best_ref"] = best["time_s"]["median"] / t
-                r["best_ref"] = best["implementation"]
+            by_layout.setdefault(row_layout(r), []).append(r)
+        for same in by_layout.values():
+            bound = next((r for r in same if r["implementation"] == "bound"), None)
+            refs = [r for r in same if r["kind"] == "reference"]
+            best = min(refs, key=lambda r: r["time_s"]["median"]) if refs else None
+            for r in same:
+                t = r["time_s"]["median"]
+                if bound is not None and r["implementation"] != "arith":
+                    r["pct_bound"] = 100.0 * bound["time_s"]["median"] / t
+                if best is not None and r["kind"] != "bound":
+                    r["speedup_vs_best_ref"] = best["time_s"]["median"] / t
+                    r["best_ref"] = best["implementation"]
+                    if row_precision(best) != row_precision(r):
+                        r["best_ref"] += f" {row_precision(best)}"
+        mode = base or (row_precision(members[0]) if members else None)
+        if len({row_precision(r) for r in members}) < 2:
+            continue
+        at_base = {r["implementation"]: r for r in ok if row_precision(r) == mode}
+        for r in ok:
+            other = at_base.get(r["implementation"])
+            if other is not None and row_precision(r) != mode:
+                r["speedup_vs_base"] = other["time_s"]["median"] / r["time_s"]["median"]
+                r["base_precision"] = mode
 
 
 def _stream_key(states: int) -> str:

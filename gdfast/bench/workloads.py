@@ -6,11 +6,14 @@ steps its own copy of the initial parameters, all read the same gradients.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .precision import FP32, Precision, as_precision, storage_dtype
 
 Shape = Tuple[int, ...]
 
@@ -151,14 +154,15 @@ class Pool:
     def __init__(self) -> None:
         self.free: Dict[Tuple[Shape, str], List[np.ndarray]] = {}
 
-    def take(self, like: np.ndarray) -> np.ndarray:
-        """An array of ``like``'s shape and dtype, contents undefined."""
-        stack = self.free.get((like.shape, like.dtype.str))
-        return stack.pop() if stack else np.empty_like(like)
+    def take(self, like: np.ndarray, dtype: Any = None) -> np.ndarray:
+        """An array of ``like``'s shape and dtype (or ``dtype``), contents undefined."""
+        dtype = like.dtype if dtype is None else np.dtype(dtype)
+        stack = self.free.get((like.shape, dtype.name))
+        return stack.pop() if stack else np.empty(like.shape, dtype)
 
     def give(self, arrays: Sequence[np.ndarray]) -> None:
         for a in arrays:
-            self.free.setdefault((a.shape, a.dtype.str), []).append(a)
+            self.free.setdefault((a.shape, a.dtype.name), []).append(a)
 
     def clear(self) -> None:
         self.free.clear()
@@ -166,8 +170,10 @@ class Pool:
 
 @dataclass
 class Data:
-    """A workload's inputs in one dtype: initial parameters and gradients (shared, never
-    written by a correct implementation), and the gate's sample of element positions."""
+    """A workload's inputs: initial parameters and gradients in the precision mode's storage
+    types (shared, never written by a correct implementation), and the gate's sample of
+    element positions. ``dtype`` is the parameters' type. Modes that store params and grads
+    alike share the arrays (``for_precision``)."""
 
     workload: Workload
     dtype: np.dtype
@@ -176,12 +182,13 @@ class Data:
     sample: List[np.ndarray] = field(default_factory=list)  # per tensor, flat indices
     pool: Pool = field(default_factory=Pool)  # the runners' arrays, reused across groups
     seed: int = 0
+    precision: Precision = FP32
 
     def restore_grads(self) -> None:
         """Regenerate the gradients in place (after an implementation wrote into them)."""
         _, rng_g, _ = _streams(self.seed)
         for g in self.grads:
-            np.copyto(g, _uniform(rng_g, g.shape, self.dtype))
+            np.copyto(g, _uniform(rng_g, g.shape, self.precision.compute).astype(g.dtype))
 
     @property
     def single(self) -> bool:
@@ -192,12 +199,20 @@ class Data:
         parts = [np.asarray(a).reshape(-1)[idx] for a, idx in zip(arrays, self.sample)]
         return np.concatenate(parts) if parts else np.zeros(0)
 
+    def for_precision(self, precision: Precision) -> "Data":
+        """The same inputs for another mode storing params and grads in the same types."""
+        if (precision.param, precision.grad) != (self.precision.param, self.precision.grad):
+            raise ValueError(f"{precision.name} stores params and grads as {precision.param} "
+                             f"and {precision.grad}, not {self.precision.param} and "
+                             f"{self.precision.grad}")
+        return dataclasses.replace(self, precision=precision)
 
-def _uniform(rng: np.random.Generator, shape: Shape, dtype: np.dtype) -> np.ndarray:
+
+def _uniform(rng: np.random.Generator, shape: Shape, dtype: Any) -> np.ndarray:
     """U[-1, 1) in ``dtype`` (float32 or float64), drawn in place: ~2 ns per element, where
     standard_normal takes ~10 (GPT-2-small's p0 and grads: 0.5 s instead of 2.5 s)."""
     a = np.empty(shape, dtype)
-    rng.random(dtype=dtype, out=a)
+    rng.random(dtype=a.dtype, out=a)
     a *= 2
     a -= 1
     return a
@@ -208,21 +223,29 @@ def _streams(seed: int) -> Tuple[np.random.Generator, ...]:
     return tuple(np.random.default_rng([seed, k]) for k in range(3))
 
 
-def make_data(workload: Workload, dtype: Any, seed: int = 0,
+def make_data(workload: Workload, precision: Any, seed: int = 0,
               sample_total: int = 20000) -> Data:
-    """Parameters and gradients ~ U[-1, 1), from ``seed``. The sample holds each tensor's
-    first and last 32 elements and random positions (about ``sample_total`` overall, at
-    least 16 per tensor)."""
-    dtype = np.dtype(dtype)
+    """Parameters and gradients ~ U[-1, 1), from ``seed``, in the storage types of
+    ``precision`` (a Precision, its name, or float32/float64 for the plain modes): drawn in
+    the type the step computes in, then rounded to the storage type, so that every mode
+    starts from the same values up to that rounding. The sample holds each tensor's first
+    and last 32 elements and random positions (about ``sample_total`` overall, at least 16
+    per tensor)."""
+    precision = as_precision(precision)
+    param_t, grad_t = storage_dtype(precision.param), storage_dtype(precision.grad)
     rng_p, rng_g, rng_s = _streams(seed)
     p0, grads, sample = [], [], []
     total = max(workload.numel, 1)
     for shape in workload.shapes:
-        p0.append(_uniform(rng_p, shape, dtype))
-        grads.append(_uniform(rng_g, shape, dtype))
+        p0.append(_narrowed(_uniform(rng_p, shape, precision.compute), param_t))
+        grads.append(_narrowed(_uniform(rng_g, shape, precision.compute), grad_t))
         n = math.prod(shape)
         quota = min(n, max(16, sample_total * n // total))
         edges = np.r_[np.arange(min(n, 32)), np.arange(max(0, n - 32), n)]
         idx = np.unique(np.r_[edges, rng_s.integers(0, n, quota) if n else []].astype(np.int64))
         sample.append(idx)
-    return Data(workload, dtype, p0, grads, sample, seed=seed)
+    return Data(workload, param_t, p0, grads, sample, seed=seed, precision=precision)
+
+
+def _narrowed(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return a if a.dtype == dtype else a.astype(dtype)
