@@ -6,10 +6,13 @@
 // Forced inlining, for the small functions a loop body is made of: left to its size
 // heuristics, the compiler may leave a call per SIMD lane (seen: the rule's update in the loop
 // for narrow arrays on AVX2, 8x slower).
+// (Not in unoptimized builds, the sanitizers' Debug one: there it only costs compile time.)
 #if defined(_MSC_VER)
 #define GDFAST_INLINE __forceinline
-#else
+#elif defined(__OPTIMIZE__)
 #define GDFAST_INLINE inline __attribute__((always_inline))
+#else
+#define GDFAST_INLINE inline
 #endif
 
 // Functions that must compile for both host and CUDA device (the update rules).

@@ -53,12 +53,14 @@ template <class R>
 bool matches(const Storage& s, bool master, int num_arrays, int num_inputs) {
   for (int k = 0; k < num_arrays; ++k) {
     const Kind kind = R::kind(k, num_inputs);
-    const bool ok = kind == Kind::kFloat32            ? s.slot[k] == Dtype::kFloat32 && !master
-                    : kind == Kind::kBfloat16         ? s.slot[k] == Dtype::kBfloat16 && !master
-                    : kind == Kind::kFloat16          ? s.slot[k] == Dtype::kFloat16 && !master
-                    : kind == Kind::kMasterOfBfloat16 ? s.slot[k] == Dtype::kBfloat16 && master
-                    : kind == Kind::kMasterOfFloat16  ? s.slot[k] == Dtype::kFloat16 && master
-                                                      : true;
+    const bool of_master = kind == Kind::kMasterOfBfloat16 || kind == Kind::kMasterOfFloat16;
+    // (a master copy is the param's alone)
+    if (k == 0 && kind != Kind::kCall && of_master != master) return false;
+    const bool ok =
+        kind == Kind::kFloat32                                       ? s.slot[k] == Dtype::kFloat32
+        : kind == Kind::kBfloat16 || kind == Kind::kMasterOfBfloat16 ? s.slot[k] == Dtype::kBfloat16
+        : kind == Kind::kFloat16 || kind == Kind::kMasterOfFloat16   ? s.slot[k] == Dtype::kFloat16
+                                                                     : true;
     if (!ok) return false;
   }
   return true;
@@ -167,12 +169,22 @@ struct StoredLanes : optim::Registers<Rule, kFlags, Lane<float>> {
   }
 };
 
-// The storage combinations of the precision modes users pick (bfloat16 and float16 params
-// with states of the same type or float32, with or without a master copy; float32 params
-// with bfloat16 states or bfloat16 grads), compiled in where the lanes are vectors.
-template <Kind k16, Kind kMaster>
-using ModeRecipes = std::tuple<Recipe<k16, k16, k16>, Recipe<k16, k16, Kind::kFloat32>,
-                               Recipe<kMaster, k16, Kind::kFloat32>>;
+// The storage combinations of the precision modes users pick most (bfloat16 params with
+// bfloat16 or float32 states, with or without a master copy; float32 params with bfloat16
+// states), compiled in where the lanes are vectors. (Each costs compile time and code size;
+// float16 and the other combinations take the general loop.)
+using ModeRecipes = std::tuple<Recipe<Kind::kBfloat16, Kind::kBfloat16, Kind::kBfloat16>,
+                               Recipe<Kind::kBfloat16, Kind::kBfloat16, Kind::kFloat32>,
+                               Recipe<Kind::kMasterOfBfloat16, Kind::kBfloat16, Kind::kFloat32>,
+                               Recipe<Kind::kFloat32, Kind::kFloat32, Kind::kBfloat16>>;
+
+// Recipes are for speed alone (the general loop computes the same bits): an unoptimized
+// build (the sanitizers' Debug one) leaves them out, which saves two thirds of its compile time.
+#if defined(NDEBUG)
+inline constexpr bool kRecipes = true;
+#else
+inline constexpr bool kRecipes = false;
+#endif
 
 template <class Rule, unsigned kFlags, class... Rs>
 bool run_recipe(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays& a, index_t n,
@@ -214,13 +226,10 @@ void run_stored(const StepArgs& args, index_t t, void* const* arrays, index_t fi
                                       static_cast<std::uint64_t>(first));
     }
   }
-  if constexpr (kVectorLanes) {
-    using Modes = decltype(std::tuple_cat(
-        std::declval<ModeRecipes<Kind::kBfloat16, Kind::kMasterOfBfloat16>>(),
-        std::declval<ModeRecipes<Kind::kFloat16, Kind::kMasterOfFloat16>>(),
-        std::declval<std::tuple<Recipe<Kind::kFloat32, Kind::kFloat32, Kind::kBfloat16>,
-                                Recipe<Kind::kFloat32, Kind::kBfloat16, Kind::kFloat32>>>()));
-    if (run_recipe<Rule, kFlags>(a, n, coef, s, ahead, static_cast<Modes*>(nullptr))) return;
+  if constexpr (kVectorLanes && kRecipes) {
+    if (run_recipe<Rule, kFlags>(a, n, coef, s, ahead, static_cast<ModeRecipes*>(nullptr))) {
+      return;
+    }
   }
   run_lanes<X>(a, n, coef, ahead);
 }
