@@ -156,8 +156,9 @@ DeviceScalarArgs::DeviceScalarArgs(py::handle scalars, const TensorBatch& batch,
         std::vector<TensorArg>{{names[i], py::handle(items[i]), false}}, stream));
     const TensorBatch& one = *owners_.back();
     const StepArgs a = one.step_args();
-    if (one.dtype() != Dtype::kFloat32 || a.offsets[1] != 1 || !one.on_cuda() ||
-        one.device_id() != batch.device_id()) {
+    // (a.storage: stored narrower than the float32 it computes in)
+    if (one.dtype() != Dtype::kFloat32 || a.storage != nullptr || a.offsets[1] != 1 ||
+        !one.on_cuda() || one.device_id() != batch.device_id()) {
       throw py::value_error(std::string(names[i]) +
                             ": expected a 1-element float32 tensor on the device of the params");
     }
