@@ -29,6 +29,7 @@ struct Adam {
       "Adam, as torch.optim.Adam; AdamW with decoupled_weight_decay=True";
   static constexpr const char* kInputs[] = {"grad"};
   static constexpr StepCount kStepCount = StepCount::kCounted;
+  static constexpr bool kStorageRecipes = true;  // (the layouts users train bf16 with)
 
   enum Flag : unsigned {
     kDecoupled = 1u << 0,

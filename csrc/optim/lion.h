@@ -18,6 +18,7 @@ struct Lion {
   static constexpr const char* kSummary = "Lion (Chen et al. 2023), as lion-pytorch's Lion";
   static constexpr const char* kInputs[] = {"grad"};
   static constexpr StepCount kStepCount = StepCount::kNone;
+  static constexpr bool kStorageRecipes = true;  // (the layouts users train bf16 with)
 
   enum Flag : unsigned {
     kWeightDecay = 1u << 0,

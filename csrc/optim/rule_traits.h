@@ -30,6 +30,14 @@ template <class Rule>
 struct HasAdvance<Rule, std::void_t<decltype(Rule::advance(std::declval<typename Rule::Hyper&>()))>>
     : std::true_type {};
 
+// Optional declaration `static constexpr bool kStorageRecipes = true;`: the rules most used
+// with bfloat16 get their common storage layouts compiled in (speed only; cpu/kernels/storage.h).
+template <class Rule, class = void>
+struct HasStorageRecipes : std::false_type {};
+template <class Rule>
+struct HasStorageRecipes<Rule, std::void_t<decltype(Rule::kStorageRecipes)>>
+    : std::bool_constant<Rule::kStorageRecipes> {};
+
 template <class Rule>
 bool uses_state(int k, unsigned flags) {
   return (Rule::kStates[k].needs & flags) == Rule::kStates[k].needs;

@@ -21,6 +21,7 @@ struct Sgd {
       "SGD with momentum, dampening and Nesterov momentum, as torch.optim.SGD";
   static constexpr const char* kInputs[] = {"grad"};
   static constexpr StepCount kStepCount = StepCount::kFirstCall;
+  static constexpr bool kStorageRecipes = true;  // (the layouts users train bf16 with)
 
   enum Flag : unsigned {
     kMomentum = 1u << 0,

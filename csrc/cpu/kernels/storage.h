@@ -17,6 +17,7 @@
 #include "core/step_args.h"
 #include "cpu/kernels/elementwise.h"
 #include "optim/layout.h"
+#include "optim/rule_traits.h"
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
@@ -171,8 +172,9 @@ struct StoredLanes : optim::Registers<Rule, kFlags, Lane<float>> {
 
 // The storage combinations of the precision modes users pick most (bfloat16 params with
 // bfloat16 or float32 states, with or without a master copy; float32 params with bfloat16
-// states), compiled in where the lanes are vectors. (Each costs compile time and code size;
-// float16 and the other combinations take the general loop.)
+// states), compiled in where the lanes are vectors, for the rules that declare
+// kStorageRecipes (Adam, SGD, Lion). Each recipe costs compile time and code size; float16,
+// the other combinations and the other rules take the general loop (same bits, slower).
 using ModeRecipes = std::tuple<Recipe<Kind::kBfloat16, Kind::kBfloat16, Kind::kBfloat16>,
                                Recipe<Kind::kBfloat16, Kind::kBfloat16, Kind::kFloat32>,
                                Recipe<Kind::kMasterOfBfloat16, Kind::kBfloat16, Kind::kFloat32>,
@@ -226,7 +228,7 @@ void run_stored(const StepArgs& args, index_t t, void* const* arrays, index_t fi
                                       static_cast<std::uint64_t>(first));
     }
   }
-  if constexpr (kVectorLanes && kRecipes) {
+  if constexpr (kVectorLanes && kRecipes && optim::HasStorageRecipes<Rule>::value) {
     if (run_recipe<Rule, kFlags>(a, n, coef, s, ahead, static_cast<ModeRecipes*>(nullptr))) {
       return;
     }
