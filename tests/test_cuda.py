@@ -74,7 +74,17 @@ def test_gpu_bitwise_equals_cpu(config, n, dtype):
     _steps(rule_name, device, hyper, 3)
     torch.cuda.synchronize()
     for h, d in zip(host, device):
-        np.testing.assert_array_equal(d.cpu().numpy().view(np.uint8), h.view(np.uint8))
+        _assert_same_bits(torch.from_numpy(h), d.cpu())
+
+
+def _assert_same_bits(expected, actual, name=""):
+    """Bitwise equal, except that a NaN need only be a NaN: its sign and payload are the
+    hardware's (x86 makes 0xFFC00000 of sqrt(-1), CUDA 0x7FFFFFFF)."""
+    nan = torch.isnan(expected.float())
+    assert torch.equal(nan, torch.isnan(actual.float())), f"{name}: NaN in different places"
+    width = {2: torch.int16, 4: torch.int32, 8: torch.int64}[expected.element_size()]
+    same = expected.view(width) == actual.view(width)
+    assert bool((same | nan).all()), f"{name}: {int((~same & ~nan).sum())} elements differ"
 
 
 # Storage layouts of issue 12: (param, grad, states, master copy). The CUDA loop narrows with
@@ -120,7 +130,7 @@ def test_gpu_narrow_storage_bitwise_equals_cpu(config, layout, rounding, n):
                          master_param=arrays.get("master_param")) or {}
     torch.cuda.synchronize()
     for name, h in host.items():
-        assert torch.equal(device[name].cpu().view(torch.uint8), h.view(torch.uint8)), name
+        _assert_same_bits(h, device[name].cpu(), name)
 
 
 @needs_gpu
@@ -138,6 +148,24 @@ def test_unaligned_views_and_lists_of_mixed_sizes():
     for hs, ds in zip(host, device):
         for h, d in zip(hs, ds):
             np.testing.assert_array_equal(d.cpu().numpy(), h)
+
+
+@needs_gpu
+@pytest.mark.parametrize("offset", [0, 1, 2, 3])
+def test_narrow_storage_views_at_any_offset(offset):
+    """bf16 arrays starting off the 8-byte boundary of the four-element loads: element by
+    element there, bitwise as on the CPU."""
+    gen = torch.Generator().manual_seed(offset)
+    host = [torch.randn(70_001 + offset, generator=gen).to(torch.bfloat16)[offset:]
+            for _ in range(4)]
+    host[3] = host[3].abs()
+    device = [torch.cat([torch.zeros(offset, dtype=torch.bfloat16), h]).cuda()[offset:]
+              for h in host]
+    for arrays in (host, device):
+        gdfast.ops.adam_(*arrays, step=1, lr=1e-2)
+    torch.cuda.synchronize()
+    for h, d in zip(host, device):
+        _assert_same_bits(h, d.cpu())
 
 
 @needs_gpu
@@ -173,6 +201,7 @@ def test_runs_on_the_callers_stream():
     expected_p, expected_g = p.clone(), g.clone()
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
+        torch.cuda._sleep(100_000_000)  # ~50 ms: a step launched elsewhere would run first
         g.mul_(2.0)  # queued on the side stream: the step must see it (stream order)
         gdfast.ops.sgd_(p, g, step=1, lr=0.5)
     side.synchronize()
@@ -202,7 +231,7 @@ def test_cuda_graph_capture_and_replay():
     torch.cuda.synchronize()
     for p, t in zip(params, twins):
         torch.testing.assert_close(p, t, rtol=1e-5, atol=1e-6)
-    assert int(ours.state[params[0]]["step"]) == 7
+    assert int(ours.state[params[0]]["step"]) == 6  # the warm-up and 5 replays
 
 
 @needs_gpu
@@ -218,6 +247,85 @@ def test_amp_found_inf_skips_on_device():
     gdfast.ops.adam_(p, g, m, v, step=1, found_inf=found,
                      grad_scale=torch.full((1,), 2.0, device="cuda"))
     torch.testing.assert_close(m, torch.full_like(m, 0.05))  # (1 - beta1) * g / 2
+
+
+@needs_gpu
+def test_cupy_arrays_bitwise_equal_cpu():
+    cupy = pytest.importorskip("cupy")
+    rng = np.random.default_rng(5)
+    host = [rng.standard_normal(70_001).astype(np.float32) for _ in range(4)]
+    host[3] = np.abs(host[3])
+    device = [cupy.asarray(a) for a in host]
+    for step in range(1, 4):
+        for arrays in (host, device):
+            gdfast.ops.adam_(*arrays, step=step, lr=1e-2, weight_decay=0.1,
+                             decoupled_weight_decay=True)
+    cupy.cuda.get_current_stream().synchronize()
+    for h, d in zip(host, device):
+        np.testing.assert_array_equal(cupy.asnumpy(d).view(np.uint32), h.view(np.uint32))
+
+
+@needs_gpu
+def test_cupy_runs_on_the_callers_stream():
+    cupy = pytest.importorskip("cupy")
+    n = 1 << 22
+    p = cupy.random.standard_normal(n, dtype=cupy.float32)
+    g = cupy.random.standard_normal(n, dtype=cupy.float32)
+    expected = cupy.asnumpy(p) - np.float32(0.5) * (np.float32(2.0) * cupy.asnumpy(g))
+    side = cupy.cuda.Stream(non_blocking=True)
+    with side, torch.cuda.stream(torch.cuda.ExternalStream(side.ptr)):
+        torch.cuda._sleep(100_000_000)  # ~50 ms: a step launched elsewhere would run first
+        g *= 2.0  # queued on the side stream: the step must see it (stream order)
+        gdfast.ops.sgd_(p, g, step=1, lr=0.5)
+    side.synchronize()
+    np.testing.assert_array_equal(cupy.asnumpy(p), expected)
+
+
+@needs_gpu
+def test_cupy_param_with_torch_states():
+    """A call whose first array is CuPy's runs on CuPy's stream and takes torch tensors through
+    DLPack (which orders torch's stream before it)."""
+    cupy = pytest.importorskip("cupy")
+    host = [np.random.default_rng(6).standard_normal(4099).astype(np.float32) for _ in range(4)]
+    host[3] = np.abs(host[3])
+    device = [cupy.asarray(host[0])] + [torch.from_numpy(a.copy()).cuda() for a in host[1:]]
+    for arrays in (host, device):
+        gdfast.ops.adam_(*arrays, step=1, lr=1e-2)
+    torch.cuda.synchronize()
+    np.testing.assert_array_equal(cupy.asnumpy(device[0]), host[0])
+    for h, d in zip(host[1:], device[1:]):
+        np.testing.assert_array_equal(d.cpu().numpy(), h)
+
+
+@needs_gpu
+@pytest.mark.parametrize("defect, message", [
+    ("requires_grad", r"exp_avg: could not be exported through DLPack"),
+    ("strided", r"exp_avg: must be C-contiguous"),
+    ("neg_view", r"exp_avg: is a negative-bit view"),
+    ("inference", r"exp_avg: is an inference tensor"),
+    ("int32", r"exp_avg: expected float32, float64, bfloat16 or float16"),
+    ("shape", r"exp_avg: shape \(9,\) does not match param shape \(8,\)"),
+])
+def test_torch_cuda_tensors_checked_as_through_dlpack(defect, message):
+    """Plain torch CUDA tensors are read from their attributes, not exported through DLPack;
+    whatever that reading does not take goes through DLPack, whose checks name the problem."""
+    p, g, v = (torch.zeros(8, device="cuda") for _ in range(3))
+    m = {"requires_grad": lambda: torch.zeros(8, device="cuda", requires_grad=True),
+         "strided": lambda: torch.zeros(16, device="cuda")[::2],
+         "neg_view": lambda: torch._neg_view(torch.zeros(8, device="cuda")),
+         "inference": lambda: _inference_zeros(8),
+         "int32": lambda: torch.zeros(8, device="cuda", dtype=torch.int32),
+         "shape": lambda: torch.zeros(9, device="cuda")}[defect]()
+    before = [t.clone() for t in (p, g, v)]
+    with pytest.raises((TypeError, ValueError), match=message):
+        gdfast.ops.adam_(p, g, m, v, step=1, lr=0.1)
+    for t, b in zip((p, g, v), before):
+        assert torch.equal(t, b)
+
+
+def _inference_zeros(n):
+    with torch.inference_mode():
+        return torch.zeros(n, device="cuda")
 
 
 @needs_gpu

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "bindings/dlpack.h"
+#include "bindings/torch_tensor.h"
 
 namespace gdfast::bindings {
 namespace {
@@ -327,6 +328,26 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, bool written, py::hand
   return info;
 }
 
+ArrayInfo from_torch(const TorchCudaTensor& t) {
+  ArrayInfo info;
+  info.data = static_cast<char*>(t.data);
+  info.ndim = static_cast<int>(t.shape.size());
+  info.shape = t.shape.data();
+  info.dtype_ok = true;
+  info.dtype = t.dtype;
+  info.dlpack_dtype = {
+      static_cast<std::uint8_t>(t.dtype == Dtype::kBfloat16 ? dlpack::kDLBfloat : dlpack::kDLFloat),
+      static_cast<std::uint8_t>(8 * dtype_size(t.dtype)), 1};
+  info.contiguous = true;
+  info.aligned =
+      reinterpret_cast<std::uintptr_t>(t.data) % static_cast<std::uintptr_t>(dtype_size(t.dtype)) ==
+      0;
+  info.writeable = true;
+  info.device_type = dlpack::kDLCUDA;
+  info.device_id = t.device;
+  return info;
+}
+
 std::string dtype_text(const ArrayInfo& a) {
   if (a.numpy_array != nullptr) {
     return py::str(py::handle(a.numpy_array).attr("dtype")).cast<std::string>();
@@ -500,15 +521,24 @@ void TensorBatch::gather(py::handle stream) {
   extents_.reserve(arrays_.size());
   ArrayInfo first_array;
   const NamedArg first_who{&first, is_list, 0, &label_};
+  // torch tensors on CUDA skip DLPack's export where `stream` is torch's: the export would only
+  // order torch's current stream before the kernel's, which it is.
+  const bool torch_stream =
+      num_tensors_ > 0 && is_plain_torch_tensor(PySequence_Fast_GET_ITEM(sequences[0].ptr(), 0));
   for (index_t t = 0; t < num_tensors_; ++t) {
     ArrayInfo param;
     for (int k = 0; k < static_cast<int>(args.size()); ++k) {
       const TensorArg& arg = args[static_cast<std::size_t>(k)];
       const NamedArg who{&arg, is_list, t, &label_};
       PyObject* obj = PySequence_Fast_GET_ITEM(sequences[static_cast<std::size_t>(k)].ptr(), t);
-      const ArrayInfo a = api.PyArray_Check_(obj)
-                              ? from_numpy(obj)
-                              : from_dlpack(obj, who, arg.written, stream, consumed_);
+      ArrayInfo a;
+      if (api.PyArray_Check_(obj)) {
+        a = from_numpy(obj);
+      } else if (torch_stream && read_torch_cuda(obj, arg.written, torch_tensors_.emplace_back())) {
+        a = from_torch(torch_tensors_.back());
+      } else {
+        a = from_dlpack(obj, who, arg.written, stream, consumed_);
+      }
       const bool is_first = t == 0 && k == 0;
       check_device(a, who, is_first ? nullptr : &first_array, first_who);
       if (!a.dtype_ok) {

@@ -3,6 +3,8 @@
 // load and narrowed on store.
 #pragma once
 
+#include "core/config.h"
+
 namespace gdfast {
 
 enum class Dtype : int { kFloat32 = 0, kFloat64 = 1, kBfloat16 = 2, kFloat16 = 3 };
@@ -22,7 +24,7 @@ inline const char* dtype_name(Dtype dtype) {
   return "?";
 }
 
-inline int dtype_size(Dtype dtype) {
+GDFAST_HD int dtype_size(Dtype dtype) {
   return dtype == Dtype::kFloat64 ? 8 : dtype == Dtype::kFloat32 ? 4 : 2;
 }
 

@@ -2,7 +2,8 @@
 // float32 master copy of the param: the rule in float32, each element widened as it is loaded
 // and narrowed as it is stored with the functions of core/rounding.h, the very code the CPU
 // kernels match bit for bit (to nearest even, or stochastically with the same generator).
-// One element per thread and step of the loop; tensors as in multi_tensor.cuh.
+// Four elements per thread and step of the loop (16-byte or 8-byte accesses); tensors as in
+// multi_tensor.cuh.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -43,6 +44,44 @@ __device__ __forceinline__ float load_stored(const void* p, Dtype type, index_t 
   }
 }
 
+// Four consecutive elements from i (a multiple of 4, the array aligned for it), as stored:
+// one 16-byte load of float32 or one 8-byte load of 16-bit values (in .x and .y). Loading
+// every array before widening any lets the loads of one step overlap.
+__device__ __forceinline__ uint4 load_raw4(const void* p, Dtype type, index_t i) {
+  if (type == Dtype::kFloat32) {
+    return *reinterpret_cast<const uint4*>(static_cast<const float*>(p) + i);
+  }
+  const uint2 v = *reinterpret_cast<const uint2*>(static_cast<const std::uint16_t*>(p) + i);
+  return {v.x, v.y, 0, 0};
+}
+
+__device__ __forceinline__ void widen4(const uint4& raw, Dtype type, float* out) {
+  const std::uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+  for (int e = 0; e < 4; ++e) {
+    if (type == Dtype::kFloat32) {
+      out[e] = rounding::float_of(words[e]);
+    } else {
+      const auto bits = static_cast<std::uint16_t>(words[e / 2] >> (16 * (e % 2)));
+      out[e] = type == Dtype::kBfloat16 ? rounding::widen_bf16(bits) : rounding::widen_f16(bits);
+    }
+  }
+}
+
+// The 16 bits array `slot` of tensor `t` stores for `value` at element i: to nearest even,
+// or stochastically with the CPU kernels' generator.
+template <class Table>
+__device__ __forceinline__ std::uint16_t narrowed(const Table& table, int t, int slot, index_t i,
+                                                  float value, bool stochastic) {
+  std::uint32_t random16 = 0;
+  if (stochastic) {
+    const unsigned role = table.role[slot];
+    const std::uint32_t key =
+        rounding::stream_key(table.param_keys[t], role / 2, static_cast<std::uint64_t>(i));
+    random16 = rounding::random16(rounding::random_bits(key, static_cast<std::uint64_t>(i)), role);
+  }
+  return rounding::narrow(table.slot[slot] == Dtype::kBfloat16, value, stochastic, random16);
+}
+
 template <class Rule, unsigned kFlags, int kArrays>
 __global__ void __launch_bounds__(kThreads)
     stored_step_kernel(const StoredLaunchTable<kArrays> table, typename Rule::Hyper hyper,
@@ -53,6 +92,7 @@ __global__ void __launch_bounds__(kThreads)
   set_grad_scale(hyper, scalars.grad_scale, 0);
   const auto coef = Rule::template coef<float>(hyper);
   using R = optim::Registers<Rule, kFlags, float>;
+  constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
 
   int lo = 0, hi = table.num_tensors;
   while (hi - lo > 1) {
@@ -70,31 +110,66 @@ __global__ void __launch_bounds__(kThreads)
       begin + (remaining < chunk_elements<float>() ? remaining : chunk_elements<float>());
   void* const* arrays = table.arrays[lo];
   float* const master = table.masters[lo];
-  for (index_t i = begin + threadIdx.x; i < end; i += kThreads) {
+  const auto written = [](int slot) { return slot == 0 || slot > kInputs; };
+
+  // Four elements a thread where every array is aligned for it (chunks start at multiples of
+  // 4096 elements, so this holds for whole tensors), then one at a time.
+  bool aligned = master == nullptr || reinterpret_cast<std::uintptr_t>(master + begin) % 16 == 0;
+  for (int k = 0; k < kArrays; ++k) {
+    const auto size = static_cast<std::uintptr_t>(dtype_size(table.slot[k]));
+    aligned =
+        aligned && (reinterpret_cast<std::uintptr_t>(arrays[k]) + size * begin) % (4 * size) == 0;
+  }
+  const index_t vector_end = aligned ? begin + (end - begin) / 4 * 4 : begin;
+  for (index_t i = begin + 4 * index_t{threadIdx.x}; i < vector_end; i += 4 * index_t{kThreads}) {
+    uint4 raw[kArrays];
+    for (int k = 0; k < kArrays; ++k) {
+      raw[k] = k == 0 && master != nullptr ? load_raw4(master, Dtype::kFloat32, i)
+                                           : load_raw4(arrays[k], table.slot[k], i);
+    }
+    float v[kArrays][4];
+    for (int k = 0; k < kArrays; ++k) {
+      widen4(raw[k], k == 0 && master != nullptr ? Dtype::kFloat32 : table.slot[k], v[k]);
+    }
+    for (int e = 0; e < 4; ++e) {
+      R r = R::load([&](int slot) { return v[slot][e]; });
+      r.update(coef);
+      r.store([&](int slot, float value) { v[slot][e] = value; });
+    }
+    for (int k = 0; k < kArrays; ++k) {
+      if (!written(k)) continue;
+      const bool from_master = k == 0 && master != nullptr;
+      if (from_master)
+        *reinterpret_cast<float4*>(master + i) = {v[0][0], v[0][1], v[0][2], v[0][3]};
+      if (table.slot[k] == Dtype::kFloat32) {
+        *reinterpret_cast<float4*>(static_cast<float*>(arrays[k]) + i) = {v[k][0], v[k][1], v[k][2],
+                                                                          v[k][3]};
+        continue;
+      }
+      const bool stochastic = table.stochastic && !from_master;
+      std::uint32_t words[2] = {0, 0};
+      for (int e = 0; e < 4; ++e) {
+        words[e / 2] |= std::uint32_t{narrowed(table, lo, k, i + e, v[k][e], stochastic)}
+                        << (16 * (e % 2));
+      }
+      *reinterpret_cast<uint2*>(static_cast<std::uint16_t*>(arrays[k]) + i) = {words[0], words[1]};
+    }
+  }
+  for (index_t i = vector_end + threadIdx.x; i < end; i += kThreads) {
     R r = R::load([&](int slot) {
       return slot == 0 && master != nullptr ? master[i]
                                             : load_stored(arrays[slot], table.slot[slot], i);
     });
     r.update(coef);
     r.store([&](int slot, float value) {
-      const Dtype type = table.slot[slot];
       const bool from_master = slot == 0 && master != nullptr;
       if (from_master) master[i] = value;
-      if (type == Dtype::kFloat32) {
+      if (table.slot[slot] == Dtype::kFloat32) {
         static_cast<float*>(arrays[slot])[i] = value;
         return;
       }
-      std::uint32_t random16 = 0;
-      const bool stochastic = table.stochastic && !from_master;
-      if (stochastic) {
-        const unsigned role = table.role[slot];
-        const std::uint32_t key =
-            rounding::stream_key(table.param_keys[lo], role / 2, static_cast<std::uint64_t>(i));
-        random16 =
-            rounding::random16(rounding::random_bits(key, static_cast<std::uint64_t>(i)), role);
-      }
       static_cast<std::uint16_t*>(arrays[slot])[i] =
-          rounding::narrow(type == Dtype::kBfloat16, value, stochastic, random16);
+          narrowed(table, lo, slot, i, value, table.stochastic && !from_master);
     });
   }
 }

@@ -1,0 +1,45 @@
+"""Host time of one optimizer step on CUDA params (what the CPU spends before the launches),
+for gdfast.torch.AdamW and torch.optim.AdamW(fused=True) on the GPT-2-small-shaped list, and
+where gdfast's goes (cProfile). Run by tools/gpu_check.sh; needs a GPU."""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import sys
+import time
+
+import torch
+
+import gdfast.torch as gt
+
+sys.path.insert(0, "bench")
+from bench_cuda import GPT2_SHAPES  # noqa: E402
+
+
+def host_time(opt, steps: int = 50) -> float:
+    for _ in range(3):
+        opt.step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        opt.step()
+    elapsed = time.perf_counter() - start  # (the GPU may still be at work: not waited for)
+    torch.cuda.synchronize()
+    return elapsed / steps
+
+
+def main() -> None:
+    params = [torch.zeros(s, device="cuda", requires_grad=True) for s in GPT2_SHAPES]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    ours, theirs = gt.AdamW(params, lr=1e-4), torch.optim.AdamW(params, lr=1e-4, fused=True)
+    for name, opt in (("gdfast", ours), ("torch-fused", theirs)):
+        print(f"host time per step, {name}: {1e6 * host_time(opt):.0f} us")
+    profile = cProfile.Profile()
+    profile.runcall(host_time, ours, 20)
+    pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+
+
+if __name__ == "__main__":
+    main()
