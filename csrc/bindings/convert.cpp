@@ -328,7 +328,7 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, bool written, py::hand
   return info;
 }
 
-ArrayInfo from_torch(const TorchCudaTensor& t) {
+ArrayInfo from_torch(const TorchTensor& t) {
   ArrayInfo info;
   info.data = static_cast<char*>(t.data);
   info.ndim = static_cast<int>(t.shape.size());
@@ -343,8 +343,8 @@ ArrayInfo from_torch(const TorchCudaTensor& t) {
       reinterpret_cast<std::uintptr_t>(t.data) % static_cast<std::uintptr_t>(dtype_size(t.dtype)) ==
       0;
   info.writeable = true;
-  info.device_type = dlpack::kDLCUDA;
-  info.device_id = t.device;
+  info.device_type = t.device < 0 ? dlpack::kDLCPU : dlpack::kDLCUDA;
+  info.device_id = t.device < 0 ? 0 : t.device;
   return info;
 }
 
@@ -521,8 +521,8 @@ void TensorBatch::gather(py::handle stream) {
   extents_.reserve(arrays_.size());
   ArrayInfo first_array;
   const NamedArg first_who{&first, is_list, 0, &label_};
-  // torch tensors on CUDA skip DLPack's export where `stream` is torch's: the export would only
-  // order torch's current stream before the kernel's, which it is.
+  // torch tensors skip DLPack's export; on CUDA only where `stream` is torch's (the export
+  // would only order torch's current stream before the kernel's, which it is).
   const bool torch_stream =
       num_tensors_ > 0 && is_plain_torch_tensor(PySequence_Fast_GET_ITEM(sequences[0].ptr(), 0));
   for (index_t t = 0; t < num_tensors_; ++t) {
@@ -534,7 +534,7 @@ void TensorBatch::gather(py::handle stream) {
       ArrayInfo a;
       if (api.PyArray_Check_(obj)) {
         a = from_numpy(obj);
-      } else if (torch_stream && read_torch_cuda(obj, arg.written, torch_tensors_.emplace_back())) {
+      } else if (read_torch(obj, arg.written, torch_stream, torch_tensors_.emplace_back())) {
         a = from_torch(torch_tensors_.back());
       } else {
         a = from_dlpack(obj, who, arg.written, stream, consumed_);

@@ -101,8 +101,8 @@ class TensorBatch {
   std::vector<void*> masters_;  // per tensor, when a master copy is given
   std::vector<std::uint64_t> keys_;
   std::vector<ConsumedDlpack> consumed_;
-  std::vector<TorchCudaTensor> torch_tensors_;  // read without DLPack; their shapes live here
-  std::vector<Extent> extents_;                 // of the arrays with elements
+  std::vector<TorchTensor> torch_tensors_;  // read without DLPack; their shapes live here
+  std::vector<Extent> extents_;             // of the arrays with elements
   // Every argument's arrays, referenced until the call is over: another Python thread may
   // drop its own references while the GIL is released around the kernel.
   std::vector<py::object> keep_alive_;

@@ -13,8 +13,8 @@ struct Torch {
   PyObject* tensor = nullptr;
   PyObject* parameter = nullptr;
   PyObject* dtypes[4] = {};  // in the order of kDtypes
-  PyObject *requires_grad, *dtype, *is_contiguous, *is_neg, *is_inference, *shape, *data_ptr,
-      *get_device;
+  PyObject *is_cpu, *is_cuda, *requires_grad, *dtype, *is_contiguous, *is_neg, *is_inference,
+      *shape, *data_ptr, *get_device;
 };
 constexpr Dtype kDtypes[4] = {Dtype::kFloat32, Dtype::kFloat64, Dtype::kBfloat16, Dtype::kFloat16};
 
@@ -32,6 +32,8 @@ const Torch* torch_types() {
   t.parameter = keep(m.attr("nn").attr("Parameter"));
   const char* dtype_names[4] = {"float32", "float64", "bfloat16", "float16"};
   for (int i = 0; i < 4; ++i) t.dtypes[i] = keep(m.attr(dtype_names[i]));
+  t.is_cpu = PyUnicode_InternFromString("is_cpu");
+  t.is_cuda = PyUnicode_InternFromString("is_cuda");
   t.requires_grad = PyUnicode_InternFromString("requires_grad");
   t.dtype = PyUnicode_InternFromString("dtype");
   t.is_contiguous = PyUnicode_InternFromString("is_contiguous");
@@ -68,11 +70,18 @@ bool is_plain_torch_tensor(PyObject* obj) {
   return type == torch->tensor || type == torch->parameter;
 }
 
-bool read_torch_cuda(PyObject* obj, bool written, TorchCudaTensor& out) {
+bool read_torch(PyObject* obj, bool written, bool cuda, TorchTensor& out) {
   if (!is_plain_torch_tensor(obj)) return false;
   const Torch& torch = *torch_types();
-  out.device = call(obj, torch.get_device).cast<int>();  // -1 on the CPU
-  if (out.device < 0 || truth(get(obj, torch.requires_grad))) return false;
+  // (neither: meta, XPU, MPS, ... tensors, which DLPack refuses or names)
+  if (truth(get(obj, torch.is_cpu))) {
+    out.device = -1;
+  } else if (cuda && truth(get(obj, torch.is_cuda))) {
+    out.device = call(obj, torch.get_device).cast<int>();
+  } else {
+    return false;
+  }
+  if (truth(get(obj, torch.requires_grad))) return false;
   const py::object dtype = get(obj, torch.dtype);
   int which = 0;
   while (which < 4 && dtype.ptr() != torch.dtypes[which]) ++which;

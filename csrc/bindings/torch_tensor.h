@@ -1,6 +1,6 @@
-// A plain torch CUDA tensor read from its own attributes (about 1 µs) instead of exported
-// through DLPack (about 15 µs of torch's Python code a tensor: 9 ms a step for the 600 arrays
-// of a GPT-2-sized model, seven times the step's GPU time).
+// A plain torch tensor read from its own attributes (about 1 µs) instead of exported through
+// DLPack (about 15 µs of torch's Python code a tensor: 9 ms a step for the 600 arrays of a
+// GPT-2-sized model on CUDA, seven times the step's GPU time).
 #pragma once
 
 #include <Python.h>
@@ -12,21 +12,21 @@
 
 namespace gdfast::bindings {
 
-struct TorchCudaTensor {
+struct TorchTensor {
   void* data = nullptr;
   std::vector<std::int64_t> shape;
   Dtype dtype = Dtype::kFloat32;
-  int device = 0;
+  int device = -1;  // the CUDA device; -1: CPU memory
 };
 
 // Whether obj is a torch.Tensor or torch.nn.Parameter (exactly: a subclass may override
 // anything) of an imported torch; false without raising if torch is not imported.
 bool is_plain_torch_tensor(PyObject* obj);
 
-// Fills `out` and returns true for a plain torch tensor on a CUDA device that DLPack would
-// export as it is: C-contiguous, float32/float64/bfloat16/float16, not requiring grad, no
-// negative bit, and (if `written`) not an inference tensor. Returns false for anything else,
-// for the DLPack path to take (its checks name what is wrong).
-bool read_torch_cuda(PyObject* obj, bool written, TorchCudaTensor& out);
+// Fills `out` and returns true for a plain torch tensor in CPU memory (or, if `cuda`, on a
+// CUDA device) that DLPack would export as it is: C-contiguous, float32/float64/bfloat16/
+// float16, not requiring grad, no negative bit, and (if `written`) not an inference tensor.
+// Returns false for anything else, for the DLPack path to take (its checks name what is wrong).
+bool read_torch(PyObject* obj, bool written, bool cuda, TorchTensor& out);
 
 }  // namespace gdfast::bindings
