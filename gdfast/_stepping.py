@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Seque
 import numpy as np
 
 from . import _core
+from ._clip import check_max_norm, clipped_scale, sum_squares
 from ._spec import RULES, Rule, State, shown
 
 # Values a group may hold that cannot change without being replaced (a tensor lr can).
@@ -96,6 +97,10 @@ def scalar_state_value(value: Any) -> Optional[float]:
 # defaults; stored in each param group like the others.
 PRECISION_OPTIONS: Dict[str, Any] = {"state_dtype": None, "master_weights": False,
                                      "stochastic_rounding": False, "seed": None}
+# Clipping by the gradients' L2 norm (gdfast/_clip.py), fused into the step: max_grad_norm
+# (None: none) with the norm over every group whose clip_per_group is False, or over its own.
+CLIP_OPTIONS: Dict[str, Any] = {"max_grad_norm": None, "clip_per_group": False}
+GDFAST_OPTIONS: Dict[str, Any] = {**PRECISION_OPTIONS, **CLIP_OPTIONS}
 SEED_LIMIT = 2**64
 NARROW = frozenset(("bfloat16", "float16"))  # stored narrower than they are computed
 SINGLE = frozenset(("float32", "bfloat16", "float16"))  # stored types of float32 math
@@ -162,7 +167,7 @@ class Constructor:
     def group_keys(self) -> Tuple[str, ...]:
         """The group entries a step reads: hyper_values's, then the precision options."""
         plain, pairs = self._sources
-        return tuple(n for n, _ in plain) + tuple(p[0] for p in pairs) + tuple(PRECISION_OPTIONS)
+        return tuple(n for n, _ in plain) + tuple(p[0] for p in pairs) + tuple(GDFAST_OPTIONS)
 
     @functools.cached_property
     def scalar_names(self) -> Tuple[str, ...]:
@@ -176,7 +181,7 @@ class Constructor:
         if arguments.get("fused") and arguments.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")  # as torch
         arguments.update(self.body(**{k: v for k, v in arguments.items()
-                                      if k not in PRECISION_OPTIONS}) or {})
+                                      if k not in GDFAST_OPTIONS}) or {})
         return {**arguments, **self.fixed}
 
     def hyper_values(self, group: Mapping[str, Any]) -> Dict[str, Any]:
@@ -230,19 +235,24 @@ CONSTRUCTORS: Dict[str, Constructor] = {}
 Body = Callable[..., Optional[Dict[str, Any]]]
 
 
-_PRECISION_PARAMETERS = [
+_GDFAST_PARAMETERS = [
     inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=note)
-    for (name, default), note in zip(PRECISION_OPTIONS.items(),
-                                     ("Optional[dtype]", "bool", "bool", "Optional[int]"))]
+    for (name, default), note in zip(GDFAST_OPTIONS.items(),
+                                     ("Optional[dtype]", "bool", "bool", "Optional[int]",
+                                      "Optional[float]", "bool"))]
 
-_PRECISION_DOC = """
+_GDFAST_DOC = """
 
 gdfast's precision options (bfloat16/float16 params; README "Lower precision"):
 state_dtype: dtype of new states (None: the param's, as torch; float32 with master_weights).
 master_weights: keep a float32 copy of each bfloat16/float16 param, state['master_param'];
 the step updates it and writes the param rounded to nearest.
 stochastic_rounding: round narrowed stores stochastically (seed: an int in [0, 2**64); None:
-drawn at construction). Not together with master_weights."""
+drawn at construction). Not together with master_weights.
+
+Fused clipping (README "Clipping"): max_grad_norm clips the gradients by their L2 norm over
+every group whose clip_per_group is False (clip_per_group=True: over the group's own), as
+torch.nn.utils.clip_grad_norm_ before the step; the norm is kept as last_grad_norm."""
 
 
 def constructor(rule: str, **fixed: Any) -> Callable[[Body], Body]:
@@ -251,9 +261,9 @@ def constructor(rule: str, **fixed: Any) -> Callable[[Body], Body]:
     def register(fn: Body) -> Body:
         signature = inspect.signature(fn)
         signature = signature.replace(
-            parameters=[*signature.parameters.values(), *_PRECISION_PARAMETERS])
+            parameters=[*signature.parameters.values(), *_GDFAST_PARAMETERS])
         CONSTRUCTORS[fn.__name__] = Constructor(fn.__name__, RULES[rule], signature, fixed,
-                                                (inspect.getdoc(fn) or "") + _PRECISION_DOC, fn)
+                                                (inspect.getdoc(fn) or "") + _GDFAST_DOC, fn)
         return fn
     return register
 
@@ -343,6 +353,9 @@ class StepPath:
     _batch_cache: Dict[int, Tuple[Dict[str, Any], Tuple[Tuple[Hashable, int], ...], List[Batch]]]
     # Per group id: (group, the values it was checked with, the check's result).
     _checked_cache: Dict[int, Tuple[Mapping[str, Any], List[Any], "CheckedGroup"]]
+    # The L2 norm of the gradients the last step clipped by (max_grad_norm), over the groups
+    # clipped together; None if none was.
+    last_grad_norm: Optional[float] = None
     # Step counts and scalar states are objects updated in place (tensors), not numbers.
     _scalars_are_objects = False
     # Hyperparameters go through _host before the checks (torch: tensors to numbers).
@@ -558,6 +571,10 @@ class StepPath:
             rule.check(values)
             names = rule.used_states(values)
             precision = self._check_precision(group)
+            check_max_norm(group.get("max_grad_norm"))
+            per_group = group.get("clip_per_group", False)
+            if not isinstance(per_group, (bool, np.bool_)):
+                raise TypeError(f"clip_per_group: expected True or False, got {per_group!r}")
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}{e}") from None
         return values, names, precision
@@ -604,8 +621,11 @@ class StepPath:
             return
         calls, stream = [], None
         rounding = self._rounding_count(work)
-        for batch, grads, group, values, label in work:
+        scales = self._clipped_scales(work, amp["grad_scale"]) if run else None
+        for k, (batch, grads, group, values, label) in enumerate(work):
             step, grad_scale, device_scalars = self._step_arg(batch), amp["grad_scale"], None
+            if scales is not None:
+                grad_scale = scales[k]
             if batch.on_device:
                 stream, device_scalars, values, step, grad_scale = self._device_call(
                     batch, group, values, step, amp)
@@ -627,6 +647,36 @@ class StepPath:
             for group in self.param_groups:
                 group["rounding_step"] = rounding
         self._after_step([w[0] for w in work])
+
+    def _clipped_scales(self, work: Sequence[Tuple[Any, ...]],
+                        grad_scale: Any) -> Optional[List[Any]]:
+        """Each call's grad_scale with its group's clipping folded in (None: no group clips).
+        The norm of every group whose clip_per_group is False is over all their gradients, in
+        order, as clip_grad_norm_ over their params; it is kept as ``last_grad_norm``."""
+        if all(w[2].get("max_grad_norm") is None for w in work):
+            self.last_grad_norm = None
+            return None
+        shared, any_shared = 0.0, False
+        own: Dict[int, float] = {}
+        for batch, grads, group, *_ in work:
+            if group.get("max_grad_norm") is None:
+                continue
+            total = sum_squares(grads)
+            if group.get("clip_per_group", False):
+                own[id(group)] = own.get(id(group), 0.0) + total
+            else:
+                shared, any_shared = shared + total, True
+        self.last_grad_norm = math.sqrt(shared) if any_shared else None
+        scales = []
+        for batch, grads, group, *_ in work:
+            max_norm = group.get("max_grad_norm")
+            if max_norm is None:
+                scales.append(grad_scale)
+                continue
+            norm = math.sqrt(own[id(group)] if group.get("clip_per_group", False) else shared)
+            float64 = dtype_name(batch.params[0].dtype) == "float64"
+            scales.append(clipped_scale(grad_scale, norm, float(max_norm), float64))
+        return scales
 
     def _rounding_count(self, work: Sequence[Tuple[Any, ...]]) -> Optional[int]:
         """What keys this step's stochastic rounding besides the seed where the rule keeps no

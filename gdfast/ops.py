@@ -24,7 +24,9 @@ rejected call raises before any array is written.
 ``grad_scale`` (default 1) divides the gradients inside the fused pass: pass the AMP loss
 scale to unscale there instead of in a separate pass over the gradients. ``found_inf`` (a
 number or 1-element tensor) skips the step when nonzero, after checking every argument as a
-step would.
+step would. ``max_grad_norm`` (default None) clips the gradients by their global L2 norm over
+the call's list, as ``torch.nn.utils.clip_grad_norm_`` would before the step: one pass reads
+the gradients for the norm, and the clip factor is folded into the update (CPU arrays only).
 
 CUDA tensors (builds with CUDA kernels) run on their framework's current stream; there
 ``grad_scale``, ``found_inf``, ``lr`` and ``step`` may be 1-element float32 tensors on the
@@ -39,6 +41,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core, _device
+from ._clip import clipped_call_scale
 from ._spec import RULES, Rule, check_one, checker
 from ._stepping import PAIRS
 
@@ -107,6 +110,8 @@ def _docstring(rule: Rule) -> str:
                  "float16 param) is stepped instead and the param written from it; "
                  "stochastic_rounding=True rounds the narrow stores stochastically, keyed by "
                  "seed, step and param_index (default: position in the list).")
+    lines.append("max_grad_norm: clip the grads by their L2 norm over the call (as "
+                 "torch.nn.utils.clip_grad_norm_ before the step), fused into it.")
     return "\n".join(lines)
 
 
@@ -159,6 +164,8 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     call = f"_step({arguments})"
     # A skipped step (found_inf) accepts exactly what a taken one would: all checked, none run.
     body.append(f"    if skip:\n        _check_arrays({arguments})\n        return {skipped}")
+    body.append(f"    if max_grad_norm is not None:\n"
+                f"        grad_scale = _clip({rule.inputs[0]}, max_grad_norm, grad_scale)")
     if scalar_names:
         body.append(f"    return dict(zip({scalar_names!r}, {call}[0]))")
     else:
@@ -167,10 +174,11 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     source = (f"def {rule.name}_(param, {inputs}, "
               f"{', '.join(n + '=None' for n in rule.state_names)}, *, {step_kw}, {options}"
               f"{scalars}{aliases}, grad_scale=1.0, found_inf=None, master_param=None, "
-              f"stochastic_rounding=False, seed=0, param_index=None):\n" + "\n".join(body) + "\n")
+              f"stochastic_rounding=False, seed=0, param_index=None, max_grad_norm=None):\n"
+              + "\n".join(body) + "\n")
     namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step_one,
                                  "_check_arrays": _core.check_one, "_pair": _pair, "_rule": rule,
-                                 "_precision": _precision,
+                                 "_precision": _precision, "_clip": clipped_call_scale,
                                  "_host_step": _device.host_step,
                                  "_check": checker(rule, uses_step, with_scalars=True)}
     exec(compile(source, f"<gdfast.ops.{rule.name}_>", "exec"), namespace)

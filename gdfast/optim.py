@@ -26,7 +26,7 @@ from ._spec import State
 from ._stepping import (
     CONSTRUCTORS,
     COUNT_EXPECTED,
-    PRECISION_OPTIONS,
+    GDFAST_OPTIONS,
     SCALAR_EXPECTED,
     SEED_LIMIT,
     StepPath,
@@ -318,7 +318,7 @@ class Optimizer(StepPath):
         for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
             group = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
             group["params"] = mine["params"]
-            for key in (*PRECISION_OPTIONS, "rounding_step"):
+            for key in (*GDFAST_OPTIONS, "rounding_step"):
                 if key not in group and key in mine:
                     group[key] = mine[key]
             self._check_group(group, f"state_dict['param_groups'][{gi}]: ")

@@ -40,7 +40,7 @@ from . import (
 from ._spec import State
 from ._stepping import (
     CONSTRUCTORS,
-    PRECISION_OPTIONS,
+    GDFAST_OPTIONS,
     Batch,
     DeviceCall,
     Member,
@@ -304,7 +304,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         saved_groups = state_dict["param_groups"]
         for group, saved, old in zip(self.param_groups, saved_groups, before):
-            for key in (*PRECISION_OPTIONS, "rounding_step"):
+            for key in (*GDFAST_OPTIONS, "rounding_step"):
                 if key not in saved and key in old:
                     group[key] = old[key]
         saved_state = state_dict["state"]

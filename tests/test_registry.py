@@ -51,8 +51,8 @@ PRECISION = ("master_param", "stochastic_rounding", "seed", "param_index")
 @pytest.mark.parametrize("rule", _rule_params())
 def test_every_rule_has_an_op_of_the_regular_signature(rule: Rule) -> None:
     """(param, grad, <states>, *, step, <hyperparameters>, <scalar states>, grad_scale,
-    found_inf, <precision options>), states positional or keyword with default None, the rest
-    keyword-only."""
+    found_inf, <precision options>, max_grad_norm), states positional or keyword with default
+    None, the rest keyword-only."""
     op = getattr(ops, f"{rule.name}_")
     assert f"{rule.name}_" in ops.__all__
     params = list(inspect.signature(op).parameters.values())
@@ -65,7 +65,8 @@ def test_every_rule_has_an_op_of_the_regular_signature(rule: Rule) -> None:
     # the classes' pair arguments (betas=...) as aliases of the pairs' two fields
     aliases = [key for key, (a, _) in PAIRS.items() if a in rule.reals]
     assert [p.name for p in keyword] == ["step", *(f.name for f in rule.fields), *aliases,
-                                        "grad_scale", "found_inf", *PRECISION]
+                                        "grad_scale", "found_inf", *PRECISION,
+                                        "max_grad_norm"]
     assert all(p.default is None for p in keyword if p.name in aliases)
     step = keyword[0]
     # counted and first_call rules need the count; Lion's is accepted and ignored

@@ -17,5 +17,6 @@ PYBIND11_MODULE(_core, m) {
   gdfast::bindings::register_optim(m);
   gdfast::bindings::register_info(m);
   gdfast::bindings::register_bench(m);
+  gdfast::bindings::register_reduce(m);
   gdfast::bindings::register_capi(m);
 }

@@ -8,12 +8,21 @@
 
 namespace gdfast::cpu {
 
+// Reductions sum chunks of this many elements (of one tensor); results never depend on how
+// chunks are shared among threads.
+inline constexpr index_t kReduceChunk = 16384;
+// (prefetch: how many bytes ahead to prefetch, 0 for none)
+using ChunkReduceFn = double (*)(const void* data, index_t n, index_t prefetch);
+
 struct KernelTable {
   const char* isa;
   int float32_lanes;
   const StepFn* steps[optim::kNumOptimizers][kNumDtypes];  // [id][dtype][flags]
   // The benchmark's in-place access pattern (optim/stream.h): [dtype][2^states - 1].
   const StepFn* stream[kNumDtypes];
+  // Sum of squares of one chunk of at most kReduceChunk elements (kernels/reduce.h), by the
+  // array's storage type (Dtype order).
+  ChunkReduceFn sum_squares[4];
 };
 
 // One accessor per compiled ISA, defined in csrc/cpu/kernels/kernels.cpp.

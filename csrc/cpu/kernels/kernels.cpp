@@ -3,6 +3,7 @@
 #include GDFAST_ISA_HEADER
 
 #include "cpu/kernel_table.h"
+#include "cpu/kernels/reduce.h"
 #include "cpu/kernels/tensor_list.h"
 #include "optim/stream.h"
 
@@ -22,7 +23,9 @@ constexpr KernelTable kTable = {
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER
     },
-    {flag_table<optim::Stream, float>(), flag_table<optim::Stream, double>()}};
+    {flag_table<optim::Stream, float>(), flag_table<optim::Stream, double>()},
+    {&chunk_sum_squares<Dtype::kFloat32>, &chunk_sum_squares<Dtype::kFloat64>,
+     &chunk_sum_squares<Dtype::kBfloat16>, &chunk_sum_squares<Dtype::kFloat16>}};
 // clang-format on
 
 }  // namespace GDFAST_ISA_NAMESPACE

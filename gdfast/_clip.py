@@ -1,0 +1,68 @@
+"""Clipping by the gradients' global L2 norm, fused into the step: one pass reads the
+gradients for their norm (``_core.sum_squares``: per array, in double, bitwise the same for any
+thread count and ISA level), and the clip factor is folded into the step's gradient factor
+(``grad_scale`` divides the gradients inside the update pass): two passes over the gradients,
+never the three of ``torch.nn.utils.clip_grad_norm_`` then a step."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _core
+
+
+def check_max_norm(value: Any) -> Optional[float]:
+    """max_grad_norm as a float (None: no clipping); TypeError/ValueError naming it."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"max_grad_norm: expected None or a number >= 0, got {value!r}")
+    checked = float(value)
+    if not (0.0 <= checked < math.inf):
+        raise ValueError(f"max_grad_norm: expected None or a finite number >= 0, got {checked!r}")
+    return checked
+
+
+def sum_squares(grads: Any) -> float:
+    """The sum of the squares of every element of grads (an array or a list), the arrays'
+    sums added in list order."""
+    total = 0.0
+    for part in _core.sum_squares(grads):
+        total += part
+    return total
+
+
+def clip_factor(norm: float, max_norm: float, float64: bool) -> float:
+    """What torch.nn.utils.clip_grad_norm_ multiplies the gradients by: max_norm / (norm +
+    1e-6), at most 1, computed in the gradients' precision (float32 unless they are float64).
+    A non-finite norm gives 0 or NaN, as torch's does."""
+    if float64:
+        return min(max_norm / (norm + 1e-6), 1.0)
+    f32 = np.float32
+    with np.errstate(over="ignore"):  # (a norm beyond float32: inf, as torch's float32 norm)
+        coef = f32(max_norm) / (f32(norm) + f32(1e-6))
+    return float(min(coef, f32(1.0)))
+
+
+def clipped_scale(grad_scale: float, norm: float, max_norm: float, float64: bool) -> float:
+    """The grad_scale that also clips: the gradients are divided by grad_scale (AMP's loss
+    scale, 1 without it) and then multiplied by the clip factor of their unscaled norm."""
+    factor = clip_factor(norm / grad_scale, max_norm, float64)
+    if factor == 1.0:
+        return grad_scale
+    return grad_scale / factor if factor != 0.0 else math.inf  # (inf: the gradients times 0)
+
+
+def clipped_call_scale(grads: Any, max_norm: Any, grad_scale: float) -> float:
+    """The grad_scale of an op's call with max_grad_norm=max_norm (checked here), clipping by
+    the norm of the call's grads (an array or a list)."""
+    checked = check_max_norm(max_norm)
+    if checked is None:
+        return grad_scale
+    first = grads[0] if isinstance(grads, (list, tuple)) and grads else grads
+    float64 = str(getattr(first, "dtype", "")).endswith("float64")
+    return clipped_scale(grad_scale, math.sqrt(sum_squares(grads)), checked, float64)
