@@ -32,8 +32,10 @@ from cases import CASES, Case
 RULE_IDS = sorted(RULES)
 # torch's switches that only pick an implementation (or need CUDA / autograd through the step)
 IMPLEMENTATION_SWITCHES = {"foreach", "fused", "capturable", "differentiable",
-                           # gdfast's precision options (issue 12), on every class
-                           "state_dtype", "master_weights", "stochastic_rounding", "seed"}
+                           # gdfast's own options, on every class: precision (issue 12)
+                           # and clipping (issue 13)
+                           "state_dtype", "master_weights", "stochastic_rounding", "seed",
+                           "max_grad_norm", "clip_per_group"}
 
 
 def _rule_params() -> List[Any]:

@@ -20,7 +20,7 @@ import pytest
 
 import gdfast
 from gdfast._spec import RULES
-from gdfast._stepping import PRECISION_OPTIONS
+from gdfast._stepping import GDFAST_OPTIONS
 
 import cases
 import reference
@@ -191,9 +191,9 @@ EXPECTED_DEFAULTS = {
     "Rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0), foreach=None,
                   maximize=False, differentiable=False, capturable=False),
 }
-for _defaults in EXPECTED_DEFAULTS.values():  # gdfast's own options (issue 12), on every class
+for _defaults in EXPECTED_DEFAULTS.values():  # gdfast's own options (issues 12, 13), every class
     _defaults.update(state_dtype=None, master_weights=False, stochastic_rounding=False,
-                     seed=None)
+                     seed=None, max_grad_norm=None, clip_per_group=False)
 
 
 def test_every_class_has_expected_defaults() -> None:
@@ -232,11 +232,11 @@ def test_constructor_matches_torch(name: str) -> None:
         assert ours == theirs and type(ours) in (type(theirs), float), arg
     for arg, default in ours_kw.items():
         # (besides gdfast's own precision options, which torch's constructors lack)
-        assert arg in theirs_kw and theirs_kw[arg] == default or arg in PRECISION_OPTIONS, arg
+        assert arg in theirs_kw and theirs_kw[arg] == default or arg in GDFAST_OPTIONS, arg
 
     theirs = torch_cls([torch.zeros(3, requires_grad=True)]).defaults
     ours = {k: v for k, v in cls([np.zeros(3, np.float32)]).defaults.items()
-            if k not in PRECISION_OPTIONS}
+            if k not in GDFAST_OPTIONS}
     assert ours == {k: theirs[k] for k in ours}
     assert set(ours) == set(theirs)
 

@@ -65,7 +65,7 @@ import torch.nn as nn  # noqa: E402
 
 import gdfast  # noqa: E402
 import gdfast.torch as gt  # noqa: E402
-from gdfast._stepping import PRECISION_OPTIONS  # noqa: E402
+from gdfast._stepping import GDFAST_OPTIONS  # noqa: E402
 
 FLAGS_FROZEN_BEFORE = torch.backends.flags_frozen()
 
@@ -548,21 +548,22 @@ def test_signature_defaults_and_groups_are_torchs(name):
     assert ours_cls._step_supports_amp_scaling is True
     # (gdfast's own precision options, issue 12, come after torch's arguments)
     ours = {k: p for k, p in inspect.signature(ours_cls.__init__).parameters.items()
-            if k not in PRECISION_OPTIONS}
+            if k not in GDFAST_OPTIONS}
     theirs = inspect.signature(theirs_cls.__init__).parameters
     assert list(ours) == list(theirs)
-    assert list(inspect.signature(ours_cls.__init__).parameters)[-4:] == list(PRECISION_OPTIONS)
+    ours_names = list(inspect.signature(ours_cls.__init__).parameters)
+    assert ours_names[-len(GDFAST_OPTIONS):] == list(GDFAST_OPTIONS)
     for arg, p in theirs.items():
         assert ours[arg].kind == p.kind, arg
         assert _same_value(ours[arg].default, p.default), (arg, ours[arg].default, p.default)
     for kwargs in [{}] + [i.kwargs for i in cpu_inputs(name)]:
         mine = ours_cls([nn.Parameter(torch.randn(2))], **copy.deepcopy(kwargs))
         ref = theirs_cls([nn.Parameter(torch.randn(2))], **copy.deepcopy(kwargs))
-        assert mine.defaults.keys() - PRECISION_OPTIONS.keys() == ref.defaults.keys(), kwargs
+        assert mine.defaults.keys() - GDFAST_OPTIONS.keys() == ref.defaults.keys(), kwargs
         for key, value in ref.defaults.items():
             assert _same_value(mine.defaults[key], value), (kwargs, key)
         group, ref_group = mine.param_groups[0], ref.param_groups[0]
-        assert group.keys() - PRECISION_OPTIONS.keys() == ref_group.keys(), kwargs
+        assert group.keys() - GDFAST_OPTIONS.keys() == ref_group.keys(), kwargs
         for key in ref_group.keys() - {"params"}:
             assert _same_value(group[key], ref_group[key]), (kwargs, key)
 
@@ -590,7 +591,7 @@ def _through_file(state_dict: Dict[str, Any]) -> Dict[str, Any]:
 def _torch_groups(state_dict: Dict[str, Any]) -> List[Dict[str, Any]]:
     """A state_dict's param groups without gdfast's own precision options (issue 12), which
     torch.optim's groups lack (and torch.optim ignores when it loads them)."""
-    return [{k: v for k, v in g.items() if k not in PRECISION_OPTIONS}
+    return [{k: v for k, v in g.items() if k not in GDFAST_OPTIONS}
             for g in state_dict["param_groups"]]
 
 
