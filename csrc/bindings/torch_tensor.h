@@ -1,6 +1,6 @@
 // A plain torch tensor read from its own attributes (about 1 µs) instead of exported through
-// DLPack (about 15 µs of torch's Python code a tensor: 9 ms a step for the 600 arrays of a
-// GPT-2-sized model on CUDA, seven times the step's GPU time).
+// DLPack (about 15 µs of torch's Python code a tensor: a GPT-2-small AdamW step on an H100,
+// 592 arrays, took 12.5 ms with the export and 2.1–2.4 ms without; its GPU work is 1.2 ms).
 #pragma once
 
 #include <Python.h>
