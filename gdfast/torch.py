@@ -34,6 +34,7 @@ import torch
 
 from . import (
     _constructors,  # noqa: F401  (registers the constructors)
+    _core,
     _device,
     cuda,
 )
@@ -66,6 +67,17 @@ def _as_array(t: torch.Tensor) -> Any:
         t = torch.view_as_real(t)
     return t.detach().numpy() if t.device.type == "cpu" and t.dtype is not torch.bfloat16 \
         else t.detach()
+
+
+def _kept(array: Any) -> Any:
+    """A param's or state's array as a batch keeps it between steps: a tensor the kernels
+    would read anew on every step (CUDA, bfloat16) is read once, into a view of the extension
+    (the batch's checks catch a replaced tensor or moved memory)."""
+    if torch.is_tensor(array):
+        view = _core.torch_view(array)
+        if view is not None:
+            return view
+    return array
 
 
 def _grad_array(g: torch.Tensor) -> Any:
@@ -345,7 +357,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         return param.dtype, param.device
 
     def _array(self, tensor: Any) -> Any:
-        return _as_array(tensor)
+        return _kept(_as_array(tensor))
 
     def _new_state(self, param: Any, state: State, fill: float, dtype: Any) -> Any:
         keep = torch.preserve_format
@@ -429,7 +441,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
                              "param contiguous (p.data = p.data.contiguous()), or the state "
                              "like it (torch.empty_like(p).copy_(state))")
         m.layout = layout
-        return _flat_array(p), [_flat_array(s) for s in m.states]
+        return _kept(_flat_array(p)), [_kept(_flat_array(s)) for s in m.states]
 
     def _capturable_count(self, holder: Any) -> bool:
         return bool(self.defaults.get("capturable")) and holder.device.type != "cpu"

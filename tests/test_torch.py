@@ -894,32 +894,74 @@ def test_import_gdfast_does_not_import_torch():
 
 
 
-def test_param_data_replaced_between_steps_is_followed():
-    """gdfast.torch reuses NumPy views of params across steps; replacing ``p.data`` (new
-    memory, or a new shape) must be noticed, not written through a stale view."""
-    p = torch.nn.Parameter(torch.ones(8))
-    opt = gt.SGD([p], lr=0.5)
-    p.grad = torch.ones(8)
-    opt.step()
-    assert torch.equal(p.detach(), torch.full((8,), 0.5))
-    p.data = torch.full((8,), 5.0)
-    opt.step()
-    assert torch.equal(p.detach(), torch.full((8,), 4.5))
-    p.data = torch.ones(4)
-    p.grad = torch.ones(4)
-    opt.step()
-    assert torch.equal(p.detach(), torch.full((4,), 0.5))
+# float32 CPU params are kept as NumPy views between steps, bfloat16 ones as the extension's
+# views of the tensors (as CUDA params are): both must follow a replaced p.data.
+KEPT_DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 
 
-def test_param_reshaped_in_place_between_steps_is_followed():
-    p = torch.nn.Parameter(torch.ones(8))
+@KEPT_DTYPES
+def test_param_data_replaced_between_steps_is_followed(dtype):
+    """gdfast.torch reuses views of params across steps; replacing ``p.data`` (new memory, or a
+    new shape) must be noticed, not written through a stale view. (Values exact in bfloat16.)"""
+    p = torch.nn.Parameter(torch.ones(8, dtype=dtype))
     opt = gt.SGD([p], lr=0.5)
-    p.grad = torch.ones(8)
+    p.grad = torch.ones(8, dtype=dtype)
+    opt.step()
+    assert torch.equal(p.detach(), torch.full((8,), 0.5, dtype=dtype))
+    p.data = torch.full((8,), 5.0, dtype=dtype)
+    opt.step()
+    assert torch.equal(p.detach(), torch.full((8,), 4.5, dtype=dtype))
+    p.data = torch.ones(4, dtype=dtype)
+    p.grad = torch.ones(4, dtype=dtype)
+    opt.step()
+    assert torch.equal(p.detach(), torch.full((4,), 0.5, dtype=dtype))
+
+
+@KEPT_DTYPES
+def test_param_reshaped_in_place_between_steps_is_followed(dtype):
+    p = torch.nn.Parameter(torch.ones(8, dtype=dtype))
+    opt = gt.SGD([p], lr=0.5)
+    p.grad = torch.ones(8, dtype=dtype)
     opt.step()
     p.data = p.data.view(2, 4)  # same memory, new shape
-    p.grad = torch.ones(2, 4)
+    p.grad = torch.ones(2, 4, dtype=dtype)
     opt.step()
-    assert torch.equal(p.detach(), torch.zeros(2, 4))
+    assert torch.equal(p.detach(), torch.zeros(2, 4, dtype=dtype))
+
+
+def test_torch_view_takes_only_what_the_kernels_may_keep():
+    """The extension's kept view of a tensor: made for a contiguous float tensor that does
+    not require grad; anything else is left to the full read (None), which names problems."""
+    from gdfast import _core
+
+    class Subclass(torch.Tensor):
+        pass
+
+    with torch.inference_mode():
+        inference = torch.zeros(4)  # (written by a step: torch forbids that outside the mode)
+    assert isinstance(_core.torch_view(torch.zeros(4, dtype=torch.bfloat16)), _core.TorchView)
+    for refused in (torch.zeros(4, requires_grad=True), torch.zeros(4, 2).t(),
+                    torch.zeros(4, dtype=torch.int32), np.zeros(4, np.float32), inference,
+                    torch.zeros(4).as_subclass(Subclass), torch.zeros(4, 2)[:, 0]):
+        assert _core.torch_view(refused) is None
+
+
+def test_bfloat16_batches_keep_views_and_step_as_torch():
+    params = [torch.nn.Parameter(torch.randn(n, dtype=torch.bfloat16)) for n in (5, 64)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    ours, ref = gt.AdamW(params, lr=1e-2), torch.optim.AdamW(twins, lr=1e-2, fused=True)
+    for _ in range(3):
+        for p, t in zip(params, twins):
+            p.grad = torch.randn_like(p)
+            t.grad = p.grad.clone()
+        ours.step()
+        ref.step()
+    (batch,) = next(iter(ours._batch_cache.values()))[2]
+    from gdfast import _core
+
+    assert all(isinstance(a, _core.TorchView) for a in batch.param_arrays)
+    for p, t in zip(params, twins):  # both round to nearest from float32 math
+        torch.testing.assert_close(p, t, rtol=0, atol=0)
 
 
 def _edit_first_step(opt):

@@ -482,7 +482,8 @@ void TensorBatch::gather(py::handle stream) {
   // A list of things that are not arrays as param is the caller's mistake, not grad's.
   if (is_list && PySequence_Fast_GET_SIZE(first.value.ptr()) > 0) {
     PyObject* item = PySequence_Fast_GET_ITEM(first.value.ptr(), 0);
-    if (!api.PyArray_Check_(item) && !py::hasattr(item, "__dlpack__")) {
+    if (!api.PyArray_Check_(item) && !py::hasattr(item, "__dlpack__") &&
+        as_torch_view(item) == nullptr) {
       fail_type(NamedArg{&first, true, 0, &label_},
                 std::string("expected a numpy.ndarray or a DLPack tensor, got ") +
                     Py_TYPE(item)->tp_name);
@@ -523,8 +524,10 @@ void TensorBatch::gather(py::handle stream) {
   const NamedArg first_who{&first, is_list, 0, &label_};
   // torch tensors skip DLPack's export; on CUDA only where `stream` is torch's (the export
   // would only order torch's current stream before the kernel's, which it is).
-  const bool torch_stream =
-      num_tensors_ > 0 && is_plain_torch_tensor(PySequence_Fast_GET_ITEM(sequences[0].ptr(), 0));
+  PyObject* const first_item =
+      num_tensors_ > 0 ? PySequence_Fast_GET_ITEM(sequences[0].ptr(), 0) : nullptr;
+  const bool torch_stream = first_item != nullptr && (is_plain_torch_tensor(first_item) ||
+                                                      as_torch_view(first_item) != nullptr);
   for (index_t t = 0; t < num_tensors_; ++t) {
     ArrayInfo param;
     for (int k = 0; k < static_cast<int>(args.size()); ++k) {
@@ -534,6 +537,8 @@ void TensorBatch::gather(py::handle stream) {
       ArrayInfo a;
       if (api.PyArray_Check_(obj)) {
         a = from_numpy(obj);
+      } else if (const TorchView* view = as_torch_view(obj)) {
+        a = from_torch(view->info);
       } else if (read_torch(obj, arg.written, torch_stream, torch_tensors_.emplace_back())) {
         a = from_torch(torch_tensors_.back());
       } else {

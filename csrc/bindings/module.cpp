@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bindings/register.h"
+#include "bindings/torch_tensor.h"
 #include "cpu/isa.h"
 
 #define GDFAST_STR2(x) #x
@@ -19,4 +20,5 @@ PYBIND11_MODULE(_core, m) {
   gdfast::bindings::register_bench(m);
   gdfast::bindings::register_reduce(m);
   gdfast::bindings::register_capi(m);
+  gdfast::bindings::register_torch_view(m);
 }

@@ -102,4 +102,26 @@ bool read_torch(PyObject* obj, bool written, bool cuda, TorchTensor& out) {
   return true;
 }
 
+namespace {
+PyTypeObject* torch_view_type = nullptr;  // set when the class is registered
+}  // namespace
+
+const TorchView* as_torch_view(PyObject* obj) {
+  if (Py_TYPE(obj) != torch_view_type) return nullptr;
+  return &py::handle(obj).cast<const TorchView&>();
+}
+
+void register_torch_view(py::module_& m) {
+  const auto cls = py::class_<TorchView>(m, "TorchView");
+  torch_view_type = reinterpret_cast<PyTypeObject*>(cls.ptr());
+  m.def(
+      "torch_view",
+      [](py::handle tensor) -> py::object {
+        TorchView view{py::reinterpret_borrow<py::object>(tensor), {}};
+        if (!read_torch(tensor.ptr(), true, true, view.info)) return py::none();
+        return py::cast(std::move(view));
+      },
+      py::arg("tensor"));
+}
+
 }  // namespace gdfast::bindings
