@@ -151,6 +151,35 @@ def test_unaligned_views_and_lists_of_mixed_sizes():
 
 
 @needs_gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_chunk_size_changes_no_result(dtype):
+    """How many elements each block takes (tuned by set_cuda_chunk_unroll) moves the
+    boundaries between blocks, never a result: bitwise the CPU's at every size."""
+    from gdfast import _core
+
+    sizes = [1, 1023, 1024, 4097, 65_537, 300_001]
+    gen = torch.Generator().manual_seed(3)
+    start = [[torch.randn(n, generator=gen).to(getattr(torch, dtype)) for n in sizes]
+             for _ in range(4)]
+    start[3] = [x.abs() for x in start[3]]
+    host = [[x.clone() for x in arrays] for arrays in start]
+    gdfast.ops.adam_(*host, step=1, lr=1e-2)
+    try:
+        for unroll in (1, 3, 64, 4):
+            _core.set_cuda_chunk_unroll(unroll)
+            device = [[x.cuda() for x in arrays] for arrays in start]
+            gdfast.ops.adam_(*device, step=1, lr=1e-2)
+            torch.cuda.synchronize()
+            for hs, ds in zip(host, device):
+                for h, d in zip(hs, ds):
+                    _assert_same_bits(h, d.cpu(), f"unroll {unroll}")
+    finally:
+        _core.set_cuda_chunk_unroll(4)
+    with pytest.raises(ValueError, match="unroll: expected 1 to 64, got 0"):
+        _core.set_cuda_chunk_unroll(0)
+
+
+@needs_gpu
 @pytest.mark.parametrize("offset", [0, 1, 2, 3])
 def test_narrow_storage_views_at_any_offset(offset):
     """bf16 arrays starting off the 8-byte boundary of the four-element loads: element by

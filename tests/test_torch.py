@@ -939,7 +939,7 @@ def test_torch_view_takes_only_what_the_kernels_may_keep():
 
     with torch.inference_mode():
         inference = torch.zeros(4)  # (written by a step: torch forbids that outside the mode)
-    assert isinstance(_core.torch_view(torch.zeros(4, dtype=torch.bfloat16)), _core.TorchView)
+    assert _core.torch_view(torch.zeros(4, dtype=torch.bfloat16)) is not None
     for refused in (torch.zeros(4, requires_grad=True), torch.zeros(4, 2).t(),
                     torch.zeros(4, dtype=torch.int32), np.zeros(4, np.float32), inference,
                     torch.zeros(4).as_subclass(Subclass), torch.zeros(4, 2)[:, 0]):
@@ -957,9 +957,7 @@ def test_bfloat16_batches_keep_views_and_step_as_torch():
         ours.step()
         ref.step()
     (batch,) = next(iter(ours._batch_cache.values()))[2]
-    from gdfast import _core
-
-    assert all(isinstance(a, _core.TorchView) for a in batch.param_arrays)
+    assert all(type(a).__name__ == "PyCapsule" for a in batch.param_arrays)
     for p, t in zip(params, twins):  # both round to nearest from float32 math
         torch.testing.assert_close(p, t, rtol=0, atol=0)
 

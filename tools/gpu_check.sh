@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU session's one script (issue 16; a GPU machine is lent only now and then): builds
-# gdfast with its CUDA kernels for the card it finds, runs the CUDA tests, the CUDA benchmark
-# and, time allowing, the whole suite against that build. Logs go to $OUT (what the device
-# tool brings back) or ./gpu-out. Needs torch with CUDA, CuPy, pybind11, scikit-build-core,
+# gdfast with its CUDA kernels for the card it finds, runs the CUDA tests, the CUDA benchmark,
+# the host's and the kernels' times per step and, time allowing, the whole suite against that
+# build. Logs go to $OUT (what the device tool brings back) or ./gpu-out. Needs torch with CUDA, CuPy, pybind11, scikit-build-core,
 # cmake, ninja and nvcc already installed: it fetches nothing.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -37,6 +37,7 @@ tail -5 "$out/bench.log"
 python3 -P bench/report.py "$out/cuda-bench.json" | tee "$out/cuda-bench.txt"
 echo "bench/bench_cuda.py: $((SECONDS - phase)) s"
 timeout 60 python3 -P tools/gpu_host_time.py 2>&1 | tee "$out/host_time.txt" | head -40
+timeout 120 python3 -P tools/gpu_kernel_time.py 2>&1 | tee "$out/kernel_time.txt"
 
 if [ -n "${GPU_FULL_SUITE:-}" ]; then
   phase=$SECONDS

@@ -3,6 +3,8 @@
 //                                         range, one wake-up (the arithmetic bound)
 //   stream(param, grad, states, scale)    an optimizer's in-place access pattern with one
 //                                         multiply-add per written array (the memory bound)
+//   set_cuda_chunk_unroll(unroll)         the CUDA kernels' 16-byte vectors per thread and
+//                                         chunk (4), to measure others (tools/gpu_kernel_time.py)
 #include <string>
 
 #include "bindings/register.h"
@@ -55,6 +57,17 @@ void register_bench(py::module_& m) {
       },
       py::arg("rule"), py::arg("batches"), py::arg("repeats"));
   m.def("stream", &stream, py::arg("param"), py::arg("grad"), py::arg("states"), py::arg("scale"));
+  m.def(
+      "set_cuda_chunk_unroll",
+      [](int unroll) {
+#if defined(GDFAST_HAVE_CUDA)
+        cuda::set_chunk_unroll(unroll);
+#else
+        (void)unroll;
+        throw py::value_error("unroll: this build of gdfast has no CUDA kernels");
+#endif
+      },
+      py::arg("unroll"));
 }
 
 }  // namespace gdfast::bindings

@@ -2,6 +2,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include <memory>
+
 namespace gdfast::bindings {
 namespace {
 
@@ -103,23 +105,27 @@ bool read_torch(PyObject* obj, bool written, bool cuda, TorchTensor& out) {
 }
 
 namespace {
-PyTypeObject* torch_view_type = nullptr;  // set when the class is registered
+constexpr const char* kTorchViewName = "gdfast.TorchView";
 }  // namespace
 
 const TorchView* as_torch_view(PyObject* obj) {
-  if (Py_TYPE(obj) != torch_view_type) return nullptr;
-  return &py::handle(obj).cast<const TorchView&>();
+  if (!PyCapsule_CheckExact(obj) || !PyCapsule_IsValid(obj, kTorchViewName)) return nullptr;
+  return static_cast<const TorchView*>(PyCapsule_GetPointer(obj, kTorchViewName));
 }
 
 void register_torch_view(py::module_& m) {
-  const auto cls = py::class_<TorchView>(m, "TorchView");
-  torch_view_type = reinterpret_cast<PyTypeObject*>(cls.ptr());
   m.def(
       "torch_view",
       [](py::handle tensor) -> py::object {
-        TorchView view{py::reinterpret_borrow<py::object>(tensor), {}};
-        if (!read_torch(tensor.ptr(), true, true, view.info)) return py::none();
-        return py::cast(std::move(view));
+        auto view = std::make_unique<TorchView>();
+        if (!read_torch(tensor.ptr(), true, true, view->info)) return py::none();
+        view->tensor = py::reinterpret_borrow<py::object>(tensor);
+        PyObject* capsule = PyCapsule_New(view.get(), kTorchViewName, [](PyObject* self) {
+          delete static_cast<TorchView*>(PyCapsule_GetPointer(self, kTorchViewName));
+        });
+        if (capsule == nullptr) throw py::error_already_set();
+        view.release();  // (the capsule's destructor deletes it)
+        return py::reinterpret_steal<py::object>(capsule);
       },
       py::arg("tensor"));
 }

@@ -41,8 +41,8 @@ struct TorchView {
 // The view obj is, or null.
 const TorchView* as_torch_view(PyObject* obj);
 
-// _core.torch_view(tensor): a TorchView of a written tensor read_torch takes (CPU or CUDA),
-// else None (the tensor then goes through the kernels' full read every step).
+// _core.torch_view(tensor): a capsule holding the TorchView of a written tensor read_torch
+// takes (CPU or CUDA), else None (the tensor then goes through the full read every step).
 void register_torch_view(pybind11::module_& m);
 
 }  // namespace gdfast::bindings

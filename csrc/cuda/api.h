@@ -22,6 +22,11 @@ struct DeviceScalars {
 bool is_available();  // a driver and at least one device; false (never an error) otherwise
 int device_count();   // 0 without a driver
 
+// 16-byte vectors per thread in a block's chunk of a tensor (4; a benchmark may try others:
+// more amortise a block's set-up, fewer spread small tensors over more blocks).
+int chunk_unroll();
+void set_chunk_unroll(int unroll);  // 1 to 64; std::invalid_argument otherwise
+
 // One step over the tensor list on `device`, launched on `stream` (a cudaStream_t; the DLPack
 // values 1 and 2 are the legacy and per-thread default streams, as in CUDA itself). Launches
 // one kernel per ~600 tensors; never synchronises. Throws std::runtime_error on CUDA errors.

@@ -1,5 +1,8 @@
 // Instantiates the CUDA loop for every rule, element type and option set, and the host entry
 // points declared in cuda/api.h.
+#include <atomic>
+#include <stdexcept>
+#include <string>
 #include <utility>
 
 #include "cuda/multi_tensor.cuh"
@@ -7,6 +10,8 @@
 
 namespace gdfast::cuda {
 namespace {
+
+std::atomic<int> unroll{4};
 
 template <class Rule, class T>
 using LaunchFn = void (*)(const typename Rule::Hyper&, const StepArgs&, const DeviceScalars&,
@@ -51,6 +56,15 @@ int device_count() {
     return 0;
   }
   return n;
+}
+
+int chunk_unroll() { return unroll.load(std::memory_order_relaxed); }
+
+void set_chunk_unroll(int value) {
+  if (value < 1 || value > 64) {
+    throw std::invalid_argument("unroll: expected 1 to 64, got " + std::to_string(value));
+  }
+  unroll.store(value, std::memory_order_relaxed);
 }
 
 #define GDFAST_OPTIMIZER(Rule, header)                                                 \

@@ -18,15 +18,16 @@
 namespace gdfast::cuda {
 
 constexpr int kThreads = 256;
-constexpr int kUnroll = 4;  // vectors per thread per chunk
 
 template <class T>
 __host__ __device__ constexpr int vec_width() {
   return 16 / static_cast<int>(sizeof(T));
 }
+// A block's chunk: chunk_unroll() 16-byte vectors per thread (whole vectors, so that chunks
+// of an aligned tensor stay aligned).
 template <class T>
-__host__ __device__ constexpr index_t chunk_elements() {
-  return index_t{kThreads} * kUnroll * vec_width<T>();
+index_t chunk_elements() {
+  return index_t{kThreads} * chunk_unroll() * vec_width<T>();
 }
 
 template <int kArrays>
@@ -37,6 +38,7 @@ struct LaunchTable {
   index_t sizes[kMaxTensors];
   int first_block[kMaxTensors + 1];  // blocks of tensor t: [first_block[t], first_block[t+1])
   int num_tensors;
+  index_t chunk;  // elements a block steps
 };
 
 // Overrides from device scalars, for whichever of these members a rule's Hyper has.
@@ -112,10 +114,9 @@ __global__ void __launch_bounds__(kThreads)
       hi = mid;
     }
   }
-  const index_t begin =
-      index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} * chunk_elements<T>();
+  const index_t begin = index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} * table.chunk;
   const index_t remaining = table.sizes[lo] - begin;
-  const index_t n = remaining < chunk_elements<T>() ? remaining : chunk_elements<T>();
+  const index_t n = remaining < table.chunk ? remaining : table.chunk;
   T* ptr[kArrays];
   bool aligned = true;
   for (int k = 0; k < kArrays; ++k) {
@@ -145,6 +146,7 @@ template <class Table, class AddTensor, class LaunchTable>
 void launch_tables(const StepArgs& args, index_t chunk, Table& table, AddTensor&& add_tensor,
                    LaunchTable&& launch_table) {
   constexpr int kArrays = static_cast<int>(sizeof(table.arrays[0]) / sizeof(void*));
+  table.chunk = chunk;
   table.num_tensors = 0;
   table.first_block[0] = 0;
   const auto flush = [&] {

@@ -28,6 +28,7 @@ struct StoredLaunchTable {
   index_t sizes[kMaxTensors];
   int first_block[kMaxTensors + 1];
   int num_tensors;
+  index_t chunk;                // elements a block steps
   Dtype slot[kArrays];          // each array's storage type
   unsigned char role[kArrays];  // each array's stochastic-rounding role
   bool stochastic;
@@ -103,17 +104,15 @@ __global__ void __launch_bounds__(kThreads)
       hi = mid;
     }
   }
-  const index_t begin =
-      index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} * chunk_elements<float>();
+  const index_t begin = index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} * table.chunk;
   const index_t remaining = table.sizes[lo] - begin;
-  const index_t end =
-      begin + (remaining < chunk_elements<float>() ? remaining : chunk_elements<float>());
+  const index_t end = begin + (remaining < table.chunk ? remaining : table.chunk);
   void* const* arrays = table.arrays[lo];
   float* const master = table.masters[lo];
   const auto written = [](int slot) { return slot == 0 || slot > kInputs; };
 
   // Four elements a thread where every array is aligned for it (chunks start at multiples of
-  // 4096 elements, so this holds for whole tensors), then one at a time.
+  // 1024 elements, so this holds for whole tensors), then one at a time.
   bool aligned = master == nullptr || reinterpret_cast<std::uintptr_t>(master + begin) % 16 == 0;
   for (int k = 0; k < kArrays; ++k) {
     const auto size = static_cast<std::uintptr_t>(dtype_size(table.slot[k]));
