@@ -24,6 +24,7 @@ import functools
 import inspect
 import math
 import numbers
+import operator
 import sys
 from collections.abc import Set
 from dataclasses import dataclass
@@ -307,7 +308,8 @@ class Batch:
 
     __slots__ = ("names", "members", "params", "positions", "identities", "on_device",
                  "param_arrays", "state_args", "values", "first_call", "hyper", "indices",
-                 "front", "where", "layouts", "precision", "masters", "narrow", "keys")
+                 "front", "where", "layouts", "precision", "masters", "narrow", "keys",
+                 "expected")
 
     def __init__(self, names: Tuple[str, ...], members: List[Member], identities: Any,
                  on_device: bool, param_arrays: List[Any], state_args: Tuple[Any, ...],
@@ -333,6 +335,10 @@ class Batch:
         self.narrow = False  # some array it writes is bfloat16/float16 (rounding matters)
         # (index of the group's first param among all, the members' indices among all params)
         self.keys: Tuple[int, Tuple[int, ...]] = (-1, ())
+        # What the state must hold for the batch to stand, flat for a check in C loops: the
+        # members' keys and stores, then (store, name, object) for every object they hold.
+        # None until first needed; False where some store is no dict (the loop checks those).
+        self.expected: Any = None
 
 
 Members = List[Tuple[Hashable, Any, Any, int]]  # (state key, param, grad array, index in group)
@@ -349,8 +355,8 @@ class StepPath:
     _ctor: Constructor
     param_groups: List[Dict[str, Any]]
     state: Any  # Dict[key, Dict[str, Any]]: torch.optim's is a defaultdict keyed by tensor
-    # Per group id: (group, its member keys, its batches), from the last step.
-    _batch_cache: Dict[int, Tuple[Dict[str, Any], Tuple[Tuple[Hashable, int], ...], List[Batch]]]
+    # Per group id: (group, (its members' state keys, their indices in it), its batches).
+    _batch_cache: Dict[int, Tuple[Dict[str, Any], Tuple[List[Hashable], List[int]], List[Batch]]]
     # Per group id: (group, the values it was checked with, the check's result).
     _checked_cache: Dict[int, Tuple[Mapping[str, Any], List[Any], "CheckedGroup"]]
     # The L2 norm of the gradients the last step clipped by (max_grad_norm), over the groups
@@ -736,10 +742,10 @@ class StepPath:
     def _batches(self, group: Dict[str, Any], members: Members, names: Tuple[str, ...],
                  values: Mapping[str, Any], precision: Precision, where: str) -> List[Batch]:
         # (positions too: they key stochastic rounding and name the params in messages)
-        keys = tuple((m[0], m[3]) for m in members)
+        keys = [m[0] for m in members], [m[3] for m in members]
         cached = self._batch_cache.get(id(group))
-        if (cached is not None and cached[0] is group and len(cached[1]) == len(keys)
-                and all(a[0] is b[0] and a[1] == b[1] for a, b in zip(cached[1], keys))
+        if (cached is not None and cached[0] is group and len(cached[1][0]) == len(keys[0])
+                and all(map(operator.is_, cached[1][0], keys[0])) and cached[1][1] == keys[1]
                 and all(self._unchanged(b, names, precision) for b in cached[2])):
             for b in cached[2]:
                 b.where = where  # (a group before it may have been removed)
@@ -758,6 +764,29 @@ class StepPath:
             return False
         if batch.identities is not None and self._identities(batch.params) != batch.identities:
             return False
+        if not self._same_objects(batch):
+            return False
+        values = self._scalar_values(batch)
+        if values is None:
+            return False
+        batch.values = values
+        return True
+
+    def _same_objects(self, batch: Batch) -> bool:
+        """Whether the state still holds each member's store, and each store the objects the
+        batch was made with."""
+        if batch.expected is None:
+            ms = batch.members
+            batch.expected = all(type(m.store) is dict for m in ms) and (
+                [m.key for m in ms], [m.store for m in ms],
+                [m.store for m in ms for _ in m.objects],
+                [name for m in ms for name, _ in m.objects],
+                [obj for m in ms for _, obj in m.objects])
+        if batch.expected:  # (fast: no Python loop; a mismatch is looked at below)
+            keys, stores, holders, names, objects = batch.expected
+            if all(map(operator.is_, map(self.state.get, keys), stores)) and all(
+                    map(operator.is_, map(dict.get, holders, names), objects)):
+                return True
         stored = self.state.get
         for m in batch.members:
             store = stored(m.key)
@@ -767,10 +796,6 @@ class StepPath:
             for name, obj in m.objects:
                 if get(name) is not obj:
                     return False
-        values = self._scalar_values(batch)
-        if values is None:
-            return False
-        batch.values = values
         return True
 
     def _new_batches(self, members: Members, names: Tuple[str, ...],

@@ -249,10 +249,10 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         if batch.layouts is not None:  # a param stepped as a flat view (channels_last)
             return [self._laid_out_grad(batch, k, g) for k, g in enumerate(grads)]
         dtype = batch.members[0].param.dtype
-        if batch.on_device and not dtype.is_complex:
-            # the grads as they are (the kernel call reads CUDA tensors' layout and checks it);
-            # here only what torch requires of a .grad beyond that, and a copy or a detached
-            # view where one is needed
+        if (batch.on_device or dtype is torch.bfloat16) and not dtype.is_complex:
+            # the grads as they are (the kernel call reads plain tensors' layout and checks
+            # it); here only what torch requires of a .grad beyond that, and a copy or a
+            # detached view where one is needed
             out = []
             for k, g in enumerate(grads):
                 if g.dtype is not dtype or g.layout is not torch.strided or g.requires_grad or \

@@ -1,6 +1,6 @@
 """GPU time of the optimizer kernels alone, per step (torch.profiler's CUDA activity, so no
 host time or gap between launches counts): gdfast's and torch fused's AdamW on the
-GPT-2-small-shaped list, Adam on 1e8 float32 elements and AdamW on 1e8 bfloat16 ones, beside a
+GPT-2-small-shaped list and on 1e8 float32 and 1e8 bfloat16 elements, beside a
 copy of as many bytes (the bound); then gdfast's at other chunk sizes (16-byte vectors per
 thread per block, set_cuda_chunk_unroll). Run by tools/gpu_check.sh; needs a GPU."""
 
@@ -69,13 +69,16 @@ def main() -> None:
         ours = gt.AdamW(params(shapes, dtype), lr=1e-4)
         theirs = torch.optim.AdamW(params(shapes, dtype), lr=1e-4, fused=True)
         row("torch fused", gpu_us(theirs.step), bound)
-        row("gdfast (unroll 4)", gpu_us(ours.step), bound)
+        row("gdfast", gpu_us(ours.step), bound)
         optimizers[name] = (ours, bound)
         del theirs
-    for unroll in (1, 2, 8, 16, 32, 4):
-        _core.set_cuda_chunk_unroll(unroll)
+    for unroll in (2, 4, 8, 16, 32):
+        for stored in (False, True):
+            _core.set_cuda_chunk_unroll(unroll, stored)
         for name, (ours, bound) in optimizers.items():
             row(f"gdfast unroll {unroll:2d}, {name}", gpu_us(ours.step), bound)
+    _core.set_cuda_chunk_unroll(4, False)  # (the defaults)
+    _core.set_cuda_chunk_unroll(16, True)
 
 
 if __name__ == "__main__":

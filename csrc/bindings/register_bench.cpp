@@ -3,8 +3,9 @@
 //                                         range, one wake-up (the arithmetic bound)
 //   stream(param, grad, states, scale)    an optimizer's in-place access pattern with one
 //                                         multiply-add per written array (the memory bound)
-//   set_cuda_chunk_unroll(unroll)         the CUDA kernels' 16-byte vectors per thread and
-//                                         chunk (4), to measure others (tools/gpu_kernel_time.py)
+//   set_cuda_chunk_unroll(unroll, stored) the CUDA loops' 16-byte vectors per thread and chunk
+//                                         (cuda/api.h), to measure others
+//                                         (tools/gpu_kernel_time.py)
 #include <string>
 
 #include "bindings/register.h"
@@ -59,15 +60,16 @@ void register_bench(py::module_& m) {
   m.def("stream", &stream, py::arg("param"), py::arg("grad"), py::arg("states"), py::arg("scale"));
   m.def(
       "set_cuda_chunk_unroll",
-      [](int unroll) {
+      [](int unroll, bool stored) {
 #if defined(GDFAST_HAVE_CUDA)
-        cuda::set_chunk_unroll(unroll);
+        cuda::set_chunk_unroll(stored, unroll);
 #else
         (void)unroll;
+        (void)stored;
         throw py::value_error("unroll: this build of gdfast has no CUDA kernels");
 #endif
       },
-      py::arg("unroll"));
+      py::arg("unroll"), py::arg("stored"));
 }
 
 }  // namespace gdfast::bindings

@@ -22,10 +22,12 @@ struct DeviceScalars {
 bool is_available();  // a driver and at least one device; false (never an error) otherwise
 int device_count();   // 0 without a driver
 
-// 16-byte vectors per thread in a block's chunk of a tensor (4; a benchmark may try others:
-// more amortise a block's set-up, fewer spread small tensors over more blocks).
-int chunk_unroll();
-void set_chunk_unroll(int unroll);  // 1 to 64; std::invalid_argument otherwise
+// A block's chunk of a tensor, in 16-byte float32 vectors per thread, of the float32/float64
+// loop (`stored` false: 4) and of the narrow-storage loop (true: 16). Measured on an H200
+// (tools/gpu_kernel_time.py): the narrow loop's set-up per block is worth amortising (1e8
+// bfloat16 AdamW: 732 us at 4, 644 at 16, 652 at 32), the float32 loop's is not (1-3%).
+int chunk_unroll(bool stored);
+void set_chunk_unroll(bool stored, int unroll);  // 1 to 64; std::invalid_argument otherwise
 
 // One step over the tensor list on `device`, launched on `stream` (a cudaStream_t; the DLPack
 // values 1 and 2 are the legacy and per-thread default streams, as in CUDA itself). Launches

@@ -11,7 +11,8 @@
 namespace gdfast::cuda {
 namespace {
 
-std::atomic<int> unroll{4};
+std::atomic<int> plain_unroll{4};
+std::atomic<int> stored_unroll{16};
 
 template <class Rule, class T>
 using LaunchFn = void (*)(const typename Rule::Hyper&, const StepArgs&, const DeviceScalars&,
@@ -58,13 +59,15 @@ int device_count() {
   return n;
 }
 
-int chunk_unroll() { return unroll.load(std::memory_order_relaxed); }
+int chunk_unroll(bool stored) {
+  return (stored ? stored_unroll : plain_unroll).load(std::memory_order_relaxed);
+}
 
-void set_chunk_unroll(int value) {
+void set_chunk_unroll(bool stored, int value) {
   if (value < 1 || value > 64) {
     throw std::invalid_argument("unroll: expected 1 to 64, got " + std::to_string(value));
   }
-  unroll.store(value, std::memory_order_relaxed);
+  (stored ? stored_unroll : plain_unroll).store(value, std::memory_order_relaxed);
 }
 
 #define GDFAST_OPTIMIZER(Rule, header)                                                 \

@@ -26,8 +26,8 @@ __host__ __device__ constexpr int vec_width() {
 // A block's chunk: chunk_unroll() 16-byte vectors per thread (whole vectors, so that chunks
 // of an aligned tensor stay aligned).
 template <class T>
-index_t chunk_elements() {
-  return index_t{kThreads} * chunk_unroll() * vec_width<T>();
+index_t chunk_elements(bool stored) {
+  return index_t{kThreads} * chunk_unroll(stored) * vec_width<T>();
 }
 
 template <int kArrays>
@@ -180,7 +180,7 @@ void launch(const typename Rule::Hyper& hyper, const StepArgs& args, const Devic
   static_assert(sizeof(Table) <= 32764, "kernel parameters are limited to 32764 bytes");
   Table table;
   launch_tables(
-      args, chunk_elements<T>(), table, [](int, index_t) {},
+      args, chunk_elements<T>(false), table, [](int, index_t) {},
       [&](int blocks) {
         step_kernel<Rule, kFlags, T, kArrays>
             <<<blocks, kThreads, 0, stream>>>(table, hyper, scalars);

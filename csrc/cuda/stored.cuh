@@ -187,7 +187,7 @@ void launch_stored(const typename Rule::Hyper& hyper, const StepArgs& args,
   }
   table.stochastic = s.stochastic;
   launch_tables(
-      args, chunk_elements<float>(), table,
+      args, chunk_elements<float>(true), table,
       [&](int slot, index_t t) {
         table.masters[slot] = s.masters != nullptr ? static_cast<float*>(s.masters[t]) : nullptr;
         table.param_keys[slot] = s.stochastic ? rounding::param_key(s.seed, s.step, s.keys[t]) : 0;
