@@ -3,18 +3,22 @@
 // and narrowed as it is stored with the functions of core/rounding.h, the very code the CPU
 // kernels match bit for bit (to nearest even, or stochastically with the same generator).
 // Four elements per thread and step of the loop (16-byte or 8-byte accesses); tensors as in
-// multi_tensor.cuh.
+// multi_tensor.cuh. The storage recipes of core/storage_recipe.h are compiled in with their
+// types fixed; any other call's types are read from it (a branch per array and element).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <tuple>
 
 #include "core/rounding.h"
 #include "core/step_args.h"
+#include "core/storage_recipe.h"
 #include "cuda/check.h"
 #include "cuda/multi_tensor.cuh"
 #include "optim/layout.h"
+#include "optim/rule_traits.h"
 
 namespace gdfast::cuda {
 
@@ -68,11 +72,21 @@ __device__ __forceinline__ void widen4(const uint4& raw, Dtype type, float* out)
   }
 }
 
-// The 16 bits array `slot` of tensor `t` stores for `value` at element i: to nearest even,
-// or stochastically with the CPU kernels' generator.
+// Array k's storage type: the recipe's where it fixes one (a constant, once the loops over
+// the arrays are unrolled), else the call's.
+template <class R, int kInputs>
+__device__ __forceinline__ Dtype stored_type(const Dtype* call, int k) {
+  const Kind kind = R::kind(k, kInputs);
+  return kind == Kind::kCall      ? call[k]
+         : kind == Kind::kFloat32 ? Dtype::kFloat32
+                                  : narrow_type(kind);
+}
+
+// The 16 bits array `slot` of tensor `t` (of 16-bit type `type`) stores for `value` at element
+// i: to nearest even, or stochastically with the CPU kernels' generator.
 template <class Table>
-__device__ __forceinline__ std::uint16_t narrowed(const Table& table, int t, int slot, index_t i,
-                                                  float value, bool stochastic) {
+__device__ __forceinline__ std::uint16_t narrowed(const Table& table, int t, int slot, Dtype type,
+                                                  index_t i, float value, bool stochastic) {
   std::uint32_t random16 = 0;
   if (stochastic) {
     const unsigned role = table.role[slot];
@@ -80,10 +94,10 @@ __device__ __forceinline__ std::uint16_t narrowed(const Table& table, int t, int
         rounding::stream_key(table.param_keys[t], role / 2, static_cast<std::uint64_t>(i));
     random16 = rounding::random16(rounding::random_bits(key, static_cast<std::uint64_t>(i)), role);
   }
-  return rounding::narrow(table.slot[slot] == Dtype::kBfloat16, value, stochastic, random16);
+  return rounding::narrow(type == Dtype::kBfloat16, value, stochastic, random16);
 }
 
-template <class Rule, unsigned kFlags, int kArrays>
+template <class Rule, unsigned kFlags, int kArrays, class Recipe>
 __global__ void __launch_bounds__(kThreads)
     stored_step_kernel(const StoredLaunchTable<kArrays> table, typename Rule::Hyper hyper,
                        DeviceScalars scalars) {
@@ -94,6 +108,7 @@ __global__ void __launch_bounds__(kThreads)
   const auto coef = Rule::template coef<float>(hyper);
   using R = optim::Registers<Rule, kFlags, float>;
   constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
+  const auto type = [&](int k) { return stored_type<Recipe, kInputs>(table.slot, k); };
 
   int lo = 0, hi = table.num_tensors;
   while (hi - lo > 1) {
@@ -115,7 +130,7 @@ __global__ void __launch_bounds__(kThreads)
   // 1024 elements, so this holds for whole tensors), then one at a time.
   bool aligned = master == nullptr || reinterpret_cast<std::uintptr_t>(master + begin) % 16 == 0;
   for (int k = 0; k < kArrays; ++k) {
-    const auto size = static_cast<std::uintptr_t>(dtype_size(table.slot[k]));
+    const auto size = static_cast<std::uintptr_t>(dtype_size(type(k)));
     aligned =
         aligned && (reinterpret_cast<std::uintptr_t>(arrays[k]) + size * begin) % (4 * size) == 0;
   }
@@ -124,11 +139,11 @@ __global__ void __launch_bounds__(kThreads)
     uint4 raw[kArrays];
     for (int k = 0; k < kArrays; ++k) {
       raw[k] = k == 0 && master != nullptr ? load_raw4(master, Dtype::kFloat32, i)
-                                           : load_raw4(arrays[k], table.slot[k], i);
+                                           : load_raw4(arrays[k], type(k), i);
     }
     float v[kArrays][4];
     for (int k = 0; k < kArrays; ++k) {
-      widen4(raw[k], k == 0 && master != nullptr ? Dtype::kFloat32 : table.slot[k], v[k]);
+      widen4(raw[k], k == 0 && master != nullptr ? Dtype::kFloat32 : type(k), v[k]);
     }
     for (int e = 0; e < 4; ++e) {
       R r = R::load([&](int slot) { return v[slot][e]; });
@@ -140,7 +155,7 @@ __global__ void __launch_bounds__(kThreads)
       const bool from_master = k == 0 && master != nullptr;
       if (from_master)
         *reinterpret_cast<float4*>(master + i) = {v[0][0], v[0][1], v[0][2], v[0][3]};
-      if (table.slot[k] == Dtype::kFloat32) {
+      if (type(k) == Dtype::kFloat32) {
         *reinterpret_cast<float4*>(static_cast<float*>(arrays[k]) + i) = {v[k][0], v[k][1], v[k][2],
                                                                           v[k][3]};
         continue;
@@ -148,7 +163,7 @@ __global__ void __launch_bounds__(kThreads)
       const bool stochastic = table.stochastic && !from_master;
       std::uint32_t words[2] = {0, 0};
       for (int e = 0; e < 4; ++e) {
-        words[e / 2] |= std::uint32_t{narrowed(table, lo, k, i + e, v[k][e], stochastic)}
+        words[e / 2] |= std::uint32_t{narrowed(table, lo, k, type(k), i + e, v[k][e], stochastic)}
                         << (16 * (e % 2));
       }
       *reinterpret_cast<uint2*>(static_cast<std::uint16_t*>(arrays[k]) + i) = {words[0], words[1]};
@@ -156,25 +171,24 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (index_t i = vector_end + threadIdx.x; i < end; i += kThreads) {
     R r = R::load([&](int slot) {
-      return slot == 0 && master != nullptr ? master[i]
-                                            : load_stored(arrays[slot], table.slot[slot], i);
+      return slot == 0 && master != nullptr ? master[i] : load_stored(arrays[slot], type(slot), i);
     });
     r.update(coef);
     r.store([&](int slot, float value) {
       const bool from_master = slot == 0 && master != nullptr;
       if (from_master) master[i] = value;
-      if (table.slot[slot] == Dtype::kFloat32) {
+      if (type(slot) == Dtype::kFloat32) {
         static_cast<float*>(arrays[slot])[i] = value;
         return;
       }
       static_cast<std::uint16_t*>(arrays[slot])[i] =
-          narrowed(table, lo, slot, i, value, table.stochastic && !from_master);
+          narrowed(table, lo, slot, type(slot), i, value, table.stochastic && !from_master);
     });
   }
 }
 
-template <class Rule, unsigned kFlags>
-void launch_stored(const typename Rule::Hyper& hyper, const StepArgs& args,
+template <class Rule, unsigned kFlags, class R>
+void launch_recipe(const typename Rule::Hyper& hyper, const StepArgs& args,
                    const DeviceScalars& scalars, cudaStream_t stream) {
   constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
   using Table = StoredLaunchTable<kArrays>;
@@ -193,9 +207,33 @@ void launch_stored(const typename Rule::Hyper& hyper, const StepArgs& args,
         table.param_keys[slot] = s.stochastic ? rounding::param_key(s.seed, s.step, s.keys[t]) : 0;
       },
       [&](int blocks) {
-        stored_step_kernel<Rule, kFlags, kArrays>
+        stored_step_kernel<Rule, kFlags, kArrays, R>
             <<<blocks, kThreads, 0, stream>>>(table, hyper, scalars);
       });
+}
+
+// The first of the recipes that matches the call's storage, if one does.
+template <class Rule, unsigned kFlags, class... Rs>
+bool launch_mode_recipe(const typename Rule::Hyper& hyper, const StepArgs& args,
+                        const DeviceScalars& scalars, cudaStream_t stream, std::tuple<Rs...>*) {
+  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
+  constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
+  const bool master = args.storage->masters != nullptr;
+  return ((matches<Rs>(*args.storage, master, kArrays, kInputs) &&
+           (launch_recipe<Rule, kFlags, Rs>(hyper, args, scalars, stream), true)) ||
+          ...);
+}
+
+template <class Rule, unsigned kFlags>
+void launch_stored(const typename Rule::Hyper& hyper, const StepArgs& args,
+                   const DeviceScalars& scalars, cudaStream_t stream) {
+  if constexpr (optim::HasStorageRecipes<Rule>::value) {
+    if (launch_mode_recipe<Rule, kFlags>(hyper, args, scalars, stream,
+                                         static_cast<ModeRecipes*>(nullptr))) {
+      return;
+    }
+  }
+  launch_recipe<Rule, kFlags, AnyRecipe>(hyper, args, scalars, stream);
 }
 
 }  // namespace gdfast::cuda

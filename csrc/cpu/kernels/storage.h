@@ -2,9 +2,9 @@
 // float32 master copy of the param: each array is widened to float32 as it is loaded and
 // narrowed as it is stored (Narrow16 of the lane header: to nearest even, or stochastically),
 // inside the rule's one loop (run_lanes), so the conversions overlap the rule's arithmetic.
-// The common storage combinations (Recipe) are compiled in on the vector levels; any other
-// reads each array's storage type from the call (a branch per array and lane, the same for
-// the whole call), so each rule is not compiled once per combination of storage types.
+// The common storage combinations (core/storage_recipe.h) are compiled in on the vector
+// levels; any other reads each array's storage type from the call (a branch per array and lane, the
+// same for the whole call), so each rule is not compiled once per combination of storage types.
 // Included only by kernels.cpp.
 #pragma once
 
@@ -15,6 +15,7 @@
 
 #include "core/rounding.h"
 #include "core/step_args.h"
+#include "core/storage_recipe.h"
 #include "cpu/kernels/elementwise.h"
 #include "optim/layout.h"
 #include "optim/rule_traits.h"
@@ -37,36 +38,6 @@ struct StoredPointers {
   std::uint32_t key[kStreams];
 };
 
-// How an array is stored, fixed at compile time (kCall: read from the call).
-enum class Kind { kCall, kFloat32, kBfloat16, kFloat16, kMasterOfBfloat16, kMasterOfFloat16 };
-
-// A combination of storage kinds: the param's, the inputs', the states'.
-template <Kind kParam, Kind kInput, Kind kState>
-struct Recipe {
-  static constexpr Kind kind(int slot, int num_inputs) {
-    return slot == 0 ? kParam : slot <= num_inputs ? kInput : kState;
-  }
-};
-using AnyRecipe = Recipe<Kind::kCall, Kind::kCall, Kind::kCall>;
-
-// Whether a call's storage is that recipe's.
-template <class R>
-bool matches(const Storage& s, bool master, int num_arrays, int num_inputs) {
-  for (int k = 0; k < num_arrays; ++k) {
-    const Kind kind = R::kind(k, num_inputs);
-    const bool of_master = kind == Kind::kMasterOfBfloat16 || kind == Kind::kMasterOfFloat16;
-    // (a master copy is the param's alone)
-    if (k == 0 && kind != Kind::kCall && of_master != master) return false;
-    const bool ok =
-        kind == Kind::kFloat32                                       ? s.slot[k] == Dtype::kFloat32
-        : kind == Kind::kBfloat16 || kind == Kind::kMasterOfBfloat16 ? s.slot[k] == Dtype::kBfloat16
-        : kind == Kind::kFloat16 || kind == Kind::kMasterOfFloat16   ? s.slot[k] == Dtype::kFloat16
-                                                                     : true;
-    if (!ok) return false;
-  }
-  return true;
-}
-
 template <class Rule, unsigned kFlags, class R>
 struct StoredLanes : optim::Registers<Rule, kFlags, Lane<float>> {
   using Base = optim::Registers<Rule, kFlags, Lane<float>>;
@@ -77,13 +48,6 @@ struct StoredLanes : optim::Registers<Rule, kFlags, Lane<float>> {
   static constexpr index_t kLanes = L::kLanes;
 
   static constexpr Kind kind(int slot) { return R::kind(slot, Layout::kNumInputs); }
-  static constexpr bool is_master(Kind k) {
-    return k == Kind::kMasterOfBfloat16 || k == Kind::kMasterOfFloat16;
-  }
-  static constexpr Dtype narrow_type(Kind k) {
-    return k == Kind::kBfloat16 || k == Kind::kMasterOfBfloat16 ? Dtype::kBfloat16
-                                                                : Dtype::kFloat16;
-  }
 
   // Where an array of the lane is loaded from and stored to: float32 memory (`wide`, where the
   // param's master copy counts as the param's), else 16-bit memory of type `narrow`.
@@ -169,16 +133,6 @@ struct StoredLanes : optim::Registers<Rule, kFlags, Lane<float>> {
     optim::for_each_index(fn, std::make_integer_sequence<int, Layout::kNumArrays>{});
   }
 };
-
-// The storage combinations of the precision modes users pick most (bfloat16 params with
-// bfloat16 or float32 states, with or without a master copy; float32 params with bfloat16
-// states), compiled in where the lanes are vectors, for the rules that declare
-// kStorageRecipes (Adam, SGD, Lion). Each recipe costs compile time and code size; float16,
-// the other combinations and the other rules take the general loop (same bits, slower).
-using ModeRecipes = std::tuple<Recipe<Kind::kBfloat16, Kind::kBfloat16, Kind::kBfloat16>,
-                               Recipe<Kind::kBfloat16, Kind::kBfloat16, Kind::kFloat32>,
-                               Recipe<Kind::kMasterOfBfloat16, Kind::kBfloat16, Kind::kFloat32>,
-                               Recipe<Kind::kFloat32, Kind::kFloat32, Kind::kBfloat16>>;
 
 // Recipes are for speed alone (the general loop computes the same bits): an unoptimized
 // build (the sanitizers' Debug one) leaves them out, which saves two thirds of its compile time.
