@@ -35,6 +35,7 @@ import numpy as np
 from . import _core
 from ._clip import check_max_norm, clipped_scale, sum_squares
 from ._spec import RULES, Rule, State, shown
+from .schedules import Schedule
 
 # Values a group may hold that cannot change without being replaced (a tensor lr can).
 _SCALARS = frozenset((float, int, bool, str, type(None)))
@@ -62,6 +63,15 @@ def is_tensor(x: Any) -> bool:
 # step (torch keeps it as a float tensor, so its integral floats are counts too).
 COUNT_LIMIT = 2**53
 _INF = math.inf
+
+
+def scheduled_steps(group: Mapping[str, Any]) -> int:
+    """The steps a group with a learning-rate schedule has taken (``lr_step``, 0 if absent);
+    ValueError naming lr_step if it is not a count."""
+    count = count_value(group.get("lr_step", 0))
+    if count is None:
+        raise ValueError(f"lr_step: {COUNT_EXPECTED}, got {group.get('lr_step')!r}")
+    return int(count)
 
 
 def count_value(value: Any) -> Optional[int]:
@@ -569,6 +579,8 @@ class StepPath:
         rule = self._ctor.rule
         try:
             values = self._ctor.hyper_values(group)
+            if isinstance(values.get("lr"), Schedule):  # evaluated for the step to be taken
+                values["lr"] = values["lr"](scheduled_steps(group))
             if self._converts_host_values:
                 try:
                     values = {k: self._host(v) for k, v in values.items()}
@@ -649,6 +661,9 @@ class StepPath:
         results = _core.step(self._ctor.rule.id, calls, stream)
         for k, (batch, *_) in enumerate(work):
             self._commit(batch, None if results is None else results[k])
+        for group in self.param_groups:  # (every group's schedule: one per optimizer step)
+            if isinstance(group.get("lr"), Schedule):
+                group["lr_step"] = scheduled_steps(group) + 1
         if rounding is not None:
             for group in self.param_groups:
                 group["rounding_step"] = rounding
