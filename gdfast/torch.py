@@ -211,8 +211,12 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         if merged.get("stochastic_rounding") is True and merged.get("seed") is None:
             group["seed"] = self._draw_seed()
 
+    # One opaque call to torch.compile: traced into, the step's Python guarded on its step
+    # counts and recompiled every step until Dynamo's limit (17-23 graph breaks, a first
+    # call of seconds); here a compiled training step breaks its graph once, at the call.
+    @torch.compiler.disable  # type: ignore[untyped-decorator]
     @torch.no_grad()
-    def step(  # type: ignore[override]  # torch.optim's runtime signature, not its overloads
+    def step(  # (torch.optim's runtime signature, not its overloads)
         self, closure: Optional[Callable[[], float]] = None
     ) -> Optional[float]:
         loss = None

@@ -674,6 +674,42 @@ def test_compiled_model_trains_with_gdfast_adamw(digits):
     assert_params_close(model, reference[0], torch.float32)
 
 
+def test_compiled_training_step_compiles_once_and_matches_eager():
+    """torch.compile over a whole training step (zero_grad, forward, backward, step): gdfast's
+    step is one opaque call (torch.compiler.disable), so Dynamo makes its graphs on the first
+    call and none after (traced into, the step's counts made it recompile every step), and the
+    result is bitwise eager's."""
+    from torch._dynamo.utils import counters
+
+    x = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 10, (32,), generator=torch.Generator().manual_seed(1))
+    results, graphs = [], []
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        counters.clear()
+        model = mlp()
+        opt = gt.AdamW(model.parameters(), lr=1e-2)
+
+        def train_step(x, y):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()  # (a loss kept past the step's graph
+            opt.step()  # break would be a non-leaf whose .grad Dynamo reads: a warning)
+
+        step = torch.compile(train_step, backend="aot_eager") if compiled else train_step
+        try:
+            for i in range(100):
+                step(x, y)
+                if i == 1:
+                    graphs.append(counters["stats"]["unique_graphs"])
+            graphs.append(counters["stats"]["unique_graphs"])
+        finally:
+            torch._dynamo.reset()
+        results.append([p.detach().clone() for p in model.parameters()])
+    assert graphs[2] == graphs[3] >= 1  # compiled: no graph made after the second step
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 def test_step_builds_no_autograd_graph():
     torch.manual_seed(0)
     p = nn.Parameter(torch.randn(5))
