@@ -50,6 +50,7 @@ except ImportError:
     raise ImportError(_message) from None
 
 from . import _spec, cuda, ops, optim
+from ._clip import global_norm, norms
 from .isa import isa_info, set_isa, use_isa
 from .optim import Optimizer
 
@@ -105,7 +106,9 @@ __all__ = [
     "cuda",
     "get_include",
     "get_num_threads",
+    "global_norm",
     "isa_info",
+    "norms",
     "ops",
     "optimizers",
     "set_isa",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
@@ -27,13 +27,28 @@ def check_max_norm(value: Any) -> Optional[float]:
     return checked
 
 
-def sum_squares(grads: Any) -> float:
+def sum_squares(grads: Any, name: str = "grad") -> float:
     """The sum of the squares of every element of grads (an array or a list), the arrays'
     sums added in list order."""
     total = 0.0
-    for part in _core.sum_squares(grads):
+    for part in _core.sum_squares(grads, name):
         total += part
     return total
+
+
+def norms(arrays: Any) -> List[float]:
+    """The L2 norm of each array of ``arrays`` (one array, or a list of them: NumPy or any CPU
+    DLPack tensor, float32/float64/bfloat16/float16), for a trust ratio (LAMB) or monitoring:
+    squares summed in double over fixed chunks added in order (the sum clipping uses), so
+    bitwise the same for any thread count and ISA level."""
+    return [math.sqrt(part) for part in _core.sum_squares(arrays, "arrays")]
+
+
+def global_norm(arrays: Any) -> float:
+    """The L2 norm of all the elements of ``arrays`` together, as ``max_grad_norm`` clips by
+    it (``last_grad_norm``) and as ``torch.nn.utils.get_total_norm`` computes it (torch sums in
+    the arrays' dtype; here in double)."""
+    return math.sqrt(sum_squares(arrays, "arrays"))
 
 
 def clip_factor(norm: float, max_norm: float, float64: bool) -> float:

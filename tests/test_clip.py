@@ -274,3 +274,31 @@ def test_numpy_class_clips_and_checks_its_option():
     with pytest.raises(ValueError, match=r"param_groups\[0\]: max_grad_norm: expected None or "
                                          r"a finite number >= 0, got -2.0"):
         gdfast.Adam(params, lr=1e-2, max_grad_norm=-2.0).step(grads)
+
+
+# -- per-tensor and global norms ---------------------------------------------------------------
+
+def test_norms_are_the_square_roots_of_the_exact_sums(threads):
+    arrays = _arrays("float32", [0, 1, 17, 70_001], seed=4)
+    assert gdfast.norms(arrays) == [math.sqrt(reference_sum_squares(a)) for a in arrays]
+    assert gdfast.norms(arrays[3]) == gdfast.norms(arrays)[3:]
+    # the global norm sums the per-array sums in order: the one max_grad_norm clips by
+    total = 0.0
+    for a in arrays:
+        total += reference_sum_squares(a)
+    assert gdfast.global_norm(arrays) == math.sqrt(total)
+
+
+def test_global_norm_is_what_clipping_reports_and_torch_computes():
+    torch = pytest.importorskip("torch")
+    params, grads, *_ = _problem(np.float32)
+    opt = gdfast.SGD(params, lr=0.1, max_grad_norm=1.0)
+    opt.step(grads)
+    assert gdfast.global_norm(grads) == opt.last_grad_norm  # bitwise: the same sums
+    expected = float(torch.nn.utils.get_total_norm([torch.from_numpy(g) for g in grads]))
+    assert gdfast.global_norm(grads) == pytest.approx(expected, rel=1e-6)  # torch: float32 sums
+
+
+def test_norms_name_bad_arrays():
+    with pytest.raises(TypeError, match=r"arrays\[1\]: expected float32"):
+        gdfast.norms([np.ones(3, np.float32), np.ones(3, np.int32)])

@@ -1,8 +1,11 @@
 // Reductions for the step path (clipping by the gradients' norm):
-//   sum_squares(grads)   per array (one, or a list), the sum of the squares of its elements,
-//                        in double, bitwise the same for any thread count and ISA level
+//   sum_squares(arrays, name="grad")
+//                        per array (one, or a list), the sum of the squares of its elements,
+//                        in double, bitwise the same for any thread count and ISA level;
+//                        messages name the arrays `name`
 #include <pybind11/stl.h>
 
+#include <string>
 #include <vector>
 
 #include "bindings/convert.h"
@@ -12,11 +15,11 @@
 namespace gdfast::bindings {
 namespace {
 
-std::vector<double> sum_squares(py::handle grads) {
-  TensorBatch batch({{"grad", grads, false}}, py::none());
+std::vector<double> sum_squares(py::handle arrays, const std::string& name) {
+  TensorBatch batch({{name.c_str(), arrays, false}}, py::none());
   if (batch.on_cuda()) {
     throw py::value_error(
-        "grad: max_grad_norm takes CPU arrays only (the CUDA kernels have no reduction yet)");
+        name + ": norms are taken of CPU arrays only (the CUDA kernels have no reduction yet)");
   }
   const StepArgs args = batch.step_args();
   const Dtype type = batch.storage() != nullptr ? batch.storage()->slot[0] : batch.dtype();
@@ -31,6 +34,8 @@ std::vector<double> sum_squares(py::handle grads) {
 
 }  // namespace
 
-void register_reduce(py::module_& m) { m.def("sum_squares", &sum_squares, py::arg("grads")); }
+void register_reduce(py::module_& m) {
+  m.def("sum_squares", &sum_squares, py::arg("arrays"), py::arg("name") = "grad");
+}
 
 }  // namespace gdfast::bindings
