@@ -25,7 +25,7 @@ int device_count();   // 0 without a driver
 // A block's chunk of a tensor, in 16-byte float32 vectors per thread, of the float32/float64
 // loop (`stored` false: 4) and of the narrow-storage loop (true: 16). Measured on an H200
 // (tools/gpu_kernel_time.py): the narrow loop's set-up per block is worth amortising (1e8
-// bfloat16 AdamW: 732 us at 4, 644 at 16, 652 at 32), the float32 loop's is not (1-3%).
+// bfloat16 AdamW: 488 us at 4, 421 at 16, 419 at 32), the float32 loop's is not (within 2%).
 int chunk_unroll(bool stored);
 void set_chunk_unroll(bool stored, int unroll);  // 1 to 64; std::invalid_argument otherwise
 

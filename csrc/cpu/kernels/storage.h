@@ -3,8 +3,9 @@
 // narrowed as it is stored (Narrow16 of the lane header: to nearest even, or stochastically),
 // inside the rule's one loop (run_lanes), so the conversions overlap the rule's arithmetic.
 // The common storage combinations (core/storage_recipe.h) are compiled in on the vector
-// levels; any other reads each array's storage type from the call (a branch per array and lane, the
-// same for the whole call), so each rule is not compiled once per combination of storage types.
+// levels; any other reads each array's storage type from the call (a branch per array and
+// lane, the same for the whole call), so each rule is not compiled once per combination of
+// storage types.
 // Included only by kernels.cpp.
 #pragma once
 
