@@ -521,6 +521,13 @@ _NOT_DENSE = ("has gaps or overlaps in memory (a view such as x[:, ::2] or an ex
 
 
 def _check_param(p: torch.Tensor, where: str) -> None:
+    # A subclass with its own dispatch (DTensor: FSDP2's fully_shard, tensor parallelism) has
+    # no memory of its own to step: refused here, not at the first step with torch's words.
+    if type(p).__torch_dispatch__ is not torch.Tensor.__torch_dispatch__:
+        raise TypeError(f"{where}: is a {type(p).__name__}, a tensor subclass with its own "
+                        "dispatch (FSDP2's fully_shard and tensor parallelism make DTensor "
+                        "params); gdfast steps plain tensors, so far: use torch.optim for "
+                        "these params")
     if p.layout != torch.strided:
         raise ValueError(f"{where}: is a sparse tensor ({p.layout}); gdfast steps dense "
                          "tensors (use p.to_dense(), or torch.optim.SparseAdam)")
