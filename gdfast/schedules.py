@@ -18,37 +18,26 @@ from __future__ import annotations
 
 import bisect
 import math
-import numbers
 from typing import Any, Sequence, Tuple
+
+from ._spec import POSITIVE, Range, check_one
 
 __all__ = ["Schedule", "Constant", "LinearWarmup", "Cosine", "LinearDecay", "OneCycle",
            "InverseSqrt", "WarmupStableDecay", "Piecewise"]
 
 
-def _rate(name: str, value: Any) -> float:
-    """A learning rate: a finite real number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number >= 0, got {value!r}")
-    rate = float(value)
-    if not (0.0 <= rate < math.inf):
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    return rate
+_RATE = Range(0.0)  # a finite number >= 0
+_UNIT = Range(0.0, 1.0, hi_open=False)
+
+
+def _rate(name: str, value: Any, allowed: Range = _RATE) -> float:
+    check_one(name, value, allowed)
+    return float(value)
 
 
 def _steps(name: str, value: Any, least: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int >= {least}, got {value!r}")
-    if value < least:
-        raise ValueError(f"{name}: expected an int >= {least}, got {value!r}")
+    check_one(name, value, Range(least, integer=True))
     return int(value)
-
-
-def _fraction(name: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number in [{low}, {high}], got {value!r}")
-    if not (low <= float(value) <= high):
-        raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
-    return float(value)
 
 
 def _cosine(start: float, end: float, progress: float) -> float:
@@ -103,7 +92,7 @@ class LinearWarmup(Schedule):
     def __init__(self, lr: float, warmup_steps: int, start_factor: float = 0.0) -> None:
         self.lr = _rate("lr", lr)
         self.warmup_steps = _steps("warmup_steps", warmup_steps, 1)
-        self.start_factor = _fraction("start_factor", start_factor, 0.0, 1.0)
+        self.start_factor = _rate("start_factor", start_factor, _UNIT)
 
     def lr_at(self, step: int) -> float:
         done = min(step, self.warmup_steps) / self.warmup_steps
@@ -165,11 +154,9 @@ class OneCycle(Schedule):
                  anneal: str = "cos") -> None:
         self.max_lr = _rate("max_lr", max_lr)
         self.total_steps = _steps("total_steps", total_steps, 2)
-        self.pct_start = _fraction("pct_start", pct_start, 0.0, 1.0)
-        for name, value in (("div_factor", div_factor), ("final_div_factor", final_div_factor)):
-            if _rate(name, value) <= 0.0:
-                raise ValueError(f"{name}: expected a number > 0, got {value!r}")
-        self.div_factor, self.final_div_factor = float(div_factor), float(final_div_factor)
+        self.pct_start = _rate("pct_start", pct_start, _UNIT)
+        self.div_factor = _rate("div_factor", div_factor, POSITIVE)
+        self.final_div_factor = _rate("final_div_factor", final_div_factor, POSITIVE)
         if anneal not in ("cos", "linear"):
             raise ValueError(f"anneal: expected 'cos' or 'linear', got {anneal!r}")
         self.anneal = anneal
