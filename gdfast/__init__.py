@@ -52,6 +52,7 @@ except ImportError:
 from . import _spec, cuda, ops, optim
 from ._clip import global_norm, norms
 from .isa import isa_info, set_isa, use_isa
+from ._stepping import EIGHT_BIT
 from .optim import Optimizer
 
 __version__: str = _core.__version__
@@ -86,12 +87,13 @@ def get_include() -> str:
 
 
 def optimizers() -> List[str]:
-    """The names of the optimizer classes (``gdfast.<Name>`` and ``gdfast.torch.<Name>``)."""
-    return [name for name in optim.__all__ if name != "Optimizer"]
+    """The names of the optimizer classes (``gdfast.<Name>`` and ``gdfast.torch.<Name>``), one
+    per constructor; their 8-bit variants (``Adam8bit``, ``AdamW8bit``, ``Lion8bit``) aside."""
+    return [name for name in optim.__all__ if name != "Optimizer" and name not in EIGHT_BIT]
 
 
-# The stateful optimizers, one per constructor of gdfast/_constructors.py.
-globals().update({name: getattr(optim, name) for name in optimizers()})
+# The stateful optimizers, one per constructor of gdfast/_constructors.py, and the 8-bit ones.
+globals().update({name: getattr(optim, name) for name in (*optimizers(), *EIGHT_BIT)})
 
 
 def __getattr__(name: str) -> Any:
@@ -101,6 +103,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     *optimizers(),
+    *EIGHT_BIT,
     "Optimizer",
     "__version__",
     "cuda",

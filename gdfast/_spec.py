@@ -88,6 +88,7 @@ class State:
     when: str  # "" if always used, else the options that switch it on ("amsgrad=True")
     init: str  # "zeros" | "unset" (the first step writes it) | "fill"
     fill_from: Optional[str]  # "fill": every element starts at this hyperparameter's value
+    nonnegative: bool = False  # never negative: stored 8-bit, it takes the unsigned map
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def shown(value: Any) -> str:
 def _rule(entry: Mapping[str, Any]) -> Rule:
     fields = tuple(Field(f["name"], f["kind"], f["default"], Range(*f["range"]), f["start_from"])
                    for f in entry["fields"])
-    states = tuple(State(s["name"], s["when"], s["init"], s["fill_from"])
+    states = tuple(State(s["name"], s["when"], s["init"], s["fill_from"], s["nonnegative"])
                    for s in entry["states"])
     return Rule(entry["id"], entry["name"], entry["summary"], tuple(entry["inputs"]), states,
                 fields, entry["step"])

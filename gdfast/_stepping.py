@@ -20,6 +20,7 @@ and how narrowed stores round. The kernel gets them as a batch's ``precision`` e
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -107,12 +108,27 @@ def scalar_state_value(value: Any) -> Optional[float]:
 # gdfast's own constructor arguments, keyword-only after torch's on every class, with their
 # defaults; stored in each param group like the others.
 PRECISION_OPTIONS: Dict[str, Any] = {"state_dtype": None, "master_weights": False,
-                                     "stochastic_rounding": False, "seed": None}
+                                     "stochastic_rounding": False, "seed": None,
+                                     "optim_bits": 32, "min_8bit_size": 4096}
 # Clipping by the gradients' L2 norm (gdfast/_clip.py), fused into the step: max_grad_norm
 # (None: none) with the norm over every group whose clip_per_group is False, or over its own.
 CLIP_OPTIONS: Dict[str, Any] = {"max_grad_norm": None, "clip_per_group": False}
 GDFAST_OPTIONS: Dict[str, Any] = {**PRECISION_OPTIONS, **CLIP_OPTIONS}
 SEED_LIMIT = 2**64
+# An 8-bit state `name` (uint8 codes, core/quant8.h) keeps its blocks' absmax as name + ABSMAX.
+ABSMAX = "_absmax"
+BLOCK = 256  # elements per block of an 8-bit state
+
+
+def absmax_size(param: Any) -> int:
+    """The number of blocks of an 8-bit state of ``param`` (complex: real pairs)."""
+    n = math.prod(param.shape) * (2 if getattr(param, "is_complex", bool)() else 1)
+    return -(-n // BLOCK)
+
+
+def is_codes(state: Any) -> bool:
+    """Whether a state array holds 8-bit codes."""
+    return dtype_name(getattr(state, "dtype", None)) == "uint8"
 NARROW = frozenset(("bfloat16", "float16"))  # stored narrower than they are computed
 SINGLE = frozenset(("float32", "bfloat16", "float16"))  # stored types of float32 math
 
@@ -125,11 +141,11 @@ def dtype_name(dtype: Any) -> str:
 
 def kept_dtype(param_dtype: Any, state: str, value_dtype: Any) -> bool:
     """Whether a loaded state keeps its stored dtype (else: it takes the param's, as
-    torch.optim's load_state_dict casts it): the master copy always (float32); the others
-    when both the param and the state are stored types of float32 math (float32, bfloat16,
-    float16), which the kernels pair in any combination, float16 states with float16 params
-    only."""
-    if state == "master_param":
+    torch.optim's load_state_dict casts it): the master copy and an 8-bit state's codes and
+    absmax always; the others when both the param and the state are stored types of float32
+    math (float32, bfloat16, float16), which the kernels pair in any combination, float16
+    states with float16 params only."""
+    if state == "master_param" or state.endswith(ABSMAX) or dtype_name(value_dtype) == "uint8":
         return True
     param, value = dtype_name(param_dtype), dtype_name(value_dtype)
     # (float16 states only for float16 params, as state_dtype allows: others may leave its range)
@@ -144,6 +160,8 @@ class Precision:
     master: bool = False  # a float32 master copy, state['master_param'], is stepped
     stochastic: bool = False  # narrowed stores round stochastically
     seed: Optional[int] = None
+    bits8: bool = False  # new states of params of min_8bit_size elements or more are 8-bit
+    min_8bit_size: int = 4096
 
 
 DEFAULT_PRECISION = Precision()
@@ -249,8 +267,8 @@ Body = Callable[..., Optional[Dict[str, Any]]]
 _GDFAST_PARAMETERS = [
     inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=note)
     for (name, default), note in zip(GDFAST_OPTIONS.items(),
-                                     ("Optional[dtype]", "bool", "bool", "Optional[int]",
-                                      "Optional[float]", "bool"))]
+                                     ("Optional[dtype]", "bool", "bool", "Optional[int]", "int",
+                                      "int", "Optional[float]", "bool"))]
 
 _GDFAST_DOC = """
 
@@ -260,6 +278,9 @@ master_weights: keep a float32 copy of each bfloat16/float16 param, state['maste
 the step updates it and writes the param rounded to nearest.
 stochastic_rounding: round narrowed stores stochastically (seed: an int in [0, 2**64); None:
 drawn at construction). Not together with master_weights.
+optim_bits: 8 keeps the states of params of min_8bit_size elements or more as blockwise 8-bit
+codes (state[name], uint8) with one float32 absmax per block of 256 (state[name + '_absmax']);
+smaller params keep state_dtype states (README "8-bit states").
 
 Fused clipping (README "Clipping"): max_grad_norm clips the gradients by their L2 norm over
 every group whose clip_per_group is False (clip_per_group=True: over the group's own), as
@@ -277,6 +298,24 @@ def constructor(rule: str, **fixed: Any) -> Callable[[Body], Body]:
                                                 (inspect.getdoc(fn) or "") + _GDFAST_DOC, fn)
         return fn
     return register
+
+
+# The 8-bit classes, named as bitsandbytes and torchao name them: the class they are named after
+# with optim_bits=8 fixed (and not an argument).
+EIGHT_BIT = {"Adam8bit": "Adam", "AdamW8bit": "AdamW", "Lion8bit": "Lion"}
+
+
+def eight_bit_constructors() -> List[Constructor]:
+    out = []
+    for name, base_name in EIGHT_BIT.items():
+        base = CONSTRUCTORS[base_name]
+        signature = base.signature.replace(parameters=[
+            p for p in base.signature.parameters.values() if p.name != "optim_bits"])
+        doc = (f"{base_name} with blockwise 8-bit states (optim_bits=8): "
+               f"{base.doc[0].lower()}{base.doc[1:]}")
+        out.append(dataclasses.replace(base, name=name, signature=signature, doc=doc,
+                                       fixed={**base.fixed, "optim_bits": 8}))
+    return out
 
 
 def make_class(ctor: Constructor, base: type, module: str) -> type:
@@ -319,7 +358,7 @@ class Batch:
     __slots__ = ("names", "members", "params", "positions", "identities", "on_device",
                  "param_arrays", "state_args", "values", "first_call", "hyper", "indices",
                  "front", "where", "layouts", "precision", "masters", "narrow", "keys",
-                 "expected")
+                 "expected", "absmax")
 
     def __init__(self, names: Tuple[str, ...], members: List[Member], identities: Any,
                  on_device: bool, param_arrays: List[Any], state_args: Tuple[Any, ...],
@@ -342,6 +381,9 @@ class Batch:
             self.layouts = [m.layout for m in members]
         self.precision = DEFAULT_PRECISION  # the group's options the batch was made with
         self.masters: Optional[List[Any]] = None  # the kernel's master arrays (master weights)
+        # Per state of the rule: None, or the absmax arrays of its 8-bit codes; None if no
+        # state is 8-bit.
+        self.absmax: Optional[Tuple[Any, ...]] = None
         self.narrow = False  # some array it writes is bfloat16/float16 (rounding matters)
         # (index of the group's first param among all, the members' indices among all params)
         self.keys: Tuple[int, Tuple[int, ...]] = (-1, ())
@@ -376,8 +418,10 @@ class StepPath:
     _scalars_are_objects = False
     # Hyperparameters go through _host before the checks (torch: tensors to numbers).
     _converts_host_values = False
-    # The front end's float32 dtype (states of a param with a master copy default to it).
+    # The front end's float32 dtype (states of a param with a master copy default to it), and
+    # its uint8 (the codes of 8-bit states).
     _float32: Any = None
+    _uint8: Any = None
 
     # -- hooks ---------------------------------------------------------------------------------
     def _host(self, value: Any) -> Any:
@@ -402,6 +446,10 @@ class StepPath:
 
     def _new_master(self, param: Any) -> Any:
         """A float32 copy of a param, laid out like it."""
+        raise NotImplementedError
+
+    def _new_absmax(self, param: Any) -> Any:
+        """The blocks' absmax of a new 8-bit state of a param: float32 zeros, one per block."""
         raise NotImplementedError
 
     def _state_dtype(self, value: Any) -> Any:
@@ -524,9 +572,18 @@ class StepPath:
         if stochastic and seed is None:
             raise ValueError("seed: stochastic_rounding=True needs one (an int in [0, 2**64)), "
                              "got None")
-        if not (master or stochastic or state_dtype is not None):
+        bits = get("optim_bits", 32)
+        if isinstance(bits, (bool, np.bool_)) or bits not in (8, 32):
+            raise ValueError(f"optim_bits: expected 32 or 8 (8-bit blockwise states), got "
+                             f"{bits!r}")
+        min_size = get("min_8bit_size", 4096)
+        if isinstance(min_size, (bool, np.bool_)) or not isinstance(min_size, numbers.Integral) \
+                or min_size < 0:
+            raise (ValueError if isinstance(min_size, numbers.Integral) else TypeError)(
+                f"min_8bit_size: expected an int >= 0, got {min_size!r}")
+        if not (master or stochastic or state_dtype is not None or bits == 8):
             return DEFAULT_PRECISION
-        return Precision(state_dtype, master, stochastic, seed)
+        return Precision(state_dtype, master, stochastic, seed, bits == 8, int(min_size))
 
     @staticmethod
     def _check_param_precision(dtype: Any, precision: Precision, who: str) -> None:
@@ -550,6 +607,26 @@ class StepPath:
                 raise ValueError(f"{who}: state_dtype=float16 is for float16 params; the states "
                                  f"of a {name} param may leave float16's range (normal numbers "
                                  "6.1e-05 to 65504): use bfloat16 or float32")
+
+    def _member_bits8(self, m: Member, names: Tuple[str, ...], precision: Precision,
+                      values: Mapping[str, Any], who: str) -> bool:
+        """Whether a member's new states are 8-bit: those of a param that already keeps 8-bit
+        states, or, for one with none yet, optim_bits=8 and min_8bit_size elements or more.
+        ValueError naming the param where its dtype or the rule's states cannot be 8-bit."""
+        kept = [m.store.get(n) for n in names if m.store.get(n) is not None]
+        if kept:
+            return any(is_codes(s) for s in kept)
+        if not precision.bits8 or math.prod(m.param.shape) < precision.min_8bit_size:
+            return False
+        if dtype_name(m.param.dtype) not in SINGLE:
+            raise ValueError(f"{who}: optim_bits=8 is for float32, bfloat16 and float16 params, "
+                             f"got a {dtype_name(m.param.dtype)} param")
+        for spec in self._ctor.rule.states:
+            if spec.name in names and spec.fill_from and float(values[spec.fill_from]) != 0:
+                raise ValueError(f"{who}: optim_bits=8: state[{spec.name!r}] starts at "
+                                 f"{spec.fill_from}={values[spec.fill_from]!r}, which 8-bit "
+                                 "blockwise codes hold only approximately; use optim_bits=32")
+        return True
 
     def _states_dtype(self, precision: Precision) -> Any:
         """The dtype of a group's new states (None: the param's)."""
@@ -650,10 +727,12 @@ class StepPath:
             call: Tuple[Any, ...] = (batch.param_arrays, (grads,), batch.state_args,
                                      self._batch_hyper(batch, values, step, grad_scale), label,
                                      device_scalars)
-            if batch.masters is not None:  # the kernel reads the master, writes it and param
-                call += ((batch.masters, None, None),)
-            elif batch.precision.stochastic and batch.narrow:
-                call += ((None, batch.precision.seed, batch.keys[1], rounding),)
+            stochastic = batch.precision.stochastic and batch.narrow
+            if batch.masters is not None or stochastic or batch.absmax is not None:
+                # (a master copy: the kernel reads it, writes it and the param)
+                call += ((batch.masters, batch.precision.seed if stochastic else None,
+                          batch.keys[1] if stochastic else None,
+                          rounding if stochastic else None, batch.absmax),)
             calls.append(call)
         if not run:
             _core.check(self._ctor.rule.id, calls, stream)
@@ -827,7 +906,8 @@ class StepPath:
         starts = self._scalar_starts(values)
         scalar_names = (("step",) if rule.step == "counted" else ()) + tuple(starts)
         states_dtype = self._states_dtype(precision)
-        # the master copy travels with the states (made, checked and laid out like them)
+        # the master copy travels with the states (made, checked and laid out like them), and
+        # so do the absmax of 8-bit states
         array_names = names + (("master_param",) if precision.master else ())
         by_key: Dict[Tuple[Hashable, Tuple[Any, ...], bool, Tuple[Any, ...]], List[Member]] = {}
         made: Dict[int, Tuple[Any, List[Any]]] = {}
@@ -840,18 +920,31 @@ class StepPath:
                 raise ValueError(f"{who}: state['master_param']: a master copy is kept, but "
                                  "master_weights=False would step the param without it (and "
                                  "leave it stale): set master_weights=True, or delete it")
+            bits8 = self._member_bits8(m, names, precision, values, who)
             for name in names:
                 obj = m.store.get(name)
                 if obj is None:
                     spec = specs[name]
                     fill = float(values[spec.fill_from]) if spec.fill_from else 0.0
-                    obj = m.created[name] = self._new_state(p, spec, fill, states_dtype)
+                    obj = m.created[name] = self._new_state(
+                        p, spec, fill, self._uint8 if bits8 else states_dtype)
                 m.states.append(obj)
             if precision.master:
                 obj = m.store.get("master_param")
                 if obj is None:
                     obj = m.created["master_param"] = self._new_master(p)
                 m.states.append(obj)
+            member_names = array_names
+            for name, codes in zip(names, m.states):
+                if is_codes(codes):
+                    obj = m.store.get(name + ABSMAX)
+                    if obj is None:
+                        if name not in m.created:
+                            raise ValueError(f"{who}: state[{name!r}] holds 8-bit codes (uint8) "
+                                             f"but state[{name + ABSMAX!r}] is missing")
+                        obj = m.created[name + ABSMAX] = self._new_absmax(p)
+                    m.states.append(obj)
+                    member_names += (name + ABSMAX,)
             for name in scalar_names:
                 holder = m.store.get(name)
                 if holder is None:
@@ -863,7 +956,7 @@ class StepPath:
                     holder = m.created[name] = self._new_scalar(
                         p, name, 0 if name == "step" else starts[name])
                 m.holders[name] = holder
-            m.objects = list(zip(array_names, m.states))
+            m.objects = list(zip(member_names, m.states))
             if self._scalars_are_objects:
                 m.objects += m.holders.items()
             first_call = any(specs[n].init == "unset" for n in m.created if n in specs)
@@ -874,8 +967,9 @@ class StepPath:
                               []).append(m)
         batches = []
         for (_, signature, first_call, scalar_values), ms in by_key.items():
+            # (one signature: the same states are 8-bit in every member)
             arrays = {name: [made[m.position][1][k] for m in ms]
-                      for k, name in enumerate(array_names)}
+                      for k, (name, _) in enumerate(ms[0].objects[:len(ms[0].states)])}
             batch = Batch(names, ms, self._identities([m.param for m in ms]),
                           self._on_device(ms[0].param), [made[m.position][0] for m in ms],
                           tuple(arrays.get(n) for n in rule.state_names),
@@ -884,6 +978,8 @@ class StepPath:
             batch.indices = tuple(members[k][3] for k in batch.positions)
             batch.precision = precision
             batch.masters = arrays.get("master_param")
+            if any(n + ABSMAX in arrays for n in names):
+                batch.absmax = tuple(arrays.get(n + ABSMAX) for n in rule.state_names)
             batch.narrow = any(dtype_name(d) in NARROW
                                for d in (ms[0].param.dtype, *signature[:len(names)]))
             batches.append(batch)

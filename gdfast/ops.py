@@ -74,21 +74,36 @@ def _pair(key: str, pair: Any, given: Tuple[Any, Any], rule: Rule,
     return pair[0], pair[1]
 
 
+def _absmax(absmax: Any, rule: Rule) -> Any:
+    """The kernel's per-state absmax tuple from a ``{state name: absmax}`` mapping."""
+    if absmax is None:
+        return None
+    if not isinstance(absmax, dict):
+        raise TypeError(f"absmax: expected a dict of state name to its blocks' absmax, got "
+                        f"{type(absmax).__name__}")
+    unknown = sorted(set(absmax) - set(rule.state_names), key=str)
+    if unknown:
+        raise ValueError(f"absmax: {unknown[0]!r} is not a state of {rule.name} "
+                         f"({', '.join(rule.state_names)})")
+    return tuple(absmax.get(name) for name in rule.state_names)
+
+
 def _precision(master_param: Any, stochastic_rounding: Any, seed: Any, param_index: Any,
-               step: Any) -> Tuple[Any, Any, Any, Any]:
-    """The kernel's precision argument: (master, seed or None, keys, count). Every argument is
-    checked whether or not it is used (the kernel checks param_index)."""
+               step: Any, absmax: Any, rule: Rule) -> Tuple[Any, Any, Any, Any, Any]:
+    """The kernel's precision argument: (master, seed or None, keys, count, absmax). Every
+    argument is checked whether or not it is used (the kernel checks param_index)."""
     if type(stochastic_rounding) is not bool:
         raise TypeError(f"stochastic_rounding: expected a bool, got {stochastic_rounding!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
+    per_state = _absmax(absmax, rule)
     if not stochastic_rounding:
-        return master_param, None, param_index, None
+        return master_param, None, param_index, None, per_state
     if step is None:
         raise ValueError("step: required with stochastic_rounding=True (it keys the rounding)")
-    return master_param, int(seed), param_index, _device.host_step(step)
+    return master_param, int(seed), param_index, _device.host_step(step), per_state
 
 
 def _docstring(rule: Rule) -> str:
@@ -110,6 +125,8 @@ def _docstring(rule: Rule) -> str:
                  "float16 param) is stepped instead and the param written from it; "
                  "stochastic_rounding=True rounds the narrow stores stochastically, keyed by "
                  "seed, step and param_index (default: position in the list).")
+    lines.append("8-bit states: pass a state as uint8 codes and absmax={name: its blocks' "
+                 "float32 absmax, one per 256 elements} (README \"8-bit states\").")
     lines.append("max_grad_norm: clip the grads by their L2 norm over the call (as "
                  "torch.nn.utils.clip_grad_norm_ before the step), fused into it.")
     return "\n".join(lines)
@@ -155,11 +172,12 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     arguments = (f"{rule.id}, param, ({inputs},), ({states},), "
                  f"({fields}, {step_arg}, grad_scale), scalars, stream")
     body.append("    if (master_param is None and stochastic_rounding is False"
-                " and param_index is None and type(seed) is int and seed == 0):\n"
+                " and param_index is None and type(seed) is int and seed == 0"
+                " and absmax is None):\n"
                 "        precision = None\n"
                 "    else:\n"
                 "        precision = _precision(master_param, stochastic_rounding, seed,"
-                " param_index, step)")
+                " param_index, step, absmax, _rule)")
     arguments += ", precision"
     call = f"_step({arguments})"
     # A skipped step (found_inf) accepts exactly what a taken one would: all checked, none run.
@@ -174,7 +192,8 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     source = (f"def {rule.name}_(param, {inputs}, "
               f"{', '.join(n + '=None' for n in rule.state_names)}, *, {step_kw}, {options}"
               f"{scalars}{aliases}, grad_scale=1.0, found_inf=None, master_param=None, "
-              f"stochastic_rounding=False, seed=0, param_index=None, max_grad_norm=None):\n"
+              f"stochastic_rounding=False, seed=0, param_index=None, absmax=None, "
+              f"max_grad_norm=None):\n"
               + "\n".join(body) + "\n")
     namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step_one,
                                  "_check_arrays": _core.check_one, "_pair": _pair, "_rule": rule,

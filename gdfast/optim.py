@@ -25,11 +25,14 @@ from . import _constructors  # noqa: F401  (registers the constructors)
 from ._spec import State
 from ._stepping import (
     CONSTRUCTORS,
+    EIGHT_BIT,
     COUNT_EXPECTED,
     GDFAST_OPTIONS,
     SCALAR_EXPECTED,
     SEED_LIMIT,
     StepPath,
+    absmax_size,
+    eight_bit_constructors,
     count_value,
     dtype_name,
     is_dtype,
@@ -39,7 +42,7 @@ from ._stepping import (
     scalar_state_value,
 )
 
-__all__ = ["Optimizer"] + list(CONSTRUCTORS)
+__all__ = ["Optimizer"] + list(CONSTRUCTORS) + list(EIGHT_BIT)
 
 ParamGroup = Dict[str, Any]
 
@@ -94,6 +97,7 @@ class Optimizer(StepPath):
     state arrays and counters, as torch's state_dict does."""
 
     _float32 = np.dtype(np.float32)
+    _uint8 = np.dtype(np.uint8)
 
     def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any) -> None:
         defaults = self._ctor.defaults(args, kwargs)
@@ -229,6 +233,9 @@ class Optimizer(StepPath):
 
     def _new_master(self, param: Any) -> Any:
         return param.astype(np.float32)  # (exact: float32 holds every bfloat16/float16)
+
+    def _new_absmax(self, param: Any) -> Any:
+        return np.zeros(absmax_size(param), np.float32)
 
     def _state_dtype(self, value: Any) -> Any:
         expected = ("state_dtype: expected None or float32, bfloat16 or float16 (a NumPy "
@@ -419,6 +426,6 @@ def _loaded_scalar(value: Any, name: str, where: str) -> Any:
     return checked
 
 
-for _ctor in CONSTRUCTORS.values():
+for _ctor in (*CONSTRUCTORS.values(), *eight_bit_constructors()):
     globals()[_ctor.name] = make_class(_ctor, Optimizer, "gdfast")
 del _ctor

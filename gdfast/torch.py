@@ -40,17 +40,21 @@ from . import (
 )
 from ._spec import State
 from ._stepping import (
+    ABSMAX,
     CONSTRUCTORS,
+    EIGHT_BIT,
     GDFAST_OPTIONS,
     Batch,
     DeviceCall,
     Member,
     StepPath,
+    absmax_size,
+    eight_bit_constructors,
     kept_dtype,
     make_class,
 )
 
-__all__ = ["Optimizer"] + list(CONSTRUCTORS)
+__all__ = ["Optimizer"] + list(CONSTRUCTORS) + list(EIGHT_BIT)
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -135,6 +139,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
     _scalars_are_objects = True  # step counts and scalar states: tensors updated in place
     _converts_host_values = True  # a tensor lr (or betas) is checked as a number
     _float32 = torch.float32
+    _uint8 = torch.uint8
 
     def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any) -> None:
         defaults = self._ctor.defaults(args, kwargs)
@@ -310,10 +315,10 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         return _flat_array(g)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """torch.optim's, except that the master copy and the states the kernels take in
-        their stored dtype with their param (float32, bfloat16, float16 of a float32, bfloat16
-        or float16 param) keep it (torch.optim casts every floating state to the param's
-        dtype), and a group lacking a precision option (a torch.optim state_dict) keeps this
+        """torch.optim's, except that the master copy, 8-bit states (uint8 codes, float32
+        absmax) and the states the kernels take in their stored dtype with their param
+        (float32, bfloat16, float16 of a float32, bfloat16 or float16 param) keep it
+        (torch.optim casts every floating state to the param's dtype), and a group lacking a precision option (a torch.optim state_dict) keeps this
         optimizer's."""
         self._batch_cache, self._checked_cache = {}, {}  # new state tensors and param groups
         before = self.param_groups
@@ -333,9 +338,10 @@ class Optimizer(StepPath, torch.optim.Optimizer):
             for name, value in entry.items():
                 loaded = state.get(name)
                 if (torch.is_tensor(value) and torch.is_tensor(loaded)
-                        and value.is_floating_point() and value.dtype != loaded.dtype
-                        and name in self._ctor.rule.state_names + ("master_param",)
-                        and kept_dtype(p.dtype, name, value.dtype)):
+                        and (value.is_floating_point() or value.dtype == torch.uint8)
+                        and value.dtype != loaded.dtype
+                        and name.removesuffix(ABSMAX) in self._ctor.rule.state_names
+                        + ("master_param",) and kept_dtype(p.dtype, name, value.dtype)):
                     dtype = torch.float32 if name == "master_param" else value.dtype
                     state[name] = value.to(dtype=dtype, device=p.device)
 
@@ -375,6 +381,9 @@ class Optimizer(StepPath, torch.optim.Optimizer):
     def _new_master(self, param: Any) -> Any:
         # (exact: float32 holds every bfloat16/float16; clone keeps a dense param's layout)
         return param.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
+
+    def _new_absmax(self, param: Any) -> Any:
+        return torch.zeros(absmax_size(param), dtype=torch.float32, device=param.device)
 
     def _state_dtype(self, value: Any) -> Any:
         if value not in _STATE_DTYPES:
@@ -543,7 +552,7 @@ def _check_param(p: torch.Tensor, where: str) -> None:
                         f"complex64/128), got {p.dtype}")
 
 
-for _ctor in CONSTRUCTORS.values():
+for _ctor in (*CONSTRUCTORS.values(), *eight_bit_constructors()):
     globals()[_ctor.name] = make_class(_ctor, Optimizer, __name__)
 del _ctor
 

@@ -35,7 +35,7 @@ IMPLEMENTATION_SWITCHES = {"foreach", "fused", "capturable", "differentiable",
                            # gdfast's own options, on every class: precision (issue 12)
                            # and clipping (issue 13)
                            "state_dtype", "master_weights", "stochastic_rounding", "seed",
-                           "max_grad_norm", "clip_per_group"}
+                           "optim_bits", "min_8bit_size", "max_grad_norm", "clip_per_group"}
 
 
 def _rule_params() -> List[Any]:
@@ -47,7 +47,7 @@ def _case_params() -> List[Any]:
 
 
 # -- the ops --------------------------------------------------------------------------------------
-PRECISION = ("master_param", "stochastic_rounding", "seed", "param_index")
+PRECISION = ("master_param", "stochastic_rounding", "seed", "param_index", "absmax")
 
 
 @pytest.mark.parametrize("rule", _rule_params())
@@ -75,7 +75,7 @@ def test_every_rule_has_an_op_of_the_regular_signature(rule: Rule) -> None:
     assert step.default is (None if rule.step == "none" else step.empty)
     defaults = {p.name: p.default for p in keyword}
     assert defaults["grad_scale"] == 1.0 and defaults["found_inf"] is None
-    assert [defaults[name] for name in PRECISION] == [None, False, 0, None]
+    assert [defaults[name] for name in PRECISION] == [None, False, 0, None, None]
 
 
 @pytest.mark.parametrize("rule", _rule_params())

@@ -9,6 +9,7 @@
 
 #include "bindings/dlpack.h"
 #include "bindings/torch_tensor.h"
+#include "core/quant8.h"
 
 namespace gdfast::bindings {
 namespace {
@@ -81,6 +82,9 @@ ArrayInfo from_numpy(PyObject* obj) {
   } else if (descr->type_num == kNpyHalf) {
     info.dtype_ok = native;
     info.dtype = Dtype::kFloat16;
+  } else if (descr->type_num == npy_api::NPY_UBYTE_) {
+    info.dtype_ok = true;  // (only an 8-bit state's codes may be uint8: check_dtype)
+    info.dtype = Dtype::kUint8;
   } else if (is_ml_dtypes_bfloat16(descr)) {
     info.dtype_ok = true;  // (a byte-swapped one is not a dtype ml_dtypes makes)
     info.dtype = Dtype::kBfloat16;
@@ -308,6 +312,9 @@ ArrayInfo from_dlpack(PyObject* obj, const NamedArg& who, bool written, py::hand
   } else if (dt.code == dlpack::kDLBfloat && dt.lanes == 1 && dt.bits == 16) {
     info.dtype_ok = true;
     info.dtype = Dtype::kBfloat16;
+  } else if (dt.code == dlpack::kDLUInt && dt.lanes == 1 && dt.bits == 8) {
+    info.dtype_ok = true;
+    info.dtype = Dtype::kUint8;
   }
   info.dlpack_dtype = dt;
   // Compact row-major; a dimension of extent 1 may carry any stride, and so may every
@@ -335,9 +342,10 @@ ArrayInfo from_torch(const TorchTensor& t) {
   info.shape = t.shape.data();
   info.dtype_ok = true;
   info.dtype = t.dtype;
-  info.dlpack_dtype = {
-      static_cast<std::uint8_t>(t.dtype == Dtype::kBfloat16 ? dlpack::kDLBfloat : dlpack::kDLFloat),
-      static_cast<std::uint8_t>(8 * dtype_size(t.dtype)), 1};
+  info.dlpack_dtype = {static_cast<std::uint8_t>(t.dtype == Dtype::kBfloat16 ? dlpack::kDLBfloat
+                                                 : t.dtype == Dtype::kUint8  ? dlpack::kDLUInt
+                                                                             : dlpack::kDLFloat),
+                       static_cast<std::uint8_t>(8 * dtype_size(t.dtype)), 1};
   info.contiguous = true;
   info.aligned =
       reinterpret_cast<std::uintptr_t>(t.data) % static_cast<std::uintptr_t>(dtype_size(t.dtype)) ==
@@ -369,6 +377,23 @@ bool is_narrow(Dtype dtype) { return dtype == Dtype::kBfloat16 || dtype == Dtype
 void check_dtype(Dtype dtype, Dtype compute, const TensorArg& arg, const NamedArg& who,
                  const Dtype* list_dtype, const NamedArg& param) {
   const std::string got = std::string(", got ") + dtype_name(dtype);
+  if (arg.quantized != 0) {
+    if (dtype != Dtype::kUint8) fail_type(who, "expected uint8 (the codes of an 8-bit state)" + got);
+    if (compute == Dtype::kFloat64) {
+      fail_type(who, "8-bit states are for float32, bfloat16 and float16 params; " + param.bare() +
+                         " is float64");
+    }
+    return;
+  }
+  if (dtype == Dtype::kUint8) {
+    const bool state = arg.written && &arg != param.arg;
+    fail_type(who, "expected float32, float64, bfloat16 or float16 (native byte order)" + got +
+                       (state ? " (the uint8 codes of an 8-bit state need its blocks' absmax)" : ""));
+  }
+  if (arg.absmax_of >= 0) {
+    if (dtype != Dtype::kFloat32) fail_type(who, "expected float32 (a block absmax)" + got);
+    return;
+  }
   if (arg.master) {  // (whether the param may have one is checked once all are gathered)
     if (dtype != Dtype::kFloat32)
       fail_type(who, "expected float32 (a master copy is float32)" + got);
@@ -383,6 +408,23 @@ void check_dtype(Dtype dtype, Dtype compute, const TensorArg& arg, const NamedAr
   if (list_dtype != nullptr && dtype != *list_dtype) {
     fail_type(who, std::string("expected ") + dtype_name(*list_dtype) + " like " +
                        NamedArg{who.arg, who.is_list, 0, who.label}.bare() + got);
+  }
+}
+
+index_t element_count(const ArrayInfo& a) {
+  index_t n = 1;
+  for (int d = 0; d < a.ndim; ++d) n *= a.shape[d];
+  return n;
+}
+
+// The blocks' absmax of an 8-bit state: one float32 per block of the param, in one dimension.
+void check_absmax_shape(const ArrayInfo& a, const ArrayInfo& param, const NamedArg& who,
+                        const NamedArg& param_who) {
+  const index_t blocks = (element_count(param) + quant8::kBlock - 1) / quant8::kBlock;
+  if (a.ndim != 1 || a.shape[0] != blocks) {
+    fail_value(who, "shape " + shape_str(a) + ": expected (" + std::to_string(blocks) +
+                        ",), one absmax per block of " + std::to_string(quant8::kBlock) +
+                        " elements of " + param_who.bare());
   }
 }
 
@@ -474,8 +516,12 @@ void TensorBatch::release() {
 void TensorBatch::gather(py::handle stream) {
   const auto& api = npy_api::get();
   const std::vector<TensorArg>& args = args_;
-  const bool has_master = args.back().master;
-  num_arrays_ = static_cast<int>(args.size()) - (has_master ? 1 : 0);
+  bool has_master = false;
+  num_arrays_ = 0;  // (the extra arguments, master copy and absmax, come last)
+  for (const TensorArg& arg : args) {
+    has_master = has_master || arg.master;
+    num_arrays_ += arg.extra() ? 0 : 1;
+  }
   const TensorArg& first = args.front();
   const bool is_list = PyList_Check(first.value.ptr()) || PyTuple_Check(first.value.ptr());
 
@@ -517,6 +563,7 @@ void TensorBatch::gather(py::handle stream) {
 
   arrays_.resize(static_cast<std::size_t>(num_tensors_ * num_arrays_));
   if (has_master) masters_.resize(static_cast<std::size_t>(num_tensors_));
+  if (any_quantized()) absmax_.assign(arrays_.size(), nullptr);
   std::vector<Dtype> arg_dtypes(args.size());
   offsets_.assign(static_cast<std::size_t>(num_tensors_ + 1), 0);
   extents_.reserve(arrays_.size());
@@ -561,6 +608,8 @@ void TensorBatch::gather(py::handle stream) {
       arg_dtypes[static_cast<std::size_t>(k)] = a.dtype;
       if (k == 0) {
         param = a;
+      } else if (arg.absmax_of >= 0) {
+        check_absmax_shape(a, param, who, NamedArg{&first, is_list, t, &label_});
       } else if (!same_shape(a, param)) {
         fail_value(who, "shape " + shape_str(a) + " does not match " +
                             NamedArg{&first, is_list, t, &label_}.bare() + " shape " +
@@ -589,6 +638,9 @@ void TensorBatch::gather(py::handle stream) {
       }
       if (arg.master) {
         masters_[static_cast<std::size_t>(t)] = a.data;
+      } else if (arg.absmax_of >= 0) {
+        absmax_[static_cast<std::size_t>(t * num_arrays_ + arg.absmax_of)] =
+            reinterpret_cast<float*>(a.data);
       } else {
         arrays_[static_cast<std::size_t>(t * num_arrays_ + k)] = a.data;
       }
@@ -615,13 +667,29 @@ void TensorBatch::describe_storage(const std::vector<Dtype>& arg_dtypes, bool ha
                std::string("a master copy is for a bfloat16 or float16 param; param is ") +
                    dtype_name(arg_dtypes[0]));
   }
-  stored_ = narrow || has_master;
+  stored_ = narrow || has_master || any_quantized();
   if (!stored_) return;
+  if (any_quantized() && on_cuda_) {
+    throw py::value_error(label_.prefix +
+                          "8-bit states: the CUDA kernels do not step them yet (CPU tensors only)");
+  }
   if (num_arrays_ > Storage::kMaxArrays) {
     throw py::value_error(label_.prefix + "too many arrays per tensor for narrow storage");
   }
   for (int k = 0; k < num_arrays_; ++k) storage_.slot[k] = arg_dtypes[static_cast<std::size_t>(k)];
   storage_.masters = has_master ? masters_.data() : nullptr;
+  for (std::size_t k = 0; k < args_.size(); ++k) {
+    const TensorArg& arg = args_[k];
+    if (arg.quantized == kNotQuantized) continue;
+    storage_.quantized[k] = arg.quantized;
+    storage_.any_quantized = true;
+  }
+  if (storage_.any_quantized) storage_.absmax = absmax_.data();
+}
+
+bool TensorBatch::any_quantized() const {
+  return std::any_of(args_.begin(), args_.end(),
+                     [](const TensorArg& arg) { return arg.quantized != kNotQuantized; });
 }
 
 void check_disjoint(const std::vector<const TensorBatch*>& batches) {

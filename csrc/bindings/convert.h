@@ -24,6 +24,10 @@ struct TensorArg {
   py::handle value;
   bool written;         // updated in place (must be writeable, must not overlap anything)
   bool master = false;  // the param's float32 master copy: checked like a state, kept apart
+  // An 8-bit state's codes: the map (Quantized of core/step_args.h), else kNotQuantized.
+  std::uint8_t quantized = 0;
+  int absmax_of = -1;  // the blocks' absmax of the 8-bit state in this array slot (kept apart)
+  bool extra() const { return master || absmax_of >= 0; }  // not one of the kernel's arrays
 };
 
 // A DLPack tensor this call consumed: its deleter runs when the call is over.
@@ -85,6 +89,7 @@ class TensorBatch {
   void gather(py::handle stream);
   // Fills storage_ when some array is narrow or a master is given (after every check passed).
   void describe_storage(const std::vector<Dtype>& arg_dtypes, bool has_master, bool is_list);
+  bool any_quantized() const;
   void release();  // calls each consumed DLPack tensor's deleter once
 
   std::vector<TensorArg> args_;
@@ -99,6 +104,7 @@ class TensorBatch {
   bool stored_ = false;
   Storage storage_;
   std::vector<void*> masters_;  // per tensor, when a master copy is given
+  std::vector<float*> absmax_;  // per tensor and array, when an 8-bit state is given
   std::vector<std::uint64_t> keys_;
   std::vector<ConsumedDlpack> consumed_;
   std::vector<TorchTensor> torch_tensors_;  // read without DLPack; their shapes live here

@@ -85,9 +85,13 @@ Precision to_precision(py::handle value, const std::string& prefix) {
   Precision p;
   p.master = py::none();
   p.keys = py::none();
+  p.absmax = py::none();
   if (!value || value.is_none()) return p;
-  const bool with_count = PyTuple_Check(value.ptr()) && PyTuple_GET_SIZE(value.ptr()) == 4;
-  PyObject* const* items = tuple_items(value, with_count ? 4 : 3, (prefix + "precision").c_str());
+  const Py_ssize_t size = PyTuple_Check(value.ptr()) ? PyTuple_GET_SIZE(value.ptr()) : 0;
+  const bool with_count = size == 4 || size == 5;
+  PyObject* const* items = tuple_items(value, size == 5 ? 5 : with_count ? 4 : 3,
+                                       (prefix + "precision").c_str());
+  if (size == 5) p.absmax = items[4];
   p.master = items[0];
   if (items[1] != Py_None) {
     p.stochastic = true;

@@ -32,7 +32,8 @@ BatchLabel to_label(py::handle value);
 PyObject* const* tuple_items(py::handle value, std::size_t size, const char* what);
 
 // A call's precision options: the params' float32 master copies, and how narrowed stores
-// round. From None, or (master, seed, keys[, count]) (see rule_binding.cpp).
+// round, and which states are 8-bit. From None, or (master, seed, keys[, count[, absmax]])
+// (see rule_binding.cpp).
 struct Precision {
   py::handle master;  // None: no master copies
   bool stochastic = false;
@@ -40,12 +41,26 @@ struct Precision {
   py::handle keys;  // None: each tensor's position in its list
   bool has_count = false;
   std::uint64_t count = 0;  // keys the rounding streams (else the hyperparameters' step)
+  // None, or per state of the rule: None, or the blocks' absmax of that state, given as
+  // uint8 codes (8-bit blockwise states, core/quant8.h).
+  py::handle absmax;
 };
 Precision to_precision(py::handle value, const std::string& prefix);
 // Completes a narrow batch's storage description: each written array's rounding role (0 the
 // param, 1 + k state k), and stochastic rounding's seed, count and per-tensor keys.
 void set_rounding(TensorBatch& batch, const Precision& precision, const unsigned char* roles,
                   index_t step, const std::string& prefix);
+
+// "<state>_absmax": how messages name the blocks' absmax of each state of a rule.
+template <class Rule>
+const std::string* absmax_names() {
+  static const auto names = [] {
+    std::vector<std::string> out;
+    for (const optim::StateSpec& spec : Rule::kStates) out.push_back(std::string(spec.name) + "_absmax");
+    return out;
+  }();
+  return names.data();
+}
 
 using optim::HasAdvance;
 using optim::HasInvalid;
@@ -185,6 +200,11 @@ class CheckedCall {
     PyObject* const* inputs = tuple_items(input_tuple, kNumInputs<Rule>, "inputs");
     for (int i = 0; i < kNumInputs<Rule>; ++i) args.push_back({Rule::kInputs[i], inputs[i], false});
     PyObject* const* states = tuple_items(state_tuple, kNumStates<Rule>, "states");
+    PyObject* const* absmax =
+        precision.absmax.is_none()
+            ? nullptr
+            : tuple_items(precision.absmax, kNumStates<Rule>, (label.prefix + "absmax").c_str());
+    std::vector<TensorArg> absmax_args;
     for (int k = 0; k < kNumStates<Rule>; ++k) {
       if (!uses_state<Rule>(k, flags)) continue;
       const optim::StateSpec& spec = Rule::kStates[k];
@@ -193,8 +213,14 @@ class CheckedCall {
         throw py::value_error(label.prefix + spec.name + ": required when " + spec.when);
       }
       args.push_back({spec.name, state, true});
+      if (absmax != nullptr && absmax[k] != Py_None) {
+        args.back().quantized = spec.nonnegative ? kUnsignedMap : kSignedMap;
+        absmax_args.push_back({absmax_names<Rule>()[k].c_str(), absmax[k], true, false,
+                               kNotQuantized, static_cast<int>(args.size()) - 1});
+      }
     }
     if (!precision.master.is_none()) args.push_back({"master_param", precision.master, true, true});
+    args.insert(args.end(), absmax_args.begin(), absmax_args.end());
     unsigned char roles[Storage::kMaxArrays] = {};  // 0 for the param and the inputs
     for (int k = 0, slot = 1 + kNumInputs<Rule>; k < kNumStates<Rule>; ++k) {
       if (uses_state<Rule>(k, flags) && slot < Storage::kMaxArrays) {
@@ -234,7 +260,8 @@ py::dict describe(int id) {
   for (const optim::StateSpec& s : Rule::kStates) {
     states.append(py::dict(py::arg("name") = s.name, py::arg("when") = s.when,
                            py::arg("init") = kInitNames[static_cast<int>(s.init)],
-                           py::arg("fill_from") = str_or_none(s.fill_from)));
+                           py::arg("fill_from") = str_or_none(s.fill_from),
+                           py::arg("nonnegative") = s.nonnegative));
   }
   std::apply(
       [&](const auto&... f) {

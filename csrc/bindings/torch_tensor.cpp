@@ -14,11 +14,12 @@ namespace py = pybind11;
 struct Torch {
   PyObject* tensor = nullptr;
   PyObject* parameter = nullptr;
-  PyObject* dtypes[4] = {};  // in the order of kDtypes
+  PyObject* dtypes[5] = {};  // in the order of kDtypes
   PyObject *is_cpu, *is_cuda, *requires_grad, *dtype, *is_contiguous, *is_neg, *is_inference,
       *shape, *data_ptr, *get_device;
 };
-constexpr Dtype kDtypes[4] = {Dtype::kFloat32, Dtype::kFloat64, Dtype::kBfloat16, Dtype::kFloat16};
+constexpr Dtype kDtypes[5] = {Dtype::kFloat32, Dtype::kFloat64, Dtype::kBfloat16, Dtype::kFloat16,
+                              Dtype::kUint8};
 
 const Torch* torch_types() {
   static Torch found;
@@ -32,8 +33,8 @@ const Torch* torch_types() {
   const auto keep = [](py::object o) { return o.release().ptr(); };
   Torch t;
   t.parameter = keep(m.attr("nn").attr("Parameter"));
-  const char* dtype_names[4] = {"float32", "float64", "bfloat16", "float16"};
-  for (int i = 0; i < 4; ++i) t.dtypes[i] = keep(m.attr(dtype_names[i]));
+  const char* dtype_names[5] = {"float32", "float64", "bfloat16", "float16", "uint8"};
+  for (int i = 0; i < 5; ++i) t.dtypes[i] = keep(m.attr(dtype_names[i]));
   t.is_cpu = PyUnicode_InternFromString("is_cpu");
   t.is_cuda = PyUnicode_InternFromString("is_cuda");
   t.requires_grad = PyUnicode_InternFromString("requires_grad");
@@ -86,8 +87,8 @@ bool read_torch(PyObject* obj, bool written, bool cuda, TorchTensor& out) {
   if (truth(get(obj, torch.requires_grad))) return false;
   const py::object dtype = get(obj, torch.dtype);
   int which = 0;
-  while (which < 4 && dtype.ptr() != torch.dtypes[which]) ++which;
-  if (which == 4 || !truth(call(obj, torch.is_contiguous)) || truth(call(obj, torch.is_neg))) {
+  while (which < 5 && dtype.ptr() != torch.dtypes[which]) ++which;
+  if (which == 5 || !truth(call(obj, torch.is_contiguous)) || truth(call(obj, torch.is_neg))) {
     return false;
   }
   if (written && truth(call(obj, torch.is_inference))) return false;

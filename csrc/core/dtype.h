@@ -7,7 +7,8 @@
 
 namespace gdfast {
 
-enum class Dtype : int { kFloat32 = 0, kFloat64 = 1, kBfloat16 = 2, kFloat16 = 3 };
+// kUint8: the codes of an 8-bit blockwise state (core/quant8.h), never a param or input.
+enum class Dtype : int { kFloat32 = 0, kFloat64 = 1, kBfloat16 = 2, kFloat16 = 3, kUint8 = 4 };
 inline constexpr int kNumDtypes = 2;  // the compute types, which index a KernelTable
 
 inline const char* dtype_name(Dtype dtype) {
@@ -20,12 +21,17 @@ inline const char* dtype_name(Dtype dtype) {
       return "bfloat16";
     case Dtype::kFloat16:
       return "float16";
+    case Dtype::kUint8:
+      return "uint8";
   }
   return "?";
 }
 
 GDFAST_HD int dtype_size(Dtype dtype) {
-  return dtype == Dtype::kFloat64 ? 8 : dtype == Dtype::kFloat32 ? 4 : 2;
+  return dtype == Dtype::kFloat64   ? 8
+         : dtype == Dtype::kFloat32 ? 4
+         : dtype == Dtype::kUint8   ? 1
+                                    : 2;
 }
 
 }  // namespace gdfast

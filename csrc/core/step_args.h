@@ -10,8 +10,8 @@
 
 namespace gdfast {
 
-// How the arrays of a float32 call are stored when some are narrower than float32, and how
-// narrowed stores round. Absent (null) when every array holds the compute type.
+// How the arrays of a float32 call are stored when some are narrower than float32 (16-bit
+// floats, 8-bit blockwise states), and how narrowed stores round. Absent (null) when every array holds the compute type.
 struct Storage {
   static constexpr int kMaxArrays = 8;
   Dtype slot[kMaxArrays] = {};  // each array's storage type, in kernel order
@@ -22,7 +22,14 @@ struct Storage {
   std::uint64_t seed = 0;
   std::uint64_t step = 0;
   const std::uint64_t* keys = nullptr;  // per tensor: its index among the optimizer's params
+  // Blockwise 8-bit states (core/quant8.h): per array, 0 (not quantized, its slot's type) or
+  // the map of its uint8 codes; per tensor and array, the blocks' absmax (null where none).
+  std::uint8_t quantized[kMaxArrays] = {};
+  float* const* absmax = nullptr;
+  bool any_quantized = false;
 };
+
+enum Quantized : std::uint8_t { kNotQuantized = 0, kSignedMap = 1, kUnsignedMap = 2 };
 
 struct StepArgs {
   int num_arrays;  // arrays per tensor: param, grad, states...

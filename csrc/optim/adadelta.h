@@ -26,7 +26,8 @@ struct Adadelta {
     kWeightDecay = 1u << 0,
   };
   static constexpr int kNumFlags = 1;
-  static constexpr StateSpec kStates[] = {{"square_avg"}, {"acc_delta"}};
+  static constexpr StateSpec kStates[] = {StateSpec{"square_avg"}.never_negative(),
+                                          StateSpec{"acc_delta"}.never_negative()};
 
   struct Hyper {
     double lr, rho, eps, weight_decay;

@@ -26,7 +26,7 @@ struct Adagrad {
   };
   static constexpr int kNumFlags = 1;
   static constexpr StateSpec kStates[] = {
-      {"sum", 0u, "", Init::kFill, "initial_accumulator_value"}};
+      StateSpec{"sum", 0u, "", Init::kFill, "initial_accumulator_value"}.never_negative()};
 
   struct Hyper {
     double lr, lr_decay, weight_decay, initial_accumulator_value, eps;

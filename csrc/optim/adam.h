@@ -38,7 +38,9 @@ struct Adam {
   };
   static constexpr int kNumFlags = 3;
   static constexpr StateSpec kStates[] = {
-      {"exp_avg"}, {"exp_avg_sq"}, {"max_exp_avg_sq", kAmsgrad, "amsgrad=True"}};
+      {"exp_avg"},
+      StateSpec{"exp_avg_sq"}.never_negative(),
+      StateSpec{"max_exp_avg_sq", kAmsgrad, "amsgrad=True"}.never_negative()};
 
   struct Hyper {
     double lr, beta1, beta2, eps, weight_decay;

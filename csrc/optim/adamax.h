@@ -26,7 +26,8 @@ struct Adamax {
     kWeightDecay = 1u << 0,
   };
   static constexpr int kNumFlags = 1;
-  static constexpr StateSpec kStates[] = {{"exp_avg"}, {"exp_inf"}};
+  static constexpr StateSpec kStates[] = {{"exp_avg"},
+                                          StateSpec{"exp_inf"}.never_negative()};
 
   struct Hyper {
     double lr, beta1, beta2, eps, weight_decay;

@@ -67,6 +67,15 @@ struct StateSpec {
   const char* when = "";  // those flags in the caller's terms, for messages
   Init init = Init::kZeros;
   const char* fill_from = nullptr;
+  // Never negative (a sum of squares): stored 8-bit, it takes the unsigned map (core/quant8.h),
+  // which spends the sign bit on precision.
+  bool nonnegative = false;
+
+  constexpr StateSpec never_negative() const {
+    StateSpec s = *this;
+    s.nonnegative = true;
+    return s;
+  }
 };
 
 // The step count a front end passes, and whether it is kept as state["step"] (as torch does).

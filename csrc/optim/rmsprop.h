@@ -30,7 +30,7 @@ struct Rmsprop {
   };
   static constexpr int kNumFlags = 3;
   static constexpr StateSpec kStates[] = {
-      {"square_avg"},
+      StateSpec{"square_avg"}.never_negative(),
       {"momentum_buffer", kMomentum, "momentum > 0"},
       {"grad_avg", kCentered, "centered=True"},
   };

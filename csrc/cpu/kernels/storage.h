@@ -155,14 +155,13 @@ bool run_recipe(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays& a, 
           ...);
 }
 
-// Elements [first, first + n) of tensor t, whose arrays (kernel order, at element 0) are
-// `arrays`; never across a multiple of 2^32 (a stochastic-rounding stream's end).
+// The arrays of elements [first, ...) of tensor t, whose arrays (kernel order, at element 0)
+// are `arrays`, stored as `s` says.
 template <class Rule, unsigned kFlags>
-void run_stored(const StepArgs& args, index_t t, void* const* arrays, index_t first, index_t n,
-                const typename Rule::template Coef<float>& coef) {
+typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays stored_arrays(const Storage& s, index_t t,
+                                                                     void* const* arrays,
+                                                                     index_t first) {
   using X = StoredLanes<Rule, kFlags, AnyRecipe>;
-  const Storage& s = *args.storage;
-  const index_t ahead = args.prefetch_bytes / static_cast<index_t>(sizeof(float));  // elements
   typename X::Arrays a{};
   a.master = s.masters != nullptr ? static_cast<float*>(s.masters[t]) + first : nullptr;
   a.first = first;
@@ -183,12 +182,32 @@ void run_stored(const StepArgs& args, index_t t, void* const* arrays, index_t fi
                                       static_cast<std::uint64_t>(first));
     }
   }
+  return a;
+}
+
+// n elements of `a` (stored_arrays), whose storage `s` describes; never across a multiple of
+// 2^32 of its tensor (a stochastic-rounding stream's end).
+template <class Rule, unsigned kFlags>
+void run_stored_arrays(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays& a, index_t n,
+                       const typename Rule::template Coef<float>& coef, const Storage& s,
+                       index_t prefetch_bytes) {
+  const index_t ahead = prefetch_bytes / static_cast<index_t>(sizeof(float));  // elements
   if constexpr (kVectorLanes && kRecipes && optim::HasStorageRecipes<Rule>::value) {
     if (run_recipe<Rule, kFlags>(a, n, coef, s, ahead, static_cast<ModeRecipes*>(nullptr))) {
       return;
     }
   }
-  run_lanes<X>(a, n, coef, ahead);
+  run_lanes<StoredLanes<Rule, kFlags, AnyRecipe>>(a, n, coef, ahead);
+}
+
+// Elements [first, first + n) of tensor t, whose arrays (kernel order, at element 0) are
+// `arrays`; never across a multiple of 2^32 (a stochastic-rounding stream's end).
+template <class Rule, unsigned kFlags>
+void run_stored(const StepArgs& args, index_t t, void* const* arrays, index_t first, index_t n,
+                const typename Rule::template Coef<float>& coef) {
+  const Storage& s = *args.storage;
+  run_stored_arrays<Rule, kFlags>(stored_arrays<Rule, kFlags>(s, t, arrays, first), n, coef, s,
+                                  args.prefetch_bytes);
 }
 
 }  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE

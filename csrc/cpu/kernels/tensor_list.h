@@ -1,6 +1,6 @@
 // A step function over a tensor list: finds the tensors of a thread's element range and runs
 // each one's segment through the rule's loop (elementwise.h), with the lanes of storage.h when
-// some arrays are stored narrower than float32. Included only by kernels.cpp.
+// some arrays are stored narrower than float32 (and the blocks of quantized.h for 8-bit states). Included only by kernels.cpp.
 #pragma once
 
 #include <algorithm>
@@ -9,6 +9,7 @@
 
 #include "core/step_args.h"
 #include "cpu/kernels/elementwise.h"
+#include "cpu/kernels/quantized.h"
 #include "cpu/kernels/storage.h"
 #include "optim/layout.h"
 
@@ -43,7 +44,12 @@ void run_range(const StepArgs& args, index_t begin, index_t end) {
         for (index_t at = begin - tensor_begin; at < segment_end - tensor_begin;) {
           const index_t stream_end = (at | ((index_t{1} << 32) - 1)) + 1;
           const index_t stop = std::min(stream_end, segment_end - tensor_begin);
-          run_stored<Rule, kFlags>(args, t, tensor_arrays, at, stop - at, coef);
+          if (args.storage->any_quantized) {
+            run_quantized<Rule, kFlags>(args, t, tensor_arrays, at, stop,
+                                        args.offsets[t + 1] - tensor_begin, coef);
+          } else {
+            run_stored<Rule, kFlags>(args, t, tensor_arrays, at, stop - at, coef);
+          }
           at = stop;
         }
         begin = segment_end;

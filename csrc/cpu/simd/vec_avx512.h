@@ -6,6 +6,7 @@
 
 #include "core/dtype.h"
 #include "cpu/simd/narrow.h"
+#include "cpu/simd/quant8_avx512.h"
 #include "cpu/simd/vec_x86.h"
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {

@@ -4,6 +4,7 @@
 #include <arm_neon.h>
 
 #include "cpu/simd/narrow.h"
+#include "cpu/simd/quant8.h"
 #include "cpu/simd/vec.h"
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
@@ -50,6 +51,7 @@ template <class T>
 using Lane = simd::Vec<std::conditional_t<sizeof(T) == 4, OpsF32, OpsF64>>;
 
 using Narrow16 = simd::NarrowGeneric<Lane<float>>;
+using Quant8 = simd::Quant8Generic;
 
 // Whether the common storage combinations get loops of their own (kernels/storage.h).
 inline constexpr bool kVectorLanes = false;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "cpu/simd/narrow.h"
+#include "cpu/simd/quant8.h"
 #include "cpu/simd/vec.h"
 #include "optim/lane_math.h"
 
@@ -39,6 +40,7 @@ template <class T>
 using Lane = simd::Vec<ScalarOps<T>>;
 
 using Narrow16 = simd::NarrowGeneric<Lane<float>>;
+using Quant8 = simd::Quant8Generic;
 
 // Whether the common storage combinations get loops of their own (kernels/storage.h).
 inline constexpr bool kVectorLanes = false;

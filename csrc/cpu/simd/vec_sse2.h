@@ -2,6 +2,7 @@
 #pragma once
 
 #include "cpu/simd/narrow.h"
+#include "cpu/simd/quant8.h"
 #include "cpu/simd/vec_x86.h"
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
@@ -28,6 +29,7 @@ template <class T>
 using Lane = simd::Vec<std::conditional_t<sizeof(T) == 4, OpsF32, OpsF64>>;
 
 using Narrow16 = simd::NarrowGeneric<Lane<float>>;
+using Quant8 = simd::Quant8Generic;
 
 // Whether the common storage combinations get loops of their own (kernels/storage.h).
 inline constexpr bool kVectorLanes = false;
