@@ -42,9 +42,9 @@ struct Quant8 {
     const __m512 slope = _mm512_mul_ps(by_exponent(t.slope), scale);
     const __m512 offset = _mm512_mul_ps(by_exponent(t.offset), scale);
     const __m512 zero = _mm512_set1_ps(0.0f * absmax);
-    for (index_t i = 0; i < n; i += 16) {
-      const __mmask16 mask = first(n - i);
-      const __m512i c = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, codes + i));
+    // (whole vectors unmasked: masked byte loads and stores cost several times more)
+    const auto lane = [&](__m128i bytes) {
+      const __m512i c = _mm512_cvtepu8_epi32(bytes);
       const __m512i magnitude = kSigned ? _mm512_and_si512(c, _mm512_set1_epi32(0x7F)) : c;
       const __m512 m = _mm512_cvtepi32_ps(magnitude);
       const __m512i exponent = _mm512_srli_epi32(_mm512_castps_si512(m), 23);
@@ -56,7 +56,16 @@ struct Quant8 {
                                               _mm512_set1_epi32(static_cast<int>(0x80000000u)));
         value = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(value), sign));
       }
-      _mm512_mask_storeu_ps(out + i, mask, value);
+      return value;
+    };
+    index_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      _mm512_storeu_ps(out + i,
+                       lane(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i))));
+    }
+    if (i < n) {
+      const __mmask16 mask = first(n - i);
+      _mm512_mask_storeu_ps(out + i, mask, lane(_mm_maskz_loadu_epi8(mask, codes + i)));
     }
   }
 
@@ -74,9 +83,7 @@ struct Quant8 {
     const __m512 floor = _mm512_set1_ps(quant8::kFloor);
     const __m512 top = _mm512_set1_ps(kSigned ? 127.0f : 255.0f);
     const __m512i one = _mm512_set1_epi32(1);
-    for (index_t i = 0; i < n; i += 16) {
-      const __mmask16 mask = first(n - i);
-      const __m512 v = _mm512_maskz_loadu_ps(mask, x + i);
+    const auto lane = [&](__m512 v) {
       const __m512 magnitude = kSigned ? _mm512_abs_ps(v) : v;
       const __m512 y = _mm512_max_ps(_mm512_mul_ps(magnitude, inverse), floor);
       const __m512i index = _mm512_srli_epi32(_mm512_castps_si512(y), 23);
@@ -93,7 +100,15 @@ struct Quant8 {
         bits = _mm512_mask_or_epi32(bits, _mm512_movepi32_mask(_mm512_castps_si512(v)), bits,
                                     _mm512_set1_epi32(0x80));
       }
-      _mm_mask_storeu_epi8(codes + i, mask, _mm512_cvtepi32_epi8(bits));
+      return _mm512_cvtepi32_epi8(bits);
+    };
+    index_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), lane(_mm512_loadu_ps(x + i)));
+    }
+    if (i < n) {
+      const __mmask16 mask = first(n - i);
+      _mm_mask_storeu_epi8(codes + i, mask, lane(_mm512_maskz_loadu_ps(mask, x + i)));
     }
   }
 };

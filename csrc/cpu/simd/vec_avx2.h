@@ -7,7 +7,7 @@
 
 #include "core/dtype.h"
 #include "cpu/simd/narrow.h"
-#include "cpu/simd/quant8.h"
+#include "cpu/simd/quant8_avx2.h"
 #include "cpu/simd/vec_x86.h"
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
@@ -127,8 +127,6 @@ struct Narrow16 {
     }
   }
 };
-
-using Quant8 = simd::Quant8Generic;
 
 // Whether the common storage combinations get loops of their own (kernels/storage.h).
 inline constexpr bool kVectorLanes = true;
