@@ -16,14 +16,24 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
-struct Quant8 {
-  // A per-p table (p = floor(log2 code) in 0..7) indexed by the biased exponent of float(code)
-  // modulo 8, which is (p + 7) mod 8.
-  static __m256 by_exponent(const float* table) {
-    alignas(32) float out[8] = {};
-    for (int p = 0; p < 8; ++p) out[(p + 7) & 7] = table[p];
-    return _mm256_load_ps(out);
+// The decoding constants (per p = floor(log2 code), 0..7) in the order a permute indexed by
+// the biased exponent of float(code) modulo 8 reads them: (p + 7) mod 8.
+struct DecodeByExponent {
+  alignas(32) float slope[8];
+  alignas(32) float offset[8];
+};
+constexpr DecodeByExponent decode_by_exponent(const quant8::DecodeTables& t) {
+  DecodeByExponent out{};
+  for (int p = 0; p < 8; ++p) {
+    out.slope[(p + 7) & 7] = t.slope[p];
+    out.offset[(p + 7) & 7] = t.offset[p];
   }
+  return out;
+}
+
+struct Quant8 {
+  static constexpr DecodeByExponent kSignedDecode = decode_by_exponent(quant8::kDecodeSigned);
+  static constexpr DecodeByExponent kUnsignedDecode = decode_by_exponent(quant8::kDecodeUnsigned);
 
   static float absmax(const float* x, index_t n) {
     __m256i largest = _mm256_setzero_si256();
@@ -44,10 +54,10 @@ struct Quant8 {
 
   template <bool kSigned>
   static void decode(const std::uint8_t* codes, float absmax, float* out, index_t n) {
-    const quant8::DecodeTables& t = kSigned ? quant8::kDecodeSigned : quant8::kDecodeUnsigned;
+    const DecodeByExponent& t = kSigned ? kSignedDecode : kUnsignedDecode;
     const __m256 scale = _mm256_set1_ps(absmax);
-    const __m256 slope = _mm256_mul_ps(by_exponent(t.slope), scale);
-    const __m256 offset = _mm256_mul_ps(by_exponent(t.offset), scale);
+    const __m256 slope = _mm256_mul_ps(_mm256_load_ps(t.slope), scale);
+    const __m256 offset = _mm256_mul_ps(_mm256_load_ps(t.offset), scale);
     const __m256 zero = _mm256_set1_ps(0.0f * absmax);
     const auto lane = [&](const std::uint8_t* at) {
       std::int64_t eight;

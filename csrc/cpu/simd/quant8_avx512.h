@@ -13,17 +13,27 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
+// The decoding constants (per p = floor(log2 code), 0..7) in the order a permute indexed by
+// the biased exponent of float(code) modulo 16 reads them: (p + 15) mod 16 (no subtraction).
+struct DecodeByExponent {
+  alignas(64) float slope[16];
+  alignas(64) float offset[16];
+};
+constexpr DecodeByExponent decode_by_exponent(const quant8::DecodeTables& t) {
+  DecodeByExponent out{};
+  for (int p = 0; p < 8; ++p) {
+    out.slope[(p + 15) & 15] = t.slope[p];
+    out.offset[(p + 15) & 15] = t.offset[p];
+  }
+  return out;
+}
+
 struct Quant8 {
   GDFAST_INLINE static __mmask16 first(index_t n) {
     return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
   }
-  // A per-p table (p = floor(log2 code) in 0..7) indexed by the biased exponent of float(code)
-  // modulo 16, which is (p + 15) mod 16: one permute, no subtraction.
-  static __m512 by_exponent(const float* table) {
-    alignas(64) float out[16] = {};
-    for (int p = 0; p < 8; ++p) out[(p + 15) & 15] = table[p];
-    return _mm512_load_ps(out);
-  }
+  static constexpr DecodeByExponent kSignedDecode = decode_by_exponent(quant8::kDecodeSigned);
+  static constexpr DecodeByExponent kUnsignedDecode = decode_by_exponent(quant8::kDecodeUnsigned);
 
   static float absmax(const float* x, index_t n) {
     __m512i largest = _mm512_setzero_si512();
@@ -37,10 +47,10 @@ struct Quant8 {
 
   template <bool kSigned>
   static void decode(const std::uint8_t* codes, float absmax, float* out, index_t n) {
-    const quant8::DecodeTables& t = kSigned ? quant8::kDecodeSigned : quant8::kDecodeUnsigned;
+    const DecodeByExponent& t = kSigned ? kSignedDecode : kUnsignedDecode;
     const __m512 scale = _mm512_set1_ps(absmax);
-    const __m512 slope = _mm512_mul_ps(by_exponent(t.slope), scale);
-    const __m512 offset = _mm512_mul_ps(by_exponent(t.offset), scale);
+    const __m512 slope = _mm512_mul_ps(_mm512_load_ps(t.slope), scale);
+    const __m512 offset = _mm512_mul_ps(_mm512_load_ps(t.offset), scale);
     const __m512 zero = _mm512_set1_ps(0.0f * absmax);
     // (whole vectors unmasked: masked byte loads and stores cost several times more)
     const auto lane = [&](__m128i bytes) {
