@@ -11,7 +11,8 @@ per 256 elements, is left out of it). State memory per parameter is measured fro
 
 The script interleaves the implementations round by round (quote its ratios); pytest-benchmark
 times one after the other. Each 8-bit result is checked once before timing, against gdfast's
-step with float32 states (check()). Memory: about 5 GB at 1e8 (torch's copy included), 6 GB for GPT-2 small.
+step with float32 states (check()). Memory: about 5 GB at 1e8 (torch's copy included), 6 GB
+for GPT-2 small.
 """
 
 from __future__ import annotations

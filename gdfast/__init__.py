@@ -51,8 +51,8 @@ except ImportError:
 
 from . import _spec, cuda, ops, optim
 from ._clip import global_norm, norms
-from .isa import isa_info, set_isa, use_isa
 from ._stepping import EIGHT_BIT
+from .isa import isa_info, set_isa, use_isa
 from .optim import Optimizer
 
 __version__: str = _core.__version__

@@ -122,7 +122,7 @@ BLOCK = 256  # elements per block of an 8-bit state
 
 def absmax_size(param: Any) -> int:
     """The number of blocks of an 8-bit state of ``param`` (complex: real pairs)."""
-    n = math.prod(param.shape) * (2 if getattr(param, "is_complex", bool)() else 1)
+    n = int(math.prod(param.shape)) * (2 if getattr(param, "is_complex", bool)() else 1)
     return -(-n // BLOCK)
 
 
@@ -629,10 +629,12 @@ class StepPath:
         return True
 
     def _states_dtype(self, precision: Precision) -> Any:
-        """The dtype of a group's new states (None: the param's)."""
+        """The dtype of a group's new states that are not 8-bit (None: the param's): float32
+        with master weights, and for the params below min_8bit_size of an 8-bit group (as
+        bitsandbytes keeps them)."""
         if precision.state_dtype is not None:
             return precision.state_dtype
-        return self._float32 if precision.master else None
+        return self._float32 if precision.master or precision.bits8 else None
 
     def _scalar_starts(self, values: Mapping[str, Any]) -> Dict[str, float]:
         rule = self._ctor.rule
@@ -926,8 +928,11 @@ class StepPath:
                 if obj is None:
                     spec = specs[name]
                     fill = float(values[spec.fill_from]) if spec.fill_from else 0.0
-                    obj = m.created[name] = self._new_state(
-                        p, spec, fill, self._uint8 if bits8 else states_dtype)
+                    # (a float64 param keeps float64 states, 8-bit group or not)
+                    dtype = self._uint8 if bits8 else None if (
+                        precision.state_dtype is None and dtype_name(p.dtype) == "float64") \
+                        else states_dtype
+                    obj = m.created[name] = self._new_state(p, spec, fill, dtype)
                 m.states.append(obj)
             if precision.master:
                 obj = m.store.get("master_param")

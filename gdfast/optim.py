@@ -25,16 +25,16 @@ from . import _constructors  # noqa: F401  (registers the constructors)
 from ._spec import State
 from ._stepping import (
     CONSTRUCTORS,
-    EIGHT_BIT,
     COUNT_EXPECTED,
+    EIGHT_BIT,
     GDFAST_OPTIONS,
     SCALAR_EXPECTED,
     SEED_LIMIT,
     StepPath,
     absmax_size,
-    eight_bit_constructors,
     count_value,
     dtype_name,
+    eight_bit_constructors,
     is_dtype,
     is_tensor,
     kept_dtype,

@@ -318,8 +318,8 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         """torch.optim's, except that the master copy, 8-bit states (uint8 codes, float32
         absmax) and the states the kernels take in their stored dtype with their param
         (float32, bfloat16, float16 of a float32, bfloat16 or float16 param) keep it
-        (torch.optim casts every floating state to the param's dtype), and a group lacking a precision option (a torch.optim state_dict) keeps this
-        optimizer's."""
+        (torch.optim casts every floating state to the param's dtype), and a group lacking a
+        precision option (a torch.optim state_dict) keeps this optimizer's."""
         self._batch_cache, self._checked_cache = {}, {}  # new state tensors and param groups
         before = self.param_groups
         super().load_state_dict(state_dict)

@@ -21,11 +21,10 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 import pytest
+import quant8_reference as q8
 
 import gdfast
 from gdfast._spec import RULES
-
-import quant8_reference as q8
 
 ISAS: List[str] = gdfast.isa_info()["supported"]
 F32 = np.float32

@@ -80,6 +80,24 @@ def test_which_params_get_8bit_states_and_their_memory() -> None:
     assert opt.state[bias2]["exp_avg"].dtype == torch.float32
 
 
+def test_small_params_keep_float32_states_whatever_their_dtype() -> None:
+    """As bitsandbytes does: below min_8bit_size, float32 states (state_dtype's if given;
+    float64 for a float64 param)."""
+    big = torch.nn.Parameter(torch.zeros(5000, dtype=torch.bfloat16))
+    small = torch.nn.Parameter(torch.zeros(100, dtype=torch.bfloat16))
+    double = torch.nn.Parameter(torch.zeros(100, dtype=torch.float64))
+    for p in (big, small, double):
+        p.grad = torch.ones_like(p)
+    opt = gt.Lion8bit([{"params": [big, small]}, {"params": [double]}])
+    opt.step()
+    assert opt.state[big]["exp_avg"].dtype == torch.uint8
+    assert opt.state[small]["exp_avg"].dtype == torch.float32
+    assert opt.state[double]["exp_avg"].dtype == torch.float64
+    opt = gt.Lion8bit([small], state_dtype=torch.bfloat16)
+    opt.step()
+    assert opt.state[small]["exp_avg"].dtype == torch.bfloat16
+
+
 def test_numpy_and_torch_classes_agree_bitwise() -> None:
     rng = np.random.default_rng(0)
     p0 = rng.standard_normal((70, 90)).astype(np.float32)

@@ -378,7 +378,8 @@ void check_dtype(Dtype dtype, Dtype compute, const TensorArg& arg, const NamedAr
                  const Dtype* list_dtype, const NamedArg& param) {
   const std::string got = std::string(", got ") + dtype_name(dtype);
   if (arg.quantized != 0) {
-    if (dtype != Dtype::kUint8) fail_type(who, "expected uint8 (the codes of an 8-bit state)" + got);
+    if (dtype != Dtype::kUint8)
+      fail_type(who, "expected uint8 (the codes of an 8-bit state)" + got);
     if (compute == Dtype::kFloat64) {
       fail_type(who, "8-bit states are for float32, bfloat16 and float16 params; " + param.bare() +
                          " is float64");
@@ -387,8 +388,9 @@ void check_dtype(Dtype dtype, Dtype compute, const TensorArg& arg, const NamedAr
   }
   if (dtype == Dtype::kUint8) {
     const bool state = arg.written && &arg != param.arg;
-    fail_type(who, "expected float32, float64, bfloat16 or float16 (native byte order)" + got +
-                       (state ? " (the uint8 codes of an 8-bit state need its blocks' absmax)" : ""));
+    fail_type(who,
+              "expected float32, float64, bfloat16 or float16 (native byte order)" + got +
+                  (state ? " (the uint8 codes of an 8-bit state need its blocks' absmax)" : ""));
   }
   if (arg.absmax_of >= 0) {
     if (dtype != Dtype::kFloat32) fail_type(who, "expected float32 (a block absmax)" + got);

@@ -89,7 +89,10 @@ Precision to_precision(py::handle value, const std::string& prefix) {
   if (!value || value.is_none()) return p;
   const Py_ssize_t size = PyTuple_Check(value.ptr()) ? PyTuple_GET_SIZE(value.ptr()) : 0;
   const bool with_count = size == 4 || size == 5;
-  PyObject* const* items = tuple_items(value, size == 5 ? 5 : with_count ? 4 : 3,
+  PyObject* const* items = tuple_items(value,
+                                       size == 5    ? 5
+                                       : with_count ? 4
+                                                    : 3,
                                        (prefix + "precision").c_str());
   if (size == 5) p.absmax = items[4];
   p.master = items[0];

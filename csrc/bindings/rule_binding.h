@@ -56,7 +56,8 @@ template <class Rule>
 const std::string* absmax_names() {
   static const auto names = [] {
     std::vector<std::string> out;
-    for (const optim::StateSpec& spec : Rule::kStates) out.push_back(std::string(spec.name) + "_absmax");
+    for (const optim::StateSpec& spec : Rule::kStates)
+      out.push_back(std::string(spec.name) + "_absmax");
     return out;
   }();
   return names.data();

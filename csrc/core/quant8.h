@@ -32,8 +32,7 @@ inline constexpr index_t kBlock = 256;
 GDFAST_HD constexpr int magnitude_bits(bool is_signed) { return is_signed ? 7 : 8; }
 
 // float32(10^-k), k = 0..8 (the literals are correctly rounded).
-inline constexpr float kTenTo[9] = {1.0f, 1e-1f, 1e-2f, 1e-3f, 1e-4f,
-                                    1e-5f, 1e-6f, 1e-7f, 1e-8f};
+inline constexpr float kTenTo[9] = {1.0f, 1e-1f, 1e-2f, 1e-3f, 1e-4f, 1e-5f, 1e-6f, 1e-7f, 1e-8f};
 // 10^k, exact in float32 for these k.
 inline constexpr float kTenPow[8] = {1.0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f, 1e6f, 1e7f};
 

@@ -11,7 +11,8 @@
 namespace gdfast {
 
 // How the arrays of a float32 call are stored when some are narrower than float32 (16-bit
-// floats, 8-bit blockwise states), and how narrowed stores round. Absent (null) when every array holds the compute type.
+// floats, 8-bit blockwise states), and how narrowed stores round. Absent (null) when every array
+// holds the compute type.
 struct Storage {
   static constexpr int kMaxArrays = 8;
   Dtype slot[kMaxArrays] = {};  // each array's storage type, in kernel order

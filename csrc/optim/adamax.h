@@ -26,8 +26,7 @@ struct Adamax {
     kWeightDecay = 1u << 0,
   };
   static constexpr int kNumFlags = 1;
-  static constexpr StateSpec kStates[] = {{"exp_avg"},
-                                          StateSpec{"exp_inf"}.never_negative()};
+  static constexpr StateSpec kStates[] = {{"exp_avg"}, StateSpec{"exp_inf"}.never_negative()};
 
   struct Hyper {
     double lr, beta1, beta2, eps, weight_decay;

@@ -31,8 +31,7 @@ struct Nadam {
     kWeightDecay = 1u << 1,
   };
   static constexpr int kNumFlags = 2;
-  static constexpr StateSpec kStates[] = {{"exp_avg"},
-                                          StateSpec{"exp_avg_sq"}.never_negative()};
+  static constexpr StateSpec kStates[] = {{"exp_avg"}, StateSpec{"exp_avg_sq"}.never_negative()};
 
   struct Hyper {
     double lr, beta1, beta2, eps, weight_decay, momentum_decay;

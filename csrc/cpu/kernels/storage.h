@@ -159,8 +159,8 @@ bool run_recipe(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays& a, 
 // are `arrays`, stored as `s` says.
 template <class Rule, unsigned kFlags>
 typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays stored_arrays(const Storage& s, index_t t,
-                                                                     void* const* arrays,
-                                                                     index_t first) {
+                                                                    void* const* arrays,
+                                                                    index_t first) {
   using X = StoredLanes<Rule, kFlags, AnyRecipe>;
   typename X::Arrays a{};
   a.master = s.masters != nullptr ? static_cast<float*>(s.masters[t]) + first : nullptr;

@@ -1,6 +1,7 @@
 // A step function over a tensor list: finds the tensors of a thread's element range and runs
 // each one's segment through the rule's loop (elementwise.h), with the lanes of storage.h when
-// some arrays are stored narrower than float32 (and the blocks of quantized.h for 8-bit states). Included only by kernels.cpp.
+// some arrays are stored narrower than float32 (and the blocks of quantized.h for 8-bit states).
+// Included only by kernels.cpp.
 #pragma once
 
 #include <algorithm>

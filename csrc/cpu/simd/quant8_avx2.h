@@ -112,10 +112,10 @@ struct Quant8 {
                                     y, _mm256_set1_ps(quant8::kTenTo[k + 1]), _CMP_LT_OQ)));
       }
       z = _mm256_min_epi32(z, last);
-      const __m256 code = _mm256_min_ps(
-          _mm256_add_ps(_mm256_mul_ps(y, _mm256_permutevar8x32_ps(slope, z)),
-                        _mm256_permutevar8x32_ps(offset, z)),
-          top);
+      const __m256 code =
+          _mm256_min_ps(_mm256_add_ps(_mm256_mul_ps(y, _mm256_permutevar8x32_ps(slope, z)),
+                                      _mm256_permutevar8x32_ps(offset, z)),
+                        top);
       __m256i bits = _mm256_andnot_si256(_mm256_castps_si256(_mm256_cmp_ps(y, lowest, _CMP_LT_OQ)),
                                          _mm256_cvttps_epi32(code));
       if (kSigned) {
@@ -123,8 +123,8 @@ struct Quant8 {
                                                       _mm256_set1_epi32(0x80)));
       }
       // 8 int32 to 8 bytes: pack to 16 bits, then to 8 (in-lane packs, so halves interleave)
-      const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(bits),
-                                             _mm256_extracti128_si256(bits, 1));
+      const __m128i words =
+          _mm_packus_epi32(_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1));
       return _mm_cvtsi128_si64(_mm_packus_epi16(words, words));
     };
     index_t i = 0;

@@ -70,8 +70,7 @@ struct Quant8 {
     };
     index_t i = 0;
     for (; i + 16 <= n; i += 16) {
-      _mm512_storeu_ps(out + i,
-                       lane(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i))));
+      _mm512_storeu_ps(out + i, lane(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i))));
     }
     if (i < n) {
       const __mmask16 mask = first(n - i);
@@ -101,10 +100,10 @@ struct Quant8 {
       const __m512 inside = _mm512_permutex2var_ps(inside_low, index, inside_high);
       const __m512i z =
           _mm512_mask_add_epi32(above, _mm512_cmp_ps_mask(y, inside, _CMP_LT_OQ), above, one);
-      const __m512 code = _mm512_min_ps(
-          _mm512_add_ps(_mm512_mul_ps(y, _mm512_permutexvar_ps(z, slope)),
-                        _mm512_permutexvar_ps(z, offset)),
-          top);
+      const __m512 code =
+          _mm512_min_ps(_mm512_add_ps(_mm512_mul_ps(y, _mm512_permutexvar_ps(z, slope)),
+                                      _mm512_permutexvar_ps(z, offset)),
+                        top);
       __m512i bits = _mm512_cvttps_epi32(code);
       if (kSigned) {
         bits = _mm512_mask_or_epi32(bits, _mm512_movepi32_mask(_mm512_castps_si512(v)), bits,
