@@ -24,6 +24,7 @@ import numpy as np
 from . import _constructors  # noqa: F401  (registers the constructors)
 from ._spec import State
 from ._stepping import (
+    ABSMAX,
     CONSTRUCTORS,
     COUNT_EXPECTED,
     EIGHT_BIT,
@@ -35,6 +36,7 @@ from ._stepping import (
     count_value,
     dtype_name,
     eight_bit_constructors,
+    is_codes,
     is_dtype,
     is_tensor,
     kept_dtype,
@@ -348,6 +350,8 @@ class Optimizer(StepPath):
             if name in rule.state_names:
                 if value is not None:  # (None: torch.optim.SGD's buffer before its first step)
                     out[name] = _loaded_array(value, p, here, name)
+            elif name.endswith(ABSMAX) and name.removesuffix(ABSMAX) in rule.state_names:
+                out[name] = _loaded_absmax(value, p, here)
             elif name in scalars:
                 out[name] = _loaded_scalar(value, name, here)
             elif name == "master_param":
@@ -358,7 +362,15 @@ class Optimizer(StepPath):
             else:
                 raise ValueError(f"{where}: unknown entry {name!r} ({type(self).__name__} "
                                  f"keeps {', '.join(rule.state_names + scalars)}, "
-                                 "master_param)")
+                                 "master_param, and <state>_absmax for 8-bit states)")
+        for name in rule.state_names:  # (8-bit codes and their absmax come together)
+            codes = name in out and is_codes(out[name])
+            if codes and name + ABSMAX not in out:
+                raise ValueError(f"{where}: {name!r} holds 8-bit codes (uint8) but "
+                                 f"{name + ABSMAX!r} is missing")
+            if not codes and name + ABSMAX in out:
+                raise ValueError(f"{where}: {name + ABSMAX!r} without 8-bit codes (uint8) in "
+                                 f"{name!r}")
         if "step" in scalars and "step" not in out and any(n in out for n in rule.state_names):
             raise ValueError(f"{where}: has {', '.join(map(repr, out))} but no 'step' (the "
                              "number of steps those states have seen)")
@@ -398,15 +410,33 @@ def _loaded_array(value: Any, p: np.ndarray, where: str, name: str) -> np.ndarra
     value = _as_numpy(value)
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{where}: expected an array, got {type(value).__name__}")
+    if is_codes(value):  # an 8-bit state: kept as it is (its absmax is checked with it)
+        if value.shape != p.shape:
+            raise ValueError(f"{where}: shape {value.shape} does not match its param's "
+                             f"{p.shape}")
+        return np.array(value, copy=True, order="C")
     if value.dtype.kind != "f" and dtype_name(value.dtype) != "bfloat16":
         # complex, object, int, bool, str: no state of a real param
-        raise TypeError(f"{where}: expected a real floating-point array, got {value.dtype}")
+        raise TypeError(f"{where}: expected a real floating-point array (or the uint8 codes "
+                        f"of an 8-bit state), got {value.dtype}")
     if value.shape != p.shape:
         raise ValueError(f"{where}: shape {value.shape} does not match its param's {p.shape}")
     dtype = (np.dtype(np.float32) if name == "master_param"
              else value.dtype if kept_dtype(p.dtype, name, value.dtype) else p.dtype)
     with np.errstate(over="ignore"):  # a float64 beyond float32: inf, as torch converts it
         return np.array(value, dtype=dtype, copy=True, order="C")
+
+
+def _loaded_absmax(value: Any, p: np.ndarray, where: str) -> np.ndarray:
+    """A saved 8-bit state's blocks' absmax: float32, one per block of the param."""
+    value = _as_numpy(value)
+    if not isinstance(value, np.ndarray) or value.dtype != np.float32:
+        shown = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+        raise TypeError(f"{where}: expected a float32 array (a block absmax), got {shown}")
+    if value.shape != (absmax_size(p),):
+        raise ValueError(f"{where}: shape {value.shape}: expected ({absmax_size(p)},), one "
+                         f"absmax per block of 256 elements of its param")
+    return np.array(value, copy=True, order="C")
 
 
 def _loaded_scalar(value: Any, name: str, where: str) -> Any:

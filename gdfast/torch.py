@@ -442,7 +442,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
             raise ValueError(f"{where}: {_NOT_DENSE}")
         layout = _layout(p)
         for name, s in zip(names, m.states):
-            if _layout(s) == layout:
+            if _layout(s) == layout or name.endswith(ABSMAX):  # (absmax: per block, 1-D)
                 continue
             here = f"{where}: state[{name!r}]"
             if s.shape != p.shape or s.device != p.device:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 import pytest
 
@@ -29,6 +32,17 @@ def threads(request: pytest.FixtureRequest):
     gdfast.set_num_threads(request.param)
     yield request.param
     gdfast.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """gdfast uses n threads inside the block (the threads fixture, for one part of a test)."""
+    previous = gdfast.get_num_threads()
+    gdfast.set_num_threads(n)
+    try:
+        yield
+    finally:
+        gdfast.set_num_threads(previous)
 
 
 def run_python(code: str, **env_overrides: str):

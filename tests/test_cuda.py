@@ -82,7 +82,8 @@ def _assert_same_bits(expected, actual, name=""):
     hardware's (x86 makes 0xFFC00000 of sqrt(-1), CUDA 0x7FFFFFFF)."""
     nan = torch.isnan(expected.float())
     assert torch.equal(nan, torch.isnan(actual.float())), f"{name}: NaN in different places"
-    width = {2: torch.int16, 4: torch.int32, 8: torch.int64}[expected.element_size()]
+    width = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[
+        expected.element_size()]
     same = expected.view(width) == actual.view(width)
     assert bool((same | nan).all()), f"{name}: {int((~same & ~nan).sum())} elements differ"
 
@@ -363,3 +364,45 @@ def test_mixed_devices_rejected():
     p = torch.zeros(4, device="cuda")
     with pytest.raises(ValueError, match=r"grad: is on cpu but param is on cuda:0"):
         gdfast.ops.sgd_(p, torch.zeros(4), step=1, lr=0.1)
+
+
+# 8-bit blockwise states (core/quant8.h): a thread per element of a block, the block's new
+# absmax one reduction; codes and absmax bitwise the CPU's, with every storage of the param.
+QUANT8_CONFIGS = {
+    "adamw": ("adam", {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    "adam-amsgrad": ("adam", {"lr": 1e-2, "amsgrad": True}),
+    "lion": ("lion", {"lr": 1e-3, "weight_decay": 0.1}),
+    "sgd-nesterov": ("sgd", {"lr": 1e-2, "momentum": 0.9, "nesterov": True}),
+    "rmsprop-centered": ("rmsprop", {"lr": 1e-2, "momentum": 0.5, "centered": True}),
+}
+
+
+@needs_gpu
+@pytest.mark.parametrize("layout", ["float32", "bfloat16", "bfloat16-sr", "bfloat16-master"])
+@pytest.mark.parametrize("config", sorted(QUANT8_CONFIGS))
+def test_gpu_8bit_states_bitwise_equal_cpu(config, layout):
+    rule_name, hyper = QUANT8_CONFIGS[config]
+    sizes = [1, 255, 256, 257, 16_384 + 300, 1_000_003]
+    used = RULES[rule_name].used_states(hyper)
+    gen = torch.Generator().manual_seed(7)
+    dtype = torch.float32 if layout == "float32" else torch.bfloat16
+    p32 = [torch.randn(n, generator=gen) for n in sizes]
+    host = {"param": [p.to(dtype) for p in p32],
+            "grad": [(torch.randn(n, generator=gen) * 1e-2).to(dtype) for n in sizes]}
+    for name in used:
+        host[name] = [torch.zeros(n, dtype=torch.uint8) for n in sizes]
+        host[name + "_absmax"] = [torch.zeros(-(-n // 256)) for n in sizes]
+    if layout == "bfloat16-master":
+        host["master_param"] = [p.clone() for p in p32]
+    device = {k: [x.cuda() for x in v] for k, v in host.items()}
+    op = getattr(gdfast.ops, rule_name + "_")
+    options = {"stochastic_rounding": layout == "bfloat16-sr", "seed": 5}
+    for arrays in (host, device):
+        for step in range(1, 4):
+            op(arrays["param"], arrays["grad"], **{k: arrays[k] for k in used}, step=step,
+               absmax={k: arrays[k + "_absmax"] for k in used},
+               master_param=arrays.get("master_param"), **hyper, **options)
+    torch.cuda.synchronize()
+    for name, hs in host.items():
+        for t, h in enumerate(hs):
+            _assert_same_bits(h, device[name][t].cpu(), f"{name}[{t}]")

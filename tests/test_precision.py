@@ -24,11 +24,10 @@ counts.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import platform
-from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -39,6 +38,7 @@ from gdfast._spec import RULES
 import cases
 import reference
 from cases import CASES, Case, Variant
+from conftest import num_threads
 
 # The wheel stage's test environment may lack ml_dtypes (NumPy's bfloat16): skip there.
 pytest.importorskip("ml_dtypes")
@@ -49,16 +49,6 @@ BF16, FP16, F32 = pr.BFLOAT16, pr.FLOAT16, pr.FLOAT32
 NARROW = [pytest.param(BF16, id="bfloat16"), pytest.param(FP16, id="float16")]
 # float32's unit roundoff as tests/cases.py's Tolerance takes it (finfo.eps = 2**-23)
 U32 = float(np.finfo(np.float32).eps)
-
-
-@contextlib.contextmanager
-def num_threads(n: int) -> Iterator[None]:
-    previous = gdfast.get_num_threads()
-    gdfast.set_num_threads(n)
-    try:
-        yield
-    finally:
-        gdfast.set_num_threads(previous)
 
 
 def assert_bits(what: str, got: np.ndarray, expected_bits: np.ndarray) -> None:

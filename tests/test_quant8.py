@@ -16,8 +16,7 @@ and of the kernels' map.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -26,18 +25,10 @@ import quant8_reference as q8
 import gdfast
 from gdfast._spec import RULES
 
+from conftest import num_threads
+
 ISAS: List[str] = gdfast.isa_info()["supported"]
 F32 = np.float32
-
-
-@contextlib.contextmanager
-def num_threads(n: int) -> Iterator[None]:
-    previous = gdfast.get_num_threads()
-    gdfast.set_num_threads(n)
-    try:
-        yield
-    finally:
-        gdfast.set_num_threads(previous)
 
 
 def _state_values(rng: np.random.Generator, n: int, nonnegative: bool) -> np.ndarray:
@@ -236,6 +227,10 @@ def _adam_arrays(n: int = 1000) -> Dict[str, Any]:
     (lambda a: a.update(absmax=[1]), TypeError, r"absmax: expected a dict"),
     (lambda a: a.update(param=np.ones(1000), grad=np.ones(1000)), TypeError,
      r"exp_avg: 8-bit states are for float32, bfloat16 and float16 params; param is float64"),
+    (lambda a: a.update(exp_avg=np.zeros(1000, np.int8)), TypeError,
+     r"exp_avg: expected uint8 \(the codes of an 8-bit state\), got int8"),
+    (lambda a: a.update(master_param=np.ones(1000, F32)), ValueError,
+     r"master_param: a master copy is for a bfloat16 or float16 param; param is float32"),
 ])
 def test_bad_input_is_named_and_nothing_is_written(change: Any, error: type,
                                                    message: str) -> None:
@@ -246,7 +241,8 @@ def test_bad_input_is_named_and_nothing_is_written(change: Any, error: type,
         arrays["absmax"], dict) else None
     with pytest.raises(error, match=message):
         gdfast.ops.adam_(arrays["param"], arrays["grad"], arrays["exp_avg"],
-                         arrays["exp_avg_sq"], step=1, absmax=arrays["absmax"])
+                         arrays["exp_avg_sq"], step=1, absmax=arrays["absmax"],
+                         master_param=arrays.get("master_param"))
     for k, v in before.items():
         if isinstance(v, np.ndarray):
             np.testing.assert_array_equal(arrays[k], v)

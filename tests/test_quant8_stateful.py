@@ -11,6 +11,7 @@ GPT-2-shaped transformer (the issue's accuracy target).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import io
 from typing import Any, Callable, Dict, List, Tuple
@@ -149,6 +150,54 @@ def test_state_dict_round_trip_resumes_exactly(base: bool) -> None:
     assert len(got) == len(want)
     for a, b in zip(got, want):
         assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_numpy_classes_state_dict_round_trip() -> None:
+    """gdfast.Adam8bit's state_dict (codes and absmax as they are) loads into a new Adam8bit
+    and into a plain gdfast.Adam: the states stay 8-bit and training goes on bit for bit; a
+    state_dict that lost an absmax is refused, naming it."""
+    rng = np.random.default_rng(2)
+    p = rng.standard_normal(6000).astype(np.float32)
+    grads = [rng.standard_normal(6000).astype(np.float32) for _ in range(4)]
+    opt = gdfast.Adam8bit([p], lr=1e-2)
+    for g in grads[:2]:
+        opt.step([g])
+    saved, saved_p = copy.deepcopy(opt.state_dict()), p.copy()
+    for g in grads[2:]:
+        opt.step([g])
+    for cls in (gdfast.Adam8bit, gdfast.Adam):
+        q = saved_p.copy()
+        again = cls([q], lr=1e-2)
+        again.load_state_dict(copy.deepcopy(saved))
+        assert again.state[0]["exp_avg"].dtype == np.uint8
+        for g in grads[2:]:
+            again.step([g])
+        np.testing.assert_array_equal(q, p)
+        for name, value in opt.state[0].items():
+            np.testing.assert_array_equal(again.state[0][name], value)
+    broken = copy.deepcopy(saved)
+    del broken["state"][0]["exp_avg_absmax"]
+    with pytest.raises(ValueError, match=r"'exp_avg' holds 8-bit codes \(uint8\) but "
+                                         r"'exp_avg_absmax' is missing"):
+        gdfast.Adam8bit([saved_p.copy()]).load_state_dict(broken)
+
+
+def test_channels_last_params_step_their_memory_in_order() -> None:
+    """A channels_last param's states (and their blocks) follow its memory: the same as the
+    flat memory stepped as one array."""
+    torch.manual_seed(0)
+    weight = torch.randn(64, 64, 3, 3).to(memory_format=torch.channels_last)
+    p = torch.nn.Parameter(weight.clone())
+    flat = torch.nn.Parameter(weight.permute(0, 2, 3, 1).reshape(-1).clone())
+    opts = [gt.AdamW8bit([p], lr=1e-2), gt.AdamW8bit([flat], lr=1e-2)]
+    for _ in range(3):
+        g = torch.randn(64, 64, 3, 3).to(memory_format=torch.channels_last)
+        p.grad = g
+        flat.grad = g.permute(0, 2, 3, 1).reshape(-1).clone()
+        for opt in opts:
+            opt.step()
+    assert torch.equal(p.detach().permute(0, 2, 3, 1).reshape(-1), flat.detach())
+    assert opts[0].state[p]["exp_avg"].dtype == torch.uint8
 
 
 def test_master_weights_with_8bit_states() -> None:

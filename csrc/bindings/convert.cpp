@@ -596,8 +596,11 @@ void TensorBatch::gather(py::handle stream) {
       const bool is_first = t == 0 && k == 0;
       check_device(a, who, is_first ? nullptr : &first_array, first_who);
       if (!a.dtype_ok) {
-        fail_type(who, "expected float32, float64, bfloat16 or float16 (native byte order), got " +
-                           dtype_text(a));
+        fail_type(who, std::string(arg.quantized != kNotQuantized
+                                       ? "expected uint8 (the codes of an 8-bit state)"
+                                       : "expected float32, float64, bfloat16 or float16 (native "
+                                         "byte order)") +
+                           ", got " + dtype_text(a));
       }
       if (is_first) {
         first_array = a;
@@ -665,16 +668,14 @@ void TensorBatch::describe_storage(const std::vector<Dtype>& arg_dtypes, bool ha
   bool narrow = false;
   for (int k = 0; k < num_arrays_; ++k) narrow = narrow || is_narrow(arg_dtypes[k]);
   if (has_master && !is_narrow(arg_dtypes[0])) {
-    fail_value(NamedArg{&args_.back(), is_list, 0, &label_},
+    const auto master =
+        std::find_if(args_.begin(), args_.end(), [](const TensorArg& arg) { return arg.master; });
+    fail_value(NamedArg{&*master, is_list, 0, &label_},
                std::string("a master copy is for a bfloat16 or float16 param; param is ") +
                    dtype_name(arg_dtypes[0]));
   }
   stored_ = narrow || has_master || any_quantized();
   if (!stored_) return;
-  if (any_quantized() && on_cuda_) {
-    throw py::value_error(label_.prefix +
-                          "8-bit states: the CUDA kernels do not step them yet (CPU tensors only)");
-  }
   if (num_arrays_ > Storage::kMaxArrays) {
     throw py::value_error(label_.prefix + "too many arrays per tensor for narrow storage");
   }

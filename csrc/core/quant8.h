@@ -31,16 +31,50 @@ inline constexpr index_t kBlock = 256;
 
 GDFAST_HD constexpr int magnitude_bits(bool is_signed) { return is_signed ? 7 : 8; }
 
+// Every constant below is a function for host and device code: CUDA computes them where the
+// CPU reads them from tables built by the same functions.
+
 // float32(10^-k), k = 0..8 (the literals are correctly rounded).
-inline constexpr float kTenTo[9] = {1.0f, 1e-1f, 1e-2f, 1e-3f, 1e-4f, 1e-5f, 1e-6f, 1e-7f, 1e-8f};
-// 10^k, exact in float32 for these k.
-inline constexpr float kTenPow[8] = {1.0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f, 1e6f, 1e7f};
+GDFAST_HD constexpr float ten_to(int k) {
+  switch (k) {
+    case 0:
+      return 1.0f;
+    case 1:
+      return 1e-1f;
+    case 2:
+      return 1e-2f;
+    case 3:
+      return 1e-3f;
+    case 4:
+      return 1e-4f;
+    case 5:
+      return 1e-5f;
+    case 6:
+      return 1e-6f;
+    case 7:
+      return 1e-7f;
+    default:
+      return 1e-8f;
+  }
+}
+// 10^k, k = 0..7: exact in float32.
+GDFAST_HD constexpr float ten_pow(int k) {
+  float x = 1.0f;
+  for (int i = 0; i < k; ++i) x *= 10.0f;
+  return x;
+}
 
 // Decoding constants per p = floor(log2 c). value(c) = (0.1 + (c - 2^p + 0.5) * width) * 10^-z
 // with width = 0.9 / 2^p is evaluated as c * slope + offset (one multiply and one add per
 // element, the block's absmax folded into both once per block):
 //   slope = width * 10^-z,  offset = (0.1 + 0.5 * width - 0.9) * 10^-z   (2^p * width = 0.9).
 // (The cancellation costs at most ~1e-6 of a value; a bin is at least 0.7% of one wide.)
+GDFAST_HD constexpr float decode_slope(int p, int bits) {
+  return 0.9f / static_cast<float>(1 << p) * ten_to(bits - 1 - p);  // (0.9f / 2^p is exact)
+}
+GDFAST_HD constexpr float decode_offset(int p, int bits) {
+  return (0.1f + 0.5f * (0.9f / static_cast<float>(1 << p)) - 0.9f) * ten_to(bits - 1 - p);
+}
 struct DecodeTables {
   float slope[8], offset[8];
 };
@@ -48,9 +82,8 @@ constexpr DecodeTables decode_tables(bool is_signed) {
   const int bits = magnitude_bits(is_signed);
   DecodeTables t{};
   for (int p = 0; p < bits; ++p) {
-    const float width = 0.9f / static_cast<float>(1 << p);  // exact: 0.9f times a power of two
-    t.slope[p] = width * kTenTo[bits - 1 - p];
-    t.offset[p] = (0.1f + 0.5f * width - 0.9f) * kTenTo[bits - 1 - p];
+    t.slope[p] = decode_slope(p, bits);
+    t.offset[p] = decode_offset(p, bits);
   }
   return t;
 }
@@ -61,6 +94,13 @@ constexpr DecodeTables decode_tables(bool is_signed) {
 // A value just below a decade's lower end (float32 rounding of y) lands in the top bin of the
 // decade below, which holds it: the codes of adjacent decades are adjacent. z = B: below
 // the map (slope and offset 0: code 0).
+GDFAST_HD constexpr float encode_slope(int z, int bits) {
+  return static_cast<float>(static_cast<double>(ten_pow(z)) *
+                            static_cast<double>(1 << (bits - 1 - z)) / 0.9);
+}
+GDFAST_HD constexpr float encode_offset(int z, int bits) {
+  return static_cast<float>(static_cast<double>(1 << (bits - 1 - z)) * 8.0 / 9.0);
+}
 struct EncodeTables {
   float slope[16], offset[16];
 };
@@ -68,9 +108,8 @@ constexpr EncodeTables encode_tables(bool is_signed) {
   const int bits = magnitude_bits(is_signed);
   EncodeTables t{};
   for (int z = 0; z < bits; ++z) {
-    const double bins = static_cast<double>(1 << (bits - 1 - z));
-    t.slope[z] = static_cast<float>(static_cast<double>(kTenPow[z]) * bins / 0.9);
-    t.offset[z] = static_cast<float>(bins * 8.0 / 9.0);
+    t.slope[z] = encode_slope(z, bits);
+    t.offset[z] = encode_offset(z, bits);
   }
   return t;
 }
@@ -97,7 +136,7 @@ constexpr DecadeTables decade_tables(bool is_signed) {
     const double high = 2.0 * low;
     const int index = biased & 31;
     for (int k = 0; k < bits; ++k) {
-      const float lower_end = kTenTo[k + 1];
+      const float lower_end = ten_to(k + 1);
       if (static_cast<double>(lower_end) >= high) ++t.above[index];
       if (static_cast<double>(lower_end) >= low && static_cast<double>(lower_end) < high) {
         t.inside[index] = lower_end;
@@ -115,6 +154,12 @@ inline constexpr EncodeTables kEncodeUnsigned = encode_tables(false);
 inline constexpr DecadeTables kDecadeSigned = decade_tables(true);
 inline constexpr DecadeTables kDecadeUnsigned = decade_tables(false);
 
+// A block's absmax from its largest |x| as an integer (the bits of non-negative floats order as
+// the floats do, with Inf and NaN above every finite value): NaN if that is not finite.
+GDFAST_HD float absmax_of_bits(std::uint32_t largest) {
+  return largest >= 0x7F800000u ? rounding::float_of(0x7FC00000u) : rounding::float_of(largest);
+}
+
 // What a block's absmax scales by when encoding: 1 / absmax, kept finite (a subnormal absmax
 // would give Inf, and 0 * Inf a NaN), and 0 for an all-zero block.
 GDFAST_HD float inverse_scale(float absmax) {
@@ -123,17 +168,36 @@ GDFAST_HD float inverse_scale(float absmax) {
   return inverse < FLT_MAX ? inverse : FLT_MAX;
 }
 
+// The decade of y >= kFloor: the number of decades whose lower end lies above it (B: below
+// the map). The CPU reads it from DecadeTables, CUDA counts it.
+GDFAST_HD int decade(float y, int bits) {
+#if defined(__CUDA_ARCH__)
+  int z = 0;
+  for (int k = 0; k < bits; ++k) z += y < ten_to(k + 1) ? 1 : 0;
+  return z;
+#else
+  const DecadeTables& d = bits == 7 ? kDecadeSigned : kDecadeUnsigned;
+  const int index = static_cast<int>((rounding::bits_of(y) >> 23) & 31u);
+  return d.above[index] + (y < d.inside[index] ? 1 : 0);
+#endif
+}
+
 // The code of x in a block whose absmax scales by `inverse` (inverse_scale). A negative x
 // takes the unsigned map's code 0, and -0 (or a tiny negative x) the signed map's 0x80.
 GDFAST_HD std::uint8_t encode(float x, float inverse, bool is_signed) {
-  const DecadeTables& d = is_signed ? kDecadeSigned : kDecadeUnsigned;
-  const EncodeTables& e = is_signed ? kEncodeSigned : kEncodeUnsigned;
+  const int bits = magnitude_bits(is_signed);
   const std::uint32_t sign = rounding::bits_of(x) >> 31;
   float y = (is_signed ? rounding::float_of(rounding::bits_of(x) & 0x7FFFFFFFu) : x) * inverse;
   y = y > kFloor ? y : kFloor;  // (as maxps: a NaN y becomes kFloor)
-  const int index = static_cast<int>((rounding::bits_of(y) >> 23) & 31u);
-  const int z = d.above[index] + (y < d.inside[index] ? 1 : 0);
-  float code = y * e.slope[z] + e.offset[z];
+  const int z = decade(y, bits);
+#if defined(__CUDA_ARCH__)
+  const float code_slope = z < bits ? encode_slope(z, bits) : 0.0f;
+  const float code_offset = z < bits ? encode_offset(z, bits) : 0.0f;
+#else
+  const EncodeTables& e = is_signed ? kEncodeSigned : kEncodeUnsigned;
+  const float code_slope = e.slope[z], code_offset = e.offset[z];
+#endif
+  float code = y * code_slope + code_offset;
   const float top = is_signed ? 127.0f : 255.0f;
   code = code < top ? code : top;
   const auto magnitude = static_cast<std::uint32_t>(code);  // truncation (code >= 0)
@@ -142,13 +206,19 @@ GDFAST_HD std::uint8_t encode(float x, float inverse, bool is_signed) {
 
 // The value of code c in a block of absmax `absmax` (bit 7 of a signed code negates, also 0).
 GDFAST_HD float decode(std::uint8_t c, float absmax, bool is_signed) {
-  const DecodeTables& t = is_signed ? kDecodeSigned : kDecodeUnsigned;
   const std::uint32_t magnitude = is_signed ? c & 0x7Fu : c;
   float value = 0.0f * absmax;  // (code 0; a NaN absmax marks a block that was not finite)
   if (magnitude != 0) {
     const float m = static_cast<float>(magnitude);
     const int p = static_cast<int>(rounding::bits_of(m) >> 23) - 127;
-    value = m * (t.slope[p] * absmax) + t.offset[p] * absmax;
+#if defined(__CUDA_ARCH__)
+    const int bits = magnitude_bits(is_signed);
+    const float slope = decode_slope(p, bits), offset = decode_offset(p, bits);
+#else
+    const DecodeTables& t = is_signed ? kDecodeSigned : kDecodeUnsigned;
+    const float slope = t.slope[p], offset = t.offset[p];
+#endif
+    value = m * (slope * absmax) + offset * absmax;
   }
   return is_signed && (c & 0x80u) != 0 ? -value : value;
 }

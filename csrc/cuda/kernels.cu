@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "cuda/multi_tensor.cuh"
+#include "cuda/quantized.cuh"
 #include "cuda/stored.cuh"
 
 namespace gdfast::cuda {
@@ -30,6 +31,12 @@ LaunchFn<Rule, float> pick_stored(unsigned flags, std::integer_sequence<unsigned
   return fns[flags];
 }
 
+template <class Rule, unsigned... kFlags>
+LaunchFn<Rule, float> pick_quantized(unsigned flags, std::integer_sequence<unsigned, kFlags...>) {
+  constexpr LaunchFn<Rule, float> fns[] = {&launch_quantized<Rule, kFlags>...};
+  return fns[flags];
+}
+
 template <class Rule>
 void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
           const DeviceScalars& scalars, int device, std::uintptr_t stream) {
@@ -37,7 +44,9 @@ void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
   const DeviceGuard guard(device);
   const auto all_flags = std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>{};
   const auto s = reinterpret_cast<cudaStream_t>(stream);
-  if (args.storage != nullptr) {  // narrow arrays or a master copy: float32 math
+  if (args.storage != nullptr && args.storage->any_quantized) {  // 8-bit states
+    pick_quantized<Rule>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
+  } else if (args.storage != nullptr) {  // narrow arrays or a master copy: float32 math
     pick_stored<Rule>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
   } else if (dtype == Dtype::kFloat32) {
     pick<Rule, float>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);

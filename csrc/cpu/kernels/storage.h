@@ -167,7 +167,10 @@ typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays stored_arrays(const Storag
   a.first = first;
   for (int k = 0; k < X::Layout::kNumArrays; ++k) {
     a.type[k] = s.slot[k];
-    a.at[k] = static_cast<char*>(arrays[k]) + first * dtype_size(s.slot[k]);
+    // (an 8-bit state's codes: the caller points the slot at its decoded buffer)
+    a.at[k] = s.quantized[k] != kNotQuantized
+                  ? nullptr
+                  : static_cast<char*>(arrays[k]) + first * dtype_size(s.slot[k]);
     a.role[k] = s.role[k];
     const bool written = k == 0 || k > X::Layout::kNumInputs;
     if (written && s.slot[k] != Dtype::kFloat32 && !(k == 0 && a.master != nullptr)) {

@@ -15,10 +15,22 @@
 
 namespace gdfast::simd {
 
-// A block's absmax from the largest |x| as an integer (the bits of non-negative floats order
-// as the floats do, with Inf and NaN above every finite value): NaN if that is not finite.
-GDFAST_INLINE float absmax_from_bits(std::uint32_t largest) {
-  return largest >= 0x7F800000u ? rounding::float_of(0x7FC00000u) : rounding::float_of(largest);
+// The decoding constants (per p = floor(log2 code), 0..7) in the order a permute of kLanes
+// entries indexed by the biased exponent of float(code) reads them: (127 + p) mod kLanes (no
+// subtraction in the loop).
+template <int kLanes>
+struct DecodeByExponent {
+  alignas(4 * kLanes) float slope[kLanes];
+  alignas(4 * kLanes) float offset[kLanes];
+};
+template <int kLanes>
+constexpr DecodeByExponent<kLanes> decode_by_exponent(const quant8::DecodeTables& t) {
+  DecodeByExponent<kLanes> out{};
+  for (int p = 0; p < 8; ++p) {
+    out.slope[(127 + p) % kLanes] = t.slope[p];
+    out.offset[(127 + p) % kLanes] = t.offset[p];
+  }
+  return out;
 }
 
 struct Quant8Generic {
@@ -28,7 +40,7 @@ struct Quant8Generic {
       const std::uint32_t b = rounding::bits_of(x[i]) & 0x7FFFFFFFu;
       largest = b > largest ? b : largest;
     }
-    return absmax_from_bits(largest);
+    return quant8::absmax_of_bits(largest);
   }
   template <bool kSigned>
   static void decode(const std::uint8_t* codes, float absmax, float* out, index_t n) {

@@ -16,24 +16,10 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
-// The decoding constants (per p = floor(log2 code), 0..7) in the order a permute indexed by
-// the biased exponent of float(code) modulo 8 reads them: (p + 7) mod 8.
-struct DecodeByExponent {
-  alignas(32) float slope[8];
-  alignas(32) float offset[8];
-};
-constexpr DecodeByExponent decode_by_exponent(const quant8::DecodeTables& t) {
-  DecodeByExponent out{};
-  for (int p = 0; p < 8; ++p) {
-    out.slope[(p + 7) & 7] = t.slope[p];
-    out.offset[(p + 7) & 7] = t.offset[p];
-  }
-  return out;
-}
-
 struct Quant8 {
-  static constexpr DecodeByExponent kSignedDecode = decode_by_exponent(quant8::kDecodeSigned);
-  static constexpr DecodeByExponent kUnsignedDecode = decode_by_exponent(quant8::kDecodeUnsigned);
+  using Decode = simd::DecodeByExponent<8>;
+  static constexpr Decode kSignedDecode = simd::decode_by_exponent<8>(quant8::kDecodeSigned);
+  static constexpr Decode kUnsignedDecode = simd::decode_by_exponent<8>(quant8::kDecodeUnsigned);
 
   static float absmax(const float* x, index_t n) {
     __m256i largest = _mm256_setzero_si256();
@@ -49,12 +35,12 @@ struct Quant8 {
     for (const std::uint32_t b : lanes) top = b > top ? b : top;
     const float rest = simd::Quant8Generic::absmax(x + i, n - i);  // (the tail; NaN if bad)
     const std::uint32_t rest_bits = rounding::bits_of(rest) & 0x7FFFFFFFu;
-    return simd::absmax_from_bits(rest_bits > top ? rest_bits : top);
+    return quant8::absmax_of_bits(rest_bits > top ? rest_bits : top);
   }
 
   template <bool kSigned>
   static void decode(const std::uint8_t* codes, float absmax, float* out, index_t n) {
-    const DecodeByExponent& t = kSigned ? kSignedDecode : kUnsignedDecode;
+    const Decode& t = kSigned ? kSignedDecode : kUnsignedDecode;
     const __m256 scale = _mm256_set1_ps(absmax);
     const __m256 slope = _mm256_mul_ps(_mm256_load_ps(t.slope), scale);
     const __m256 offset = _mm256_mul_ps(_mm256_load_ps(t.offset), scale);
@@ -98,7 +84,7 @@ struct Quant8 {
     const __m256 offset = _mm256_loadu_ps(e.offset);
     const __m256 inverse = _mm256_set1_ps(quant8::inverse_scale(absmax));
     const __m256 floor = _mm256_set1_ps(quant8::kFloor);
-    const __m256 lowest = _mm256_set1_ps(quant8::kTenTo[kBits]);
+    const __m256 lowest = _mm256_set1_ps(quant8::ten_to(kBits));
     const __m256 top = _mm256_set1_ps(kSigned ? 127.0f : 255.0f);
     const __m256i last = _mm256_set1_epi32(7);
     const auto lane = [&](__m256 v) {
@@ -109,7 +95,7 @@ struct Quant8 {
       __m256i z = _mm256_setzero_si256();
       for (int k = 0; k < kBits; ++k) {
         z = _mm256_sub_epi32(z, _mm256_castps_si256(_mm256_cmp_ps(
-                                    y, _mm256_set1_ps(quant8::kTenTo[k + 1]), _CMP_LT_OQ)));
+                                    y, _mm256_set1_ps(quant8::ten_to(k + 1)), _CMP_LT_OQ)));
       }
       z = _mm256_min_epi32(z, last);
       const __m256 code =

@@ -13,27 +13,13 @@
 
 namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 
-// The decoding constants (per p = floor(log2 code), 0..7) in the order a permute indexed by
-// the biased exponent of float(code) modulo 16 reads them: (p + 15) mod 16 (no subtraction).
-struct DecodeByExponent {
-  alignas(64) float slope[16];
-  alignas(64) float offset[16];
-};
-constexpr DecodeByExponent decode_by_exponent(const quant8::DecodeTables& t) {
-  DecodeByExponent out{};
-  for (int p = 0; p < 8; ++p) {
-    out.slope[(p + 15) & 15] = t.slope[p];
-    out.offset[(p + 15) & 15] = t.offset[p];
-  }
-  return out;
-}
-
 struct Quant8 {
   GDFAST_INLINE static __mmask16 first(index_t n) {
     return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
   }
-  static constexpr DecodeByExponent kSignedDecode = decode_by_exponent(quant8::kDecodeSigned);
-  static constexpr DecodeByExponent kUnsignedDecode = decode_by_exponent(quant8::kDecodeUnsigned);
+  using Decode = simd::DecodeByExponent<16>;
+  static constexpr Decode kSignedDecode = simd::decode_by_exponent<16>(quant8::kDecodeSigned);
+  static constexpr Decode kUnsignedDecode = simd::decode_by_exponent<16>(quant8::kDecodeUnsigned);
 
   static float absmax(const float* x, index_t n) {
     __m512i largest = _mm512_setzero_si512();
@@ -42,12 +28,12 @@ struct Quant8 {
       const __m512i b = _mm512_maskz_loadu_epi32(first(n - i), x + i);
       largest = _mm512_max_epu32(largest, _mm512_and_si512(b, magnitude));
     }
-    return simd::absmax_from_bits(static_cast<std::uint32_t>(_mm512_reduce_max_epu32(largest)));
+    return quant8::absmax_of_bits(static_cast<std::uint32_t>(_mm512_reduce_max_epu32(largest)));
   }
 
   template <bool kSigned>
   static void decode(const std::uint8_t* codes, float absmax, float* out, index_t n) {
-    const DecodeByExponent& t = kSigned ? kSignedDecode : kUnsignedDecode;
+    const Decode& t = kSigned ? kSignedDecode : kUnsignedDecode;
     const __m512 scale = _mm512_set1_ps(absmax);
     const __m512 slope = _mm512_mul_ps(_mm512_load_ps(t.slope), scale);
     const __m512 offset = _mm512_mul_ps(_mm512_load_ps(t.offset), scale);

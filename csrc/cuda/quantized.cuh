@@ -1,0 +1,161 @@
+// The CUDA loop for calls with 8-bit blockwise states (core/quant8.h): a thread per element of
+// a 256-element block (kThreads == quant8::kBlock), so each state's new block absmax is one
+// reduction across the thread block, and every block of a chunk is stepped in turn. Codes are
+// decoded and encoded with the functions the CPU kernels match bit for bit; the param and the
+// other arrays are loaded and stored as stored.cuh does (narrow types, master copies,
+// stochastic rounding). Chunks are multiples of 256 elements of one tensor, so no block is
+// shared between thread blocks.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/quant8.h"
+#include "core/rounding.h"
+#include "core/step_args.h"
+#include "cuda/check.h"
+#include "cuda/multi_tensor.cuh"
+#include "cuda/stored.cuh"
+#include "optim/layout.h"
+
+namespace gdfast::cuda {
+
+static_assert(kThreads == quant8::kBlock, "a thread per element of a block");
+
+template <int kArrays>
+struct QuantizedLaunchTable {
+  static constexpr int kMaxBytes = 31000;
+  static constexpr int kMaxTensors = (kMaxBytes - 64) / (2 * kArrays * 8 + 8 + 8 + 8 + 4);
+  void* arrays[kMaxTensors][kArrays];
+  float* absmax[kMaxTensors][kArrays];  // the blocks' absmax of the 8-bit arrays (else null)
+  float* masters[kMaxTensors];
+  std::uint64_t param_keys[kMaxTensors];
+  index_t sizes[kMaxTensors];
+  int first_block[kMaxTensors + 1];
+  int num_tensors;
+  index_t chunk;
+  Dtype slot[kArrays];
+  unsigned char role[kArrays];
+  unsigned char quantized[kArrays];  // Quantized of core/step_args.h
+  bool stochastic;
+};
+
+template <class Rule, unsigned kFlags, int kArrays>
+__global__ void __launch_bounds__(kThreads)
+    quantized_step_kernel(const QuantizedLaunchTable<kArrays> table, typename Rule::Hyper hyper,
+                          DeviceScalars scalars) {
+  if (scalars.found_inf != nullptr && *scalars.found_inf != 0.0f) return;
+  set_lr(hyper, scalars.lr, 0);
+  set_step(hyper, scalars.step, 0);
+  set_grad_scale(hyper, scalars.grad_scale, 0);
+  const auto coef = Rule::template coef<float>(hyper);
+  using R = optim::Registers<Rule, kFlags, float>;
+  constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
+  constexpr int kWarps = kThreads / 32;
+  __shared__ std::uint32_t largest[kArrays][kWarps];
+
+  int lo = 0, hi = table.num_tensors;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (table.first_block[mid] <= static_cast<int>(blockIdx.x)) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  const index_t begin = index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} * table.chunk;
+  const index_t remaining = table.sizes[lo] - begin;
+  const index_t end = begin + (remaining < table.chunk ? remaining : table.chunk);
+  void* const* arrays = table.arrays[lo];
+  float* const* absmax = table.absmax[lo];
+  float* const master = table.masters[lo];
+  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+
+  // (every thread takes every turn of this loop: the block synchronises in it)
+  for (index_t first = begin; first < end; first += kThreads) {
+    const index_t i = first + threadIdx.x;
+    const index_t block = first / quant8::kBlock;
+    const bool active = i < end;
+    float v[kArrays];
+    for (int k = 0; k < kArrays; ++k) {
+      v[k] = 0.0f;
+      if (!active) continue;
+      if (table.quantized[k] != kNotQuantized) {
+        v[k] = quant8::decode(static_cast<const std::uint8_t*>(arrays[k])[i], absmax[k][block],
+                              table.quantized[k] == kSignedMap);
+      } else {
+        v[k] = k == 0 && master != nullptr ? master[i] : load_stored(arrays[k], table.slot[k], i);
+      }
+    }
+    if (active) {
+      R r = R::load([&](int slot) { return v[slot]; });
+      r.update(coef);
+      r.store([&](int slot, float value) { v[slot] = value; });
+    }
+    // Each 8-bit state's largest |value| over the block, as bits (Inf and NaN above all).
+    for (int k = 1 + kInputs; k < kArrays; ++k) {
+      if (table.quantized[k] == kNotQuantized) continue;
+      std::uint32_t bits = active ? rounding::bits_of(v[k]) & 0x7FFFFFFFu : 0u;
+      for (int offset = 16; offset > 0; offset /= 2) {
+        const std::uint32_t other = __shfl_xor_sync(0xFFFFFFFFu, bits, offset);
+        bits = other > bits ? other : bits;
+      }
+      if (lane == 0) largest[k][warp] = bits;
+    }
+    __syncthreads();
+    for (int k = 1 + kInputs; k < kArrays; ++k) {
+      if (table.quantized[k] == kNotQuantized) continue;
+      std::uint32_t bits = 0;
+      for (int w = 0; w < kWarps; ++w) bits = largest[k][w] > bits ? largest[k][w] : bits;
+      const float block_max = quant8::absmax_of_bits(bits);
+      if (threadIdx.x == 0) absmax[k][block] = block_max;
+      if (active) {
+        static_cast<std::uint8_t*>(arrays[k])[i] = quant8::encode(
+            v[k], quant8::inverse_scale(block_max), table.quantized[k] == kSignedMap);
+      }
+    }
+    __syncthreads();  // (largest is filled again on the next turn)
+    if (!active) continue;
+    for (int k = 0; k < kArrays; ++k) {
+      if ((k != 0 && k <= kInputs) || table.quantized[k] != kNotQuantized) continue;
+      const bool from_master = k == 0 && master != nullptr;
+      if (from_master) master[i] = v[0];
+      if (table.slot[k] == Dtype::kFloat32) {
+        static_cast<float*>(arrays[k])[i] = v[k];
+      } else {
+        static_cast<std::uint16_t*>(arrays[k])[i] =
+            narrowed(table, lo, k, table.slot[k], i, v[k], table.stochastic && !from_master);
+      }
+    }
+  }
+}
+
+template <class Rule, unsigned kFlags>
+void launch_quantized(const typename Rule::Hyper& hyper, const StepArgs& args,
+                      const DeviceScalars& scalars, cudaStream_t stream) {
+  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
+  using Table = QuantizedLaunchTable<kArrays>;
+  static_assert(sizeof(Table) <= 32764, "kernel parameters are limited to 32764 bytes");
+  const Storage& s = *args.storage;
+  Table table;
+  for (int k = 0; k < kArrays; ++k) {
+    table.slot[k] = s.slot[k];
+    table.role[k] = s.role[k];
+    table.quantized[k] = s.quantized[k];
+  }
+  table.stochastic = s.stochastic;
+  launch_tables(
+      args, chunk_elements<float>(true), table,
+      [&](int slot, index_t t) {
+        table.masters[slot] = s.masters != nullptr ? static_cast<float*>(s.masters[t]) : nullptr;
+        table.param_keys[slot] = s.stochastic ? rounding::param_key(s.seed, s.step, s.keys[t]) : 0;
+        for (int k = 0; k < kArrays; ++k) table.absmax[slot][k] = s.absmax[t * args.num_arrays + k];
+      },
+      [&](int blocks) {
+        quantized_step_kernel<Rule, kFlags, kArrays>
+            <<<blocks, kThreads, 0, stream>>>(table, hyper, scalars);
+      });
+}
+
+}  // namespace gdfast::cuda
