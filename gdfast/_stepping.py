@@ -115,6 +115,16 @@ PRECISION_OPTIONS: Dict[str, Any] = {"state_dtype": None, "master_weights": Fals
 CLIP_OPTIONS: Dict[str, Any] = {"max_grad_norm": None, "clip_per_group": False}
 GDFAST_OPTIONS: Dict[str, Any] = {**PRECISION_OPTIONS, **CLIP_OPTIONS}
 SEED_LIMIT = 2**64
+NARROW = frozenset(("bfloat16", "float16"))  # stored narrower than they are computed
+SINGLE = frozenset(("float32", "bfloat16", "float16"))  # stored types of float32 math
+
+
+def dtype_name(dtype: Any) -> str:
+    """'float32', 'bfloat16', ... for a NumPy or torch dtype."""
+    name = str(dtype)
+    return name[6:] if name.startswith("torch.") else name
+
+
 # An 8-bit state `name` (uint8 codes, core/quant8.h) keeps its blocks' absmax as name + ABSMAX.
 ABSMAX = "_absmax"
 BLOCK = 256  # elements per block of an 8-bit state
@@ -129,14 +139,6 @@ def absmax_size(param: Any) -> int:
 def is_codes(state: Any) -> bool:
     """Whether a state array holds 8-bit codes."""
     return dtype_name(getattr(state, "dtype", None)) == "uint8"
-NARROW = frozenset(("bfloat16", "float16"))  # stored narrower than they are computed
-SINGLE = frozenset(("float32", "bfloat16", "float16"))  # stored types of float32 math
-
-
-def dtype_name(dtype: Any) -> str:
-    """'float32', 'bfloat16', ... for a NumPy or torch dtype."""
-    name = str(dtype)
-    return name[6:] if name.startswith("torch.") else name
 
 
 def kept_dtype(param_dtype: Any, state: str, value_dtype: Any) -> bool:
@@ -280,7 +282,7 @@ stochastic_rounding: round narrowed stores stochastically (seed: an int in [0, 2
 drawn at construction). Not together with master_weights.
 optim_bits: 8 keeps the states of params of min_8bit_size elements or more as blockwise 8-bit
 codes (state[name], uint8) with one float32 absmax per block of 256 (state[name + '_absmax']);
-smaller params keep state_dtype states (README "8-bit states").
+smaller params keep float32 states, or state_dtype's (README "8-bit states").
 
 Fused clipping (README "Clipping"): max_grad_norm clips the gradients by their L2 norm over
 every group whose clip_per_group is False (clip_per_group=True: over the group's own), as
@@ -929,9 +931,8 @@ class StepPath:
                     spec = specs[name]
                     fill = float(values[spec.fill_from]) if spec.fill_from else 0.0
                     # (a float64 param keeps float64 states, 8-bit group or not)
-                    dtype = self._uint8 if bits8 else None if (
-                        precision.state_dtype is None and dtype_name(p.dtype) == "float64") \
-                        else states_dtype
+                    dtype = (self._uint8 if bits8 else None if dtype_name(p.dtype) == "float64"
+                             else states_dtype)
                     obj = m.created[name] = self._new_state(p, spec, fill, dtype)
                 m.states.append(obj)
             if precision.master:

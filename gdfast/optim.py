@@ -417,8 +417,7 @@ def _loaded_array(value: Any, p: np.ndarray, where: str, name: str) -> np.ndarra
         return np.array(value, copy=True, order="C")
     if value.dtype.kind != "f" and dtype_name(value.dtype) != "bfloat16":
         # complex, object, int, bool, str: no state of a real param
-        raise TypeError(f"{where}: expected a real floating-point array (or the uint8 codes "
-                        f"of an 8-bit state), got {value.dtype}")
+        raise TypeError(f"{where}: expected a real floating-point array, got {value.dtype}")
     if value.shape != p.shape:
         raise ValueError(f"{where}: shape {value.shape} does not match its param's {p.shape}")
     dtype = (np.dtype(np.float32) if name == "master_param"

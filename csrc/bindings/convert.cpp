@@ -377,7 +377,7 @@ bool is_narrow(Dtype dtype) { return dtype == Dtype::kBfloat16 || dtype == Dtype
 void check_dtype(Dtype dtype, Dtype compute, const TensorArg& arg, const NamedArg& who,
                  const Dtype* list_dtype, const NamedArg& param) {
   const std::string got = std::string(", got ") + dtype_name(dtype);
-  if (arg.quantized != 0) {
+  if (arg.quantized != kNotQuantized) {
     if (dtype != Dtype::kUint8)
       fail_type(who, "expected uint8 (the codes of an 8-bit state)" + got);
     if (compute == Dtype::kFloat64) {
