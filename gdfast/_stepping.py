@@ -687,12 +687,15 @@ class StepPath:
 
     # -- stepping ------------------------------------------------------------------------------
     def _step_all(self, members_of: Callable[[int, Dict[str, Any]], Members],
-                  amp: Mapping[str, Any], run: bool = True) -> None:
+                  amp: Mapping[str, Any], run: bool = True,
+                  advance: bool = True) -> Optional[int]:
         """One step of every group, in one kernel call. ``members_of(i, group)`` lists (state
         key, param, grad, index in the group) for the params with gradients (_grad_arrays makes
         what the kernel gets of the grads, and may raise for one). ``amp`` holds grad_scale (a
         number, or a CUDA tensor) and, for CUDA, found_inf. ``run=False`` checks all of it and
-        changes nothing (a step that found_inf skips)."""
+        changes nothing (a step that found_inf skips). ``advance=False`` leaves the
+        optimizer-wide counts (schedules, stochastic rounding) to the caller: a step in parts
+        (step_in_backward) advances them once, with the rounding count returned here."""
         if len(self._batch_cache) > len(self.param_groups):  # a group was removed: let go
             live = {id(g) for g in self.param_groups}  # of its arrays
             for cache in (self._batch_cache, self._checked_cache):
@@ -717,7 +720,7 @@ class StepPath:
                                  (f"param_groups[{i}]: ", batch.indices)))
             first += len(group["params"])
         if not work:
-            return
+            return None
         calls, stream = [], None
         rounding = self._rounding_count(work)
         scales = self._clipped_scales(work, amp["grad_scale"]) if run else None
@@ -740,17 +743,24 @@ class StepPath:
             calls.append(call)
         if not run:
             _core.check(self._ctor.rule.id, calls, stream)
-            return
+            return None
         results = _core.step(self._ctor.rule.id, calls, stream)
         for k, (batch, *_) in enumerate(work):
             self._commit(batch, None if results is None else results[k])
-        for group in self.param_groups:  # (every group's schedule: one per optimizer step)
+        if advance:
+            self._advance_counts(rounding)
+        self._after_step([w[0] for w in work])
+        return rounding
+
+    def _advance_counts(self, rounding: Optional[int]) -> None:
+        """After an optimizer step: every group's schedule one step on, and the count of
+        stochastically rounded steps (_rounding_count) stored."""
+        for group in self.param_groups:
             if isinstance(group.get("lr"), Schedule):
                 group["lr_step"] = scheduled_steps(group) + 1
         if rounding is not None:
             for group in self.param_groups:
                 group["rounding_step"] = rounding
-        self._after_step([w[0] for w in work])
 
     def _clipped_scales(self, work: Sequence[Tuple[Any, ...]],
                         grad_scale: Any) -> Optional[List[Any]]:

@@ -38,6 +38,7 @@ from . import (
     _device,
     cuda,
 )
+from ._in_backward import StepInBackward
 from ._spec import State
 from ._stepping import (
     ABSMAX,
@@ -54,7 +55,7 @@ from ._stepping import (
     make_class,
 )
 
-__all__ = ["Optimizer"] + list(CONSTRUCTORS) + list(EIGHT_BIT)
+__all__ = ["Optimizer", "step_in_backward"] + list(CONSTRUCTORS) + list(EIGHT_BIT)
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -555,6 +556,16 @@ def _check_param(p: torch.Tensor, where: str) -> None:
 for _ctor in (*CONSTRUCTORS.values(), *eight_bit_constructors()):
     globals()[_ctor.name] = make_class(_ctor, Optimizer, __name__)
 del _ctor
+
+
+def step_in_backward(optimizer: Optimizer) -> StepInBackward:
+    """Steps each of the optimizer's params inside backward, as soon as its gradient has been
+    accumulated, and frees that gradient at once: a training step then never holds every
+    gradient. Returns the hooks' handle: ``with handle.accumulate():`` around the backward
+    passes of all but the last micro-batch of a step; ``handle.remove()`` to stop. Not with
+    ``max_grad_norm`` (ValueError) nor GradScaler, which need every gradient before any step
+    (README "The step inside backward")."""
+    return StepInBackward(optimizer)
 
 
 def __getattr__(name: str) -> Any:
