@@ -61,6 +61,39 @@ __device__ auto set_grad_scale(H& h, const float* v, int) -> decltype(h.grad_sca
 template <class H>
 __device__ void set_grad_scale(H&, const float*, long) {}
 
+// The device scalars' part of a kernel's start: false if found_inf says to skip the step, else
+// the hyperparameters with the device's lr, step and grad_scale where given.
+template <class H>
+__device__ __forceinline__ bool take_device_scalars(H& hyper, const DeviceScalars& scalars) {
+  if (scalars.found_inf != nullptr && *scalars.found_inf != 0.0f) return false;
+  set_lr(hyper, scalars.lr, 0);
+  set_step(hyper, scalars.step, 0);
+  set_grad_scale(hyper, scalars.grad_scale, 0);
+  return true;
+}
+
+// The tensor this block steps (the last t with first_block[t] <= blockIdx.x) and its chunk of
+// it, [begin, end).
+struct BlockChunk {
+  int tensor;
+  index_t begin, end;
+};
+template <class Table>
+__device__ __forceinline__ BlockChunk block_chunk(const Table& table) {
+  int lo = 0, hi = table.num_tensors;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (table.first_block[mid] <= static_cast<int>(blockIdx.x)) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  const index_t begin = index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} * table.chunk;
+  const index_t remaining = table.sizes[lo] - begin;
+  return {lo, begin, begin + (remaining < table.chunk ? remaining : table.chunk)};
+}
+
 template <class T>
 struct alignas(16) Pack {
   T v[vec_width<T>()];
@@ -98,25 +131,11 @@ template <class Rule, unsigned kFlags, class T, int kArrays>
 __global__ void __launch_bounds__(kThreads)
     step_kernel(const LaunchTable<kArrays> table, typename Rule::Hyper hyper,
                 DeviceScalars scalars) {
-  if (scalars.found_inf != nullptr && *scalars.found_inf != 0.0f) return;
-  set_lr(hyper, scalars.lr, 0);
-  set_step(hyper, scalars.step, 0);
-  set_grad_scale(hyper, scalars.grad_scale, 0);
+  if (!take_device_scalars(hyper, scalars)) return;
   const auto coef = Rule::template coef<T>(hyper);
-
-  // The tensor of this block: the last t with first_block[t] <= blockIdx.x.
-  int lo = 0, hi = table.num_tensors;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (table.first_block[mid] <= static_cast<int>(blockIdx.x)) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  const index_t begin = index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} * table.chunk;
-  const index_t remaining = table.sizes[lo] - begin;
-  const index_t n = remaining < table.chunk ? remaining : table.chunk;
+  const BlockChunk chunk = block_chunk(table);
+  const int lo = chunk.tensor;
+  const index_t begin = chunk.begin, n = chunk.end - chunk.begin;
   T* ptr[kArrays];
   bool aligned = true;
   for (int k = 0; k < kArrays; ++k) {

@@ -45,28 +45,16 @@ template <class Rule, unsigned kFlags, int kArrays>
 __global__ void __launch_bounds__(kThreads)
     quantized_step_kernel(const QuantizedLaunchTable<kArrays> table, typename Rule::Hyper hyper,
                           DeviceScalars scalars) {
-  if (scalars.found_inf != nullptr && *scalars.found_inf != 0.0f) return;
-  set_lr(hyper, scalars.lr, 0);
-  set_step(hyper, scalars.step, 0);
-  set_grad_scale(hyper, scalars.grad_scale, 0);
+  if (!take_device_scalars(hyper, scalars)) return;
   const auto coef = Rule::template coef<float>(hyper);
   using R = optim::Registers<Rule, kFlags, float>;
   constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
   constexpr int kWarps = kThreads / 32;
   __shared__ std::uint32_t largest[kArrays][kWarps];
 
-  int lo = 0, hi = table.num_tensors;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (table.first_block[mid] <= static_cast<int>(blockIdx.x)) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  const index_t begin = index_t{static_cast<int>(blockIdx.x) - table.first_block[lo]} * table.chunk;
-  const index_t remaining = table.sizes[lo] - begin;
-  const index_t end = begin + (remaining < table.chunk ? remaining : table.chunk);
+  const BlockChunk chunk = block_chunk(table);
+  const int lo = chunk.tensor;
+  const index_t begin = chunk.begin, end = chunk.end;
   void* const* arrays = table.arrays[lo];
   float* const* absmax = table.absmax[lo];
   float* const master = table.masters[lo];
@@ -139,17 +127,12 @@ void launch_quantized(const typename Rule::Hyper& hyper, const StepArgs& args,
   static_assert(sizeof(Table) <= 32764, "kernel parameters are limited to 32764 bytes");
   const Storage& s = *args.storage;
   Table table;
-  for (int k = 0; k < kArrays; ++k) {
-    table.slot[k] = s.slot[k];
-    table.role[k] = s.role[k];
-    table.quantized[k] = s.quantized[k];
-  }
-  table.stochastic = s.stochastic;
+  copy_storage(table, s, kArrays);
+  for (int k = 0; k < kArrays; ++k) table.quantized[k] = s.quantized[k];
   launch_tables(
       args, chunk_elements<float>(true), table,
       [&](int slot, index_t t) {
-        table.masters[slot] = s.masters != nullptr ? static_cast<float*>(s.masters[t]) : nullptr;
-        table.param_keys[slot] = s.stochastic ? rounding::param_key(s.seed, s.step, s.keys[t]) : 0;
+        add_stored_tensor(table, s, slot, t);
         for (int k = 0; k < kArrays; ++k) table.absmax[slot][k] = s.absmax[t * args.num_arrays + k];
       },
       [&](int blocks) {
