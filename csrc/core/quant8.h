@@ -31,8 +31,8 @@ inline constexpr index_t kBlock = 256;
 
 GDFAST_HD constexpr int magnitude_bits(bool is_signed) { return is_signed ? 7 : 8; }
 
-// Every constant below is a function for host and device code: CUDA computes them where the
-// CPU reads them from tables built by the same functions.
+// Every constant below is a function for host and device code: the CPU's tables and CUDA's
+// (filled in shared memory by each thread block) are built by the same functions.
 
 // float32(10^-k), k = 0..8 (the literals are correctly rounded).
 GDFAST_HD constexpr float ten_to(int k) {
@@ -182,45 +182,45 @@ GDFAST_HD int decade(float y, int bits) {
 #endif
 }
 
-// The code of x in a block whose absmax scales by `inverse` (inverse_scale). A negative x
+// The code of x in a block whose absmax scales by `inverse` (inverse_scale), with its map's
+// encoding constants per decade (EncodeTables' slope and offset: 0 at z = B). A negative x
 // takes the unsigned map's code 0, and -0 (or a tiny negative x) the signed map's 0x80.
-GDFAST_HD std::uint8_t encode(float x, float inverse, bool is_signed) {
+GDFAST_HD std::uint8_t encode_with(float x, float inverse, bool is_signed, const float* slope,
+                                   const float* offset) {
   const int bits = magnitude_bits(is_signed);
   const std::uint32_t sign = rounding::bits_of(x) >> 31;
   float y = (is_signed ? rounding::float_of(rounding::bits_of(x) & 0x7FFFFFFFu) : x) * inverse;
   y = y > kFloor ? y : kFloor;  // (as maxps: a NaN y becomes kFloor)
   const int z = decade(y, bits);
-#if defined(__CUDA_ARCH__)
-  const float code_slope = z < bits ? encode_slope(z, bits) : 0.0f;
-  const float code_offset = z < bits ? encode_offset(z, bits) : 0.0f;
-#else
-  const EncodeTables& e = is_signed ? kEncodeSigned : kEncodeUnsigned;
-  const float code_slope = e.slope[z], code_offset = e.offset[z];
-#endif
-  float code = y * code_slope + code_offset;
+  float code = y * slope[z] + offset[z];
   const float top = is_signed ? 127.0f : 255.0f;
   code = code < top ? code : top;
   const auto magnitude = static_cast<std::uint32_t>(code);  // truncation (code >= 0)
   return static_cast<std::uint8_t>(is_signed ? magnitude | sign << 7 : magnitude);
 }
 
-// The value of code c in a block of absmax `absmax` (bit 7 of a signed code negates, also 0).
-GDFAST_HD float decode(std::uint8_t c, float absmax, bool is_signed) {
+// The value of code c in a block of absmax `absmax`, with its map's decoding constants per p
+// (DecodeTables' slope and offset). Bit 7 of a signed code negates, also 0.
+GDFAST_HD float decode_with(std::uint8_t c, float absmax, bool is_signed, const float* slope,
+                            const float* offset) {
   const std::uint32_t magnitude = is_signed ? c & 0x7Fu : c;
   float value = 0.0f * absmax;  // (code 0; a NaN absmax marks a block that was not finite)
   if (magnitude != 0) {
     const float m = static_cast<float>(magnitude);
     const int p = static_cast<int>(rounding::bits_of(m) >> 23) - 127;
-#if defined(__CUDA_ARCH__)
-    const int bits = magnitude_bits(is_signed);
-    const float slope = decode_slope(p, bits), offset = decode_offset(p, bits);
-#else
-    const DecodeTables& t = is_signed ? kDecodeSigned : kDecodeUnsigned;
-    const float slope = t.slope[p], offset = t.offset[p];
-#endif
-    value = m * (slope * absmax) + offset * absmax;
+    value = m * (slope[p] * absmax) + offset[p] * absmax;
   }
   return is_signed && (c & 0x80u) != 0 ? -value : value;
+}
+
+// The same with the tables above (the CPU; CUDA fills its own from the same functions).
+inline std::uint8_t encode(float x, float inverse, bool is_signed) {
+  const EncodeTables& e = is_signed ? kEncodeSigned : kEncodeUnsigned;
+  return encode_with(x, inverse, is_signed, e.slope, e.offset);
+}
+inline float decode(std::uint8_t c, float absmax, bool is_signed) {
+  const DecodeTables& t = is_signed ? kDecodeSigned : kDecodeUnsigned;
+  return decode_with(c, absmax, is_signed, t.slope, t.offset);
 }
 
 }  // namespace gdfast::quant8

@@ -51,6 +51,20 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
   constexpr int kWarps = kThreads / 32;
   __shared__ std::uint32_t largest[kArrays][kWarps];
+  // Each map's constants (core/quant8.h), computed once per thread block: [map: 0 signed,
+  // 1 unsigned][decode slope, decode offset, encode slope, encode offset][p or z].
+  __shared__ float codec[2][4][16];
+  if (threadIdx.x < 16) {
+    const int i = static_cast<int>(threadIdx.x);
+    for (int map = 0; map < 2; ++map) {
+      const int bits = quant8::magnitude_bits(map == 0);
+      codec[map][0][i] = i < bits ? quant8::decode_slope(i, bits) : 0.0f;
+      codec[map][1][i] = i < bits ? quant8::decode_offset(i, bits) : 0.0f;
+      codec[map][2][i] = i < bits ? quant8::encode_slope(i, bits) : 0.0f;
+      codec[map][3][i] = i < bits ? quant8::encode_offset(i, bits) : 0.0f;
+    }
+  }
+  __syncthreads();
 
   const BlockChunk chunk = block_chunk(table);
   const int lo = chunk.tensor;
@@ -70,8 +84,9 @@ __global__ void __launch_bounds__(kThreads)
       v[k] = 0.0f;
       if (!active) continue;
       if (table.quantized[k] != kNotQuantized) {
-        v[k] = quant8::decode(static_cast<const std::uint8_t*>(arrays[k])[i], absmax[k][block],
-                              table.quantized[k] == kSignedMap);
+        const int map = table.quantized[k] == kSignedMap ? 0 : 1;
+        v[k] = quant8::decode_with(static_cast<const std::uint8_t*>(arrays[k])[i], absmax[k][block],
+                                   map == 0, codec[map][0], codec[map][1]);
       } else {
         v[k] = k == 0 && master != nullptr ? master[i] : load_stored(arrays[k], table.slot[k], i);
       }
@@ -99,8 +114,9 @@ __global__ void __launch_bounds__(kThreads)
       const float block_max = quant8::absmax_of_bits(bits);
       if (threadIdx.x == 0) absmax[k][block] = block_max;
       if (active) {
-        static_cast<std::uint8_t*>(arrays[k])[i] = quant8::encode(
-            v[k], quant8::inverse_scale(block_max), table.quantized[k] == kSignedMap);
+        const int map = table.quantized[k] == kSignedMap ? 0 : 1;
+        static_cast<std::uint8_t*>(arrays[k])[i] = quant8::encode_with(
+            v[k], quant8::inverse_scale(block_max), map == 0, codec[map][2], codec[map][3]);
       }
     }
     __syncthreads();  // (largest is filled again on the next turn)
