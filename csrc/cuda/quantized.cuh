@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(kThreads)
         v[k] = quant8::decode_with(static_cast<const std::uint8_t*>(arrays[k])[i], absmax[k][block],
                                    map == 0, codec[map][0], codec[map][1]);
       } else {
-        v[k] = k == 0 && master != nullptr ? master[i] : load_stored(arrays[k], table.slot[k], i);
+        v[k] = load_element(arrays, master, k, table.slot[k], i);
       }
     }
     if (active) {
@@ -123,14 +123,7 @@ __global__ void __launch_bounds__(kThreads)
     if (!active) continue;
     for (int k = 0; k < kArrays; ++k) {
       if ((k != 0 && k <= kInputs) || table.quantized[k] != kNotQuantized) continue;
-      const bool from_master = k == 0 && master != nullptr;
-      if (from_master) master[i] = v[0];
-      if (table.slot[k] == Dtype::kFloat32) {
-        static_cast<float*>(arrays[k])[i] = v[k];
-      } else {
-        static_cast<std::uint16_t*>(arrays[k])[i] =
-            narrowed(table, lo, k, table.slot[k], i, v[k], table.stochastic && !from_master);
-      }
+      store_element(table, lo, arrays, master, k, table.slot[k], i, v[k]);
     }
   }
 }

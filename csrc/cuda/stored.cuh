@@ -97,6 +97,28 @@ __device__ __forceinline__ std::uint16_t narrowed(const Table& table, int t, int
   return rounding::narrow(type == Dtype::kBfloat16, value, stochastic, random16);
 }
 
+// Element i of array `slot`, of storage type `type`, as the step reads it (the param's master
+// copy where one is kept) ...
+__device__ __forceinline__ float load_element(void* const* arrays, const float* master, int slot,
+                                              Dtype type, index_t i) {
+  return slot == 0 && master != nullptr ? master[i] : load_stored(arrays[slot], type, i);
+}
+// ... and as it is stored back: a master copy and the param rounded to nearest from it, else the
+// array in its type (narrowed as the table says) of tensor t.
+template <class Table>
+__device__ __forceinline__ void store_element(const Table& table, int t, void* const* arrays,
+                                              float* master, int slot, Dtype type, index_t i,
+                                              float value) {
+  const bool from_master = slot == 0 && master != nullptr;
+  if (from_master) master[i] = value;
+  if (type == Dtype::kFloat32) {
+    static_cast<float*>(arrays[slot])[i] = value;
+    return;
+  }
+  static_cast<std::uint16_t*>(arrays[slot])[i] =
+      narrowed(table, t, slot, type, i, value, table.stochastic && !from_master);
+}
+
 template <class Rule, unsigned kFlags, int kArrays, class Recipe>
 __global__ void __launch_bounds__(kThreads)
     stored_step_kernel(const StoredLaunchTable<kArrays> table, typename Rule::Hyper hyper,
@@ -158,19 +180,10 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   for (index_t i = vector_end + threadIdx.x; i < end; i += kThreads) {
-    R r = R::load([&](int slot) {
-      return slot == 0 && master != nullptr ? master[i] : load_stored(arrays[slot], type(slot), i);
-    });
+    R r = R::load([&](int slot) { return load_element(arrays, master, slot, type(slot), i); });
     r.update(coef);
     r.store([&](int slot, float value) {
-      const bool from_master = slot == 0 && master != nullptr;
-      if (from_master) master[i] = value;
-      if (type(slot) == Dtype::kFloat32) {
-        static_cast<float*>(arrays[slot])[i] = value;
-        return;
-      }
-      static_cast<std::uint16_t*>(arrays[slot])[i] =
-          narrowed(table, lo, slot, type(slot), i, value, table.stochastic && !from_master);
+      store_element(table, lo, arrays, master, slot, type(slot), i, value);
     });
   }
 }
