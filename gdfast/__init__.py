@@ -2,8 +2,9 @@
 
 Functional in-place ops live in :mod:`gdfast.ops`; stateful optimizers with torch.optim's
 constructors are ``gdfast.SGD``, ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``Adagrad``,
-``Adadelta``, ``Adamax``, ``NAdam``, ``RAdam``, ``ASGD`` and ``Rprop`` (``gdfast.optimizers()``
-lists them); ``gdfast.torch`` has the same for torch tensors.
+``Adadelta``, ``Adamax``, ``NAdam``, ``RAdam``, ``ASGD``, ``Rprop``, and pytorch_optimizer's
+``Adan`` and ``AdEMAMix`` (``gdfast.optimizers()`` lists them); ``gdfast.torch`` has the same for
+torch tensors.
 """
 
 import numbers

@@ -136,6 +136,27 @@ def ASGD(lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float =
     """torch.optim.ASGD."""
 
 
+@constructor("adan")
+def Adan(lr: float = 1e-3, betas: Tuple[float, float, float] = (0.98, 0.92, 0.99),
+         weight_decay: float = 0.0, weight_decouple: bool = False, max_grad_norm: float = 0.0,
+         foreach: Optional[bool] = None, eps: float = 1e-8,
+         maximize: bool = False) -> Dict[str, Any]:
+    """pytorch_optimizer.Adan (Xie et al. 2022). ``max_grad_norm=0`` is no clipping, as there;
+    a positive one clips by the global norm as gdfast's fused clipping does (torch's
+    ``max_norm / (norm + 1e-6)``; pytorch_optimizer divides by ``norm + eps``)."""
+    return {"max_grad_norm": max_grad_norm or None}
+
+
+@constructor("ademamix")
+def AdEMAMix(lr: float = 1e-3, betas: Tuple[float, float, float] = (0.9, 0.999, 0.9999),
+             weight_decay: float = 0.0, weight_decouple: bool = False, fixed_decay: bool = False,
+             alpha: float = 5.0, t_alpha_beta3: Optional[float] = None, eps: float = 1e-8,
+             maximize: bool = False, foreach: Optional[bool] = None) -> Dict[str, Any]:
+    """pytorch_optimizer.AdEMAMix (Pagliardini et al. 2024): ``t_alpha_beta3=None`` (no warmup
+    of alpha and beta3) is stored as 0."""
+    return {"t_alpha_beta3": 0.0 if t_alpha_beta3 is None else t_alpha_beta3}
+
+
 @constructor("rprop")
 def Rprop(lr: float = 1e-2, etas: Tuple[float, float] = (0.5, 1.2),
           step_sizes: Tuple[float, float] = (1e-6, 50.0), *, capturable: bool = False,

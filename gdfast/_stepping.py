@@ -29,7 +29,8 @@ import operator
 import sys
 from collections.abc import Set
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 
@@ -172,12 +173,29 @@ DEFAULT_PRECISION = Precision()
 COUNT_EXPECTED = "expected an int >= 0"
 SCALAR_EXPECTED = "expected a finite number"
 
-# Constructor arguments that hold two of a rule's hyperparameters.
-PAIRS: Dict[str, Tuple[str, str]] = {
-    "betas": ("beta1", "beta2"),
+# Constructor arguments that hold several of a rule's hyperparameters, in order; a rule takes
+# the leading ones it has (Adam's betas are (beta1, beta2), Adan's (beta1, beta2, beta3)).
+TUPLES: Dict[str, Tuple[str, ...]] = {
+    "betas": ("beta1", "beta2", "beta3"),
     "etas": ("etaminus", "etaplus"),
     "step_sizes": ("step_size_min", "step_size_max"),
 }
+
+
+def tuple_arguments(fields: Iterable[str]) -> List[Tuple[str, Tuple[str, ...]]]:
+    """(argument, names) of each tuple argument of a rule with these hyperparameters."""
+    held = set(fields)
+    out = []
+    for key, names in TUPLES.items():
+        names = tuple(n for n in names if n in held)
+        if names:
+            out.append((key, names))
+    return out
+
+
+def expected_tuple(names: Sequence[str]) -> str:
+    """'expected a pair (beta1, beta2)', 'expected a triple (beta1, beta2, beta3)'."""
+    return f"expected {'a pair' if len(names) == 2 else 'a triple'} ({', '.join(names)})"
 
 
 @dataclass(frozen=True)
@@ -197,8 +215,8 @@ class Constructor:
     @functools.cached_property
     def group_keys(self) -> Tuple[str, ...]:
         """The group entries a step reads: hyper_values's, then the precision options."""
-        plain, pairs = self._sources
-        return tuple(n for n, _ in plain) + tuple(p[0] for p in pairs) + tuple(GDFAST_OPTIONS)
+        plain, tuples = self._sources
+        return tuple(n for n, _ in plain) + tuple(t[0] for t in tuples) + tuple(GDFAST_OPTIONS)
 
     @functools.cached_property
     def scalar_names(self) -> Tuple[str, ...]:
@@ -211,32 +229,35 @@ class Constructor:
         arguments = dict(bound.arguments)
         if arguments.get("fused") and arguments.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")  # as torch
+        own = inspect.signature(self.body).parameters
         arguments.update(self.body(**{k: v for k, v in arguments.items()
-                                      if k not in GDFAST_OPTIONS}) or {})
+                                      if k not in GDFAST_OPTIONS or k in own}) or {})
         return {**arguments, **self.fixed}
 
     def hyper_values(self, group: Mapping[str, Any]) -> Dict[str, Any]:
-        """The rule's hyperparameters from a param group, pairs unpacked (betas -> beta1,
-        beta2); one a group lacks (an older state_dict's) takes the rule's default. A pair
-        that is not a pair of numbers (or tensors) raises naming the pair and the element."""
-        plain, pairs = self._sources
+        """The rule's hyperparameters from a param group, tuples unpacked (betas -> beta1,
+        beta2); one a group lacks (an older state_dict's) takes the rule's default. A tuple
+        argument that is not a tuple of numbers (or tensors) raises naming it and the element."""
+        plain, tuples = self._sources
         out = {name: group.get(name, default) for name, default in plain}
-        for key, a, b, defaults in pairs:
+        for key, names, defaults in tuples:
             value = group.get(key, defaults)
             if type(value) is not tuple:  # (tuples of numbers: the usual case, checked below)
                 if isinstance(value, (str, bytes, Mapping, Set)) or not hasattr(value, "__iter__"):
                     # unordered, or not a collection: no first and second element
-                    raise TypeError(f"{key}: expected a pair ({a}, {b}), got {value!r}")
+                    raise TypeError(f"{key}: {expected_tuple(names)}, got {value!r}")
             try:
-                out[a], out[b] = value
-            except (TypeError, ValueError):
-                raise ValueError(f"{key}: expected a pair ({a}, {b}), got {value!r}") from None
-            for i, name in enumerate((a, b)):
-                x = out[name]
+                values = tuple(value)
+            except TypeError:
+                values = ()
+            if len(values) != len(names):
+                raise ValueError(f"{key}: {expected_tuple(names)}, got {value!r}")
+            for i, (name, x) in enumerate(zip(names, values)):
                 if type(x) is not float and (isinstance(x, bool) or not (
                         isinstance(x, numbers.Real) or is_tensor(x))):
                     raise TypeError(f"{key}[{i}] ({name}): expected "
                                     f"{self._ranges[name].describe()}, got {x!r}")
+                out[name] = x
         return out
 
     @functools.cached_property
@@ -246,18 +267,18 @@ class Constructor:
     @functools.cached_property
     def display_names(self) -> Dict[str, str]:
         """A hyperparameter's name as the constructor takes it: betas[0] for beta1."""
-        return {name: f"{key}[{i}]" for key, pair in PAIRS.items() for i, name in enumerate(pair)
-                if name in self._ranges}
+        return {name: f"{key}[{i}]" for key, names in tuple_arguments(self._ranges)
+                for i, name in enumerate(names)}
 
     @functools.cached_property
     def _sources(self) -> Tuple[Tuple[Tuple[str, Any], ...], Tuple[Tuple[Any, ...], ...]]:
         """Where hyper_values finds each hyperparameter: (name, default) read as such, and
-        (group key, first, second, defaults) for the pairs."""
+        (group key, names, defaults) for the tuples."""
         options = {f.name: f.default for f in self.rule.options}
-        pairs = tuple((key, a, b, (options[a], options[b])) for key, (a, b) in PAIRS.items()
-                      if a in options)
-        paired = {name for _, a, b, _ in pairs for name in (a, b)}
-        return tuple((n, d) for n, d in options.items() if n not in paired), pairs
+        tuples = tuple((key, names, tuple(options[n] for n in names))
+                       for key, names in tuple_arguments(options))
+        packed = {name for _, names, _ in tuples for name in names}
+        return tuple((n, d) for n, d in options.items() if n not in packed), tuples
 
 
 CONSTRUCTORS: Dict[str, Constructor] = {}
@@ -291,11 +312,13 @@ torch.nn.utils.clip_grad_norm_ before the step; the norm is kept as last_grad_no
 
 def constructor(rule: str, **fixed: Any) -> Callable[[Body], Body]:
     """Registers a torch-signature constructor for the front ends to build their classes from;
-    every class takes the precision options after torch's arguments."""
+    every class takes the precision and clipping options after torch's arguments (but for one
+    the class takes itself: Adan's max_grad_norm)."""
     def register(fn: Body) -> Body:
         signature = inspect.signature(fn)
-        signature = signature.replace(
-            parameters=[*signature.parameters.values(), *_GDFAST_PARAMETERS])
+        own = signature.parameters
+        signature = signature.replace(parameters=[
+            *own.values(), *(p for p in _GDFAST_PARAMETERS if p.name not in own)])
         CONSTRUCTORS[fn.__name__] = Constructor(fn.__name__, RULES[rule], signature, fixed,
                                                 (inspect.getdoc(fn) or "") + _GDFAST_DOC, fn)
         return fn

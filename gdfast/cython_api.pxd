@@ -587,3 +587,128 @@ cdef inline int rprop_step_multi(RpropHyper* hyper, int dtype, int64_t count, co
     roles[2] = prev
     roles[3] = step_size
     return step_v1(RULE_RPROP, 0x6dc7c4c6187fae38ULL, hyper, dtype, count, sizes, roles)
+
+
+# adan: Adan (Xie et al. 2022), as pytorch_optimizer.Adan. Arrays: param, grad; states exp_avg,
+# exp_avg_sq, exp_avg_diff, previous_grad.
+cdef enum:
+    RULE_ADAN = 11
+ctypedef struct AdanHyper:
+    double lr  # default 0.001, a finite number >= 0
+    double beta1  # default 0.98, a finite number >= 0 and < 1
+    double beta2  # default 0.92, a finite number >= 0 and < 1
+    double beta3  # default 0.99, a finite number >= 0 and < 1
+    double weight_decay  # default 0.0, a finite number >= 0
+    double eps  # default 1e-08, a finite number >= 0
+    int64_t weight_decouple  # flag (0 or 1), default 0
+    int64_t maximize  # flag (0 or 1), default 0
+    int64_t step  # the step count after this step: 1 on the first
+    double grad_scale  # gradients are divided by this (AMP), default 1.0
+
+cdef inline AdanHyper adan_defaults() noexcept nogil:
+    cdef AdanHyper h
+    h.lr = 0.001
+    h.beta1 = 0.98
+    h.beta2 = 0.92
+    h.beta3 = 0.99
+    h.weight_decay = 0.0
+    h.eps = 1e-08
+    h.weight_decouple = 0
+    h.maximize = 0
+    h.step = 1
+    h.grad_scale = 1.0
+    return h
+
+cdef inline int adan_step(AdanHyper* hyper, int dtype, int64_t n, void* param, const void* grad,
+        void* exp_avg, void* exp_avg_sq, void* exp_avg_diff, void* previous_grad) noexcept nogil:
+    cdef void* arrays[6]
+    cdef void** roles[6]
+    arrays[0] = param
+    roles[0] = &arrays[0]
+    arrays[1] = <void*>grad
+    roles[1] = &arrays[1]
+    arrays[2] = exp_avg
+    roles[2] = &arrays[2]
+    arrays[3] = exp_avg_sq
+    roles[3] = &arrays[3]
+    arrays[4] = exp_avg_diff
+    roles[4] = &arrays[4]
+    arrays[5] = previous_grad
+    roles[5] = &arrays[5]
+    return step_v1(RULE_ADAN, 0xae092023ab3679b9ULL, hyper, dtype, 1, &n, roles)
+
+cdef inline int adan_step_multi(AdanHyper* hyper, int dtype, int64_t count, const int64_t* sizes,
+        void** param, const void** grad, void** exp_avg, void** exp_avg_sq, void** exp_avg_diff,
+        void** previous_grad) noexcept nogil:
+    cdef void** roles[6]
+    roles[0] = param
+    roles[1] = <void**>grad
+    roles[2] = exp_avg
+    roles[3] = exp_avg_sq
+    roles[4] = exp_avg_diff
+    roles[5] = previous_grad
+    return step_v1(RULE_ADAN, 0xae092023ab3679b9ULL, hyper, dtype, count, sizes, roles)
+
+
+# ademamix: AdEMAMix (Pagliardini et al. 2024), as pytorch_optimizer.AdEMAMix. Arrays: param, grad;
+# states exp_avg, exp_avg_sq, exp_avg_slow.
+cdef enum:
+    RULE_ADEMAMIX = 12
+ctypedef struct AdemamixHyper:
+    double lr  # default 0.001, a finite number >= 0
+    double beta1  # default 0.9, a finite number >= 0 and < 1
+    double beta2  # default 0.999, a finite number >= 0 and < 1
+    double beta3  # default 0.9999, a finite number >= 0 and <= 1
+    double weight_decay  # default 0.0, a finite number >= 0
+    double alpha  # default 5.0, a finite number >= 0
+    double t_alpha_beta3  # default 0.0, a finite number >= 0
+    double eps  # default 1e-08, a finite number >= 0
+    int64_t weight_decouple  # flag (0 or 1), default 0
+    int64_t fixed_decay  # flag (0 or 1), default 0
+    int64_t maximize  # flag (0 or 1), default 0
+    int64_t step  # the step count after this step: 1 on the first
+    double grad_scale  # gradients are divided by this (AMP), default 1.0
+
+cdef inline AdemamixHyper ademamix_defaults() noexcept nogil:
+    cdef AdemamixHyper h
+    h.lr = 0.001
+    h.beta1 = 0.9
+    h.beta2 = 0.999
+    h.beta3 = 0.9999
+    h.weight_decay = 0.0
+    h.alpha = 5.0
+    h.t_alpha_beta3 = 0.0
+    h.eps = 1e-08
+    h.weight_decouple = 0
+    h.fixed_decay = 0
+    h.maximize = 0
+    h.step = 1
+    h.grad_scale = 1.0
+    return h
+
+cdef inline int ademamix_step(AdemamixHyper* hyper, int dtype, int64_t n, void* param,
+        const void* grad, void* exp_avg, void* exp_avg_sq, void* exp_avg_slow) noexcept nogil:
+    cdef void* arrays[5]
+    cdef void** roles[5]
+    arrays[0] = param
+    roles[0] = &arrays[0]
+    arrays[1] = <void*>grad
+    roles[1] = &arrays[1]
+    arrays[2] = exp_avg
+    roles[2] = &arrays[2]
+    arrays[3] = exp_avg_sq
+    roles[3] = &arrays[3]
+    arrays[4] = exp_avg_slow
+    roles[4] = &arrays[4]
+    return step_v1(RULE_ADEMAMIX, 0x6c6422e3f0c06d08ULL, hyper, dtype, 1, &n, roles)
+
+cdef inline int ademamix_step_multi(AdemamixHyper* hyper, int dtype, int64_t count,
+        const int64_t* sizes, void** param, const void** grad, void** exp_avg, void** exp_avg_sq,
+        void** exp_avg_slow) noexcept nogil:
+    cdef void** roles[5]
+    roles[0] = param
+    roles[1] = <void**>grad
+    roles[2] = exp_avg
+    roles[3] = exp_avg_sq
+    roles[4] = exp_avg_slow
+    return step_v1(RULE_ADEMAMIX, 0x6c6422e3f0c06d08ULL, hyper, dtype, count, sizes, roles)

@@ -1,11 +1,12 @@
 """Functional optimizer steps, in place, one fused pass: ``gdfast.ops.<name>_`` for every
 optimizer of the registry (``sgd_``, ``adam_``, ``lion_``, ``rmsprop_``, ``adagrad_``,
-``adadelta_``, ``adamax_``, ``nadam_``, ``radam_``, ``asgd_``, ``rprop_``).
+``adadelta_``, ``adamax_``, ``nadam_``, ``radam_``, ``asgd_``, ``rprop_``, ``adan_``,
+``ademamix_``).
 
 Every op has the same shape::
 
     <name>_(param, grad, <states by torch name>, *, step, <hyperparameters>,
-            <scalar states>, <pairs>, grad_scale=1.0, found_inf=None)
+            <scalar states>, <tuples>, grad_scale=1.0, found_inf=None)
 
 States are positional or keyword, in the order ``help(op)`` lists them; one the options do not
 use may be left out (``max_exp_avg_sq`` without ``amsgrad``). ``step`` is the 1-based count
@@ -43,7 +44,7 @@ import numpy as np
 from . import _core, _device
 from ._clip import clipped_call_scale
 from ._spec import RULES, Rule, check_one, checker
-from ._stepping import PAIRS
+from ._stepping import expected_tuple, tuple_arguments
 
 Tensors = Union[np.ndarray, Sequence[np.ndarray]]
 
@@ -60,18 +61,18 @@ def _route(param: Any, grad_scale: Any, found_inf: Any, lr: Any, step: Any) -> A
     return (skip is _device.SKIP, *routed)
 
 
-def _pair(key: str, pair: Any, given: Tuple[Any, Any], rule: Rule,
-          names: Tuple[str, str]) -> Tuple[Any, Any]:
-    """The two values of a pair argument (betas=(beta1, beta2)), checked and named as given."""
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-        raise (ValueError if isinstance(pair, (tuple, list)) else TypeError)(
-            f"{key}: expected a pair {names}, got {pair!r}")
+def _unpack(key: str, values: Any, given: Tuple[Any, ...], rule: Rule,
+            names: Tuple[str, ...]) -> Tuple[Any, ...]:
+    """The values of a tuple argument (betas=(beta1, beta2)), checked and named as given."""
+    if not isinstance(values, (tuple, list)) or len(values) != len(names):
+        raise (ValueError if isinstance(values, (tuple, list)) else TypeError)(
+            f"{key}: {expected_tuple(names)}, got {values!r}")
     fields = {f.name: f for f in rule.options}
     if given != tuple(fields[n].default for n in names):
-        raise ValueError(f"{key}: pass either {key} or {names[0]}/{names[1]}, not both")
-    for i, (name, value) in enumerate(zip(names, pair)):
+        raise ValueError(f"{key}: pass either {key} or {'/'.join(names)}, not both")
+    for i, (name, value) in enumerate(zip(names, values)):
         check_one(f"{key}[{i}]", value, fields[name].range)
-    return pair[0], pair[1]
+    return tuple(values)
 
 
 def _absmax(absmax: Any, rule: Rule) -> Any:
@@ -145,12 +146,13 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
         f", {f.name}=None" if f.start_from else f", {f.name}={f.default!r}"
         for f in rule.scalar_states)
     scalar_names = tuple(f.name for f in rule.scalar_states)
-    # The classes' pair arguments (betas=(beta1, beta2), ...) are accepted here too.
-    pairs = [(key, a, b) for key, (a, b) in PAIRS.items() if a in rule.reals]
-    aliases = "".join(f", {key}=None" for key, _, _ in pairs)
+    # The classes' tuple arguments (betas=(beta1, beta2), ...) are accepted here too.
+    tuples = tuple_arguments(rule.reals)
+    aliases = "".join(f", {key}=None" for key, _ in tuples)
     body = [f"    if {key} is not None:\n"
-            f"        {a}, {b} = _pair({key!r}, {key}, ({a}, {b}), _rule, {(a, b)!r})"
-            for key, a, b in pairs]
+            f"        {', '.join(names)}, = _unpack({key!r}, {key}, ({', '.join(names)},), "
+            f"_rule, {names!r})"
+            for key, names in tuples]
     if rule.step == "first_call":  # the option set depends on step: it must be on the host
         body.append("    if type(step) is not int:\n"
                     "        step = _host_step(step)")
@@ -196,7 +198,7 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
               f"max_grad_norm=None):\n"
               + "\n".join(body) + "\n")
     namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step_one,
-                                 "_check_arrays": _core.check_one, "_pair": _pair, "_rule": rule,
+                                 "_check_arrays": _core.check_one, "_unpack": _unpack, "_rule": rule,
                                  "_precision": _precision, "_clip": clipped_call_scale,
                                  "_host_step": _device.host_step,
                                  "_check": checker(rule, uses_step, with_scalars=True)}

@@ -1,6 +1,7 @@
-"""Drop-in replacements for torch.optim's elementwise optimizers and lion-pytorch's Lion:
-``gdfast.torch.SGD``, ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``Adagrad``, ``Adadelta``,
-``Adamax``, ``NAdam``, ``RAdam``, ``ASGD``, ``Rprop``.
+"""Drop-in replacements for torch.optim's elementwise optimizers, lion-pytorch's Lion and
+pytorch_optimizer's Adan and AdEMAMix: ``gdfast.torch.SGD``, ``Adam``, ``AdamW``, ``Lion``,
+``RMSprop``, ``Adagrad``, ``Adadelta``, ``Adamax``, ``NAdam``, ``RAdam``, ``ASGD``, ``Rprop``,
+``Adan``, ``AdEMAMix``.
 
     opt = gdfast.torch.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
 

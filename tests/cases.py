@@ -50,13 +50,24 @@ LARGE_STEPS = 10
 # state and the second is the first that reads it, so a bug there is reported where it is.
 CHECKPOINTS: Tuple[int, ...] = (1, 2, 3, 10, 50)
 
-# torch-style constructor arguments holding two of a rule's hyperparameters (gdfast.ops names
-# the two; test_registry checks this against gdfast._stepping.PAIRS).
-PAIRS: Dict[str, Tuple[str, str]] = {
-    "betas": ("beta1", "beta2"),
+# torch-style constructor arguments holding several of a rule's hyperparameters (gdfast.ops
+# names each; a rule takes the leading ones it has: Adam's betas are (beta1, beta2), Adan's
+# (beta1, beta2, beta3)). test_registry checks this against gdfast._stepping.TUPLES.
+TUPLES: Dict[str, Tuple[str, ...]] = {
+    "betas": ("beta1", "beta2", "beta3"),
     "etas": ("etaminus", "etaplus"),
     "step_sizes": ("step_size_min", "step_size_max"),
 }
+
+
+def tuple_arguments(fields: Any) -> Dict[str, Tuple[str, ...]]:
+    """The tuple arguments of a rule with these hyperparameters -> the names each holds."""
+    out = {}
+    for key, names in TUPLES.items():
+        held = tuple(n for n in names if n in fields)
+        if held:
+            out[key] = held
+    return out
 
 
 @dataclass(frozen=True)
@@ -241,15 +252,15 @@ _DEFAULTS = _reference_defaults()
 def constructor_kwargs(case: Case, hyper: Mapping[str, Any],
                        cls: Optional[str] = None) -> Dict[str, Any]:
     """``gdfast.ops`` keyword arguments -> torch-style constructor keyword arguments, as
-    ``gdfast.<Name>`` and ``torch.optim.<Name>`` take them (pairs such as betas folded, the
-    other half at its default; the arguments class ``cls`` fixes left out)."""
+    ``gdfast.<Name>`` and ``torch.optim.<Name>`` take them (tuples such as betas folded, the
+    others at their defaults; the arguments class ``cls`` fixes left out)."""
     kw = dict(hyper)
     full = case.full(hyper)
-    for key, (a, b) in PAIRS.items():
-        if a in kw or b in kw:
-            kw.pop(a, None)
-            kw.pop(b, None)
-            kw[key] = (full[a], full[b])
+    for key, names in tuple_arguments(full).items():
+        if any(n in kw for n in names):
+            for n in names:
+                kw.pop(n, None)
+            kw[key] = tuple(full[n] for n in names)
     if cls is not None:
         for name in case.classes[cls]:
             kw.pop(name, None)
@@ -552,6 +563,55 @@ def _adamax_model(s: Step) -> Update:
     m, u_inf = s.new("exp_avg"), s.new("exp_inf")
     bc1 = 1.0 - beta1**t
     return Update(0.0, h["lr"] / bc1 * (_div(b_m, u_inf) + _div(np.abs(m) * b_u, u_inf**2)))
+
+
+def _adan_model(s: Step) -> Update:
+    h, t = s.h, s.t
+    beta1, beta2, beta3, lr = h["beta1"], h["beta2"], h["beta3"], h["lr"]
+    s.exact("previous_grad")  # -g: exact
+    # d = g - g_prev (0 on step 1), rounded once: magnitude |g| + |g_prev|
+    D = s.G + np.abs(s.old("previous_grad")) if t > 1 else 0.0 * s.G
+    b_m = s.state("exp_avg", beta1, (1.0 - beta1) * s.G)
+    b_n = s.state("exp_avg_diff", beta2, (1.0 - beta2) * D)
+    b_v = s.state("exp_avg_sq", beta3, (1.0 - beta3) * (beta2 * D + s.G) ** 2)
+    bc1, bc2, bc3 = 1.0 - beta1**t, 1.0 - beta2**t, 1.0 - beta3**t
+    m, n, v = s.new("exp_avg"), s.new("exp_avg_diff"), s.new("exp_avg_sq")
+    denom = np.sqrt(v / bc3) + h["eps"]
+    numerator = m / bc1 + beta2 * n / bc2
+    via_v = _div(np.abs(numerator) * b_v, 2.0 * np.sqrt(v * bc3) * denom**2)
+    return Update(0.0, lr * ((b_m / bc1 + beta2 * b_n / bc2) / denom + via_v))
+
+
+def ademamix_schedule(h: Mapping[str, Any], t: int) -> Tuple[float, float]:
+    """(alpha_t, beta3_t) of step t: the paper's warmups over t_alpha_beta3 steps (0: none)."""
+    alpha, beta3, period = h["alpha"], h["beta3"], h["t_alpha_beta3"]
+    if period <= 0:
+        return alpha, beta3
+    ln1, ln3 = math.log(h["beta1"]), math.log(beta3)
+    half_life_mix = ln1 * ln3 / ((1.0 - t / period) * ln3 + (t / period) * ln1)
+    return min(t * alpha / period, alpha), min(math.exp(half_life_mix), beta3)
+
+
+def _ademamix_model(s: Step) -> Update:
+    h, t = s.h, s.t
+    alpha_t, beta3_t = ademamix_schedule(h, t)
+    b_m, b_v = _moments(s, h["beta1"], h["beta2"])
+    # During the warmup beta3_t comes from exp and log in double, a few ulps of 1 from the
+    # reference's (another libm): the weight 1 - beta3_t is off by as much, absolutely.
+    weight_err = 4.0 * 2.0**-53 if h["t_alpha_beta3"] > 0 else 0.0
+    b_slow = s.state("exp_avg_slow", beta3_t, (1.0 - beta3_t) * s.G,
+                     fed=(1.0 - beta3_t) * s.l2_err
+                     + weight_err * np.abs(s.gp - s.old("exp_avg_slow")))
+    bc1, bc2 = 1.0 - h["beta1"] ** t, 1.0 - h["beta2"] ** t
+    m, slow, v = s.new("exp_avg"), s.new("exp_avg_slow"), s.new("exp_avg_sq")
+    denom = np.sqrt(v / bc2) + h["eps"]
+    numerator = m / bc1 + alpha_t * slow
+    via_v = _div(np.abs(numerator) * b_v, 2.0 * np.sqrt(v * bc2) * denom**2)
+    return Update(0.0, h["lr"] * ((b_m / bc1 + alpha_t * b_slow) / denom + via_v))
+
+
+def _coupled_unless_weight_decouple(h: Mapping[str, Any]) -> float:
+    return 0.0 if h.get("weight_decouple", False) else float(h.get("weight_decay", 0.0))
 
 
 def _nadam_mu(h: Mapping[str, Any], t: float) -> float:
@@ -1038,8 +1098,86 @@ RPROP = Case(
     training={"Rprop": {"lr": 1e-3}},
 )
 
+ADAN = Case(
+    name="adan",
+    op="adan_",
+    classes={"Adan": {}},
+    states={"exp_avg": _always, "exp_avg_sq": _always, "exp_avg_diff": _always,
+            "previous_grad": _always},
+    written_first=("previous_grad",),
+    model=_adan_model,
+    l2=_no_l2,  # (its weight decay is a proximal step or decoupled, never in the gradient)
+    nonnegative=("exp_avg_sq",),
+    variants=(
+        V("default"),
+        V("lr=1e-2", lr=1e-2),
+        V("betas", beta1=0.9, beta2=0.8, beta3=0.999),
+        V("weight_decay", weight_decay=0.1),  # the proximal step p / (1 + lr wd)
+        V("weight_decouple", weight_decay=0.1, weight_decouple=True),
+        V("maximize", maximize=True),
+        V("all", beta1=0.95, beta2=0.9, beta3=0.995, eps=1e-6, weight_decay=0.05,
+          weight_decouple=True, maximize=True),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=6.0,
+        c_state=8.0,
+        why="Adam's structure with a third moment: the difference d = g - g_prev (one "
+            "rounding of |g| + |g_prev|) feeds n and, as g + beta2 d, v; the update is one "
+            "division of two dtype-rounded terms. previous_grad (-g) is exact. Measured worst "
+            "|err|/bound over all variants, sizes (1e6 included) and both dtypes: param 0.29 "
+            "(float64 at 1e6; float32 0.18), state 0.16.",
+    ),
+    checked=dict(step=3, lr=0.01, weight_decay=0.01),
+    checked_ranges={"exp_avg_sq": (0.1, 2.0)},
+    training={"Adan": {"lr": 1e-2}},
+)
+
+ADEMAMIX = Case(
+    name="ademamix",
+    op="ademamix_",
+    classes={"AdEMAMix": {}},
+    states={"exp_avg": _always, "exp_avg_sq": _always, "exp_avg_slow": _always},
+    model=_ademamix_model,
+    l2=_coupled_unless_weight_decouple,
+    nonnegative=("exp_avg_sq",),
+    variants=(
+        V("default"),
+        V("lr=1e-2", lr=1e-2),
+        V("betas", beta1=0.8, beta2=0.99, beta3=0.999),
+        V("alpha", alpha=2.0),
+        V("warmup", t_alpha_beta3=40.0),  # alpha and beta3 ramp over the first 40 steps
+        V("weight_decay", weight_decay=0.1),  # an L2 penalty in the gradient
+        V("weight_decouple", weight_decay=0.1, weight_decouple=True),
+        V("fixed_decay", weight_decay=0.01, weight_decouple=True, fixed_decay=True),
+        V("maximize", maximize=True),
+        V("all", beta1=0.85, beta2=0.99, beta3=0.999, alpha=3.0, t_alpha_beta3=30.0, eps=1e-6,
+          weight_decay=0.05, weight_decouple=True, maximize=True),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=6.0,
+        c_state=8.0,
+        why="Adam's moments plus a slow EMA (2-3 roundings a step, its weight 1 - beta3_t "
+            "computed in double on both sides); the update one division of two dtype-rounded "
+            "terms; during the warmup beta3_t's own rounding in double (a few ulps of 1, "
+            "another libm than the reference's) enters the slow EMA's bound absolutely. "
+            "Measured worst |err|/bound over all variants, sizes (1e6 included) and both "
+            "dtypes: param 0.30 (float64 at 1e6; float32 0.18), state 0.33.",
+    ),
+    checked=dict(step=3, lr=0.01, weight_decay=0.01),
+    checked_ranges={"exp_avg_sq": (0.1, 2.0)},
+    sample={"t_alpha_beta3": (0.0, 200.0), "alpha": (0.0, 10.0)},
+    invalid=(
+        ({"t_alpha_beta3": 10.0, "beta1": 0.0}, "t_alpha_beta3: the warmup requires beta1 > 0 "
+                                                "and beta3 > 0 (betas[0], betas[2])"),
+        ({"t_alpha_beta3": 10.0, "beta3": 0.0}, "t_alpha_beta3: the warmup requires beta1 > 0"),
+    ),
+    training={"AdEMAMix": {"lr": 1e-2}},
+)
+
 CASES: Tuple[Case, ...] = (SGD, ADAM, LION, RMSPROP, ADAGRAD, ADADELTA, ADAMAX, NADAM, RADAM,
-                           ASGD, RPROP)
+                           ASGD, RPROP, ADAN, ADEMAMIX)
 CASES_BY_NAME: Dict[str, Case] = {c.name: c for c in CASES}
 # class name -> its case (AdamW -> ADAM)
 CLASSES: Dict[str, Case] = {cls: c for c in CASES for cls in c.classes}

@@ -57,3 +57,14 @@ def run_python(code: str, **env_overrides: str):
     env.update(env_overrides)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           cwd=tempfile.gettempdir(), timeout=120)
+
+
+# The package whose class gdfast.<Name> matches, where torch.optim has none of that name.
+ORACLE_MODULES = {"Lion": "lion_pytorch", "Adan": "pytorch_optimizer",
+                  "AdEMAMix": "pytorch_optimizer"}
+
+
+def oracle_class(name: str):
+    """The torch-style class gdfast.<name> matches: torch.optim's, or another package's (the
+    test skips when that package is absent)."""
+    return getattr(pytest.importorskip(ORACLE_MODULES.get(name, "torch.optim")), name)

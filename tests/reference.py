@@ -345,6 +345,53 @@ def rprop_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: 
     prev[...] = g
 
 
+def adan_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 1e-3,
+                    beta1: float = 0.98, beta2: float = 0.92, beta3: float = 0.99,
+                    weight_decay: float = 0.0, eps: float = 1e-8, weight_decouple: bool = False,
+                    maximize: bool = False, grad_scale: float = 1.0) -> None:
+    T = p.dtype.type
+    m, v, n, negative_previous = (s[k] for k in ("exp_avg", "exp_avg_sq", "exp_avg_diff",
+                                                 "previous_grad"))
+    bc3_sqrt = math.sqrt(1.0 - beta3**step)
+    g = _grad_factor(g, maximize, grad_scale)
+    d = np.zeros_like(g) if step <= 1 else g + negative_previous
+    m[...] = m + (g - m) * T(1.0 - beta1)
+    n[...] = n + (d - n) * T(1.0 - beta2)
+    corrected = d * T(beta2) + g
+    v[...] = v * T(beta3) + corrected * corrected * T(1.0 - beta3)
+    decay = lr * weight_decay
+    if weight_decay != 0 and weight_decouple:
+        p[...] = p * T(1.0 - decay)
+    p[...] = p + (m * T(-lr * bc3_sqrt / (1.0 - beta1**step))
+                  + n * T(-lr * beta2 * bc3_sqrt / (1.0 - beta2**step))) / (
+                      np.sqrt(v) + T(eps * bc3_sqrt))
+    if weight_decay != 0 and not weight_decouple:
+        p[...] = p * T(1.0 / (1.0 + decay))
+    negative_previous[...] = g * T(-1)
+
+
+def ademamix_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int,
+                        lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                        beta3: float = 0.9999, weight_decay: float = 0.0, alpha: float = 5.0,
+                        t_alpha_beta3: float = 0.0, eps: float = 1e-8,
+                        weight_decouple: bool = False, fixed_decay: bool = False,
+                        maximize: bool = False, grad_scale: float = 1.0) -> None:
+    T = p.dtype.type
+    m_fast, v, m_slow = s["exp_avg"], s["exp_avg_sq"], s["exp_avg_slow"]
+    bc2_sqrt = math.sqrt(1.0 - beta2**step)
+    if t_alpha_beta3 > 0:
+        progress = step / t_alpha_beta3
+        alpha = min(progress * alpha, alpha)
+        ln1, ln3 = math.log(beta1), math.log(beta3)
+        beta3 = min(math.exp(ln1 * ln3 / ((1.0 - progress) * ln3 + progress * ln1)), beta3)
+    g = _moments_same_order(p, g, m_fast, v, lr=1.0 if fixed_decay else lr, beta1=beta1,
+                            beta2=beta2, weight_decay=weight_decay, decoupled=weight_decouple,
+                            maximize=maximize, grad_scale=grad_scale)
+    m_slow[...] = m_slow + (g - m_slow) * T(1.0 - beta3)
+    p[...] = p + (m_fast * T(-lr * bc2_sqrt / (1.0 - beta1**step))
+                  + m_slow * T(-lr * alpha * bc2_sqrt)) / (np.sqrt(v) + T(eps * bc2_sqrt))
+
+
 SAME_ORDER: Dict[str, Callable[..., Optional[Dict[str, float]]]] = {
     "sgd": sgd_same_order,
     "adam": adam_same_order,
@@ -357,4 +404,6 @@ SAME_ORDER: Dict[str, Callable[..., Optional[Dict[str, float]]]] = {
     "radam": radam_same_order,
     "asgd": asgd_same_order,
     "rprop": rprop_same_order,
+    "adan": adan_same_order,
+    "ademamix": ademamix_same_order,
 }

@@ -194,7 +194,7 @@ def test_ops_take_betas_as_the_classes_do() -> None:
 
 
 @pytest.mark.parametrize("betas, extra, error, pattern", [
-    (0.9, {}, TypeError, r"^betas: expected a pair \('beta1', 'beta2'\), got 0.9$"),
+    (0.9, {}, TypeError, r"^betas: expected a pair \(beta1, beta2\), got 0.9$"),
     ((0.9,), {}, ValueError, r"^betas: expected a pair"),
     (("a", 0.999), {}, TypeError, r"^betas\[0\]: expected a finite number"),
     ((0.9, 1.5), {}, ValueError, r"^betas\[1\]: expected a finite number .* < 1, got 1.5$"),

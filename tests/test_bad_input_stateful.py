@@ -26,14 +26,15 @@ import numpy as np
 import pytest
 
 import gdfast
-from gdfast._stepping import CONSTRUCTORS
+from gdfast._stepping import CONSTRUCTORS, tuple_arguments
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
 import gdfast.torch as gt  # noqa: E402  (needs torch)
+from conftest import oracle_class  # noqa: E402
 
 NAMES = sorted(gdfast.optimizers())
-TORCH_OPTIM_NAMES = [n for n in NAMES if n != "Lion"]  # (Lion: lion-pytorch, not torch.optim)
+TORCH_OPTIM_NAMES = [n for n in NAMES if n != "Lion"]  # (lion-pytorch's Lion has no foreach)
 COUNTED = [n for n in NAMES if CONSTRUCTORS[n].rule.step == "counted"]
 WITH_SCALAR_STATES = [n for n in NAMES if CONSTRUCTORS[n].rule.scalar_states]
 PAIRED = [(n, key) for n in NAMES for key in ("betas", "etas", "step_sizes")
@@ -666,17 +667,20 @@ def test_torch_closure_that_is_not_callable() -> None:
 def _pair_problems() -> List[Any]:
     out = []
     for name, key in PAIRED:
-        a, b = {"betas": ("beta1", "beta2"), "etas": ("etaminus", "etaplus"),
-                "step_sizes": ("step_size_min", "step_size_max")}[key]
+        names = dict(tuple_arguments(CONSTRUCTORS[name].rule.reals))[key]
+        a, b = names[:2]
+        expected = (f"{key}: expected {'a pair' if len(names) == 2 else 'a triple'} "
+                    rf"\({', '.join(names)}\), got")
         good = CONSTRUCTORS[name].signature.parameters[key].default
         cases = [
-            (0.9, TypeError, rf"{key}: expected a pair \({a}, {b}\), got 0\.9$"),
-            ((0.9,), ValueError, rf"{key}: expected a pair \({a}, {b}\), got \(0\.9,\)$"),
-            ({0.5, 0.6}, TypeError, rf"{key}: expected a pair \({a}, {b}\), got \{{"),
-            (("a", good[1]), TypeError, rf"{key}\[0\] \({a}\): expected .*, got 'a'$"),
-            ((None, good[1]), TypeError, rf"{key}\[0\] \({a}\): expected .*, got None$"),
-            ((True, good[1]), TypeError, rf"{key}\[0\] \({a}\): expected .*, got True$"),
-            ((good[0], False), TypeError, rf"{key}\[1\] \({b}\): expected .*, got False$"),
+            (0.9, TypeError, rf"{expected} 0\.9$"),
+            ((0.9,), ValueError, rf"{expected} \(0\.9,\)$"),
+            ({0.5, 0.6}, TypeError, rf"{expected} \{{"),
+            (("a", *good[1:]), TypeError, rf"{key}\[0\] \({a}\): expected .*, got 'a'$"),
+            ((None, *good[1:]), TypeError, rf"{key}\[0\] \({a}\): expected .*, got None$"),
+            ((True, *good[1:]), TypeError, rf"{key}\[0\] \({a}\): expected .*, got True$"),
+            ((good[0], False, *good[2:]), TypeError,
+             rf"{key}\[1\] \({b}\): expected .*, got False$"),
         ]
         out += [pytest.param(name, key, value, exc, match, id=f"{name}-{key}={value!r}")
                 for value, exc, match in cases]
@@ -888,8 +892,8 @@ def test_channels_last_matches_torch_optim(name: str) -> None:
     steps = 5
     opt, p = _layout_run(name, torch.float64, "channels_last", steps)
     ref, q = _layout_run(name, torch.float64, "channels_last", steps,
-                         impl=lambda params, **kw: getattr(torch.optim, name)(params,
-                                                                             foreach=False, **kw))
+                         impl=lambda params, **kw: oracle_class(name)(params, foreach=False,
+                                                                      **kw))
     assert q.is_contiguous(memory_format=torch.channels_last)
     _within("param", p.detach(), q.detach(), steps, float(q.detach().abs().max()))
     for key, value in ref.state[q].items():

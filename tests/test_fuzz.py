@@ -35,6 +35,7 @@ import numpy as np
 
 import gdfast
 from gdfast._spec import RULES, Field, Rule
+from gdfast._stepping import tuple_arguments
 
 from dlpack_producers import (
     DLDataType,
@@ -320,8 +321,6 @@ def _invalid_real(rng: np.random.Generator, r: Any) -> Tuple[str, Any, Tuple[typ
     return _pick(rng, options)
 
 
-PAIRS = {"betas": ("beta1", "beta2"), "etas": ("etaminus", "etaplus"),
-         "step_sizes": ("step_size_min", "step_size_max")}
 
 
 def _valid_hyper(rng: np.random.Generator, rule: Rule) -> Dict[str, Any]:
@@ -337,6 +336,8 @@ def _valid_hyper(rng: np.random.Generator, rule: Rule) -> Dict[str, Any]:
     if rule.name == "rprop":
         values.update(etaminus=0.1 + 0.8 * float(rng.random()),
                       etaplus=1.05 + float(rng.random()))
+    if rule.name == "ademamix" and values["t_alpha_beta3"] > 0:  # (its warmup takes logs)
+        values.update(beta1=0.5 + 0.4 * float(rng.random()), beta3=0.9 + 0.09 * float(rng.random()))
     for f in rule.scalar_states:  # values a run reaches: mu_product, mu in (0, 1], eta > 0
         if rng.random() < 0.5:
             values[f.name] = 0.05 + 0.95 * float(rng.random())
@@ -344,10 +345,10 @@ def _valid_hyper(rng: np.random.Generator, rule: Rule) -> Dict[str, Any]:
         values["step"] = _pick(rng, [1, 1, 2, 3, 10, 1000, 2**53, np.int64(7)])
     elif rng.random() < 0.5:
         values["step"] = _pick(rng, [None, 1, 5])
-    # The pair spellings of the classes (betas=(beta1, beta2)): same values, other keyword.
-    for key, (a, b) in PAIRS.items():
-        if a in values and rng.random() < 0.2:
-            values[key] = (values.pop(a), values.pop(b))
+    # The tuple spellings of the classes (betas=(beta1, beta2)): same values, other keyword.
+    for key, names in tuple_arguments(rule.reals):
+        if rng.random() < 0.2:
+            values[key] = tuple(values.pop(n) for n in names)
     if rng.random() < 0.15:
         values["grad_scale"] = _pick(rng, [0.5, 2, 1024.0, np.float32(8.0)])
     if rng.random() < 0.25:  # (calls with found_inf take the Python route of CUDA builds)
@@ -363,9 +364,9 @@ def _hyper_defect(rng: np.random.Generator, call: Call) -> Optional[Defect]:
                        "scalar_state", "pair", "combination", "keyword"])
     if kind == "real":
         f = _pick(rng, reals)
-        for key, pair in PAIRS.items():  # set it by its own name
-            if f.name in pair and key in hyper:
-                hyper.update(zip(pair, hyper.pop(key)))
+        for key, names in tuple_arguments(rule.reals):  # set it by its own name
+            if f.name in names and key in hyper:
+                hyper.update(zip(names, hyper.pop(key)))
         what, value, types = _invalid_real(rng, f.range)
         hyper[f.name] = value
         return Defect(f"real:{f.name}:{what}", (f.name,), types)
@@ -411,25 +412,26 @@ def _hyper_defect(rng: np.random.Generator, call: Call) -> Optional[Defect]:
             ([] if f.start_from else [("none", None, (TypeError,))]))
         hyper[f.name] = value
         return Defect(f"scalar_state:{what}", (f.name,), types)
-    pairs = [key for key, (a, _) in PAIRS.items() if a in rule.reals]
+    pairs = dict(tuple_arguments(rule.reals))
     if kind == "pair" and pairs:
-        key = _pick(rng, pairs)
-        a, b = PAIRS[key]
-        for name in (a, b, key):
+        key = _pick(rng, list(pairs))
+        names = pairs[key]
+        a = names[0]
+        for name in (*names, key):
             hyper.pop(name, None)
         fa = next(f for f in rule.options if f.name == a)
-        good = (fa.default, next(f for f in rule.options if f.name == b).default)
+        good = tuple(next(f for f in rule.options if f.name == n).default for n in names)
         what, value, types = _pick(rng, [
             ("scalar", 0.9, (TypeError,)), ("str", "ab", (TypeError,)),
-            ("one", (good[0],), (ValueError,)), ("three", (*good, good[0]), (ValueError,)),
-            ("item-str", ("a", good[1]), (TypeError,)),
-            ("item-none", (None, good[1]), (TypeError,)),
-            ("item-nan", (math.nan, good[1]), (ValueError,)), ("both", good, (ValueError,))])
+            ("one", (good[0],), (ValueError,)), ("longer", (*good, good[0]), (ValueError,)),
+            ("item-str", ("a", *good[1:]), (TypeError,)),
+            ("item-none", (None, *good[1:]), (TypeError,)),
+            ("item-nan", (math.nan, *good[1:]), (ValueError,)), ("both", good, (ValueError,))])
         hyper[key] = value
         if what == "both":  # the pair and one of its values by name, not at its default
             hyper[a] = fa.default / 2 if fa.default else 0.5
             assert fa.range.contains(hyper[a]) and hyper[a] != fa.default
-        return Defect(f"pair:{what}", (key,) if what == "both" else (key, a, b), types)
+        return Defect(f"pair:{what}", (key,) if what == "both" else (key, *names), types)
     if kind == "combination" and rule.name == "sgd":
         hyper.update(nesterov=True, momentum=_pick(rng, [0.0, 0.9]),
                      dampening=_pick(rng, [0.5, 0.0]))
@@ -691,9 +693,9 @@ def _draw(iteration: int, single: bool) -> Call:
     call = Call(iteration, rule, _pick(rng, isas), int(_pick(rng, [1, 1, 2, 3, 4, 7])))
     call.hyper = _valid_hyper(rng, rule)
     values = dict(call.hyper)
-    for key, pair in PAIRS.items():
+    for key, names in tuple_arguments(rule.reals):
         if key in values:
-            values.update(zip(pair, values.pop(key)))
+            values.update(zip(names, values.pop(key)))
     call.used = rule.used_states({k: v for k, v in values.items() if k not in ("step",)})
     dtype = call.dtype = _pick(rng, [np.float32, np.float64])
     lists = bool(rng.random() < 0.35)

@@ -209,7 +209,7 @@ def test_prefix_update_equals_prefix_of_full_update(case: Case, dtype: Any, n: i
 @EVERY_CASE
 @PROPERTY_SETTINGS
 @given(dtype=dtypes, n=SIZES, data=st.data(), seed=seeds, specials=st.booleans(),
-       offsets=st.lists(st.integers(0, 17), min_size=5, max_size=5), level=levels)
+       offsets=st.lists(st.integers(0, 17), min_size=8, max_size=8), level=levels)
 def test_result_does_not_depend_on_alignment(case: Case, dtype: Any, n: int, data: Any,
                                              seed: int, specials: bool, offsets: List[int],
                                              level: Tuple[str, int]) -> None:

@@ -24,10 +24,11 @@ import pytest
 import gdfast
 from gdfast import ops
 from gdfast._spec import RULES, Range, Rule
-from gdfast._stepping import CONSTRUCTORS, PAIRS
+from gdfast._stepping import CONSTRUCTORS, TUPLES, tuple_arguments
 
 import cases
 from cases import CASES, Case
+from conftest import oracle_class
 
 RULE_IDS = sorted(RULES)
 # torch's switches that only pick an implementation (or need CUDA / autograd through the step)
@@ -64,8 +65,8 @@ def test_every_rule_has_an_op_of_the_regular_signature(rule: Rule) -> None:
     assert [p.name for p in positional] == ["param", *rule.inputs, *rule.state_names]
     assert all(p.default is p.empty for p in positional[:1 + len(rule.inputs)])
     assert all(p.default is None for p in positional[1 + len(rule.inputs):])
-    # the classes' pair arguments (betas=...) as aliases of the pairs' two fields
-    aliases = [key for key, (a, _) in PAIRS.items() if a in rule.reals]
+    # the classes' tuple arguments (betas=...) as aliases of the fields they hold
+    aliases = [key for key, _ in tuple_arguments(rule.reals)]
     assert [p.name for p in keyword] == ["step", *(f.name for f in rule.fields), *aliases,
                                         "grad_scale", "found_inf", *PRECISION,
                                         "max_grad_norm"]
@@ -103,8 +104,10 @@ def test_every_rule_has_a_constructor() -> None:
     assert {c.rule.name for c in CONSTRUCTORS.values()} == set(RULES)
 
 
-def test_pairs_are_the_cases_pairs() -> None:
-    assert PAIRS == cases.PAIRS
+def test_tuples_are_the_cases_tuples() -> None:
+    assert TUPLES == cases.TUPLES
+    for rule in RULES.values():
+        assert dict(tuple_arguments(rule.reals)) == cases.tuple_arguments(rule.reals)
 
 
 @pytest.mark.parametrize("name", sorted(CONSTRUCTORS))
@@ -119,11 +122,10 @@ def test_constructor_arguments_are_fields_pairs_or_switches(name: str) -> None:
         assert param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY), arg
         if arg in IMPLEMENTATION_SWITCHES:
             continue
-        if arg in PAIRS:
-            a, b = PAIRS[arg]
-            assert a in options and b in options, arg
-            assert isinstance(param.default, tuple) and len(param.default) == 2, arg
-            reached |= {a, b}
+        if arg in TUPLES:
+            names = dict(tuple_arguments(options))[arg]
+            assert isinstance(param.default, tuple) and len(param.default) == len(names), arg
+            reached |= set(names)
         else:
             assert arg in options, f"{name}({arg}=...): not a field of {ctor.rule.name}"
             reached.add(arg)
@@ -138,9 +140,9 @@ def test_constructor_defaults_are_the_rules_except_where_torch_differs(name: str
     ctor = CONSTRUCTORS[name]
     options = {f.name: f.default for f in ctor.rule.options}
     defaults = ctor.defaults((), {})
-    for key, (a, b) in PAIRS.items():
+    for key, names in tuple_arguments(options):
         if key in defaults:
-            defaults[a], defaults[b] = defaults.pop(key)
+            defaults.update(zip(names, defaults.pop(key)))
     own = {n: defaults[n] for n in options if defaults[n] != options[n] and n not in ctor.fixed}
     assert own == ({"weight_decay": 1e-2} if name == "AdamW" else {})
 
@@ -264,6 +266,10 @@ KNOWN_RANGE_DIFFERENCES = {
     ("SGD", "dampening"): "torch checks no range; gdfast: [0, 1]",
     ("Adam", "eps"): "torch allows eps = 0 (0/0 where v = 0); gdfast: eps > 0",
     ("AdamW", "eps"): "as Adam",
+    **{(name, beta): "pytorch_optimizer accepts beta = 1, whose bias correction 1 - beta^t "
+                     "is 0 (its step divides by it); gdfast: [0, 1)"
+       for name, beta in (("Adan", "beta1"), ("Adan", "beta2"), ("Adan", "beta3"),
+                          ("AdEMAMix", "beta1"), ("AdEMAMix", "beta2"))},
 }
 
 
@@ -279,15 +285,17 @@ def _edge_values(r: Range) -> List[float]:
 
 @pytest.mark.parametrize("name", sorted(n for n in CONSTRUCTORS if n != "Lion"))
 def test_ranges_agree_with_torchs_constructor_checks(name: str) -> None:
-    """At finite values around every bound, torch.optim.<Name> raises exactly where the
-    registry's range (or plan, for Rprop's etas) rejects, except the differences listed in
-    KNOWN_RANGE_DIFFERENCES. (Non-finite values are rejected by gdfast and partly accepted
-    by torch: not compared.)"""
+    """At finite values around every bound, torch.optim.<Name> (or the oracle package's class)
+    raises exactly where the registry's range (or plan, for Rprop's etas) rejects, except the
+    differences listed in KNOWN_RANGE_DIFFERENCES. (Non-finite values are rejected by gdfast
+    and partly accepted by torch: not compared.)"""
     torch = pytest.importorskip("torch")
     ctor = CONSTRUCTORS[name]
-    torch_cls = getattr(torch.optim, name)
+    torch_cls = oracle_class(name)
+    # (pytorch_optimizer raises classes of its own, such as NegativeLRError(Exception))
+    rejected = ValueError if torch_cls.__module__.startswith("torch.") else Exception
     defaults = ctor.defaults((), {})
-    pair_of = {m: (key, i) for key, pair in PAIRS.items() for i, m in enumerate(pair)}
+    pair_of = {m: (key, i) for key, names in TUPLES.items() for i, m in enumerate(names)}
     for f in ctor.rule.options:
         if f.kind != "real" or (name, f.name) in KNOWN_RANGE_DIFFERENCES:
             continue
@@ -305,7 +313,7 @@ def test_ranges_agree_with_torchs_constructor_checks(name: str) -> None:
                     warnings.simplefilter("ignore")
                     torch_cls([torch.zeros(2, requires_grad=True)], **kwargs)
                 torch_accepts = True
-            except ValueError:
+            except rejected:
                 torch_accepts = False
             try:
                 getattr(gdfast, name)([np.zeros(2, np.float32)], **kwargs)
@@ -368,8 +376,8 @@ def test_cases_cover_torchs_optimizer_database(name: str) -> None:
                 continue
             if isinstance(value, torch.Tensor):  # torch.tensor(0.001): float32-rounded
                 value = float(f"{value.item():.7g}")
-            if key in PAIRS:
-                kwargs.update(zip(PAIRS[key], value))
+            if key in TUPLES:
+                kwargs.update(zip(TUPLES[key], value))
             else:
                 kwargs[key] = value
         assert case.full(kwargs) in variants, f"{given.desc}: {kwargs}"

@@ -1,11 +1,11 @@
-"""gdfast against torch.optim (foreach=False) and lion-pytorch: the same 100-step
-trajectories, built from the very same constructor keyword arguments on both sides.
+"""gdfast against torch.optim (foreach=False), lion-pytorch and pytorch_optimizer (Adan,
+AdEMAMix; foreach=False): the same 100-step trajectories, built from the very same constructor
+keyword arguments on both sides.
 
 Two gdfast front ends take those arguments: the NumPy optimizers (``gdfast.SGD`` ...) and
 the torch.optim drop-ins (``gdfast.torch.SGD`` ...). The drop-ins of torch.optim's classes are
 compared with torch for every input of torch's own optimizer database in
-test_torch_optim_db.py; here the torch front end runs Lion only (lion-pytorch is not in that
-database). Each run has several parameters (1-D, 2-D, empty) in one param group, and both the
+test_torch_optim_db.py; here the torch front end runs the others (not in that database). Each run has several parameters (1-D, 2-D, empty) in one param group, and both the
 parameters and the optimizer states (torch's names: momentum_buffer, exp_avg, exp_avg_sq,
 max_exp_avg_sq) are compared.
 
@@ -83,8 +83,21 @@ def _parities() -> List[Any]:
         negate = bool(kw.pop("maximize", False))
         out.append((f"Lion-{v.name}",
                     Parity("Lion", cases.LION, kw, hyper, negate_for_torch=negate)))
+    for case in (cases.ADAN, cases.ADEMAMIX):
+        (name,) = case.classes
+        for v in case.variants:
+            hyper = case.hyper(v)
+            kw = cases.constructor_kwargs(case, hyper)
+            # pytorch_optimizer's Adan starts previous_grad from the gradient before maximize
+            # negates it (a first difference of 2g, not 0): it gets the negated gradients
+            negate = name == "Adan" and bool(kw.pop("maximize", False))
+            out.append((f"{name}-{v.name}", Parity(name, case, kw, hyper, negate_for_torch=negate)))
     return [pytest.param(parity, frontend, id=f"{name}-{frontend}") for name, parity in out
-            for frontend in (("numpy", "gdfast.torch") if parity.name == "Lion" else ("numpy",))]
+            for frontend in (("numpy",) if parity.name in TORCH_OPTIM else
+                             ("numpy", "gdfast.torch"))]
+
+
+TORCH_OPTIM = ("SGD", "Adam", "AdamW")
 
 
 PARITIES = _parities()
@@ -95,6 +108,9 @@ def torch_optimizer(p: Parity, params: List[Any]) -> Any:
     if p.name == "Lion":
         lion_pytorch = pytest.importorskip("lion_pytorch")
         return lion_pytorch.Lion(params, **p.kwargs)
+    if p.name not in TORCH_OPTIM:
+        pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+        return getattr(pytorch_optimizer, p.name)(params, foreach=False, **p.kwargs)
     return getattr(torch.optim, p.name)(params, foreach=False, **p.kwargs)
 
 

@@ -30,8 +30,8 @@ constexpr RepeatedFn kRepeated[] = {
 constexpr int kNumRules = static_cast<int>(sizeof(kRepeated) / sizeof(kRepeated[0]));
 
 void stream(py::handle param, py::handle grad, const py::tuple& states, double scale) {
-  if (states.size() > 3) {
-    throw py::value_error("states: expected 0 to 3 arrays, got " + std::to_string(states.size()));
+  if (states.size() > 4) {
+    throw py::value_error("states: expected 0 to 4 arrays, got " + std::to_string(states.size()));
   }
   std::vector<TensorArg> args{{"param", param, true}, {"grad", grad, false}};
   for (const py::handle s : states) args.push_back({"state", s, true});

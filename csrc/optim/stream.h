@@ -1,7 +1,8 @@
 // Not an optimizer (and not in optimizers.def): the memory access pattern of one, for the
 // benchmark's in-place bandwidth bound, run by the very loop, threads and split the optimizers
-// use. Reads param, grad and 0-3 states, writes param and the states back (SGD: 0 states,
-// 12 B/element in fp32; momentum and Lion: 1, 20 B; Adam: 2, 28 B; AMSGrad: 3, 36 B). One
+// use. Reads param, grad and 0-4 states, writes param and the states back (SGD: 0 states,
+// 12 B/element in fp32; momentum and Lion: 1, 20 B; Adam: 2, 28 B; AMSGrad, AdEMAMix: 3, 36 B;
+// Adan: 4, 44 B). One
 // multiply-add per written array: far below what the memory system can feed.
 #pragma once
 
@@ -12,8 +13,9 @@ namespace gdfast::optim {
 
 struct Stream {
   static constexpr const char* kInputs[] = {"grad"};
-  static constexpr int kNumFlags = 3;  // flags = 2^states - 1: state k is used if bit k is set
-  static constexpr StateSpec kStates[] = {{"state0", 1u}, {"state1", 3u}, {"state2", 7u}};
+  static constexpr int kNumFlags = 4;  // flags = 2^states - 1: state k is used if bit k is set
+  static constexpr StateSpec kStates[] = {
+      {"state0", 1u}, {"state1", 3u}, {"state2", 7u}, {"state3", 15u}};
 
   struct Hyper {
     double scale;
@@ -38,6 +40,7 @@ struct Stream {
     if constexpr ((F & 1u) != 0) state[0] = state[0] + delta;
     if constexpr ((F & 2u) != 0) state[1] = state[1] + delta;
     if constexpr ((F & 4u) != 0) state[2] = state[2] + delta;
+    if constexpr ((F & 8u) != 0) state[3] = state[3] + delta;
     p = p + delta;
   }
 };

@@ -23,7 +23,7 @@ from .optional import Unavailable, load
 from .timing import Slot, calibrate, run_batches, time_steps
 
 STREAM_SCALE = 1e-6  # states and param grow by 1e-6 * grad per step: no overflow, no denormals
-MAX_STATES = 3  # _core.stream takes up to 3 states, as many as any rule uses
+MAX_STATES = 4  # _core.stream takes up to 4 states, as many as any rule uses
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ Everything else comes from gdfast's registry: the rule, its hyperparameters as t
 the reference take them, the states a step uses (``Rule.plan``) and so the bytes one in-place
 step must move: param, grad and every state read, param and states written back,
 ``(3 + 2 * states) * itemsize`` per element (fp32: SGD 12, momentum, Lion, RMSprop, Adagrad and
-ASGD 20, Adam, AdamW and the other two-state rules 28). There are no formulas here: the
+ASGD 20, Adam, AdamW and the other two-state rules 28, AdEMAMix 36, Adan 44). There are no formulas here: the
 correctness gate and the NumPy competitor run gdfast/bench/reference.py.
 """
 
@@ -44,6 +44,10 @@ class Package:
 
 def _lion_pytorch() -> Package:
     return Package("lion-pytorch", "lion_pytorch", "Lion", {"use_triton": False})
+
+
+def _pytorch_optimizer(cls: str) -> Package:
+    return Package("pytorch_optimizer", "pytorch_optimizer", cls, {"foreach": True})
 
 
 def _deepspeed(module: str, cls: str, **extra: Any) -> Package:
@@ -123,12 +127,16 @@ CASES: Dict[str, Case] = {
         Case("radam", "RAdam", dict(lr=1e-3), UNFUSED),
         Case("asgd", "ASGD", dict(lr=1e-2), UNFUSED),
         Case("rprop", "Rprop", dict(lr=1e-2), UNFUSED),
+        Case("adan", "Adan", dict(lr=1e-3, weight_decay=1e-2),
+             packages=(_pytorch_optimizer("Adan"),)),
+        Case("ademamix", "AdEMAMix", dict(lr=1e-3, weight_decay=1e-2, weight_decouple=True),
+             packages=(_pytorch_optimizer("AdEMAMix"),)),
     )
 }
 
 # The cases a run without --optimizers steps: the benchmark's first five, whose figures the
-# README quotes (a default run: about 90 s on 2 cores). ``all`` adds the other eight, and
-# takes about 2.5 times as long.
+# README quotes (a default run: about 90 s on 2 cores). ``all`` adds the other ten, and
+# takes about 3 times as long.
 DEFAULT = ("sgd", "momentum", "adam", "adamw", "lion")
 
 

@@ -717,4 +717,6 @@ def registry() -> List[Implementation]:
     """Every implementation the CLI knows, gdfast first (the bounds are added by the suite)."""
     return [Gdfast(), Numpy(), *(TorchOptim(v) for v in TORCH_PATHS),
             PackageOptim("lion-pytorch", "lion-pytorch (use_triton=False): torch ops per tensor"),
+            PackageOptim("pytorch_optimizer", "pytorch_optimizer (foreach=True): torch's "
+                         "foreach ops over the list"),
             DeepSpeed()]

@@ -116,6 +116,7 @@ def describe() -> Dict[str, Any]:
             "numpy": np.__version__,
             "torch": dist_version("torch"),
             "lion-pytorch": dist_version("lion-pytorch"),
+            "pytorch_optimizer": dist_version("pytorch_optimizer"),
             "deepspeed": dist_version("deepspeed"),
         },
     }

@@ -5,8 +5,10 @@ by path. It imports nothing of gdfast, and writes each formula the way its sourc
 in gdfast's kernel operation order.
 
 Sources: the algorithm boxes of torch 2.13's documentation for SGD, Adam/AdamW, RMSprop,
-Adagrad, Adadelta, Adamax, NAdam, RAdam, ASGD and Rprop (they cite the papers), and for Lion
-Chen et al. 2023, Algorithm 2. ``maximize`` (not part of the papers) negates the gradient first,
+Adagrad, Adadelta, Adamax, NAdam, RAdam, ASGD and Rprop (they cite the papers); for Lion
+Chen et al. 2023, Algorithm 2; for Adan Xie et al. 2022, Algorithm 1, and for AdEMAMix
+Pagliardini et al. 2024, Algorithm 1, both with the bias corrections and the decay-rate betas of
+pytorch_optimizer (the implementation users switch from). ``maximize`` (not part of the papers) negates the gradient first,
 as torch does. Two documented choices:
 
 * AMSGrad takes the running maximum of the raw v_t and bias-corrects it afterwards (torch's box).
@@ -255,6 +257,52 @@ def rprop_step(param: Any, grad: Any, state: State, *, lr: float = 1e-2, etaminu
     return theta - eta * np.sign(g)
 
 
+def adan_step(param: Any, grad: Any, state: State, *, lr: float = 1e-3, beta1: float = 0.98,
+              beta2: float = 0.92, beta3: float = 0.99, weight_decay: float = 0.0,
+              eps: float = 1e-8, weight_decouple: bool = False,
+              maximize: bool = False) -> np.ndarray:
+    """The paper's weights 1 - beta; the gradient difference is 0 on the first step (its
+    g_0 = g_1); ``previous_grad`` keeps -g_k, as pytorch_optimizer does."""
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "exp_avg", "exp_avg_sq", "exp_avg_diff")
+    t = _count(state)
+    diff = g + state["previous_grad"] if t > 1 else np.zeros_like(g)
+    m = beta1 * state["exp_avg"] + (1.0 - beta1) * g
+    n = beta2 * state["exp_avg_diff"] + (1.0 - beta2) * diff
+    v = beta3 * state["exp_avg_sq"] + (1.0 - beta3) * (g + beta2 * diff) ** 2
+    state.update(exp_avg=m, exp_avg_diff=n, exp_avg_sq=v, previous_grad=-g)
+    if weight_decouple:
+        theta = theta - lr * weight_decay * theta
+    denom = np.sqrt(v / (1.0 - beta3**t)) + eps
+    theta = theta - lr * (m / (1.0 - beta1**t) + beta2 * n / (1.0 - beta2**t)) / denom
+    return theta if weight_decouple else theta / (1.0 + lr * weight_decay)
+
+
+def ademamix_step(param: Any, grad: Any, state: State, *, lr: float = 1e-3, beta1: float = 0.9,
+                  beta2: float = 0.999, beta3: float = 0.9999, weight_decay: float = 0.0,
+                  alpha: float = 5.0, t_alpha_beta3: float = 0.0, eps: float = 1e-8,
+                  weight_decouple: bool = False, fixed_decay: bool = False,
+                  maximize: bool = False) -> np.ndarray:
+    """Adam's moments and a slow EMA m2 added with weight alpha; t_alpha_beta3 > 0 warms alpha
+    up linearly and beta3 log-linearly in the half-life (the paper's schedulers)."""
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "exp_avg", "exp_avg_sq", "exp_avg_slow")
+    t = _count(state)
+    theta, g, m1, v = _adam_moments(theta, g, state, lr=1.0 if fixed_decay else lr, beta1=beta1,
+                                    beta2=beta2, weight_decay=weight_decay,
+                                    decoupled=weight_decouple)
+    alpha_t, beta3_t = alpha, beta3
+    if t_alpha_beta3 > 0:
+        alpha_t = min(t * alpha / t_alpha_beta3, alpha)
+        ln1, ln3 = np.log(beta1), np.log(beta3)
+        mix = t / t_alpha_beta3
+        beta3_t = min(float(np.exp(ln1 * ln3 / ((1.0 - mix) * ln3 + mix * ln1))), beta3)
+    m2 = beta3_t * state["exp_avg_slow"] + (1.0 - beta3_t) * g
+    state["exp_avg_slow"] = m2
+    denom = np.sqrt(v / (1.0 - beta2**t)) + eps
+    return theta - lr * (m1 / (1.0 - beta1**t) + alpha_t * m2) / denom
+
+
 STEPS: Dict[str, Callable[..., np.ndarray]] = {
     "sgd": sgd_step,
     "adam": adam_step,
@@ -267,4 +315,6 @@ STEPS: Dict[str, Callable[..., np.ndarray]] = {
     "radam": radam_step,
     "asgd": asgd_step,
     "rprop": rprop_step,
+    "adan": adan_step,
+    "ademamix": ademamix_step,
 }

@@ -345,6 +345,78 @@ static inline int gdfast_rprop_step_multi(const gdfast_capi *api, gdfast_rprop_h
   return api->step(GDFAST_RULE_RPROP, GDFAST_RPROP_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
+/* adan: Adan (Xie et al. 2022), as pytorch_optimizer.Adan. Arrays: param, grad; states exp_avg,
+ * exp_avg_sq, exp_avg_diff, previous_grad. */
+#define GDFAST_RULE_ADAN 11
+#define GDFAST_ADAN_LAYOUT UINT64_C(0xae092023ab3679b9)
+typedef struct gdfast_adan_hyper {
+  double lr; /* default 0.001, a finite number >= 0 */
+  double beta1; /* default 0.98, a finite number >= 0 and < 1 */
+  double beta2; /* default 0.92, a finite number >= 0 and < 1 */
+  double beta3; /* default 0.99, a finite number >= 0 and < 1 */
+  double weight_decay; /* default 0.0, a finite number >= 0 */
+  double eps; /* default 1e-08, a finite number >= 0 */
+  int64_t weight_decouple; /* flag (0 or 1), default 0 */
+  int64_t maximize; /* flag (0 or 1), default 0 */
+  int64_t step; /* the step count after this step: 1 on the first */
+  double grad_scale; /* gradients are divided by this (AMP), default 1.0 */
+} gdfast_adan_hyper;
+#define GDFAST_ADAN_DEFAULTS {0.001, 0.98, 0.92, 0.99, 0.0, 1e-08, 0, 0, 1, 1.0}
+
+static inline int gdfast_adan_step(const gdfast_capi *api, gdfast_adan_hyper *hyper, int dtype,
+    int64_t n, void *param, const void *grad, void *exp_avg, void *exp_avg_sq, void *exp_avg_diff,
+    void *previous_grad) {
+  void *arrays[] = {param, (void *)grad, exp_avg, exp_avg_sq, exp_avg_diff, previous_grad};
+  void *const *const roles[] = {&arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4],
+    &arrays[5]};
+  return api->step(GDFAST_RULE_ADAN, GDFAST_ADAN_LAYOUT, hyper, dtype, 1, &n, roles);
+}
+
+static inline int gdfast_adan_step_multi(const gdfast_capi *api, gdfast_adan_hyper *hyper,
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *exp_avg, void *const *exp_avg_sq, void *const *exp_avg_diff,
+    void *const *previous_grad) {
+  void *const *const roles[] = {param, (void *const *)grad, exp_avg, exp_avg_sq, exp_avg_diff,
+    previous_grad};
+  return api->step(GDFAST_RULE_ADAN, GDFAST_ADAN_LAYOUT, hyper, dtype, count, sizes, roles);
+}
+
+/* ademamix: AdEMAMix (Pagliardini et al. 2024), as pytorch_optimizer.AdEMAMix. Arrays: param,
+ * grad; states exp_avg, exp_avg_sq, exp_avg_slow. */
+#define GDFAST_RULE_ADEMAMIX 12
+#define GDFAST_ADEMAMIX_LAYOUT UINT64_C(0x6c6422e3f0c06d08)
+typedef struct gdfast_ademamix_hyper {
+  double lr; /* default 0.001, a finite number >= 0 */
+  double beta1; /* default 0.9, a finite number >= 0 and < 1 */
+  double beta2; /* default 0.999, a finite number >= 0 and < 1 */
+  double beta3; /* default 0.9999, a finite number >= 0 and <= 1 */
+  double weight_decay; /* default 0.0, a finite number >= 0 */
+  double alpha; /* default 5.0, a finite number >= 0 */
+  double t_alpha_beta3; /* default 0.0, a finite number >= 0 */
+  double eps; /* default 1e-08, a finite number >= 0 */
+  int64_t weight_decouple; /* flag (0 or 1), default 0 */
+  int64_t fixed_decay; /* flag (0 or 1), default 0 */
+  int64_t maximize; /* flag (0 or 1), default 0 */
+  int64_t step; /* the step count after this step: 1 on the first */
+  double grad_scale; /* gradients are divided by this (AMP), default 1.0 */
+} gdfast_ademamix_hyper;
+#define GDFAST_ADEMAMIX_DEFAULTS {0.001, 0.9, 0.999, 0.9999, 0.0, 5.0, 0.0, 1e-08, 0, 0, 0, 1, 1.0}
+
+static inline int gdfast_ademamix_step(const gdfast_capi *api, gdfast_ademamix_hyper *hyper,
+    int dtype, int64_t n, void *param, const void *grad, void *exp_avg, void *exp_avg_sq,
+    void *exp_avg_slow) {
+  void *arrays[] = {param, (void *)grad, exp_avg, exp_avg_sq, exp_avg_slow};
+  void *const *const roles[] = {&arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4]};
+  return api->step(GDFAST_RULE_ADEMAMIX, GDFAST_ADEMAMIX_LAYOUT, hyper, dtype, 1, &n, roles);
+}
+
+static inline int gdfast_ademamix_step_multi(const gdfast_capi *api, gdfast_ademamix_hyper *hyper,
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *exp_avg, void *const *exp_avg_sq, void *const *exp_avg_slow) {
+  void *const *const roles[] = {param, (void *const *)grad, exp_avg, exp_avg_sq, exp_avg_slow};
+  return api->step(GDFAST_RULE_ADEMAMIX, GDFAST_ADEMAMIX_LAYOUT, hyper, dtype, count, sizes, roles);
+}
+
 #ifdef __cplusplus
 }
 #endif
