@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
+from ._schedule_free import ScheduleFree
 from ._stepping import constructor
 from ._stepping import is_tensor as _is_tensor
 
@@ -155,6 +156,19 @@ def AdEMAMix(lr: float = 1e-3, betas: Tuple[float, float, float] = (0.9, 0.999, 
     """pytorch_optimizer.AdEMAMix (Pagliardini et al. 2024): ``t_alpha_beta3=None`` (no warmup
     of alpha and beta3) is stored as 0."""
     return {"t_alpha_beta3": 0.0 if t_alpha_beta3 is None else t_alpha_beta3}
+
+
+@constructor("schedulefree_adamw", mixin=ScheduleFree)
+def ScheduleFreeAdamW(lr: float = 2.5e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                      weight_decay: float = 0.0, r: float = 0.0, weight_lr_power: float = 2.0,
+                      warmup_steps: int = 0, decoupling_c: int = 0, ams_bound: bool = False,
+                      eps: float = 1e-8, maximize: bool = False,
+                      foreach: Optional[bool] = None) -> Dict[str, Any]:
+    """pytorch_optimizer.ScheduleFreeAdamW (Defazio et al. 2024): the params are the training
+    iterate; call ``train()`` before training steps and ``eval()`` before evaluating (the
+    average). lr_max and weight_sum are scalar states of each param (pytorch_optimizer keeps
+    them in the group)."""
+    return {"train_mode": True}
 
 
 @constructor("rprop")

@@ -89,6 +89,7 @@ class State:
     init: str  # "zeros" | "unset" (the first step writes it) | "fill"
     fill_from: Optional[str]  # "fill": every element starts at this hyperparameter's value
     nonnegative: bool = False  # never negative: stored 8-bit, it takes the unsigned map
+    iterate: bool = False  # a point in parameter space (Schedule-Free's z), rounded like p
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,8 @@ def shown(value: Any) -> str:
 def _rule(entry: Mapping[str, Any]) -> Rule:
     fields = tuple(Field(f["name"], f["kind"], f["default"], Range(*f["range"]), f["start_from"])
                    for f in entry["fields"])
-    states = tuple(State(s["name"], s["when"], s["init"], s["fill_from"], s["nonnegative"])
-                   for s in entry["states"])
+    states = tuple(State(s["name"], s["when"], s["init"], s["fill_from"], s["nonnegative"],
+                         s["iterate"]) for s in entry["states"])
     return Rule(entry["id"], entry["name"], entry["summary"], tuple(entry["inputs"]), states,
                 fields, entry["step"])
 

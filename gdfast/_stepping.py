@@ -211,6 +211,7 @@ class Constructor:
     # The constructor itself: checks torch's constructor makes beyond ranges and option
     # combinations; may return arguments to store in another form (Adam's tensor betas).
     body: Callable[..., Optional[Dict[str, Any]]]
+    mixin: Optional[type] = None  # methods of the class beyond the step (Schedule-Free's eval)
 
     @functools.cached_property
     def group_keys(self) -> Tuple[str, ...]:
@@ -310,7 +311,7 @@ every group whose clip_per_group is False (clip_per_group=True: over the group's
 torch.nn.utils.clip_grad_norm_ before the step; the norm is kept as last_grad_norm."""
 
 
-def constructor(rule: str, **fixed: Any) -> Callable[[Body], Body]:
+def constructor(rule: str, mixin: Optional[type] = None, **fixed: Any) -> Callable[[Body], Body]:
     """Registers a torch-signature constructor for the front ends to build their classes from;
     every class takes the precision and clipping options after torch's arguments (but for one
     the class takes itself: Adan's max_grad_norm)."""
@@ -320,7 +321,8 @@ def constructor(rule: str, **fixed: Any) -> Callable[[Body], Body]:
         signature = signature.replace(parameters=[
             *own.values(), *(p for p in _GDFAST_PARAMETERS if p.name not in own)])
         CONSTRUCTORS[fn.__name__] = Constructor(fn.__name__, RULES[rule], signature, fixed,
-                                                (inspect.getdoc(fn) or "") + _GDFAST_DOC, fn)
+                                                (inspect.getdoc(fn) or "") + _GDFAST_DOC, fn,
+                                                mixin)
         return fn
     return register
 
@@ -353,8 +355,9 @@ def make_class(ctor: Constructor, base: type, module: str) -> type:
     __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("self", positional), inspect.Parameter("params", positional),
          *ctor.signature.parameters.values()])
-    return type(ctor.name, (base,), {"_ctor": ctor, "__init__": __init__, "__doc__": ctor.doc,
-                                     "__module__": module, "__qualname__": ctor.name})
+    bases = (base,) if ctor.mixin is None else (ctor.mixin, base)
+    return type(ctor.name, bases, {"_ctor": ctor, "__init__": __init__, "__doc__": ctor.doc,
+                                   "__module__": module, "__qualname__": ctor.name})
 
 
 class Member:

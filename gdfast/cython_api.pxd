@@ -712,3 +712,73 @@ cdef inline int ademamix_step_multi(AdemamixHyper* hyper, int dtype, int64_t cou
     roles[3] = exp_avg_sq
     roles[4] = exp_avg_slow
     return step_v1(RULE_ADEMAMIX, 0x6c6422e3f0c06d08ULL, hyper, dtype, count, sizes, roles)
+
+
+# schedulefree_adamw: Schedule-Free AdamW (Defazio et al. 2024), as
+# pytorch_optimizer.ScheduleFreeAdamW. Arrays: param, grad; states z, exp_avg_sq, max_exp_avg_sq
+# (only if ams_bound=True, else may be NULL).
+cdef enum:
+    RULE_SCHEDULEFREE_ADAMW = 13
+ctypedef struct Schedulefree_adamwHyper:
+    double lr  # default 0.0025, a finite number >= 0
+    double beta1  # default 0.9, a finite number > 0 and < 1
+    double beta2  # default 0.999, a finite number >= 0 and < 1
+    double weight_decay  # default 0.0, a finite number >= 0
+    double r  # default 0.0, a finite number
+    double weight_lr_power  # default 2.0, a finite number
+    double warmup_steps  # default 0.0, a finite number >= 0
+    double decoupling_c  # default 0.0, a finite number >= 0
+    double eps  # default 1e-08, a finite number >= 0
+    int64_t ams_bound  # flag (0 or 1), default 0
+    int64_t maximize  # flag (0 or 1), default 0
+    double lr_max  # scalar state: step 1 starts it at -1.0, each step writes it back
+    double weight_sum  # scalar state: step 1 starts it at 0.0, each step writes it back
+    int64_t step  # the step count after this step: 1 on the first
+    double grad_scale  # gradients are divided by this (AMP), default 1.0
+
+cdef inline Schedulefree_adamwHyper schedulefree_adamw_defaults() noexcept nogil:
+    cdef Schedulefree_adamwHyper h
+    h.lr = 0.0025
+    h.beta1 = 0.9
+    h.beta2 = 0.999
+    h.weight_decay = 0.0
+    h.r = 0.0
+    h.weight_lr_power = 2.0
+    h.warmup_steps = 0.0
+    h.decoupling_c = 0.0
+    h.eps = 1e-08
+    h.ams_bound = 0
+    h.maximize = 0
+    h.lr_max = -1.0
+    h.weight_sum = 0.0
+    h.step = 1
+    h.grad_scale = 1.0
+    return h
+
+cdef inline int schedulefree_adamw_step(Schedulefree_adamwHyper* hyper, int dtype, int64_t n,
+        void* param, const void* grad, void* z, void* exp_avg_sq,
+        void* max_exp_avg_sq) noexcept nogil:
+    cdef void* arrays[5]
+    cdef void** roles[5]
+    arrays[0] = param
+    roles[0] = &arrays[0]
+    arrays[1] = <void*>grad
+    roles[1] = &arrays[1]
+    arrays[2] = z
+    roles[2] = &arrays[2]
+    arrays[3] = exp_avg_sq
+    roles[3] = &arrays[3]
+    arrays[4] = max_exp_avg_sq
+    roles[4] = &arrays[4]
+    return step_v1(RULE_SCHEDULEFREE_ADAMW, 0x34e77a42f4342f7aULL, hyper, dtype, 1, &n, roles)
+
+cdef inline int schedulefree_adamw_step_multi(Schedulefree_adamwHyper* hyper, int dtype,
+        int64_t count, const int64_t* sizes, void** param, const void** grad, void** z,
+        void** exp_avg_sq, void** max_exp_avg_sq) noexcept nogil:
+    cdef void** roles[5]
+    roles[0] = param
+    roles[1] = <void**>grad
+    roles[2] = z
+    roles[3] = exp_avg_sq
+    roles[4] = max_exp_avg_sq
+    return step_v1(RULE_SCHEDULEFREE_ADAMW, 0x34e77a42f4342f7aULL, hyper, dtype, count, sizes, roles)

@@ -224,6 +224,18 @@ class Optimizer(StepPath):
     def _flat_params(self) -> List[np.ndarray]:
         return [p for g in self.param_groups for p in g["params"]]
 
+    def _state_items(self, group: ParamGroup) -> List[Tuple[np.ndarray, Dict[str, Any]]]:
+        first = 0
+        for g in self.param_groups:
+            if g is group:
+                break
+            first += len(g["params"])
+        return [(p, self.state.get(first + j, {})) for j, p in enumerate(group["params"])]
+
+    @staticmethod
+    def _lerp_(param: np.ndarray, end: np.ndarray, weight: float) -> None:
+        param += (end - param) * param.dtype.type(weight)
+
     # -- the hooks of the shared step path ---------------------------------------------------
     def _batch_key(self, param: Any) -> Hashable:
         return param.dtype  # type: ignore[no-any-return]

@@ -134,6 +134,10 @@ def _scalar_dtype() -> torch.dtype:
 
 
 class Optimizer(StepPath, torch.optim.Optimizer):
+    # Scalar states kept in float64 whatever torch's default dtype (torch.optim's own are in
+    # it): sums over the whole run, such as Schedule-Free's weight_sum.
+    _double_scalars: Tuple[str, ...] = ()
+
     """Shared by every class of this module: the torch front end of gdfast's step path."""
 
     # GradScaler then hands us grad_scale/found_inf instead of unscaling in a separate pass.
@@ -253,6 +257,14 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         self._step_all(self._members, amp)
         return loss
 
+    def _state_items(self, group: Dict[str, Any]) -> List[Tuple[Any, Any]]:
+        return [(p, self.state.get(p, {})) for p in group["params"]]
+
+    @staticmethod
+    def _lerp_(param: torch.Tensor, end: torch.Tensor, weight: float) -> None:
+        with torch.no_grad():
+            param.lerp_(end, weight)
+
     def _members(self, index: int, group: Dict[str, Any]) -> List[Tuple[Any, Any, Any, int]]:
         return [(p, p, g, i) for i, p in enumerate(group["params"]) if (g := p.grad) is not None]
 
@@ -320,7 +332,8 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         """torch.optim's, except that the master copy, 8-bit states (uint8 codes, float32
         absmax) and the states the kernels take in their stored dtype with their param
         (float32, bfloat16, float16 of a float32, bfloat16 or float16 param) keep it
-        (torch.optim casts every floating state to the param's dtype), and a group lacking a
+        (torch.optim casts every floating state to the param's dtype), scalar states kept in
+        float64 (_double_scalars) stay float64, and a group lacking a
         precision option (a torch.optim state_dict) keeps this optimizer's."""
         self._batch_cache, self._checked_cache = {}, {}  # new state tensors and param groups
         before = self.param_groups
@@ -346,6 +359,9 @@ class Optimizer(StepPath, torch.optim.Optimizer):
                         + ("master_param",) and kept_dtype(p.dtype, name, value.dtype)):
                     dtype = torch.float32 if name == "master_param" else value.dtype
                     state[name] = value.to(dtype=dtype, device=p.device)
+                elif name in self._double_scalars and torch.is_tensor(loaded):
+                    state[name] = torch.as_tensor(value, dtype=torch.float64,
+                                                  device=loaded.device)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:  # unpickling, copy.deepcopy
         super().__setstate__(state)
@@ -401,7 +417,8 @@ class Optimizer(StepPath, torch.optim.Optimizer):
     def _new_scalar(self, param: Any, name: str, value: Any) -> Any:
         # As torch.optim: on the CPU, unless capturable keeps them on the param's device.
         device = param.device if self.defaults.get("capturable") else "cpu"
-        return torch.tensor(float(value), dtype=_scalar_dtype(), device=device)
+        dtype = torch.float64 if name in self._double_scalars else _scalar_dtype()
+        return torch.tensor(float(value), dtype=dtype, device=device)
 
     def _read(self, holder: Any, name: str, where: str) -> Any:
         """A stored count or scalar state: a 1-element real tensor (as torch.optim keeps

@@ -392,6 +392,41 @@ def ademamix_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int,
                   + m_slow * T(-lr * alpha * bc2_sqrt)) / (np.sqrt(v) + T(eps * bc2_sqrt))
 
 
+def schedulefree_adamw_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int,
+                                  lr: float = 2.5e-3, beta1: float = 0.9, beta2: float = 0.999,
+                                  weight_decay: float = 0.0, r: float = 0.0,
+                                  weight_lr_power: float = 2.0, warmup_steps: float = 0.0,
+                                  decoupling_c: float = 0.0, eps: float = 1e-8,
+                                  ams_bound: bool = False, maximize: bool = False,
+                                  lr_max: float = -1.0, weight_sum: float = 0.0,
+                                  grad_scale: float = 1.0) -> Dict[str, float]:
+    T = p.dtype.type
+    z, v = s["z"], s["exp_avg_sq"]
+    lr_t = lr * (step / warmup_steps if step < warmup_steps else 1.0)
+    lr_max = max(lr_t, lr_max)
+    weight = step**r * lr_max**weight_lr_power
+    weight_sum += weight
+    c = weight / weight_sum if weight_sum != 0 else 0.0
+    if decoupling_c > 0:
+        c = min(1.0, c * (1.0 - beta1) * decoupling_c)
+    g = _grad_factor(g, maximize, grad_scale)
+    if step <= 1:
+        z[...] = p
+    v[...] = v * T(beta2) + g * g * T(1.0 - beta2)
+    second = v * T(1.0 / (1.0 - beta2**step))
+    if ams_bound:
+        vmax = s["max_exp_avg_sq"]
+        vmax[...] = _max(vmax, second)
+        second = vmax
+    u = g / (np.sqrt(second + T(1e-15)) + T(eps))
+    if weight_decay != 0:
+        u = u + p * T(weight_decay)
+    p[...] = p + (z - p) * T(c)
+    p[...] = p + u * T(lr_t * (beta1 * (1.0 - c) - 1.0))
+    z[...] = z + u * T(-lr_t)
+    return {"lr_max": lr_max, "weight_sum": weight_sum}
+
+
 SAME_ORDER: Dict[str, Callable[..., Optional[Dict[str, float]]]] = {
     "sgd": sgd_same_order,
     "adam": adam_same_order,
@@ -406,4 +441,5 @@ SAME_ORDER: Dict[str, Callable[..., Optional[Dict[str, float]]]] = {
     "rprop": rprop_same_order,
     "adan": adan_same_order,
     "ademamix": ademamix_same_order,
+    "schedulefree_adamw": schedulefree_adamw_same_order,
 }

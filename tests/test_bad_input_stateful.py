@@ -39,7 +39,8 @@ COUNTED = [n for n in NAMES if CONSTRUCTORS[n].rule.step == "counted"]
 WITH_SCALAR_STATES = [n for n in NAMES if CONSTRUCTORS[n].rule.scalar_states]
 PAIRED = [(n, key) for n in NAMES for key in ("betas", "etas", "step_sizes")
           if key in CONSTRUCTORS[n].signature.parameters]
-SCALARS = ("step", "mu_product", "eta", "mu")
+SCALARS = ("step", *sorted({n for c in CONSTRUCTORS.values() for n in c.scalar_names}))
+SCALAR_NAMES = "|".join(SCALARS[1:])  # (a regex alternative)
 # Options that switch every state of a rule on, so that each state is exercised.
 KWARGS: Dict[str, Dict[str, Any]] = {"SGD": {"momentum": 0.9},
                                      "RMSprop": {"momentum": 0.5, "centered": True},
@@ -267,7 +268,7 @@ def _torch_problem_params() -> List[Any]:
         if name in WITH_SCALAR_STATES:
             problems["scalar_state_nan"] = (
                 _scalar_state_nan, ValueError,
-                G1P0 + r": state\['(mu_product|eta|mu)'\]: expected a finite number, got nan")
+                G1P0 + rf": state\['({SCALAR_NAMES})'\]: expected a finite number, got nan")
         out += [pytest.param(name, key, *problem, id=f"{name}-{key}")
                 for key, problem in problems.items()]
     return out
@@ -421,7 +422,7 @@ def _np_problem_params() -> List[Any]:
             problems["scalar_state_none"] = (
                 lambda opt, ps, gs: _np_set(opt, next(k for k in opt.state[1] if k in SCALARS
                                                       and k != "step"), None),
-                TypeError, NP_G1 + r"\['params'\]\[0\]: state\['(mu_product|eta|mu)'\]: "
+                TypeError, NP_G1 + rf"\['params'\]\[0\]: state\['({SCALAR_NAMES})'\]: "
                                    r"expected a finite number, got None")
         out += [pytest.param(name, key, *problem, id=f"{name}-{key}")
                 for key, problem in problems.items()]
@@ -554,7 +555,7 @@ def _load_problem_params() -> List[Any]:
                     lambda sd, value=value: sd["state"][1].__setitem__(
                         next(k for k in sd["state"][1] if k in SCALARS and k != "step"), value),
                     ValueError if isinstance(value, float) else TypeError,
-                    ENTRY + r"\['(mu_product|eta|mu)'\]: expected a finite number, got "
+                    ENTRY + rf"\['({SCALAR_NAMES})'\]: expected a finite number, got "
                     + re.escape(repr(value)))
         out += [pytest.param(name, key, *problem, id=f"{name}-{key}")
                 for key, problem in problems.items()]

@@ -53,7 +53,7 @@ from gdfast.bench.workloads import make_data, many_small, parse_sizes, single
 # the bench derives them from.
 STATES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2, "lion": 1, "rmsprop": 1,
           "adagrad": 1, "adadelta": 2, "adamax": 2, "nadam": 2, "radam": 2, "asgd": 1,
-          "rprop": 2, "adan": 4, "ademamix": 3}
+          "rprop": 2, "adan": 4, "ademamix": 3, "schedulefree_adamw": 2}
 
 # One 1000-element tensor, one batch of >= 1 ms: each run takes a fraction of a second.
 TINY = ["--sizes", "1000", "--lists", "none", "--batches", "1", "--batch-time", "0.001",

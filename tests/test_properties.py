@@ -9,7 +9,8 @@ options, dtypes, sizes, ISA levels and thread counts:
 * lr enters as the rule says (cases.Case.lr_role): lr=0 with weight_decay=0 leaves param
   unchanged while the states update as with any lr; ASGD's lr only enters through eta (the
   step with a given eta does not depend on lr); Rprop's only sets where step_size starts (the
-  op ignores it);
+  op ignores it); Schedule-Free's also weights the average (lr_max): with none seen yet, lr=0
+  leaves param unchanged;
 * a rejected call leaves every array unchanged (bitwise).
 
 Hyperparameters are drawn from their registry ranges (cases.Case.sample for the unbounded
@@ -60,7 +61,7 @@ def real_strategy(case: Case, f: Field) -> st.SearchStrategy:
     if r.lo == 0 and r.hi == math.inf:  # lr, weight_decay, momentum, eps >= 0, ...
         return st.one_of(st.just(0.0), st.floats(0.0, 1.0), st.sampled_from([1e-3, 0.1]))
     if r.lo == 0 and r.hi == 1:  # betas, rho, dampening
-        return st.floats(0.0, 0.99999 if r.hi_open else 1.0)
+        return st.floats(1e-5 if r.lo_open else 0.0, 0.99999 if r.hi_open else 1.0)
     assert not (math.isfinite(r.lo) or math.isfinite(r.hi)), f"{case.name}.{f.name}: {r}"
     return st.floats(-1.0, 1.0)
 
@@ -310,6 +311,8 @@ def test_lr_enters_as_the_rule_says(case: Case, dtype: Any, n: int, data: Any, s
         hyper["weight_decay"] = 0.0
     if case.lr_role == "eta":
         hyper["eta"] = data.draw(st.one_of(st.none(), st.floats(1e-4, 1.0)), label="eta")
+    if case.lr_role == "averaged":  # no lr seen yet: the average's weight is 0
+        hyper.update(lr_max=-1.0, weight_lr_power=2.0)
     arrays = make_arrays(case, hyper, n, dtype, seed)
     assume(all(np.all(a != 0) for a in arrays.values()))
     before = copy_arrays(arrays)

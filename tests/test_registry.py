@@ -269,7 +269,9 @@ KNOWN_RANGE_DIFFERENCES = {
     **{(name, beta): "pytorch_optimizer accepts beta = 1, whose bias correction 1 - beta^t "
                      "is 0 (its step divides by it); gdfast: [0, 1)"
        for name, beta in (("Adan", "beta1"), ("Adan", "beta2"), ("Adan", "beta3"),
-                          ("AdEMAMix", "beta1"), ("AdEMAMix", "beta2"))},
+                          ("AdEMAMix", "beta1"), ("AdEMAMix", "beta2"),
+                          ("ScheduleFreeAdamW", "beta2"))},
+    ("ScheduleFreeAdamW", "warmup_steps"): "pytorch_optimizer checks no range; gdfast: >= 0",
 }
 
 

@@ -20,7 +20,7 @@ import pytest
 
 import gdfast
 from gdfast._spec import RULES
-from gdfast._stepping import GDFAST_OPTIONS
+from gdfast._stepping import CONSTRUCTORS, GDFAST_OPTIONS
 
 import cases
 import reference
@@ -196,6 +196,10 @@ EXPECTED_DEFAULTS = {
     "AdEMAMix": dict(lr=1e-3, betas=(0.9, 0.999, 0.9999), weight_decay=0.0,
                      weight_decouple=False, fixed_decay=False, alpha=5.0, t_alpha_beta3=0.0,
                      eps=1e-8, maximize=False, foreach=None),
+    "ScheduleFreeAdamW": dict(lr=2.5e-3, betas=(0.9, 0.999), weight_decay=0.0, r=0.0,
+                              weight_lr_power=2.0, warmup_steps=0, decoupling_c=0,
+                              ams_bound=False, eps=1e-8, maximize=False, foreach=None,
+                              train_mode=True),
 }
 for _defaults in EXPECTED_DEFAULTS.values():  # gdfast's own options (issues 12, 13), every class
     _defaults.update(state_dtype=None, master_weights=False, stochastic_rounding=False,
@@ -232,6 +236,9 @@ KNOWN_DEFAULTS_DIFFERENCES = {
              "maximize": "an entry, as in torch.optim"},
     "AdEMAMix": {"t_alpha_beta3": "None (no warmup) is stored as 0, the kernel's number",
                  "maximize": "an entry, as in torch.optim"},
+    "ScheduleFreeAdamW": {"lr_max": "a scalar state of each param", "weight_sum": "the same",
+                          "use_palm": "not supported (a keyword of pytorch_optimizer's)",
+                          "maximize": "an entry, as in torch.optim"},
 }
 
 
@@ -549,8 +556,9 @@ def test_state_layout_matches_torch(config: str) -> None:
         params[0].grad = torch.ones(4)
         opt.step()
     theirs = set(opt.state[params[0]])
-    if "step" in opt.param_groups[0]:  # pytorch_optimizer counts per group; gdfast per param
-        theirs.add("step")
+    # pytorch_optimizer keeps the count and scalar states per group; gdfast per param
+    theirs |= {key for key in ("step", *CONSTRUCTORS[cls.__name__].scalar_names)
+               if key in opt.param_groups[0]}
     assert theirs == expected_keys(cls, kwargs)
 
 

@@ -1,6 +1,6 @@
 """gdfast against torch.optim (foreach=False), lion-pytorch and pytorch_optimizer (Adan,
-AdEMAMix; foreach=False): the same 100-step trajectories, built from the very same constructor
-keyword arguments on both sides.
+AdEMAMix, ScheduleFreeAdamW; foreach=False): the same 100-step trajectories, built from the very
+same constructor keyword arguments on both sides.
 
 Two gdfast front ends take those arguments: the NumPy optimizers (``gdfast.SGD`` ...) and
 the torch.optim drop-ins (``gdfast.torch.SGD`` ...). The drop-ins of torch.optim's classes are
@@ -83,7 +83,7 @@ def _parities() -> List[Any]:
         negate = bool(kw.pop("maximize", False))
         out.append((f"Lion-{v.name}",
                     Parity("Lion", cases.LION, kw, hyper, negate_for_torch=negate)))
-    for case in (cases.ADAN, cases.ADEMAMIX):
+    for case in (cases.ADAN, cases.ADEMAMIX, cases.SCHEDULEFREE_ADAMW):
         (name,) = case.classes
         for v in case.variants:
             hyper = case.hyper(v)

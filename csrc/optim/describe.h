@@ -22,6 +22,7 @@ inline constexpr Range kNonNegative{0.0, kInfinity, false, true};
 inline constexpr Range kPositive{0.0, kInfinity, true, true};
 inline constexpr Range kUnitOpen{0.0, 1.0, false, true};  // [0, 1): betas
 inline constexpr Range kUnit{0.0, 1.0, false, false};     // [0, 1]
+inline constexpr Range kUnitInterior{0.0, 1.0, true, true};  // (0, 1)
 
 enum class FieldKind : int {
   kReal,         // a hyperparameter, double
@@ -70,10 +71,18 @@ struct StateSpec {
   // Never negative (a sum of squares): stored 8-bit, it takes the unsigned map (core/quant8.h),
   // which spends the sign bit on precision.
   bool nonnegative = false;
+  // A point in parameter space (Schedule-Free's z), not a statistic of the gradients: stored
+  // narrow, it is rounded like the param (the benchmark's gate allows for that).
+  bool iterate = false;
 
   constexpr StateSpec never_negative() const {
     StateSpec s = *this;
     s.nonnegative = true;
+    return s;
+  }
+  constexpr StateSpec an_iterate() const {
+    StateSpec s = *this;
+    s.iterate = true;
     return s;
   }
 };

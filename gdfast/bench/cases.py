@@ -131,11 +131,13 @@ CASES: Dict[str, Case] = {
              packages=(_pytorch_optimizer("Adan"),)),
         Case("ademamix", "AdEMAMix", dict(lr=1e-3, weight_decay=1e-2, weight_decouple=True),
              packages=(_pytorch_optimizer("AdEMAMix"),)),
+        Case("schedulefree_adamw", "ScheduleFreeAdamW", dict(lr=2.5e-3, weight_decay=1e-2),
+             packages=(_pytorch_optimizer("ScheduleFreeAdamW"),)),
     )
 }
 
 # The cases a run without --optimizers steps: the benchmark's first five, whose figures the
-# README quotes (a default run: about 90 s on 2 cores). ``all`` adds the other ten, and
+# README quotes (a default run: about 90 s on 2 cores). ``all`` adds the other eleven, and
 # takes about 3 times as long.
 DEFAULT = ("sgd", "momentum", "adam", "adamw", "lion")
 

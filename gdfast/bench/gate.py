@@ -51,14 +51,16 @@ def rtol(dtype: Any, steps: int) -> float:
 
 
 def storage_tolerance(precision: Precision, steps: int, expected: np.ndarray, p0: np.ndarray,
-                      scale: float) -> np.ndarray:
+                      scale: float, states: Sequence[Any] = ()) -> np.ndarray:
     """What storing narrow arrays adds to the tolerance, per element (zero for a plain mode
     and for a master copy, which is float32). Against the simulated reference (rounded to
     nearest like it), each step's stored param may differ by up to 1.5 of its spacing:
     a stochastic rounding lands within one spacing of the exact value, the reference's within
     half of one, and a float32 result a rounding away from a tie rounds the other way. Each
     narrow state may differ by one spacing (2 eps relative) per step, and the update with it:
-    2 * eps(state) * (the farthest move) per step. So in a bf16 mode the gate catches an
+    2 * eps(state) * (the farthest move) per step; a narrow state that is an iterate (a point
+    like the param: Schedule-Free's z) is rounded like the param, 1.5 of its spacing per step
+    (its effect on the param is at most that). So in a bf16 mode the gate catches an
     update off by a factor of 2 either way (a wrong learning rate, a missing bias correction;
     measured: at least 1.3x the tolerance for every case, RAdam's 6 steps the closest), not
     one off by 1% as in fp32."""
@@ -68,6 +70,8 @@ def storage_tolerance(precision: Precision, steps: int, expected: np.ndarray, p0
     per_step = 1.5 * ulp(reach, precision.param) if precision.param in NARROW else 0.0
     if precision.state in NARROW:
         per_step = per_step + 2.0 * float(finfo(precision.state).eps) * scale
+        if any(s.iterate for s in states):
+            per_step = per_step + 1.5 * ulp(reach, precision.state)
     return steps * per_step + np.zeros_like(expected)
 
 
@@ -107,7 +111,8 @@ class Gate:
         moved = np.abs(self.expected - self.p0)
         scale = float(moved.max()) if moved.size else 0.0
         self.tol = self.rtol * (np.abs(self.expected) + np.abs(self.p0) + scale)
-        self.tol += storage_tolerance(self.precision, steps, self.expected, self.p0, scale)
+        self.tol += storage_tolerance(self.precision, steps, self.expected, self.p0, scale,
+                                      [s for s in case.rule.states if s.name in case.states])
         self.offsets = np.cumsum([0] + [len(s) for s in data.sample])
 
     def where(self, i: int) -> str:

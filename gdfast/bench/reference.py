@@ -8,7 +8,9 @@ Sources: the algorithm boxes of torch 2.13's documentation for SGD, Adam/AdamW, 
 Adagrad, Adadelta, Adamax, NAdam, RAdam, ASGD and Rprop (they cite the papers); for Lion
 Chen et al. 2023, Algorithm 2; for Adan Xie et al. 2022, Algorithm 1, and for AdEMAMix
 Pagliardini et al. 2024, Algorithm 1, both with the bias corrections and the decay-rate betas of
-pytorch_optimizer (the implementation users switch from). ``maximize`` (not part of the papers) negates the gradient first,
+pytorch_optimizer (the implementation users switch from); for Schedule-Free AdamW Defazio et al.
+2024, Algorithm 1, with pytorch_optimizer's warmup, lr_max weighting and 1e-15 floor under the
+square root. ``maximize`` (not part of the papers) negates the gradient first,
 as torch does. Two documented choices:
 
 * AMSGrad takes the running maximum of the raw v_t and bias-corrects it afterwards (torch's box).
@@ -303,6 +305,37 @@ def ademamix_step(param: Any, grad: Any, state: State, *, lr: float = 1e-3, beta
     return theta - lr * (m1 / (1.0 - beta1**t) + alpha_t * m2) / denom
 
 
+def schedulefree_adamw_step(param: Any, grad: Any, state: State, *, lr: float = 2.5e-3,
+                            beta1: float = 0.9, beta2: float = 0.999, weight_decay: float = 0.0,
+                            r: float = 0.0, weight_lr_power: float = 2.0,
+                            warmup_steps: float = 0.0, decoupling_c: float = 0.0,
+                            eps: float = 1e-8, ams_bound: bool = False,
+                            maximize: bool = False) -> np.ndarray:
+    """The param is y = (1 - beta1) z + beta1 x; the step moves z by the AdamW direction at y
+    and averages x toward the new z with weight c_t; returns the new y."""
+    y, g = _begin(param, grad, maximize)
+    state.setdefault("z", y.copy())
+    _zeros(state, y, "exp_avg_sq", *(("max_exp_avg_sq",) if ams_bound else ()))
+    t = _count(state)
+    lr_t = lr * min(t / warmup_steps, 1.0) if warmup_steps > 0 else lr
+    lr_max = state["lr_max"] = max(lr_t, state.get("lr_max", -1.0))
+    weight = t**r * lr_max**weight_lr_power
+    weight_sum = state["weight_sum"] = state.get("weight_sum", 0.0) + weight
+    c = weight / weight_sum if weight_sum != 0 else 0.0
+    if decoupling_c > 0:
+        c = min(1.0, c * (1.0 - beta1) * decoupling_c)
+    v = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * g**2
+    v_hat = v / (1.0 - beta2**t)
+    if ams_bound:
+        v_hat = state["max_exp_avg_sq"] = np.maximum(state["max_exp_avg_sq"], v_hat)
+    u = g / (np.sqrt(v_hat + 1e-15) + eps) + weight_decay * y
+    z = state["z"]
+    x = (y - (1.0 - beta1) * z) / beta1
+    z = state["z"] = z - lr_t * u
+    x = (1.0 - c) * x + c * z
+    return (1.0 - beta1) * z + beta1 * x
+
+
 STEPS: Dict[str, Callable[..., np.ndarray]] = {
     "sgd": sgd_step,
     "adam": adam_step,
@@ -317,4 +350,5 @@ STEPS: Dict[str, Callable[..., np.ndarray]] = {
     "rprop": rprop_step,
     "adan": adan_step,
     "ademamix": ademamix_step,
+    "schedulefree_adamw": schedulefree_adamw_step,
 }

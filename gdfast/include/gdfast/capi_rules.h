@@ -417,6 +417,46 @@ static inline int gdfast_ademamix_step_multi(const gdfast_capi *api, gdfast_adem
   return api->step(GDFAST_RULE_ADEMAMIX, GDFAST_ADEMAMIX_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
+/* schedulefree_adamw: Schedule-Free AdamW (Defazio et al. 2024), as
+ * pytorch_optimizer.ScheduleFreeAdamW. Arrays: param, grad; states z, exp_avg_sq, max_exp_avg_sq
+ * (only if ams_bound=True, else may be NULL). */
+#define GDFAST_RULE_SCHEDULEFREE_ADAMW 13
+#define GDFAST_SCHEDULEFREE_ADAMW_LAYOUT UINT64_C(0x34e77a42f4342f7a)
+typedef struct gdfast_schedulefree_adamw_hyper {
+  double lr; /* default 0.0025, a finite number >= 0 */
+  double beta1; /* default 0.9, a finite number > 0 and < 1 */
+  double beta2; /* default 0.999, a finite number >= 0 and < 1 */
+  double weight_decay; /* default 0.0, a finite number >= 0 */
+  double r; /* default 0.0, a finite number */
+  double weight_lr_power; /* default 2.0, a finite number */
+  double warmup_steps; /* default 0.0, a finite number >= 0 */
+  double decoupling_c; /* default 0.0, a finite number >= 0 */
+  double eps; /* default 1e-08, a finite number >= 0 */
+  int64_t ams_bound; /* flag (0 or 1), default 0 */
+  int64_t maximize; /* flag (0 or 1), default 0 */
+  double lr_max; /* scalar state: step 1 starts it at -1.0, each step writes it back */
+  double weight_sum; /* scalar state: step 1 starts it at 0.0, each step writes it back */
+  int64_t step; /* the step count after this step: 1 on the first */
+  double grad_scale; /* gradients are divided by this (AMP), default 1.0 */
+} gdfast_schedulefree_adamw_hyper;
+#define GDFAST_SCHEDULEFREE_ADAMW_DEFAULTS {0.0025, 0.9, 0.999, 0.0, 0.0, 2.0, 0.0, 0.0, 1e-08, 0, 0, -1.0, 0.0, 1, 1.0}
+
+static inline int gdfast_schedulefree_adamw_step(const gdfast_capi *api,
+    gdfast_schedulefree_adamw_hyper *hyper, int dtype, int64_t n, void *param, const void *grad,
+    void *z, void *exp_avg_sq, void *max_exp_avg_sq) {
+  void *arrays[] = {param, (void *)grad, z, exp_avg_sq, max_exp_avg_sq};
+  void *const *const roles[] = {&arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4]};
+  return api->step(GDFAST_RULE_SCHEDULEFREE_ADAMW, GDFAST_SCHEDULEFREE_ADAMW_LAYOUT, hyper, dtype, 1, &n, roles);
+}
+
+static inline int gdfast_schedulefree_adamw_step_multi(const gdfast_capi *api,
+    gdfast_schedulefree_adamw_hyper *hyper, int dtype, int64_t count, const int64_t *sizes,
+    void *const *param, const void *const *grad, void *const *z, void *const *exp_avg_sq,
+    void *const *max_exp_avg_sq) {
+  void *const *const roles[] = {param, (void *const *)grad, z, exp_avg_sq, max_exp_avg_sq};
+  return api->step(GDFAST_RULE_SCHEDULEFREE_ADAMW, GDFAST_SCHEDULEFREE_ADAMW_LAYOUT, hyper, dtype, count, sizes, roles);
+}
+
 #ifdef __cplusplus
 }
 #endif
