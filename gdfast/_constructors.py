@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple
 
 from ._schedule_free import ScheduleFree
+from ._sophia import SophiaSteps, check_options
 from ._stepping import constructor
 from ._stepping import is_tensor as _is_tensor
 
@@ -169,6 +170,20 @@ def ScheduleFreeAdamW(lr: float = 2.5e-3, betas: Tuple[float, float] = (0.9, 0.9
     average). lr_max and weight_sum are scalar states of each param (pytorch_optimizer keeps
     them in the group)."""
     return {"train_mode": True}
+
+
+@constructor("sophia", mixin=SophiaSteps, update_hessian=False)  # (a step given one: True)
+def SophiaH(lr: float = 6e-2, betas: Tuple[float, float] = (0.96, 0.99),
+            weight_decay: float = 0.0, weight_decouple: bool = True, fixed_decay: bool = False,
+            p: float = 1e-2, update_period: Optional[int] = 10, num_samples: int = 1,
+            hessian_distribution: str = "gaussian", eps: float = 1e-12, maximize: bool = False,
+            foreach: Optional[bool] = None) -> None:
+    """pytorch_optimizer.SophiaH (Liu et al. 2023): Sophia with Hutchinson's estimate of the
+    Hessian's diagonal every ``update_period`` steps (torch front end; it needs
+    ``loss.backward(create_graph=True)``), or the estimate given to ``step(..., hessian=...)``
+    (both front ends: SophiaG's, or any; ``update_period=None``: only those). ``p`` bounds
+    each element of the preconditioned update."""
+    check_options(update_period, num_samples, hessian_distribution)
 
 
 @constructor("rprop")

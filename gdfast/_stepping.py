@@ -29,8 +29,7 @@ import operator
 import sys
 from collections.abc import Set
 from dataclasses import dataclass
-from typing import (Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence,
-                    Tuple)
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -757,7 +756,8 @@ class StepPath:
             if batch.on_device:
                 stream, device_scalars, values, step, grad_scale = self._device_call(
                     batch, group, values, step, amp)
-            call: Tuple[Any, ...] = (batch.param_arrays, (grads,), batch.state_args,
+            call: Tuple[Any, ...] = (batch.param_arrays,
+                                     (grads, *self._more_inputs(batch, grads)), batch.state_args,
                                      self._batch_hyper(batch, values, step, grad_scale), label,
                                      device_scalars)
             stochastic = batch.precision.stochastic and batch.narrow
@@ -777,6 +777,10 @@ class StepPath:
             self._advance_counts(rounding)
         self._after_step([w[0] for w in work])
         return rounding
+
+    def _more_inputs(self, batch: Batch, grads: List[Any]) -> Tuple[Any, ...]:
+        """The kernel's inputs after the gradients (Sophia's Hessian estimate): none here."""
+        return ()
 
     def _advance_counts(self, rounding: Optional[int]) -> None:
         """After an optimizer step: every group's schedule one step on, and the count of

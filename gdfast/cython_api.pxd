@@ -782,3 +782,65 @@ cdef inline int schedulefree_adamw_step_multi(Schedulefree_adamwHyper* hyper, in
     roles[3] = exp_avg_sq
     roles[4] = max_exp_avg_sq
     return step_v1(RULE_SCHEDULEFREE_ADAMW, 0x34e77a42f4342f7aULL, hyper, dtype, count, sizes, roles)
+
+
+# sophia: Sophia (Liu et al. 2023), as pytorch_optimizer.SophiaH's step. Arrays: param, grad,
+# hessian; states momentum, hessian_moment.
+cdef enum:
+    RULE_SOPHIA = 14
+ctypedef struct SophiaHyper:
+    double lr  # default 0.06, a finite number >= 0
+    double beta1  # default 0.96, a finite number >= 0 and < 1
+    double beta2  # default 0.99, a finite number >= 0 and < 1
+    double weight_decay  # default 0.0, a finite number >= 0
+    double p  # default 0.01, a finite number >= 0
+    double eps  # default 1e-12, a finite number >= 0
+    int64_t weight_decouple  # flag (0 or 1), default 1
+    int64_t fixed_decay  # flag (0 or 1), default 0
+    int64_t update_hessian  # flag (0 or 1), default 1
+    int64_t maximize  # flag (0 or 1), default 0
+    int64_t step  # the step count after this step: 1 on the first
+    double grad_scale  # gradients are divided by this (AMP), default 1.0
+
+cdef inline SophiaHyper sophia_defaults() noexcept nogil:
+    cdef SophiaHyper h
+    h.lr = 0.06
+    h.beta1 = 0.96
+    h.beta2 = 0.99
+    h.weight_decay = 0.0
+    h.p = 0.01
+    h.eps = 1e-12
+    h.weight_decouple = 1
+    h.fixed_decay = 0
+    h.update_hessian = 1
+    h.maximize = 0
+    h.step = 1
+    h.grad_scale = 1.0
+    return h
+
+cdef inline int sophia_step(SophiaHyper* hyper, int dtype, int64_t n, void* param, const void* grad,
+        const void* hessian, void* momentum, void* hessian_moment) noexcept nogil:
+    cdef void* arrays[5]
+    cdef void** roles[5]
+    arrays[0] = param
+    roles[0] = &arrays[0]
+    arrays[1] = <void*>grad
+    roles[1] = &arrays[1]
+    arrays[2] = <void*>hessian
+    roles[2] = &arrays[2]
+    arrays[3] = momentum
+    roles[3] = &arrays[3]
+    arrays[4] = hessian_moment
+    roles[4] = &arrays[4]
+    return step_v1(RULE_SOPHIA, 0xca1ab50984487061ULL, hyper, dtype, 1, &n, roles)
+
+cdef inline int sophia_step_multi(SophiaHyper* hyper, int dtype, int64_t count,
+        const int64_t* sizes, void** param, const void** grad, const void** hessian,
+        void** momentum, void** hessian_moment) noexcept nogil:
+    cdef void** roles[5]
+    roles[0] = param
+    roles[1] = <void**>grad
+    roles[2] = <void**>hessian
+    roles[3] = momentum
+    roles[4] = hessian_moment
+    return step_v1(RULE_SOPHIA, 0xca1ab50984487061ULL, hyper, dtype, count, sizes, roles)

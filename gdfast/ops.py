@@ -198,7 +198,8 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
               f"max_grad_norm=None):\n"
               + "\n".join(body) + "\n")
     namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step_one,
-                                 "_check_arrays": _core.check_one, "_unpack": _unpack, "_rule": rule,
+                                 "_check_arrays": _core.check_one, "_unpack": _unpack,
+                                 "_rule": rule,
                                  "_precision": _precision, "_clip": clipped_call_scale,
                                  "_host_step": _device.host_step,
                                  "_check": checker(rule, uses_step, with_scalars=True)}

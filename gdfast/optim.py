@@ -224,6 +224,37 @@ class Optimizer(StepPath):
     def _flat_params(self) -> List[np.ndarray]:
         return [p for g in self.param_groups for p in g["params"]]
 
+    # -- Sophia's hooks (gdfast/_sophia.py) -------------------------------------------------
+    @staticmethod
+    def _closure_first(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, ...]:
+        return None, args, kwargs
+
+    def _hessian_members(self, args: Tuple[Any, ...]) -> List[Tuple[int, np.ndarray]]:
+        grads = list(args[0]) if args else []
+        flat = self._flat_params()
+        return [(i, p) for i, (p, g) in enumerate(zip(flat, grads)) if g is not None]
+
+    @staticmethod
+    def _checked_hessian(hessian: Any, members: List[Tuple[int, np.ndarray]]) -> List[Any]:
+        try:
+            estimates: List[Any] = list(hessian)
+        except TypeError:
+            raise TypeError("hessian: expected a list of arrays (one per param with a "
+                            f"gradient), got {type(hessian).__name__}") from None
+        if len(estimates) != len(members):
+            raise ValueError(f"hessian: expected {len(members)} arrays (one per param with a "
+                             f"gradient), got {len(estimates)}")
+        for i, (h, (_, p)) in enumerate(zip(estimates, members)):
+            _check_grad(h, p, f"hessian[{i}]")
+        return estimates
+
+    @staticmethod
+    def _estimate(members: List[Tuple[int, np.ndarray]]) -> None:
+        """No autograd here: the estimates are the caller's (step(..., hessian=...))."""
+
+    def _keep_estimates(self, estimates: Dict[Any, Any]) -> None:
+        """(No estimate is made here: nothing to keep.)"""
+
     def _state_items(self, group: ParamGroup) -> List[Tuple[np.ndarray, Dict[str, Any]]]:
         first = 0
         for g in self.param_groups:

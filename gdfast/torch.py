@@ -257,6 +257,70 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         self._step_all(self._members, amp)
         return loss
 
+    # -- Sophia's hooks (gdfast/_sophia.py) -------------------------------------------------
+    @staticmethod
+    def _closure_first(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, ...]:
+        closure = kwargs.pop("closure", args[0] if args else None)
+        if closure is None:
+            return None, (), kwargs
+        if not callable(closure):
+            raise TypeError(f"closure: expected a callable or None, got "
+                            f"{type(closure).__name__}")
+        with torch.enable_grad():
+            return closure(), (), kwargs
+
+    def _hessian_members(self, args: Tuple[Any, ...]) -> List[Tuple[Any, Any]]:
+        return [(p, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
+
+    @staticmethod
+    def _checked_hessian(hessian: Any, members: List[Tuple[Any, Any]]) -> List[Any]:
+        try:
+            estimates: List[Any] = list(hessian)
+        except TypeError:
+            raise TypeError("hessian: expected a list of tensors (one per param with a "
+                            f"gradient), got {type(hessian).__name__}") from None
+        if len(estimates) != len(members):
+            raise ValueError(f"hessian: expected {len(members)} tensors (one per param with a "
+                             f"gradient), got {len(estimates)}")
+        for i, (h, (_, p)) in enumerate(zip(estimates, members)):
+            if not torch.is_tensor(h):
+                raise TypeError(f"hessian[{i}]: expected a tensor, got {type(h).__name__}")
+            if h.dtype != p.dtype or h.shape != p.shape or h.device != p.device:
+                raise ValueError(f"hessian[{i}]: expected {p.dtype} of shape "
+                                 f"{tuple(p.shape)} on {p.device} like its param, got "
+                                 f"{h.dtype} of shape {tuple(h.shape)} on {h.device}")
+        return [h.detach() for h in estimates]
+
+    def _estimate(self, members: List[Tuple[Any, Any]]) -> Optional[List[Any]]:
+        """Hutchinson's estimate of diag(H), drawn as pytorch_optimizer.SophiaH draws it (kept
+        as state['hessian'] after the step, its state layout, and reused)."""
+        if not members:
+            return None
+        params = [p for _, p in members]
+        grads = [p.grad for p in params]
+        if not all(g.requires_grad for g in grads):
+            raise RuntimeError("SophiaH: the Hessian estimate differentiates the gradients: "
+                               "call loss.backward(create_graph=True), or pass "
+                               "step(hessian=[...])")
+        group = self.param_groups[0]
+        samples, gaussian = group["num_samples"], group["hessian_distribution"] == "gaussian"
+        estimates = [self.state[p].get("hessian") for p in params]
+        estimates = [torch.zeros_like(p) if h is None else h.zero_()
+                     for h, p in zip(estimates, params)]
+        with torch.enable_grad():
+            for i in range(samples):
+                zs = [torch.randn_like(p) if gaussian else torch.randint_like(p, 0, 2) * 2.0 - 1.0
+                      for p in params]
+                products = torch.autograd.grad(grads, params, grad_outputs=zs,
+                                               retain_graph=i < samples - 1)
+                for h, hz, z in zip(estimates, products, zs):
+                    h.addcmul_(hz.detach(), z, value=1.0 / samples)
+        return estimates
+
+    def _keep_estimates(self, estimates: Dict[Any, Any]) -> None:
+        for p, h in estimates.items():  # (after the step: it made the param's state)
+            self.state[p]["hessian"] = h
+
     def _state_items(self, group: Dict[str, Any]) -> List[Tuple[Any, Any]]:
         return [(p, self.state.get(p, {})) for p in group["params"]]
 

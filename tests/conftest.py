@@ -61,7 +61,8 @@ def run_python(code: str, **env_overrides: str):
 
 # The package whose class gdfast.<Name> matches, where torch.optim has none of that name.
 ORACLE_MODULES = {"Lion": "lion_pytorch", "Adan": "pytorch_optimizer",
-                  "AdEMAMix": "pytorch_optimizer", "ScheduleFreeAdamW": "pytorch_optimizer"}
+                  "AdEMAMix": "pytorch_optimizer", "ScheduleFreeAdamW": "pytorch_optimizer",
+                  "SophiaH": "pytorch_optimizer"}
 
 
 def oracle_class(name: str):

@@ -427,6 +427,28 @@ def schedulefree_adamw_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, st
     return {"lr_max": lr_max, "weight_sum": weight_sum}
 
 
+def sophia_same_order(param: np.ndarray, g: np.ndarray, s: Arrays, *, step: int,
+                      hessian: np.ndarray, lr: float = 6e-2, beta1: float = 0.96,
+                      beta2: float = 0.99, weight_decay: float = 0.0, p: float = 1e-2,
+                      eps: float = 1e-12, weight_decouple: bool = True, fixed_decay: bool = False,
+                      update_hessian: bool = True, maximize: bool = False,
+                      grad_scale: float = 1.0) -> None:
+    """(``p`` is pytorch_optimizer's name for the clamp's bound: the param is ``param``.)"""
+    T = param.dtype.type
+    m, h = s["momentum"], s["hessian_moment"]
+    g = _grad_factor(g, maximize, grad_scale)
+    if weight_decay != 0:
+        if weight_decouple:
+            param[...] = param * T(1.0 - weight_decay * (1.0 if fixed_decay else lr))
+        else:
+            g = g + param * T(weight_decay)
+    m[...] = m + (g - m) * T(1.0 - beta1)
+    if update_hessian:
+        h[...] = h + (hessian.astype(param.dtype) - h) * T(1.0 - beta2)
+    ratio = m / _max(T(eps), h)
+    param[...] = param + _min(T(p), _max(T(-p), ratio)) * T(-lr)
+
+
 SAME_ORDER: Dict[str, Callable[..., Optional[Dict[str, float]]]] = {
     "sgd": sgd_same_order,
     "adam": adam_same_order,
@@ -442,4 +464,5 @@ SAME_ORDER: Dict[str, Callable[..., Optional[Dict[str, float]]]] = {
     "adan": adan_same_order,
     "ademamix": ademamix_same_order,
     "schedulefree_adamw": schedulefree_adamw_same_order,
+    "sophia": sophia_same_order,
 }

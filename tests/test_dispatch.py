@@ -25,7 +25,7 @@ def _arrays(case: Case, hyper: Dict[str, Any], n: int, dtype: Any,
     negative in real runs: their absolute values), exact zeros in grad (sign(0), sqrt(0))."""
     rng = np.random.default_rng(seed)
     out = {name: rng.standard_normal(n).astype(dtype)
-           for name in ("param", "grad") + case.state_names(hyper)}
+           for name in case.tensor_names(hyper)}
     out["grad"][::7] = 0.0
     for name in case.nonnegative:
         if name in out:
@@ -160,7 +160,7 @@ def test_special_values_agree_on_every_level(case: Case) -> None:
     values = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-30, -1e30],
                       dtype=np.float32)
     n = values.size * 3
-    names = ("param", "grad") + case.state_names(case.checked)
+    names = case.tensor_names(case.checked)
     results = {}
     for isa in INFO["supported"]:
         arrays = {name: np.resize(np.roll(values, k), n) for k, name in enumerate(names)}

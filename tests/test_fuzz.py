@@ -467,7 +467,7 @@ def _array_defect(rng: np.random.Generator, call: Call, lists: bool) -> Optional
     """Breaks one array (or the structure of one list) of the call's used arguments."""
     names = ["param", *call.rule.inputs, *call.used]
     target = _pick(rng, names)
-    written = target != "grad"
+    written = target not in call.rule.inputs
     kind = _pick(rng, ["dtype", "dtype", "mixed", "noncontiguous", "misaligned", "readonly",
                        "shape", "alias", "alias", "not-an-array", "list", "list"])
     if kind == "mixed" and any(d.kind == "array:mixed-dtype" for d in call.defects):
@@ -532,7 +532,11 @@ def _array_defect(rng: np.random.Generator, call: Call, lists: bool) -> Optional
         put(_filled(rng, _pick(rng, shapes), a.dtype))
         return Defect("array:shape", (target,), (ValueError,))
     if kind == "alias":
-        other = _pick(rng, [n for n in names if n != target])
+        # (two read-only inputs may share memory: a defect needs a written array)
+        others = [n for n in names if n != target and (written or n not in call.rule.inputs)]
+        if not others:
+            return None
+        other = _pick(rng, others)
         b = call.arrays[other]
         if lists:
             b = b[index] if isinstance(b, list) and len(b) > (index or 0) else None
@@ -557,7 +561,7 @@ def _array_defect(rng: np.random.Generator, call: Call, lists: bool) -> Optional
             ("none", None, TYPE_OR_VALUE), ("float", 1.0, (TypeError,)),
             ("str", "param", (TypeError,)), ("scalar", np.float32(1.0), (TypeError,)),
             ("memoryview", memoryview(b"abcd"), (TypeError,)), ("bytes", b"abcd", (TypeError,))])
-        if what == "none" and target in ("param", "grad"):
+        if what == "none" and target in ("param", *call.rule.inputs):
             types = (TypeError,)
         put(new)
         return Defect(f"array:{what}", (target,), types)
@@ -595,7 +599,7 @@ def _dlpack(rng: np.random.Generator, call: Call, lists: bool) -> Optional[Defec
         index, a = None, value
     if not isinstance(a, np.ndarray) or a.dtype.kind == "O" or not a.dtype.isnative:
         return None
-    written = target != "grad"
+    written = target not in call.rule.inputs
 
     def put(new: Any) -> None:
         if index is None:

@@ -134,6 +134,8 @@ def _native_step(check: Any, rule: Rule, values: Dict[str, Any], dtype: Any,
                  single: bool) -> Tuple[int, str, Dict[str, float]]:
     sizes = np.array([t["param"].size for t in tensors], np.uint64)
     roles = [_addresses([t["param"] for t in tensors]), _addresses(grads)]
+    # (inputs after the gradient: the gradient again, for these calls)
+    roles += [_addresses(grads) for _ in rule.inputs[1:]]
     roles += [_addresses([t.get(name) for t in tensors]) for name in rule.state_names]
     fn = getattr(check, f"step_{rule.name}")
     return fn(values, DTYPE_CODES[dtype], sizes, roles, single)  # type: ignore[no-any-return]
@@ -168,7 +170,8 @@ def test_every_rule_steps_bitwise_as_ops(built: Dict[str, Any], case: Case, vari
         assert status == OK, message
         for t, g, scalars in zip(expected, grads, ops_scalars):
             states = {k: a for k, a in t.items() if k != "param"}
-            out = op(t["param"], g, **states, **{**hyper, **scalars, "step": step})
+            inputs = {name: g for name in case.extra_inputs}
+            out = op(t["param"], g, **inputs, **states, **{**hyper, **scalars, "step": step})
             scalars.update(out or {})
         for t, e in zip(native, expected):
             for name in e:

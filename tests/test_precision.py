@@ -379,29 +379,38 @@ def widened(a: np.ndarray) -> np.ndarray:
 
 
 def op_step(case: Case, param: Any, grad: Any, states: Mapping[str, Any], t: int,
-            hyper: Mapping[str, Any], scalars: Dict[str, float], **precision: Any) -> None:
-    result = getattr(gdfast.ops, case.op)(param, grad, **states, step=t, **hyper, **scalars,
-                                          **precision)
+            hyper: Mapping[str, Any], scalars: Dict[str, float],
+            inputs: Optional[Mapping[str, Any]] = None, **precision: Any) -> None:
+    """``inputs``: the extra inputs (Sophia's hessian); by default Case.inputs_at(grad)."""
+    inputs = case.inputs_at(grad, t) if inputs is None else inputs
+    result = getattr(gdfast.ops, case.op)(param, grad, **inputs, **states,
+                                          step=t, **hyper, **scalars, **precision)
     if result is not None:
         scalars.update(result)
 
 
+def widened_inputs(case: Case, grad: Any, t: int) -> Dict[str, Any]:
+    """The extra inputs the kernel reads with a stored gradient, widened to float32."""
+    return {k: ([widened(x) for x in v] if isinstance(v, list) else widened(v))
+            for k, v in case.inputs_at(grad, t).items()}
+
+
 def float32_step(case: Case, hyper: Mapping[str, Any], t: int, p: np.ndarray, g: np.ndarray,
-                 states: Mapping[str, np.ndarray],
-                 scalars: Mapping[str, float]) -> Tuple[np.ndarray, Dict[str, np.ndarray],
-                                                        Dict[str, float]]:
+                 states: Mapping[str, np.ndarray], scalars: Mapping[str, float],
+                 inputs: Mapping[str, np.ndarray]) -> Tuple[np.ndarray, Dict[str, np.ndarray],
+                                                            Dict[str, float]]:
     """gdfast's documented float32 operation order (tests/reference.py SAME_ORDER, which
     test_rules holds bitwise to gdfast's float32 kernels) on copies of the widened inputs."""
     p = p.copy()
     s = {k: v.copy() for k, v in states.items()}
     with np.errstate(all="ignore"):
-        out = reference.SAME_ORDER[case.name](p, g, s, step=t, **hyper, **scalars)
+        out = reference.SAME_ORDER[case.name](p, g, s, step=t, **hyper, **scalars, **inputs)
     return p, s, dict(scalars, **(out or {}))
 
 
 def float64_step(case: Case, hyper: Mapping[str, Any], t: int, p: np.ndarray, g: np.ndarray,
-                 states: Mapping[str, np.ndarray],
-                 scalars: Mapping[str, float]) -> cases.ReferenceRun:
+                 states: Mapping[str, np.ndarray], scalars: Mapping[str, float],
+                 inputs: Mapping[str, np.ndarray]) -> cases.ReferenceRun:
     """The float64 reference (reference.STEPS) for step t from the given (widened, stored)
     inputs, with tests/cases.py's bound on a float32 computation of the same step: a
     ReferenceRun set to step t - 1 with these states. Its bounds then hold for one step from
@@ -414,7 +423,7 @@ def float64_step(case: Case, hyper: Mapping[str, Any], t: int, p: np.ndarray, g:
         state["step"] = t - 1
     run.state, run.t = state, t - 1
     with np.errstate(all="ignore"):
-        run.step(g.astype(np.float64))
+        run.step(g.astype(np.float64), inputs)
     return run
 
 
@@ -496,12 +505,13 @@ def test_steps_round_the_float32_result_to_nearest(case: Case, variant: Variant,
         s_in = {k: widened(v) for k, v in states.items()}
         sc_in = dict(scalars)
         op_step(case, param, grad, states, t, hyper, scalars)
-        p32, s32, sc32 = float32_step(case, hyper, t, p_in, g_in, s_in, sc_in)
+        h_in = widened_inputs(case, grad, t)
+        p32, s32, sc32 = float32_step(case, hyper, t, p_in, g_in, s_in, sc_in, h_in)
         assert_bits(f"step {t}: param", param, pr.nearest_bits(p32, layout.param))
         for name, arr in states.items():
             assert_bits(f"step {t}: {name}", arr, pr.nearest_bits(s32[name], arr.dtype))
         assert scalars == {k: v for k, v in sc32.items() if k in case.scalars}
-        run = float64_step(case, hyper, t, p_in, g_in, s_in, sc_in)
+        run = float64_step(case, hyper, t, p_in, g_in, s_in, sc_in, h_in)
         exempt = run.ambiguous > 0
         finite = np.isfinite(p_in) & np.isfinite(g_in)
         for name, value in s_in.items():
@@ -603,7 +613,8 @@ def test_master_follows_the_float32_trajectory(case: Case, variant: Variant, dty
         op_step(case, params, grads, {n: [s[n] for s in states] for n in names}, t, hyper,
                 scalars, master_param=masters)
         op_step(case, f32_params, [widened(g) for g in grads],
-                {n: [s[n] for s in f32_states] for n in names}, t, hyper, f32_scalars)
+                {n: [s[n] for s in f32_states] for n in names}, t, hyper, f32_scalars,
+                inputs=widened_inputs(case, grads, t))
         assert scalars == f32_scalars
         for k in range(len(MASTER_SIZES)):
             where = f"step {t}, tensor {k}"
@@ -668,7 +679,8 @@ def test_stochastic_rounding_is_the_specified_generator(case: Case, variant: Var
         op_step(case, params, grads, {n: [s[n] for s in states] for n in names}, t, hyper,
                 scalars, **keywords)
         for k, (p_in, g_in, s_in) in enumerate(inputs):
-            p32, s32, sc32 = float32_step(case, hyper, t, p_in, g_in, s_in, sc_in)
+            p32, s32, sc32 = float32_step(case, hyper, t, p_in, g_in, s_in, sc_in,
+                                          widened_inputs(case, grads[k], t))
             key = dict(seed=seed, step=t, param_index=indices[k])
             where = f"step {t}, tensor {k}"
             assert_bits(f"{where}: param", params[k],

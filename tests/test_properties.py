@@ -105,7 +105,7 @@ dtypes = st.sampled_from([np.float32, np.float64])
 
 def active_tensors(case: Case, hyper: Dict[str, Any]) -> Tuple[str, ...]:
     """The tensor arguments this call uses (optional states only with their options)."""
-    return ("param", "grad") + case.state_names(hyper)
+    return case.tensor_names(hyper)
 
 
 def make_values(case: Case, rng: np.random.Generator, name: str, n: int, dtype: Any,
@@ -344,7 +344,8 @@ def test_lr_zero_keeps_the_value_of_signed_zeros(case: Case) -> None:
     states = {name: np.full_like(p, case.start(name, hyper))
               for name in case.state_names(hyper)}
     step = {} if case.step == "none" else {"step": 1}
-    getattr(gdfast.ops, case.op)(p, g, **states, **step, lr=0.0)
+    inputs = {name: g for name in case.extra_inputs}
+    getattr(gdfast.ops, case.op)(p, g, **inputs, **states, **step, lr=0.0)
     assert np.all(p == 0.0)
 
 
@@ -439,7 +440,8 @@ def test_rejected_calls_leave_arrays_unchanged(case: Case, dtype: Any, sizes: Li
         expected_names = [first]
     else:
         make, applies = CORRUPTIONS[corruption]
-        candidates = [n for n in names if applies == "any" or n != "grad"]
+        candidates = [n for n in names
+                      if applies == "any" or n not in ("grad", *case.extra_inputs)]
         name = data.draw(st.sampled_from(candidates), label="argument")
         good = tensors[t][name]
         if corruption == "alias-grad":

@@ -67,14 +67,16 @@ def gdfast_step(case: Case, p: Any, g: Any, states: Mapping[str, Any], scalars: 
                 t: int, hyper: Mapping[str, Any]) -> None:
     """One gdfast.ops call; p, g and each state are arrays or lists of arrays. ``scalars``
     holds the scalar states (none before the first step: the op's defaults), updated."""
-    result = getattr(gdfast.ops, case.op)(p, g, **states, step=t, **hyper, **scalars)
+    result = getattr(gdfast.ops, case.op)(p, g, **case.inputs_at(g, t), **states, step=t,
+                                          **hyper, **scalars)
     if result is not None:
         scalars.update(result)
 
 
 def same_order_step(case: Case, p: np.ndarray, g: np.ndarray, states: Mapping[str, Any],
                     scalars: Scalars, t: int, hyper: Mapping[str, Any]) -> None:
-    result = reference.SAME_ORDER[case.name](p, g, dict(states), step=t, **hyper, **scalars)
+    result = reference.SAME_ORDER[case.name](p, g, dict(states), step=t, **hyper, **scalars,
+                                             **case.inputs_at(g, t))
     if result is not None:
         scalars.update(result)
 
@@ -155,7 +157,7 @@ def reference_snapshots(case: Case, hyper: Mapping[str, Any], p0: np.ndarray,
     run = ReferenceRun(case, hyper, p0, unit_roundoff(dtype))
     out: Dict[int, Snapshot] = {}
     for t in range(1, len(grads) + 1):
-        run.step(grads[t - 1])
+        run.step(grads[t - 1], case.inputs_at(grads[t - 1], t))
         if t in marks:
             out[t] = {
                 "param": run.p.copy(),

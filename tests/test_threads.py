@@ -66,7 +66,7 @@ def _case_arrays(case: Case, hyper: Dict[str, Any], sizes: List[int],
     negative in real runs: absolute values)."""
     rng = np.random.default_rng(seed)
     out = {name: [rng.standard_normal(n).astype(np.float32) for n in sizes]
-           for name in ("param", "grad") + case.state_names(hyper)}
+           for name in case.tensor_names(hyper)}
     for name in case.nonnegative:
         if name in out:
             out[name] = [np.abs(x) for x in out[name]]

@@ -5,9 +5,10 @@ same constructor keyword arguments on both sides.
 Two gdfast front ends take those arguments: the NumPy optimizers (``gdfast.SGD`` ...) and
 the torch.optim drop-ins (``gdfast.torch.SGD`` ...). The drop-ins of torch.optim's classes are
 compared with torch for every input of torch's own optimizer database in
-test_torch_optim_db.py; here the torch front end runs the others (not in that database). Each run has several parameters (1-D, 2-D, empty) in one param group, and both the
-parameters and the optimizer states (torch's names: momentum_buffer, exp_avg, exp_avg_sq,
-max_exp_avg_sq) are compared.
+test_torch_optim_db.py; here the torch front end runs the others (not in that database). Each
+run has several parameters (1-D, 2-D, empty) in one param group, and both the parameters and
+the optimizer states (by their names: momentum_buffer, exp_avg, exp_avg_sq, ...) are
+compared.
 
 Tolerance: cases.Tolerance, evaluated along the float64 reference trajectory, doubled:
 gdfast and torch each stay within it of the exact result, in a different operation order

@@ -262,8 +262,7 @@ py::dict describe(int id) {
     states.append(py::dict(py::arg("name") = s.name, py::arg("when") = s.when,
                            py::arg("init") = kInitNames[static_cast<int>(s.init)],
                            py::arg("fill_from") = str_or_none(s.fill_from),
-                           py::arg("nonnegative") = s.nonnegative,
-                           py::arg("iterate") = s.iterate));
+                           py::arg("nonnegative") = s.nonnegative, py::arg("iterate") = s.iterate));
   }
   std::apply(
       [&](const auto&... f) {

@@ -20,8 +20,8 @@ inline constexpr double kInfinity = std::numeric_limits<double>::infinity();
 inline constexpr Range kFinite{-kInfinity, kInfinity, true, true};
 inline constexpr Range kNonNegative{0.0, kInfinity, false, true};
 inline constexpr Range kPositive{0.0, kInfinity, true, true};
-inline constexpr Range kUnitOpen{0.0, 1.0, false, true};  // [0, 1): betas
-inline constexpr Range kUnit{0.0, 1.0, false, false};     // [0, 1]
+inline constexpr Range kUnitOpen{0.0, 1.0, false, true};     // [0, 1): betas
+inline constexpr Range kUnit{0.0, 1.0, false, false};        // [0, 1]
 inline constexpr Range kUnitInterior{0.0, 1.0, true, true};  // (0, 1)
 
 enum class FieldKind : int {

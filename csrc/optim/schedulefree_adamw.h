@@ -38,8 +38,7 @@ struct SchedulefreeAdamw {
   static constexpr int kNumFlags = 3;
   // z starts as a copy of the param: the first step writes it before reading it.
   static constexpr StateSpec kStates[] = {
-      StateSpec{"z", 0u, "", Init::kUnset}.an_iterate(),
-      StateSpec{"exp_avg_sq"}.never_negative(),
+      StateSpec{"z", 0u, "", Init::kUnset}.an_iterate(), StateSpec{"exp_avg_sq"}.never_negative(),
       StateSpec{"max_exp_avg_sq", kAmsBound, "ams_bound=True"}.never_negative()};
 
   struct Hyper {
@@ -59,8 +58,7 @@ struct SchedulefreeAdamw {
       real("warmup_steps", &Hyper::warmup_steps, 0.0, kNonNegative),
       real("decoupling_c", &Hyper::decoupling_c, 0.0, kNonNegative),
       real("eps", &Hyper::eps, 1e-8, kNonNegative), flag("ams_bound", &Hyper::ams_bound, false),
-      flag("maximize", &Hyper::maximize, false),
-      scalar_state("lr_max", &Hyper::lr_max, -1.0),
+      flag("maximize", &Hyper::maximize, false), scalar_state("lr_max", &Hyper::lr_max, -1.0),
       scalar_state("weight_sum", &Hyper::weight_sum, 0.0));
 
   template <class T>

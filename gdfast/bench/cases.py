@@ -6,7 +6,8 @@ Everything else comes from gdfast's registry: the rule, its hyperparameters as t
 the reference take them, the states a step uses (``Rule.plan``) and so the bytes one in-place
 step must move: param, grad and every state read, param and states written back,
 ``(3 + 2 * states) * itemsize`` per element (fp32: SGD 12, momentum, Lion, RMSprop, Adagrad and
-ASGD 20, Adam, AdamW and the other two-state rules 28, AdEMAMix 36, Adan 44). There are no formulas here: the
+ASGD 20, Adam, AdamW and the other two-state rules 28, AdEMAMix 36,
+Adan 44). There are no formulas here: the
 correctness gate and the NumPy competitor run gdfast/bench/reference.py.
 """
 
@@ -133,11 +134,13 @@ CASES: Dict[str, Case] = {
              packages=(_pytorch_optimizer("AdEMAMix"),)),
         Case("schedulefree_adamw", "ScheduleFreeAdamW", dict(lr=2.5e-3, weight_decay=1e-2),
              packages=(_pytorch_optimizer("ScheduleFreeAdamW"),)),
+        # (the class's steps between refreshes of the Hessian average: 9 in 10 by default)
+        Case("sophia", "SophiaH", dict(lr=6e-2, weight_decay=1e-2)),
     )
 }
 
 # The cases a run without --optimizers steps: the benchmark's first five, whose figures the
-# README quotes (a default run: about 90 s on 2 cores). ``all`` adds the other eleven, and
+# README quotes (a default run: about 90 s on 2 cores). ``all`` adds the other twelve, and
 # takes about 3 times as long.
 DEFAULT = ("sgd", "momentum", "adam", "adamw", "lion")
 

@@ -184,7 +184,10 @@ def op_step(case: Case, param: Any, grad: Any, states: Dict[str, Any],
     # stochastic rounding is keyed by the step argument: the count itself on every call, for
     # every rule, or each step would round alike (the ops require it)
     step = "t" if (extra or {}).get("stochastic_rounding") else STEP_ARGUMENT[rule.step]
-    call = f"_op(_param, _grad, {', '.join(args)}, step={step})"
+    # inputs after the gradient (Sophia's Hessian estimate): the gradient again, not read by
+    # the steps the rows time (the class's steps between refreshes); no memory traffic added
+    inputs = "".join(", _grad" for _ in rule.inputs[1:])
+    call = f"_op(_param, _grad{inputs}, {', '.join(args)}, step={step})"
     lines = ["def make():", "    t = 0"]
     lines += [f"    {c} = _start{i}" for i, c in enumerate(carried)]
     lines += ["    def step():", f"        nonlocal {', '.join(['t', *carried])}",
@@ -357,7 +360,8 @@ class ArithRunner(GdfastRunner):
         self._restore()
         param, grad, states = self._kernel_args()
         rule = self.case.rule
-        batch = rule.batch(param, (grad,), states, self.case.hyper, ARITH_STEP[rule.step])
+        inputs = (grad,) * len(rule.inputs)  # (later inputs: the gradient again, as op_step)
+        batch = rule.batch(param, inputs, states, self.case.hyper, ARITH_STEP[rule.step])
         if not self.precision.plain:
             # (master, seed, param_index, the count that keys stochastic rounding)
             extra = self._precision_args()

@@ -336,6 +336,29 @@ def schedulefree_adamw_step(param: Any, grad: Any, state: State, *, lr: float = 
     return (1.0 - beta1) * z + beta1 * x
 
 
+def sophia_step(param: Any, grad: Any, state: State, *, lr: float = 6e-2, beta1: float = 0.96,
+                beta2: float = 0.99, weight_decay: float = 0.0, p: float = 1e-2,
+                eps: float = 1e-12, weight_decouple: bool = True, fixed_decay: bool = False,
+                update_hessian: bool = True, maximize: bool = False,
+                hessian: Any = None) -> np.ndarray:
+    """m an EMA of g, h an EMA of the Hessian estimates ``hessian`` (refreshed on
+    update_hessian steps); the update lr * clip(m / max(h, eps), p)."""
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "momentum", "hessian_moment")
+    _count(state)
+    if weight_decay != 0:
+        if weight_decouple:
+            theta = theta * (1.0 - weight_decay * (1.0 if fixed_decay else lr))
+        else:
+            g = g + weight_decay * theta
+    m = state["momentum"] = beta1 * state["momentum"] + (1.0 - beta1) * g
+    if update_hessian:
+        assert hessian is not None, "update_hessian: needs the estimate"
+        state["hessian_moment"] = beta2 * state["hessian_moment"] + (1.0 - beta2) * hessian
+    ratio = m / np.maximum(state["hessian_moment"], eps)
+    return theta - lr * np.clip(ratio, -p, p)
+
+
 STEPS: Dict[str, Callable[..., np.ndarray]] = {
     "sgd": sgd_step,
     "adam": adam_step,
@@ -351,4 +374,5 @@ STEPS: Dict[str, Callable[..., np.ndarray]] = {
     "adan": adan_step,
     "ademamix": ademamix_step,
     "schedulefree_adamw": schedulefree_adamw_step,
+    "sophia": sophia_step,
 }

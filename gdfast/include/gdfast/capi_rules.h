@@ -457,6 +457,42 @@ static inline int gdfast_schedulefree_adamw_step_multi(const gdfast_capi *api,
   return api->step(GDFAST_RULE_SCHEDULEFREE_ADAMW, GDFAST_SCHEDULEFREE_ADAMW_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
+/* sophia: Sophia (Liu et al. 2023), as pytorch_optimizer.SophiaH's step. Arrays: param, grad,
+ * hessian; states momentum, hessian_moment. */
+#define GDFAST_RULE_SOPHIA 14
+#define GDFAST_SOPHIA_LAYOUT UINT64_C(0xca1ab50984487061)
+typedef struct gdfast_sophia_hyper {
+  double lr; /* default 0.06, a finite number >= 0 */
+  double beta1; /* default 0.96, a finite number >= 0 and < 1 */
+  double beta2; /* default 0.99, a finite number >= 0 and < 1 */
+  double weight_decay; /* default 0.0, a finite number >= 0 */
+  double p; /* default 0.01, a finite number >= 0 */
+  double eps; /* default 1e-12, a finite number >= 0 */
+  int64_t weight_decouple; /* flag (0 or 1), default 1 */
+  int64_t fixed_decay; /* flag (0 or 1), default 0 */
+  int64_t update_hessian; /* flag (0 or 1), default 1 */
+  int64_t maximize; /* flag (0 or 1), default 0 */
+  int64_t step; /* the step count after this step: 1 on the first */
+  double grad_scale; /* gradients are divided by this (AMP), default 1.0 */
+} gdfast_sophia_hyper;
+#define GDFAST_SOPHIA_DEFAULTS {0.06, 0.96, 0.99, 0.0, 0.01, 1e-12, 1, 0, 1, 0, 1, 1.0}
+
+static inline int gdfast_sophia_step(const gdfast_capi *api, gdfast_sophia_hyper *hyper, int dtype,
+    int64_t n, void *param, const void *grad, const void *hessian, void *momentum,
+    void *hessian_moment) {
+  void *arrays[] = {param, (void *)grad, (void *)hessian, momentum, hessian_moment};
+  void *const *const roles[] = {&arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4]};
+  return api->step(GDFAST_RULE_SOPHIA, GDFAST_SOPHIA_LAYOUT, hyper, dtype, 1, &n, roles);
+}
+
+static inline int gdfast_sophia_step_multi(const gdfast_capi *api, gdfast_sophia_hyper *hyper,
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    const void *const *hessian, void *const *momentum, void *const *hessian_moment) {
+  void *const *const roles[] = {param, (void *const *)grad, (void *const *)hessian, momentum,
+    hessian_moment};
+  return api->step(GDFAST_RULE_SOPHIA, GDFAST_SOPHIA_LAYOUT, hyper, dtype, count, sizes, roles);
+}
+
 #ifdef __cplusplus
 }
 #endif
