@@ -9,7 +9,7 @@ loss per epoch (one pass over the data):
   1. batch vs mini-batch vs stochastic gradient descent (the same learning rate);
   2. the learning rate: too small, about right, too large (it diverges);
   3. momentum, at the same learning rate;
-  4. SGD vs Adam vs RMSprop vs Lion;
+  4. SGD vs Adam vs RMSprop vs Lion vs Sophia (second order: the Hessian's diagonal);
   5. exploding gradients: a rate that diverges, with and without clipping by the gradient norm;
   6. a schedule: a constant rate vs a cosine with warmup (gdfast.schedules).
 Needs scikit-learn and matplotlib.
@@ -49,20 +49,36 @@ def loss_and_grads(params: List[np.ndarray], x: np.ndarray, y: np.ndarray) -> tu
         return loss, [(x.T @ residual).astype(np.float32), residual.sum(axis=0).astype(np.float32)]
 
 
+def hessian_diagonal(x: np.ndarray, outputs: int = 10) -> List[np.ndarray]:
+    """The least-squares loss's Hessian diagonal on a batch, exactly: mean(x_j^2) for every
+    weight of input j, 1 for the biases (what Sophia estimates on a real network)."""
+    h_w = np.square(x, dtype=np.float64).mean(axis=0)
+    return [np.repeat(h_w[:, None], outputs, axis=1).astype(np.float32),
+            np.ones(outputs, np.float32)]
+
+
 def train(make_optimizer: Callable[[List[np.ndarray]], object], x: np.ndarray, y: np.ndarray,
-          epochs: int, batch: Optional[int] = 64, seed: int = 0) -> List[float]:
-    """The full-data loss before training and after each epoch (inf once it diverged)."""
+          epochs: int, batch: Optional[int] = 64, seed: int = 0,
+          hessian_every: int = 0) -> List[float]:
+    """The full-data loss before training and after each epoch (inf once it diverged).
+    hessian_every > 0: the step gets the batch's Hessian diagonal every that many steps
+    (Sophia's refresh)."""
     rng = np.random.default_rng(seed)
     params = [np.zeros((x.shape[1], 10), np.float32), np.zeros(10, np.float32)]
     optimizer = make_optimizer(params)
     size = len(y) if batch is None else batch
     curve = [loss_and_grads(params, x, y)[0]]
+    steps = 0
     for _ in range(epochs):
         order = rng.permutation(len(y))
         for start in range(0, len(y), size):
             rows = order[start:start + size]
             _, grads = loss_and_grads(params, x[rows], y[rows])
-            optimizer.step(grads)  # type: ignore[attr-defined]
+            if hessian_every and steps % hessian_every == 0:
+                optimizer.step(grads, hessian=hessian_diagonal(x[rows]))  # type: ignore
+            else:
+                optimizer.step(grads)  # type: ignore[attr-defined]
+            steps += 1
         loss = loss_and_grads(params, x, y)[0]
         curve.append(loss if math.isfinite(loss) and loss < 1e6 else math.inf)
     return curve
@@ -93,6 +109,8 @@ def lessons(epochs: int = 30) -> Dict[str, Curves]:
             "Adam (lr 1e-3)": train(lambda p: gdfast.Adam(p, lr=1e-3), x, y, epochs),
             "RMSprop (lr 1e-4)": train(lambda p: gdfast.RMSprop(p, lr=1e-4), x, y, epochs),
             "Lion (lr 1e-4)": train(lambda p: gdfast.Lion(p, lr=1e-4), x, y, epochs),
+            "Sophia (lr 2e-2, diag(H) every 10)": train(
+                lambda p: gdfast.SophiaH(p, lr=2e-2, p=0.05), x, y, epochs, hessian_every=10),
         },
         "exploding gradients (SGD, lr 1e-3)": {
             "not clipped": train(lambda p: sgd(p, lr=1e-3), x, y, epochs),

@@ -35,6 +35,19 @@ def check_options(update_period: Any, num_samples: Any, hessian_distribution: An
                          f"{hessian_distribution!r}")
 
 
+def estimate_list(hessian: Any, count: int, noun: str) -> List[Any]:
+    """``step(hessian=...)`` as a list of ``count`` entries (one per param with a gradient)."""
+    try:
+        estimates = list(hessian)
+    except TypeError:
+        raise TypeError(f"hessian: expected a list of {noun}s (one per param with a gradient), "
+                        f"got {type(hessian).__name__}") from None
+    if len(estimates) != count:
+        raise ValueError(f"hessian: expected {count} {noun}s (one per param with a gradient), "
+                         f"got {len(estimates)}")
+    return estimates
+
+
 class SophiaSteps:
     """Mixed into a front end's Optimizer, which provides ``_closure_first(args, kwargs)``
     (runs a closure before the estimate, returns its loss and the step's arguments without

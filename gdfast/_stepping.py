@@ -649,6 +649,10 @@ class StepPath:
             raise ValueError(f"{who}: optim_bits=8 is for float32, bfloat16 and float16 params, "
                              f"got a {dtype_name(m.param.dtype)} param")
         for spec in self._ctor.rule.states:
+            if spec.name in names and spec.iterate:
+                raise ValueError(f"{who}: optim_bits=8: state[{spec.name!r}] is a point like "
+                                 "the param, not a statistic: 8-bit codes cannot hold it as "
+                                 "precisely as the param; use optim_bits=32")
             if spec.name in names and spec.fill_from and float(values[spec.fill_from]) != 0:
                 raise ValueError(f"{who}: optim_bits=8: state[{spec.name!r}] starts at "
                                  f"{spec.fill_from}={values[spec.fill_from]!r}, which 8-bit "

@@ -1,7 +1,7 @@
 """Stateful optimizers over NumPy arrays, with torch.optim's constructors and state layout:
 ``gdfast.SGD``, ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``Adagrad``, ``Adadelta``,
-``Adamax``, ``NAdam``, ``RAdam``, ``ASGD``, ``Rprop``; ``Adan`` and ``AdEMAMix`` with
-pytorch_optimizer's.
+``Adamax``, ``NAdam``, ``RAdam``, ``ASGD``, ``Rprop``; ``Adan``, ``AdEMAMix``,
+``ScheduleFreeAdamW`` and ``SophiaH`` with pytorch_optimizer's.
 
     opt = gdfast.AdamW(params, lr=1e-3)      # params: arrays, or dicts {"params": [...], ...}
     opt.step(grads)                          # grads in the order of the params; None skips
@@ -23,6 +23,7 @@ from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from . import _constructors  # noqa: F401  (registers the constructors)
+from ._sophia import estimate_list
 from ._spec import State
 from ._stepping import (
     ABSMAX,
@@ -236,14 +237,7 @@ class Optimizer(StepPath):
 
     @staticmethod
     def _checked_hessian(hessian: Any, members: List[Tuple[int, np.ndarray]]) -> List[Any]:
-        try:
-            estimates: List[Any] = list(hessian)
-        except TypeError:
-            raise TypeError("hessian: expected a list of arrays (one per param with a "
-                            f"gradient), got {type(hessian).__name__}") from None
-        if len(estimates) != len(members):
-            raise ValueError(f"hessian: expected {len(members)} arrays (one per param with a "
-                             f"gradient), got {len(estimates)}")
+        estimates = estimate_list(hessian, len(members), "array")
         for i, (h, (_, p)) in enumerate(zip(estimates, members)):
             _check_grad(h, p, f"hessian[{i}]")
         return estimates

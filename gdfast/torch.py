@@ -1,7 +1,7 @@
 """Drop-in replacements for torch.optim's elementwise optimizers, lion-pytorch's Lion and
-pytorch_optimizer's Adan and AdEMAMix: ``gdfast.torch.SGD``, ``Adam``, ``AdamW``, ``Lion``,
-``RMSprop``, ``Adagrad``, ``Adadelta``, ``Adamax``, ``NAdam``, ``RAdam``, ``ASGD``, ``Rprop``,
-``Adan``, ``AdEMAMix``.
+pytorch_optimizer's Adan, AdEMAMix, ScheduleFreeAdamW and SophiaH: ``gdfast.torch.SGD``,
+``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``Adagrad``, ``Adadelta``, ``Adamax``, ``NAdam``,
+``RAdam``, ``ASGD``, ``Rprop``, ``Adan``, ``AdEMAMix``, ``ScheduleFreeAdamW``, ``SophiaH``.
 
     opt = gdfast.torch.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
 
@@ -40,6 +40,7 @@ from . import (
     cuda,
 )
 from ._in_backward import StepInBackward
+from ._sophia import estimate_list
 from ._spec import State
 from ._stepping import (
     ABSMAX,
@@ -134,11 +135,11 @@ def _scalar_dtype() -> torch.dtype:
 
 
 class Optimizer(StepPath, torch.optim.Optimizer):
+    """Shared by every class of this module: the torch front end of gdfast's step path."""
+
     # Scalar states kept in float64 whatever torch's default dtype (torch.optim's own are in
     # it): sums over the whole run, such as Schedule-Free's weight_sum.
     _double_scalars: Tuple[str, ...] = ()
-
-    """Shared by every class of this module: the torch front end of gdfast's step path."""
 
     # GradScaler then hands us grad_scale/found_inf instead of unscaling in a separate pass.
     _step_supports_amp_scaling = True
@@ -274,14 +275,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
 
     @staticmethod
     def _checked_hessian(hessian: Any, members: List[Tuple[Any, Any]]) -> List[Any]:
-        try:
-            estimates: List[Any] = list(hessian)
-        except TypeError:
-            raise TypeError("hessian: expected a list of tensors (one per param with a "
-                            f"gradient), got {type(hessian).__name__}") from None
-        if len(estimates) != len(members):
-            raise ValueError(f"hessian: expected {len(members)} tensors (one per param with a "
-                             f"gradient), got {len(estimates)}")
+        estimates = estimate_list(hessian, len(members), "tensor")
         for i, (h, (_, p)) in enumerate(zip(estimates, members)):
             if not torch.is_tensor(h):
                 raise TypeError(f"hessian[{i}]: expected a tensor, got {type(h).__name__}")

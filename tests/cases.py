@@ -1196,13 +1196,11 @@ ADAN = Case(
     classes={"Adan": {}},
     states={"exp_avg": _always, "exp_avg_sq": _always, "exp_avg_diff": _always,
             "previous_grad": _always},
-    written_first=("previous_grad",),
     model=_adan_model,
     l2=_no_l2,  # (its weight decay is a proximal step or decoupled, never in the gradient)
     nonnegative=("exp_avg_sq",),
     variants=(
         V("default"),
-        V("lr=1e-2", lr=1e-2),
         V("betas", beta1=0.9, beta2=0.8, beta3=0.999),
         V("weight_decay", weight_decay=0.1),  # the proximal step p / (1 + lr wd)
         V("weight_decouple", weight_decay=0.1, weight_decouple=True),
@@ -1235,7 +1233,6 @@ ADEMAMIX = Case(
     nonnegative=("exp_avg_sq",),
     variants=(
         V("default"),
-        V("lr=1e-2", lr=1e-2),
         V("betas", beta1=0.8, beta2=0.99, beta3=0.999),
         V("alpha", alpha=2.0),
         V("warmup", t_alpha_beta3=40.0),  # alpha and beta3 ramp over the first 40 steps
@@ -1273,7 +1270,6 @@ SCHEDULEFREE_ADAMW = Case(
     op="schedulefree_adamw_",
     classes={"ScheduleFreeAdamW": {}},
     states={"z": _always, "exp_avg_sq": _always, "max_exp_avg_sq": lambda h: h["ams_bound"]},
-    written_first=("z",),
     scalars={"lr_max": -1.0, "weight_sum": 0.0},
     model=_schedulefree_model,
     # (its weight decay enters u, not g: l2_err is wd times p's bound, which u takes in)
@@ -1282,7 +1278,6 @@ SCHEDULEFREE_ADAMW = Case(
     lr_role="averaged",
     variants=(
         V("default"),
-        V("lr=1e-2", lr=1e-2),
         V("betas", beta1=0.8, beta2=0.99),
         V("weight_decay", weight_decay=0.1),
         V("warmup", warmup_steps=20.0),
@@ -1323,15 +1318,13 @@ SOPHIA = Case(
     l2=_coupled_unless_weight_decouple,
     variants=(
         V("default"),  # decoupled weight decay (weight_decouple=True), none given
-        V("lr=1e-2", lr=1e-2),
         V("betas", beta1=0.9, beta2=0.999),
         V("p=1", p=1.0),  # most elements unclamped
         V("weight_decay", weight_decay=0.1),
         V("coupled", weight_decay=0.1, weight_decouple=False, p=1.0),
         V("fixed_decay", weight_decay=0.01, fixed_decay=True),
         V("no_update", update_hessian=False),  # the average stays 0: every step clamped
-        V("eps", eps=1e-3, p=1.0),
-        V("maximize", maximize=True, p=1.0),
+        V("maximize", maximize=True, p=1.0, eps=1e-3),
         V("all", lr=0.02, beta1=0.9, beta2=0.95, weight_decay=0.05, weight_decouple=False,
           p=0.5, eps=1e-6, maximize=True),
     ),

@@ -45,7 +45,7 @@ def test_each_panel_shows_its_lesson(panels):
     assert _final(panels, "the learning rate", "about right") < 0.8 * _final(
         panels, "the learning rate", "too small")
     assert _final(panels, "momentum", "0.9") < 0.8 * _final(panels, "momentum", "none")
-    for label in ("SGD", "Adam", "RMSprop", "Lion"):
+    for label in ("SGD", "Adam", "RMSprop", "Lion", "Sophia"):
         assert _final(panels, "optimizers", label) < 0.5 * start
     assert _final(panels, "exploding", "not clipped") == math.inf
     assert _final(panels, "exploding", "max_grad_norm") < 0.5 * start  # clipping keeps it sane

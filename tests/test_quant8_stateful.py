@@ -239,6 +239,8 @@ def test_bad_options_are_named(make: Callable[[Any], Any], error: type, message:
     (lambda ps: gt.Rprop(ps, optim_bits=8), r"state\['step_size'\] starts at lr=0.01"),
     (lambda ps: gt.Adagrad(ps, optim_bits=8, initial_accumulator_value=0.5),
      r"state\['sum'\] starts at initial_accumulator_value=0.5"),
+    (lambda ps: gt.ScheduleFreeAdamW(ps, optim_bits=8),
+     r"state\['z'\] is a point like the param"),
 ])
 def test_states_that_start_at_a_value_are_not_8bit(make: Callable[[Any], Any],
                                                    message: str) -> None:

@@ -93,9 +93,12 @@ def _parities() -> List[Any]:
             # negates it (a first difference of 2g, not 0): it gets the negated gradients
             negate = name == "Adan" and bool(kw.pop("maximize", False))
             out.append((f"{name}-{v.name}", Parity(name, case, kw, hyper, negate_for_torch=negate)))
+    # (the torch front end: every variant of Lion; pytorch_optimizer's classes share its step
+    # path with the NumPy one, so their default and all-options variants)
     return [pytest.param(parity, frontend, id=f"{name}-{frontend}") for name, parity in out
-            for frontend in (("numpy",) if parity.name in TORCH_OPTIM else
-                             ("numpy", "gdfast.torch"))]
+            for frontend in ("numpy", "gdfast.torch")
+            if frontend == "numpy" or parity.name == "Lion" or (
+                parity.name not in TORCH_OPTIM and name.endswith(("-default", "-all")))]
 
 
 TORCH_OPTIM = ("SGD", "Adam", "AdamW")

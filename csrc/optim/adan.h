@@ -30,14 +30,10 @@ struct Adan {
   enum Flag : unsigned {
     kDecoupled = 1u << 0,
     kWeightDecay = 1u << 1,
-    kFirstStep = 1u << 2,
   };
-  static constexpr int kNumFlags = 3;
-  // previous_grad is written before it is read: step 1 takes no difference.
-  static constexpr StateSpec kStates[] = {{"exp_avg"},
-                                          StateSpec{"exp_avg_sq"}.never_negative(),
-                                          {"exp_avg_diff"},
-                                          {"previous_grad", 0u, "", Init::kUnset}};
+  static constexpr int kNumFlags = 2;
+  static constexpr StateSpec kStates[] = {
+      {"exp_avg"}, StateSpec{"exp_avg_sq"}.never_negative(), {"exp_avg_diff"}, {"previous_grad"}};
 
   struct Hyper {
     double lr, beta1, beta2, beta3, weight_decay, eps;
@@ -55,14 +51,13 @@ struct Adan {
   template <class T>
   struct Coef {
     T grad_factor, one_minus_beta1, beta2, one_minus_beta2, beta3, one_minus_beta3, eps_hat,
-        exp_avg_coef, diff_coef, decay_factor;
+        exp_avg_coef, diff_coef, decay_factor, first_step;
   };
 
   static unsigned flags(const Hyper& h) {
     unsigned f = 0;
     if (h.decoupled) f |= kDecoupled;
     if (h.weight_decay != 0.0) f |= kWeightDecay;
-    if (h.step <= 1) f |= kFirstStep;
     return f;
   }
 
@@ -82,7 +77,8 @@ struct Adan {
             T(h.eps * bias_correction3_sqrt),
             T(-h.lr * bias_correction3_sqrt / bias_correction1),
             T(-h.lr * h.beta2 * bias_correction3_sqrt / bias_correction2),
-            T(h.decoupled ? 1.0 - decay : 1.0 / (1.0 + decay))};
+            T(h.decoupled ? 1.0 - decay : 1.0 / (1.0 + decay)),
+            T(h.step <= 1 ? 1.0 : 0.0)};
   }
 
   template <unsigned F, class V, class T>
@@ -92,8 +88,8 @@ struct Adan {
     V& n = state[2];
     V& negative_previous = state[3];
     g = g * c.grad_factor;  // exact when the factor is +-1
-    V d = V(T(0));
-    if constexpr ((F & kFirstStep) == 0) d = g + negative_previous;
+    // (a select, not a template flag: the first step is one call in many)
+    const V d = lane_where(lane_gt(V(c.first_step), V(T(0))), V(T(0)), g + negative_previous);
     m = m + (g - m) * c.one_minus_beta1;
     n = n + (d - n) * c.one_minus_beta2;
     const V corrected = d * c.beta2 + g;

@@ -72,7 +72,7 @@ struct StateSpec {
   // which spends the sign bit on precision.
   bool nonnegative = false;
   // A point in parameter space (Schedule-Free's z), not a statistic of the gradients: stored
-  // narrow, it is rounded like the param (the benchmark's gate allows for that).
+  // narrow, it is rounded like the param (the benchmark's gate allows for that); never 8-bit.
   bool iterate = false;
 
   constexpr StateSpec never_negative() const {

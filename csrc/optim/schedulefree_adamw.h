@@ -33,12 +33,11 @@ struct SchedulefreeAdamw {
   enum Flag : unsigned {
     kAmsBound = 1u << 0,
     kWeightDecay = 1u << 1,
-    kFirstStep = 1u << 2,
   };
-  static constexpr int kNumFlags = 3;
-  // z starts as a copy of the param: the first step writes it before reading it.
+  static constexpr int kNumFlags = 2;
+  // z starts as a copy of the param: the first step takes the param for it.
   static constexpr StateSpec kStates[] = {
-      StateSpec{"z", 0u, "", Init::kUnset}.an_iterate(), StateSpec{"exp_avg_sq"}.never_negative(),
+      StateSpec{"z"}.an_iterate(), StateSpec{"exp_avg_sq"}.never_negative(),
       StateSpec{"max_exp_avg_sq", kAmsBound, "ams_bound=True"}.never_negative()};
 
   struct Hyper {
@@ -64,14 +63,13 @@ struct SchedulefreeAdamw {
   template <class T>
   struct Coef {
     T grad_factor, beta2, one_minus_beta2, inverse_bc2, floor, eps, weight_decay, average,
-        param_coef, neg_lr;
+        param_coef, neg_lr, first_step;
   };
 
   static unsigned flags(const Hyper& h) {
     unsigned f = 0;
     if (h.ams_bound) f |= kAmsBound;
     if (h.weight_decay != 0.0) f |= kWeightDecay;
-    if (h.step <= 1) f |= kFirstStep;
     return f;
   }
 
@@ -108,7 +106,8 @@ struct SchedulefreeAdamw {
             T(h.weight_decay),
             T(average),
             T(s.lr * (h.beta1 * (1.0 - average) - 1.0)),
-            T(-s.lr)};
+            T(-s.lr),
+            T(h.step <= 1 ? 1.0 : 0.0)};
   }
 
   template <unsigned F, class V, class T>
@@ -116,7 +115,8 @@ struct SchedulefreeAdamw {
     V& z = state[0];
     V& v = state[1];
     g = g * c.grad_factor;  // exact when the factor is +-1
-    if constexpr ((F & kFirstStep) != 0) z = p;
+    // (a select, not a template flag: the first step is one call in many)
+    z = lane_where(lane_gt(V(c.first_step), V(T(0))), p, z);
     v = v * c.beta2 + g * g * c.one_minus_beta2;
     V second_moment = v * c.inverse_bc2;
     if constexpr ((F & kAmsBound) != 0) {

@@ -29,9 +29,8 @@ struct Sophia {
   enum Flag : unsigned {
     kDecoupled = 1u << 0,
     kWeightDecay = 1u << 1,
-    kUpdateHessian = 1u << 2,
   };
-  static constexpr int kNumFlags = 3;
+  static constexpr int kNumFlags = 2;
   static constexpr StateSpec kStates[] = {{"momentum"}, StateSpec{"hessian_moment"}};
 
   struct Hyper {
@@ -53,14 +52,13 @@ struct Sophia {
   template <class T>
   struct Coef {
     T grad_factor, weight_decay, decay_factor, one_minus_beta1, one_minus_beta2, eps, rho, neg_rho,
-        neg_lr;
+        neg_lr, update_hessian;
   };
 
   static unsigned flags(const Hyper& h) {
     unsigned f = 0;
     if (h.decoupled) f |= kDecoupled;
     if (h.weight_decay != 0.0) f |= kWeightDecay;
-    if (h.update_hessian) f |= kUpdateHessian;
     return f;
   }
 
@@ -74,7 +72,8 @@ struct Sophia {
             T(h.eps),
             T(h.rho),
             T(-h.rho),
-            T(-h.lr)};
+            T(-h.lr),
+            T(h.update_hessian ? 1.0 : 0.0)};
   }
 
   template <unsigned F, class V, class T>
@@ -90,7 +89,9 @@ struct Sophia {
       }
     }
     m = m + (g - m) * c.one_minus_beta1;
-    if constexpr ((F & kUpdateHessian) != 0) h = h + (hessian - h) * c.one_minus_beta2;
+    // (a select, not a template flag, which would double the rule's kernels: the estimate's
+    // lanes are read either way, and discarded where it is not refreshed)
+    h = lane_where(lane_gt(V(c.update_hessian), V(T(0))), h + (hessian - h) * c.one_minus_beta2, h);
     // (the bound first: lane_max(a, b) keeps b where b is NaN, as torch.clamp does)
     const V ratio = m / lane_max(V(c.eps), h);
     p = p + lane_min(V(c.rho), lane_max(V(c.neg_rho), ratio)) * c.neg_lr;

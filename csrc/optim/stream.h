@@ -2,8 +2,8 @@
 // benchmark's in-place bandwidth bound, run by the very loop, threads and split the optimizers
 // use. Reads param, grad and 0-4 states, writes param and the states back (SGD: 0 states,
 // 12 B/element in fp32; momentum and Lion: 1, 20 B; Adam: 2, 28 B; AMSGrad, AdEMAMix: 3, 36 B;
-// Adan: 4, 44 B). One
-// multiply-add per written array: far below what the memory system can feed.
+// Adan: 4, 44 B). One multiply-add per written array: far below what the memory system can
+// feed.
 #pragma once
 
 #include "core/config.h"

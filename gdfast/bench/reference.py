@@ -314,9 +314,10 @@ def schedulefree_adamw_step(param: Any, grad: Any, state: State, *, lr: float = 
     """The param is y = (1 - beta1) z + beta1 x; the step moves z by the AdamW direction at y
     and averages x toward the new z with weight c_t; returns the new y."""
     y, g = _begin(param, grad, maximize)
-    state.setdefault("z", y.copy())
     _zeros(state, y, "exp_avg_sq", *(("max_exp_avg_sq",) if ams_bound else ()))
     t = _count(state)
+    if t == 1:  # z_1 = x_1 = y_1
+        state["z"] = y.copy()
     lr_t = lr * min(t / warmup_steps, 1.0) if warmup_steps > 0 else lr
     lr_max = state["lr_max"] = max(lr_t, state.get("lr_max", -1.0))
     weight = t**r * lr_max**weight_lr_power
