@@ -27,11 +27,8 @@ struct Adan {
   static constexpr const char* kInputs[] = {"grad"};
   static constexpr StepCount kStepCount = StepCount::kCounted;
 
-  enum Flag : unsigned {
-    kDecoupled = 1u << 0,
-    kWeightDecay = 1u << 1,
-  };
-  static constexpr int kNumFlags = 2;
+  // (weight decay's form is the call's: p's factors before and after are 1 when it is off)
+  static constexpr int kNumFlags = 0;
   static constexpr StateSpec kStates[] = {
       {"exp_avg"}, StateSpec{"exp_avg_sq"}.never_negative(), {"exp_avg_diff"}, {"previous_grad"}};
 
@@ -51,15 +48,10 @@ struct Adan {
   template <class T>
   struct Coef {
     T grad_factor, one_minus_beta1, beta2, one_minus_beta2, beta3, one_minus_beta3, eps_hat,
-        exp_avg_coef, diff_coef, decay_factor, first_step;
+        exp_avg_coef, diff_coef, decay_before, decay_after, first_step;
   };
 
-  static unsigned flags(const Hyper& h) {
-    unsigned f = 0;
-    if (h.decoupled) f |= kDecoupled;
-    if (h.weight_decay != 0.0) f |= kWeightDecay;
-    return f;
-  }
+  static unsigned flags(const Hyper&) { return 0; }
 
   template <class T>
   GDFAST_HD static Coef<T> coef(const Hyper& h) {
@@ -77,7 +69,8 @@ struct Adan {
             T(h.eps * bias_correction3_sqrt),
             T(-h.lr * bias_correction3_sqrt / bias_correction1),
             T(-h.lr * h.beta2 * bias_correction3_sqrt / bias_correction2),
-            T(h.decoupled ? 1.0 - decay : 1.0 / (1.0 + decay)),
+            T(h.decoupled ? 1.0 - decay : 1.0),
+            T(h.decoupled ? 1.0 : 1.0 / (1.0 + decay)),
             T(h.step <= 1 ? 1.0 : 0.0)};
   }
 
@@ -94,10 +87,9 @@ struct Adan {
     n = n + (d - n) * c.one_minus_beta2;
     const V corrected = d * c.beta2 + g;
     v = v * c.beta3 + corrected * corrected * c.one_minus_beta3;
-    constexpr bool kDecay = (F & kWeightDecay) != 0;
-    if constexpr (kDecay && (F & kDecoupled) != 0) p = p * c.decay_factor;
+    p = p * c.decay_before;
     p = p + (m * c.exp_avg_coef + n * c.diff_coef) / (lane_sqrt(v) + c.eps_hat);
-    if constexpr (kDecay && (F & kDecoupled) == 0) p = p * c.decay_factor;
+    p = p * c.decay_after;
     negative_previous = g * T(-1);
   }
 };

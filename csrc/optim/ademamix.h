@@ -30,11 +30,7 @@ struct Ademamix {
   static constexpr const char* kInputs[] = {"grad"};
   static constexpr StepCount kStepCount = StepCount::kCounted;
 
-  enum Flag : unsigned {
-    kDecoupled = 1u << 0,
-    kWeightDecay = 1u << 1,
-  };
-  static constexpr int kNumFlags = 2;
+  static constexpr int kNumFlags = 0;  // (weight decay's form is the call's: decay_by_call)
   static constexpr StateSpec kStates[] = {
       {"exp_avg"}, StateSpec{"exp_avg_sq"}.never_negative(), {"exp_avg_slow"}};
 
@@ -65,16 +61,11 @@ struct Ademamix {
 
   template <class T>
   struct Coef {
-    T grad_factor, weight_decay, decay_factor, one_minus_beta1, beta2, one_minus_beta2,
+    T grad_factor, weight_decay, decay_factor, l2, one_minus_beta1, beta2, one_minus_beta2,
         one_minus_beta3, eps_hat, fast_coef, slow_coef;
   };
 
-  static unsigned flags(const Hyper& h) {
-    unsigned f = 0;
-    if (h.decoupled) f |= kDecoupled;
-    if (h.weight_decay != 0.0) f |= kWeightDecay;
-    return f;
-  }
+  static unsigned flags(const Hyper&) { return 0; }
 
   template <class T>
   GDFAST_HD static Coef<T> coef(const Hyper& h) {
@@ -92,7 +83,8 @@ struct Ademamix {
     }
     return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale),
             T(h.weight_decay),
-            T(1.0 - h.weight_decay * (h.fixed_decay ? 1.0 : h.lr)),
+            T(decoupled_factor(h.decoupled, h.weight_decay, h.fixed_decay ? 1.0 : h.lr)),
+            T(!h.decoupled && h.weight_decay != 0.0 ? 1.0 : 0.0),
             T(1.0 - h.beta1),
             T(h.beta2),
             T(1.0 - h.beta2),
@@ -107,7 +99,8 @@ struct Ademamix {
     V& m_fast = state[0];
     V& v = state[1];
     V& m_slow = state[2];
-    g = update_moments<(F & kWeightDecay) != 0, (F & kDecoupled) != 0>(p, g, m_fast, v, c);
+    g = decay_by_call(p, g * c.grad_factor, c);  // (exact when the factor is +-1)
+    ema_moments(g, m_fast, v, c);
     m_slow = m_slow + (g - m_slow) * c.one_minus_beta3;
     p = p + (m_fast * c.fast_coef + m_slow * c.slow_coef) / (lane_sqrt(v) + c.eps_hat);
   }

@@ -31,10 +31,9 @@ struct SchedulefreeAdamw {
   static constexpr StepCount kStepCount = StepCount::kCounted;
 
   enum Flag : unsigned {
-    kAmsBound = 1u << 0,
-    kWeightDecay = 1u << 1,
+    kAmsBound = 1u << 0,  // (weight decay is a select on the call's decay_on: no kernel of its own)
   };
-  static constexpr int kNumFlags = 2;
+  static constexpr int kNumFlags = 1;
   // z starts as a copy of the param: the first step takes the param for it.
   static constexpr StateSpec kStates[] = {
       StateSpec{"z"}.an_iterate(), StateSpec{"exp_avg_sq"}.never_negative(),
@@ -62,16 +61,11 @@ struct SchedulefreeAdamw {
 
   template <class T>
   struct Coef {
-    T grad_factor, beta2, one_minus_beta2, inverse_bc2, floor, eps, weight_decay, average,
+    T grad_factor, beta2, one_minus_beta2, inverse_bc2, floor, eps, weight_decay, decay_on, average,
         param_coef, neg_lr, first_step;
   };
 
-  static unsigned flags(const Hyper& h) {
-    unsigned f = 0;
-    if (h.ams_bound) f |= kAmsBound;
-    if (h.weight_decay != 0.0) f |= kWeightDecay;
-    return f;
-  }
+  static unsigned flags(const Hyper& h) { return h.ams_bound ? kAmsBound : 0u; }
 
   struct Schedule {
     double lr, lr_max, weight, weight_sum;
@@ -104,6 +98,7 @@ struct SchedulefreeAdamw {
             T(1e-15),
             T(h.eps),
             T(h.weight_decay),
+            T(h.weight_decay != 0.0 ? 1.0 : 0.0),
             T(average),
             T(s.lr * (h.beta1 * (1.0 - average) - 1.0)),
             T(-s.lr),
@@ -124,7 +119,7 @@ struct SchedulefreeAdamw {
       second_moment = state[2];
     }
     V u = g / (lane_sqrt(second_moment + c.floor) + c.eps);
-    if constexpr ((F & kWeightDecay) != 0) u = u + p * c.weight_decay;
+    u = lane_where(lane_gt(V(c.decay_on), V(T(0))), u + p * c.weight_decay, u);
     p = p + (z - p) * c.average;
     p = p + u * c.param_coef;
     z = z + u * c.neg_lr;

@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "optim/describe.h"
 #include "optim/lane_math.h"
+#include "optim/moments.h"
 
 namespace gdfast::optim {
 
@@ -26,11 +27,7 @@ struct Sophia {
   static constexpr const char* kInputs[] = {"grad", "hessian"};
   static constexpr StepCount kStepCount = StepCount::kCounted;
 
-  enum Flag : unsigned {
-    kDecoupled = 1u << 0,
-    kWeightDecay = 1u << 1,
-  };
-  static constexpr int kNumFlags = 2;
+  static constexpr int kNumFlags = 0;  // (weight decay's form is the call's: decay_by_call)
   static constexpr StateSpec kStates[] = {{"momentum"}, StateSpec{"hessian_moment"}};
 
   struct Hyper {
@@ -51,22 +48,18 @@ struct Sophia {
 
   template <class T>
   struct Coef {
-    T grad_factor, weight_decay, decay_factor, one_minus_beta1, one_minus_beta2, eps, rho, neg_rho,
-        neg_lr, update_hessian;
+    T grad_factor, weight_decay, decay_factor, l2, one_minus_beta1, one_minus_beta2, eps, rho,
+        neg_rho, neg_lr, update_hessian;
   };
 
-  static unsigned flags(const Hyper& h) {
-    unsigned f = 0;
-    if (h.decoupled) f |= kDecoupled;
-    if (h.weight_decay != 0.0) f |= kWeightDecay;
-    return f;
-  }
+  static unsigned flags(const Hyper&) { return 0; }
 
   template <class T>
   GDFAST_HD static Coef<T> coef(const Hyper& h) {
     return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale),
             T(h.weight_decay),
-            T(1.0 - h.weight_decay * (h.fixed_decay ? 1.0 : h.lr)),
+            T(decoupled_factor(h.decoupled, h.weight_decay, h.fixed_decay ? 1.0 : h.lr)),
+            T(!h.decoupled && h.weight_decay != 0.0 ? 1.0 : 0.0),
             T(1.0 - h.beta1),
             T(1.0 - h.beta2),
             T(h.eps),
@@ -80,14 +73,7 @@ struct Sophia {
   GDFAST_HD static void update(V& p, V g, V hessian, V* state, const Coef<T>& c) {
     V& m = state[0];
     V& h = state[1];
-    g = g * c.grad_factor;  // exact when the factor is +-1
-    if constexpr ((F & kWeightDecay) != 0) {
-      if constexpr ((F & kDecoupled) != 0) {
-        p = p * c.decay_factor;
-      } else {
-        g = g + p * c.weight_decay;
-      }
-    }
+    g = decay_by_call(p, g * c.grad_factor, c);  // (exact when the factor is +-1)
     m = m + (g - m) * c.one_minus_beta1;
     // (a select, not a template flag, which would double the rule's kernels: the estimate's
     // lanes are read either way, and discarded where it is not refreshed)
