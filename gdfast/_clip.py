@@ -1,8 +1,13 @@
-"""Clipping by the gradients' global L2 norm, fused into the step: one pass reads the
-gradients for their norm (``_core.sum_squares``: per array, in double, bitwise the same for any
-thread count and ISA level), and the clip factor is folded into the step's gradient factor
-(``grad_scale`` divides the gradients inside the update pass): two passes over the gradients,
-never the three of ``torch.nn.utils.clip_grad_norm_`` then a step."""
+"""Clipping the gradients, fused into the step.
+
+By their global L2 norm (``max_grad_norm``): one pass reads the gradients for their norm
+(``_core.sum_squares``: per array, in double, bitwise the same for any thread count and ISA
+level), and the clip factor is folded into the step's gradient factor (``grad_scale`` divides
+the gradients inside the update pass): two passes over the gradients, never the three of
+``torch.nn.utils.clip_grad_norm_`` then a step.
+
+By value (``max_grad_value``): the kernel clamps each gradient as it loads it, as
+``torch.nn.utils.clip_grad_value_`` would before the step: no pass of its own."""
 
 from __future__ import annotations
 
@@ -24,6 +29,21 @@ def check_max_norm(value: Any) -> Optional[float]:
     checked = float(value)
     if not (0.0 <= checked < math.inf):
         raise ValueError(f"max_grad_norm: expected None or a finite number >= 0, got {checked!r}")
+    return checked
+
+
+def check_max_value(value: Any, max_norm: Any) -> Optional[float]:
+    """max_grad_value as a float (None: no clipping by value); TypeError/ValueError naming it,
+    also when max_grad_norm is given too."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"max_grad_value: expected None or a number >= 0, got {value!r}")
+    checked = float(value)
+    if not checked >= 0.0:
+        raise ValueError(f"max_grad_value: expected None or a number >= 0, got {checked!r}")
+    if max_norm is not None:
+        raise ValueError("max_grad_value and max_grad_norm: clip by one of them, not both")
     return checked
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optio
 import numpy as np
 
 from . import _core
-from ._clip import check_max_norm, clipped_scale, sum_squares
+from ._clip import check_max_norm, check_max_value, clipped_scale, sum_squares
 from ._spec import RULES, Rule, State, shown
 from .schedules import Schedule
 
@@ -110,9 +110,11 @@ def scalar_state_value(value: Any) -> Optional[float]:
 PRECISION_OPTIONS: Dict[str, Any] = {"state_dtype": None, "master_weights": False,
                                      "stochastic_rounding": False, "seed": None,
                                      "optim_bits": 32, "min_8bit_size": 4096}
-# Clipping by the gradients' L2 norm (gdfast/_clip.py), fused into the step: max_grad_norm
-# (None: none) with the norm over every group whose clip_per_group is False, or over its own.
-CLIP_OPTIONS: Dict[str, Any] = {"max_grad_norm": None, "clip_per_group": False}
+# Clipping the gradients (gdfast/_clip.py), fused into the step: by their L2 norm, max_grad_norm
+# (None: none) with the norm over every group whose clip_per_group is False, or over its own;
+# or each by value, max_grad_value (None: none).
+CLIP_OPTIONS: Dict[str, Any] = {"max_grad_norm": None, "clip_per_group": False,
+                                "max_grad_value": None}
 GDFAST_OPTIONS: Dict[str, Any] = {**PRECISION_OPTIONS, **CLIP_OPTIONS}
 SEED_LIMIT = 2**64
 NARROW = frozenset(("bfloat16", "float16"))  # stored narrower than they are computed
@@ -287,11 +289,14 @@ CONSTRUCTORS: Dict[str, Constructor] = {}
 Body = Callable[..., Optional[Dict[str, Any]]]
 
 
+_GDFAST_NOTES = {"state_dtype": "Optional[dtype]", "master_weights": "bool",
+                 "stochastic_rounding": "bool", "seed": "Optional[int]", "optim_bits": "int",
+                 "min_8bit_size": "int", "max_grad_norm": "Optional[float]",
+                 "clip_per_group": "bool", "max_grad_value": "Optional[float]"}
 _GDFAST_PARAMETERS = [
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=note)
-    for (name, default), note in zip(GDFAST_OPTIONS.items(),
-                                     ("Optional[dtype]", "bool", "bool", "Optional[int]", "int",
-                                      "int", "Optional[float]", "bool"))]
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                      annotation=_GDFAST_NOTES[name])
+    for name, default in GDFAST_OPTIONS.items()]
 
 _GDFAST_DOC = """
 
@@ -307,7 +312,9 @@ smaller params keep float32 states, or state_dtype's (README "8-bit states").
 
 Fused clipping (README "Clipping"): max_grad_norm clips the gradients by their L2 norm over
 every group whose clip_per_group is False (clip_per_group=True: over the group's own), as
-torch.nn.utils.clip_grad_norm_ before the step; the norm is kept as last_grad_norm."""
+torch.nn.utils.clip_grad_norm_ before the step; the norm is kept as last_grad_norm.
+max_grad_value clamps each gradient to [-max_grad_value, max_grad_value], as
+torch.nn.utils.clip_grad_value_ before the step (not with max_grad_norm)."""
 
 
 def constructor(rule: str, mixin: Optional[type] = None, **fixed: Any) -> Callable[[Body], Body]:
@@ -700,6 +707,7 @@ class StepPath:
             names = rule.used_states(values)
             precision = self._check_precision(group)
             check_max_norm(group.get("max_grad_norm"))
+            check_max_value(group.get("max_grad_value"), group.get("max_grad_norm"))
             per_group = group.get("clip_per_group", False)
             if not isinstance(per_group, (bool, np.bool_)):
                 raise TypeError(f"clip_per_group: expected True or False, got {per_group!r}")
@@ -760,10 +768,12 @@ class StepPath:
             if batch.on_device:
                 stream, device_scalars, values, step, grad_scale = self._device_call(
                     batch, group, values, step, amp)
+            hyper = self._batch_hyper(batch, values, step, grad_scale)
+            if group.get("max_grad_value") is not None:
+                hyper = (*hyper, float(group["max_grad_value"]))
             call: Tuple[Any, ...] = (batch.param_arrays,
                                      (grads, *self._more_inputs(batch, grads)), batch.state_args,
-                                     self._batch_hyper(batch, values, step, grad_scale), label,
-                                     device_scalars)
+                                     hyper, label, device_scalars)
             stochastic = batch.precision.stochastic and batch.narrow
             if batch.masters is not None or stochastic or batch.absmax is not None:
                 # (a master copy: the kernel reads it, writes it and the param)

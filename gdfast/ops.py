@@ -28,6 +28,9 @@ number or 1-element tensor) skips the step when nonzero, after checking every ar
 step would. ``max_grad_norm`` (default None) clips the gradients by their global L2 norm over
 the call's list, as ``torch.nn.utils.clip_grad_norm_`` would before the step: one pass reads
 the gradients for the norm, and the clip factor is folded into the update (CPU arrays only).
+``max_grad_value`` (default None) clamps each gradient to [-max_grad_value, max_grad_value]
+as the kernel loads it, as ``torch.nn.utils.clip_grad_value_`` would before the step (CPU
+arrays only; not with ``max_grad_norm``).
 
 CUDA tensors (builds with CUDA kernels) run on their framework's current stream; there
 ``grad_scale``, ``found_inf``, ``lr`` and ``step`` may be 1-element float32 tensors on the
@@ -42,7 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core, _device
-from ._clip import clipped_call_scale
+from ._clip import check_max_value, clipped_call_scale
 from ._spec import RULES, Rule, check_one, checker
 from ._stepping import expected_tuple, tuple_arguments
 
@@ -130,6 +133,8 @@ def _docstring(rule: Rule) -> str:
                  "float32 absmax, one per 256 elements} (README \"8-bit states\").")
     lines.append("max_grad_norm: clip the grads by their L2 norm over the call (as "
                  "torch.nn.utils.clip_grad_norm_ before the step), fused into it.")
+    lines.append("max_grad_value: clamp each grad to [-max_grad_value, max_grad_value] (as "
+                 "torch.nn.utils.clip_grad_value_ before the step), as the step loads it.")
     return "\n".join(lines)
 
 
@@ -170,9 +175,13 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
             body.append(f"    if {f.name} is None:\n        {f.name} = {f.start_from}")
     checked = [*rule.reals, *scalar_names, "grad_scale"]
     body.append(f"    _check({'step, ' if uses_step else ''}{', '.join(checked)})")
+    body.append("    if max_grad_value is None:\n"
+                "        grad_bound = _INF\n"
+                "    else:\n"
+                "        grad_bound = _check_value(max_grad_value, max_grad_norm)")
     step_arg = "step" if uses_step else "0"
     arguments = (f"{rule.id}, param, ({inputs},), ({states},), "
-                 f"({fields}, {step_arg}, grad_scale), scalars, stream")
+                 f"({fields}, {step_arg}, grad_scale, grad_bound), scalars, stream")
     body.append("    if (master_param is None and stochastic_rounding is False"
                 " and param_index is None and type(seed) is int and seed == 0"
                 " and absmax is None):\n"
@@ -195,12 +204,13 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
               f"{', '.join(n + '=None' for n in rule.state_names)}, *, {step_kw}, {options}"
               f"{scalars}{aliases}, grad_scale=1.0, found_inf=None, master_param=None, "
               f"stochastic_rounding=False, seed=0, param_index=None, absmax=None, "
-              f"max_grad_norm=None):\n"
+              f"max_grad_norm=None, max_grad_value=None):\n"
               + "\n".join(body) + "\n")
     namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step_one,
                                  "_check_arrays": _core.check_one, "_unpack": _unpack,
                                  "_rule": rule,
                                  "_precision": _precision, "_clip": clipped_call_scale,
+                                 "_check_value": check_max_value, "_INF": float("inf"),
                                  "_host_step": _device.host_step,
                                  "_check": checker(rule, uses_step, with_scalars=True)}
     exec(compile(source, f"<gdfast.ops.{rule.name}_>", "exec"), namespace)

@@ -144,7 +144,7 @@ def extras() -> Dict[str, Set[str]]:
 UNCHECKED = {"mkdir", "auditwheel", "cibuildwheel"}
 COMMANDS = {"pip", "python", "python3", "pytest", "gdfast-bench", "cd", "cp"} | UNCHECKED
 # pytest options that take a value (the value is no test path)
-PYTEST_VALUE_OPTIONS = {"-p", "-k", "-m", "-o", "-c", "--rootdir", "--ignore", "--deselect"}
+PYTEST_VALUE_OPTIONS = {"-p", "-k", "-m", "-o", "-c", "-n", "--rootdir", "--ignore", "--deselect"}
 
 
 def command_name(word: str) -> Optional[str]:

@@ -81,6 +81,7 @@ class TensorBatch {
   // Where some array is stored narrower than float32 or a master copy is given: its storage
   // description, for the caller to complete (roles, rounding); else null.
   Storage* storage() { return stored_ ? &storage_ : nullptr; }
+  const Storage* storage() const { return stored_ ? &storage_ : nullptr; }
   // The per-tensor keys of stochastic rounding, kept here for storage().keys to point at.
   std::vector<std::uint64_t>& rounding_keys() { return keys_; }
   const std::vector<Extent>& extents() const { return extents_; }

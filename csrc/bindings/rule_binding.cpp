@@ -1,6 +1,9 @@
 #include "bindings/rule_binding.h"
 
+#include <limits>
 #include <string>
+
+#include "core/rounding.h"
 
 namespace gdfast::bindings {
 
@@ -171,6 +174,40 @@ DeviceScalarArgs::DeviceScalarArgs(py::handle scalars, const TensorBatch& batch,
     }
     *slots[i] = static_cast<const float*>(a.arrays[0]);
   }
+}
+
+double to_grad_bound(py::handle hyper, std::size_t num_fields, double grad_scale,
+                     const TensorBatch& batch, const std::string& prefix) {
+  if (static_cast<std::size_t>(PyTuple_GET_SIZE(hyper.ptr())) != num_fields + 3) {
+    return std::numeric_limits<double>::infinity();
+  }
+  const py::handle given = PyTuple_GET_ITEM(hyper.ptr(), num_fields + 2);
+  const double value = to_real(given, (prefix + "max_grad_value").c_str());
+  if (!(value >= 0.0)) {
+    throw py::value_error(prefix + "max_grad_value: expected a number >= 0, got " +
+                          py::repr(given).cast<std::string>());
+  }
+  if (value == std::numeric_limits<double>::infinity()) return value;
+  if (batch.on_cuda()) {
+    throw py::value_error(prefix +
+                          "max_grad_value: CPU arrays only (the CUDA kernels do not "
+                          "clip by value)");
+  }
+  if (batch.dtype() == Dtype::kFloat64) return value * grad_scale;
+  // float32 as a cast rounds it, with no undefined cast beyond float's range (from FLT_MAX plus
+  // half its ulp on, a cast rounds to +inf).
+  const auto to_float = [](double x) {
+    return x >= 0x1.ffffffp127 ? std::numeric_limits<float>::infinity() : static_cast<float>(x);
+  };
+  const Storage* storage = batch.storage();
+  const Dtype type = storage != nullptr ? storage->slot[1] : Dtype::kFloat32;
+  float bound = to_float(value);
+  if (type == Dtype::kBfloat16) {
+    bound = rounding::widen_bf16(rounding::bf16_nearest(bound));
+  } else if (type == Dtype::kFloat16) {
+    bound = rounding::widen_f16(rounding::narrow_f16<false>(bound, 0));
+  }
+  return to_float(static_cast<double>(bound) * grad_scale);
 }
 
 }  // namespace gdfast::bindings

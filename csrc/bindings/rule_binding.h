@@ -50,6 +50,11 @@ Precision to_precision(py::handle value, const std::string& prefix);
 // param, 1 + k state k), and stochastic rounding's seed, count and per-tensor keys.
 void set_rounding(TensorBatch& batch, const Precision& precision, const unsigned char* roles,
                   index_t step, const std::string& prefix);
+// The call's bound of clipping by value (StepArgs::grad_bound): the hyper tuple's optional entry
+// after step and grad_scale (max_grad_value; +inf when absent), rounded to the gradients'
+// storage type as torch.clamp rounds it, times grad_scale (it bounds the gradients as stored).
+double to_grad_bound(py::handle hyper, std::size_t num_fields, double grad_scale,
+                     const TensorBatch& batch, const std::string& prefix);
 
 // "<state>_absmax": how messages name the blocks' absmax of each state of a rule.
 template <class Rule>
@@ -72,7 +77,10 @@ using optim::uses_state;
 
 template <class Rule>
 typename Rule::Hyper to_hyper(py::handle values) {
-  PyObject* const* items = tuple_items(values, kNumFields<Rule> + 2, "hyper");
+  // (field values, step, grad_scale[, max_grad_value]: to_grad_bound reads the last)
+  const bool bounded =
+      PyTuple_Check(values.ptr()) && PyTuple_GET_SIZE(values.ptr()) == kNumFields<Rule> + 3;
+  PyObject* const* items = tuple_items(values, kNumFields<Rule> + (bounded ? 3 : 2), "hyper");
   typename Rule::Hyper h{};
   std::size_t i = 0;
   std::apply(
@@ -164,7 +172,9 @@ class CheckedCall {
                                e.batch->device_id(), stream_handle);
 #endif
         } else {
-          cpu::run_step<Rule>(e.hyper, e.batch->dtype(), e.batch->step_args(), repeats);
+          StepArgs args = e.batch->step_args();
+          args.grad_bound = e.grad_bound;
+          cpu::run_step<Rule>(e.hyper, e.batch->dtype(), args, repeats);
         }
       }
     }
@@ -187,6 +197,7 @@ class CheckedCall {
     typename Rule::Hyper hyper;
     std::unique_ptr<TensorBatch> batch;  // not movable: its messages point into it
     DeviceScalarArgs scalars;
+    double grad_bound;
   };
 
   void add(py::handle param, py::handle input_tuple, py::handle state_tuple, py::handle hyper,
@@ -232,7 +243,8 @@ class CheckedCall {
     auto batch = std::make_unique<TensorBatch>(std::move(args), stream_, std::move(label));
     set_rounding(*batch, precision, roles, h.step, prefix);
     DeviceScalarArgs scalars(device_scalars, *batch, stream_);
-    entries_.push_back({h, std::move(batch), std::move(scalars)});
+    const double bound = to_grad_bound(hyper, kNumFields<Rule>, h.grad_scale, *batch, prefix);
+    entries_.push_back({h, std::move(batch), std::move(scalars), bound});
   }
 
   void check() const {

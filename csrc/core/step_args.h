@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "core/config.h"
 #include "core/dtype.h"
@@ -40,6 +41,9 @@ struct StepArgs {
   const void* coef;            // the rule's Coef<T>, computed once per call on the host
   index_t prefetch_bytes = 0;  // how far ahead the CPU loop prefetches its arrays (0: not)
   const Storage* storage = nullptr;
+  // Clipping by value (torch.nn.utils.clip_grad_value_ before the step): the gradients, as
+  // stored, are clamped to [-grad_bound, grad_bound] as they are loaded (CPU; +inf: not).
+  double grad_bound = std::numeric_limits<double>::infinity();
 };
 
 // Updates elements [begin, end) of the virtual concatenation.

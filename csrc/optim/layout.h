@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/config.h"
+#include "optim/lane_math.h"
 
 namespace gdfast::optim {
 
@@ -81,6 +82,13 @@ struct Registers {
   template <class Coef>
   GDFAST_HD void update(const Coef& coef) {
     apply(coef, std::make_integer_sequence<int, L::kNumInputs>{});
+  }
+  // The update of a gradient (the first input) clamped to [-bound, bound] first, as torch.clamp
+  // does: a NaN stays NaN (lane_max keeps its second operand's NaN), and +inf changes nothing.
+  template <class Coef, class T>
+  GDFAST_HD void update(const Coef& coef, T bound) {
+    in[0] = lane_min(V(bound), lane_max(V(-bound), in[0]));
+    update(coef);
   }
 
  private:

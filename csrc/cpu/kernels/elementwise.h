@@ -25,10 +25,12 @@ inline void prefetch_hint(const void* p, bool written) {
 #endif
 }
 
-// The arrays of one tensor's range, element 0 of the range first, every one holding T.
+// The arrays of one tensor's range, element 0 of the range first, every one holding T, and
+// the call's clipping bound of the gradients (StepArgs::grad_bound).
 template <class T, int kArrays>
 struct Pointers {
   T* at[kArrays];
+  T grad_bound;
 };
 
 // One SIMD lane of every array of a tensor (optim::Registers), loaded and stored whole or
@@ -55,7 +57,7 @@ struct Lanes : optim::Registers<Rule, kFlags, Lane<T>> {
   GDFAST_INLINE void update_and_store(const Arrays& arrays, index_t i,
                                       const typename Rule::template Coef<T>& coef,
                                       index_t count = L::kLanes) {
-    this->update(coef);
+    this->update(coef, arrays.grad_bound);
     this->store([&](int slot, L value) {
       if constexpr (kPartial) {
         L::store_partial(arrays.at[slot] + i, count, value);

@@ -62,12 +62,13 @@ void run_quantized(const StepArgs& args, index_t t, void* const* arrays, index_t
     }
     if (plain) {
       typename Lanes<Rule, kFlags, float>::Arrays p;
+      p.grad_bound = static_cast<float>(args.grad_bound);
       for (int k = 0; k < kArrays; ++k) {
         p.at[k] = s.quantized[k] != kNotQuantized ? buffer[k] : static_cast<float*>(arrays[k]) + at;
       }
       run_lanes<Lanes<Rule, kFlags, float>>(p, n, coef, 0);
     } else {
-      auto a = stored_arrays<Rule, kFlags>(inner, t, arrays, at);
+      auto a = stored_arrays<Rule, kFlags>(inner, t, arrays, at, args.grad_bound);
       for (int k = 0; k < kArrays; ++k) {
         if (s.quantized[k] != kNotQuantized) a.at[k] = buffer[k];
       }

@@ -29,8 +29,9 @@ template <int kArrays, int kStreams>
 struct StoredPointers {
   void* at[kArrays];
   Dtype type[kArrays];
-  float* master;  // the param's float32 master copy (then at[0] is only written)
-  index_t first;  // the range's first element's index in its tensor
+  float* master;     // the param's float32 master copy (then at[0] is only written)
+  index_t first;     // the range's first element's index in its tensor
+  float grad_bound;  // the call's clipping bound of the gradients (StepArgs::grad_bound)
   // Stochastic rounding: each array's role (read only for the narrow written ones), and the
   // keys of the streams those use.
   bool stochastic;
@@ -89,7 +90,7 @@ struct StoredLanes : optim::Registers<Rule, kFlags, Lane<float>> {
   GDFAST_INLINE void update_and_store(const Arrays& a, index_t i,
                                       const typename Rule::template Coef<float>& coef,
                                       index_t count = L::kLanes) {
-    this->update(coef);
+    this->update(coef, a.grad_bound);
     typename Narrow16::Random bits[kStreams] = {};
     if (a.stochastic) {
       for (int k = 0; k < a.num_streams; ++k) bits[k] = Narrow16::random(a.key[k], a.first + i);
@@ -156,15 +157,17 @@ bool run_recipe(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays& a, 
 }
 
 // The arrays of elements [first, ...) of tensor t, whose arrays (kernel order, at element 0)
-// are `arrays`, stored as `s` says.
+// are `arrays`, stored as `s` says; the gradients clamped to [-grad_bound, grad_bound].
 template <class Rule, unsigned kFlags>
 typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays stored_arrays(const Storage& s, index_t t,
                                                                     void* const* arrays,
-                                                                    index_t first) {
+                                                                    index_t first,
+                                                                    double grad_bound) {
   using X = StoredLanes<Rule, kFlags, AnyRecipe>;
   typename X::Arrays a{};
   a.master = s.masters != nullptr ? static_cast<float*>(s.masters[t]) + first : nullptr;
   a.first = first;
+  a.grad_bound = static_cast<float>(grad_bound);
   for (int k = 0; k < X::Layout::kNumArrays; ++k) {
     a.type[k] = s.slot[k];
     // (an 8-bit state's codes: the caller points the slot at its decoded buffer)
@@ -209,8 +212,8 @@ template <class Rule, unsigned kFlags>
 void run_stored(const StepArgs& args, index_t t, void* const* arrays, index_t first, index_t n,
                 const typename Rule::template Coef<float>& coef) {
   const Storage& s = *args.storage;
-  run_stored_arrays<Rule, kFlags>(stored_arrays<Rule, kFlags>(s, t, arrays, first), n, coef, s,
-                                  args.prefetch_bytes);
+  run_stored_arrays<Rule, kFlags>(stored_arrays<Rule, kFlags>(s, t, arrays, first, args.grad_bound),
+                                  n, coef, s, args.prefetch_bytes);
 }
 
 }  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE

@@ -58,6 +58,7 @@ void run_range(const StepArgs& args, index_t begin, index_t end) {
       }
     }
     typename Lanes<Rule, kFlags, T>::Arrays arrays;
+    arrays.grad_bound = static_cast<T>(args.grad_bound);
     for (int k = 0; k < kArrays; ++k) {
       arrays.at[k] = static_cast<T*>(tensor_arrays[k]) + (begin - tensor_begin);
     }
