@@ -26,6 +26,8 @@ set_target_properties(gdfast_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON)
 # No FMA contraction (as on the CPU): the GPU then computes bit-identical results.
 target_compile_options(gdfast_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--fmad=false -Xcompiler=-fno-math-errno>)
 target_link_libraries(gdfast_cuda PRIVATE CUDA::cudart_static)
-target_compile_definitions(gdfast_config INTERFACE GDFAST_HAVE_CUDA)
+# On the bindings alone (nothing else reads it): the CPU kernels of a CUDA build then compile
+# with the command lines of a CPU-only build (a compiler cache serves them: .ci/run).
+target_compile_definitions(_core PRIVATE GDFAST_HAVE_CUDA)
 target_link_libraries(_core PRIVATE gdfast_cuda CUDA::cudart_static)
 message(STATUS "gdfast: CUDA kernels for ${CMAKE_CUDA_ARCHITECTURES}")

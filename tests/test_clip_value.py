@@ -3,9 +3,9 @@ loads it, as torch.nn.utils.clip_grad_value_ clamps it before a step.
 
 The fused path must add nothing but the clamp, so every check here is bitwise: a step with
 max_grad_value=c against the same step on gradients clamped by NumPy (or torch) first, for
-every rule and variant, float32 and float64, every ISA level, thread counts that split
-tensors, narrow gradients (the bound rounded to their type, as torch.clamp rounds it), 8-bit
-states, master weights, AMP unscaling and both front ends. A NaN gradient stays NaN, as
+every rule, float32 and float64, every ISA level, a list the default threads split, narrow
+gradients (the bound rounded to their type, as torch.clamp rounds it), 8-bit states, master
+weights, AMP unscaling and both front ends. A NaN gradient stays NaN, as
 torch.clamp leaves it.
 """
 
@@ -21,7 +21,7 @@ import gdfast
 import cases
 from cases import CASES, Case
 
-SIZES = (17, 1000, 33, 40_000)  # vector tails; more than one thread's share in total
+SIZES = (17, 1000, 33, 40_000)  # vector tails; more than one thread's share in total (2 threads)
 SPECIAL = (np.nan, np.inf, -np.inf, -0.0, 0.0, 1e30, -1e30)
 
 
@@ -65,7 +65,7 @@ def _assert_same(a: Dict[str, List[np.ndarray]], b: Dict[str, List[np.ndarray]])
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_every_rule_steps_as_on_clamped_gradients(case: Case, dtype, isa, threads) -> None:
+def test_every_rule_steps_as_on_clamped_gradients(case: Case, dtype, isa) -> None:
     hyper = case.hyper(case.variants[-1])
     _assert_same(_run(case, hyper, dtype, True, 0.5), _run(case, hyper, dtype, False, 0.5))
 
