@@ -366,6 +366,18 @@ def test_mixed_devices_rejected():
         gdfast.ops.sgd_(p, torch.zeros(4), step=1, lr=0.1)
 
 
+@needs_gpu
+def test_clipping_by_value_is_refused_and_writes_nothing():
+    p, g = torch.ones(8, device="cuda"), torch.full((8,), 3.0, device="cuda")
+    with pytest.raises(ValueError, match="max_grad_value: CPU arrays only"):
+        gdfast.ops.sgd_(p, g, step=1, lr=0.1, max_grad_value=1.0)
+    assert torch.equal(p.cpu(), torch.ones(8))
+    gdfast.ops.sgd_(p, g, step=1, lr=0.1, max_grad_value=float("inf"))  # (inf: no clipping)
+    q = torch.ones(8)
+    gdfast.ops.sgd_(q, g.cpu(), step=1, lr=0.1)
+    assert torch.equal(p.cpu(), q)
+
+
 # 8-bit blockwise states (core/quant8.h): a thread per element of a block, the block's new
 # absmax one reduction; codes and absmax bitwise the CPU's, with every storage of the param.
 QUANT8_CONFIGS = {
