@@ -351,6 +351,8 @@ def _valid_hyper(rng: np.random.Generator, rule: Rule) -> Dict[str, Any]:
             values[key] = tuple(values.pop(n) for n in names)
     if rng.random() < 0.15:
         values["grad_scale"] = _pick(rng, [0.5, 2, 1024.0, np.float32(8.0)])
+    if rng.random() < 0.1:
+        values["max_grad_value"] = _pick(rng, [0.0, 0.5, 3, np.float32(2.0), 1e300, math.inf])
     if rng.random() < 0.25:  # (calls with found_inf take the Python route of CUDA builds)
         values["found_inf"] = _pick(rng, [0, 0.0, np.float32(0.0), np.array([0.0]), 1.0, 1,
                                           np.array(1.0), math.nan])
@@ -361,7 +363,7 @@ def _hyper_defect(rng: np.random.Generator, call: Call) -> Optional[Defect]:
     rule, hyper = call.rule, call.hyper
     reals = [f for f in rule.options if f.kind == "real"]
     kind = _pick(rng, ["real", "real", "real", "step", "grad_scale", "found_inf", "flag",
-                       "scalar_state", "pair", "combination", "keyword"])
+                       "scalar_state", "pair", "combination", "keyword", "max_grad_value"])
     if kind == "real":
         f = _pick(rng, reals)
         for key, names in tuple_arguments(rule.reals):  # set it by its own name
@@ -387,6 +389,16 @@ def _hyper_defect(rng: np.random.Generator, call: Call) -> Optional[Defect]:
             ("huge-int", HUGE, (ValueError,)), ("array", np.array([1.0, 2.0]), (TypeError,))])
         hyper["grad_scale"] = value
         return Defect(f"grad_scale:{what}", ("grad_scale",), types)
+    if kind == "max_grad_value":
+        what, value, types = _pick(rng, [
+            ("negative", -1.0, (ValueError,)), ("nan", math.nan, (ValueError,)),
+            ("str", "1", (TypeError,)), ("bool", True, (TypeError,)),
+            ("array", np.array([1.0]), (TypeError,)),
+            ("with-max_grad_norm", 1.0, (ValueError,))])
+        hyper["max_grad_value"] = value
+        if what == "with-max_grad_norm":
+            hyper["max_grad_norm"] = 1.0
+        return Defect(f"max_grad_value:{what}", ("max_grad_value",), types)
     if kind == "found_inf":  # (a huge int is no defect: nonzero, it skips the step)
         what, value, types = _pick(rng, [
             ("str", "x", (TypeError,)), ("object", object(), (TypeError,)),
