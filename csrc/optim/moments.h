@@ -33,16 +33,16 @@ GDFAST_HD V update_moments(V& p, V g, V& m, V& v, const C& c) {
   return g;
 }
 
-// Weight decay chosen by the call, not by a kernel of its own (the rules past torch.optim:
-// a kernel set per rule instead of one per option). The decoupled factor always multiplies p
-// (1 when off, which is exact); the L2 penalty is selected in only where c.l2 is 1, so an Inf or
-// NaN param without it leaves g as it is. Returns g, penalised.
 // decay_by_call's decay_factor: 1 - weight_decay * scale (scale: lr, or 1 for a fixed decay)
 // when decoupled, else 1.
 GDFAST_HD double decoupled_factor(bool decoupled, double weight_decay, double scale) {
   return decoupled ? 1.0 - weight_decay * scale : 1.0;
 }
 
+// Weight decay chosen by the call, not by a kernel of its own (the rules past torch.optim:
+// a kernel set per rule instead of one per option). The decoupled factor always multiplies p
+// (1 when off, which is exact); the L2 penalty is selected in only where c.l2 is 1, so an Inf or
+// NaN param without it leaves g as it is. Returns g, penalised.
 template <class V, class C>
 GDFAST_HD V decay_by_call(V& p, V g, const C& c) {
   using T = decltype(c.weight_decay);
