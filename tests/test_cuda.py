@@ -47,11 +47,16 @@ def _steps(rule_name, arrays, hyper, steps):
     carried from one call to the next."""
     rule = RULES[rule_name]
     op = getattr(gdfast.ops, rule_name + "_")
-    p, g, *states = arrays
-    used = rule.used_states(hyper)
+    p, g, *rest = arrays
+    named = dict(zip(_extra_inputs(rule_name) + rule.used_states(hyper), rest))
     scalars = {}
     for step in range(1, steps + 1):
-        scalars = op(p, g, **dict(zip(used, states)), step=step, **hyper, **scalars) or {}
+        scalars = op(p, g, **named, step=step, **hyper, **scalars) or {}
+
+
+def _extra_inputs(rule_name):
+    """The rule's read-only inputs beside the gradient (Sophia's hessian)."""
+    return RULES[rule_name].inputs[1:]
 
 
 def _used_states(rule_name, hyper):
@@ -65,8 +70,10 @@ def _used_states(rule_name, hyper):
 def test_gpu_bitwise_equals_cpu(config, n, dtype):
     rule_name, hyper = CONFIGS[config]
     rng = np.random.default_rng(n)
-    # param, grad and the states, all nonnegative states (second moments, step sizes)
-    host = [rng.standard_normal(n).astype(dtype) for _ in range(2)]
+    # param, grad, the other inputs and the states, all nonnegative states (second moments,
+    # step sizes)
+    host = [rng.standard_normal(n).astype(dtype)
+            for _ in range(2 + len(_extra_inputs(rule_name)))]
     host += [np.abs(rng.standard_normal(n)).astype(dtype)
              for _ in range(_used_states(rule_name, hyper))]
     device = [torch.from_numpy(a.copy()).cuda() for a in host]
@@ -116,6 +123,8 @@ def test_gpu_narrow_storage_bitwise_equals_cpu(config, layout, rounding, n):
     p32 = torch.randn(n, generator=gen)
     host = {"param": p32.to(getattr(torch, param_t)),
             "grad": torch.randn(n, generator=gen).to(getattr(torch, grad_t))}
+    host.update({name: torch.randn(n, generator=gen).to(getattr(torch, grad_t))
+                 for name in _extra_inputs(rule_name)})
     host.update({name: torch.randn(n, generator=gen).abs().to(getattr(torch, state_t))
                  for name in used})
     if master:
@@ -126,7 +135,8 @@ def test_gpu_narrow_storage_bitwise_equals_cpu(config, layout, rounding, n):
     for arrays in (host, device):
         scalars = {}
         for step in range(1, 4):
-            scalars = op(arrays["param"], arrays["grad"], **{k: arrays[k] for k in used},
+            named = {k: arrays[k] for k in _extra_inputs(rule_name) + used}
+            scalars = op(arrays["param"], arrays["grad"], **named,
                          step=step, **hyper, **scalars, **options,
                          master_param=arrays.get("master_param")) or {}
     torch.cuda.synchronize()
