@@ -176,6 +176,7 @@ def test_chunk_size_changes_no_result(dtype):
     host = [[x.clone() for x in arrays] for arrays in start]
     gdfast.ops.adam_(*host, step=1, lr=1e-2)
     stored = dtype != "float32"  # (the narrow-storage loop has its own chunk size)
+    default = _core.set_cuda_chunk_unroll(1, stored)  # (returns the value it replaces)
     try:
         for unroll in (1, 3, 64):
             _core.set_cuda_chunk_unroll(unroll, stored)
@@ -186,7 +187,7 @@ def test_chunk_size_changes_no_result(dtype):
                 for h, d in zip(hs, ds):
                     _assert_same_bits(h, d.cpu(), f"unroll {unroll}")
     finally:
-        _core.set_cuda_chunk_unroll(16 if stored else 4, stored)
+        _core.set_cuda_chunk_unroll(default, stored)
     with pytest.raises(ValueError, match="unroll: expected 1 to 64, got 0"):
         _core.set_cuda_chunk_unroll(0, stored)
 

@@ -72,13 +72,14 @@ def main() -> None:
         row("gdfast", gpu_us(ours.step), bound)
         optimizers[name] = (ours, bound)
         del theirs
-    for unroll in (2, 4, 8, 16, 32):
+    defaults = {stored: _core.set_cuda_chunk_unroll(1, stored) for stored in (False, True)}
+    for unroll in (1, 2, 4, 8, 16, 32):
         for stored in (False, True):
             _core.set_cuda_chunk_unroll(unroll, stored)
         for name, (ours, bound) in optimizers.items():
             row(f"gdfast unroll {unroll:2d}, {name}", gpu_us(ours.step), bound)
-    _core.set_cuda_chunk_unroll(4, False)  # (the defaults)
-    _core.set_cuda_chunk_unroll(16, True)
+    for stored, unroll in defaults.items():
+        _core.set_cuda_chunk_unroll(unroll, stored)
 
 
 if __name__ == "__main__":

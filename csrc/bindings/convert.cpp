@@ -588,7 +588,8 @@ void TensorBatch::gather(py::handle stream) {
         a = from_numpy(obj);
       } else if (const TorchView* view = as_torch_view(obj)) {
         a = from_torch(view->info);
-      } else if (read_torch(obj, arg.written, torch_stream, torch_tensors_.emplace_back())) {
+      } else if (read_torch(obj, arg.written, torch_stream, torch_tensors_.emplace_back(),
+                            on_cuda_)) {
         a = from_torch(torch_tensors_.back());
       } else {
         a = from_dlpack(obj, who, arg.written, stream, consumed_);

@@ -4,7 +4,7 @@
 //   stream(param, grad, states, scale)    an optimizer's in-place access pattern with one
 //                                         multiply-add per written array (the memory bound)
 //   set_cuda_chunk_unroll(unroll, stored) the CUDA loops' 16-byte vectors per thread and chunk
-//                                         (cuda/api.h), to measure others
+//                                         (cuda/api.h), to measure others; returns the old one
 //                                         (tools/gpu_kernel_time.py)
 #include <string>
 
@@ -60,9 +60,9 @@ void register_bench(py::module_& m) {
   m.def("stream", &stream, py::arg("param"), py::arg("grad"), py::arg("states"), py::arg("scale"));
   m.def(
       "set_cuda_chunk_unroll",
-      [](int unroll, bool stored) {
+      [](int unroll, bool stored) -> int {
 #if defined(GDFAST_HAVE_CUDA)
-        cuda::set_chunk_unroll(stored, unroll);
+        return cuda::set_chunk_unroll(stored, unroll);
 #else
         (void)unroll;
         (void)stored;

@@ -27,7 +27,8 @@ bool is_plain_torch_tensor(PyObject* obj);
 // CUDA device) that DLPack would export as it is: C-contiguous, float32/float64/bfloat16/
 // float16, not requiring grad, no negative bit, and (if `written`) not an inference tensor.
 // Returns false for anything else, for the DLPack path to take (its checks name what is wrong).
-bool read_torch(PyObject* obj, bool written, bool cuda, TorchTensor& out);
+// `likely_cuda`: CUDA is asked about first (a batch on CUDA), else CPU.
+bool read_torch(PyObject* obj, bool written, bool cuda, TorchTensor& out, bool likely_cuda);
 
 // A param or state tensor read once, for gdfast.torch to hand the kernels on every step (its
 // batches re-check each step that no tensor was replaced and no param's memory changed, as

@@ -88,7 +88,7 @@ class Pool {
   void stop_and_join() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
+      stop_.store(true, std::memory_order_relaxed);  // (published by the generation's release)
       generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
@@ -155,7 +155,7 @@ class Pool {
         parked_.fetch_sub(1, std::memory_order_relaxed);
       }
       seen = generation_.load(std::memory_order_acquire);
-      if (stop_) return;
+      if (stop_.load(std::memory_order_relaxed)) return;
       // fn_ and ctx_ are the claimed region's: the next region cannot start (and rewrite
       // them) before this part is counted finished.
       for (int part, parts; (part = claim(seen, parts)) >= 0;) {
@@ -175,7 +175,9 @@ class Pool {
   std::atomic<std::uint64_t> claims_{0};
   std::atomic<int> finished_{0};
   std::atomic<int> parked_{0};  // workers blocked on wake_ (a hint: only speed depends on it)
-  bool stop_ = false;
+  // Atomic: a worker that claimed no part of the last region read it with nothing ordering
+  // that read before the write (ThreadSanitizer reported the race).
+  std::atomic<bool> stop_{false};
   void (*fn_)(void*, int) = nullptr;
   void* ctx_ = nullptr;
 };

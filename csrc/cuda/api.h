@@ -22,12 +22,14 @@ struct DeviceScalars {
 bool is_available();  // a driver and at least one device; false (never an error) otherwise
 int device_count();   // 0 without a driver
 
-// A block's chunk of a tensor, in 16-byte float32 vectors per thread, of the float32/float64
-// loop (`stored` false: 4) and of the narrow-storage loop (true: 16). Measured on an H200
-// (tools/gpu_kernel_time.py): the narrow loop's set-up per block is worth amortising (1e8
-// bfloat16 AdamW: 488 us at 4, 421 at 16, 419 at 32), the float32 loop's is not (within 2%).
+// A block's chunk of a tensor, in 16-byte vectors per thread, of the float32/float64 loop
+// (`stored` false: 2) and of the narrow-storage loop (true: 16). Measured on an H200
+// (tools/gpu_kernel_time.py, kernel time of AdamW): the narrow loop's set-up per block is worth
+// amortising (1e8 bfloat16: 488 us at 4, 420 at 16, 418 at 32), the float32 loop's is not
+// (1e8 float32: 667 us at 2, 679 at 4, 701 at 16; the GPT-2-small list 831, 845, 868).
 int chunk_unroll(bool stored);
-void set_chunk_unroll(bool stored, int unroll);  // 1 to 64; std::invalid_argument otherwise
+// 1 to 64 (std::invalid_argument otherwise); returns the value it replaces.
+int set_chunk_unroll(bool stored, int unroll);
 
 // One step over the tensor list on `device`, launched on `stream` (a cudaStream_t; the DLPack
 // values 1 and 2 are the legacy and per-thread default streams, as in CUDA itself). Launches

@@ -12,7 +12,7 @@
 namespace gdfast::cuda {
 namespace {
 
-std::atomic<int> plain_unroll{4};
+std::atomic<int> plain_unroll{2};
 std::atomic<int> stored_unroll{16};
 
 template <class Rule, class T>
@@ -72,11 +72,11 @@ int chunk_unroll(bool stored) {
   return (stored ? stored_unroll : plain_unroll).load(std::memory_order_relaxed);
 }
 
-void set_chunk_unroll(bool stored, int value) {
+int set_chunk_unroll(bool stored, int value) {
   if (value < 1 || value > 64) {
     throw std::invalid_argument("unroll: expected 1 to 64, got " + std::to_string(value));
   }
-  (stored ? stored_unroll : plain_unroll).store(value, std::memory_order_relaxed);
+  return (stored ? stored_unroll : plain_unroll).exchange(value, std::memory_order_relaxed);
 }
 
 #define GDFAST_OPTIMIZER(Rule, header)                                                 \
