@@ -42,6 +42,9 @@ from .schedules import Schedule
 _SCALARS = frozenset((float, int, bool, str, type(None)))
 
 
+_CHANGED = object()  # stands for a group's values that are checked again at every step
+
+
 def _frozen(value: Any) -> bool:
     return type(value) in _SCALARS or (type(value) is tuple and all(
         type(x) in _SCALARS for x in value)) or is_dtype(value)
@@ -682,14 +685,16 @@ class StepPath:
         """The group's hyperparameters (range-checked) and the states a step with them uses;
         TypeError/ValueError prefixed with ``where`` otherwise. A group whose values are the
         same immutable objects as at its last check is not checked again."""
-        keys = self._ctor.group_keys
-        snapshot = [group.get(k) for k in keys]
+        snapshot = list(map(group.get, self._ctor.group_keys))
         cached = self._checked_cache.get(id(group))
-        if (cached is not None and cached[0] is group
-                and all(a is b and _frozen(a) for a, b in zip(snapshot, cached[1]))):
+        # (the snapshot is kept only when every value is immutable: then the same objects are
+        # the same values)
+        if cached is not None and cached[0] is group and all(map(operator.is_, snapshot,
+                                                                 cached[1])):
             return cached[2]
         result = self._check_group(group, where)
-        self._checked_cache[id(group)] = (group, snapshot, result)
+        self._checked_cache[id(group)] = (group, snapshot if all(map(_frozen, snapshot)) else
+                                          [_CHANGED] * len(snapshot), result)
         return result
 
     def _check_group(self, group: Mapping[str, Any], where: str) -> CheckedGroup:

@@ -33,7 +33,8 @@ def host_time(opt, steps: int = 50) -> float:
 def core_split(opt, steps: int = 200) -> None:
     """How much of a step is the C++ call (reading the tensors, the checks, the launch), and of
     that how much is reading the plain grad tensors: the step's call replayed as it is and with
-    the grads as kept views (read once, beforehand)."""
+    the grads as kept views (read once, beforehand). Each call is timed alone after a
+    synchronisation: back to back, a full launch queue would time the GPU instead."""
     real, calls = _core.step, []
 
     def recording(*args):
@@ -46,6 +47,7 @@ def core_split(opt, steps: int = 200) -> None:
     finally:
         _core.step = real
     rule, batch_list, stream = calls[-1]
+
     def view(g):
         v = _core.torch_view(g)
         return g if v is None else v
@@ -53,11 +55,12 @@ def core_split(opt, steps: int = 200) -> None:
     viewed = [(b[0], tuple([view(g) for g in arrays] for arrays in b[1]), *b[2:])
               for b in batch_list]
     for name, batches in (("the C++ call", batch_list), ("the C++ call, grads as views", viewed)):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
+        elapsed = 0.0
         for _ in range(steps):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
             real(rule, batches, stream)
-        elapsed = time.perf_counter() - start
+            elapsed += time.perf_counter() - start
         torch.cuda.synchronize()
         print(f"host time per step, {name}: {1e6 * elapsed / steps:.0f} us")
 
