@@ -100,8 +100,13 @@ class SophiaSteps:
             group["step"] = int(group["step"]) - 1
 
     def _batch_hyper(self, batch: Any, values: Any, step: Any, grad_scale: Any) -> Any:
-        values = {**values, "update_hessian": self._hessians is not None}
-        return super()._batch_hyper(batch, values, step, grad_scale)  # type: ignore[misc]
+        # The same dict while the group's values and the flag stay the same: the batch's
+        # cached hyper tuple is then reused (a new dict each step rebuilt it).
+        update = self._hessians is not None
+        merged = getattr(self, "_merged_values", None)
+        if merged is None or merged[0] is not values or merged[1] is not update:
+            merged = self._merged_values = (values, update, {**values, "update_hessian": update})
+        return super()._batch_hyper(batch, merged[2], step, grad_scale)  # type: ignore[misc]
 
     def _more_inputs(self, batch: Any, grads: List[Any]) -> Tuple[Any, ...]:
         """The hessian input: the estimates, or (not read) the gradients themselves."""
