@@ -27,6 +27,7 @@ and such states in their stored dtypes.
 from __future__ import annotations
 
 import math
+import sys
 from itertools import chain
 from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
 
@@ -66,10 +67,33 @@ _PARAM_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def _dtensor_class() -> Any:
+    """torch's DTensor class once torch.distributed.tensor is imported (no DTensor exists
+    before), else None."""
+    return getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+
+
+def _is_dtensor(t: Any) -> bool:
+    if type(t) in _PLAIN:  # (the usual case, without a lookup)
+        return False
+    dtensor = _dtensor_class()
+    return dtensor is not None and isinstance(t, dtensor)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's shard on this rank, sharing its memory (the kernels step it in place, as
+    torch.optim's ops on a DTensor update the shard); any other tensor as it is."""
+    return t.to_local() if _is_dtensor(t) else t  # type: ignore[attr-defined]
+
+
 def _as_array(t: torch.Tensor) -> Any:
     """What the kernels get: a zero-copy NumPy view of a CPU tensor (the fastest path in), the
     detached tensor itself on CUDA and for bfloat16, which NumPy lacks (through DLPack);
-    complex as real pairs, as torch does."""
+    complex as real pairs, as torch does; a DTensor's local shard."""
+    t = _local(t)
     if t.is_complex():
         t = torch.view_as_real(t)
     return t.detach().numpy() if t.device.type == "cpu" and t.dtype is not torch.bfloat16 \
@@ -123,7 +147,7 @@ def _describe(t: torch.Tensor) -> str:
 def _flat_array(t: torch.Tensor) -> Any:
     """A dense tensor's memory as the 1-D array the kernels step (elementwise, so any order
     works as long as param, grad and states share it); complex as real pairs."""
-    t = t.detach()
+    t = _local(t).detach()
     if t.is_complex():
         t = torch.view_as_real(t)
     return _as_array(t.as_strided((t.numel(),), (1,), t.storage_offset()))
@@ -169,6 +193,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         if torch.is_tensor(lr) and lr.numel() != 1:  # (torch's words: its tests match them)
             raise ValueError(f"lr: Tensor lr must be 1-element, got shape {tuple(lr.shape)}")
         self._batch_cache, self._checked_cache = {}, {}
+        self._dtensors = False  # some param is a DTensor: arrays are its local shard's
         self._with_seed(defaults)
         self._checked_group(defaults, "")
         if not torch.is_tensor(params):  # (torch.optim names a tensor itself)
@@ -199,8 +224,8 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         param_group = {**param_group, "params": params}
         for i, p in enumerate(params):
             t = p[1] if isinstance(p, tuple) and len(p) == 2 else p  # (name, tensor)
-            if torch.is_tensor(t):  # anything else: torch.optim raises its own TypeError
-                _check_param(t, f"params[{i}]")
+            if torch.is_tensor(t) and _check_param(t, f"params[{i}]"):  # (anything else:
+                self._dtensors = True  # torch.optim raises its own TypeError)
         self._with_seed(param_group, self.defaults)
         _, _, precision = self._checked_group({**self.defaults, **param_group},
                                               f"{where}: ")
@@ -327,6 +352,8 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         return [(p, p, g, i) for i, p in enumerate(group["params"]) if (g := p.grad) is not None]
 
     def _grad_arrays(self, batch: Batch, grads: List[Any]) -> List[Any]:
+        if self._dtensors:
+            grads = list(map(_local, grads))
         if batch.layouts is not None:  # a param stepped as a flat view (channels_last)
             return [self._laid_out_grad(batch, k, g) for k, g in enumerate(grads)]
         dtype = batch.members[0].param.dtype
@@ -424,6 +451,23 @@ class Optimizer(StepPath, torch.optim.Optimizer):
     def __setstate__(self, state: Dict[str, Any]) -> None:  # unpickling, copy.deepcopy
         super().__setstate__(state)
         self._batch_cache, self._checked_cache = {}, {}
+        self._dtensors = any(map(_is_dtensor, chain.from_iterable(
+            g["params"] for g in self.param_groups)))
+
+    def _check_group(self, group: Mapping[str, Any], where: str) -> Any:
+        checked = super()._check_group(group, where)
+        if self._dtensors and any(_is_dtensor(p[1] if isinstance(p, tuple) else p)
+                                  for p in group.get("params", ())):
+            # What needs all the shards of a param (or of all params) at once:
+            if group.get("max_grad_norm") is not None:
+                raise ValueError(f"{where}max_grad_norm: the params are DTensors, whose norm "
+                                 "needs every rank's shards; clip with "
+                                 "torch.nn.utils.clip_grad_norm_ (it reduces across ranks) "
+                                 "before step()")
+            if checked[2].bits8:
+                raise ValueError(f"{where}optim_bits=8: the params are DTensors, whose shards "
+                                 "would split the quantization blocks; use optim_bits=32")
+        return checked
 
     # -- the hooks of the shared step path ---------------------------------------------------
     def _host(self, value: Any) -> Any:
@@ -437,6 +481,8 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         return value
 
     def _identities(self, params: List[Any]) -> Any:
+        if self._dtensors:  # (a DTensor's data_ptr() is 0: its shard's memory is stepped)
+            params = list(map(_local, params))
         return [(p.data_ptr(), p.shape) for p in params]  # p.data replaced or reshaped
 
     def _batch_key(self, param: Any) -> Hashable:
@@ -502,23 +548,28 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         """A param and its states as they are if the param is contiguous (the usual case;
         the kernel checks them); if it is dense in another layout (channels_last), flat views
         of their memory, once all are checked to share its layout."""
-        p = m.param
+        p = _local(m.param)
         names = [n for n, _ in m.objects[:len(m.states)]]  # (objects start with the states)
         for name, s in zip(names, m.states):
             if not torch.is_tensor(s):
                 raise TypeError(f"{where}: state[{name!r}]: expected a tensor, got "
                                 f"{type(s).__name__}")
+            if _is_dtensor(s) != _is_dtensor(m.param):
+                raise TypeError(f"{where}: state[{name!r}]: a {type(s).__name__} for a "
+                                f"{type(m.param).__name__} param; a DTensor param's states are "
+                                "DTensors placed like it (as torch.optim keeps them)")
+        states = [_local(s) for s in m.states]
         if p.is_contiguous():
-            for name, s in zip(names, m.states):
+            for name, s in zip(names, states):
                 if not s.is_contiguous():  # (else the kernel's message, with NumPy's advice)
                     raise ValueError(f"{where}: state[{name!r}]: is not contiguous (strides "
                                      f"{s.stride()}) like its param; make it so, e.g. "
                                      "state[name] = state[name].contiguous()")
-            return self._array(p), [self._array(s) for s in m.states]
+            return self._array(p), [self._array(s) for s in states]
         if not _dense(p):
             raise ValueError(f"{where}: {_NOT_DENSE}")
         layout = _layout(p)
-        for name, s in zip(names, m.states):
+        for name, s in zip(names, states):
             if _layout(s) == layout or name.endswith(ABSMAX):  # (absmax: per block, 1-D)
                 continue
             here = f"{where}: state[{name!r}]"
@@ -531,7 +582,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
                              "param contiguous (p.data = p.data.contiguous()), or the state "
                              "like it (torch.empty_like(p).copy_(state))")
         m.layout = layout
-        return _kept(_flat_array(p)), [_kept(_flat_array(s)) for s in m.states]
+        return _kept(_flat_array(p)), [_kept(_flat_array(s)) for s in states]
 
     def _capturable_count(self, holder: Any) -> bool:
         return bool(self.defaults.get("capturable")) and holder.device.type != "cpu"
@@ -548,6 +599,8 @@ class Optimizer(StepPath, torch.optim.Optimizer):
                     h.detach().numpy() if h.device.type == "cpu" else h for h in holders]
             written = [t for m in batch.members
                        for t in (m.param, *m.states, *m.holders.values())]
+            if self._dtensors:  # (a DTensor and its shard count their versions apart)
+                written += [_local(t) for t in written if _is_dtensor(t)]
             batch.front = (views, written)
         return batch.front  # type: ignore[no-any-return]
 
@@ -606,14 +659,18 @@ _NOT_DENSE = ("has gaps or overlaps in memory (a view such as x[:, ::2] or an ex
               "make it one, e.g. p.data = p.data.contiguous()")
 
 
-def _check_param(p: torch.Tensor, where: str) -> None:
-    # A subclass with its own dispatch (DTensor: FSDP2's fully_shard, tensor parallelism) has
-    # no memory of its own to step: refused here, not at the first step with torch's words.
+def _check_param(p: torch.Tensor, where: str) -> bool:
+    """Raises naming the param if gdfast cannot step it; True for a DTensor (FSDP2's
+    fully_shard, tensor parallelism), whose local shard is what is stepped and checked."""
+    if _is_dtensor(p):
+        _check_param(_local(p), where)
+        return True
+    # Any other subclass with its own dispatch has no memory of its own to step: refused here,
+    # not at the first step with torch's words.
     if type(p).__torch_dispatch__ is not torch.Tensor.__torch_dispatch__:
         raise TypeError(f"{where}: is a {type(p).__name__}, a tensor subclass with its own "
-                        "dispatch (FSDP2's fully_shard and tensor parallelism make DTensor "
-                        "params); gdfast steps plain tensors, so far: use torch.optim for "
-                        "these params")
+                        "dispatch; gdfast steps plain tensors and DTensors (their local "
+                        "shards): use torch.optim for these params")
     if p.layout != torch.strided:
         raise ValueError(f"{where}: is a sparse tensor ({p.layout}); gdfast steps dense "
                          "tensors (use p.to_dense(), or torch.optim.SparseAdam)")
@@ -627,6 +684,7 @@ def _check_param(p: torch.Tensor, where: str) -> None:
     if p.dtype not in ((torch.complex64, torch.complex128) if p.is_complex() else _PARAM_DTYPES):
         raise TypeError(f"{where}: expected float32 or float64 (or bfloat16, float16, "
                         f"complex64/128), got {p.dtype}")
+    return False
 
 
 for _ctor in (*CONSTRUCTORS.values(), *eight_bit_constructors()):
