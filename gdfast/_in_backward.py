@@ -25,6 +25,10 @@ class StepInBackward:
         if not isinstance(optimizer, StepPath) or not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer: expected a gdfast.torch optimizer, got "
                             f"{type(optimizer).__name__}")
+        if getattr(optimizer, "_dtensors", False):
+            raise ValueError("optimizer: its params are DTensors (FSDP2), whose sharded grads "
+                             "FSDP2 writes after its reduce-scatter, not by accumulation: "
+                             "step after backward")
         for i, group in enumerate(optimizer.param_groups):
             if group.get("max_grad_norm") is not None:
                 raise ValueError(f"param_groups[{i}]: max_grad_norm: clipping by the global "

@@ -101,6 +101,12 @@ def run(rank, world, port, offload, folder, shape):
             assert message in str(e), str(e)
         else:
             raise AssertionError(f"{options} accepted")
+    try:
+        gt.step_in_backward(opt)
+    except ValueError as e:
+        assert "its params are DTensors (FSDP2)" in str(e), str(e)
+    else:
+        raise AssertionError("step_in_backward accepted DTensor params")
     dist.destroy_process_group()
     if rank == 0:
         print("ok", flush=True)
