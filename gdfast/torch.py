@@ -89,6 +89,14 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if _is_dtensor(t) else t  # type: ignore[attr-defined]
 
 
+def _local_grad(g: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A grad's part for the param's shard: a DTensor grad placed otherwise than its param
+    (a partial sum, say) is redistributed like it first, as torch.optim's DTensor ops would."""
+    if _is_dtensor(g) and g.placements != param.placements:  # type: ignore[attr-defined]
+        g = g.redistribute(param.device_mesh, param.placements)  # type: ignore[attr-defined]
+    return _local(g)
+
+
 def _as_array(t: torch.Tensor) -> Any:
     """What the kernels get: a zero-copy NumPy view of a CPU tensor (the fastest path in), the
     detached tensor itself on CUDA and for bfloat16, which NumPy lacks (through DLPack);
@@ -353,7 +361,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
 
     def _grad_arrays(self, batch: Batch, grads: List[Any]) -> List[Any]:
         if self._dtensors:
-            grads = list(map(_local, grads))
+            grads = [_local_grad(g, m.param) for g, m in zip(grads, batch.members)]
         if batch.layouts is not None:  # a param stepped as a flat view (channels_last)
             return [self._laid_out_grad(batch, k, g) for k, g in enumerate(grads)]
         dtype = batch.members[0].param.dtype

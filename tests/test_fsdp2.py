@@ -1,7 +1,8 @@
-"""FSDP2 (torch.distributed.fsdp.fully_shard): gdfast.torch steps each DTensor param's local
-shard in place and keeps its states as DTensors placed like the param, as torch.optim does, so
-that torch.distributed.checkpoint saves and resumes them. Two processes on the CPU with gloo,
-run as a script (torch.multiprocessing's spawn needs an importable main module)."""
+"""DTensor params (FSDP2's fully_shard, HSDP, tensor parallelism): gdfast.torch steps each
+one's local shard in place and keeps its states as DTensors placed like the param, as
+torch.optim does, so that torch.distributed.checkpoint saves and resumes them. Processes on the
+CPU with gloo, run as a script (torch.multiprocessing's spawn needs an importable main
+module)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,17 @@ import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 
 
-def make_model(mesh, offload):
+def make_model(mesh, mode):
     from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5))
-    options = {"offload_policy": CPUOffloadPolicy(pin_memory=False)} if offload else {}
+    if mode == "tp":  # tensor parallelism: column- then row-wise shards, a replicated bias
+        from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
+                                                       parallelize_module)
+
+        return parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    options = {"offload_policy": CPUOffloadPolicy(pin_memory=False)} if mode == "offload" else {}
     for layer in model:
         if isinstance(layer, torch.nn.Linear):
             fully_shard(layer, mesh=mesh, **options)
@@ -47,7 +53,7 @@ def train(model, opt, seeds):
         opt.step()
 
 
-def run(rank, world, port, offload, folder, shape):
+def run(rank, world, port, mode, folder, shape):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -58,12 +64,14 @@ def run(rank, world, port, offload, folder, shape):
 
     # (2, 2): HSDP, the params replicated across the first dimension, sharded along the second
     mesh = init_device_mesh("cpu", shape, mesh_dim_names=("replicate", "shard")[-len(shape):])
-    ours, theirs = make_model(mesh, offload), make_model(mesh, offload)
+    ours, theirs = make_model(mesh, mode), make_model(mesh, mode)
     opt = gt.AdamW(ours.parameters(), lr=1e-2, weight_decay=0.1)
     ref = torch.optim.AdamW(theirs.parameters(), lr=1e-2, weight_decay=0.1, foreach=False)
-    # Each rank its own batches: FSDP averages the grads across ranks.
-    train(ours, opt, [10 * rank + k for k in range(3)])
-    train(theirs, ref, [10 * rank + k for k in range(3)])
+    # Each rank its own batches (FSDP averages the grads across ranks); the same for tensor
+    # parallelism, which shards one batch's work.
+    first = 0 if mode == "tp" else 10 * rank
+    train(ours, opt, [first + k for k in range(3)])
+    train(theirs, ref, [first + k for k in range(3)])
     for p, q in zip(ours.parameters(), theirs.parameters()):
         assert isinstance(p, DTensor) and p.placements == q.placements
         # float32 AdamW against torch's single-tensor loop: a few ulps apart (operation order)
@@ -80,17 +88,32 @@ def run(rank, world, port, offload, folder, shape):
     # are bitwise those of the run that went on.
     model_state, optim_state = get_state_dict(ours, opt)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=folder)
-    train(ours, opt, [10 * rank + k for k in range(3, 5)])
-    resumed = make_model(mesh, offload)
+    train(ours, opt, [first + k for k in range(3, 5)])
+    resumed = make_model(mesh, mode)
     opt2 = gt.AdamW(resumed.parameters(), lr=1e-2, weight_decay=0.1)
     model_state, optim_state = get_state_dict(resumed, opt2)
     dcp.load({"model": model_state, "optim": optim_state}, checkpoint_id=folder)
     set_state_dict(resumed, opt2, model_state_dict=model_state, optim_state_dict=optim_state)
-    train(resumed, opt2, [10 * rank + k for k in range(3, 5)])
+    train(resumed, opt2, [first + k for k in range(3, 5)])
     for p, q in zip(ours.parameters(), resumed.parameters()):
         assert torch.equal(p.to_local(), q.to_local())
         assert torch.equal(opt.state[p]["exp_avg_sq"].to_local(),
                            opt2.state[q]["exp_avg_sq"].to_local())
+
+    if mode == "tp":  # a replicated param's grad as a partial sum (sequence parallelism's
+        # norm weights): redistributed (summed across ranks) before the step, as torch's is
+        from torch.distributed.tensor import Partial, Replicate, distribute_tensor
+
+        stepped = []
+        for make_opt in (lambda w: gt.SGD([w], lr=0.1), lambda w: torch.optim.SGD([w], lr=0.1)):
+            w = torch.nn.Parameter(distribute_tensor(torch.ones(6), mesh, [Replicate()]))
+            w.grad = DTensor.from_local(torch.arange(6.0) * (rank + 1), mesh, [Partial()])
+            make_opt(w).step()
+            stepped.append(w.to_local())
+        # (within an ulp: torch's add may contract the multiply-add)
+        torch.testing.assert_close(stepped[0], stepped[1], rtol=0, atol=1e-7)
+        torch.testing.assert_close(stepped[0], 1 - 0.1 * (3 * torch.arange(6.0)), rtol=0,
+                                   atol=1e-7)  # (the grad summed over ranks 1 and 2)
 
     # What needs every rank's shards at once is refused, naming the option.
     for options, message in (({"max_grad_norm": 1.0}, "max_grad_norm: the params are DTensors"),
@@ -113,10 +136,10 @@ def run(rank, world, port, offload, folder, shape):
 
 
 if __name__ == "__main__":
-    port, offload, folder = int(sys.argv[1]), sys.argv[2] == "offload", sys.argv[3]
+    port, mode, folder = int(sys.argv[1]), sys.argv[2].strip("-"), sys.argv[3]
     shape = tuple(map(int, sys.argv[4].split("x")))
     world = shape[0] * (shape[1] if len(shape) > 1 else 1)
-    mp.spawn(run, args=(world, port, offload, folder, shape), nprocs=world)
+    mp.spawn(run, args=(world, port, mode, folder, shape), nprocs=world)
 '''
 
 
@@ -127,13 +150,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("offload, mesh", [("-", "2"), ("offload", "2"), ("-", "2x2")],
-                         ids=["2-ranks", "2-ranks-cpu-offload", "hsdp-2x2"])
-def test_fsdp2_steps_shards_matches_torch_and_resumes_from_dcp(tmp_path: Path, offload: str,
-                                                               mesh: str) -> None:
+@pytest.mark.parametrize("mode, mesh", [("-", "2"), ("offload", "2"), ("-", "2x2"), ("tp", "2")],
+                         ids=["2-ranks", "2-ranks-cpu-offload", "hsdp-2x2", "tensor-parallel"])
+def test_dtensor_params_step_their_shards_match_torch_and_resume_from_dcp(
+        tmp_path: Path, mode: str, mesh: str) -> None:
     script = tmp_path / "fsdp2_worker.py"
     script.write_text(WORKER)
-    out = subprocess.run([sys.executable, str(script), str(_free_port()), offload,
+    out = subprocess.run([sys.executable, str(script), str(_free_port()), mode,
                           str(tmp_path / "checkpoint"), mesh],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
