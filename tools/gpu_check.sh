@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The GPU session's one script (issue 16; a GPU machine is lent only now and then): builds
-# gdfast with its CUDA kernels for the card it finds, runs the CUDA tests, the CUDA benchmark,
-# the host's and the kernels' times per step and, time allowing, the whole suite against that
-# build. Logs go to $OUT (what the device tool brings back) or ./gpu-out. Needs torch with CUDA, CuPy, pybind11, scikit-build-core,
-# cmake, ninja and nvcc already installed: it fetches nothing.
+# gdfast with its CUDA kernels for the card it finds (or takes the package
+# tools/gpu_prebuild.sh built, if the call carries .gpu-prebuilt: no build minutes then), runs
+# the CUDA tests, the CUDA benchmark, the host's and the kernels' times per step and, time
+# allowing, the whole suite against that build. Logs go to $OUT (what the device tool brings
+# back) or ./gpu-out. Needs torch with CUDA, CuPy, pybind11, scikit-build-core, cmake, ninja
+# and nvcc already installed: it fetches nothing.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 out="${OUT:-$PWD/gpu-out}"
