@@ -25,7 +25,7 @@ def test_pool_handoff_under_thread_sanitizer(tmp_path: Path) -> None:
     exe = tmp_path / "pool_stress"
     build = subprocess.run(
         [CXX, "-std=c++17", "-O1", "-g", "-fsanitize=thread", f"-I{ROOT / 'csrc'}",
-         *map(str, SOURCES), "-o", str(exe), "-pthread"],
+         *map(str, SOURCES), "-o", str(exe), "-pthread", "-ldl"],
         capture_output=True, text=True)
     if build.returncode != 0 and "tsan" in build.stderr.lower():
         pytest.skip(f"this compiler has no ThreadSanitizer runtime: {build.stderr[-300:]}")

@@ -25,6 +25,10 @@ void register_info(py::module_& m) {
       "set_prefetch_bytes", [](index_t bytes) { cpu::set_prefetch_bytes(bytes); },
       py::arg("bytes"));
   m.def("get_num_threads", [] { return cpu::get_num_threads(); });
+  m.def("openmp_runtime", [] {
+    const std::string path = cpu::openmp_runtime();
+    return path.empty() ? py::object(py::none()) : py::object(py::str(path));
+  });
   m.def(
       "set_num_threads",
       [](int n) {

@@ -1,0 +1,67 @@
+"""Small steps borrow the threads of an OpenMP runtime already loaded (torch's libgomp) when
+gdfast's own workers are parked (csrc/cpu/parallel.cpp): the same bits as the calling thread
+alone, GDFAST_OPENMP=0 turns it off, and a forked child never uses it. Each case in a fresh
+interpreter, since what is loaded and the environment are read once per process."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from conftest import run_python
+
+pytest.importorskip("torch")
+if not sys.platform.startswith("linux"):
+    pytest.skip("the runtime is looked up as libgomp.so.1 on Linux", allow_module_level=True)
+
+# 65,536 elements: split across 2 threads, too few to wake parked workers (below 262,144).
+# The sleeps let the workers park (they spin 50 us), so every step takes the borrowing path.
+STEP = """
+import hashlib, time
+import numpy as np
+import torch
+import gdfast
+from gdfast import _core
+gdfast.set_num_threads(2)
+rng = np.random.default_rng(0)
+p, g = (rng.standard_normal(65536).astype(np.float32) for _ in range(2))
+m, v = np.zeros_like(p), np.zeros_like(p)
+for step in range(1, 6):
+    time.sleep(0.002)
+    gdfast.ops.adam_(p, g, m, v, step=step, lr=1e-2, weight_decay=0.1)
+digest = hashlib.sha256(b"".join(a.tobytes() for a in (p, m, v))).hexdigest()
+"""
+
+
+def _run(code: str, **env: str) -> str:
+    out = run_python(STEP + code, **env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+def test_small_steps_borrow_the_loaded_runtime_bitwise_as_without_it() -> None:
+    borrowed = _run("print(_core.openmp_runtime(), digest)").split()
+    if borrowed[0] == "None":
+        pytest.skip("torch's OpenMP runtime here is not libgomp")
+    assert "libgomp" in borrowed[0]
+    off = _run("print(_core.openmp_runtime(), digest)", GDFAST_OPENMP="0").split()
+    alone = _run("print(digest)", GDFAST_NUM_THREADS="1")
+    assert off == ["None", borrowed[1]]
+    assert alone == borrowed[1]
+
+
+def test_a_forked_child_steps_on_its_own_threads() -> None:
+    # libgomp is not fork-safe: a child that entered the parent's runtime could hang.
+    code = """
+import os
+pid = os.fork()
+if pid == 0:
+    ok = _core.openmp_runtime() is None
+    gdfast.ops.adam_(p, g, m, v, step=6, lr=1e-2)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), _core.openmp_runtime() is not None)
+"""
+    out = _run(code)
+    assert out.split()[0] == "0", out
