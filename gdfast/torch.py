@@ -100,8 +100,7 @@ def _local_grad(g: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
 def _as_array(t: torch.Tensor) -> Any:
     """What the kernels get: a zero-copy NumPy view of a CPU tensor (the fastest path in), the
     detached tensor itself on CUDA and for bfloat16, which NumPy lacks (through DLPack);
-    complex as real pairs, as torch does; a DTensor's local shard."""
-    t = _local(t)
+    complex as real pairs, as torch does."""
     if t.is_complex():
         t = torch.view_as_real(t)
     return t.detach().numpy() if t.device.type == "cpu" and t.dtype is not torch.bfloat16 \
@@ -155,7 +154,7 @@ def _describe(t: torch.Tensor) -> str:
 def _flat_array(t: torch.Tensor) -> Any:
     """A dense tensor's memory as the 1-D array the kernels step (elementwise, so any order
     works as long as param, grad and states share it); complex as real pairs."""
-    t = _local(t).detach()
+    t = t.detach()
     if t.is_complex():
         t = torch.view_as_real(t)
     return _as_array(t.as_strided((t.numel(),), (1,), t.storage_offset()))

@@ -65,3 +65,29 @@ print(os.waitstatus_to_exitcode(status), _core.openmp_runtime() is not None)
 """
     out = _run(code)
     assert out.split()[0] == "0", out
+
+
+def test_a_runtime_loaded_after_the_first_steps_is_found() -> None:
+    # The lookup is repeated only when the loader has loaded something new (a lookup that
+    # finds nothing costs microseconds); importing torch is such a load.
+    code = """
+import time
+import numpy as np
+import gdfast
+from gdfast import _core
+gdfast.set_num_threads(2)
+p, g, m, v = (np.ones(65536, np.float32) for _ in range(4))
+time.sleep(0.002)
+gdfast.ops.adam_(p, g, m, v, step=1)
+before = _core.openmp_runtime()
+import torch
+time.sleep(0.002)
+gdfast.ops.adam_(p, g, m, v, step=2)
+print(before, _core.openmp_runtime())
+"""
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = out.stdout.split()
+    if before != "None" or after == "None":
+        pytest.skip("an OpenMP runtime was loaded before torch, or torch's is not libgomp")
+    assert "libgomp" in after
