@@ -365,6 +365,9 @@ class Optimizer(StepPath, torch.optim.Optimizer):
             return [self._laid_out_grad(batch, k, g) for k, g in enumerate(grads)]
         dtype = batch.members[0].param.dtype
         if (batch.on_device or dtype is torch.bfloat16) and not dtype.is_complex:
+            views = _core.torch_grads(grads, dtype)  # (all plain: read once, in C++)
+            if views is not None:
+                return views  # type: ignore[no-any-return]
             # the grads as they are (the kernel call reads plain tensors' layout and checks
             # it); here only what torch requires of a .grad beyond that, and a copy or a
             # detached view where one is needed
@@ -490,7 +493,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
     def _identities(self, params: List[Any]) -> Any:
         if self._dtensors:  # (a DTensor's data_ptr() is 0: its shard's memory is stepped)
             params = list(map(_local, params))
-        return [(p.data_ptr(), p.shape) for p in params]  # p.data replaced or reshaped
+        return _core.torch_identities(params)  # p.data replaced or reshaped
 
     def _batch_key(self, param: Any) -> Hashable:
         return param.dtype, param.device

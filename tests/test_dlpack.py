@@ -468,6 +468,25 @@ def test_requires_grad_tensor_rejected_clearly(torch):
     np.testing.assert_array_equal(p.detach().numpy(), np.full(4, -0.1, np.float32))
 
 
+@pytest.mark.parametrize("which", ["param", "grad"])
+@pytest.mark.parametrize("layout", ["sparse_csr", "mkldnn"])
+def test_torch_layouts_without_strides_rejected_naming_the_argument(torch, which, layout):
+    """Reading such a tensor's attributes raises in torch (is_contiguous, data_ptr): named
+    here as the argument's problem, nothing written."""
+    import warnings
+
+    if layout == "mkldnn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no MKL-DNN")
+    with warnings.catch_warnings():  # (sparse CSR is in beta)
+        warnings.simplefilter("ignore", UserWarning)
+        odd = torch.ones(2, 2).to_sparse_csr() if layout == "sparse_csr" else \
+            torch.ones(2, 2).to_mkldnn()
+    p, g = torch.ones(2, 2), torch.ones(2, 2)
+    with pytest.raises(ValueError, match=rf"^{which}: "):
+        ops.sgd_(odd if which == "param" else p, odd if which == "grad" else g, step=1, lr=0.1)
+    assert torch.equal(p, torch.ones(2, 2))
+
+
 def test_aliasing_through_dlpack_detected(torch):
     t = torch.zeros(8)
     with pytest.raises(ValueError, match=r"param and grad share memory"):

@@ -1011,6 +1011,60 @@ def test_torch_view_takes_only_what_the_kernels_may_keep():
         assert _core.torch_view(refused) is None
 
 
+def test_torch_grads_reads_plain_grads_of_the_dtype_else_leaves_them_to_python():
+    """_core.torch_grads: the grads of a batch read in one pass, when every one is a plain
+    contiguous tensor of the param dtype; None if any is not (the Python path then copies,
+    detaches or names it)."""
+    from gdfast import _core
+
+    class Subclass(torch.Tensor):
+        pass
+
+    plain = [torch.zeros(4, dtype=torch.bfloat16), torch.zeros(2, 3, dtype=torch.bfloat16)]
+    views = _core.torch_grads(plain, torch.bfloat16)
+    assert isinstance(views, tuple) and len(views) == 2
+    assert all(type(v).__name__ == "PyCapsule" for v in views)
+    assert _core.torch_grads([], torch.bfloat16) == ()
+    with warnings.catch_warnings():  # (sparse CSR is in beta)
+        warnings.simplefilter("ignore", UserWarning)
+        csr = torch.zeros(2, 2, dtype=torch.bfloat16).to_sparse_csr()
+    for odd in (torch.zeros(4), torch.zeros(4, 2, dtype=torch.bfloat16).t(), csr,
+                torch.zeros(4, dtype=torch.bfloat16, requires_grad=True),
+                torch.zeros(4, dtype=torch.bfloat16).as_subclass(Subclass),
+                torch.zeros(4, dtype=torch.bfloat16).to_sparse()):
+        assert _core.torch_grads([plain[0], odd], torch.bfloat16) is None, odd
+    assert _core.torch_grads(plain, torch.float16) is None  # not the param dtype
+    assert _core.torch_grads(tuple(plain), torch.bfloat16) is None  # (a list only)
+
+
+def test_bfloat16_grads_off_the_fast_path_step_as_plain_copies():
+    """A transposed grad and one that requires grad (create_graph=True) step a bfloat16
+    param as contiguous, detached copies of them would; a grad of another dtype or a sparse
+    one is refused as torch.optim refuses it, with nothing written."""
+    def stepped(grad):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 8, dtype=torch.bfloat16).view(4, 2))
+        opt = gt.Adam([p], lr=0.1)
+        p.grad = grad
+        opt.step()
+        return p.detach()
+
+    base = torch.arange(8, dtype=torch.bfloat16).view(2, 4)
+    expected = stepped(base.t().contiguous())
+    assert torch.equal(stepped(base.t()), expected)
+    assert torch.equal(stepped(base.t().contiguous().requires_grad_()), expected)
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
+    opt = gt.Adam([p], lr=0.1)
+    p.grad = torch.ones(4, dtype=torch.bfloat16).to_sparse()
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        opt.step()
+    with torch.no_grad():  # (torch's .grad setter refuses another dtype; .data does not)
+        p.grad = torch.ones(4, dtype=torch.bfloat16)
+        p.grad.data = torch.ones(4)
+    with pytest.raises(TypeError, match=r"\.grad: expected torch\.bfloat16 like its param"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.ones(4, dtype=torch.bfloat16))
+
+
 def test_bfloat16_batches_keep_views_and_step_as_torch():
     params = [torch.nn.Parameter(torch.randn(n, dtype=torch.bfloat16)) for n in (5, 64)]
     twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
