@@ -378,6 +378,35 @@ def test_mixed_devices_rejected():
 
 
 @needs_gpu
+def test_torch_grads_off_the_one_pass_read():
+    """gdfast.torch reads a CUDA batch's plain grads in one C++ pass; a transposed grad and
+    one that requires grad take the Python path and step as contiguous, detached copies would;
+    a grad on another device is named, nothing written."""
+    import gdfast.torch as gt
+
+    def stepped(grad):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 8, device="cuda").view(4, 2))
+        q = torch.nn.Parameter(torch.ones(3, device="cuda"))  # (a plain grad beside it)
+        opt = gt.AdamW([q, p], lr=0.1)
+        p.grad, q.grad = grad, torch.ones(3, device="cuda")
+        opt.step()
+        return p.detach()
+
+    base = torch.arange(8.0, device="cuda").view(2, 4)
+    expected = stepped(base.t().contiguous())
+    assert torch.equal(stepped(base.t()), expected)
+    assert torch.equal(stepped(base.t().contiguous().requires_grad_()), expected)
+    p = torch.nn.Parameter(torch.ones(4, device="cuda"))
+    opt = gt.AdamW([p], lr=0.1)
+    with torch.no_grad():  # (torch's .grad setter refuses another device; .data does not)
+        p.grad = torch.ones(4, device="cuda")
+        p.grad.data = torch.ones(4)
+    with pytest.raises(ValueError, match=r"grad.*is on cpu but param.*is on cuda:0"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.ones(4, device="cuda"))
+
+
+@needs_gpu
 def test_clipping_by_value_is_refused_and_writes_nothing():
     p, g = torch.ones(8, device="cuda"), torch.full((8,), 3.0, device="cuda")
     with pytest.raises(ValueError, match="max_grad_value: CPU arrays only"):
