@@ -290,6 +290,51 @@ def test_rejected_add_param_group_leaves_the_optimizer_unchanged(group, error):
     opt.step()  # still usable
 
 
+def test_step_hooks_and_the_profiler_range_as_torch_optim(monkeypatch):
+    """gdfast's step takes torch.optim's wrapper where it has work: a step hook (the
+    optimizer's or a global one) runs as torch's do, in torch's order; a running profiler
+    sees the step's range. Otherwise the step runs without opening that range."""
+    from torch.optim.optimizer import (register_optimizer_step_post_hook,
+                                       register_optimizer_step_pre_hook)
+
+    ranges = []
+    real = torch.autograd.profiler.record_function
+    monkeypatch.setattr(torch.autograd.profiler, "record_function",
+                        lambda name, *rest: ranges.append(name) or real(name, *rest))
+    p = torch.nn.Parameter(torch.ones(4))
+    p.grad = torch.ones(4)
+    opt = gt.SGD([p], lr=0.25)
+    opt.step()
+    assert ranges == [] and torch.equal(p.detach(), torch.full((4,), 0.75))
+
+    calls = []
+    handles = [register_optimizer_step_pre_hook(lambda o, a, k: calls.append("global pre")),
+               opt.register_step_pre_hook(lambda o, a, k: calls.append("pre")),
+               opt.register_step_post_hook(lambda o, a, k: calls.append("post")),
+               register_optimizer_step_post_hook(lambda o, a, k: calls.append("global post"))]
+    try:
+        opt.step()
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == ["global pre", "pre", "post", "global post"]
+    assert ranges == ["Optimizer.step#SGD.step"] and torch.equal(p.detach(),
+                                                                 torch.full((4,), 0.5))
+    # a pre-hook may replace the step's arguments (torch's args begin with the optimizer)
+    handle = opt.register_step_pre_hook(lambda o, a, k: ((o, lambda: 7.0), {}))
+    try:
+        assert opt.step() == 7.0
+    finally:
+        handle.remove()
+    ranges.clear()
+    opt.step()
+    assert ranges == []
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    assert "Optimizer.step#SGD.step" in {event.name for event in prof.events()}
+    assert torch.equal(p.detach(), torch.full((4,), -0.25))
+
+
 def test_zero_grad():
     model = mlp()
     opt = gt.AdamW(model.parameters())
