@@ -1,7 +1,7 @@
-"""Small steps borrow the threads of an OpenMP runtime already loaded (torch's libgomp) when
-gdfast's own workers are parked (csrc/cpu/parallel.cpp): the same bits as the calling thread
-alone, GDFAST_OPENMP=0 turns it off, and a forked child never uses it. Each case in a fresh
-interpreter, since what is loaded and the environment are read once per process."""
+"""Steps run on the threads of an OpenMP runtime already loaded (torch's libgomp) instead of
+gdfast's own workers (csrc/cpu/parallel.cpp): the same bits as the calling thread alone, small
+steps and large, GDFAST_OPENMP=0 turns it off, and a forked child never uses it. Each case in a
+fresh interpreter, since what is loaded and the environment are read once per process."""
 
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ pytest.importorskip("torch")
 if not sys.platform.startswith("linux"):
     pytest.skip("the runtime is looked up as libgomp.so.1 on Linux", allow_module_level=True)
 
-# 65,536 elements: split across 2 threads, too few to wake parked workers (below 262,144).
-# The sleeps let the workers park (they spin 50 us), so every step takes the borrowing path.
+# SIZE elements split across 2 threads: 65,536, too few to wake gdfast's parked workers (below
+# 262,144; the sleeps let them park, they spin 50 us), and 1,048,576, which would wake them.
 STEP = """
-import hashlib, time
+import hashlib, os, time
 import numpy as np
 import torch
 import gdfast
 from gdfast import _core
-gdfast.set_num_threads(2)
+gdfast.set_num_threads(int(os.environ.get("THREADS", "2")))
 rng = np.random.default_rng(0)
-p, g = (rng.standard_normal(65536).astype(np.float32) for _ in range(2))
+p, g = (rng.standard_normal(int(os.environ["SIZE"])).astype(np.float32) for _ in range(2))
 m, v = np.zeros_like(p), np.zeros_like(p)
 for step in range(1, 6):
     time.sleep(0.002)
@@ -34,19 +34,20 @@ digest = hashlib.sha256(b"".join(a.tobytes() for a in (p, m, v))).hexdigest()
 """
 
 
-def _run(code: str, **env: str) -> str:
-    out = run_python(STEP + code, **env)
+def _run(code: str, size: int = 65536, **env: str) -> str:
+    out = run_python(STEP + code, SIZE=str(size), **env)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.strip()
 
 
-def test_small_steps_borrow_the_loaded_runtime_bitwise_as_without_it() -> None:
-    borrowed = _run("print(_core.openmp_runtime(), digest)").split()
+@pytest.mark.parametrize("size", [65536, 1 << 20])
+def test_steps_run_on_the_loaded_runtime_bitwise_as_without_it(size: int) -> None:
+    borrowed = _run("print(_core.openmp_runtime(), digest)", size).split()
     if borrowed[0] == "None":
         pytest.skip("torch's OpenMP runtime here is not libgomp")
     assert "libgomp" in borrowed[0]
-    off = _run("print(_core.openmp_runtime(), digest)", GDFAST_OPENMP="0").split()
-    alone = _run("print(digest)", GDFAST_NUM_THREADS="1")
+    off = _run("print(_core.openmp_runtime(), digest)", size, GDFAST_OPENMP="0").split()
+    alone = _run("print(digest)", size, THREADS="1")
     assert off == ["None", borrowed[1]]
     assert alone == borrowed[1]
 

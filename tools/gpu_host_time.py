@@ -30,11 +30,10 @@ def host_time(opt, steps: int = 50) -> float:
     return elapsed / steps
 
 
-def core_split(opt, steps: int = 200) -> None:
-    """How much of a step is the C++ call (reading the tensors, the checks, the launch), and of
-    that how much is reading the plain grad tensors: the step's call replayed as it is and with
-    the grads as kept views (read once, beforehand). Each call is timed alone after a
-    synchronisation: back to back, a full launch queue would time the GPU instead."""
+def core_call(opt, steps: int = 200) -> None:
+    """How much of a step is the C++ call (the checks, the launch; the grads arrive read, by
+    _core.torch_grads): the step's call replayed, each call timed alone after a
+    synchronisation (back to back, a full launch queue would time the GPU instead)."""
     real, calls = _core.step, []
 
     def recording(*args):
@@ -46,23 +45,15 @@ def core_split(opt, steps: int = 200) -> None:
         opt.step()
     finally:
         _core.step = real
-    rule, batch_list, stream = calls[-1]
-
-    def view(g):
-        v = _core.torch_view(g)
-        return g if v is None else v
-
-    viewed = [(b[0], tuple([view(g) for g in arrays] for arrays in b[1]), *b[2:])
-              for b in batch_list]
-    for name, batches in (("the C++ call", batch_list), ("the C++ call, grads as views", viewed)):
-        elapsed = 0.0
-        for _ in range(steps):
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            real(rule, batches, stream)
-            elapsed += time.perf_counter() - start
+    rule, batches, stream = calls[-1]
+    elapsed = 0.0
+    for _ in range(steps):
         torch.cuda.synchronize()
-        print(f"host time per step, {name}: {1e6 * elapsed / steps:.0f} us")
+        start = time.perf_counter()
+        real(rule, batches, stream)
+        elapsed += time.perf_counter() - start
+    torch.cuda.synchronize()
+    print(f"host time per step, the C++ call: {1e6 * elapsed / steps:.0f} us")
 
 
 def main() -> None:
@@ -86,7 +77,7 @@ def main() -> None:
               f"{1e6 * host_time(ours):.0f} us")
     finally:
         _core.torch_grads = one_pass
-    core_split(ours)
+    core_call(ours)
     profile = cProfile.Profile()
     profile.runcall(host_time, ours, 20)
     pstats.Stats(profile).sort_stats("tottime").print_stats(12)

@@ -1,6 +1,6 @@
 // gdfast's own small thread pool: created on first use, threads parked between calls, one
-// parallel region per optimizer call. Not OpenMP, so it never fights torch's runtime; small
-// regions borrow that runtime's threads where it is already loaded (parallel_run).
+// parallel region per optimizer call. Not OpenMP, so it never fights torch's runtime; where
+// that runtime is already loaded, regions run on its threads instead (parallel_run).
 #pragma once
 
 #include <string>
@@ -18,12 +18,12 @@ void set_num_threads(int n);
 // on the calling thread instead (results are the same; only the speed differs). Parked
 // workers are woken only if `wake_parked`: for small work a wake-up (tens of microseconds
 // on a VM) costs more than it saves, but workers still spinning from a previous call help.
-// Such small work with parked workers runs on an OpenMP runtime already loaded in the process
-// (torch's), if any and unless GDFAST_OPENMP=0: its threads may still be spinning.
+// Where an OpenMP runtime is already loaded in the process (torch's), every region runs on its
+// threads instead, unless GDFAST_OPENMP=0: they may still be spinning from torch's work.
 void parallel_run(int parts, void (*fn)(void* ctx, int part), void* ctx, bool wake_parked);
 
-// The file of the OpenMP runtime small regions run on now, or "" (none loaded, turned off, or
-// a forked child).
+// The file of the OpenMP runtime regions run on now, or "" (none loaded, turned off, or a
+// forked child).
 std::string openmp_runtime();
 
 }  // namespace gdfast::cpu
