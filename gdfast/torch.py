@@ -393,7 +393,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         if (batch.on_device or dtype is torch.bfloat16) and not dtype.is_complex:
             views = _core.torch_grads(grads, dtype)  # (all plain: read once, in C++)
             if views is not None:
-                return views  # type: ignore[no-any-return]
+                return views
             # the grads as they are (the kernel call reads plain tensors' layout and checks
             # it); here only what torch requires of a .grad beyond that, and a copy or a
             # detached view where one is needed

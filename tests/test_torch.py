@@ -294,8 +294,10 @@ def test_step_hooks_and_the_profiler_range_as_torch_optim(monkeypatch):
     """gdfast's step takes torch.optim's wrapper where it has work: a step hook (the
     optimizer's or a global one) runs as torch's do, in torch's order; a running profiler
     sees the step's range. Otherwise the step runs without opening that range."""
-    from torch.optim.optimizer import (register_optimizer_step_post_hook,
-                                       register_optimizer_step_pre_hook)
+    from torch.optim.optimizer import (
+        register_optimizer_step_post_hook,
+        register_optimizer_step_pre_hook,
+    )
 
     ranges = []
     real = torch.autograd.profiler.record_function
@@ -1067,9 +1069,9 @@ def test_torch_grads_reads_plain_grads_of_the_dtype_else_leaves_them_to_python()
 
     plain = [torch.zeros(4, dtype=torch.bfloat16), torch.zeros(2, 3, dtype=torch.bfloat16)]
     views = _core.torch_grads(plain, torch.bfloat16)
-    assert isinstance(views, tuple) and len(views) == 2
+    assert isinstance(views, list) and len(views) == 2
     assert all(type(v).__name__ == "PyCapsule" for v in views)
-    assert _core.torch_grads([], torch.bfloat16) == ()
+    assert _core.torch_grads([], torch.bfloat16) == []
     with warnings.catch_warnings():  # (sparse CSR is in beta)
         warnings.simplefilter("ignore", UserWarning)
         csr = torch.zeros(2, 2, dtype=torch.bfloat16).to_sparse_csr()

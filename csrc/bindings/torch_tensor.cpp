@@ -149,8 +149,8 @@ py::object capsule_of(std::unique_ptr<TorchView> view) {
   return py::reinterpret_steal<py::object>(capsule);
 }
 
-// The views of `grads` (a list), each a plain CPU or CUDA tensor of `dtype` (a torch.dtype)
-// that read_torch takes, or None if any is not (the caller's slower path then copies,
+// The views of `grads` (a list), as a list, each a plain CPU or CUDA tensor of `dtype` (a
+// torch.dtype) that read_torch takes, or None if any is not (the caller's slower path then copies,
 // detaches or names it). One pass over the list in C++, where a Python loop checking each
 // grad's dtype, layout, requires_grad and contiguity took about 0.3 us a grad besides the
 // kernel call's own read of it.
@@ -159,11 +159,15 @@ py::object torch_grads(py::handle grads, py::handle dtype) {
   if (torch == nullptr || !PyList_Check(grads.ptr())) return py::none();
   const int which = dtype_index(*torch, dtype.ptr());
   if (which == 5) return py::none();
-  const Py_ssize_t n = PyList_GET_SIZE(grads.ptr());
-  const py::tuple views(n);
+  // A snapshot: the attribute reads below run Python code, which could change the list.
+  PyObject* snapshot = PySequence_Tuple(grads.ptr());
+  if (snapshot == nullptr) throw py::error_already_set();
+  const auto items = py::reinterpret_steal<py::tuple>(snapshot);
+  const Py_ssize_t n = PyTuple_GET_SIZE(items.ptr());
+  const py::list views(n);
   bool likely_cuda = false;
   for (Py_ssize_t k = 0; k < n; ++k) {
-    PyObject* grad = PyList_GET_ITEM(grads.ptr(), k);
+    PyObject* grad = PyTuple_GET_ITEM(items.ptr(), k);
     auto view = std::make_unique<TorchView>();
     if (!read_torch(grad, false, true, view->info, likely_cuda) ||
         view->info.dtype != kDtypes[which]) {
@@ -171,7 +175,7 @@ py::object torch_grads(py::handle grads, py::handle dtype) {
     }
     likely_cuda = view->info.device >= 0;
     view->tensor = py::reinterpret_borrow<py::object>(grad);
-    PyTuple_SET_ITEM(views.ptr(), k, capsule_of(std::move(view)).release().ptr());
+    PyList_SET_ITEM(views.ptr(), k, capsule_of(std::move(view)).release().ptr());
   }
   return views;
 }
@@ -188,8 +192,8 @@ py::object torch_identities(py::handle tensors) {
   const py::tuple out(n);
   for (Py_ssize_t k = 0; k < n; ++k) {
     PyObject* tensor = PyList_GET_ITEM(tensors.ptr(), k);
-    PyObject* pair = PyTuple_Pack(2, call(tensor, torch->data_ptr).ptr(),
-                                  get(tensor, torch->shape).ptr());
+    PyObject* pair =
+        PyTuple_Pack(2, call(tensor, torch->data_ptr).ptr(), get(tensor, torch->shape).ptr());
     PyTuple_SET_ITEM(out.ptr(), k, checked(pair).release().ptr());
   }
   return out;

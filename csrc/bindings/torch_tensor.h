@@ -44,7 +44,7 @@ const TorchView* as_torch_view(PyObject* obj);
 
 // _core.torch_view(tensor): a capsule holding the TorchView of a written tensor read_torch
 // takes (CPU or CUDA), else None (the tensor then goes through the full read every step).
-// _core.torch_grads(grads, dtype): a tuple of such capsules for a list of grads, all plain
+// _core.torch_grads(grads, dtype): a list of such capsules for a list of grads, all plain
 // tensors of the param's torch dtype, else None.
 // _core.torch_identities(tensors): each tensor's (data_ptr(), shape), as a tuple.
 void register_torch_view(pybind11::module_& m);
