@@ -351,6 +351,12 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         params = [p for _, p in members]
         grads = [p.grad for p in params]
         if not all(g.requires_grad for g in grads):
+            if self._dtensors:  # (FSDP2 reduce-scatters them outside autograd)
+                raise RuntimeError("SophiaH: the Hessian estimate differentiates the gradients, "
+                                   "and these DTensor params' gradients have none to "
+                                   "differentiate (FSDP2 reduce-scatters them outside autograd, "
+                                   "whatever create_graph says): pass step(hessian=[...]) with "
+                                   "an estimate of your own")
             raise RuntimeError("SophiaH: the Hessian estimate differentiates the gradients: "
                                "call loss.backward(create_graph=True), or pass "
                                "step(hessian=[...])")

@@ -115,6 +115,34 @@ def run(rank, world, port, mode, folder, shape):
         torch.testing.assert_close(stepped[0], 1 - 0.1 * (3 * torch.arange(6.0)), rtol=0,
                                    atol=1e-7)  # (the grad summed over ranks 1 and 2)
 
+    if mode == "-" and len(shape) == 1:  # SophiaH on FSDP2: its grads have no graph for the
+        # Hutchinson estimate (named); an estimate passed to step() steps the shards as
+        # pytorch_optimizer's SophiaH steps the DTensors
+        from pytorch_optimizer import SophiaH
+
+        sophias = []
+        for make_opt in (gt.SophiaH, SophiaH):
+            model = make_model(mesh, mode)
+            sophias.append((model, make_opt(model.parameters(), lr=1e-2)))
+        for seed in (first, first + 1):
+            x = torch.randn(6, 8, generator=torch.Generator().manual_seed(seed))
+            for model, sophia in sophias:
+                sophia.zero_grad()
+                model(x).square().sum().backward()
+                sophia.step(hessian=[p.detach().square() for p in model.parameters()])
+        for p, q, start in zip(*(model.parameters() for model, _ in sophias),
+                               make_model(mesh, mode).parameters()):
+            torch.testing.assert_close(p.to_local(), q.to_local(), rtol=1e-5, atol=1e-6)
+            assert not torch.equal(p.to_local(), start.to_local())  # (it stepped)
+        model, sophia = sophias[0]
+        model(x).square().sum().backward(create_graph=True)
+        try:
+            sophia.step()
+        except RuntimeError as e:
+            assert "FSDP2 reduce-scatters them outside autograd" in str(e), str(e)
+        else:
+            raise AssertionError("SophiaH estimated a Hessian of FSDP2's grads")
+
     # What needs every rank's shards at once is refused, naming the option.
     for options, message in (({"max_grad_norm": 1.0}, "max_grad_norm: the params are DTensors"),
                              ({"optim_bits": 8}, "optim_bits=8: the params are DTensors")):
