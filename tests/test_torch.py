@@ -1090,13 +1090,14 @@ def test_bfloat16_grads_off_the_fast_path_step_as_plain_copies():
     one is refused as torch.optim refuses it, with nothing written."""
     def stepped(grad):
         p = torch.nn.Parameter(torch.linspace(-1, 1, 8, dtype=torch.bfloat16).view(4, 2))
-        opt = gt.Adam([p], lr=0.1)
+        opt = gt.SGD([p], lr=0.5)  # (the update is the grad itself: its order shows)
         p.grad = grad
         opt.step()
         return p.detach()
 
     base = torch.arange(8, dtype=torch.bfloat16).view(2, 4)
     expected = stepped(base.t().contiguous())
+    assert not torch.equal(expected, stepped(base.view(4, 2)))  # (the order matters)
     assert torch.equal(stepped(base.t()), expected)
     assert torch.equal(stepped(base.t().contiguous().requires_grad_()), expected)
     p = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
