@@ -353,10 +353,10 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         if not all(g.requires_grad for g in grads):
             if self._dtensors:  # (FSDP2 reduce-scatters them outside autograd)
                 raise RuntimeError("SophiaH: the Hessian estimate differentiates the gradients, "
-                                   "and these DTensor params' gradients have none to "
-                                   "differentiate (FSDP2 reduce-scatters them outside autograd, "
-                                   "whatever create_graph says): pass step(hessian=[...]) with "
-                                   "an estimate of your own")
+                                   "and these DTensor params' gradients have no graph: call "
+                                   "loss.backward(create_graph=True) (tensor parallelism), or "
+                                   "pass step(hessian=[...]); under FSDP2 only the latter works "
+                                   "(it reduce-scatters the gradients outside autograd)")
             raise RuntimeError("SophiaH: the Hessian estimate differentiates the gradients: "
                                "call loss.backward(create_graph=True), or pass "
                                "step(hessian=[...])")
