@@ -265,15 +265,16 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         time."""
         hooked = torch.optim.Optimizer.profile_hook_step(func)
         module = sys.modules[torch.optim.Optimizer.__module__]
-        global_hooks = (getattr(module, "_global_optimizer_pre_hooks", None),
-                        getattr(module, "_global_optimizer_post_hooks", None))
+        global_pre = getattr(module, "_global_optimizer_pre_hooks", None)
+        global_post = getattr(module, "_global_optimizer_post_hooks", None)
+        if global_pre is None or global_post is None:  # a torch that keeps them elsewhere
+            return hooked
         profiling = torch._C._autograd._profiler_enabled
 
         @functools.wraps(func)
         def step(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
             if (profiling() or self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
-                    or global_hooks[0] is None or global_hooks[0] or global_hooks[1] is None
-                    or global_hooks[1]):  # (None: a torch that keeps them elsewhere)
+                    or global_pre or global_post):
                 return hooked(self, *args, **kwargs)
             out = func(self, *args, **kwargs)
             self._optimizer_step_code()  # (the marker torch's profiler hooks into)

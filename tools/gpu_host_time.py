@@ -69,8 +69,8 @@ def main() -> None:
     for name, opt in (("gdfast", ours), ("gdfast re-reading tensors", rereading),
                       ("torch-fused", theirs)):
         print(f"host time per step, {name}: {1e6 * host_time(opt):.0f} us")
-    # As before the grads were read in one C++ pass: a Python loop checked each, the kernel
-    # call read it.
+    # The step as it was before the grads were read in one C++ pass (a Python loop checked
+    # each grad, then the kernel call read it).
     one_pass, _core.torch_grads = _core.torch_grads, lambda grads, dtype: None
     try:
         print(f"host time per step, gdfast with grads checked in Python: "
