@@ -5,7 +5,8 @@ is freed at once, so a full set of gradients never exists at the same time.
 What needs every gradient first cannot be done this way, and is refused: clipping by the global
 norm (``max_grad_norm``) and GradScaler's inf check. The optimizer-wide counts a step advances
 (a schedule's ``lr_step``, stochastic rounding's ``rounding_step``) advance once per backward
-pass, when autograd's engine finishes it.
+pass, when autograd's engine finishes it; so are the monitored norms (``last_norms``) kept, over
+every param the pass stepped.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, List, Optional
 
+import numpy as np
 import torch
 
+from ._monitor import norms
 from ._stepping import Members, StepPath
 
 
@@ -64,11 +67,12 @@ class StepInBackward:
     def _hook(self, param: torch.Tensor) -> None:
         if self._accumulating or param.grad is None:
             return
+        optimizer = self._optimizer
         if not self._in_pass:
             self._in_pass = True
             self._rounding = None
+            optimizer._pass_sums = np.zeros(3)  # (each part's monitoring sums add up here)
             torch.autograd.Variable._execution_engine.queue_callback(self._finish_pass)
-        optimizer = self._optimizer
         for gi, group in enumerate(optimizer.param_groups):
             for j, p in enumerate(group["params"]):
                 if p is param:
@@ -84,7 +88,11 @@ class StepInBackward:
 
     def _finish_pass(self) -> None:
         self._in_pass = False
-        self._optimizer._advance_counts(self._rounding)
+        optimizer = self._optimizer
+        sums, optimizer._pass_sums = optimizer._pass_sums, None
+        monitored = any(g.get("monitor", False) for g in optimizer.param_groups)
+        optimizer.last_norms = norms(sums, 1.0) if monitored and sums is not None else None
+        optimizer._advance_counts(self._rounding)
         # What torch's LR schedulers look for to know the optimizer has stepped (they wrap
         # optimizer.step to set it, and warn when a scheduler steps first).
         setattr(self._optimizer, "_opt_called", True)

@@ -35,6 +35,7 @@ import numpy as np
 
 from . import _core
 from ._clip import check_max_norm, check_max_value, clipped_scale, sum_squares
+from ._monitor import check_monitor, norms
 from ._spec import RULES, Rule, State, shown
 from .schedules import Schedule
 
@@ -118,7 +119,10 @@ PRECISION_OPTIONS: Dict[str, Any] = {"state_dtype": None, "master_weights": Fals
 # or each by value, max_grad_value (None: none).
 CLIP_OPTIONS: Dict[str, Any] = {"max_grad_norm": None, "clip_per_group": False,
                                 "max_grad_value": None}
-GDFAST_OPTIONS: Dict[str, Any] = {**PRECISION_OPTIONS, **CLIP_OPTIONS}
+# Monitoring (gdfast/_monitor.py): the norms of the gradients, updates and params of every group
+# whose monitor is True, summed in the step's pass, kept as last_norms.
+MONITOR_OPTIONS: Dict[str, Any] = {"monitor": False}
+GDFAST_OPTIONS: Dict[str, Any] = {**PRECISION_OPTIONS, **CLIP_OPTIONS, **MONITOR_OPTIONS}
 SEED_LIMIT = 2**64
 NARROW = frozenset(("bfloat16", "float16"))  # stored narrower than they are computed
 SINGLE = frozenset(("float32", "bfloat16", "float16"))  # stored types of float32 math
@@ -295,7 +299,8 @@ Body = Callable[..., Optional[Dict[str, Any]]]
 _GDFAST_NOTES = {"state_dtype": "Optional[dtype]", "master_weights": "bool",
                  "stochastic_rounding": "bool", "seed": "Optional[int]", "optim_bits": "int",
                  "min_8bit_size": "int", "max_grad_norm": "Optional[float]",
-                 "clip_per_group": "bool", "max_grad_value": "Optional[float]"}
+                 "clip_per_group": "bool", "max_grad_value": "Optional[float]",
+                 "monitor": "bool"}
 _GDFAST_PARAMETERS = [
     inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                       annotation=_GDFAST_NOTES[name])
@@ -317,7 +322,11 @@ Fused clipping (README "Clipping"): max_grad_norm clips the gradients by their L
 every group whose clip_per_group is False (clip_per_group=True: over the group's own), as
 torch.nn.utils.clip_grad_norm_ before the step; the norm is kept as last_grad_norm.
 max_grad_value clamps each gradient to [-max_grad_value, max_grad_value], as
-torch.nn.utils.clip_grad_value_ before the step (not with max_grad_norm)."""
+torch.nn.utils.clip_grad_value_ before the step (not with max_grad_norm).
+
+Monitoring (README "Monitoring"): monitor=True sums the squares of the gradients, the updates
+and the new params of the group in the step's own pass; last_norms holds the L2 norms of the
+last step over every monitored group: {'grad_norm', 'update_norm', 'param_norm'}."""
 
 
 def constructor(rule: str, mixin: Optional[type] = None, **fixed: Any) -> Callable[[Body], Body]:
@@ -451,6 +460,11 @@ class StepPath:
     # The L2 norm of the gradients the last step clipped by (max_grad_norm), over the groups
     # clipped together; None if none was.
     last_grad_norm: Optional[float] = None
+    # The norms of the last step over the groups with monitor=True (None if none was):
+    # grad_norm, update_norm, param_norm.
+    last_norms: Optional[Dict[str, float]] = None
+    # A step in parts (step_in_backward) adds every part's monitoring sums here (else None).
+    _pass_sums: Optional[np.ndarray] = None
     # Step counts and scalar states are objects updated in place (tensors), not numbers.
     _scalars_are_objects = False
     # Hyperparameters go through _host before the checks (torch: tensors to numbers).
@@ -713,6 +727,7 @@ class StepPath:
             precision = self._check_precision(group)
             check_max_norm(group.get("max_grad_norm"))
             check_max_value(group.get("max_grad_value"), group.get("max_grad_norm"))
+            check_monitor(group.get("monitor", False))
             per_group = group.get("clip_per_group", False)
             if not isinstance(per_group, (bool, np.bool_)):
                 raise TypeError(f"clip_per_group: expected True or False, got {per_group!r}")
@@ -762,10 +777,15 @@ class StepPath:
                                  (f"param_groups[{i}]: ", batch.indices)))
             first += len(group["params"])
         if not work:
+            if self._pass_sums is None:
+                self.last_norms = None
             return None
         calls, stream = [], None
         rounding = self._rounding_count(work)
         scales = self._clipped_scales(work, amp["grad_scale"]) if run else None
+        monitored = any(w[2].get("monitor", False) for w in work)
+        sums = (self._pass_sums if self._pass_sums is not None else np.zeros(3)) if monitored \
+            else None
         for k, (batch, grads, group, values, label) in enumerate(work):
             step, grad_scale, device_scalars = self._step_arg(batch), amp["grad_scale"], None
             if scales is not None:
@@ -774,7 +794,10 @@ class StepPath:
                 stream, device_scalars, values, step, grad_scale = self._device_call(
                     batch, group, values, step, amp)
             hyper = self._batch_hyper(batch, values, step, grad_scale)
-            if group.get("max_grad_value") is not None:
+            if group.get("monitor", False):
+                bound = group.get("max_grad_value")
+                hyper = (*hyper, math.inf if bound is None else float(bound), sums)
+            elif group.get("max_grad_value") is not None:
                 hyper = (*hyper, float(group["max_grad_value"]))
             call: Tuple[Any, ...] = (batch.param_arrays,
                                      (grads, *self._more_inputs(batch, grads)), batch.state_args,
@@ -788,8 +811,11 @@ class StepPath:
             calls.append(call)
         if not run:
             _core.check(self._ctor.rule.id, calls, stream)
+            self.last_norms = None
             return None
         results = _core.step(self._ctor.rule.id, calls, stream)
+        if self._pass_sums is None:
+            self.last_norms = None if sums is None else norms(sums, amp["grad_scale"])
         for k, (batch, *_) in enumerate(work):
             self._commit(batch, None if results is None else results[k])
         if advance:

@@ -46,6 +46,7 @@ import numpy as np
 
 from . import _core, _device
 from ._clip import check_max_value, clipped_call_scale
+from ._monitor import monitor_sums, skipped_norms, step_norms
 from ._spec import RULES, Rule, check_one, checker
 from ._stepping import expected_tuple, tuple_arguments
 
@@ -135,6 +136,9 @@ def _docstring(rule: Rule) -> str:
                  "torch.nn.utils.clip_grad_norm_ before the step), fused into it.")
     lines.append("max_grad_value: clamp each grad to [-max_grad_value, max_grad_value] (as "
                  "torch.nn.utils.clip_grad_value_ before the step), as the step loads it.")
+    lines.append("monitor=True: return a dict with grad_norm, update_norm and param_norm, the "
+                 "L2 norms over the call summed in the step's own pass (README \"Monitoring\"), "
+                 "and the scalar states if the rule has any.")
     return "\n".join(lines)
 
 
@@ -179,9 +183,10 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
                 "        grad_bound = _INF\n"
                 "    else:\n"
                 "        grad_bound = _check_value(max_grad_value, max_grad_norm)")
+    body.append("    sums = _monitor_sums(monitor)")
     step_arg = "step" if uses_step else "0"
     arguments = (f"{rule.id}, param, ({inputs},), ({states},), "
-                 f"({fields}, {step_arg}, grad_scale, grad_bound), scalars, stream")
+                 f"({fields}, {step_arg}, grad_scale, grad_bound, sums), scalars, stream")
     body.append("    if (master_param is None and stochastic_rounding is False"
                 " and param_index is None and type(seed) is int and seed == 0"
                 " and absmax is None):\n"
@@ -192,25 +197,30 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     arguments += ", precision"
     call = f"_step({arguments})"
     # A skipped step (found_inf) accepts exactly what a taken one would: all checked, none run.
-    body.append(f"    if skip:\n        _check_arrays({arguments})\n        return {skipped}")
+    body.append(f"    if skip:\n        _check_arrays({arguments})\n"
+                f"        return _skipped_norms({skipped}) if monitor else {skipped}")
+    body.append("    unscale = grad_scale")
     body.append(f"    if max_grad_norm is not None:\n"
                 f"        grad_scale = _clip({rule.inputs[0]}, max_grad_norm, grad_scale)")
     if scalar_names:
-        body.append(f"    return dict(zip({scalar_names!r}, {call}[0]))")
+        body.append(f"    out = dict(zip({scalar_names!r}, {call}[0]))")
     else:
-        body.append(f"    {call}")
+        body.append(f"    out = {call}")
+    body.append("    return _norms(out, sums, unscale) if monitor else out")
     step_kw = "step" if uses_step else "step=None"
     source = (f"def {rule.name}_(param, {inputs}, "
               f"{', '.join(n + '=None' for n in rule.state_names)}, *, {step_kw}, {options}"
               f"{scalars}{aliases}, grad_scale=1.0, found_inf=None, master_param=None, "
               f"stochastic_rounding=False, seed=0, param_index=None, absmax=None, "
-              f"max_grad_norm=None, max_grad_value=None):\n"
+              f"max_grad_norm=None, max_grad_value=None, monitor=False):\n"
               + "\n".join(body) + "\n")
     namespace: Dict[str, Any] = {"_CUDA": _CUDA, "_route": _route, "_step": _core.step_one,
                                  "_check_arrays": _core.check_one, "_unpack": _unpack,
                                  "_rule": rule,
                                  "_precision": _precision, "_clip": clipped_call_scale,
                                  "_check_value": check_max_value, "_INF": float("inf"),
+                                 "_monitor_sums": monitor_sums, "_norms": step_norms,
+                                 "_skipped_norms": skipped_norms,
                                  "_host_step": _device.host_step,
                                  "_check": checker(rule, uses_step, with_scalars=True)}
     exec(compile(source, f"<gdfast.ops.{rule.name}_>", "exec"), namespace)

@@ -1,5 +1,7 @@
 #include "bindings/rule_binding.h"
 
+#include <pybind11/numpy.h>
+
 #include <limits>
 #include <string>
 
@@ -176,9 +178,28 @@ DeviceScalarArgs::DeviceScalarArgs(py::handle scalars, const TensorBatch& batch,
   }
 }
 
+double* to_monitor(py::handle hyper, std::size_t num_fields, const TensorBatch& batch,
+                   const std::string& prefix) {
+  if (static_cast<std::size_t>(PyTuple_GET_SIZE(hyper.ptr())) != num_fields + 4) return nullptr;
+  const py::handle given = PyTuple_GET_ITEM(hyper.ptr(), num_fields + 3);
+  if (given.is_none()) return nullptr;
+  if (batch.on_cuda()) {
+    throw py::value_error(prefix + "monitor: CPU arrays only (the CUDA kernels have no "
+                                   "reductions yet)");
+  }
+  if (!py::isinstance<py::array_t<double>>(given)) {
+    throw py::type_error("monitor: expected a float64 NumPy array of 3 sums");
+  }
+  auto sums = py::reinterpret_borrow<py::array_t<double>>(given);
+  if (sums.size() != kMonitorSums || !sums.writeable() || (sums.flags() & py::array::c_style) == 0) {
+    throw py::value_error("monitor: expected a writeable contiguous array of 3 sums");
+  }
+  return sums.mutable_data();
+}
+
 double to_grad_bound(py::handle hyper, std::size_t num_fields, double grad_scale,
                      const TensorBatch& batch, const std::string& prefix) {
-  if (static_cast<std::size_t>(PyTuple_GET_SIZE(hyper.ptr())) != num_fields + 3) {
+  if (static_cast<std::size_t>(PyTuple_GET_SIZE(hyper.ptr())) < num_fields + 3) {
     return std::numeric_limits<double>::infinity();
   }
   const py::handle given = PyTuple_GET_ITEM(hyper.ptr(), num_fields + 2);

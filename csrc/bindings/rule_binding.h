@@ -55,6 +55,10 @@ void set_rounding(TensorBatch& batch, const Precision& precision, const unsigned
 // storage type as torch.clamp rounds it, times grad_scale (it bounds the gradients as stored).
 double to_grad_bound(py::handle hyper, std::size_t num_fields, double grad_scale,
                      const TensorBatch& batch, const std::string& prefix);
+// Monitoring (StepArgs::monitor): the hyper tuple's optional entry after max_grad_value, a
+// writeable float64 NumPy array of 3 that the step adds its sums of squares to; null when absent.
+double* to_monitor(py::handle hyper, std::size_t num_fields, const TensorBatch& batch,
+                   const std::string& prefix);
 
 // "<state>_absmax": how messages name the blocks' absmax of each state of a rule.
 template <class Rule>
@@ -77,10 +81,12 @@ using optim::uses_state;
 
 template <class Rule>
 typename Rule::Hyper to_hyper(py::handle values) {
-  // (field values, step, grad_scale[, max_grad_value]: to_grad_bound reads the last)
-  const bool bounded =
-      PyTuple_Check(values.ptr()) && PyTuple_GET_SIZE(values.ptr()) == kNumFields<Rule> + 3;
-  PyObject* const* items = tuple_items(values, kNumFields<Rule> + (bounded ? 3 : 2), "hyper");
+  // (field values, step, grad_scale[, max_grad_value[, monitor]]: to_grad_bound and to_monitor
+  // read the last two)
+  const Py_ssize_t size = PyTuple_Check(values.ptr()) ? PyTuple_GET_SIZE(values.ptr()) : 0;
+  const std::size_t extra =
+      size == kNumFields<Rule> + 4 ? 4 : (size == kNumFields<Rule> + 3 ? 3 : 2);
+  PyObject* const* items = tuple_items(values, kNumFields<Rule> + extra, "hyper");
   typename Rule::Hyper h{};
   std::size_t i = 0;
   std::apply(
@@ -174,6 +180,7 @@ class CheckedCall {
         } else {
           StepArgs args = e.batch->step_args();
           args.grad_bound = e.grad_bound;
+          args.monitor = e.monitor;
           cpu::run_step<Rule>(e.hyper, e.batch->dtype(), args, repeats);
         }
       }
@@ -198,6 +205,7 @@ class CheckedCall {
     std::unique_ptr<TensorBatch> batch;  // not movable: its messages point into it
     DeviceScalarArgs scalars;
     double grad_bound;
+    double* monitor;
   };
 
   void add(py::handle param, py::handle input_tuple, py::handle state_tuple, py::handle hyper,
@@ -244,7 +252,8 @@ class CheckedCall {
     set_rounding(*batch, precision, roles, h.step, prefix);
     DeviceScalarArgs scalars(device_scalars, *batch, stream_);
     const double bound = to_grad_bound(hyper, kNumFields<Rule>, h.grad_scale, *batch, prefix);
-    entries_.push_back({h, std::move(batch), std::move(scalars), bound});
+    double* monitor = to_monitor(hyper, kNumFields<Rule>, *batch, prefix);
+    entries_.push_back({h, std::move(batch), std::move(scalars), bound, monitor});
   }
 
   void check() const {

@@ -31,6 +31,9 @@ struct Storage {
   bool any_quantized = false;
 };
 
+// Monitoring sums (StepArgs::monitor): of the gradients' squares, the updates' and the new params'.
+inline constexpr int kMonitorSums = 3;
+
 enum Quantized : std::uint8_t { kNotQuantized = 0, kSignedMap = 1, kUnsignedMap = 2 };
 
 struct StepArgs {
@@ -44,6 +47,15 @@ struct StepArgs {
   // Clipping by value (torch.nn.utils.clip_grad_value_ before the step): the gradients, as
   // stored, are clamped to [-grad_bound, grad_bound] as they are loaded (CPU; +inf: not).
   double grad_bound = std::numeric_limits<double>::infinity();
+  // Monitoring: when set, the step adds to monitor[0..2] the sums of squares of the gradients
+  // (as clamped by grad_bound, before any factor), of the updates (new param - old) and of the
+  // new params, each summed in fixed chunks (cpu/kernel_table.h's kReduceChunk) combined in index
+  // order: bitwise the same for any thread count and ISA level (CPU only).
+  double* monitor = nullptr;
+  // Set by the dispatcher for the kernels when monitoring: per tensor its first chunk's index
+  // (num_tensors + 1 entries), and kMonitorSums sums per chunk.
+  const index_t* first_chunk = nullptr;
+  double* chunk_sums = nullptr;
 };
 
 // Updates elements [begin, end) of the virtual concatenation.

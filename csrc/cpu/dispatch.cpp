@@ -1,8 +1,10 @@
 #include "cpu/dispatch.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
+#include <vector>
 
 #include "cpu/isa.h"
 #include "cpu/parallel.h"
@@ -121,6 +123,65 @@ void run_job(StepFn fn, const StepArgs& args, index_t repeats) {
   parallel_run(job.parts, run_part, &job, repeats > 1 || total >= kMinElementsToWake);
 }
 
+// Monitoring: whole chunks (kReduceChunk elements of a tensor) to each thread, so that every
+// chunk's sums are one loop's, in element order.
+struct ChunkJob {
+  StepFn fn;
+  const StepArgs* args;
+  index_t chunks;
+  int parts;
+};
+
+// Where chunk c starts in the virtual concatenation (the end of it all for c == chunks).
+index_t chunk_start(const StepArgs& args, index_t c) {
+  const index_t* first = args.first_chunk;
+  const index_t t = std::upper_bound(first, first + args.num_tensors, c) - first - 1;
+  if (t < 0 || c >= first[args.num_tensors]) return args.offsets[args.num_tensors];
+  return args.offsets[t] + (c - first[t]) * kReduceChunk;
+}
+
+void run_chunk_part(void* ctx, int part) {
+  const auto& job = *static_cast<const ChunkJob*>(ctx);
+  const index_t begin = chunk_start(*job.args, job.chunks * part / job.parts);
+  const index_t end = chunk_start(*job.args, job.chunks * (part + 1) / job.parts);
+  if (begin < end) job.fn(*job.args, begin, end);
+}
+
+void run_monitored(StepFn fn, StepArgs args) {
+  const index_t n = args.num_tensors;
+  std::vector<index_t> first_chunk(static_cast<std::size_t>(n) + 1, 0);
+  for (index_t t = 0; t < n; ++t) {
+    const index_t size = args.offsets[t + 1] - args.offsets[t];
+    first_chunk[static_cast<std::size_t>(t) + 1] =
+        first_chunk[static_cast<std::size_t>(t)] + (size + kReduceChunk - 1) / kReduceChunk;
+  }
+  const index_t chunks = first_chunk.back();
+  std::vector<double> chunk_sums(static_cast<std::size_t>(chunks) * kMonitorSums);
+  args.first_chunk = first_chunk.data();
+  args.chunk_sums = chunk_sums.data();
+  const index_t total = args.offsets[n];
+  const index_t useful = std::min(total / kMinElementsPerThread, chunks);
+  const int threads = get_num_threads();
+  ChunkJob job{fn, &args, chunks, useful < threads ? static_cast<int>(useful) : threads};
+  if (job.parts <= 1) {
+    if (total > 0) fn(args, 0, total);
+  } else {
+    parallel_run(job.parts, run_chunk_part, &job, total >= kMinElementsToWake);
+  }
+  double call[kMonitorSums] = {};
+  for (index_t t = 0; t < n; ++t) {
+    for (int s = 0; s < kMonitorSums; ++s) {
+      double tensor = 0.0;
+      for (index_t c = first_chunk[static_cast<std::size_t>(t)];
+           c < first_chunk[static_cast<std::size_t>(t) + 1]; ++c) {
+        tensor += chunk_sums[static_cast<std::size_t>(c * kMonitorSums + s)];
+      }
+      call[s] += tensor;
+    }
+  }
+  for (int s = 0; s < kMonitorSums; ++s) args.monitor[s] += call[s];
+}
+
 }  // namespace
 
 const KernelTable& active_kernels() {
@@ -149,7 +210,13 @@ void set_prefetch_bytes(index_t bytes) {
   g_prefetch_bytes.store(checked_prefetch(bytes, "bytes"), std::memory_order_relaxed);
 }
 
-void run_parallel(StepFn fn, const StepArgs& args) { run_job(fn, args, 1); }
+void run_parallel(StepFn fn, const StepArgs& args) {
+  if (args.monitor != nullptr) {
+    run_monitored(fn, args);
+  } else {
+    run_job(fn, args, 1);
+  }
+}
 
 void run_parallel_repeated(StepFn fn, const StepArgs& args, index_t repeats) {
   run_job(fn, args, repeats);

@@ -23,7 +23,8 @@ index_t prefetch_bytes();
 void set_prefetch_bytes(index_t bytes);  // throws std::invalid_argument like above
 
 // Runs fn over [0, args.offsets[num_tensors]) split across the pool's threads in contiguous
-// ranges; falls back to the calling thread alone when the work is too small to pay.
+// ranges; falls back to the calling thread alone when the work is too small to pay. With
+// args.monitor, the ranges are whole chunks and the chunks' sums are added to args.monitor.
 void run_parallel(StepFn fn, const StepArgs& args);
 
 // Benchmark only: runs fn over each thread's range `repeats` times with one wake-up and no

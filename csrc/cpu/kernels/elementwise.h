@@ -25,6 +25,52 @@ inline void prefetch_hint(const void* p, bool written) {
 #endif
 }
 
+// Monitoring (StepArgs::chunk_sums): the sums of squares of a chunk's (kReduceChunk elements of
+// one tensor) gradients as the rule reads them, updates (new param - old) and new params, as the
+// step computes them. Element i of the chunk goes to accumulator i % 16 of each sum, in order, and
+// the 16 are added pairwise at the end, so a sum depends on the elements alone: never on the lane
+// width or how the chunk's elements were handed to the loop (in order, from the chunk's start).
+struct ChunkSquares {
+  static constexpr int kAccumulators = 16;
+  double acc[kMonitorSums][kAccumulators] = {};
+  index_t next = 0;  // the chunk position of the next element
+
+  // The first `count` elements of each lane (the elements at next, next + 1, ...).
+  template <class L>
+  GDFAST_INLINE void add(const L (&lanes)[kMonitorSums], index_t count) {
+    using T = typename L::T;
+    using Wide = Lane<double>;
+    for (int s = 0; s < kMonitorSums; ++s) {
+      alignas(64) T values[L::kLanes];
+      L::store(values, lanes[s]);
+      if (count == L::kLanes && next % kAccumulators + L::kLanes <= kAccumulators) {
+        // Whole lanes from a multiple of their width: widened a lane of doubles at a time.
+        alignas(64) double wide[L::kLanes];
+        for (int j = 0; j < L::kLanes; ++j) wide[j] = static_cast<double>(values[j]);
+        double* a = acc[s] + next % kAccumulators;
+        for (int j = 0; j < L::kLanes; j += Wide::kLanes) {
+          const Wide x = Wide::load(wide + j);
+          Wide::store(a + j, Wide::load(a + j) + x * x);
+        }
+      } else {
+        for (index_t j = 0; j < count; ++j) {
+          const double x = values[j];
+          acc[s][(next + j) % kAccumulators] += x * x;
+        }
+      }
+    }
+    next += count;
+  }
+  double total(int s) const {
+    double a[kAccumulators];
+    for (int j = 0; j < kAccumulators; ++j) a[j] = acc[s][j];
+    for (int width = kAccumulators / 2; width >= 1; width /= 2) {
+      for (int j = 0; j < width; ++j) a[j] += a[j + width];
+    }
+    return a[0];
+  }
+};
+
 // The arrays of one tensor's range, element 0 of the range first, every one holding T, and
 // the call's clipping bound of the gradients (StepArgs::grad_bound).
 template <class T, int kArrays>
@@ -74,11 +120,25 @@ struct Lanes : optim::Registers<Rule, kFlags, Lane<T>> {
   }
 };
 
+// One lane's update, stored, and (when `sums` is set) its monitoring sums added.
+template <bool kPartial, class X, class Coef>
+GDFAST_INLINE void step_lane(X& lane, const typename X::Arrays& arrays, index_t i, const Coef& coef,
+                             ChunkSquares* sums, index_t count = X::kLanes) {
+  const auto before = lane.param;
+  lane.template update_and_store<kPartial>(arrays, i, coef, count);
+  if constexpr (X::Layout::kNumInputs > 0) {  // (the benchmark's Stream has no gradient)
+    if (sums == nullptr) return;  // (the same branch every lane: predicted)
+    using L = decltype(before);
+    const L grad_update_param[kMonitorSums] = {lane.in[0], lane.param - before, lane.param};
+    sums->add(grad_update_param, count);
+  }
+}
+
 // The loop: X (Lanes, or StoredLanes of storage.h) one lane at a time over elements [0, n) of
-// its arrays, prefetching `ahead` elements on (0: not).
+// its arrays, prefetching `ahead` elements on (0: not); with `sums`, monitoring sums of them.
 template <class X, class Coef>
 void run_lanes(const typename X::Arrays& arrays_ref, index_t n, const Coef& coef_ref,
-               index_t ahead) {
+               index_t ahead, ChunkSquares* sums = nullptr) {
   constexpr index_t kLanes = X::kLanes;
   // Local copies: stores to the arrays cannot alias them, so they stay in registers.
   const auto coef = coef_ref;
@@ -93,15 +153,15 @@ void run_lanes(const typename X::Arrays& arrays_ref, index_t n, const Coef& coef
     for (; i + 2 * kLanes <= n; i += kLanes) {
       if (ahead != 0 && i + ahead < n) X::prefetch(arrays, i + ahead);
       const X next = X::load(arrays, i + kLanes);
-      current.update_and_store(arrays, i, coef);
+      step_lane<false>(current, arrays, i, coef, sums);
       current = next;
     }
-    current.update_and_store(arrays, i, coef);
+    step_lane<false>(current, arrays, i, coef, sums);
     i += kLanes;
   }
   if (i < n) {
     X tail = X::template load<true>(arrays, i, n - i);
-    tail.template update_and_store<true>(arrays, i, coef, n - i);
+    step_lane<true>(tail, arrays, i, coef, sums, n - i);
   }
 }
 

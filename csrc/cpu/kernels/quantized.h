@@ -22,10 +22,11 @@ namespace gdfast::cpu::GDFAST_ISA_NAMESPACE {
 inline constexpr index_t kQuantGroup = 8 * quant8::kBlock;
 
 // The blocks of tensor t (of `size` elements; arrays in kernel order at element 0) whose
-// first element lies in [first, stop).
+// first element lies in [first, stop); with `sums`, monitoring sums of them.
 template <class Rule, unsigned kFlags>
 void run_quantized(const StepArgs& args, index_t t, void* const* arrays, index_t first,
-                   index_t stop, index_t size, const typename Rule::template Coef<float>& coef) {
+                   index_t stop, index_t size, const typename Rule::template Coef<float>& coef,
+                   ChunkSquares* sums) {
   using Layout = optim::Layout<Rule, kFlags>;
   constexpr int kArrays = Layout::kNumArrays;
   constexpr index_t kBlock = quant8::kBlock;
@@ -66,13 +67,13 @@ void run_quantized(const StepArgs& args, index_t t, void* const* arrays, index_t
       for (int k = 0; k < kArrays; ++k) {
         p.at[k] = s.quantized[k] != kNotQuantized ? buffer[k] : static_cast<float*>(arrays[k]) + at;
       }
-      run_lanes<Lanes<Rule, kFlags, float>>(p, n, coef, 0);
+      run_lanes<Lanes<Rule, kFlags, float>>(p, n, coef, 0, sums);
     } else {
       auto a = stored_arrays<Rule, kFlags>(inner, t, arrays, at, args.grad_bound);
       for (int k = 0; k < kArrays; ++k) {
         if (s.quantized[k] != kNotQuantized) a.at[k] = buffer[k];
       }
-      run_stored_arrays<Rule, kFlags>(a, n, coef, inner, 0);
+      run_stored_arrays<Rule, kFlags>(a, n, coef, inner, 0, sums);
     }
     for (int k = 0; k < kArrays; ++k) {
       if (s.quantized[k] == kNotQuantized || k <= Layout::kNumInputs) continue;

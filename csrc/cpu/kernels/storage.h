@@ -147,12 +147,12 @@ inline constexpr bool kRecipes = false;
 template <class Rule, unsigned kFlags, class... Rs>
 bool run_recipe(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays& a, index_t n,
                 const typename Rule::template Coef<float>& coef, const Storage& s, index_t ahead,
-                std::tuple<Rs...>*) {
+                ChunkSquares* sums, std::tuple<Rs...>*) {
   constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
   constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
   const bool master = a.master != nullptr;
   return ((matches<Rs>(s, master, kArrays, kInputs) &&
-           (run_lanes<StoredLanes<Rule, kFlags, Rs>>(a, n, coef, ahead), true)) ||
+           (run_lanes<StoredLanes<Rule, kFlags, Rs>>(a, n, coef, ahead, sums), true)) ||
           ...);
 }
 
@@ -192,28 +192,29 @@ typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays stored_arrays(const Storag
 }
 
 // n elements of `a` (stored_arrays), whose storage `s` describes; never across a multiple of
-// 2^32 of its tensor (a stochastic-rounding stream's end).
+// 2^32 of its tensor (a stochastic-rounding stream's end). With `sums`: monitoring sums of them.
 template <class Rule, unsigned kFlags>
 void run_stored_arrays(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays& a, index_t n,
                        const typename Rule::template Coef<float>& coef, const Storage& s,
-                       index_t prefetch_bytes) {
+                       index_t prefetch_bytes, ChunkSquares* sums) {
   const index_t ahead = prefetch_bytes / static_cast<index_t>(sizeof(float));  // elements
   if constexpr (kVectorLanes && kRecipes && optim::HasStorageRecipes<Rule>::value) {
-    if (run_recipe<Rule, kFlags>(a, n, coef, s, ahead, static_cast<ModeRecipes*>(nullptr))) {
+    if (run_recipe<Rule, kFlags>(a, n, coef, s, ahead, sums,
+                                 static_cast<ModeRecipes*>(nullptr))) {
       return;
     }
   }
-  run_lanes<StoredLanes<Rule, kFlags, AnyRecipe>>(a, n, coef, ahead);
+  run_lanes<StoredLanes<Rule, kFlags, AnyRecipe>>(a, n, coef, ahead, sums);
 }
 
 // Elements [first, first + n) of tensor t, whose arrays (kernel order, at element 0) are
 // `arrays`; never across a multiple of 2^32 (a stochastic-rounding stream's end).
 template <class Rule, unsigned kFlags>
 void run_stored(const StepArgs& args, index_t t, void* const* arrays, index_t first, index_t n,
-                const typename Rule::template Coef<float>& coef) {
+                const typename Rule::template Coef<float>& coef, ChunkSquares* sums) {
   const Storage& s = *args.storage;
   run_stored_arrays<Rule, kFlags>(stored_arrays<Rule, kFlags>(s, t, arrays, first, args.grad_bound),
-                                  n, coef, s, args.prefetch_bytes);
+                                  n, coef, s, args.prefetch_bytes, sums);
 }
 
 }  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE

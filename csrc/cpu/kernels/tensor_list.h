@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "core/step_args.h"
+#include "cpu/kernel_table.h"
 #include "cpu/kernels/elementwise.h"
 #include "cpu/kernels/quantized.h"
 #include "cpu/kernels/storage.h"
@@ -30,40 +31,54 @@ inline index_t find_tensor(const index_t* offsets, index_t num_tensors, index_t 
   return lo;
 }
 
+// Elements [first, stop) of tensor t, with monitoring sums of them if `sums` is set.
 template <class Rule, unsigned kFlags, class T>
-void run_range(const StepArgs& args, index_t begin, index_t end) {
+void run_segment(const StepArgs& args, index_t t, index_t first, index_t stop,
+                 ChunkSquares* sums) {
   constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
   const auto& coef = *static_cast<const typename Rule::template Coef<T>*>(args.coef);
+  void* const* tensor_arrays = args.arrays + t * args.num_arrays;
+  if constexpr (std::is_same_v<T, float>) {
+    if (args.storage != nullptr) {
+      // Split where a stochastic-rounding stream ends (every 2^32 elements of a tensor).
+      for (index_t at = first; at < stop;) {
+        const index_t stream_end = (at | ((index_t{1} << 32) - 1)) + 1;
+        const index_t until = std::min(stream_end, stop);
+        if (args.storage->any_quantized) {
+          run_quantized<Rule, kFlags>(args, t, tensor_arrays, at, until,
+                                      args.offsets[t + 1] - args.offsets[t], coef, sums);
+        } else {
+          run_stored<Rule, kFlags>(args, t, tensor_arrays, at, until - at, coef, sums);
+        }
+        at = until;
+      }
+      return;
+    }
+  }
+  typename Lanes<Rule, kFlags, T>::Arrays arrays;
+  arrays.grad_bound = static_cast<T>(args.grad_bound);
+  for (int k = 0; k < kArrays; ++k) arrays.at[k] = static_cast<T*>(tensor_arrays[k]) + first;
+  run_lanes<Lanes<Rule, kFlags, T>>(arrays, stop - first, coef,
+                                    args.prefetch_bytes / static_cast<index_t>(sizeof(T)), sums);
+}
+
+template <class Rule, unsigned kFlags, class T>
+void run_range(const StepArgs& args, index_t begin, index_t end) {
   for (index_t t = find_tensor(args.offsets, args.num_tensors, begin); begin < end; ++t) {
     const index_t tensor_begin = args.offsets[t];
     const index_t segment_end = end < args.offsets[t + 1] ? end : args.offsets[t + 1];
     if (segment_end <= begin) continue;  // an empty tensor
-    void* const* tensor_arrays = args.arrays + t * args.num_arrays;
-    if constexpr (std::is_same_v<T, float>) {
-      if (args.storage != nullptr) {
-        // Split where a stochastic-rounding stream ends (every 2^32 elements of a tensor).
-        for (index_t at = begin - tensor_begin; at < segment_end - tensor_begin;) {
-          const index_t stream_end = (at | ((index_t{1} << 32) - 1)) + 1;
-          const index_t stop = std::min(stream_end, segment_end - tensor_begin);
-          if (args.storage->any_quantized) {
-            run_quantized<Rule, kFlags>(args, t, tensor_arrays, at, stop,
-                                        args.offsets[t + 1] - tensor_begin, coef);
-          } else {
-            run_stored<Rule, kFlags>(args, t, tensor_arrays, at, stop - at, coef);
-          }
-          at = stop;
-        }
-        begin = segment_end;
-        continue;
+    const index_t first = begin - tensor_begin, stop = segment_end - tensor_begin;
+    if (args.chunk_sums == nullptr) {
+      run_segment<Rule, kFlags, T>(args, t, first, stop, nullptr);
+    } else {  // monitoring: the dispatcher starts every range at a chunk's start
+      for (index_t at = first; at < stop; at += kReduceChunk) {
+        ChunkSquares sums;
+        run_segment<Rule, kFlags, T>(args, t, at, std::min(at + kReduceChunk, stop), &sums);
+        double* out = args.chunk_sums + (args.first_chunk[t] + at / kReduceChunk) * kMonitorSums;
+        for (int s = 0; s < kMonitorSums; ++s) out[s] = sums.total(s);
       }
     }
-    typename Lanes<Rule, kFlags, T>::Arrays arrays;
-    arrays.grad_bound = static_cast<T>(args.grad_bound);
-    for (int k = 0; k < kArrays; ++k) {
-      arrays.at[k] = static_cast<T*>(tensor_arrays[k]) + (begin - tensor_begin);
-    }
-    run_lanes<Lanes<Rule, kFlags, T>>(arrays, segment_end - begin, coef,
-                                      args.prefetch_bytes / static_cast<index_t>(sizeof(T)));
     begin = segment_end;
   }
 }
