@@ -34,10 +34,10 @@ RULE_IDS = sorted(RULES)
 # torch's switches that only pick an implementation (or need CUDA / autograd through the step)
 IMPLEMENTATION_SWITCHES = {"foreach", "fused", "capturable", "differentiable",
                            # gdfast's own options, on every class: precision (issue 12)
-                           # and clipping (issue 13)
+                           # clipping and monitoring (issue 13)
                            "state_dtype", "master_weights", "stochastic_rounding", "seed",
                            "optim_bits", "min_8bit_size", "max_grad_norm", "clip_per_group",
-                           "max_grad_value"}
+                           "max_grad_value", "monitor"}
 
 
 def _rule_params() -> List[Any]:
@@ -55,7 +55,7 @@ PRECISION = ("master_param", "stochastic_rounding", "seed", "param_index", "absm
 @pytest.mark.parametrize("rule", _rule_params())
 def test_every_rule_has_an_op_of_the_regular_signature(rule: Rule) -> None:
     """(param, grad, <states>, *, step, <hyperparameters>, <scalar states>, grad_scale,
-    found_inf, <precision options>, max_grad_norm, max_grad_value), states positional or
+    found_inf, <precision options>, max_grad_norm, max_grad_value, monitor), states positional or
     keyword with default
     None, the rest keyword-only."""
     op = getattr(ops, f"{rule.name}_")
@@ -71,7 +71,7 @@ def test_every_rule_has_an_op_of_the_regular_signature(rule: Rule) -> None:
     aliases = [key for key, _ in tuple_arguments(rule.reals)]
     assert [p.name for p in keyword] == ["step", *(f.name for f in rule.fields), *aliases,
                                         "grad_scale", "found_inf", *PRECISION,
-                                        "max_grad_norm", "max_grad_value"]
+                                        "max_grad_norm", "max_grad_value", "monitor"]
     assert all(p.default is None for p in keyword if p.name in aliases)
     step = keyword[0]
     # counted and first_call rules need the count; Lion's is accepted and ignored

@@ -211,7 +211,7 @@ EXPECTED_DEFAULTS = {
 for _defaults in EXPECTED_DEFAULTS.values():  # gdfast's own options (issues 12, 13), every class
     _defaults.update(state_dtype=None, master_weights=False, stochastic_rounding=False,
                      seed=None, optim_bits=32, min_8bit_size=4096, max_grad_norm=None,
-                     clip_per_group=False, max_grad_value=None)
+                     clip_per_group=False, max_grad_value=None, monitor=False)
 
 
 def test_every_class_has_expected_defaults() -> None:
