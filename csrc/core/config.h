@@ -15,6 +15,14 @@
 #define GDFAST_INLINE inline
 #endif
 
+// The opposite, for work a loop does only in some calls (monitoring's sums): one copy of it,
+// called, instead of one inlined into every loop the rules and storage layouts instantiate.
+#if defined(_MSC_VER)
+#define GDFAST_NOINLINE __declspec(noinline)
+#else
+#define GDFAST_NOINLINE __attribute__((noinline))
+#endif
+
 // Functions that must compile for both host and CUDA device (the update rules).
 #if defined(__CUDACC__)
 #define GDFAST_HD __host__ __device__ __forceinline__

@@ -37,7 +37,7 @@ struct ChunkSquares {
 
   // The first `count` elements of each lane (the elements at next, next + 1, ...).
   template <class L>
-  GDFAST_INLINE void add(const L (&lanes)[kMonitorSums], index_t count) {
+  GDFAST_NOINLINE void add(const L (&lanes)[kMonitorSums], index_t count) {
     using T = typename L::T;
     using Wide = Lane<double>;
     for (int s = 0; s < kMonitorSums; ++s) {
