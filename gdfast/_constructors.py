@@ -186,6 +186,21 @@ def SophiaH(lr: float = 6e-2, betas: Tuple[float, float] = (0.96, 0.99),
     check_options(update_period, num_samples, hessian_distribution)
 
 
+@constructor("lamb")
+def Lamb(lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0,
+         weight_decouple: bool = True, fixed_decay: bool = False, rectify: bool = False,
+         degenerated_to_sgd: bool = False, n_sma_threshold: int = 5, grad_averaging: bool = True,
+         max_grad_norm: float = 1.0, adam: bool = False, pre_norm: bool = False,
+         eps: float = 1e-6, foreach: Optional[bool] = None,
+         maximize: bool = False) -> Dict[str, Any]:
+    """pytorch_optimizer.Lamb (You et al. 2020): Adam's update scaled per tensor by the trust
+    ratio min(||p||, 10) / (||update|| + eps); ``adam=True`` keeps a ratio of 1. As there,
+    ``max_grad_norm`` acts only with ``pre_norm=True``: then it clips by the global norm
+    through gdfast's fused clipping (torch's ``max_norm / (norm + 1e-6)``; pytorch_optimizer
+    adds ``eps``, 1e-6 by default), and otherwise it is stored as None."""
+    return {"max_grad_norm": max_grad_norm if pre_norm and max_grad_norm else None}
+
+
 @constructor("rprop")
 def Rprop(lr: float = 1e-2, etas: Tuple[float, float] = (0.5, 1.2),
           step_sizes: Tuple[float, float] = (1e-6, 50.0), *, capturable: bool = False,

@@ -844,3 +844,67 @@ cdef inline int sophia_step_multi(SophiaHyper* hyper, int dtype, int64_t count,
     roles[3] = momentum
     roles[4] = hessian_moment
     return step_v1(RULE_SOPHIA, 0xca1ab50984487061ULL, hyper, dtype, count, sizes, roles)
+
+
+# lamb: LAMB (You et al. 2020), as pytorch_optimizer.Lamb: Adam's step scaled per tensor by the
+# trust ratio ||p|| / ||update||. Arrays: param, grad; states exp_avg, exp_avg_sq.
+cdef enum:
+    RULE_LAMB = 15
+ctypedef struct LambHyper:
+    double lr  # default 0.001, a finite number >= 0
+    double beta1  # default 0.9, a finite number >= 0 and < 1
+    double beta2  # default 0.999, a finite number >= 0 and < 1
+    double eps  # default 1e-06, a finite number >= 0
+    double weight_decay  # default 0.0, a finite number >= 0
+    int64_t weight_decouple  # flag (0 or 1), default 1
+    int64_t fixed_decay  # flag (0 or 1), default 0
+    int64_t rectify  # flag (0 or 1), default 0
+    int64_t degenerated_to_sgd  # flag (0 or 1), default 0
+    double n_sma_threshold  # default 5.0, a finite number >= 0
+    int64_t grad_averaging  # flag (0 or 1), default 1
+    int64_t adam  # flag (0 or 1), default 0
+    int64_t maximize  # flag (0 or 1), default 0
+    int64_t step  # the step count after this step: 1 on the first
+    double grad_scale  # gradients are divided by this (AMP), default 1.0
+
+cdef inline LambHyper lamb_defaults() noexcept nogil:
+    cdef LambHyper h
+    h.lr = 0.001
+    h.beta1 = 0.9
+    h.beta2 = 0.999
+    h.eps = 1e-06
+    h.weight_decay = 0.0
+    h.weight_decouple = 1
+    h.fixed_decay = 0
+    h.rectify = 0
+    h.degenerated_to_sgd = 0
+    h.n_sma_threshold = 5.0
+    h.grad_averaging = 1
+    h.adam = 0
+    h.maximize = 0
+    h.step = 1
+    h.grad_scale = 1.0
+    return h
+
+cdef inline int lamb_step(LambHyper* hyper, int dtype, int64_t n, void* param, const void* grad,
+        void* exp_avg, void* exp_avg_sq) noexcept nogil:
+    cdef void* arrays[4]
+    cdef void** roles[4]
+    arrays[0] = param
+    roles[0] = &arrays[0]
+    arrays[1] = <void*>grad
+    roles[1] = &arrays[1]
+    arrays[2] = exp_avg
+    roles[2] = &arrays[2]
+    arrays[3] = exp_avg_sq
+    roles[3] = &arrays[3]
+    return step_v1(RULE_LAMB, 0xcebed9ee7c37922eULL, hyper, dtype, 1, &n, roles)
+
+cdef inline int lamb_step_multi(LambHyper* hyper, int dtype, int64_t count, const int64_t* sizes,
+        void** param, const void** grad, void** exp_avg, void** exp_avg_sq) noexcept nogil:
+    cdef void** roles[4]
+    roles[0] = param
+    roles[1] = <void**>grad
+    roles[2] = exp_avg
+    roles[3] = exp_avg_sq
+    return step_v1(RULE_LAMB, 0xcebed9ee7c37922eULL, hyper, dtype, count, sizes, roles)

@@ -211,6 +211,9 @@ class Case:
     # tests fill them like gradients.
     extra_inputs: Tuple[str, ...] = ()
     input_values: Optional[Callable[[np.ndarray, int], Dict[str, np.ndarray]]] = None
+    # An element's update depends on its whole tensor (LAMB's trust ratio): the references run
+    # on each tensor alone, and a prefix of an array is not stepped as that part of the array.
+    per_tensor: bool = False
 
     def __str__(self) -> str:
         return self.name
@@ -335,7 +338,7 @@ class Step:
         self.gp = self.g + l2 * p_prev
         self.G = np.abs(self.g) + l2 * np.abs(p_prev)
         self.l2_err = l2 * p_bound_prev
-        self.p_prev = p_prev
+        self.p_prev, self.p_bound_prev = p_prev, p_bound_prev
         self._old = old
         self.advanced: set = set()
 
@@ -700,6 +703,68 @@ def _sophia_model(s: Step) -> Update:
     ratio_err = b_m / denom + ratio * b_h / denom
     f = np.where(ratio - ratio_err > rho, 0.0, lr * np.minimum(ratio_err, 2.0 * rho))
     return Update(lr * np.minimum(ratio, rho), f)
+
+
+def lamb_step_size(h: Mapping[str, Any], t: int) -> Tuple[float, bool]:
+    """LAMB's step size before the trust ratio, and whether d divides by sqrt(v) + eps
+    (pytorch_optimizer's rectification; the same double arithmetic as the reference)."""
+    size, adaptive = h["lr"], True
+    if h["rectify"]:
+        n_sma_max = 2.0 / (1.0 - h["beta2"]) - 1.0
+        beta2_t = h["beta2"] ** t
+        n_sma = n_sma_max - 2.0 * t * beta2_t / (1.0 - beta2_t)
+        assert abs(n_sma - h["n_sma_threshold"]) > 1e-9 * n_sma_max, "switch within rounding"
+        adaptive = n_sma >= h["n_sma_threshold"]
+        if adaptive:
+            size *= math.sqrt((1.0 - beta2_t) * (n_sma - 4.0) / (n_sma_max - 4.0)
+                              * (n_sma - 2.0) / n_sma * n_sma_max / (n_sma_max - 2.0))
+        elif not h["degenerated_to_sgd"]:
+            size = -size
+    return size / (1.0 - h["beta1"] ** t), adaptive
+
+
+def _lamb_model(s: Step) -> Update:
+    """m and v: Adam's moments (g weighted beta3); d = m / (sqrt(v) + eps) with Adam's
+    sensitivity to them (or d = m), plus its own roundings. The trust ratio is a ratio of two
+    norms over the whole tensor: by the triangle inequality each norm's error is at most the
+    norm of its elements' bounds, so the ratio's relative error is at most the two norms'
+    relative errors plus a few u. The update s * trust * d takes d's error times s * trust and
+    the ratio's times s * |d|. The decay factor is at most 1: p's error only shrinks by it."""
+    h, t, u = s.h, s.t, s.u
+    beta1, beta2, eps, wd = h["beta1"], h["beta2"], h["eps"], h["weight_decay"]
+    beta3 = 1.0 - beta1 if h["grad_averaging"] else 1.0
+    b_m = s.state("exp_avg", beta1, beta3 * s.G)
+    b_v = s.state("exp_avg_sq", beta2, (1.0 - beta2) * s.G**2)
+    size, adaptive = lamb_step_size(h, t)
+    if not size > 0:  # rectify's steps without an update: the decay alone
+        return Update(0.0, 0.0)
+    decay = 1.0 - wd * (1.0 if h["fixed_decay"] else h["lr"]) if h["weight_decouple"] else 1.0
+    p = s.p_prev * decay
+    b_p = s.p_bound_prev * decay + u * np.abs(p)
+    m, v = s.new("exp_avg"), s.new("exp_avg_sq")
+    if adaptive:
+        root = np.sqrt(v)
+        denom = root + eps
+        d = m / denom
+        b_d = b_m / denom + _div(np.abs(m) * b_v, 2.0 * root * denom**2) + 3.0 * u * np.abs(d)
+    else:
+        d, b_d = m, b_m
+    if wd != 0 and not h["weight_decouple"] and not h["rectify"]:
+        d = d + wd * p
+        b_d = b_d + wd * b_p + u * (np.abs(d) + wd * np.abs(p))
+    if h["rectify"]:
+        q = p - size * d
+        b_q = b_p + size * b_d + 2.0 * u * (np.abs(p) + size * np.abs(d))
+    else:
+        q, b_q = d, b_d
+    w, n = float(np.linalg.norm(p)), float(np.linalg.norm(q))
+    if h["adam"] or w == 0 or n == 0:
+        trust, b_trust = 1.0, 0.0
+    else:
+        trust = min(w, 10.0) / (n + eps)
+        b_trust = trust * (float(np.linalg.norm(b_p)) / w + float(np.linalg.norm(b_q)) / n
+                           + 4.0 * u)
+    return Update(size * trust * np.abs(d), size * (trust * b_d + np.abs(d) * b_trust))
 
 
 def _coupled_unless_weight_decouple(h: Mapping[str, Any]) -> float:
@@ -1342,8 +1407,46 @@ SOPHIA = Case(
     training={"SophiaH": {"lr": 1.0, "update_hessian": False}},
 )
 
+LAMB = Case(
+    name="lamb",
+    op="lamb_",
+    classes={"Lamb": {}},
+    states={"exp_avg": _always, "exp_avg_sq": _always},
+    model=_lamb_model,
+    l2=_no_l2,  # (its L2 term joins the update d, not the gradient)
+    nonnegative=("exp_avg_sq",),
+    per_tensor=True,
+    variants=(
+        V("default"),  # decoupled weight decay (weight_decouple=True), none given
+        V("betas", beta1=0.8, beta2=0.99),
+        V("weight_decay", weight_decay=0.1),
+        V("coupled", weight_decay=0.1, weight_decouple=False),
+        V("fixed_decay", weight_decay=0.01, fixed_decay=True),
+        V("grad_averaging", grad_averaging=False),
+        V("adam", adam=True),
+        V("rectify", rectify=True),  # no update before rho_t reaches the threshold
+        V("degenerated_to_sgd", rectify=True, degenerated_to_sgd=True, n_sma_threshold=8.0),
+        V("maximize", maximize=True, eps=1e-3),
+        V("all", lr=2e-3, beta1=0.85, beta2=0.99, weight_decay=0.05, weight_decouple=False,
+          grad_averaging=False, eps=1e-4, maximize=True),
+    ),
+    large_variants=("all",),
+    tolerance=Tolerance(
+        c_param=4.0,
+        c_state=6.0,
+        why="Adam's moments (2-3 roundings a step each), one division for d, the trust "
+            "ratio's norms (in double on both sides) and one product and subtraction for p. "
+            "Measured worst |err|/bound over all variants, sizes (1e6 included) and both "
+            "dtypes: 0.26 (float64 at 1e6; float32 0.25).",
+    ),
+    checked=dict(step=3, lr=0.01, weight_decay=0.01),
+    checked_ranges={"exp_avg_sq": (0.1, 2.0)},
+    sample={"n_sma_threshold": (0.0, 10.0)},
+    training={"Lamb": {"lr": 1e-2}},
+)
+
 CASES: Tuple[Case, ...] = (SGD, ADAM, LION, RMSPROP, ADAGRAD, ADADELTA, ADAMAX, NADAM, RADAM,
-                           ASGD, RPROP, ADAN, ADEMAMIX, SCHEDULEFREE_ADAMW, SOPHIA)
+                           ASGD, RPROP, ADAN, ADEMAMIX, SCHEDULEFREE_ADAMW, SOPHIA, LAMB)
 CASES_BY_NAME: Dict[str, Case] = {c.name: c for c in CASES}
 # class name -> its case (AdamW -> ADAM)
 CLASSES: Dict[str, Case] = {cls: c for c in CASES for cls in c.classes}

@@ -449,6 +449,66 @@ def sophia_same_order(param: np.ndarray, g: np.ndarray, s: Arrays, *, step: int,
     param[...] = param + _min(T(p), _max(T(-p), ratio)) * T(-lr)
 
 
+def _chunk_sum_squares(x: np.ndarray) -> float:
+    """The kernels' sums over a tensor (cpu/kernels/elementwise.h, ChunkSquares): chunks of
+    16384 elements; in each, element i into accumulator i % 16 in order (in double), the 16
+    added pairwise; the chunks added in order."""
+    squares = np.square(x.astype(np.float64).ravel())
+    total = 0.0
+    for start in range(0, squares.size, 16384):
+        chunk = squares[start:start + 16384]
+        rows = np.zeros(-(-chunk.size // 16) * 16)
+        rows[:chunk.size] = chunk  # (adding 0.0 to a sum of squares changes nothing)
+        acc = np.zeros(16)
+        for row in rows.reshape(-1, 16):
+            acc = acc + row
+        width = 8
+        while width:
+            acc = acc[:width] + acc[width:2 * width]
+            width //= 2
+        total += float(acc[0])
+    return total
+
+
+def lamb_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: float = 1e-3,
+                    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-6,
+                    weight_decay: float = 0.0, weight_decouple: bool = True,
+                    fixed_decay: bool = False, rectify: bool = False,
+                    degenerated_to_sgd: bool = False, n_sma_threshold: float = 5.0,
+                    grad_averaging: bool = True, adam: bool = False, maximize: bool = False,
+                    grad_scale: float = 1.0) -> None:
+    """csrc/optim/lamb.h: pass 1 (the moments; the sums of squares of the decayed p and of d,
+    or of p - s d with rectify), the factor s * trust in double, pass 2."""
+    T = p.dtype.type
+    m, v = s["exp_avg"], s["exp_avg_sq"]
+    g = _grad_factor(g, maximize, grad_scale)
+    m[...] = m * T(beta1) + g * T(1.0 - beta1 if grad_averaging else 1.0)
+    v[...] = v * T(beta2) + g * g * T(1.0 - beta2)
+    size, adaptive, skip = lr, True, False
+    if rectify:
+        n_sma_max = 2.0 / (1.0 - beta2) - 1.0
+        beta2_t = math.pow(beta2, step)
+        n_sma = n_sma_max - 2.0 * step * beta2_t / (1.0 - beta2_t)
+        if n_sma >= n_sma_threshold:
+            size *= math.sqrt((1.0 - beta2_t) * (n_sma - 4.0) / (n_sma_max - 4.0)
+                              * (n_sma - 2.0) / n_sma * n_sma_max / (n_sma_max - 2.0))
+        else:
+            adaptive = False
+            size *= 1.0 if degenerated_to_sgd else -1.0
+    size /= 1.0 - math.pow(beta1, step)
+    if weight_decay != 0 and weight_decouple:
+        p[...] = p * T(1.0 - weight_decay * (1.0 if fixed_decay else lr))
+    d = m / (np.sqrt(v) + T(eps)) if adaptive else m.copy()
+    if weight_decay != 0 and not weight_decouple and not rectify:
+        d = d + p * T(weight_decay)
+    if rectify and not size > 0:
+        return
+    w = min(math.sqrt(_chunk_sum_squares(p)), 10.0)
+    u = math.sqrt(_chunk_sum_squares(p + d * T(-size) if rectify else d))
+    trust = 1.0 if adam or w == 0 or u == 0 else w / (u + eps)
+    p[...] = p - d * T(size * trust)
+
+
 SAME_ORDER: Dict[str, Callable[..., Optional[Dict[str, float]]]] = {
     "sgd": sgd_same_order,
     "adam": adam_same_order,
@@ -465,4 +525,5 @@ SAME_ORDER: Dict[str, Callable[..., Optional[Dict[str, float]]]] = {
     "ademamix": ademamix_same_order,
     "schedulefree_adamw": schedulefree_adamw_same_order,
     "sophia": sophia_same_order,
+    "lamb": lamb_same_order,
 }

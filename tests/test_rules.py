@@ -12,7 +12,8 @@ must agree exactly.
 
 The rules are elementwise, so the reference (and the documented operation order below) runs
 once per variant and dtype on all small sizes' inputs laid end to end, and each size's test
-compares its slice (at the large size: a sample of elements, see large_sample). Each test
+compares its slice (at the large size: a sample of elements, see large_sample). A per-tensor
+rule's (LAMB's) runs on each size alone, and at the large size on the whole array. Each test
 runs gdfast on every ISA level: the first level's trajectory is compared with the reference,
 every other level's must equal it bitwise (gdfast's promise, which then carries the
 tolerance over).
@@ -170,13 +171,36 @@ def reference_snapshots(case: Case, hyper: Mapping[str, Any], p0: np.ndarray,
     return out
 
 
+def laid_end_to_end(parts: Sequence[Dict[int, Snapshot]]) -> Dict[int, Snapshot]:
+    """Each small size's snapshots as if of their concatenation (a per-tensor case's, whose
+    sizes are stepped each alone); the scalar states are the first size's (none such case has
+    any)."""
+    def join(values: Sequence[Any]) -> Any:
+        if isinstance(values[0], dict):
+            return {k: join([v[k] for v in values]) for k in values[0]}
+        return np.concatenate(values)
+
+    out: Dict[int, Snapshot] = {}
+    for t in parts[0]:
+        out[t] = {k: parts[0][t][k] if k == "scalars" else join([p[t][k] for p in parts])
+                  for k in parts[0][t]}
+    return out
+
+
 @functools.lru_cache(maxsize=2)
 def small_reference(case_name: str, variant_name: str, dtype_name: str) -> Dict[int, Snapshot]:
-    """The reference over all small sizes at once (cached across sizes)."""
+    """The reference over all small sizes at once (cached across sizes); a per-tensor case's
+    over each size alone, laid end to end."""
     case = cases.CASES_BY_NAME[case_name]
+    hyper = case.hyper(case.variant(variant_name))
+    marks = checkpoints(cases.STEPS, SMALL_TOTAL)
+    if case.per_tensor:
+        return laid_end_to_end([
+            reference_snapshots(case, hyper, _param(n, dtype_name),
+                                gradients(n, dtype_name, cases.STEPS), dtype_name, marks)
+            for n in cases.SMALL_SIZES])
     p0, grads = concatenated(dtype_name, cases.STEPS)
-    return reference_snapshots(case, case.hyper(case.variant(variant_name)), p0, grads,
-                               dtype_name, checkpoints(cases.STEPS, SMALL_TOTAL))
+    return reference_snapshots(case, hyper, p0, grads, dtype_name, marks)
 
 
 @functools.lru_cache(maxsize=1)
@@ -195,12 +219,20 @@ def large_sample(n: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def large_reference(case_name: str, variant_name: str, dtype_name: str) -> Dict[int, Snapshot]:
-    """The reference at the large size, on large_sample's elements."""
+    """The reference at the large size, on large_sample's elements (a per-tensor case's of
+    the whole array, then sampled)."""
     case = cases.CASES_BY_NAME[case_name]
     n, steps = cases.LARGE_SIZE, cases.LARGE_STEPS
     sample = large_sample(n)
-    return reference_snapshots(case, case.hyper(case.variant(variant_name)),
-                               _param(n, dtype_name)[sample],
+    hyper = case.hyper(case.variant(variant_name))
+    if case.per_tensor:
+        whole = reference_snapshots(case, hyper, _param(n, dtype_name),
+                                    gradients(n, dtype_name, steps), dtype_name,
+                                    checkpoints(steps, n))
+        return {t: {k: v if k == "scalars" else
+                    ({name: a[sample] for name, a in v.items()} if isinstance(v, dict)
+                     else v[sample]) for k, v in snap.items()} for t, snap in whole.items()}
+    return reference_snapshots(case, hyper, _param(n, dtype_name)[sample],
                                gradients(n, dtype_name, steps)[:, sample],
                                dtype_name, checkpoints(steps, n))
 
@@ -330,9 +362,15 @@ SAME_ORDER_STEPS = 20  # bitwise: a difference in the operations shows on the fi
 def same_order_snapshots(case_name: str, variant_name: str,
                          dtype_name: str) -> Dict[int, Snapshot]:
     case = cases.CASES_BY_NAME[case_name]
+    hyper = case.hyper(case.variant(variant_name))
+    marks = checkpoints(SAME_ORDER_STEPS, SMALL_TOTAL)
+    if case.per_tensor:
+        return laid_end_to_end([
+            run_steps(case, hyper, initial(n, dtype_name),
+                      gradients(n, dtype_name, cases.STEPS)[:SAME_ORDER_STEPS], marks,
+                      step_fn=same_order_step) for n in cases.SMALL_SIZES])
     p0, grads = concatenated(dtype_name, cases.STEPS)
-    return run_steps(case, case.hyper(case.variant(variant_name)), p0.copy(),
-                     grads[:SAME_ORDER_STEPS], checkpoints(SAME_ORDER_STEPS, SMALL_TOTAL),
+    return run_steps(case, hyper, p0.copy(), grads[:SAME_ORDER_STEPS], marks,
                      step_fn=same_order_step)
 
 

@@ -40,7 +40,7 @@ void stream(py::handle param, py::handle grad, const py::tuple& states, double s
   check_disjoint({&batch});
   const optim::Stream::Hyper hyper{scale, static_cast<int>(states.size())};
   py::gil_scoped_release release;
-  cpu::run_kernels<optim::Stream>(cpu::active_kernels().stream, hyper, batch.dtype(),
+  cpu::run_kernels<optim::Stream>(cpu::active_kernels().stream, nullptr, hyper, batch.dtype(),
                                   batch.step_args());
 }
 

@@ -253,6 +253,17 @@ class CheckedCall {
     DeviceScalarArgs scalars(device_scalars, *batch, stream_);
     const double bound = to_grad_bound(hyper, kNumFields<Rule>, h.grad_scale, *batch, prefix);
     double* monitor = to_monitor(hyper, kNumFields<Rule>, *batch, prefix);
+    if constexpr (optim::kTwoPass<Rule>) {
+      const std::string name = prefix + Rule::kName;
+      if (batch->on_cuda()) {
+        throw py::value_error(name + ": CPU arrays only (no CUDA kernel sums its tensors yet)");
+      }
+      if (batch->storage() != nullptr) {
+        throw py::value_error(name + ": float32 or float64 arrays only (not yet bfloat16/float16, "
+                                     "master weights or 8-bit states)");
+      }
+      if (monitor != nullptr) throw py::value_error(name + ": monitor is not supported yet");
+    }
     entries_.push_back({h, std::move(batch), std::move(scalars), bound, monitor});
   }
 

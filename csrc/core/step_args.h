@@ -52,10 +52,13 @@ struct StepArgs {
   // new params, each summed in fixed chunks (cpu/kernel_table.h's kReduceChunk) combined in index
   // order: bitwise the same for any thread count and ISA level (CPU only).
   double* monitor = nullptr;
-  // Set by the dispatcher for the kernels when monitoring: per tensor its first chunk's index
-  // (num_tensors + 1 entries), and kMonitorSums sums per chunk.
+  // Set by the dispatcher for the kernels that sum whole chunks (monitoring, a two-pass rule's
+  // first pass): per tensor its first chunk's index (num_tensors + 1 entries), and the sums of
+  // each chunk (kMonitorSums, or the rule's kTensorSums).
   const index_t* first_chunk = nullptr;
   double* chunk_sums = nullptr;
+  // A two-pass rule's second pass (cpu/kernels/two_pass.h): each tensor's factor.
+  const double* tensor_factor = nullptr;
 };
 
 // Updates elements [begin, end) of the virtual concatenation.

@@ -123,8 +123,8 @@ void run_job(StepFn fn, const StepArgs& args, index_t repeats) {
   parallel_run(job.parts, run_part, &job, repeats > 1 || total >= kMinElementsToWake);
 }
 
-// Monitoring: whole chunks (kReduceChunk elements of a tensor) to each thread, so that every
-// chunk's sums are one loop's, in element order.
+// Whole chunks (kReduceChunk elements of a tensor) to each thread, so that every chunk's sums
+// are one loop's, in element order.
 struct ChunkJob {
   StepFn fn;
   const StepArgs* args;
@@ -147,36 +147,13 @@ void run_chunk_part(void* ctx, int part) {
   if (begin < end) job.fn(*job.args, begin, end);
 }
 
-void run_monitored(StepFn fn, StepArgs args) {
-  const index_t n = args.num_tensors;
-  std::vector<index_t> first_chunk(static_cast<std::size_t>(n) + 1, 0);
-  for (index_t t = 0; t < n; ++t) {
-    const index_t size = args.offsets[t + 1] - args.offsets[t];
-    first_chunk[static_cast<std::size_t>(t) + 1] =
-        first_chunk[static_cast<std::size_t>(t)] + (size + kReduceChunk - 1) / kReduceChunk;
-  }
-  const index_t chunks = first_chunk.back();
-  std::vector<double> chunk_sums(static_cast<std::size_t>(chunks) * kMonitorSums);
-  args.first_chunk = first_chunk.data();
-  args.chunk_sums = chunk_sums.data();
-  const index_t total = args.offsets[n];
-  const index_t useful = std::min(total / kMinElementsPerThread, chunks);
-  const int threads = get_num_threads();
-  ChunkJob job{fn, &args, chunks, useful < threads ? static_cast<int>(useful) : threads};
-  if (job.parts <= 1) {
-    if (total > 0) fn(args, 0, total);
-  } else {
-    parallel_run(job.parts, run_chunk_part, &job, total >= kMinElementsToWake);
-  }
+// Monitoring: the step's sums over the call added to args.monitor.
+void run_monitored(StepFn fn, const StepArgs& args) {
+  const std::vector<double> sums = run_tensor_sums(fn, args, kMonitorSums);
   double call[kMonitorSums] = {};
-  for (index_t t = 0; t < n; ++t) {
+  for (index_t t = 0; t < args.num_tensors; ++t) {
     for (int s = 0; s < kMonitorSums; ++s) {
-      double tensor = 0.0;
-      for (index_t c = first_chunk[static_cast<std::size_t>(t)];
-           c < first_chunk[static_cast<std::size_t>(t) + 1]; ++c) {
-        tensor += chunk_sums[static_cast<std::size_t>(c * kMonitorSums + s)];
-      }
-      call[s] += tensor;
+      call[s] += sums[static_cast<std::size_t>(t * kMonitorSums + s)];
     }
   }
   for (int s = 0; s < kMonitorSums; ++s) args.monitor[s] += call[s];
@@ -208,6 +185,40 @@ index_t prefetch_bytes() {
 
 void set_prefetch_bytes(index_t bytes) {
   g_prefetch_bytes.store(checked_prefetch(bytes, "bytes"), std::memory_order_relaxed);
+}
+
+std::vector<double> run_tensor_sums(StepFn fn, const StepArgs& args_in, int sums) {
+  StepArgs args = args_in;
+  const index_t n = args.num_tensors;
+  std::vector<index_t> first_chunk(static_cast<std::size_t>(n) + 1, 0);
+  for (index_t t = 0; t < n; ++t) {
+    const index_t size = args.offsets[t + 1] - args.offsets[t];
+    first_chunk[static_cast<std::size_t>(t) + 1] =
+        first_chunk[static_cast<std::size_t>(t)] + (size + kReduceChunk - 1) / kReduceChunk;
+  }
+  const index_t chunks = first_chunk.back();
+  std::vector<double> chunk_sums(static_cast<std::size_t>(chunks * sums));
+  args.first_chunk = first_chunk.data();
+  args.chunk_sums = chunk_sums.data();
+  const index_t total = args.offsets[n];
+  const index_t useful = std::min(total / kMinElementsPerThread, chunks);
+  const int threads = get_num_threads();
+  ChunkJob job{fn, &args, chunks, useful < threads ? static_cast<int>(useful) : threads};
+  if (job.parts <= 1) {
+    if (total > 0) fn(args, 0, total);
+  } else {
+    parallel_run(job.parts, run_chunk_part, &job, total >= kMinElementsToWake);
+  }
+  std::vector<double> out(static_cast<std::size_t>(n * sums), 0.0);
+  for (index_t t = 0; t < n; ++t) {
+    for (index_t c = first_chunk[static_cast<std::size_t>(t)];
+         c < first_chunk[static_cast<std::size_t>(t) + 1]; ++c) {
+      for (int s = 0; s < sums; ++s) {
+        out[static_cast<std::size_t>(t * sums + s)] += chunk_sums[static_cast<std::size_t>(c * sums + s)];
+      }
+    }
+  }
+  return out;
 }
 
 void run_parallel(StepFn fn, const StepArgs& args) {

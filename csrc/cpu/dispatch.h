@@ -3,10 +3,12 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/step_args.h"
 #include "cpu/kernel_table.h"
+#include "optim/rule_traits.h"
 
 namespace gdfast::cpu {
 
@@ -32,16 +34,40 @@ void run_parallel(StepFn fn, const StepArgs& args);
 // measures the arithmetic throughput of a step on cache-resident data.
 void run_parallel_repeated(StepFn fn, const StepArgs& args, index_t repeats);
 
-// One call of `Rule`'s kernels, `by_dtype` being a KernelTable entry ([dtype][flags]), over
-// the tensor list (repeated in place `repeats` times: benchmark only).
+// Runs fn, a loop that sums whole chunks into StepArgs::chunk_sums (`sums` per chunk), over the
+// tensor list on the pool, whole chunks to each thread; returns each tensor's sums (tensor-major),
+// its chunks' added in index order: bitwise the same for any thread count.
+std::vector<double> run_tensor_sums(StepFn fn, const StepArgs& args, int sums);
+
+// One call of `Rule`'s kernels, `by_dtype` being a KernelTable entry ([dtype][flags]) and
+// `second` a two-pass rule's second passes (else null), over the tensor list (repeated in place
+// `repeats` times: benchmark only).
 template <class Rule>
-void run_kernels(const StepFn* const* by_dtype, const typename Rule::Hyper& hyper, Dtype dtype,
-                 StepArgs args, index_t repeats = 1) {
-  const StepFn fn = by_dtype[static_cast<int>(dtype)][Rule::flags(hyper)];
+void run_kernels(const StepFn* const* by_dtype, const StepFn* const* second,
+                 const typename Rule::Hyper& hyper, Dtype dtype, StepArgs args,
+                 index_t repeats = 1) {
+  const unsigned flags = Rule::flags(hyper);
+  const StepFn fn = by_dtype[static_cast<int>(dtype)][flags];
   args.prefetch_bytes = prefetch_bytes();
   const auto run = [&](const auto& coef) {
     args.coef = &coef;
-    if (repeats == 1) {
+    if constexpr (optim::kTwoPass<Rule>) {
+      for (index_t r = 0; r < repeats; ++r) {
+        // Pass 1 (the states, and each tensor's sums), each tensor's factor, pass 2.
+        const std::vector<double> sums = run_tensor_sums(fn, args, Rule::kTensorSums);
+        std::vector<double> factors(static_cast<std::size_t>(args.num_tensors));
+        for (index_t t = 0; t < args.num_tensors; ++t) {
+          double tensor[Rule::kTensorSums];
+          for (int s = 0; s < Rule::kTensorSums; ++s) {
+            tensor[s] = sums[static_cast<std::size_t>(t * Rule::kTensorSums + s)];
+          }
+          factors[static_cast<std::size_t>(t)] = Rule::tensor_factor(tensor, hyper);
+        }
+        StepArgs apply = args;
+        apply.tensor_factor = factors.data();
+        run_parallel(second[static_cast<int>(dtype)][flags], apply);
+      }
+    } else if (repeats == 1) {
       run_parallel(fn, args);
     } else {
       run_parallel_repeated(fn, args, repeats);
@@ -57,8 +83,9 @@ void run_kernels(const StepFn* const* by_dtype, const typename Rule::Hyper& hype
 // One step of a registered `Rule` over the tensor list (repeated: benchmark only).
 template <class Rule>
 void run_step(const typename Rule::Hyper& hyper, Dtype dtype, StepArgs args, index_t repeats = 1) {
-  run_kernels<Rule>(active_kernels().steps[static_cast<int>(optim::RuleId<Rule>::value)], hyper,
-                    dtype, args, repeats);
+  const int id = static_cast<int>(optim::RuleId<Rule>::value);
+  run_kernels<Rule>(active_kernels().steps[id], active_kernels().second_pass[id], hyper, dtype,
+                    args, repeats);
 }
 
 }  // namespace gdfast::cpu

@@ -18,6 +18,8 @@ struct KernelTable {
   const char* isa;
   int float32_lanes;
   const StepFn* steps[optim::kNumOptimizers][kNumDtypes];  // [id][dtype][flags]
+  // A two-pass rule's second pass (optim/rule_traits.h's kTwoPass), like steps; null for others.
+  const StepFn* second_pass[optim::kNumOptimizers][kNumDtypes];
   // The benchmark's in-place access pattern (optim/stream.h): [dtype][2^states - 1].
   const StepFn* stream[kNumDtypes];
   // Sum of squares of one chunk of at most kReduceChunk elements (kernels/reduce.h), by the

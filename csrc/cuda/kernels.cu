@@ -8,6 +8,7 @@
 #include "cuda/multi_tensor.cuh"
 #include "cuda/quantized.cuh"
 #include "cuda/stored.cuh"
+#include "optim/rule_traits.h"
 
 namespace gdfast::cuda {
 namespace {
@@ -40,18 +41,23 @@ LaunchFn<Rule, float> pick_quantized(unsigned flags, std::integer_sequence<unsig
 template <class Rule>
 void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
           const DeviceScalars& scalars, int device, std::uintptr_t stream) {
-  if (args.offsets[args.num_tensors] == 0) return;
-  const DeviceGuard guard(device);
-  const auto all_flags = std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>{};
-  const auto s = reinterpret_cast<cudaStream_t>(stream);
-  if (args.storage != nullptr && args.storage->any_quantized) {  // 8-bit states
-    pick_quantized<Rule>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
-  } else if (args.storage != nullptr) {  // narrow arrays or a master copy: float32 math
-    pick_stored<Rule>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
-  } else if (dtype == Dtype::kFloat32) {
-    pick<Rule, float>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
+  if constexpr (optim::kTwoPass<Rule>) {  // (the bindings refuse these calls first)
+    (void)hyper, (void)dtype, (void)args, (void)scalars, (void)device, (void)stream;
+    throw std::invalid_argument(std::string(Rule::kName) + ": no CUDA kernel (it sums tensors)");
   } else {
-    pick<Rule, double>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
+    if (args.offsets[args.num_tensors] == 0) return;
+    const DeviceGuard guard(device);
+    const auto all_flags = std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>{};
+    const auto s = reinterpret_cast<cudaStream_t>(stream);
+    if (args.storage != nullptr && args.storage->any_quantized) {  // 8-bit states
+      pick_quantized<Rule>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
+    } else if (args.storage != nullptr) {  // narrow arrays or a master copy: float32 math
+      pick_stored<Rule>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
+    } else if (dtype == Dtype::kFloat32) {
+      pick<Rule, float>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
+    } else {
+      pick<Rule, double>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
+    }
   }
 }
 

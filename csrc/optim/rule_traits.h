@@ -38,6 +38,17 @@ template <class Rule>
 struct HasStorageRecipes<Rule, std::void_t<decltype(Rule::kStorageRecipes)>>
     : std::bool_constant<Rule::kStorageRecipes> {};
 
+// Optional declaration `static constexpr int kTensorSums = n;`: the rule's update needs n sums of
+// squares over each whole tensor first (LAMB), so it runs in two passes (cpu/kernels/two_pass.h)
+// with moments(), tensor_factor() and apply() instead of update().
+template <class Rule, class = void>
+struct TensorSums : std::integral_constant<int, 0> {};
+template <class Rule>
+struct TensorSums<Rule, std::void_t<decltype(Rule::kTensorSums)>>
+    : std::integral_constant<int, Rule::kTensorSums> {};
+template <class Rule>
+inline constexpr bool kTwoPass = TensorSums<Rule>::value > 0;
+
 template <class Rule>
 bool uses_state(int k, unsigned flags) {
   return (Rule::kStates[k].needs & flags) == Rule::kStates[k].needs;

@@ -360,6 +360,49 @@ def sophia_step(param: Any, grad: Any, state: State, *, lr: float = 6e-2, beta1:
     return theta - lr * np.clip(ratio, -p, p)
 
 
+def lamb_step(param: Any, grad: Any, state: State, *, lr: float = 1e-3, beta1: float = 0.9,
+              beta2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.0,
+              weight_decouple: bool = True, fixed_decay: bool = False, rectify: bool = False,
+              degenerated_to_sgd: bool = False, n_sma_threshold: float = 5.0,
+              grad_averaging: bool = True, adam: bool = False,
+              maximize: bool = False) -> np.ndarray:
+    """You et al. 2020, Algorithm 2 (LAMB), as pytorch_optimizer's Lamb: Adam's moments (the
+    gradient weighted 1 - beta1, or 1 without grad_averaging), the step size lr / (1 -
+    beta1^t) with no second-moment correction, the update r = m / (sqrt(v) + eps) (+ wd * theta
+    as an L2 term) scaled by the trust ratio min(||theta||, 10) / (||r|| + eps) of the whole
+    tensor (1 if either norm is 0, or with adam=True). rectify: RAdam's rectification of the
+    step size, with r = m below the threshold (degenerated_to_sgd; else no update) and the
+    ratio's denominator the norm of theta - step * r, as pytorch_optimizer computes it."""
+    theta, g = _begin(param, grad, maximize)
+    _zeros(state, theta, "exp_avg", "exp_avg_sq")
+    t = _count(state)
+    m = beta1 * state["exp_avg"] + (1.0 - beta1 if grad_averaging else 1.0) * g
+    v = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * g * g
+    state.update(exp_avg=m, exp_avg_sq=v)
+    if weight_decouple:
+        theta = theta * (1.0 - weight_decay * (1.0 if fixed_decay else lr))
+    step_size, adaptive = lr, True
+    if rectify:
+        n_sma_max = 2.0 / (1.0 - beta2) - 1.0
+        beta2_t = beta2**t
+        n_sma = n_sma_max - 2.0 * t * beta2_t / (1.0 - beta2_t)
+        adaptive = n_sma >= n_sma_threshold
+        if adaptive:
+            step_size *= np.sqrt((1.0 - beta2_t) * (n_sma - 4.0) / (n_sma_max - 4.0)
+                                 * (n_sma - 2.0) / n_sma * n_sma_max / (n_sma_max - 2.0))
+        elif not degenerated_to_sgd:
+            return theta  # (no update this step)
+    step_size /= 1.0 - beta1**t
+    r = m / (np.sqrt(v) + eps) if adaptive else m
+    if not weight_decouple and not rectify:
+        r = r + weight_decay * theta
+    weight_norm = min(float(np.linalg.norm(theta)), 10.0)
+    update_norm = float(np.linalg.norm(theta - step_size * r if rectify else r))
+    trust = 1.0 if adam or weight_norm == 0 or update_norm == 0 else (
+        weight_norm / (update_norm + eps))
+    return theta - step_size * trust * r
+
+
 STEPS: Dict[str, Callable[..., np.ndarray]] = {
     "sgd": sgd_step,
     "adam": adam_step,
@@ -376,4 +419,5 @@ STEPS: Dict[str, Callable[..., np.ndarray]] = {
     "ademamix": ademamix_step,
     "schedulefree_adamw": schedulefree_adamw_step,
     "sophia": sophia_step,
+    "lamb": lamb_step,
 }

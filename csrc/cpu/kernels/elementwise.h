@@ -25,22 +25,24 @@ inline void prefetch_hint(const void* p, bool written) {
 #endif
 }
 
-// Monitoring (StepArgs::chunk_sums): the sums of squares of a chunk's (kReduceChunk elements of
-// one tensor) gradients as the rule reads them, updates (new param - old) and new params, as the
-// step computes them. Element i of the chunk goes to accumulator i % 16 of each sum, in order, and
-// the 16 are added pairwise at the end, so a sum depends on the elements alone: never on the lane
-// width or how the chunk's elements were handed to the loop (in order, from the chunk's start).
+// Sums of squares of kSums values of each element of a chunk (kReduceChunk elements of one
+// tensor), as a loop computes them: monitoring's gradients, updates and new params
+// (StepArgs::chunk_sums), a two-pass rule's per-tensor sums (kernels/two_pass.h). Element i of
+// the chunk goes to accumulator i % 16 of each sum, in order, and the 16 are added pairwise at
+// the end, so a sum depends on the elements alone: never on the lane width or how the chunk's
+// elements were handed to the loop (in order, from the chunk's start).
+template <int kSums>
 struct ChunkSquares {
   static constexpr int kAccumulators = 16;
-  double acc[kMonitorSums][kAccumulators] = {};
+  double acc[kSums][kAccumulators] = {};
   index_t next = 0;  // the chunk position of the next element
 
   // The first `count` elements of each lane (the elements at next, next + 1, ...).
   template <class L>
-  GDFAST_NOINLINE void add(const L (&lanes)[kMonitorSums], index_t count) {
+  GDFAST_NOINLINE void add(const L (&lanes)[kSums], index_t count) {
     using T = typename L::T;
     using Wide = Lane<double>;
-    for (int s = 0; s < kMonitorSums; ++s) {
+    for (int s = 0; s < kSums; ++s) {
       alignas(64) T values[L::kLanes];
       L::store(values, lanes[s]);
       if (count == L::kLanes && next % kAccumulators + L::kLanes <= kAccumulators) {
@@ -70,6 +72,8 @@ struct ChunkSquares {
     return a[0];
   }
 };
+
+using MonitorSquares = ChunkSquares<kMonitorSums>;
 
 // The arrays of one tensor's range, element 0 of the range first, every one holding T, and
 // the call's clipping bound of the gradients (StepArgs::grad_bound).
@@ -123,7 +127,7 @@ struct Lanes : optim::Registers<Rule, kFlags, Lane<T>> {
 // One lane's update, stored, and (when `sums` is set) its monitoring sums added.
 template <bool kPartial, class X, class Coef>
 GDFAST_INLINE void step_lane(X& lane, const typename X::Arrays& arrays, index_t i, const Coef& coef,
-                             ChunkSquares* sums, index_t count = X::kLanes) {
+                             MonitorSquares* sums, index_t count = X::kLanes) {
   const auto before = lane.param;
   lane.template update_and_store<kPartial>(arrays, i, coef, count);
   if constexpr (X::Layout::kNumInputs > 0) {  // (the benchmark's Stream has no gradient)
@@ -138,7 +142,7 @@ GDFAST_INLINE void step_lane(X& lane, const typename X::Arrays& arrays, index_t 
 // its arrays, prefetching `ahead` elements on (0: not); with `sums`, monitoring sums of them.
 template <class X, class Coef>
 void run_lanes(const typename X::Arrays& arrays_ref, index_t n, const Coef& coef_ref,
-               index_t ahead, ChunkSquares* sums = nullptr) {
+               index_t ahead, MonitorSquares* sums = nullptr) {
   constexpr index_t kLanes = X::kLanes;
   // Local copies: stores to the arrays cannot alias them, so they stay in registers.
   const auto coef = coef_ref;

@@ -5,10 +5,55 @@
 #include "cpu/kernel_table.h"
 #include "cpu/kernels/reduce.h"
 #include "cpu/kernels/tensor_list.h"
+#include "cpu/kernels/two_pass.h"
+#include "optim/rule_traits.h"
 #include "optim/stream.h"
 
 namespace gdfast::cpu {
 namespace GDFAST_ISA_NAMESPACE {
+
+// A rule's step function for one option set: run_range, or a two-pass rule's first pass.
+template <class Rule, unsigned kFlags, class T>
+constexpr StepFn step_fn() {
+  if constexpr (optim::kTwoPass<Rule>) {
+    return &TwoPass<Rule, kFlags, T>::run_moments;
+  } else {
+    return &run_range<Rule, kFlags, T>;
+  }
+}
+
+// A two-pass rule's second pass (null for the others).
+template <class Rule, unsigned kFlags, class T>
+constexpr StepFn second_pass_fn() {
+  if constexpr (optim::kTwoPass<Rule>) {
+    return &TwoPass<Rule, kFlags, T>::run_apply;
+  } else {
+    return nullptr;
+  }
+}
+
+template <class Rule, class T, class FlagSequence>
+struct FlagTable;
+
+template <class Rule, class T, unsigned... kFlags>
+struct FlagTable<Rule, T, std::integer_sequence<unsigned, kFlags...>> {
+  static constexpr StepFn fns[] = {step_fn<Rule, kFlags, T>()...};
+  static constexpr StepFn second[] = {second_pass_fn<Rule, kFlags, T>()...};
+};
+
+template <class Rule, class T>
+using RuleFlagTable = FlagTable<Rule, T, std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>>;
+
+template <class Rule, class T>
+constexpr const StepFn* flag_table() {
+  return RuleFlagTable<Rule, T>::fns;
+}
+
+template <class Rule, class T>
+constexpr const StepFn* second_pass_table() {
+  return optim::kTwoPass<Rule> ? RuleFlagTable<Rule, T>::second : nullptr;
+}
+
 
 #define GDFAST_STRINGIFY2(x) #x
 #define GDFAST_STRINGIFY(x) GDFAST_STRINGIFY2(x)
@@ -20,6 +65,12 @@ constexpr KernelTable kTable = {
     {
 #define GDFAST_OPTIMIZER(Rule, header) \
   {flag_table<optim::Rule, float>(), flag_table<optim::Rule, double>()},
+#include "optim/optimizers.def"
+#undef GDFAST_OPTIMIZER
+    },
+    {
+#define GDFAST_OPTIMIZER(Rule, header) \
+  {second_pass_table<optim::Rule, float>(), second_pass_table<optim::Rule, double>()},
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER
     },

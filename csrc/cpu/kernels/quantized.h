@@ -26,7 +26,7 @@ inline constexpr index_t kQuantGroup = 8 * quant8::kBlock;
 template <class Rule, unsigned kFlags>
 void run_quantized(const StepArgs& args, index_t t, void* const* arrays, index_t first,
                    index_t stop, index_t size, const typename Rule::template Coef<float>& coef,
-                   ChunkSquares* sums) {
+                   MonitorSquares* sums) {
   using Layout = optim::Layout<Rule, kFlags>;
   constexpr int kArrays = Layout::kNumArrays;
   constexpr index_t kBlock = quant8::kBlock;

@@ -147,7 +147,7 @@ inline constexpr bool kRecipes = false;
 template <class Rule, unsigned kFlags, class... Rs>
 bool run_recipe(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays& a, index_t n,
                 const typename Rule::template Coef<float>& coef, const Storage& s, index_t ahead,
-                ChunkSquares* sums, std::tuple<Rs...>*) {
+                MonitorSquares* sums, std::tuple<Rs...>*) {
   constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
   constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
   const bool master = a.master != nullptr;
@@ -196,7 +196,7 @@ typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays stored_arrays(const Storag
 template <class Rule, unsigned kFlags>
 void run_stored_arrays(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arrays& a, index_t n,
                        const typename Rule::template Coef<float>& coef, const Storage& s,
-                       index_t prefetch_bytes, ChunkSquares* sums) {
+                       index_t prefetch_bytes, MonitorSquares* sums) {
   const index_t ahead = prefetch_bytes / static_cast<index_t>(sizeof(float));  // elements
   if constexpr (kVectorLanes && kRecipes && optim::HasStorageRecipes<Rule>::value) {
     if (run_recipe<Rule, kFlags>(a, n, coef, s, ahead, sums,
@@ -211,7 +211,7 @@ void run_stored_arrays(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arra
 // `arrays`; never across a multiple of 2^32 (a stochastic-rounding stream's end).
 template <class Rule, unsigned kFlags>
 void run_stored(const StepArgs& args, index_t t, void* const* arrays, index_t first, index_t n,
-                const typename Rule::template Coef<float>& coef, ChunkSquares* sums) {
+                const typename Rule::template Coef<float>& coef, MonitorSquares* sums) {
   const Storage& s = *args.storage;
   run_stored_arrays<Rule, kFlags>(stored_arrays<Rule, kFlags>(s, t, arrays, first, args.grad_bound),
                                   n, coef, s, args.prefetch_bytes, sums);

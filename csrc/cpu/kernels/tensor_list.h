@@ -34,7 +34,7 @@ inline index_t find_tensor(const index_t* offsets, index_t num_tensors, index_t 
 // Elements [first, stop) of tensor t, with monitoring sums of them if `sums` is set.
 template <class Rule, unsigned kFlags, class T>
 void run_segment(const StepArgs& args, index_t t, index_t first, index_t stop,
-                 ChunkSquares* sums) {
+                 MonitorSquares* sums) {
   constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
   const auto& coef = *static_cast<const typename Rule::template Coef<T>*>(args.coef);
   void* const* tensor_arrays = args.arrays + t * args.num_arrays;
@@ -73,7 +73,7 @@ void run_range(const StepArgs& args, index_t begin, index_t end) {
       run_segment<Rule, kFlags, T>(args, t, first, stop, nullptr);
     } else {  // monitoring: the dispatcher starts every range at a chunk's start
       for (index_t at = first; at < stop; at += kReduceChunk) {
-        ChunkSquares sums;
+        MonitorSquares sums;
         run_segment<Rule, kFlags, T>(args, t, at, std::min(at + kReduceChunk, stop), &sums);
         double* out = args.chunk_sums + (args.first_chunk[t] + at / kReduceChunk) * kMonitorSums;
         for (int s = 0; s < kMonitorSums; ++s) out[s] = sums.total(s);
@@ -81,19 +81,6 @@ void run_range(const StepArgs& args, index_t begin, index_t end) {
     }
     begin = segment_end;
   }
-}
-
-template <class Rule, class T, class FlagSequence>
-struct FlagTable;
-
-template <class Rule, class T, unsigned... kFlags>
-struct FlagTable<Rule, T, std::integer_sequence<unsigned, kFlags...>> {
-  static constexpr StepFn fns[] = {&run_range<Rule, kFlags, T>...};
-};
-
-template <class Rule, class T>
-constexpr const StepFn* flag_table() {
-  return FlagTable<Rule, T, std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>>::fns;
 }
 
 }  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE

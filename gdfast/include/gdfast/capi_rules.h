@@ -493,6 +493,43 @@ static inline int gdfast_sophia_step_multi(const gdfast_capi *api, gdfast_sophia
   return api->step(GDFAST_RULE_SOPHIA, GDFAST_SOPHIA_LAYOUT, hyper, dtype, count, sizes, roles);
 }
 
+/* lamb: LAMB (You et al. 2020), as pytorch_optimizer.Lamb: Adam's step scaled per tensor by the
+ * trust ratio ||p|| / ||update||. Arrays: param, grad; states exp_avg, exp_avg_sq. */
+#define GDFAST_RULE_LAMB 15
+#define GDFAST_LAMB_LAYOUT UINT64_C(0xcebed9ee7c37922e)
+typedef struct gdfast_lamb_hyper {
+  double lr; /* default 0.001, a finite number >= 0 */
+  double beta1; /* default 0.9, a finite number >= 0 and < 1 */
+  double beta2; /* default 0.999, a finite number >= 0 and < 1 */
+  double eps; /* default 1e-06, a finite number >= 0 */
+  double weight_decay; /* default 0.0, a finite number >= 0 */
+  int64_t weight_decouple; /* flag (0 or 1), default 1 */
+  int64_t fixed_decay; /* flag (0 or 1), default 0 */
+  int64_t rectify; /* flag (0 or 1), default 0 */
+  int64_t degenerated_to_sgd; /* flag (0 or 1), default 0 */
+  double n_sma_threshold; /* default 5.0, a finite number >= 0 */
+  int64_t grad_averaging; /* flag (0 or 1), default 1 */
+  int64_t adam; /* flag (0 or 1), default 0 */
+  int64_t maximize; /* flag (0 or 1), default 0 */
+  int64_t step; /* the step count after this step: 1 on the first */
+  double grad_scale; /* gradients are divided by this (AMP), default 1.0 */
+} gdfast_lamb_hyper;
+#define GDFAST_LAMB_DEFAULTS {0.001, 0.9, 0.999, 1e-06, 0.0, 1, 0, 0, 0, 5.0, 1, 0, 0, 1, 1.0}
+
+static inline int gdfast_lamb_step(const gdfast_capi *api, gdfast_lamb_hyper *hyper, int dtype,
+    int64_t n, void *param, const void *grad, void *exp_avg, void *exp_avg_sq) {
+  void *arrays[] = {param, (void *)grad, exp_avg, exp_avg_sq};
+  void *const *const roles[] = {&arrays[0], &arrays[1], &arrays[2], &arrays[3]};
+  return api->step(GDFAST_RULE_LAMB, GDFAST_LAMB_LAYOUT, hyper, dtype, 1, &n, roles);
+}
+
+static inline int gdfast_lamb_step_multi(const gdfast_capi *api, gdfast_lamb_hyper *hyper,
+    int dtype, int64_t count, const int64_t *sizes, void *const *param, const void *const *grad,
+    void *const *exp_avg, void *const *exp_avg_sq) {
+  void *const *const roles[] = {param, (void *const *)grad, exp_avg, exp_avg_sq};
+  return api->step(GDFAST_RULE_LAMB, GDFAST_LAMB_LAYOUT, hyper, dtype, count, sizes, roles);
+}
+
 #ifdef __cplusplus
 }
 #endif
