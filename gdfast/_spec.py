@@ -103,6 +103,9 @@ class Rule:
     states: Tuple[State, ...]  # every state the rule may use, in the kernel's order
     fields: Tuple[Field, ...]  # in the kernel's order: options, then scalar states
     step: str  # "counted" (state["step"], as torch), "first_call" (SGD) or "none" (Lion)
+    # Sums over each whole tensor the update needs first (LAMB's norms: 2), so it runs in two
+    # passes (csrc/cpu/kernels/two_pass.h); 0 for an elementwise rule.
+    tensor_sums: int = 0
 
     @functools.cached_property
     def options(self) -> Tuple[Field, ...]:
@@ -185,7 +188,7 @@ def _rule(entry: Mapping[str, Any]) -> Rule:
     states = tuple(State(s["name"], s["when"], s["init"], s["fill_from"], s["nonnegative"],
                          s["iterate"]) for s in entry["states"])
     return Rule(entry["id"], entry["name"], entry["summary"], tuple(entry["inputs"]), states,
-                fields, entry["step"])
+                fields, entry["step"], entry["tensor_sums"])
 
 
 RULES: Dict[str, Rule] = {r.name: r for r in map(_rule, _core.registry())}

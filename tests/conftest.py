@@ -62,7 +62,12 @@ def run_python(code: str, **env_overrides: str):
 # The package whose class gdfast.<Name> matches, where torch.optim has none of that name.
 ORACLE_MODULES = {"Lion": "lion_pytorch", "Adan": "pytorch_optimizer",
                   "AdEMAMix": "pytorch_optimizer", "ScheduleFreeAdamW": "pytorch_optimizer",
-                  "SophiaH": "pytorch_optimizer"}
+                  "SophiaH": "pytorch_optimizer", "Lamb": "pytorch_optimizer"}
+
+
+# State entries an oracle keeps that gdfast does not: pytorch_optimizer's Lamb's diagnostics of
+# its last step (each param's norm, its update's, their ratio).
+ORACLE_ONLY_STATE = {"Lamb": frozenset(("weight_norm", "adam_norm", "trust_ratio"))}
 
 
 def oracle_class(name: str):

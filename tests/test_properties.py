@@ -189,7 +189,7 @@ seeds = st.integers(0, 2**32 - 1)
 # --------------------------------------------------------------------------------------------
 
 
-@EVERY_CASE
+@pytest.mark.parametrize("case", [c for c in CASES if not c.per_tensor], ids=str)
 @PROPERTY_SETTINGS
 @given(dtype=dtypes, n=SIZES, data=st.data(), seed=seeds, specials=st.booleans(), level=levels)
 def test_prefix_update_equals_prefix_of_full_update(case: Case, dtype: Any, n: int, data: Any,

@@ -124,6 +124,8 @@ def test_constructor_arguments_are_fields_pairs_or_switches(name: str) -> None:
         assert param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY), arg
         if arg in IMPLEMENTATION_SWITCHES or arg in getattr(ctor.mixin, "front_options", ()):
             continue  # (front_options: the class's own, e.g. when Sophia estimates the Hessian)
+        if (name, arg) == ("Lamb", "pre_norm"):
+            continue  # (whether max_grad_norm clips, by gdfast's clipping option)
         if arg in TUPLES:
             names = dict(tuple_arguments(options))[arg]
             assert isinstance(param.default, tuple) and len(param.default) == len(names), arg
@@ -275,6 +277,7 @@ KNOWN_RANGE_DIFFERENCES = {
                           ("ScheduleFreeAdamW", "beta2"), ("SophiaH", "beta1"),
                           ("SophiaH", "beta2"))},
     ("ScheduleFreeAdamW", "warmup_steps"): "pytorch_optimizer checks no range; gdfast: >= 0",
+    ("Lamb", "n_sma_threshold"): "pytorch_optimizer checks no range; gdfast: >= 0",
 }
 
 

@@ -25,7 +25,7 @@ from gdfast._stepping import CONSTRUCTORS, GDFAST_OPTIONS
 import cases
 import reference
 from cases import Case
-from conftest import oracle_class
+from conftest import ORACLE_ONLY_STATE, oracle_class
 
 SHAPES = [(7,), (3, 5), (1,), (40, 3), (130,)]
 STEPS = 5
@@ -207,6 +207,10 @@ EXPECTED_DEFAULTS = {
                     fixed_decay=False, p=1e-2, update_period=10, num_samples=1,
                     hessian_distribution="gaussian", eps=1e-12, maximize=False, foreach=None,
                     update_hessian=False),
+    "Lamb": dict(lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, weight_decouple=True,
+                 fixed_decay=False, rectify=False, degenerated_to_sgd=False, n_sma_threshold=5,
+                 grad_averaging=True, adam=False, pre_norm=False, eps=1e-6, foreach=None,
+                 maximize=False),  # max_grad_norm=1.0 without pre_norm: None, below
 }
 for _defaults in EXPECTED_DEFAULTS.values():  # gdfast's own options (issues 12, 13), every class
     _defaults.update(state_dtype=None, master_weights=False, stochastic_rounding=False,
@@ -246,6 +250,11 @@ KNOWN_DEFAULTS_DIFFERENCES = {
     "ScheduleFreeAdamW": {"lr_max": "a scalar state of each param", "weight_sum": "the same",
                           "use_palm": "not supported (a keyword of pytorch_optimizer's)",
                           "maximize": "an entry, as in torch.optim"},
+    "Lamb": {"max_grad_norm": "without pre_norm it clips nothing, and is stored as None (the "
+                              "group's clipping option)",
+             **{name: "an entry (pytorch_optimizer keeps it as an attribute)"
+                for name in ("pre_norm", "degenerated_to_sgd", "n_sma_threshold")},
+             "maximize": "an entry, as in torch.optim"},
     "SophiaH": {name: "an entry (pytorch_optimizer keeps it as an attribute)"
                 for name in ("update_period", "num_samples", "hessian_distribution", "maximize")}
     | {"update_hessian": "the class's steps without an estimate (each step sets its own)"},
@@ -572,6 +581,7 @@ def test_state_layout_matches_torch(config: str) -> None:
     # pytorch_optimizer keeps the count and scalar states per group; gdfast per param
     theirs |= {key for key in ("step", *CONSTRUCTORS[cls.__name__].scalar_names)
                if key in opt.param_groups[0]}
+    theirs -= ORACLE_ONLY_STATE.get(cls.__name__, frozenset())
     assert theirs == expected_keys(cls, kwargs)
 
 

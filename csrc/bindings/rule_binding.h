@@ -310,7 +310,8 @@ py::dict describe(int id) {
   return py::dict(py::arg("id") = id, py::arg("name") = Rule::kName,
                   py::arg("summary") = Rule::kSummary, py::arg("inputs") = py::tuple(inputs),
                   py::arg("states") = py::tuple(states), py::arg("fields") = py::tuple(fields),
-                  py::arg("step") = kStepNames[static_cast<int>(Rule::kStepCount)]);
+                  py::arg("step") = kStepNames[static_cast<int>(Rule::kStepCount)],
+                  py::arg("tensor_sums") = optim::TensorSums<Rule>::value);
 }
 
 // The states a step with these hyperparameters reads and writes (after the cross-field checks).

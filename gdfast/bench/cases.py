@@ -91,14 +91,19 @@ class Case:
         return len(self.states)
 
     @property
+    def two_pass(self) -> bool:
+        """The rule sums each tensor before it updates it (LAMB): two passes over the arrays."""
+        return self.rule.tensor_sums > 0
+
+    @property
     def title(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
         return f"{self.ctor}({args})" + (f", {self.note}" if self.note else "")
 
     def bytes_per_elem(self, itemsize: int) -> int:
         """Bytes one in-place step must move per parameter (read p, g, states; write p,
-        states back)."""
-        return (3 + 2 * self.n_states) * itemsize
+        states back; two passes: also read p, and the states, once more)."""
+        return (3 + 2 * self.n_states + (1 + self.n_states) * self.two_pass) * itemsize
 
     def package(self, impl: str) -> Optional[Package]:
         """The optimizer class that implementation ``impl`` runs for this case, if any."""
@@ -136,6 +141,8 @@ CASES: Dict[str, Case] = {
              packages=(_pytorch_optimizer("ScheduleFreeAdamW"),)),
         # (the class's steps between refreshes of the Hessian average: 9 in 10 by default)
         Case("sophia", "SophiaH", dict(lr=6e-2, weight_decay=1e-2)),
+        Case("lamb", "Lamb", dict(lr=1e-3, weight_decay=1e-2),
+             packages=(_pytorch_optimizer("Lamb"),)),
     )
 }
 

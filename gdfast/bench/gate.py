@@ -22,8 +22,8 @@ GATE_STEPS = 6
 def reference(case: Case, p0: np.ndarray, g: np.ndarray, steps: int,
               precision: Precision = FP32) -> np.ndarray:
     """The parameter after ``steps`` steps from ``p0`` with fresh state and the same gradient
-    ``g`` every step, computed in float64 (every rule is elementwise, so a sample of elements
-    stands for the whole tensor). A mode that narrows a stored array (bf16 param or states)
+    ``g`` every step, computed in float64 (an elementwise rule's on a sample of elements, which
+    stands for the whole tensor; a two-pass rule's on each whole tensor). A mode that narrows a stored array (bf16 param or states)
     is simulated: after each step the param and every state are rounded to nearest in the
     type they are stored in. With a master copy, the (float32) master is returned."""
     step = STEPS[case.rule.name]
@@ -106,7 +106,11 @@ class Gate:
         self.precision = data.precision
         self.p0 = data.gather(data.p0).astype(np.float64)
         self.g = data.gather(data.grads)
-        self.expected = reference(case, self.p0, self.g, steps, self.precision)
+        if case.two_pass:  # (an element's update depends on its whole tensor: each tensor's)
+            self.expected = data.gather([reference(case, p, g, steps, self.precision)
+                                         for p, g in zip(data.p0, data.grads)])
+        else:
+            self.expected = reference(case, self.p0, self.g, steps, self.precision)
         self.rtol = rtol(self.precision.compute, steps)
         moved = np.abs(self.expected - self.p0)
         scale = float(moved.max()) if moved.size else 0.0

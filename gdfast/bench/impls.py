@@ -282,6 +282,14 @@ class BoundRunner(GdfastRunner):
         if self.precision.master:
             arrays += (self._arg(self.masters),)
         stream = _core.stream
+        if self.case.two_pass and arrays:
+            # A two-pass rule's bytes: the pattern of pass 1 (and a param write), then the param
+            # updated from a state read; as many bytes as the rule moves, one write more.
+            def two_passes() -> None:
+                stream(param, grad, arrays, STREAM_SCALE)
+                stream(param, arrays[0], (), STREAM_SCALE)
+
+            return two_passes
 
         def step() -> None:
             stream(param, grad, arrays, STREAM_SCALE)

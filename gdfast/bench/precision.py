@@ -86,10 +86,13 @@ class Precision:
     def rounding(self) -> str:
         return "stochastic" if self.stochastic else "nearest"
 
-    def bytes_per_elem(self, n_states: int) -> int:
+    def bytes_per_elem(self, n_states: int, two_pass: bool = False) -> int:
         """Bytes one in-place step moves per parameter: param (or master and param), grad,
-        states."""
+        states. A two-pass rule's (LAMB's) first pass reads the param and the grad and updates
+        the states; its second reads the states and updates the param."""
         p = itemsize(self.param)
+        if two_pass:
+            return 3 * p + itemsize(self.grad) + 3 * itemsize(self.state) * n_states
         param = (2 * 4 + p) if self.master else 2 * p  # master read and written, param written
         return param + itemsize(self.grad) + 2 * itemsize(self.state) * n_states
 

@@ -39,7 +39,7 @@ struct ChunkSquares {
 
   // The first `count` elements of each lane (the elements at next, next + 1, ...).
   template <class L>
-  GDFAST_NOINLINE void add(const L (&lanes)[kSums], index_t count) {
+  GDFAST_INLINE void add_inline(const L (&lanes)[kSums], index_t count) {
     using T = typename L::T;
     using Wide = Lane<double>;
     for (int s = 0; s < kSums; ++s) {
@@ -62,6 +62,11 @@ struct ChunkSquares {
       }
     }
     next += count;
+  }
+  // The same, called: for loops that sum only in some calls (monitoring).
+  template <class L>
+  GDFAST_NOINLINE void add(const L (&lanes)[kSums], index_t count) {
+    add_inline(lanes, count);
   }
   double total(int s) const {
     double a[kAccumulators];

@@ -53,24 +53,94 @@ struct TwoPass {
     return static_cast<T*>(args.arrays[t * args.num_arrays + k]) + first;
   }
 
-  // Pass 1 over elements [first, stop) of tensor t, within one chunk.
+  // One lane of pass 1's arrays, loaded (the gradient clamped by the call's bound, as every
+  // rule's is).
+  struct Loaded {
+    L param, grad, state[kStates];
+  };
+  struct Pass1Arrays {
+    const T* p;
+    const T* g;
+    T* states[kStates];
+    L bound;
+    index_t ahead;  // prefetch distance, elements (0: none)
+
+    GDFAST_INLINE Loaded load(index_t i, index_t count) const {
+      if (ahead != 0) {  // (as elementwise.h's loop: the division-bound rules need it on Intel)
+        prefetch_hint(p + i + ahead, false);
+        prefetch_hint(g + i + ahead, false);
+        for (int k = 0; k < kStates; ++k) prefetch_hint(states[k] + i + ahead, true);
+      }
+      Loaded x;
+      x.param = load_lane<L>(p + i, count);
+      x.grad = lane_min(bound, lane_max(-bound, load_lane<L>(g + i, count)));
+      for (int k = 0; k < kStates; ++k) x.state[k] = load_lane<L>(states[k] + i, count);
+      return x;
+    }
+    // The lane's moments stored; the values to sum in `summed`.
+    GDFAST_INLINE void finish(Loaded& x, index_t i, index_t count, const Coef& coef,
+                              L (&summed)[kSums]) const {
+      Rule::template moments<kFlags>(x.param, x.grad, x.state, coef, summed);
+      for (int k = 0; k < kStates; ++k) store_lane(states[k] + i, count, x.state[k]);
+    }
+  };
+
+  // Pass 1 over elements [first, stop) of tensor t, from a chunk's start, within the chunk.
+  // Whole blocks of 16 elements keep ChunkSquares' 16 accumulators in registers (element i of
+  // the chunk into accumulator i % 16, as ChunkSquares adds them); the rest goes through it.
+  // Each lane is loaded before the previous one is stored (see elementwise.h's run_lanes).
   static void moments(const StepArgs& args, index_t t, index_t first, index_t stop,
                       ChunkSquares<kSums>& sums) {
+    using Wide = Lane<double>;
+    constexpr int kBlock = ChunkSquares<kSums>::kAccumulators;
+    constexpr int kLanesPerBlock = kBlock / L::kLanes;
+    constexpr int kWidePerBlock = kBlock / Wide::kLanes;
     const Coef coef = *static_cast<const Coef*>(args.coef);
-    const L bound(static_cast<T>(args.grad_bound));
-    const T* p = array(args, t, 0, first);
-    const T* g = array(args, t, 1, first);
-    T* states[kStates];
-    for (int k = 0; k < kStates; ++k) states[k] = array(args, t, 2 + k, first);
-    for_each_lane<L>(stop - first, [&](index_t i, index_t count) {
-      L state[kStates];
-      for (int k = 0; k < kStates; ++k) state[k] = load_lane<L>(states[k] + i, count);
-      // (clipping by value: the gradient clamped as it is loaded, as every rule's is)
-      const L grad = lane_min(bound, lane_max(-bound, load_lane<L>(g + i, count)));
+    Pass1Arrays a{array(args, t, 0, first), array(args, t, 1, first), {},
+                  L(static_cast<T>(args.grad_bound)),
+                  args.prefetch_bytes / static_cast<index_t>(sizeof(T))};
+    for (int k = 0; k < kStates; ++k) a.states[k] = array(args, t, 2 + k, first);
+    const index_t n = stop - first;
+    const index_t blocks_end = n / kBlock * kBlock;
+    Wide acc[kSums][kWidePerBlock];
+    for (int s = 0; s < kSums; ++s) {
+      for (int q = 0; q < kWidePerBlock; ++q) acc[s][q] = Wide(0.0);
+    }
+    if (blocks_end > 0) {
+      Loaded current = a.load(0, L::kLanes);
+      for (index_t i = 0; i < blocks_end; i += kBlock) {
+        for (int j = 0; j < kLanesPerBlock; ++j) {
+          const index_t at = i + j * L::kLanes;
+          const Loaded next = at + L::kLanes < blocks_end ? a.load(at + L::kLanes, L::kLanes)
+                                                          : current;
+          L summed[kSums];
+          a.finish(current, at, L::kLanes, coef, summed);
+          for (int s = 0; s < kSums; ++s) {
+            alignas(64) T values[L::kLanes];
+            alignas(64) double wide[L::kLanes];
+            L::store(values, summed[s]);
+            for (int e = 0; e < L::kLanes; ++e) wide[e] = static_cast<double>(values[e]);
+            for (int e = 0; e < L::kLanes; e += Wide::kLanes) {
+              const Wide x = Wide::load(wide + e);
+              Wide& sum = acc[s][(j * L::kLanes + e) / Wide::kLanes];
+              sum = sum + x * x;
+            }
+          }
+          current = next;
+        }
+      }
+    }
+    for (int s = 0; s < kSums; ++s) {  // (the accumulators were 0: these are their sums)
+      for (int q = 0; q < kWidePerBlock; ++q) {
+        Wide::store(sums.acc[s] + q * Wide::kLanes, acc[s][q]);
+      }
+    }
+    sums.next = blocks_end;
+    for_each_lane<L>(n - blocks_end, [&](index_t k, index_t count) {
+      Loaded x = a.load(blocks_end + k, count);
       L summed[kSums];
-      Rule::template moments<kFlags>(load_lane<L>(p + i, count), grad, state, coef, summed);
-      for (int k = 0; k < kStates; ++k) store_lane(states[k] + i, count, state[k]);
-      sums.add(summed, count);
+      a.finish(x, blocks_end + k, count, coef, summed);
+      sums.add_inline(summed, count);
     });
   }
 
@@ -89,23 +159,50 @@ struct TwoPass {
     }
   }
 
-  // Pass 2 over [begin, end) of the virtual concatenation.
+  // Pass 2 over [begin, end) of the virtual concatenation; each lane loaded before the
+  // previous one is stored (see elementwise.h's run_lanes).
   static void run_apply(const StepArgs& args, index_t begin, index_t end) {
     const Coef coef = *static_cast<const Coef*>(args.coef);
+    const index_t ahead = args.prefetch_bytes / static_cast<index_t>(sizeof(T));
     for (index_t t = find_tensor(args.offsets, args.num_tensors, begin); begin < end; ++t) {
       const index_t first = begin - args.offsets[t];
-      const index_t stop = std::min(end, args.offsets[t + 1]) - args.offsets[t];
+      const index_t n = std::min(end, args.offsets[t + 1]) - args.offsets[t] - first;
       T* p = array(args, t, 0, first);
       const T* states[kStates];
       for (int k = 0; k < kStates; ++k) states[k] = array(args, t, 2 + k, first);
       const L factor(static_cast<T>(args.tensor_factor[t]));
-      for_each_lane<L>(stop - first, [&](index_t i, index_t count) {
-        L state[kStates];
-        for (int k = 0; k < kStates; ++k) state[k] = load_lane<L>(states[k] + i, count);
-        L param = load_lane<L>(p + i, count);
-        Rule::template apply<kFlags>(param, state, coef, factor);
-        store_lane(p + i, count, param);
-      });
+      struct Lanes2 {
+        L param, state[kStates];
+      };
+      const auto load = [&](index_t i, index_t count) {
+        if (ahead != 0) {
+          prefetch_hint(p + i + ahead, true);
+          for (int k = 0; k < kStates; ++k) prefetch_hint(states[k] + i + ahead, false);
+        }
+        Lanes2 x;
+        x.param = load_lane<L>(p + i, count);
+        for (int k = 0; k < kStates; ++k) x.state[k] = load_lane<L>(states[k] + i, count);
+        return x;
+      };
+      const auto finish = [&](Lanes2& x, index_t i, index_t count) {
+        Rule::template apply<kFlags>(x.param, x.state, coef, factor);
+        store_lane(p + i, count, x.param);
+      };
+      index_t i = 0;
+      if (n >= L::kLanes) {
+        Lanes2 current = load(0, L::kLanes);
+        for (; i + 2 * L::kLanes <= n; i += L::kLanes) {
+          const Lanes2 next = load(i + L::kLanes, L::kLanes);
+          finish(current, i, L::kLanes);
+          current = next;
+        }
+        finish(current, i, L::kLanes);
+        i += L::kLanes;
+      }
+      if (i < n) {
+        Lanes2 tail = load(i, n - i);
+        finish(tail, i, n - i);
+      }
       begin = std::max(begin, args.offsets[t + 1]);
     }
   }
