@@ -53,7 +53,7 @@ from gdfast.bench.workloads import make_data, many_small, parse_sizes, single
 # the bench derives them from.
 STATES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2, "lion": 1, "rmsprop": 1,
           "adagrad": 1, "adadelta": 2, "adamax": 2, "nadam": 2, "radam": 2, "asgd": 1,
-          "rprop": 2, "adan": 4, "ademamix": 3, "schedulefree_adamw": 2, "sophia": 2}
+          "rprop": 2, "adan": 4, "ademamix": 3, "schedulefree_adamw": 2, "sophia": 2, "lamb": 2}
 
 # One 1000-element tensor, one batch of >= 1 ms: each run takes a fraction of a second.
 TINY = ["--sizes", "1000", "--lists", "none", "--batches", "1", "--batch-time", "0.001",
@@ -174,9 +174,10 @@ def test_json_schema_and_contents(tmp_path: Any, capsys: pytest.CaptureFixture[s
     assert doc["config"]["dtype"] == "float32"
     assert doc["config"]["optimizers"] == list(STATES)
     assert set(doc["implementations"]) == {"gdfast", "numpy", "bound", "arith"}
-    # fp32: 4 bytes per state element kept; read p, g, states and write p, states back
+    # fp32: 4 bytes per state element kept; read p, g, states and write p, states back (LAMB's
+    # second pass reads p and the states once more)
     state_bytes = {name: 4 * k for name, k in STATES.items()}
-    move_bytes = {name: 4 * (3 + 2 * k) for name, k in STATES.items()}
+    move_bytes = {name: 4 * (3 + 2 * k + (1 + k) * (name == "lamb")) for name, k in STATES.items()}
     for name in state_bytes:
         assert doc["cases"][name]["bytes_per_elem"] == move_bytes[name]
         assert len(doc["cases"][name]["states"]) == STATES[name]
@@ -1407,6 +1408,8 @@ def test_the_gate_in_narrow_modes_passes_gdfast_and_fails_a_wrong_learning_rate(
     for workload in (single(5000), many_small(3, 700)):
         data = make_data(workload, mode)
         for case in CASES.values():
+            if case.two_pass:  # (float32 and float64 only: test_two_pass_rules_refuse_...)
+                continue
             check = Gate(case, data)
             for factor in (1.0, 2.0, 0.5):
                 runner = GdfastRunner(with_lr_scaled(case, factor), data, None)
@@ -1416,6 +1419,13 @@ def test_the_gate_in_narrow_modes_passes_gdfast_and_fails_a_wrong_learning_rate(
                     assert verdict.ok and verdict.worst < 0.8, (case.name, verdict.message)
                 else:  # measured: at least 1.31 (bf16, RAdam, lr / 2)
                     assert not verdict.ok and verdict.worst > 1.0, (case.name, factor)
+
+
+def test_two_pass_rules_refuse_narrow_modes() -> None:
+    gdfast_impl = {i.name: i for i in registry()}["gdfast"]
+    assert gdfast_impl.supports(CASES["lamb"], PRECISIONS["bf16"]) == (
+        "gdfast's lamb takes float32 and float64 arrays only (for now)")
+    assert gdfast_impl.supports(CASES["lamb"], PRECISIONS["fp32"]) is None
 
 
 def test_a_param_that_is_not_its_master_rounded_fails_the_gate() -> None:
@@ -1455,6 +1465,8 @@ def test_arith_bound_repeats_the_narrow_step_in_place(name: str, mode: str) -> N
     case = CASES[name]
     precision = PRECISIONS[mode]
     rule = case.rule
+    if case.two_pass:
+        pytest.skip("a two-pass rule takes float32 and float64 arrays only")
     if precision.stochastic and rule.step != "counted":
         pytest.skip("the op keys stochastic rounding by its step, a count only here")
     data = make_data(single(3000), precision)

@@ -247,7 +247,9 @@ class Gdfast(Implementation):
         self.name = label or "gdfast"
 
     def supports(self, case: Case, precision: Any) -> Optional[str]:
-        as_precision(precision)  # every mode is gdfast's (an unknown dtype raises)
+        # every mode is gdfast's (an unknown dtype raises), but for a two-pass rule's
+        if case.two_pass and not as_precision(precision).plain:
+            return f"gdfast's {case.rule.name} takes float32 and float64 arrays only (for now)"
         return None
 
     def build(self, case: Case, data: Data) -> Runner:
