@@ -484,7 +484,7 @@ def lamb_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: f
     g = _grad_factor(g, maximize, grad_scale)
     m[...] = m * T(beta1) + g * T(1.0 - beta1 if grad_averaging else 1.0)
     v[...] = v * T(beta2) + g * g * T(1.0 - beta2)
-    size, adaptive, skip = lr, True, False
+    size, adaptive = lr, True
     if rectify:
         n_sma_max = 2.0 / (1.0 - beta2) - 1.0
         beta2_t = math.pow(beta2, step)

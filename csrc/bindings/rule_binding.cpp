@@ -184,14 +184,16 @@ double* to_monitor(py::handle hyper, std::size_t num_fields, const TensorBatch& 
   const py::handle given = PyTuple_GET_ITEM(hyper.ptr(), num_fields + 3);
   if (given.is_none()) return nullptr;
   if (batch.on_cuda()) {
-    throw py::value_error(prefix + "monitor: CPU arrays only (the CUDA kernels have no "
-                                   "reductions yet)");
+    throw py::value_error(prefix +
+                          "monitor: CPU arrays only (the CUDA kernels have no "
+                          "reductions yet)");
   }
   if (!py::isinstance<py::array_t<double>>(given)) {
     throw py::type_error("monitor: expected a float64 NumPy array of 3 sums");
   }
   auto sums = py::reinterpret_borrow<py::array_t<double>>(given);
-  if (sums.size() != kMonitorSums || !sums.writeable() || (sums.flags() & py::array::c_style) == 0) {
+  if (sums.size() != kMonitorSums || !sums.writeable() ||
+      (sums.flags() & py::array::c_style) == 0) {
     throw py::value_error("monitor: expected a writeable contiguous array of 3 sums");
   }
   return sums.mutable_data();

@@ -259,8 +259,9 @@ class CheckedCall {
         throw py::value_error(name + ": CPU arrays only (no CUDA kernel sums its tensors yet)");
       }
       if (batch->storage() != nullptr) {
-        throw py::value_error(name + ": float32 or float64 arrays only (not yet bfloat16/float16, "
-                                     "master weights or 8-bit states)");
+        throw py::value_error(name +
+                              ": float32 or float64 arrays only (not yet bfloat16/float16, "
+                              "master weights or 8-bit states)");
       }
       if (monitor != nullptr) throw py::value_error(name + ": monitor is not supported yet");
     }

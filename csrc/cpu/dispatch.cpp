@@ -214,7 +214,8 @@ std::vector<double> run_tensor_sums(StepFn fn, const StepArgs& args_in, int sums
     for (index_t c = first_chunk[static_cast<std::size_t>(t)];
          c < first_chunk[static_cast<std::size_t>(t) + 1]; ++c) {
       for (int s = 0; s < sums; ++s) {
-        out[static_cast<std::size_t>(t * sums + s)] += chunk_sums[static_cast<std::size_t>(c * sums + s)];
+        out[static_cast<std::size_t>(t * sums + s)] +=
+            chunk_sums[static_cast<std::size_t>(c * sums + s)];
       }
     }
   }

@@ -64,11 +64,11 @@ struct Lamb {
   template <class T>
   struct Coef {
     T grad_factor, beta1, beta3, beta2, one_minus_beta2, eps, decay_factor, weight_decay,
-        l2,          // 1: d gets + wd * p (L2 weight decay)
-        adaptive,    // 1: d = m / (sqrt(v) + eps); 0: d = m
-        rectified,   // 1: u is the norm of p - s * d
-        neg_step,    // -s
-        updates;     // 0: no update (rectify below the threshold without degenerated_to_sgd)
+        l2,         // 1: d gets + wd * p (L2 weight decay)
+        adaptive,   // 1: d = m / (sqrt(v) + eps); 0: d = m
+        rectified,  // 1: u is the norm of p - s * d
+        neg_step,   // -s
+        updates;    // 0: no update (rectify below the threshold without degenerated_to_sgd)
   };
 
   static unsigned flags(const Hyper&) { return 0; }
@@ -99,21 +99,20 @@ struct Lamb {
     bool adaptive = true;
     const double s = step_size(h, &adaptive);
     const bool decays = h.weight_decay != 0.0;
-    return {T((h.maximize ? -1.0 : 1.0) / h.grad_scale),
-            T(h.beta1),
-            T(h.grad_averaging ? 1.0 - h.beta1 : 1.0),
-            T(h.beta2),
-            T(1.0 - h.beta2),
-            T(h.eps),
-            T(decays && h.weight_decouple
-                  ? 1.0 - h.weight_decay * (h.fixed_decay ? 1.0 : h.lr)
-                  : 1.0),
-            T(h.weight_decay),
-            T(decays && !h.weight_decouple && !h.rectify ? 1.0 : 0.0),
-            T(adaptive ? 1.0 : 0.0),
-            T(h.rectify ? 1.0 : 0.0),
-            T(-s),
-            T(h.rectify && !(s > 0.0) ? 0.0 : 1.0)};
+    return {
+        T((h.maximize ? -1.0 : 1.0) / h.grad_scale),
+        T(h.beta1),
+        T(h.grad_averaging ? 1.0 - h.beta1 : 1.0),
+        T(h.beta2),
+        T(1.0 - h.beta2),
+        T(h.eps),
+        T(decays && h.weight_decouple ? 1.0 - h.weight_decay * (h.fixed_decay ? 1.0 : h.lr) : 1.0),
+        T(h.weight_decay),
+        T(decays && !h.weight_decouple && !h.rectify ? 1.0 : 0.0),
+        T(adaptive ? 1.0 : 0.0),
+        T(h.rectify ? 1.0 : 0.0),
+        T(-s),
+        T(h.rectify && !(s > 0.0) ? 0.0 : 1.0)};
   }
 
   // Host, between the passes: the factor of tensor t's d, s * trust, from its sums.

@@ -105,6 +105,10 @@ class Case:
         states back; two passes: also read p, and the states, once more)."""
         return (3 + 2 * self.n_states + (1 + self.n_states) * self.two_pass) * itemsize
 
+    def moved_bytes(self, precision: Any) -> int:
+        """Bytes a step moves per parameter in a precision mode (precision.py)."""
+        return int(precision.bytes_per_elem(self.n_states, self.two_pass))
+
     def package(self, impl: str) -> Optional[Package]:
         """The optimizer class that implementation ``impl`` runs for this case, if any."""
         return next((p for p in self.packages if p.impl == impl), None)

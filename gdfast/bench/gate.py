@@ -23,9 +23,10 @@ def reference(case: Case, p0: np.ndarray, g: np.ndarray, steps: int,
               precision: Precision = FP32) -> np.ndarray:
     """The parameter after ``steps`` steps from ``p0`` with fresh state and the same gradient
     ``g`` every step, computed in float64 (an elementwise rule's on a sample of elements, which
-    stands for the whole tensor; a two-pass rule's on each whole tensor). A mode that narrows a stored array (bf16 param or states)
-    is simulated: after each step the param and every state are rounded to nearest in the
-    type they are stored in. With a master copy, the (float32) master is returned."""
+    stands for the whole tensor; a two-pass rule's on each whole tensor). A mode that narrows
+    a stored array (bf16 param or states) is simulated: after each step the param and every
+    state are rounded to nearest in the type they are stored in. With a master copy, the
+    (float32) master is returned."""
     step = STEPS[case.rule.name]
     p = np.array(p0, dtype=np.float64)
     g = np.array(g, dtype=np.float64)

@@ -98,7 +98,7 @@ def _row(case: Case, w: Workload, precision: Precision, threads: int, impl: Impl
         "time_s": None,
         "batches": 0,
         "steps_per_batch": 0,
-        "bytes_per_elem": precision.bytes_per_elem(case.n_states, case.two_pass),
+        "bytes_per_elem": case.moved_bytes(precision),
         "gelem_s": None,
         "gb_s": None,
         "pct_bound": None,
@@ -293,7 +293,7 @@ class Suite:
                     first = 1 if impl.kind == "bound" else GATE_STEPS
                     slots_ += [eta.Slot(self.label(impl, precision), t, first)
                                for t in cfg.threads]
-                nbytes = w.numel * cfg.precisions[0].bytes_per_elem(case.n_states, case.two_pass)
+                nbytes = w.numel * case.moved_bytes(cfg.precisions[0])
                 out.append(eta.Group(w.name, nbytes, tuple(slots_), setup))
         return out
 
@@ -377,9 +377,9 @@ class Suite:
             "cases": {c.name: {"title": c.title, "constructor": c.ctor,
                                "kwargs": dict(c.kwargs), "rule": c.rule.name,
                                "hyper": dict(c.hyper), "states": list(c.states),
-                               "bytes_per_elem": cfg.precisions[0].bytes_per_elem(c.n_states, c.two_pass),
+                               "bytes_per_elem": c.moved_bytes(cfg.precisions[0]),
                                "bytes_per_elem_by_precision": {
-                                   p.name: p.bytes_per_elem(c.n_states, c.two_pass) for p in cfg.precisions}}
+                                   p.name: c.moved_bytes(p) for p in cfg.precisions}}
                       for c in cfg.cases},
             "precisions": {p.name: {"description": p.describe(), "layout": p.describe_layout(),
                                     "param": p.param, "grad": p.grad, "state": p.state,

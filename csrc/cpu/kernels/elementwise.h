@@ -136,7 +136,7 @@ GDFAST_INLINE void step_lane(X& lane, const typename X::Arrays& arrays, index_t 
   const auto before = lane.param;
   lane.template update_and_store<kPartial>(arrays, i, coef, count);
   if constexpr (X::Layout::kNumInputs > 0) {  // (the benchmark's Stream has no gradient)
-    if (sums == nullptr) return;  // (the same branch every lane: predicted)
+    if (sums == nullptr) return;              // (the same branch every lane: predicted)
     using L = decltype(before);
     const L grad_update_param[kMonitorSums] = {lane.in[0], lane.param - before, lane.param};
     sums->add(grad_update_param, count);
@@ -146,8 +146,8 @@ GDFAST_INLINE void step_lane(X& lane, const typename X::Arrays& arrays, index_t 
 // The loop: X (Lanes, or StoredLanes of storage.h) one lane at a time over elements [0, n) of
 // its arrays, prefetching `ahead` elements on (0: not); with `sums`, monitoring sums of them.
 template <class X, class Coef>
-void run_lanes(const typename X::Arrays& arrays_ref, index_t n, const Coef& coef_ref,
-               index_t ahead, MonitorSquares* sums = nullptr) {
+void run_lanes(const typename X::Arrays& arrays_ref, index_t n, const Coef& coef_ref, index_t ahead,
+               MonitorSquares* sums = nullptr) {
   constexpr index_t kLanes = X::kLanes;
   // Local copies: stores to the arrays cannot alias them, so they stay in registers.
   const auto coef = coef_ref;

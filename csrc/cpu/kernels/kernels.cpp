@@ -42,7 +42,8 @@ struct FlagTable<Rule, T, std::integer_sequence<unsigned, kFlags...>> {
 };
 
 template <class Rule, class T>
-using RuleFlagTable = FlagTable<Rule, T, std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>>;
+using RuleFlagTable =
+    FlagTable<Rule, T, std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>>;
 
 template <class Rule, class T>
 constexpr const StepFn* flag_table() {
@@ -53,7 +54,6 @@ template <class Rule, class T>
 constexpr const StepFn* second_pass_table() {
   return optim::kTwoPass<Rule> ? RuleFlagTable<Rule, T>::second : nullptr;
 }
-
 
 #define GDFAST_STRINGIFY2(x) #x
 #define GDFAST_STRINGIFY(x) GDFAST_STRINGIFY2(x)

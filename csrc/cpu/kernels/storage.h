@@ -199,8 +199,7 @@ void run_stored_arrays(const typename StoredLanes<Rule, kFlags, AnyRecipe>::Arra
                        index_t prefetch_bytes, MonitorSquares* sums) {
   const index_t ahead = prefetch_bytes / static_cast<index_t>(sizeof(float));  // elements
   if constexpr (kVectorLanes && kRecipes && optim::HasStorageRecipes<Rule>::value) {
-    if (run_recipe<Rule, kFlags>(a, n, coef, s, ahead, sums,
-                                 static_cast<ModeRecipes*>(nullptr))) {
+    if (run_recipe<Rule, kFlags>(a, n, coef, s, ahead, sums, static_cast<ModeRecipes*>(nullptr))) {
       return;
     }
   }

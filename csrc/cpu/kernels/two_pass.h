@@ -96,7 +96,9 @@ struct TwoPass {
     constexpr int kLanesPerBlock = kBlock / L::kLanes;
     constexpr int kWidePerBlock = kBlock / Wide::kLanes;
     const Coef coef = *static_cast<const Coef*>(args.coef);
-    Pass1Arrays a{array(args, t, 0, first), array(args, t, 1, first), {},
+    Pass1Arrays a{array(args, t, 0, first),
+                  array(args, t, 1, first),
+                  {},
                   L(static_cast<T>(args.grad_bound)),
                   args.prefetch_bytes / static_cast<index_t>(sizeof(T))};
     for (int k = 0; k < kStates; ++k) a.states[k] = array(args, t, 2 + k, first);
@@ -111,8 +113,8 @@ struct TwoPass {
       for (index_t i = 0; i < blocks_end; i += kBlock) {
         for (int j = 0; j < kLanesPerBlock; ++j) {
           const index_t at = i + j * L::kLanes;
-          const Loaded next = at + L::kLanes < blocks_end ? a.load(at + L::kLanes, L::kLanes)
-                                                          : current;
+          const Loaded next =
+              at + L::kLanes < blocks_end ? a.load(at + L::kLanes, L::kLanes) : current;
           L summed[kSums];
           a.finish(current, at, L::kLanes, coef, summed);
           for (int s = 0; s < kSums; ++s) {

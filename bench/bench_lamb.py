@@ -1,0 +1,97 @@
+"""LAMB on fp32 torch params: ``gdfast.torch.Lamb`` against ``pytorch_optimizer.Lamb``, the
+implementation users would otherwise run (its foreach path and its per-tensor loop), on one
+tensor of 1e7 elements (the issue's target: gdfast >= 10x) and on the GPT-2-small list.
+
+    pytest bench/bench_lamb.py --benchmark-only
+    python bench/bench_lamb.py [--size 1e7] [--gpt2]   # interleaved: median of 9 steps each
+
+gdfast-bench's LAMB row (``--optimizers lamb``) has the step against its stream bound; its
+correctness gate refuses pytorch_optimizer at these sizes (its float32 norms move the trust
+ratio by up to ~1e-3 relative), so the comparison with it is timed here. Each implementation's
+first step is checked against the float64 reference before it is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Sequence
+
+import numpy as np
+import pytest
+
+import gdfast
+from gdfast.bench.reference import lamb_step
+
+HYPER = dict(lr=1e-3, weight_decay=1e-2)
+# GPT-2 small's parameter shapes (124M): embeddings, 12 blocks, final norm.
+GPT2_SHAPES = ([(50257, 768), (1024, 768)]
+               + 12 * [(768,), (768,), (2304, 768), (2304,), (768, 768), (768,), (768,), (768,),
+                       (3072, 768), (3072,), (768, 3072), (768,)] + [(768,), (768,)])
+
+
+def _params(shapes: Sequence[Any]) -> List[Any]:
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for shape in shapes:
+        p = torch.randn(shape, generator=gen).requires_grad_()
+        p.grad = torch.randn(shape, generator=gen)
+        out.append(p)
+    return out
+
+
+def make_step(impl: str, shapes: Sequence[Any]) -> Callable[[], None]:
+    params = _params(shapes)
+    if impl == "gdfast":
+        import gdfast.torch
+
+        opt = gdfast.torch.Lamb(params, **HYPER)
+        tolerance = 1e-5  # (float32 arithmetic, double norms)
+    else:
+        pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+        opt = pytorch_optimizer.Lamb(params, foreach=impl.endswith("foreach"), **HYPER)
+        tolerance = 5e-2  # (its float32 norms of up to 4e7 values)
+    expected = [lamb_step(p.detach().double().numpy(), p.grad.double().numpy(), {},
+                          weight_decay=HYPER["weight_decay"], lr=HYPER["lr"])
+                for p in params[:3]]
+    opt.step()
+    for p, e in zip(params[:3], expected):  # (the largest tensors come first)
+        got = p.detach().numpy()
+        moved = float(np.max(np.abs(e - p.detach().double().numpy()), initial=0.0))
+        np.testing.assert_allclose(got, e, rtol=0, atol=tolerance * max(moved, 1e-30) + 1e-7)
+    return opt.step
+
+
+IMPLS = ("gdfast", "pytorch_optimizer-foreach", "pytorch_optimizer-loop")
+
+
+@pytest.mark.benchmark(group="lamb-1e7")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_lamb(benchmark: Any, impl: str) -> None:
+    benchmark.pedantic(make_step(impl, [(int(1e7),)]), rounds=5, iterations=1, warmup_rounds=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=float, default=1e7)
+    parser.add_argument("--gpt2", action="store_true", help="the GPT-2-small list instead")
+    args = parser.parse_args()
+    shapes = GPT2_SHAPES if args.gpt2 else [(int(args.size),)]
+    steps = {name: make_step(name, shapes) for name in IMPLS}
+    times: Dict[str, list] = {name: [] for name in steps}
+    for _ in range(9):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    what = "the GPT-2-small list" if args.gpt2 else f"{int(args.size):.0e} elements"
+    print(f"{what}, {gdfast.get_num_threads()} threads; median of 9, interleaved")
+    for name, t in median.items():
+        print(f"  {name:<26}{t * 1e3:9.1f} ms   {t / median['gdfast']:6.1f}x gdfast's time")
+
+
+if __name__ == "__main__":
+    main()
