@@ -3,8 +3,8 @@
 Functional in-place ops live in :mod:`gdfast.ops`; stateful optimizers with torch.optim's
 constructors are ``gdfast.SGD``, ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``Adagrad``,
 ``Adadelta``, ``Adamax``, ``NAdam``, ``RAdam``, ``ASGD``, ``Rprop``, and pytorch_optimizer's
-``Adan``, ``AdEMAMix``, ``ScheduleFreeAdamW`` and ``SophiaH`` (``gdfast.optimizers()`` lists
-them); ``gdfast.torch`` has the same for torch tensors.
+``Adan``, ``AdEMAMix``, ``ScheduleFreeAdamW``, ``SophiaH`` and ``Lamb``
+(``gdfast.optimizers()`` lists them); ``gdfast.torch`` has the same for torch tensors.
 """
 
 import numbers

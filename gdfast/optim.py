@@ -1,7 +1,7 @@
 """Stateful optimizers over NumPy arrays, with torch.optim's constructors and state layout:
 ``gdfast.SGD``, ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``Adagrad``, ``Adadelta``,
 ``Adamax``, ``NAdam``, ``RAdam``, ``ASGD``, ``Rprop``; ``Adan``, ``AdEMAMix``,
-``ScheduleFreeAdamW`` and ``SophiaH`` with pytorch_optimizer's.
+``ScheduleFreeAdamW``, ``SophiaH`` and ``Lamb`` with pytorch_optimizer's.
 
     opt = gdfast.AdamW(params, lr=1e-3)      # params: arrays, or dicts {"params": [...], ...}
     opt.step(grads)                          # grads in the order of the params; None skips

@@ -1,7 +1,8 @@
 """Drop-in replacements for torch.optim's elementwise optimizers, lion-pytorch's Lion and
-pytorch_optimizer's Adan, AdEMAMix, ScheduleFreeAdamW and SophiaH: ``gdfast.torch.SGD``,
+pytorch_optimizer's Adan, AdEMAMix, ScheduleFreeAdamW, SophiaH and Lamb: ``gdfast.torch.SGD``,
 ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``Adagrad``, ``Adadelta``, ``Adamax``, ``NAdam``,
-``RAdam``, ``ASGD``, ``Rprop``, ``Adan``, ``AdEMAMix``, ``ScheduleFreeAdamW``, ``SophiaH``.
+``RAdam``, ``ASGD``, ``Rprop``, ``Adan``, ``AdEMAMix``, ``ScheduleFreeAdamW``, ``SophiaH``,
+``Lamb``.
 
     opt = gdfast.torch.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
 
