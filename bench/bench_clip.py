@@ -18,13 +18,12 @@ AdamW before it is timed.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from typing import Any, Callable, Dict
 
 import numpy as np
 import pytest
+from interleaved import interleaved_medians
 
 import gdfast
 
@@ -105,13 +104,7 @@ def test_clip(benchmark, impl):
 
 def main(n: int) -> None:
     steps = {name: make(n) for name, make in IMPLS.items()}
-    times: Dict[str, list] = {name: [] for name in steps}
-    for _ in range(9):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(t) for name, t in times.items()}
+    median = interleaved_medians(steps)
     print(f"n={n:.0e}, {gdfast.get_num_threads()} threads; median of 9, interleaved")
     for name, t in median.items():
         print(f"  {name:<18}{t * 1e3:9.1f} ms")

@@ -14,12 +14,11 @@ first step is checked against the float64 reference before it is timed.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, List, Sequence
 
 import numpy as np
 import pytest
+from interleaved import interleaved_medians
 
 import gdfast
 from gdfast.bench.reference import lamb_step
@@ -81,13 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     shapes = GPT2_SHAPES if args.gpt2 else [(int(args.size),)]
     steps = {name: make_step(name, shapes) for name in IMPLS}
-    times: Dict[str, list] = {name: [] for name in steps}
-    for _ in range(9):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(t) for name, t in times.items()}
+    median = interleaved_medians(steps)
     what = "the GPT-2-small list" if args.gpt2 else f"{int(args.size):.0e} elements"
     print(f"{what}, {gdfast.get_num_threads()} threads; median of 9, interleaved")
     for name, t in median.items():
