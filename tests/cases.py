@@ -213,8 +213,8 @@ class Case:
     input_values: Optional[Callable[[np.ndarray, int], Dict[str, np.ndarray]]] = None
     # An element's update depends on its whole tensor (LAMB's trust ratio): the references run
     # on each tensor alone, and a prefix of an array is not stepped as that part of the array.
-    # Such a rule runs in two passes, on float32/float64 arrays only and without monitoring
-    # (README "LAMB"): the lower-precision and monitoring tests leave it out.
+    # Such a rule runs in two passes, on float32/float64 arrays only (README "LAMB"): the
+    # lower-precision tests leave it out.
     per_tensor: bool = False
 
     def __str__(self) -> str:

@@ -63,7 +63,7 @@ def _assert_same(a: Dict[str, List[np.ndarray]], b: Dict[str, List[np.ndarray]])
             np.testing.assert_array_equal(x, y, err_msg=f"{name}[{k}]", strict=True)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if not c.per_tensor], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=str)
 def test_every_rule_steps_the_same_and_reports_its_norms(case: Case, dtype, isa) -> None:
     hyper = case.hyper(case.variants[-1])
     monitored, seen = _run(case, hyper, dtype, True)
@@ -76,8 +76,9 @@ def test_every_rule_steps_the_same_and_reports_its_norms(case: Case, dtype, isa)
     assert seen[-1]["got"]["update_norm"] > 0  # (the check above is not of zeros)
 
 
+@pytest.mark.parametrize("case", [cases.ADAM, cases.LAMB], ids=str)  # (one pass; two passes)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_norms_are_bitwise_the_same_on_every_level_and_thread_count(dtype) -> None:
+def test_norms_are_bitwise_the_same_on_every_level_and_thread_count(case: Case, dtype) -> None:
     sizes = (0, 5, 3 * 16384 + 7, 100, 300_000)  # an empty tensor; chunks; a parallel split
     runs = set()
     threads = gdfast.get_num_threads()
@@ -86,8 +87,8 @@ def test_norms_are_bitwise_the_same_on_every_level_and_thread_count(dtype) -> No
             for n in (1, 2, 3):
                 gdfast.set_num_threads(n)
                 with gdfast.use_isa(level):
-                    _, seen = _run(cases.ADAM, cases.ADAM.hyper(cases.ADAM.variants[-1]), dtype,
-                                   True, steps=1, sizes=sizes)
+                    _, seen = _run(case, case.hyper(case.variants[-1]), dtype, True, steps=1,
+                                   sizes=sizes)
                 runs.add(tuple(seen[0]["got"].values()))
     finally:
         gdfast.set_num_threads(threads)
@@ -158,15 +159,6 @@ def test_scalar_states_come_with_the_norms_and_a_skipped_step_has_none() -> None
     skipped = gdfast.ops.sgd_(p, g, step=1, lr=1.0, found_inf=1.0, monitor=True)
     assert skipped == dict.fromkeys(NAMES)
     np.testing.assert_array_equal(p, before)
-
-
-def test_a_two_pass_rule_refuses_monitoring_and_changes_nothing() -> None:
-    p, g = np.ones(10, np.float32), np.ones(10, np.float32)
-    m, v = np.zeros_like(p), np.zeros_like(p)
-    with pytest.raises(ValueError, match="lamb: monitor is not supported yet"):
-        gdfast.ops.lamb_(p, g, m, v, step=1, monitor=True)
-    np.testing.assert_array_equal(p, np.ones(10, np.float32))
-    assert not m.any() and not v.any()
 
 
 def test_bad_monitor_is_named_and_changes_nothing() -> None:

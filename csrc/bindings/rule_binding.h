@@ -263,7 +263,6 @@ class CheckedCall {
                               ": float32 or float64 arrays only (not yet bfloat16/float16, "
                               "master weights or 8-bit states)");
       }
-      if (monitor != nullptr) throw py::value_error(name + ": monitor is not supported yet");
     }
     entries_.push_back({h, std::move(batch), std::move(scalars), bound, monitor});
   }

@@ -39,6 +39,42 @@ void run_parallel_repeated(StepFn fn, const StepArgs& args, index_t repeats);
 // its chunks' added in index order: bitwise the same for any thread count.
 std::vector<double> run_tensor_sums(StepFn fn, const StepArgs& args, int sums);
 
+// A two-pass rule's step (cpu/kernels/two_pass.h): pass 1 (the states, and each tensor's sums),
+// each tensor's factor on the host, pass 2 (the params). When monitoring, pass 1 sums the
+// gradients too and pass 2 the updates and params, both in whole chunks.
+template <class Rule>
+void run_two_passes(StepFn first, const StepFn* const* second, const typename Rule::Hyper& hyper,
+                    Dtype dtype, const StepArgs& args) {
+  constexpr int kSums = Rule::kTensorSums;
+  const bool monitored = args.monitor != nullptr;
+  const int stride = kSums + (monitored ? 1 : 0);
+  const std::vector<double> sums = run_tensor_sums(first, args, stride);
+  std::vector<double> factors(static_cast<std::size_t>(args.num_tensors));
+  double grads = 0.0;
+  for (index_t t = 0; t < args.num_tensors; ++t) {
+    double tensor[kSums];
+    for (int s = 0; s < kSums; ++s) tensor[s] = sums[static_cast<std::size_t>(t * stride + s)];
+    factors[static_cast<std::size_t>(t)] = Rule::tensor_factor(tensor, hyper);
+    if (monitored) grads += sums[static_cast<std::size_t>(t * stride + kSums)];
+  }
+  StepArgs apply = args;
+  apply.tensor_factor = factors.data();
+  const StepFn apply_fn = second[static_cast<int>(dtype)][Rule::flags(hyper)];
+  if (!monitored) {
+    run_parallel(apply_fn, apply);
+    return;
+  }
+  const std::vector<double> applied = run_tensor_sums(apply_fn, apply, 2);
+  double updates = 0.0, params = 0.0;
+  for (index_t t = 0; t < args.num_tensors; ++t) {
+    updates += applied[static_cast<std::size_t>(2 * t)];
+    params += applied[static_cast<std::size_t>(2 * t + 1)];
+  }
+  args.monitor[0] += grads;
+  args.monitor[1] += updates;
+  args.monitor[2] += params;
+}
+
 // One call of `Rule`'s kernels, `by_dtype` being a KernelTable entry ([dtype][flags]) and
 // `second` a two-pass rule's second passes (else null), over the tensor list (repeated in place
 // `repeats` times: benchmark only).
@@ -52,21 +88,7 @@ void run_kernels(const StepFn* const* by_dtype, const StepFn* const* second,
   const auto run = [&](const auto& coef) {
     args.coef = &coef;
     if constexpr (optim::kTwoPass<Rule>) {
-      for (index_t r = 0; r < repeats; ++r) {
-        // Pass 1 (the states, and each tensor's sums), each tensor's factor, pass 2.
-        const std::vector<double> sums = run_tensor_sums(fn, args, Rule::kTensorSums);
-        std::vector<double> factors(static_cast<std::size_t>(args.num_tensors));
-        for (index_t t = 0; t < args.num_tensors; ++t) {
-          double tensor[Rule::kTensorSums];
-          for (int s = 0; s < Rule::kTensorSums; ++s) {
-            tensor[s] = sums[static_cast<std::size_t>(t * Rule::kTensorSums + s)];
-          }
-          factors[static_cast<std::size_t>(t)] = Rule::tensor_factor(tensor, hyper);
-        }
-        StepArgs apply = args;
-        apply.tensor_factor = factors.data();
-        run_parallel(second[static_cast<int>(dtype)][flags], apply);
-      }
+      for (index_t r = 0; r < repeats; ++r) run_two_passes<Rule>(fn, second, hyper, dtype, args);
     } else if (repeats == 1) {
       run_parallel(fn, args);
     } else {

@@ -3,6 +3,7 @@
 // rule names (ChunkSquares: bitwise the same for any lane width and thread split); pass 2 writes
 // the param from the states and its tensor's factor (StepArgs::tensor_factor), which the host
 // makes from the sums in between (cpu/dispatch.h). float32 and float64 arrays, every state used.
+// Monitoring (StepArgs::monitor): pass 1 sums the gradient too, pass 2 the updates and params.
 // Included only by kernels.cpp.
 #pragma once
 
@@ -77,10 +78,15 @@ struct TwoPass {
       for (int k = 0; k < kStates; ++k) x.state[k] = load_lane<L>(states[k] + i, count);
       return x;
     }
-    // The lane's moments stored; the values to sum in `summed`.
+    // The lane's moments stored; the values to sum in `summed`: the rule's, then (when there
+    // is room for it: monitoring) the gradient.
+    template <int kAll>
     GDFAST_INLINE void finish(Loaded& x, index_t i, index_t count, const Coef& coef,
-                              L (&summed)[kSums]) const {
-      Rule::template moments<kFlags>(x.param, x.grad, x.state, coef, summed);
+                              L (&summed)[kAll]) const {
+      L rule_sums[kSums];
+      Rule::template moments<kFlags>(x.param, x.grad, x.state, coef, rule_sums);
+      for (int s = 0; s < kSums; ++s) summed[s] = rule_sums[s];
+      if constexpr (kAll > kSums) summed[kSums] = x.grad;
       for (int k = 0; k < kStates; ++k) store_lane(states[k] + i, count, x.state[k]);
     }
   };
@@ -89,8 +95,11 @@ struct TwoPass {
   // Whole blocks of 16 elements keep ChunkSquares' 16 accumulators in registers (element i of
   // the chunk into accumulator i % 16, as ChunkSquares adds them); the rest goes through it.
   // Each lane is loaded before the previous one is stored (see elementwise.h's run_lanes).
+  // With kMonitor the gradient is summed too, after the rule's values (monitoring).
+  template <bool kMonitor>
   static void moments(const StepArgs& args, index_t t, index_t first, index_t stop,
-                      ChunkSquares<kSums>& sums) {
+                      ChunkSquares<kSums + kMonitor>& sums) {
+    constexpr int kAll = kSums + kMonitor;
     using Wide = Lane<double>;
     constexpr int kBlock = ChunkSquares<kSums>::kAccumulators;
     constexpr int kLanesPerBlock = kBlock / L::kLanes;
@@ -104,8 +113,8 @@ struct TwoPass {
     for (int k = 0; k < kStates; ++k) a.states[k] = array(args, t, 2 + k, first);
     const index_t n = stop - first;
     const index_t blocks_end = n / kBlock * kBlock;
-    Wide acc[kSums][kWidePerBlock];
-    for (int s = 0; s < kSums; ++s) {
+    Wide acc[kAll][kWidePerBlock];
+    for (int s = 0; s < kAll; ++s) {
       for (int q = 0; q < kWidePerBlock; ++q) acc[s][q] = Wide(0.0);
     }
     if (blocks_end > 0) {
@@ -115,9 +124,9 @@ struct TwoPass {
           const index_t at = i + j * L::kLanes;
           const Loaded next =
               at + L::kLanes < blocks_end ? a.load(at + L::kLanes, L::kLanes) : current;
-          L summed[kSums];
+          L summed[kAll];
           a.finish(current, at, L::kLanes, coef, summed);
-          for (int s = 0; s < kSums; ++s) {
+          for (int s = 0; s < kAll; ++s) {
             alignas(64) T values[L::kLanes];
             alignas(64) double wide[L::kLanes];
             L::store(values, summed[s]);
@@ -132,7 +141,7 @@ struct TwoPass {
         }
       }
     }
-    for (int s = 0; s < kSums; ++s) {  // (the accumulators were 0: these are their sums)
+    for (int s = 0; s < kAll; ++s) {  // (the accumulators were 0: these are their sums)
       for (int q = 0; q < kWidePerBlock; ++q) {
         Wide::store(sums.acc[s] + q * Wide::kLanes, acc[s][q]);
       }
@@ -140,71 +149,104 @@ struct TwoPass {
     sums.next = blocks_end;
     for_each_lane<L>(n - blocks_end, [&](index_t k, index_t count) {
       Loaded x = a.load(blocks_end + k, count);
-      L summed[kSums];
+      L summed[kAll];
       a.finish(x, blocks_end + k, count, coef, summed);
       sums.add_inline(summed, count);
     });
   }
 
   // Pass 1 over [begin, end) of the virtual concatenation, which starts at a chunk's start:
-  // each chunk's sums into args.chunk_sums.
+  // each chunk's sums into args.chunk_sums (and the gradient's, when monitoring).
   static void run_moments(const StepArgs& args, index_t begin, index_t end) {
+    if (args.monitor != nullptr) {
+      chunks<kSums + 1>(args, begin, end, &moments<true>);
+    } else {
+      chunks<kSums>(args, begin, end, &moments<false>);
+    }
+  }
+
+  // The chunks of [begin, end), which starts at a chunk's start, each through `run` and its
+  // kAll sums into args.chunk_sums.
+  template <int kAll>
+  static void chunks(const StepArgs& args, index_t begin, index_t end,
+                     void (*run)(const StepArgs&, index_t, index_t, index_t, ChunkSquares<kAll>&)) {
     for (index_t t = find_tensor(args.offsets, args.num_tensors, begin); begin < end; ++t) {
       const index_t stop = std::min(end, args.offsets[t + 1]) - args.offsets[t];
       for (index_t at = begin - args.offsets[t]; at < stop; at += kReduceChunk) {
-        ChunkSquares<kSums> sums;
-        moments(args, t, at, std::min(at + kReduceChunk, stop), sums);
-        double* out = args.chunk_sums + (args.first_chunk[t] + at / kReduceChunk) * kSums;
-        for (int s = 0; s < kSums; ++s) out[s] = sums.total(s);
+        ChunkSquares<kAll> sums;
+        run(args, t, at, std::min(at + kReduceChunk, stop), sums);
+        double* out = args.chunk_sums + (args.first_chunk[t] + at / kReduceChunk) * kAll;
+        for (int s = 0; s < kAll; ++s) out[s] = sums.total(s);
       }
       begin = std::max(begin, args.offsets[t + 1]);
     }
   }
 
-  // Pass 2 over [begin, end) of the virtual concatenation; each lane loaded before the
-  // previous one is stored (see elementwise.h's run_lanes).
-  static void run_apply(const StepArgs& args, index_t begin, index_t end) {
+  // Pass 2 over elements [first, first + n) of tensor t; each lane loaded before the previous
+  // one is stored (see elementwise.h's run_lanes). With `sums` (monitoring, within a chunk from
+  // its start), the squares of the update (new param - old) and of the new param.
+  static void apply(const StepArgs& args, index_t t, index_t first, index_t n,
+                    ChunkSquares<2>* sums) {
     const Coef coef = *static_cast<const Coef*>(args.coef);
     const index_t ahead = args.prefetch_bytes / static_cast<index_t>(sizeof(T));
+    T* p = array(args, t, 0, first);
+    const T* states[kStates];
+    for (int k = 0; k < kStates; ++k) states[k] = array(args, t, 2 + k, first);
+    const L factor(static_cast<T>(args.tensor_factor[t]));
+    struct Lanes2 {
+      L param, state[kStates];
+    };
+    const auto load = [&](index_t i, index_t count) {
+      if (ahead != 0) {
+        prefetch_hint(p + i + ahead, true);
+        for (int k = 0; k < kStates; ++k) prefetch_hint(states[k] + i + ahead, false);
+      }
+      Lanes2 x;
+      x.param = load_lane<L>(p + i, count);
+      for (int k = 0; k < kStates; ++k) x.state[k] = load_lane<L>(states[k] + i, count);
+      return x;
+    };
+    const auto finish = [&](Lanes2& x, index_t i, index_t count) {
+      const L before = x.param;
+      Rule::template apply<kFlags>(x.param, x.state, coef, factor);
+      store_lane(p + i, count, x.param);
+      if (sums != nullptr) {
+        const L update_param[2] = {x.param - before, x.param};
+        sums->add(update_param, count);
+      }
+    };
+    index_t i = 0;
+    if (n >= L::kLanes) {
+      Lanes2 current = load(0, L::kLanes);
+      for (; i + 2 * L::kLanes <= n; i += L::kLanes) {
+        const Lanes2 next = load(i + L::kLanes, L::kLanes);
+        finish(current, i, L::kLanes);
+        current = next;
+      }
+      finish(current, i, L::kLanes);
+      i += L::kLanes;
+    }
+    if (i < n) {
+      Lanes2 tail = load(i, n - i);
+      finish(tail, i, n - i);
+    }
+  }
+
+  static void apply_chunk(const StepArgs& args, index_t t, index_t first, index_t stop,
+                          ChunkSquares<2>& sums) {
+    apply(args, t, first, stop - first, &sums);
+  }
+
+  // Pass 2 over [begin, end) of the virtual concatenation; when monitoring, whole chunks from
+  // a chunk's start, each one's two sums into args.chunk_sums.
+  static void run_apply(const StepArgs& args, index_t begin, index_t end) {
+    if (args.monitor != nullptr) {
+      chunks<2>(args, begin, end, &apply_chunk);
+      return;
+    }
     for (index_t t = find_tensor(args.offsets, args.num_tensors, begin); begin < end; ++t) {
       const index_t first = begin - args.offsets[t];
-      const index_t n = std::min(end, args.offsets[t + 1]) - args.offsets[t] - first;
-      T* p = array(args, t, 0, first);
-      const T* states[kStates];
-      for (int k = 0; k < kStates; ++k) states[k] = array(args, t, 2 + k, first);
-      const L factor(static_cast<T>(args.tensor_factor[t]));
-      struct Lanes2 {
-        L param, state[kStates];
-      };
-      const auto load = [&](index_t i, index_t count) {
-        if (ahead != 0) {
-          prefetch_hint(p + i + ahead, true);
-          for (int k = 0; k < kStates; ++k) prefetch_hint(states[k] + i + ahead, false);
-        }
-        Lanes2 x;
-        x.param = load_lane<L>(p + i, count);
-        for (int k = 0; k < kStates; ++k) x.state[k] = load_lane<L>(states[k] + i, count);
-        return x;
-      };
-      const auto finish = [&](Lanes2& x, index_t i, index_t count) {
-        Rule::template apply<kFlags>(x.param, x.state, coef, factor);
-        store_lane(p + i, count, x.param);
-      };
-      index_t i = 0;
-      if (n >= L::kLanes) {
-        Lanes2 current = load(0, L::kLanes);
-        for (; i + 2 * L::kLanes <= n; i += L::kLanes) {
-          const Lanes2 next = load(i + L::kLanes, L::kLanes);
-          finish(current, i, L::kLanes);
-          current = next;
-        }
-        finish(current, i, L::kLanes);
-        i += L::kLanes;
-      }
-      if (i < n) {
-        Lanes2 tail = load(i, n - i);
-        finish(tail, i, n - i);
-      }
+      apply(args, t, first, std::min(end, args.offsets[t + 1]) - args.offsets[t] - first, nullptr);
       begin = std::max(begin, args.offsets[t + 1]);
     }
   }
