@@ -185,7 +185,7 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
                 "        grad_bound = _INF\n"
                 "    else:\n"
                 "        grad_bound = _check_value(max_grad_value, max_grad_norm)")
-    body.append("    sums = _monitor_sums(monitor)")
+    body.append("    sums = None if monitor is False else _monitor_sums(monitor)")
     step_arg = "step" if uses_step else "0"
     arguments = (f"{rule.id}, param, ({inputs},), ({states},), "
                  f"({fields}, {step_arg}, grad_scale, grad_bound, sums), scalars, stream")
