@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict
 
 import numpy as np
 import pytest
-from interleaved import interleaved_medians
+from interleaved import interleaved_medians, print_medians
 
 import gdfast
 
@@ -105,9 +105,7 @@ def test_clip(benchmark, impl):
 def main(n: int) -> None:
     steps = {name: make(n) for name, make in IMPLS.items()}
     median = interleaved_medians(steps)
-    print(f"n={n:.0e}, {gdfast.get_num_threads()} threads; median of 9, interleaved")
-    for name, t in median.items():
-        print(f"  {name:<18}{t * 1e3:9.1f} ms")
+    print_medians(f"n={n:.0e}, {gdfast.get_num_threads()} threads", median)
     clipped = median["gdfast-clipped"]
     print(f"clipped / unclipped: {clipped / median['gdfast']:.2f}x (target <= 1.3x)")
     print(f"torch / gdfast clipped: {median['torch-clip-fused'] / clipped:.2f}x (target >= 2x)")

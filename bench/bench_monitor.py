@@ -21,7 +21,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 import pytest
-from interleaved import interleaved_medians
+from interleaved import interleaved_medians, print_medians
 
 import gdfast
 
@@ -106,9 +106,7 @@ def test_monitor(benchmark, impl):
 def main(n: int) -> None:
     steps = {name: make(n) for name, make in IMPLS.items()}
     median = interleaved_medians(steps)
-    print(f"n={n:.0e}, {gdfast.get_num_threads()} threads; median of 9, interleaved")
-    for name, t in median.items():
-        print(f"  {name:<18}{t * 1e3:9.1f} ms")
+    print_medians(f"n={n:.0e}, {gdfast.get_num_threads()} threads", median)
     monitored = median["gdfast-monitored"]
     print(f"monitored / plain: {monitored / median['gdfast']:.3f}x (target <= 1.05x)")
     for name in ("torch-fused-norms", "torch-fused-norms64"):

@@ -20,3 +20,10 @@ def interleaved_medians(steps: Mapping[str, Callable[[], None]],
             step()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def print_medians(what: str, median: Mapping[str, float]) -> None:
+    """The medians, under a heading that says what was timed."""
+    print(f"{what}; median of {ROUNDS}, interleaved")
+    for name, t in median.items():
+        print(f"  {name:<18}{t * 1e3:9.1f} ms")
