@@ -93,7 +93,7 @@ def step_of(threads: int) -> Iterator[Callable[..., Callable[[], None]]]:
         benchmark.extra_info.update(
             implementation=impl_name, kind=impl.kind, optimizer=optimizer,
             workload=workload.name, numel=workload.numel, tensors=workload.tensors,
-            threads=threads, bytes_per_elem=case.bytes_per_elem(np.dtype(dtype).itemsize),
+            threads=threads, bytes_per_elem=case.moved_bytes(data.precision),
             dtype=np.dtype(dtype).name, time_scale=runner.time_scale)
         return runner.step
 

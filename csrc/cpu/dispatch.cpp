@@ -150,13 +150,7 @@ void run_chunk_part(void* ctx, int part) {
 // Monitoring: the step's sums over the call added to args.monitor.
 void run_monitored(StepFn fn, const StepArgs& args) {
   const std::vector<double> sums = run_tensor_sums(fn, args, kMonitorSums);
-  double call[kMonitorSums] = {};
-  for (index_t t = 0; t < args.num_tensors; ++t) {
-    for (int s = 0; s < kMonitorSums; ++s) {
-      call[s] += sums[static_cast<std::size_t>(t * kMonitorSums + s)];
-    }
-  }
-  for (int s = 0; s < kMonitorSums; ++s) args.monitor[s] += call[s];
+  for (int s = 0; s < kMonitorSums; ++s) args.monitor[s] += tensors_total(sums, kMonitorSums, s);
 }
 
 }  // namespace
@@ -220,6 +214,15 @@ std::vector<double> run_tensor_sums(StepFn fn, const StepArgs& args_in, int sums
     }
   }
   return out;
+}
+
+double tensors_total(const std::vector<double>& tensor_sums, int stride, int column) {
+  double total = 0.0;
+  for (std::size_t i = static_cast<std::size_t>(column); i < tensor_sums.size();
+       i += static_cast<std::size_t>(stride)) {
+    total += tensor_sums[i];
+  }
+  return total;
 }
 
 void run_parallel(StepFn fn, const StepArgs& args) {

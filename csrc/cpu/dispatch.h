@@ -38,6 +38,8 @@ void run_parallel_repeated(StepFn fn, const StepArgs& args, index_t repeats);
 // tensor list on the pool, whole chunks to each thread; returns each tensor's sums (tensor-major),
 // its chunks' added in index order: bitwise the same for any thread count.
 std::vector<double> run_tensor_sums(StepFn fn, const StepArgs& args, int sums);
+// Sum `column` of every tensor's (of run_tensor_sums's, `stride` sums a tensor), added in order.
+double tensors_total(const std::vector<double>& tensor_sums, int stride, int column);
 
 // A two-pass rule's step (cpu/kernels/two_pass.h): pass 1 (the states, and each tensor's sums),
 // each tensor's factor on the host, pass 2 (the params). When monitoring, pass 1 sums the
@@ -50,12 +52,10 @@ void run_two_passes(StepFn first, const StepFn* const* second, const typename Ru
   const int stride = kSums + (monitored ? 1 : 0);
   const std::vector<double> sums = run_tensor_sums(first, args, stride);
   std::vector<double> factors(static_cast<std::size_t>(args.num_tensors));
-  double grads = 0.0;
   for (index_t t = 0; t < args.num_tensors; ++t) {
     double tensor[kSums];
     for (int s = 0; s < kSums; ++s) tensor[s] = sums[static_cast<std::size_t>(t * stride + s)];
     factors[static_cast<std::size_t>(t)] = Rule::tensor_factor(tensor, hyper);
-    if (monitored) grads += sums[static_cast<std::size_t>(t * stride + kSums)];
   }
   StepArgs apply = args;
   apply.tensor_factor = factors.data();
@@ -65,14 +65,9 @@ void run_two_passes(StepFn first, const StepFn* const* second, const typename Ru
     return;
   }
   const std::vector<double> applied = run_tensor_sums(apply_fn, apply, 2);
-  double updates = 0.0, params = 0.0;
-  for (index_t t = 0; t < args.num_tensors; ++t) {
-    updates += applied[static_cast<std::size_t>(2 * t)];
-    params += applied[static_cast<std::size_t>(2 * t + 1)];
-  }
-  args.monitor[0] += grads;
-  args.monitor[1] += updates;
-  args.monitor[2] += params;
+  args.monitor[0] += tensors_total(sums, stride, kSums);  // the gradients
+  args.monitor[1] += tensors_total(applied, 2, 0);        // the updates
+  args.monitor[2] += tensors_total(applied, 2, 1);        // the new params
 }
 
 // One call of `Rule`'s kernels, `by_dtype` being a KernelTable entry ([dtype][flags]) and

@@ -100,11 +100,6 @@ class Case:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
         return f"{self.ctor}({args})" + (f", {self.note}" if self.note else "")
 
-    def bytes_per_elem(self, itemsize: int) -> int:
-        """Bytes one in-place step must move per parameter (read p, g, states; write p,
-        states back; two passes: also read p, and the states, once more)."""
-        return (3 + 2 * self.n_states + (1 + self.n_states) * self.two_pass) * itemsize
-
     def moved_bytes(self, precision: Any) -> int:
         """Bytes a step moves per parameter in a precision mode (precision.py)."""
         return int(precision.bytes_per_elem(self.n_states, self.two_pass))

@@ -37,24 +37,39 @@ struct ChunkSquares {
   double acc[kSums][kAccumulators] = {};
   index_t next = 0;  // the chunk position of the next element
 
+  // The squares of a lane's elements in double (exact for a float32 x), a lane of doubles at a
+  // time, in element order.
+  template <class L>
+  static constexpr int kWidePerLane = L::kLanes / Lane<double>::kLanes;
+  template <class L>
+  GDFAST_INLINE static void widened_squares(L x, Lane<double> (&out)[kWidePerLane<L>]) {
+    using Wide = Lane<double>;
+    alignas(64) typename L::T values[L::kLanes];
+    alignas(64) double wide[L::kLanes];
+    L::store(values, x);
+    for (int j = 0; j < L::kLanes; ++j) wide[j] = static_cast<double>(values[j]);
+    for (int q = 0; q < kWidePerLane<L>; ++q) {
+      const Wide w = Wide::load(wide + q * Wide::kLanes);
+      out[q] = w * w;
+    }
+  }
+
   // The first `count` elements of each lane (the elements at next, next + 1, ...).
   template <class L>
   GDFAST_INLINE void add_inline(const L (&lanes)[kSums], index_t count) {
-    using T = typename L::T;
     using Wide = Lane<double>;
     for (int s = 0; s < kSums; ++s) {
-      alignas(64) T values[L::kLanes];
-      L::store(values, lanes[s]);
       if (count == L::kLanes && next % kAccumulators + L::kLanes <= kAccumulators) {
-        // Whole lanes from a multiple of their width: widened a lane of doubles at a time.
-        alignas(64) double wide[L::kLanes];
-        for (int j = 0; j < L::kLanes; ++j) wide[j] = static_cast<double>(values[j]);
+        // Whole lanes from a multiple of their width: a lane of doubles at a time.
+        Wide squares[kWidePerLane<L>];
+        widened_squares(lanes[s], squares);
         double* a = acc[s] + next % kAccumulators;
-        for (int j = 0; j < L::kLanes; j += Wide::kLanes) {
-          const Wide x = Wide::load(wide + j);
-          Wide::store(a + j, Wide::load(a + j) + x * x);
+        for (int q = 0; q < kWidePerLane<L>; ++q) {
+          Wide::store(a + q * Wide::kLanes, Wide::load(a + q * Wide::kLanes) + squares[q]);
         }
       } else {
+        alignas(64) typename L::T values[L::kLanes];
+        L::store(values, lanes[s]);
         for (index_t j = 0; j < count; ++j) {
           const double x = values[j];
           acc[s][(next + j) % kAccumulators] += x * x;

@@ -62,24 +62,44 @@ void run_segment(const StepArgs& args, index_t t, index_t first, index_t stop,
                                     args.prefetch_bytes / static_cast<index_t>(sizeof(T)), sums);
 }
 
+// Each tensor's part of elements [begin, end) of the virtual concatenation, as
+// segment(t, first, stop): elements [first, stop) of tensor t (empty tensors skipped).
+template <class Segment>
+void for_each_segment(const StepArgs& args, index_t begin, index_t end, Segment&& segment) {
+  for (index_t t = find_tensor(args.offsets, args.num_tensors, begin); begin < end; ++t) {
+    const index_t stop = std::min(end, args.offsets[t + 1]) - args.offsets[t];
+    const index_t first = begin - args.offsets[t];
+    if (first < stop) segment(t, first, stop);
+    begin = std::max(begin, args.offsets[t + 1]);
+  }
+}
+
+// The same range, which starts at a chunk's start (the dispatcher's run_tensor_sums), chunk by
+// chunk (kReduceChunk elements of one tensor): chunk(t, first, stop, sums) sums one into a
+// ChunkSquares<kSums>, whose totals go to args.chunk_sums.
+template <int kSums, class Chunk>
+void for_each_chunk(const StepArgs& args, index_t begin, index_t end, Chunk&& chunk) {
+  for_each_segment(args, begin, end, [&](index_t t, index_t first, index_t stop) {
+    for (index_t at = first; at < stop; at += kReduceChunk) {
+      ChunkSquares<kSums> sums;
+      chunk(t, at, std::min(at + kReduceChunk, stop), sums);
+      double* out = args.chunk_sums + (args.first_chunk[t] + at / kReduceChunk) * kSums;
+      for (int s = 0; s < kSums; ++s) out[s] = sums.total(s);
+    }
+  });
+}
+
 template <class Rule, unsigned kFlags, class T>
 void run_range(const StepArgs& args, index_t begin, index_t end) {
-  for (index_t t = find_tensor(args.offsets, args.num_tensors, begin); begin < end; ++t) {
-    const index_t tensor_begin = args.offsets[t];
-    const index_t segment_end = end < args.offsets[t + 1] ? end : args.offsets[t + 1];
-    if (segment_end <= begin) continue;  // an empty tensor
-    const index_t first = begin - tensor_begin, stop = segment_end - tensor_begin;
-    if (args.chunk_sums == nullptr) {
+  if (args.chunk_sums == nullptr) {
+    for_each_segment(args, begin, end, [&](index_t t, index_t first, index_t stop) {
       run_segment<Rule, kFlags, T>(args, t, first, stop, nullptr);
-    } else {  // monitoring: the dispatcher starts every range at a chunk's start
-      for (index_t at = first; at < stop; at += kReduceChunk) {
-        MonitorSquares sums;
-        run_segment<Rule, kFlags, T>(args, t, at, std::min(at + kReduceChunk, stop), &sums);
-        double* out = args.chunk_sums + (args.first_chunk[t] + at / kReduceChunk) * kMonitorSums;
-        for (int s = 0; s < kMonitorSums; ++s) out[s] = sums.total(s);
-      }
-    }
-    begin = segment_end;
+    });
+  } else {  // monitoring
+    for_each_chunk<kMonitorSums>(args, begin, end,
+                                 [&](index_t t, index_t first, index_t stop, MonitorSquares& sums) {
+                                   run_segment<Rule, kFlags, T>(args, t, first, stop, &sums);
+                                 });
   }
 }
 

@@ -127,14 +127,11 @@ struct TwoPass {
           L summed[kAll];
           a.finish(current, at, L::kLanes, coef, summed);
           for (int s = 0; s < kAll; ++s) {
-            alignas(64) T values[L::kLanes];
-            alignas(64) double wide[L::kLanes];
-            L::store(values, summed[s]);
-            for (int e = 0; e < L::kLanes; ++e) wide[e] = static_cast<double>(values[e]);
-            for (int e = 0; e < L::kLanes; e += Wide::kLanes) {
-              const Wide x = Wide::load(wide + e);
-              Wide& sum = acc[s][(j * L::kLanes + e) / Wide::kLanes];
-              sum = sum + x * x;
+            constexpr int kPerLane = ChunkSquares<kAll>::template kWidePerLane<L>;
+            Wide squares[kPerLane];
+            ChunkSquares<kAll>::widened_squares(summed[s], squares);
+            for (int q = 0; q < kPerLane; ++q) {
+              acc[s][j * kPerLane + q] = acc[s][j * kPerLane + q] + squares[q];
             }
           }
           current = next;
@@ -159,26 +156,16 @@ struct TwoPass {
   // each chunk's sums into args.chunk_sums (and the gradient's, when monitoring).
   static void run_moments(const StepArgs& args, index_t begin, index_t end) {
     if (args.monitor != nullptr) {
-      chunks<kSums + 1>(args, begin, end, &moments<true>);
+      for_each_chunk<kSums + 1>(
+          args, begin, end,
+          [&](index_t t, index_t first, index_t stop, ChunkSquares<kSums + 1>& sums) {
+            moments<true>(args, t, first, stop, sums);
+          });
     } else {
-      chunks<kSums>(args, begin, end, &moments<false>);
-    }
-  }
-
-  // The chunks of [begin, end), which starts at a chunk's start, each through `run` and its
-  // kAll sums into args.chunk_sums.
-  template <int kAll>
-  static void chunks(const StepArgs& args, index_t begin, index_t end,
-                     void (*run)(const StepArgs&, index_t, index_t, index_t, ChunkSquares<kAll>&)) {
-    for (index_t t = find_tensor(args.offsets, args.num_tensors, begin); begin < end; ++t) {
-      const index_t stop = std::min(end, args.offsets[t + 1]) - args.offsets[t];
-      for (index_t at = begin - args.offsets[t]; at < stop; at += kReduceChunk) {
-        ChunkSquares<kAll> sums;
-        run(args, t, at, std::min(at + kReduceChunk, stop), sums);
-        double* out = args.chunk_sums + (args.first_chunk[t] + at / kReduceChunk) * kAll;
-        for (int s = 0; s < kAll; ++s) out[s] = sums.total(s);
-      }
-      begin = std::max(begin, args.offsets[t + 1]);
+      for_each_chunk<kSums>(args, begin, end,
+                            [&](index_t t, index_t first, index_t stop, ChunkSquares<kSums>& sums) {
+                              moments<false>(args, t, first, stop, sums);
+                            });
     }
   }
 
@@ -232,22 +219,18 @@ struct TwoPass {
     }
   }
 
-  static void apply_chunk(const StepArgs& args, index_t t, index_t first, index_t stop,
-                          ChunkSquares<2>& sums) {
-    apply(args, t, first, stop - first, &sums);
-  }
-
   // Pass 2 over [begin, end) of the virtual concatenation; when monitoring, whole chunks from
   // a chunk's start, each one's two sums into args.chunk_sums.
   static void run_apply(const StepArgs& args, index_t begin, index_t end) {
     if (args.monitor != nullptr) {
-      chunks<2>(args, begin, end, &apply_chunk);
-      return;
-    }
-    for (index_t t = find_tensor(args.offsets, args.num_tensors, begin); begin < end; ++t) {
-      const index_t first = begin - args.offsets[t];
-      apply(args, t, first, std::min(end, args.offsets[t + 1]) - args.offsets[t] - first, nullptr);
-      begin = std::max(begin, args.offsets[t + 1]);
+      for_each_chunk<2>(args, begin, end,
+                        [&](index_t t, index_t first, index_t stop, ChunkSquares<2>& sums) {
+                          apply(args, t, first, stop - first, &sums);
+                        });
+    } else {
+      for_each_segment(args, begin, end, [&](index_t t, index_t first, index_t stop) {
+        apply(args, t, first, stop - first, nullptr);
+      });
     }
   }
 };
