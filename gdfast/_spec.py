@@ -106,6 +106,9 @@ class Rule:
     # Sums over each whole tensor the update needs first (LAMB's norms: 2), so it runs in two
     # passes (csrc/cpu/kernels/two_pass.h); 0 for an elementwise rule.
     tensor_sums: int = 0
+    # A part of a step the front end composes (Muon's phases around its Newton-Schulz
+    # iteration, gdfast/_muon.py): in PARTS, not RULES, so no optimizer is built from it alone.
+    partial: bool = False
 
     @functools.cached_property
     def options(self) -> Tuple[Field, ...]:
@@ -188,10 +191,12 @@ def _rule(entry: Mapping[str, Any]) -> Rule:
     states = tuple(State(s["name"], s["when"], s["init"], s["fill_from"], s["nonnegative"],
                          s["iterate"]) for s in entry["states"])
     return Rule(entry["id"], entry["name"], entry["summary"], tuple(entry["inputs"]), states,
-                fields, entry["step"], entry["tensor_sums"])
+                fields, entry["step"], entry["tensor_sums"], entry["partial"])
 
 
-RULES: Dict[str, Rule] = {r.name: r for r in map(_rule, _core.registry())}
+_ALL = [_rule(entry) for entry in _core.registry()]
+RULES: Dict[str, Rule] = {r.name: r for r in _ALL if not r.partial}
+PARTS: Dict[str, Rule] = {r.name: r for r in _ALL if r.partial}
 
 
 def checker(rule: Rule, with_step: bool, with_scalars: bool = False) -> Callable[..., None]:

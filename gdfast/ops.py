@@ -46,7 +46,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core, _device
+from . import _core, _device, _muon
 from ._clip import check_max_value, clipped_call_scale
 from ._monitor import monitor_sums, skipped_norms, step_norms
 from ._spec import RULES, Rule, check_one, checker
@@ -237,6 +237,36 @@ for _rule in RULES.values():
     globals()[f"{_rule.name}_"] = _make_op(_rule)
     __all__.append(f"{_rule.name}_")
 del _rule
+
+
+def muon_(param: Tensors, grad: Tensors, momentum_buffer: Tensors, *, lr: float = 1e-3,
+          weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True,
+          ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
+          eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None) -> None:
+    """One Muon step (torch.optim.Muon's) of 2-D params, in place: the momentum and the
+    Newton-Schulz iteration's input in one fused pass, the iteration on the arrays' library
+    matrix product (NumPy arrays: in their dtype, float32 or float64; torch tensors: in
+    bfloat16, as torch.optim.Muon), then the decay and the step in one more fused pass.
+    ``momentum_buffer`` starts at zeros. Everything is checked before any array is written."""
+    group = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                 ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
+                 adjust_lr_fn=adjust_lr_fn)
+    _muon.check_group(group)
+    params, grads, buffers = (_muon.as_list(a) for a in (param, grad, momentum_buffer))
+    on_torch = any(type(p).__module__.split(".")[0] == "torch" for p in params)
+    if not on_torch and not all(isinstance(p, np.ndarray) for p in params):
+        raise TypeError("param: expected NumPy arrays or torch tensors (the iteration needs "
+                        "their library's matrix product)")
+    _muon.check_arrays(params, grads, buffers, group)
+    if on_torch:
+        from ._muon_torch import new_input, newton_schulz_bfloat16
+        _muon.step_matrices(params, grads, buffers, group, new_input, newton_schulz_bfloat16)
+    else:
+        _muon.step_matrices(params, grads, buffers, group, np.empty_like,
+                            _muon.newton_schulz_numpy)
+
+
+__all__.append("muon_")
 
 
 def __getattr__(name: str) -> Callable[..., Optional[Dict[str, float]]]:

@@ -23,6 +23,7 @@ from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from . import _constructors  # noqa: F401  (registers the constructors)
+from . import _muon
 from ._sophia import estimate_list
 from ._spec import State
 from ._stepping import (
@@ -46,7 +47,7 @@ from ._stepping import (
     scalar_state_value,
 )
 
-__all__ = ["Optimizer"] + list(CONSTRUCTORS) + list(EIGHT_BIT)
+__all__ = ["Optimizer"] + list(CONSTRUCTORS) + ["Muon"] + list(EIGHT_BIT)
 
 ParamGroup = Dict[str, Any]
 
@@ -496,3 +497,129 @@ def _loaded_scalar(value: Any, name: str, where: str) -> Any:
 for _ctor in (*CONSTRUCTORS.values(), *eight_bit_constructors()):
     globals()[_ctor.name] = make_class(_ctor, Optimizer, "gdfast")
 del _ctor
+
+
+class Muon:
+    """torch.optim.Muon over 2-D float32 or float64 NumPy arrays (gdfast/_muon.py): per param,
+    the momentum and the Newton-Schulz iteration's input in one fused pass, the iteration in
+    the param's dtype on NumPy's matrix product (its BLAS), the decay and step in another
+    fused pass. ``step(grads)`` as the other classes; state ``momentum_buffer`` per param."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.1,
+                 momentum: float = 0.95, nesterov: bool = True,
+                 ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
+                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None):
+        self.defaults: Dict[str, Any] = dict(
+            lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+            ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
+            adjust_lr_fn=adjust_lr_fn)
+        _muon.check_group(self.defaults)
+        self.param_groups: List[ParamGroup] = []
+        self.state: Dict[int, Dict[str, Any]] = {}
+        try:
+            groups: List[Any] = list(params) if not isinstance(params, np.ndarray) else [params]
+        except TypeError:
+            raise TypeError("params: expected an array, a list of arrays or a list of param "
+                            f"group dicts, got {type(params).__name__}") from None
+        if not groups:
+            raise ValueError("params: optimizer got an empty parameter list")
+        for group in groups if isinstance(groups[0], dict) else [{"params": groups}]:
+            self.add_param_group(group)
+
+    def add_param_group(self, param_group: ParamGroup) -> None:
+        if not isinstance(param_group, dict) or "params" not in param_group:
+            raise TypeError("param_group: expected a dict with a 'params' entry, got "
+                            f"{type(param_group).__name__}")
+        where = f"param_groups[{len(self.param_groups)}]"
+        group = {**self.defaults, **param_group}
+        params = group["params"]
+        params = [params] if isinstance(params, np.ndarray) else list(params)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        for i, p in enumerate(params):
+            _check_param(p, f"{where}['params'][{i}]")
+            if p.dtype not in (np.float32, np.float64):
+                raise TypeError(f"{where}['params'][{i}]: Muon steps float32 or float64 arrays "
+                                f"(NumPy has no {p.dtype} matrix product), got {p.dtype}")
+            _muon.check_matrix(p.shape, f"{where}['params'][{i}]")
+            if id(p) in seen:
+                raise ValueError(f"{where}['params'][{i}]: appears in more than one place")
+            seen.add(id(p))
+        _muon.check_group(group, where + ".")
+        group["params"] = params
+        self.param_groups.append(group)
+
+    def step(self, grads: Sequence[Optional[np.ndarray]]) -> None:
+        """Update every param whose gradient is not None (``grads`` in the order of the
+        groups' params). Everything is checked before any param or state changes."""
+        try:
+            grads = list(grads)
+        except TypeError:
+            raise TypeError("grads: expected a list of arrays (one per param, None to skip "
+                            f"one), got {type(grads).__name__}") from None
+        flat = [p for g in self.param_groups for p in g["params"]]
+        if len(grads) != len(flat):
+            raise ValueError(f"grads: expected {len(flat)} entries (one per param), "
+                             f"got {len(grads)}")
+        work, new_state, index = [], {}, 0
+        for group in self.param_groups:
+            params, given, buffers = [], [], []
+            for p in group["params"]:
+                g = grads[index]
+                if g is not None:
+                    _check_grad(g, p, f"grads[{index}]")
+                    if index not in self.state:
+                        new_state[index] = {"momentum_buffer": np.zeros_like(p)}
+                    params.append(p)
+                    given.append(g)
+                    buffers.append({**self.state, **new_state}[index]["momentum_buffer"])
+                index += 1
+            work.append((group, params, given, buffers))
+        # (one check of every array together: none may share memory with another)
+        _muon.check_arrays([p for w in work for p in w[1]], [g for w in work for g in w[2]],
+                           [b for w in work for b in w[3]], self.defaults)
+        self.state.update(new_state)
+        for group, params, given, buffers in work:
+            _muon.step_matrices(params, given, buffers, group, np.empty_like,
+                                _muon.newton_schulz_numpy)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """torch.optim's layout, arrays copied."""
+        return Optimizer.state_dict(self)  # type: ignore[arg-type]
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Loads a state_dict of a Muon with the same groups and param shapes (the group
+        options too); checked fully before anything changes."""
+        groups = state_dict.get("param_groups") if isinstance(state_dict, Mapping) else None
+        saved = state_dict.get("state") if isinstance(state_dict, Mapping) else None
+        if not isinstance(groups, (list, tuple)) or not isinstance(saved, Mapping):
+            raise TypeError("state_dict: expected a dict with 'state' and 'param_groups' "
+                            "(from state_dict())")
+        if [len(g.get("params", ())) for g in groups] != [len(g["params"])
+                                                          for g in self.param_groups]:
+            raise ValueError("state_dict: its param groups differ in number or size from "
+                             "this optimizer's")
+        flat = [p for g in self.param_groups for p in g["params"]]
+        options = []
+        for gi, (group, mine) in enumerate(zip(groups, self.param_groups)):
+            merged = {**mine, **{k: v for k, v in group.items() if k != "params"}}
+            _muon.check_group(merged, f"state_dict['param_groups'][{gi}].")
+            options.append(merged)
+        state = {}
+        for key, entry in saved.items():
+            if not isinstance(key, int) or not 0 <= key < len(flat):
+                raise ValueError(f"state_dict['state']: {key!r} is not a param's index")
+            where = f"state_dict['state'][{key}]['momentum_buffer']"
+            value = _as_numpy(entry.get("momentum_buffer") if isinstance(entry, Mapping)
+                              else None)
+            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+                raise TypeError(f"{where}: expected a floating-point array, got "
+                                f"{getattr(value, 'dtype', type(value).__name__)}")
+            if value.shape != flat[key].shape:
+                raise ValueError(f"{where}: shape {value.shape} does not match its param's "
+                                 f"{flat[key].shape}")
+            state[key] = {"momentum_buffer": np.array(value, dtype=flat[key].dtype, order="C")}
+        for mine, merged in zip(self.param_groups, options):
+            mine.update(merged)
+        self.state = state
+
+    __repr__ = Optimizer.__repr__

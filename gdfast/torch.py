@@ -43,6 +43,7 @@ from . import (
     cuda,
 )
 from ._in_backward import StepInBackward
+from ._muon_torch import Muon
 from ._sophia import estimate_list
 from ._spec import State
 from ._stepping import (
@@ -60,7 +61,7 @@ from ._stepping import (
     make_class,
 )
 
-__all__ = ["Optimizer", "step_in_backward"] + list(CONSTRUCTORS) + list(EIGHT_BIT)
+__all__ = ["Optimizer", "step_in_backward", "Muon"] + list(CONSTRUCTORS) + list(EIGHT_BIT)
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 

@@ -181,4 +181,5 @@ def test_training_reduces_loss(setup: Setup) -> None:
 
 
 def test_every_class_is_trained() -> None:
-    assert sorted(s.name for s in SETUPS) == sorted(gdfast.optimizers())
+    # (Muon: tests/test_muon.py follows torch.optim.Muon step by step instead)
+    assert sorted(s.name for s in SETUPS) == sorted(n for n in gdfast.optimizers() if n != "Muon")

@@ -311,7 +311,8 @@ py::dict describe(int id) {
                   py::arg("summary") = Rule::kSummary, py::arg("inputs") = py::tuple(inputs),
                   py::arg("states") = py::tuple(states), py::arg("fields") = py::tuple(fields),
                   py::arg("step") = kStepNames[static_cast<int>(Rule::kStepCount)],
-                  py::arg("tensor_sums") = optim::TensorSums<Rule>::value);
+                  py::arg("tensor_sums") = optim::TensorSums<Rule>::value,
+                  py::arg("partial") = optim::IsPartial<Rule>::value);
 }
 
 // The states a step with these hyperparameters reads and writes (after the cross-field checks).

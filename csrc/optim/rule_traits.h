@@ -49,6 +49,14 @@ struct TensorSums<Rule, std::void_t<decltype(Rule::kTensorSums)>>
 template <class Rule>
 inline constexpr bool kTwoPass = TensorSums<Rule>::value > 0;
 
+// Optional declaration `static constexpr bool kPartial = true;`: the rule is a part of a step that
+// the front end composes (Muon's phases around its Newton-Schulz iteration): it is published
+// as partial, and Python builds no optimizer from it alone.
+template <class Rule, class = void>
+struct IsPartial : std::false_type {};
+template <class Rule>
+struct IsPartial<Rule, std::void_t<decltype(Rule::kPartial)>> : std::bool_constant<Rule::kPartial> {};
+
 template <class Rule>
 bool uses_state(int k, unsigned flags) {
   return (Rule::kStates[k].needs & flags) == Rule::kStates[k].needs;

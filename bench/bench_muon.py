@@ -1,0 +1,155 @@
+"""Muon on fp32 torch params: ``gdfast.torch.Muon`` against ``torch.optim.Muon`` and
+``pytorch_optimizer.Muon``, and ``gdfast.Muon`` (NumPy, float32 iteration), on the 2-D
+matrices of GPT-2-small blocks (attention qkv and projection, MLP in and out: 7.1e6 elements a
+block). Also: the iteration's matrix products against torch's own bfloat16 GEMM rate (a square
+2048^3 product), and the two fused elementwise phases' share of the step.
+
+    pytest bench/bench_muon.py --benchmark-only
+    python bench/bench_muon.py [--blocks 1]   # interleaved: median of 9 steps each
+
+Each torch implementation's first step is checked against torch.optim.Muon's before it is
+timed (the bound of tests/test_muon.py); pytorch_optimizer's Muon has other defaults and is
+timed only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+import pytest
+from interleaved import interleaved_medians, print_medians
+
+import gdfast
+
+BLOCK = [(2304, 768), (768, 768), (3072, 768), (768, 3072)]
+LR = 0.02
+
+
+def _params(shapes: Sequence[Tuple[int, int]]) -> List[Any]:
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for shape in shapes:
+        p = torch.randn(shape, generator=gen).requires_grad_()
+        p.grad = torch.randn(shape, generator=gen)
+        out.append(p)
+    return out
+
+
+def make_step(impl: str, shapes: Sequence[Tuple[int, int]]) -> Callable[[], None]:
+    if impl == "gdfast-numpy":
+        rng = np.random.default_rng(0)
+        arrays = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+        grads = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+        numpy_opt = gdfast.Muon(arrays, lr=LR)
+        return lambda: numpy_opt.step(grads)
+    torch = pytest.importorskip("torch")
+    params = _params(shapes)
+    if impl == "pytorch_optimizer":
+        pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+        return pytorch_optimizer.Muon(params, lr=LR).step  # type: ignore[no-any-return]
+    if impl == "torch":
+        return torch.optim.Muon(params, lr=LR).step  # type: ignore[no-any-return]
+    import gdfast.torch
+
+    opt = gdfast.torch.Muon(params, lr=LR)
+    reference = [p.detach().clone().requires_grad_() for p in params]
+    for r, p in zip(reference, params):
+        r.grad = p.grad.clone()
+    before = [p.detach().clone() for p in params]
+    torch.optim.Muon(reference, lr=LR).step()
+    opt.step()
+    for p, r, p0 in zip(params, reference, before):
+        step = (r.detach() - p0).abs().max().item()
+        assert (p - r).abs().max().item() <= 2.0**-4 * step  # (tests/test_muon.py's bound)
+    return opt.step  # type: ignore[no-any-return]
+
+
+IMPLS = ("gdfast", "torch", "pytorch_optimizer", "gdfast-numpy")
+
+
+def _iteration_flops(shapes: Sequence[Tuple[int, int]], steps: int = 5) -> float:
+    total = 0.0
+    for rows, cols in shapes:
+        m, n = min(rows, cols), max(rows, cols)
+        total += steps * (4.0 * m * m * n + 2.0 * m**3)  # X X^T, A A, B X
+    return total
+
+
+def matmul_rates(shapes: Sequence[Tuple[int, int]]) -> Dict[str, float]:
+    """GFLOP/s of the iteration's products (gdfast.torch's iteration alone, on bfloat16
+    inputs) and of one square 2048^3 bfloat16 GEMM, interleaved."""
+    import torch
+
+    from gdfast import _muon
+    from gdfast._muon_torch import newton_schulz_bfloat16
+
+    inputs = [torch.randn(s).bfloat16() for s in shapes]
+    square = torch.randn(2048, 2048).bfloat16()
+
+    def iteration() -> None:
+        for x in inputs:
+            newton_schulz_bfloat16(x.clone(), _muon.DEFAULTS)
+
+    median = interleaved_medians({"iteration": iteration, "gemm": lambda: square @ square})
+    return {"iteration": _iteration_flops(shapes) / median["iteration"] / 1e9,
+            "gemm": 2.0 * 2048**3 / median["gemm"] / 1e9}
+
+
+def phases_time(shapes: Sequence[Tuple[int, int]]) -> float:
+    """Seconds of the two fused phases alone over the matrices (median of 9)."""
+    import torch
+
+    from gdfast import _muon
+    from gdfast._muon_torch import new_input
+
+    params = _params(shapes)
+    buffers = [torch.zeros_like(p) for p in params]
+    outputs = [torch.randn(s).bfloat16() for s in shapes]
+    detached = [p.detach() for p in params]
+
+    def phases() -> None:
+        for p, b, o in zip(detached, buffers, outputs):
+            _muon.momentum_phase(new_input(p), p.grad, b, _muon.DEFAULTS)
+            _muon.apply_phase(p, o, _muon.DEFAULTS)
+
+    return interleaved_medians({"phases": phases})["phases"]
+
+
+@pytest.mark.benchmark(group="muon-gpt2-block")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_muon(benchmark: Any, impl: str) -> None:
+    benchmark.pedantic(make_step(impl, BLOCK), rounds=3, iterations=1, warmup_rounds=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--blocks", type=int, default=1, help="GPT-2-small blocks (7.1e6 each)")
+    args = parser.parse_args()
+    shapes = BLOCK * args.blocks
+    elements = sum(r * c for r, c in shapes)
+    steps = {}
+    for name in IMPLS:
+        try:
+            steps[name] = make_step(name, shapes)
+        except pytest.skip.Exception:
+            print(f"  ({name}: not installed)")
+    median = interleaved_medians(steps)
+    print_medians(f"Muon, {elements:.2e} elements in {len(shapes)} matrices, "
+                  f"{gdfast.get_num_threads()} threads", median)
+    for name, t in median.items():
+        print(f"  {name:<18}{t / median['gdfast']:6.2f}x gdfast's time")
+    start = time.perf_counter()
+    rates = matmul_rates(shapes)
+    phases = phases_time(shapes)
+    print(f"iteration's products {rates['iteration']:.0f} GFLOP/s, torch's 2048^3 bfloat16 GEMM "
+          f"{rates['gemm']:.0f} GFLOP/s: {rates['iteration'] / rates['gemm']:.0%} of it")
+    print(f"the two fused phases: {phases * 1e3:.1f} ms, {phases / median['gdfast']:.1%} of "
+          f"gdfast's step ({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Muon (Jordan et al. 2024; Liu et al. 2025, "Muon is Scalable for LLM Training"), as
+torch.optim.Muon: per 2-D param, one fused pass makes the momentum and the Newton-Schulz
+iteration's input (the registry's partial rule ``muon``, phase 1), the iteration runs on the
+array library's matrix product (NumPy's BLAS; torch's, in bfloat16 as torch.optim.Muon), and a
+second fused pass decays the param and steps it along the iteration's output (phase 2).
+
+The iteration, for X with rows <= columns (a tall matrix is transposed first and after):
+    X <- X / max(||X||_F, eps);   k times:  A = X X^T,  B = b A + c A A,  X <- a X + B X
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Dict, Sequence, Tuple
+
+import numpy as np
+
+from . import _core
+from ._spec import PARTS, check_one, shown
+
+RULE = PARTS["muon"]
+# Keller Jordan's quintic coefficients and torch.optim.Muon's defaults.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+DEFAULTS: Dict[str, Any] = dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                                ns_coefficients=NS_COEFFICIENTS, eps=1e-7, ns_steps=5,
+                                adjust_lr_fn=None)
+ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+_RANGES = {f.name: f.range for f in RULE.fields if f.kind == "real"}
+_FIELDS = tuple(f.name for f in RULE.fields)
+
+
+def check_group(group: Dict[str, Any], where: str = "") -> None:
+    """torch.optim.Muon's checks (and eps's), raising with the option named."""
+    for name in ("lr", "weight_decay", "momentum"):
+        check_one(where + name, group[name], _RANGES[name])
+    check_one(where + "eps", group["eps"], _RANGES["lr"])
+    if not isinstance(group["nesterov"], (bool, np.bool_)):
+        raise TypeError(f"{where}nesterov: expected a bool, got {shown(group['nesterov'])}")
+    steps = group["ns_steps"]
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 0 <= steps < 100:
+        raise ValueError(f"{where}ns_steps: expected an int in [0, 100), got {shown(steps)}")
+    coefficients = group["ns_coefficients"]
+    if (not isinstance(coefficients, (tuple, list)) or len(coefficients) != 3
+            or not all(isinstance(c, numbers.Real) and not isinstance(c, bool)
+                       and math.isfinite(c) for c in coefficients)):
+        raise ValueError(f"{where}ns_coefficients: expected 3 finite numbers (a, b, c), got "
+                         f"{shown(coefficients)}")
+    if group["adjust_lr_fn"] not in ADJUST_LR_FNS:
+        raise ValueError(f"{where}adjust_lr_fn: expected one of {ADJUST_LR_FNS}, got "
+                         f"{shown(group['adjust_lr_fn'])}")
+
+
+def check_matrix(shape: Sequence[int], where: str) -> None:
+    if len(shape) != 2:
+        raise ValueError(f"{where}: Muon steps 2-D params only, got shape {tuple(shape)} "
+                         "(give the others to AdamW, say)")
+
+
+def lr_ratio(shape: Sequence[int], adjust_lr_fn: Any) -> float:
+    """torch.optim.Muon's AdjustLR factor for a param of this shape."""
+    rows, cols = shape[0], shape[1]
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    return math.sqrt(max(1, rows / cols))
+
+
+def _hyper(group: Dict[str, Any], ratio: float, apply: bool) -> Tuple[Any, ...]:
+    values = dict(group, lr_ratio=ratio, apply=apply)
+    return tuple(values[name] for name in _FIELDS) + (0, 1.0)
+
+
+def momentum_phase(x: Any, grad: Any, buffer: Any, group: Dict[str, Any]) -> None:
+    """Phase 1: the momentum buffer, and x (written) the iteration's input."""
+    _core.step_one(RULE.id, x, (grad,), (buffer,), _hyper(group, 1.0, False), None, None, None)
+
+
+def apply_phase(param: Any, update: Any, group: Dict[str, Any]) -> None:
+    """Phase 2: the param decayed and stepped along the iteration's output."""
+    ratio = lr_ratio(param.shape, group["adjust_lr_fn"])
+    _core.step_one(RULE.id, param, (update,), (None,), _hyper(group, ratio, True), None, None,
+                   None)
+
+
+def newton_schulz_numpy(x: np.ndarray, group: Dict[str, Any]) -> np.ndarray:
+    """The iteration in x's dtype (float32 or float64) through NumPy's matmul (its BLAS), in
+    place on x; returns x."""
+    a, b, c = (float(v) for v in group["ns_coefficients"])
+    work = x.T if x.shape[0] > x.shape[1] else x  # (a view: BLAS reads it transposed)
+    norm = math.sqrt(_core.sum_squares(x, "update")[0])
+    np.divide(work, max(norm, float(group["eps"])), out=work)
+    rows = work.shape[0]
+    gram = np.empty((rows, rows), work.dtype)
+    poly = np.empty_like(gram)
+    product = np.empty(work.shape, work.dtype)
+    for _ in range(group["ns_steps"]):
+        np.matmul(work, work.T, out=gram)
+        np.matmul(gram, gram, out=poly)
+        poly *= c
+        gram *= b
+        poly += gram
+        np.matmul(poly, work, out=product)
+        work *= a
+        work += product
+    return x
+
+
+def as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def check_arrays(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[Any],
+                 group: Dict[str, Any]) -> None:
+    """Everything the two phases would check, before either runs: shapes, dtypes, contiguity,
+    writeable param and buffer, no array sharing memory with another."""
+    if not len(params) == len(grads) == len(buffers):
+        raise ValueError(f"param, grad, momentum_buffer: expected lists of one length, got "
+                         f"{len(params)}, {len(grads)}, {len(buffers)}")
+    for i, param in enumerate(params):
+        check_matrix(param.shape, f"param[{i}]" if len(params) > 1 else "param")
+    if params:  # (one array as itself: messages then name it without an index)
+        def arg(arrays: Sequence[Any]) -> Any:
+            return arrays[0] if len(arrays) == 1 else list(arrays)
+        _core.check_one(RULE.id, arg(params), (arg(grads),), (arg(buffers),),
+                        _hyper(group, 1.0, False), None, None, None)
+
+
+def step_matrices(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[Any],
+                  group: Dict[str, Any], new_input: Callable[[Any], Any],
+                  newton_schulz: Callable[[Any, Dict[str, Any]], Any]) -> None:
+    """One Muon step of each (param, grad, momentum buffer): phase 1 into a new array
+    (new_input(param)), the iteration, phase 2."""
+    for param, grad, buffer in zip(params, grads, buffers):
+        x = new_input(param)
+        momentum_phase(x, grad, buffer, group)
+        apply_phase(param, newton_schulz(x, group), group)

@@ -1,0 +1,113 @@
+"""``gdfast.torch.Muon``: torch.optim.Muon's constructor, checks, state (``momentum_buffer``)
+and numerics (the Newton-Schulz iteration in bfloat16 through torch's matrix product, as
+torch.optim.Muon runs it), with the elementwise work before and after the iteration fused
+into one pass each (gdfast/_muon.py). Imports torch."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from . import _muon
+
+
+def new_input(param: torch.Tensor) -> torch.Tensor:
+    """The iteration's input, written by phase 1: bfloat16 (torch.optim.Muon rounds it so) for
+    a float32 or bfloat16 param; a float64 one's is rounded by the iteration."""
+    dtype = torch.float64 if param.dtype == torch.float64 else torch.bfloat16
+    return torch.empty(param.shape, dtype=dtype, device=param.device)
+
+
+def newton_schulz_bfloat16(x: torch.Tensor, group: Dict[str, Any]) -> torch.Tensor:
+    """The iteration on a bfloat16 matrix, in torch.optim.Muon's operations and order (so that
+    the same input gives the same bits); returns its output, in x's dtype."""
+    a, b, c = group["ns_coefficients"]
+    given = x.dtype
+    x = x.bfloat16()  # (x itself when it is bfloat16)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x.div_(x.norm().clamp(min=group["eps"]))
+    for _ in range(group["ns_steps"]):
+        gram = x @ x.T
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        x = torch.addmm(x, poly, x, beta=a)
+    x = x.T.contiguous() if tall else x  # (phase 2 reads contiguous arrays)
+    return x.to(given)
+
+
+def _host(value: Any) -> Any:
+    """A 1-element tensor option (torch.optim.Muon accepts a tensor lr) as a number."""
+    return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+
+
+class Muon(torch.optim.Optimizer):
+    """torch.optim.Muon (2-D params only, as there), each step's elementwise work in two fused
+    passes per param and its Newton-Schulz iteration in bfloat16 on torch's matrix product.
+    CPU tensors, float32, float64 or bfloat16, contiguous."""
+
+    def __init__(self, params: Any, lr: Any = 1e-3, weight_decay: float = 0.1,
+                 momentum: float = 0.95, nesterov: bool = True,
+                 ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
+                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None):
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("lr: a tensor lr must have 1 element")
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                        ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
+                        adjust_lr_fn=adjust_lr_fn)
+        _muon.check_group({k: _host(v) for k, v in defaults.items()})
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        where = f"param_groups[{len(self.param_groups) - 1}]"
+        try:
+            _muon.check_group({k: _host(v) for k, v in group.items()}, where + ".")
+            for i, p in enumerate(group["params"]):
+                _muon.check_matrix(p.shape, f"{where}.params[{i}]")
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def _work(self) -> List[Tuple[Dict[str, Any], List[Any], List[Any], List[Any]]]:
+        """Per group: its options and the params with a gradient (detached: the same memory),
+        their gradients and momentum buffers (new ones not yet kept), every one checked."""
+        work = []
+        for gi, group in enumerate(self.param_groups):
+            options = {k: _host(v) for k, v in group.items() if k != "params"}
+            params, grads, buffers = [], [], []
+            for i, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                where = f"param_groups[{gi}].params[{i}]"
+                if p.is_complex() or p.grad.is_sparse or p.device.type != "cpu":
+                    raise ValueError(f"{where}: Muon steps dense real CPU tensors here, got "
+                                     f"{p.dtype} {p.grad.layout} on {p.device}")
+                state = self.state[p]
+                buffer = state.get("momentum_buffer")
+                if buffer is None:
+                    buffer = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                params.append(p.detach())
+                grads.append(p.grad)
+                buffers.append(buffer)
+            _muon.check_arrays(params, grads, buffers, options)
+            work.append((options, params, grads, buffers))
+        return work
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = self._work()  # (all checked before any param or state changes)
+        for group, (options, params, grads, buffers) in zip(self.param_groups, work):
+            stepped = (p for p in group["params"] if p.grad is not None)
+            for p, buffer in zip(stepped, buffers):
+                self.state[p]["momentum_buffer"] = buffer
+            _muon.step_matrices(params, grads, buffers, options, new_input,
+                                newton_schulz_bfloat16)
+        return loss
+

@@ -1,0 +1,275 @@
+"""Muon (gdfast/_muon.py): gdfast.torch.Muon against torch.optim.Muon, the NumPy class against a
+float64 reference written here from the algorithm, the fused phases on every ISA level and
+thread count, the functional op, state_dicts and rejected input."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import pytest
+
+import gdfast
+from gdfast import _muon
+
+torch = pytest.importorskip("torch")
+import gdfast.torch  # noqa: E402
+
+SHAPES = [(24, 40), (40, 24), (33, 33), (1, 7)]
+A, B, C = _muon.NS_COEFFICIENTS
+
+
+def _reference_step(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float, wd: float,
+                    momentum: float, nesterov: bool, steps: int, adjust: Any) -> None:
+    """torch.optim.Muon's step in float64, from its documented algorithm."""
+    buf += (g - buf) * (1 - momentum)
+    x = g + (buf - g) * momentum if nesterov else buf.copy()
+    tall = x.shape[0] > x.shape[1]
+    x = x.T if tall else x
+    x = x / max(np.linalg.norm(x), 1e-7)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = A * x + (B * gram + C * gram @ gram) @ x
+    x = x.T if tall else x
+    rows, cols = p.shape
+    ratio = 0.2 * math.sqrt(max(rows, cols)) if adjust == "match_rms_adamw" else math.sqrt(
+        max(1, rows / cols))
+    p *= 1 - lr * wd
+    p -= lr * ratio * x
+
+
+def _grads(shape: Tuple[int, int], steps: int, seed: int) -> List[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (40, 24)])
+@pytest.mark.parametrize("ns_steps", [0, 1, 5])
+def test_the_iteration_is_torchs_bitwise(shape, ns_steps) -> None:
+    from torch.optim._muon import _zeropower_via_newtonschulz as torch_iteration
+
+    from gdfast._muon_torch import newton_schulz_bfloat16
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1)).bfloat16()
+    group = dict(_muon.DEFAULTS, ns_steps=ns_steps)
+    expected = torch_iteration(x.clone(), _muon.NS_COEFFICIENTS, ns_steps, 1e-7)
+    assert torch.equal(newton_schulz_bfloat16(x.clone(), group), expected)
+
+
+@pytest.mark.parametrize("momentum", [0.95, 0.3])
+def test_the_phases_follow_torchs_operations(momentum) -> None:
+    """Phase 1 as torch's two lerps and phase 2 as its mul_ and add_: torch fuses each product
+    into its sum (FMA), gdfast rounds the product first (its results are the same on every ISA
+    level, baseline x86-64 included, which has no FMA): 1 ulp of the operands apart."""
+    gen = torch.Generator().manual_seed(2)
+    g, buf, p = (torch.randn(40, 24, generator=gen) for _ in range(3))
+    x = torch.empty(40, 24)
+    mine = buf.clone()
+    group = dict(_muon.DEFAULTS, momentum=momentum, lr=0.3, weight_decay=0.2)
+    _muon.momentum_phase(x, g, mine, group)
+    buf.lerp_(g, 1 - momentum)
+    ulp = 2.0**-23 * (g.abs() + buf.abs())
+    assert ((mine - buf).abs() <= ulp).all()
+    assert ((x - g.lerp(buf, momentum)).abs() <= 2 * ulp).all()
+    stepped = p.clone()
+    _muon.apply_phase(stepped, x, group)
+    p.mul_(1 - 0.3 * 0.2).add_(x, alpha=-0.3 * math.sqrt(40 / 24))
+    assert ((stepped - p).abs() <= 2.0**-23 * (p.abs() + x.abs())).all()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("options", [
+    {}, {"nesterov": False}, {"adjust_lr_fn": "match_rms_adamw"}, {"momentum": 0.3},
+    {"weight_decay": 0.0, "ns_steps": 3, "ns_coefficients": (2.0, -1.5, 0.5)}])
+def test_gdfast_torch_muon_follows_torch_optim_muon(shape, options) -> None:
+    """Both iterate in bfloat16, and the inputs may differ in the last bit of a float32 lerp
+    (see above), which flips a bfloat16 rounding now and then; such a flip moves the output by
+    a few bfloat16 ulps (2^-8 of the step each: 2.6% of the step at most was measured over
+    3 seeds, 4 shapes, nesterov on and off). Bound: 2^-4 of the largest step, per step taken."""
+    steps, lr = 5, 0.02
+    p0 = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    ours, theirs = p0.clone().requires_grad_(), p0.clone().requires_grad_()
+    opt = gdfast.torch.Muon([ours], lr=lr, **options)
+    ref = torch.optim.Muon([theirs], lr=lr, **options)
+    largest = 0.0
+    for k, g in enumerate(_grads(shape, steps, 4)):
+        ours.grad, theirs.grad = torch.tensor(g, dtype=torch.float32), torch.tensor(
+            g, dtype=torch.float32)
+        before = theirs.detach().clone()
+        opt.step()
+        ref.step()
+        largest = max(largest, (theirs.detach() - before).abs().max().item())
+        assert (ours - theirs).abs().max().item() <= 2.0**-4 * largest * (k + 1)
+    mine, expected = (o.state[p]["momentum_buffer"] for o, p in ((opt, ours), (ref, theirs)))
+    assert torch.allclose(mine, expected, rtol=0, atol=1e-6)  # (5 lerps of N(0, 1) values)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_numpy_muon_in_float64_is_the_reference(shape, nesterov) -> None:
+    """float64 throughout (the same operations in another order): 1e-12 relative to the
+    param, far above float64's rounding and far below any mistake."""
+    p = np.random.default_rng(5).standard_normal(shape)
+    expected, buf = p.copy(), np.zeros(shape)
+    opt = gdfast.Muon([p], lr=0.05, weight_decay=0.1, nesterov=nesterov)
+    for g in _grads(shape, 4, 6):
+        opt.step([g])
+        _reference_step(expected, g, buf, 0.05, 0.1, 0.95, nesterov, 5, None)
+    np.testing.assert_allclose(p, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_allclose(opt.state[0]["momentum_buffer"], buf, rtol=1e-15, atol=1e-15)
+
+
+def test_numpy_muon_in_float32_is_near_the_reference() -> None:
+    """float32's iteration: five quintic steps of matrix products with sums of 24-40 terms
+    keep the output within ~1e-5 of float64's relative to the step (measured 2e-6): bound
+    1e-4 of the largest step, per step."""
+    shape = (24, 40)
+    p = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    expected, buf = p.astype(np.float64), np.zeros(shape)
+    opt = gdfast.Muon([p], lr=0.05, adjust_lr_fn="match_rms_adamw")
+    for k, g in enumerate(_grads(shape, 4, 8)):
+        before = expected.copy()
+        opt.step([g.astype(np.float32)])
+        _reference_step(expected, g.astype(np.float32).astype(np.float64), buf, 0.05, 0.1,
+                        0.95, True, 5, "match_rms_adamw")
+        step = np.abs(expected - before).max()
+        assert np.abs(p - expected).max() <= 1e-4 * step * (k + 1)
+
+
+def _numpy_run() -> Dict[str, np.ndarray]:
+    rng = np.random.default_rng(9)
+    params = [rng.standard_normal(s).astype(np.float32) for s in ((70, 300), (300, 70))]
+    opt = gdfast.Muon(params, lr=0.01)
+    for _ in range(2):
+        opt.step([rng.standard_normal(p.shape).astype(np.float32) for p in params])
+    return {f"p{i}": p for i, p in enumerate(params)} | {
+        f"b{i}": s["momentum_buffer"] for i, s in opt.state.items()}
+
+
+def test_the_same_bits_on_every_level_and_thread_count() -> None:
+    expected = _numpy_run()
+    threads = gdfast.get_num_threads()
+    try:
+        for level in gdfast.isa_info()["supported"]:
+            with gdfast.use_isa(level):
+                for n in (1, 2, 3):
+                    gdfast.set_num_threads(n)
+                    got = _numpy_run()
+                    for key, value in expected.items():
+                        assert np.array_equal(got[key], value), (level, n, key)
+    finally:
+        gdfast.set_num_threads(threads)
+
+
+def test_the_op_is_the_class() -> None:
+    rng = np.random.default_rng(10)
+    params = [rng.standard_normal(s).astype(np.float32) for s in ((8, 12), (12, 8))]
+    grads = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+    mine = [p.copy() for p in params]
+    buffers = [np.zeros_like(p) for p in params]
+    gdfast.ops.muon_(mine, grads, buffers, lr=0.1, nesterov=False)
+    opt = gdfast.Muon(params, lr=0.1, nesterov=False)
+    opt.step(grads)
+    for a, b in zip(mine, params):
+        assert np.array_equal(a, b)
+    tensors = [torch.tensor(p) for p in mine]
+    theirs = [torch.tensor(p).requires_grad_() for p in mine]
+    ref = gdfast.torch.Muon(theirs, lr=0.1)
+    for t, g, b in zip(theirs, grads, buffers):
+        t.grad = torch.tensor(g)
+        ref.state[t]["momentum_buffer"] = torch.tensor(b)
+    gdfast.ops.muon_(tensors, [torch.tensor(g) for g in grads], [torch.tensor(b) for b in buffers],
+                     lr=0.1)
+    ref.step()
+    for t, r in zip(tensors, theirs):
+        assert torch.equal(t, r.detach())
+
+
+def test_dtypes_of_torch_params() -> None:
+    """float64 and bfloat16 params step (the iteration in bfloat16, as torch's), near torch."""
+    for dtype in (torch.float64, torch.bfloat16):
+        p0 = torch.randn(16, 24, generator=torch.Generator().manual_seed(11)).to(dtype)
+        ours, theirs = p0.clone().requires_grad_(), p0.clone().requires_grad_()
+        opt, ref = gdfast.torch.Muon([ours], lr=0.02), torch.optim.Muon([theirs], lr=0.02)
+        g = torch.randn(16, 24, generator=torch.Generator().manual_seed(12)).to(dtype)
+        ours.grad, theirs.grad = g.clone(), g.clone()
+        opt.step()
+        ref.step()
+        assert ours.dtype == dtype and opt.state[ours]["momentum_buffer"].dtype == dtype
+        # (bfloat16 params: torch rounds after its mul_ and again after its add_, gdfast once)
+        bound = 2.0**-7 * p0.abs().max().item() if dtype == torch.bfloat16 else 1e-3 * 0.02
+        assert (ours - theirs).abs().max().item() <= bound
+
+
+def test_state_dicts_move_between_torch_and_gdfast() -> None:
+    p0 = torch.randn(12, 20, generator=torch.Generator().manual_seed(13))
+    ours, theirs = p0.clone().requires_grad_(), p0.clone().requires_grad_()
+    ref = torch.optim.Muon([theirs], lr=0.05)
+    theirs.grad = torch.ones(12, 20)
+    ref.step()
+    with torch.no_grad():
+        ours.copy_(theirs)
+    opt = gdfast.torch.Muon([ours], lr=0.01)
+    opt.load_state_dict(ref.state_dict())
+    assert opt.param_groups[0]["lr"] == 0.05
+    assert torch.equal(opt.state[ours]["momentum_buffer"], ref.state[theirs]["momentum_buffer"])
+    arrays = [np.random.default_rng(14).standard_normal((6, 9))]
+    numpy_opt = gdfast.Muon(arrays, lr=0.05)
+    numpy_opt.step([np.ones((6, 9))])
+    copy = gdfast.Muon([arrays[0].copy()], lr=1.0)
+    copy.load_state_dict(numpy_opt.state_dict())
+    assert copy.param_groups[0]["lr"] == 0.05
+    assert np.array_equal(copy.state[0]["momentum_buffer"], numpy_opt.state[0]["momentum_buffer"])
+    with pytest.raises(ValueError, match=r"momentum_buffer'\]: shape \(9, 6\)"):
+        copy.load_state_dict({"state": {0: {"momentum_buffer": np.zeros((9, 6))}},
+                              "param_groups": numpy_opt.state_dict()["param_groups"]})
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"lr": -1.0}, ValueError, r"^lr: expected"),
+    ({"momentum": -0.5}, ValueError, r"^momentum: expected"),
+    ({"weight_decay": float("nan")}, ValueError, r"^weight_decay: expected"),
+    ({"ns_steps": 100}, ValueError, r"^ns_steps: expected an int in \[0, 100\)"),
+    ({"ns_coefficients": (1.0, 2.0)}, ValueError, r"^ns_coefficients: expected 3"),
+    ({"adjust_lr_fn": "rms"}, ValueError, r"^adjust_lr_fn: expected one of"),
+    ({"nesterov": "yes"}, TypeError, r"^nesterov: expected a bool"),
+])
+def test_bad_options_are_named(kwargs, error, message) -> None:
+    with pytest.raises(error, match=message):
+        gdfast.Muon([np.zeros((3, 4))], **kwargs)
+    with pytest.raises(error, match=message):
+        gdfast.torch.Muon([torch.zeros(3, 4)], **kwargs)
+    with pytest.raises(error, match=message):
+        gdfast.ops.muon_(np.zeros((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)), **kwargs)
+
+
+def test_bad_arrays_are_named_and_change_nothing() -> None:
+    with pytest.raises(ValueError, match=r"params'\]\[0\]: Muon steps 2-D params only"):
+        gdfast.Muon([np.zeros(5)])
+    with pytest.raises(ValueError, match=r"params\[1\]: Muon steps 2-D params only"):
+        gdfast.torch.Muon([torch.zeros(2, 2), torch.zeros(2, 2, 2)])
+    with pytest.raises(TypeError, match=r"no float16 matrix product"):
+        gdfast.Muon([np.zeros((2, 2), np.float16)])
+    p, g, b = (np.random.default_rng(15).standard_normal((4, 6)) for _ in range(3))
+    saved = [p.copy(), g.copy(), b.copy()]
+
+    def unchanged() -> None:
+        for now, before in zip((p, g, b), saved):
+            assert np.array_equal(now, before)
+
+    with pytest.raises(TypeError, match=r"^grad: "):
+        gdfast.ops.muon_(p, g.astype(np.float32), b)
+    unchanged()
+    with pytest.raises(ValueError, match=r"^param and momentum_buffer share memory"):
+        gdfast.ops.muon_(p, g, p)
+    unchanged()
+    p.flags.writeable = False
+    with pytest.raises(ValueError, match=r"^param: .*read-only"):
+        gdfast.ops.muon_(p, g, b)
+    p.flags.writeable = True
+    unchanged()
+    opt = gdfast.Muon([p, np.zeros((3, 3))])
+    with pytest.raises(ValueError, match=r"grads\[1\]: shape \(3, 4\)"):
+        opt.step([g, np.zeros((3, 4))])
+    assert opt.state == {}
+    unchanged()
