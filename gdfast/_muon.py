@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -38,7 +38,8 @@ def check_group(group: Dict[str, Any], where: str = "") -> None:
     if not isinstance(group["nesterov"], (bool, np.bool_)):
         raise TypeError(f"{where}nesterov: expected a bool, got {shown(group['nesterov'])}")
     steps = group["ns_steps"]
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 0 <= steps < 100:
+    integral = isinstance(steps, numbers.Integral) and not isinstance(steps, bool)
+    if not integral or not 0 <= int(steps) < 100:
         raise ValueError(f"{where}ns_steps: expected an int in [0, 100), got {shown(steps)}")
     coefficients = group["ns_coefficients"]
     if (not isinstance(coefficients, (tuple, list)) or len(coefficients) != 3
@@ -105,7 +106,7 @@ def newton_schulz_numpy(x: np.ndarray, group: Dict[str, Any]) -> np.ndarray:
     return x
 
 
-def as_list(value: Any) -> list:
+def as_list(value: Any) -> List[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 

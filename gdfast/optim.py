@@ -22,8 +22,10 @@ from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from . import _constructors  # noqa: F401  (registers the constructors)
-from . import _muon
+from . import (
+    _constructors,  # noqa: F401  (registers the constructors)
+    _muon,
+)
 from ._sophia import estimate_list
 from ._spec import State
 from ._stepping import (

@@ -64,14 +64,10 @@ struct Muon {
     const T to_buffer = T(h.momentum);
     const bool small_to_grad = to_grad < T(0.5) && to_grad > T(-0.5);
     const bool small_to_buffer = to_buffer < T(0.5) && to_buffer > T(-0.5);
-    return {T(1.0 / h.grad_scale),
-            small_to_grad ? to_grad : to_grad - T(1),
-            T(small_to_grad ? 0.0 : 1.0),
-            small_to_buffer ? to_buffer : to_buffer - T(1),
-            T(small_to_buffer ? 0.0 : 1.0),
-            T(h.nesterov ? 1.0 : 0.0),
-            T(1.0 - h.lr * h.weight_decay),
-            T(-(h.lr * h.lr_ratio))};
+    return {T(1.0 / h.grad_scale),          small_to_grad ? to_grad : to_grad - T(1),
+            T(small_to_grad ? 0.0 : 1.0),   small_to_buffer ? to_buffer : to_buffer - T(1),
+            T(small_to_buffer ? 0.0 : 1.0), T(h.nesterov ? 1.0 : 0.0),
+            T(1.0 - h.lr * h.weight_decay), T(-(h.lr * h.lr_ratio))};
   }
 
   template <unsigned F, class V, class T>
@@ -81,8 +77,8 @@ struct Muon {
       g = g * c.grad_factor;  // (exact when it is 1)
       const V step_to_grad = (g - b) * c.buffer_coeff;
       b = lane_where(lane_gt(V(c.buffer_from_grad), V(T(0))), g, b) + step_to_grad;
-      const V toward_buffer =
-          lane_where(lane_gt(V(c.nesterov_from_buffer), V(T(0))), b, g) + (b - g) * c.nesterov_coeff;
+      const V toward_buffer = lane_where(lane_gt(V(c.nesterov_from_buffer), V(T(0))), b, g) +
+                              (b - g) * c.nesterov_coeff;
       p = lane_where(lane_gt(V(c.nesterov), V(T(0))), toward_buffer, b);
     } else {
       p = p * c.decay_factor;

@@ -55,7 +55,8 @@ inline constexpr bool kTwoPass = TensorSums<Rule>::value > 0;
 template <class Rule, class = void>
 struct IsPartial : std::false_type {};
 template <class Rule>
-struct IsPartial<Rule, std::void_t<decltype(Rule::kPartial)>> : std::bool_constant<Rule::kPartial> {};
+struct IsPartial<Rule, std::void_t<decltype(Rule::kPartial)>> : std::bool_constant<Rule::kPartial> {
+};
 
 template <class Rule>
 bool uses_state(int k, unsigned flags) {
