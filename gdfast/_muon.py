@@ -17,15 +17,21 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import numpy as np
 
 from . import _core
-from ._spec import PARTS, check_one, shown
+from ._spec import PARTS, RULES, check_one, shown
 
 RULE = PARTS["muon"]
+_ADAM = RULES["adam"]
 # Keller Jordan's quintic coefficients and torch.optim.Muon's defaults.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 DEFAULTS: Dict[str, Any] = dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                                 ns_coefficients=NS_COEFFICIENTS, eps=1e-7, ns_steps=5,
                                 adjust_lr_fn=None)
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+# A group with use_muon=False is stepped with AdamW, as pytorch_optimizer.Muon steps it (its
+# embeddings, biases, gains: any shape); the class's adamw_* arguments are its defaults.
+ADAMW_DEFAULTS: Dict[str, Any] = dict(adamw_lr=3e-4, adamw_betas=(0.9, 0.95), adamw_wd=0.0,
+                                      adamw_eps=1e-10)
+ADAMW_STATES = ("exp_avg", "exp_avg_sq")
 _RANGES = {f.name: f.range for f in RULE.fields if f.kind == "real"}
 _FIELDS = tuple(f.name for f in RULE.fields)
 
@@ -50,6 +56,57 @@ def check_group(group: Dict[str, Any], where: str = "") -> None:
     if group["adjust_lr_fn"] not in ADJUST_LR_FNS:
         raise ValueError(f"{where}adjust_lr_fn: expected one of {ADJUST_LR_FNS}, got "
                          f"{shown(group['adjust_lr_fn'])}")
+
+
+def is_muon(group: Dict[str, Any]) -> bool:
+    return group.get("use_muon", True) is not False
+
+
+def adamw_group(group: Dict[str, Any], adamw: Dict[str, Any]) -> Dict[str, Any]:
+    """A use_muon=False group with the AdamW defaults (``adamw``: the adamw_* arguments) for
+    the options it lacks."""
+    return {"lr": adamw["adamw_lr"], "betas": adamw["adamw_betas"],
+            "weight_decay": adamw["adamw_wd"], "eps": adamw["adamw_eps"], **group}
+
+
+def _adamw_hyper(group: Dict[str, Any], step: int) -> Tuple[Any, ...]:
+    beta1, beta2 = group["betas"]
+    values = dict(group, beta1=beta1, beta2=beta2, decoupled_weight_decay=True, amsgrad=False,
+                  maximize=False)
+    return tuple(values[f.name] for f in _ADAM.fields) + (step, 1.0)
+
+
+def check_adamw_group(group: Dict[str, Any], where: str = "") -> None:
+    betas = group["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{where}betas: expected (beta1, beta2), got {shown(betas)}")
+    ranges = {f.name: f.range for f in _ADAM.fields if f.kind == "real"}
+    for name, value, key in (("lr", group["lr"], "lr"), ("betas[0]", betas[0], "beta1"),
+                             ("betas[1]", betas[1], "beta2"), ("eps", group["eps"], "eps"),
+                             ("weight_decay", group["weight_decay"], "weight_decay")):
+        check_one(where + name, value, ranges[key])
+
+
+def _one_or_list(arrays: Sequence[Any]) -> Any:
+    """One array as itself (messages then name it without an index), else a list."""
+    return arrays[0] if len(arrays) == 1 else list(arrays)
+
+
+def check_adamw_arrays(params: Sequence[Any], grads: Sequence[Any],
+                       states: Sequence[Sequence[Any]], group: Dict[str, Any],
+                       step: int) -> None:
+    if params:
+        _core.check_one(_ADAM.id, _one_or_list(params), (_one_or_list(grads),),
+                        (*(_one_or_list(s) for s in states), None), _adamw_hyper(group, step),
+                        None, None, None)
+
+
+def step_adamw(params: Sequence[Any], grads: Sequence[Any], states: Sequence[Sequence[Any]],
+               group: Dict[str, Any], step: int) -> None:
+    """AdamW over a use_muon=False group's list, in one fused pass (gdfast's adam rule)."""
+    if params:
+        _core.step_one(_ADAM.id, list(params), (list(grads),), (*map(list, states), None),
+                       _adamw_hyper(group, step), None, None, None)
 
 
 def check_matrix(shape: Sequence[int], where: str) -> None:
@@ -119,11 +176,9 @@ def check_arrays(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[
                          f"{len(params)}, {len(grads)}, {len(buffers)}")
     for i, param in enumerate(params):
         check_matrix(param.shape, f"param[{i}]" if len(params) > 1 else "param")
-    if params:  # (one array as itself: messages then name it without an index)
-        def arg(arrays: Sequence[Any]) -> Any:
-            return arrays[0] if len(arrays) == 1 else list(arrays)
-        _core.check_one(RULE.id, arg(params), (arg(grads),), (arg(buffers),),
-                        _hyper(group, 1.0, False), None, None, None)
+    if params:
+        _core.check_one(RULE.id, _one_or_list(params), (_one_or_list(grads),),
+                        (_one_or_list(buffers),), _hyper(group, 1.0, False), None, None, None)
 
 
 def step_matrices(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[Any],

@@ -45,39 +45,56 @@ def _host(value: Any) -> Any:
 class Muon(torch.optim.Optimizer):
     """torch.optim.Muon (2-D params only, as there), each step's elementwise work in two fused
     passes per param and its Newton-Schulz iteration in bfloat16 on torch's matrix product.
-    CPU tensors, float32, float64 or bfloat16, contiguous."""
+    A param group with ``use_muon=False`` is stepped with AdamW instead, as
+    pytorch_optimizer.Muon steps it (any shape; options lr, betas, eps, weight_decay, their
+    defaults the adamw_* arguments; state exp_avg, exp_avg_sq and the group's step), in one
+    fused pass over the group. CPU tensors, float32, float64 or bfloat16, contiguous."""
 
     def __init__(self, params: Any, lr: Any = 1e-3, weight_decay: float = 0.1,
                  momentum: float = 0.95, nesterov: bool = True,
                  ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
-                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None):
+                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None, *,
+                 adamw_lr: float = 3e-4, adamw_betas: Tuple[float, float] = (0.9, 0.95),
+                 adamw_wd: float = 0.0, adamw_eps: float = 1e-10):
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("lr: a tensor lr must have 1 element")
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                         adjust_lr_fn=adjust_lr_fn)
         _muon.check_group({k: _host(v) for k, v in defaults.items()})
+        self.adamw_defaults = dict(adamw_lr=adamw_lr, adamw_betas=adamw_betas,
+                                   adamw_wd=adamw_wd, adamw_eps=adamw_eps)
+        _muon.check_adamw_group(_muon.adamw_group({}, self.adamw_defaults), "adamw_")
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        if isinstance(param_group, dict) and not _muon.is_muon(param_group):
+            param_group = _muon.adamw_group(param_group, self.adamw_defaults)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         where = f"param_groups[{len(self.param_groups) - 1}]"
         try:
-            _muon.check_group({k: _host(v) for k, v in group.items()}, where + ".")
+            options = {k: _host(v) for k, v in group.items()}
+            if not _muon.is_muon(group):
+                _muon.check_adamw_group(options, where + ".")
+                return
+            _muon.check_group(options, where + ".")
             for i, p in enumerate(group["params"]):
                 _muon.check_matrix(p.shape, f"{where}.params[{i}]")
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
 
-    def _work(self) -> List[Tuple[Dict[str, Any], List[Any], List[Any], List[Any]]]:
-        """Per group: its options and the params with a gradient (detached: the same memory),
-        their gradients and momentum buffers (new ones not yet kept), every one checked."""
+    def _work(self) -> List[Tuple[Dict[str, Any], List[Any], List[Any], List[List[Any]]]]:
+        """Per group: its options, the params with a gradient (detached: the same memory),
+        their gradients and their states by name (new ones not yet kept), all checked."""
         work = []
         for gi, group in enumerate(self.param_groups):
             options = {k: _host(v) for k, v in group.items() if k != "params"}
-            params, grads, buffers = [], [], []
+            names = ("momentum_buffer",) if _muon.is_muon(group) else _muon.ADAMW_STATES
+            params: List[Any] = []
+            grads: List[Any] = []
+            states: List[List[Any]] = [[] for _ in names]
             for i, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
@@ -86,14 +103,18 @@ class Muon(torch.optim.Optimizer):
                     raise ValueError(f"{where}: Muon steps dense real CPU tensors here, got "
                                      f"{p.dtype} {p.grad.layout} on {p.device}")
                 state = self.state[p]
-                buffer = state.get("momentum_buffer")
-                if buffer is None:
-                    buffer = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                for name, arrays in zip(names, states):
+                    value = state.get(name)
+                    arrays.append(torch.zeros_like(p, memory_format=torch.preserve_format)
+                                  if value is None else value)
                 params.append(p.detach())
                 grads.append(p.grad)
-                buffers.append(buffer)
-            _muon.check_arrays(params, grads, buffers, options)
-            work.append((options, params, grads, buffers))
+            if _muon.is_muon(group):
+                _muon.check_arrays(params, grads, states[0], options)
+            else:
+                options["step"] = options.get("step", 0) + 1
+                _muon.check_adamw_arrays(params, grads, states, options, options["step"])
+            work.append((options, params, grads, states))
         return work
 
     @torch.no_grad()
@@ -103,11 +124,16 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         work = self._work()  # (all checked before any param or state changes)
-        for group, (options, params, grads, buffers) in zip(self.param_groups, work):
-            stepped = (p for p in group["params"] if p.grad is not None)
-            for p, buffer in zip(stepped, buffers):
-                self.state[p]["momentum_buffer"] = buffer
-            _muon.step_matrices(params, grads, buffers, options, new_input,
-                                newton_schulz_bfloat16)
+        for group, (options, params, grads, states) in zip(self.param_groups, work):
+            muon = _muon.is_muon(group)
+            names = ("momentum_buffer",) if muon else _muon.ADAMW_STATES
+            stepped = [p for p in group["params"] if p.grad is not None]
+            for k, p in enumerate(stepped):
+                self.state[p].update((name, arrays[k]) for name, arrays in zip(names, states))
+            if muon:
+                _muon.step_matrices(params, grads, states[0], options, new_input,
+                                    newton_schulz_bfloat16)
+            else:
+                group["step"] = options["step"]
+                _muon.step_adamw(params, grads, states, options, options["step"])
         return loss
-

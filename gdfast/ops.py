@@ -1,7 +1,8 @@
 """Functional optimizer steps, in place, one fused pass: ``gdfast.ops.<name>_`` for every
 optimizer of the registry (``sgd_``, ``adam_``, ``lion_``, ``rmsprop_``, ``adagrad_``,
 ``adadelta_``, ``adamax_``, ``nadam_``, ``radam_``, ``asgd_``, ``rprop_``, ``adan_``,
-``ademamix_``, ``schedulefree_adamw_``, ``sophia_``, ``lamb_``).
+``ademamix_``, ``schedulefree_adamw_``, ``sophia_``, ``lamb_``), and ``muon_`` (Muon's step,
+composed around its Newton-Schulz iteration: see its docstring).
 
 Every op has the same shape::
 

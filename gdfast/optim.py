@@ -1,7 +1,8 @@
 """Stateful optimizers over NumPy arrays, with torch.optim's constructors and state layout:
 ``gdfast.SGD``, ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``Adagrad``, ``Adadelta``,
 ``Adamax``, ``NAdam``, ``RAdam``, ``ASGD``, ``Rprop``; ``Adan``, ``AdEMAMix``,
-``ScheduleFreeAdamW``, ``SophiaH`` and ``Lamb`` with pytorch_optimizer's.
+``ScheduleFreeAdamW``, ``SophiaH`` and ``Lamb`` with pytorch_optimizer's; ``Muon`` (its own
+class: a matrix method, see gdfast/_muon.py).
 
     opt = gdfast.AdamW(params, lr=1e-3)      # params: arrays, or dicts {"params": [...], ...}
     opt.step(grads)                          # grads in the order of the params; None skips
@@ -425,6 +426,17 @@ class Optimizer(StepPath):
         return "\n".join(lines) + "\n)"
 
 
+def _check_disjoint(arrays: List[np.ndarray]) -> None:
+    """No two of the arrays share memory (one sweep over their byte ranges, sorted)."""
+    extents = sorted((a.__array_interface__["data"][0], a.nbytes) for a in arrays if a.nbytes)
+    end = 0
+    for start, size in extents:
+        if start < end:
+            raise ValueError("grads: a gradient or state shares memory with another array of "
+                             "the step (each must be distinct)")
+        end = max(end, start + size)
+
+
 def _as_numpy(value: Any) -> Any:
     """A tensor (torch.optim's state_dict) as a NumPy array, floats exactly in their dtype
     (bfloat16 as ml_dtypes's, if installed, else as float32); anything else as it is."""
@@ -505,17 +517,23 @@ class Muon:
     """torch.optim.Muon over 2-D float32 or float64 NumPy arrays (gdfast/_muon.py): per param,
     the momentum and the Newton-Schulz iteration's input in one fused pass, the iteration in
     the param's dtype on NumPy's matrix product (its BLAS), the decay and step in another
-    fused pass. ``step(grads)`` as the other classes; state ``momentum_buffer`` per param."""
+    fused pass. ``step(grads)`` as the other classes; state ``momentum_buffer`` per param. A
+    group with ``use_muon=False`` is stepped with AdamW, as in gdfast.torch.Muon."""
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.1,
                  momentum: float = 0.95, nesterov: bool = True,
                  ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
-                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None):
+                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None, *,
+                 adamw_lr: float = 3e-4, adamw_betas: Tuple[float, float] = (0.9, 0.95),
+                 adamw_wd: float = 0.0, adamw_eps: float = 1e-10):
         self.defaults: Dict[str, Any] = dict(
             lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
             ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
             adjust_lr_fn=adjust_lr_fn)
         _muon.check_group(self.defaults)
+        self.adamw_defaults = dict(adamw_lr=adamw_lr, adamw_betas=adamw_betas,
+                                   adamw_wd=adamw_wd, adamw_eps=adamw_eps)
+        _muon.check_adamw_group(_muon.adamw_group({}, self.adamw_defaults), "adamw_")
         self.param_groups: List[ParamGroup] = []
         self.state: Dict[int, Dict[str, Any]] = {}
         try:
@@ -533,20 +551,27 @@ class Muon:
             raise TypeError("param_group: expected a dict with a 'params' entry, got "
                             f"{type(param_group).__name__}")
         where = f"param_groups[{len(self.param_groups)}]"
-        group = {**self.defaults, **param_group}
+        muon = _muon.is_muon(param_group)
+        group = ({**self.defaults, **param_group} if muon
+                 else _muon.adamw_group(param_group, self.adamw_defaults))
         params = group["params"]
         params = [params] if isinstance(params, np.ndarray) else list(params)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for i, p in enumerate(params):
             _check_param(p, f"{where}['params'][{i}]")
-            if p.dtype not in (np.float32, np.float64):
+            if muon and p.dtype not in (np.float32, np.float64):
                 raise TypeError(f"{where}['params'][{i}]: Muon steps float32 or float64 arrays "
                                 f"(NumPy has no {p.dtype} matrix product), got {p.dtype}")
-            _muon.check_matrix(p.shape, f"{where}['params'][{i}]")
+            if muon:
+                _muon.check_matrix(p.shape, f"{where}['params'][{i}]")
             if id(p) in seen:
                 raise ValueError(f"{where}['params'][{i}]: appears in more than one place")
             seen.add(id(p))
-        _muon.check_group(group, where + ".")
+        if muon:
+            _muon.check_group(group, where + ".")
+        else:
+            _muon.check_adamw_group(group, where + ".")
+        Optimizer._check_no_overlap(self, params, f"{where}['params']")  # type: ignore[arg-type]
         group["params"] = params
         self.param_groups.append(group)
 
@@ -564,25 +589,39 @@ class Muon:
                              f"got {len(grads)}")
         work, new_state, index = [], {}, 0
         for group in self.param_groups:
-            params, given, buffers = [], [], []
+            names = ("momentum_buffer",) if _muon.is_muon(group) else _muon.ADAMW_STATES
+            params: List[np.ndarray] = []
+            given: List[np.ndarray] = []
+            states: List[List[np.ndarray]] = [[] for _ in names]
             for p in group["params"]:
                 g = grads[index]
                 if g is not None:
                     _check_grad(g, p, f"grads[{index}]")
                     if index not in self.state:
-                        new_state[index] = {"momentum_buffer": np.zeros_like(p)}
+                        new_state[index] = {name: np.zeros_like(p) for name in names}
+                    entry = new_state.get(index, self.state.get(index, {}))
                     params.append(p)
                     given.append(g)
-                    buffers.append({**self.state, **new_state}[index]["momentum_buffer"])
+                    for name, arrays in zip(names, states):
+                        arrays.append(entry[name])
                 index += 1
-            work.append((group, params, given, buffers))
-        # (one check of every array together: none may share memory with another)
-        _muon.check_arrays([p for w in work for p in w[1]], [g for w in work for g in w[2]],
-                           [b for w in work for b in w[3]], self.defaults)
+            step = group.get("step", 0) + 1
+            if _muon.is_muon(group):
+                _muon.check_arrays(params, given, states[0], group)
+            else:
+                _muon.check_adamw_arrays(params, given, states, group, step)
+            work.append((group, params, given, states, step))
+        # (and across the groups: no array may share memory with another)
+        _check_disjoint([a for w in work for arrays in (w[1], w[2], *w[3]) for a in arrays])
+
         self.state.update(new_state)
-        for group, params, given, buffers in work:
-            _muon.step_matrices(params, given, buffers, group, np.empty_like,
-                                _muon.newton_schulz_numpy)
+        for group, params, given, states, step in work:
+            if _muon.is_muon(group):
+                _muon.step_matrices(params, given, states[0], group, np.empty_like,
+                                    _muon.newton_schulz_numpy)
+            else:
+                group["step"] = step
+                _muon.step_adamw(params, given, states, group, step)
 
     def state_dict(self) -> Dict[str, Any]:
         """torch.optim's layout, arrays copied."""
@@ -604,22 +643,31 @@ class Muon:
         options = []
         for gi, (group, mine) in enumerate(zip(groups, self.param_groups)):
             merged = {**mine, **{k: v for k, v in group.items() if k != "params"}}
-            _muon.check_group(merged, f"state_dict['param_groups'][{gi}].")
+            where = f"state_dict['param_groups'][{gi}]."
+            if _muon.is_muon(merged) != _muon.is_muon(mine):
+                raise ValueError(f"{where}use_muon: differs from this optimizer's group")
+            if _muon.is_muon(merged):
+                _muon.check_group(merged, where)
+            else:
+                _muon.check_adamw_group(merged, where)
             options.append(merged)
-        state = {}
+        state: Dict[int, Dict[str, np.ndarray]] = {}
         for key, entry in saved.items():
             if not isinstance(key, int) or not 0 <= key < len(flat):
                 raise ValueError(f"state_dict['state']: {key!r} is not a param's index")
-            where = f"state_dict['state'][{key}]['momentum_buffer']"
-            value = _as_numpy(entry.get("momentum_buffer") if isinstance(entry, Mapping)
-                              else None)
-            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-                raise TypeError(f"{where}: expected a floating-point array, got "
-                                f"{getattr(value, 'dtype', type(value).__name__)}")
-            if value.shape != flat[key].shape:
-                raise ValueError(f"{where}: shape {value.shape} does not match its param's "
-                                 f"{flat[key].shape}")
-            state[key] = {"momentum_buffer": np.array(value, dtype=flat[key].dtype, order="C")}
+            owner = next(g for g in self.param_groups if any(p is flat[key] for p in g["params"]))
+            names = ("momentum_buffer",) if _muon.is_muon(owner) else _muon.ADAMW_STATES
+            state[key] = {}
+            for name in names:
+                where = f"state_dict['state'][{key}][{name!r}]"
+                value = _as_numpy(entry.get(name) if isinstance(entry, Mapping) else None)
+                if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+                    raise TypeError(f"{where}: expected a floating-point array, got "
+                                    f"{getattr(value, 'dtype', type(value).__name__)}")
+                if value.shape != flat[key].shape:
+                    raise ValueError(f"{where}: shape {value.shape} does not match its param's "
+                                     f"{flat[key].shape}")
+                state[key][name] = np.array(value, dtype=flat[key].dtype, order="C")
         for mine, merged in zip(self.param_groups, options):
             mine.update(merged)
         self.state = state

@@ -2,7 +2,7 @@
 pytorch_optimizer's Adan, AdEMAMix, ScheduleFreeAdamW, SophiaH and Lamb: ``gdfast.torch.SGD``,
 ``Adam``, ``AdamW``, ``Lion``, ``RMSprop``, ``Adagrad``, ``Adadelta``, ``Adamax``, ``NAdam``,
 ``RAdam``, ``ASGD``, ``Rprop``, ``Adan``, ``AdEMAMix``, ``ScheduleFreeAdamW``, ``SophiaH``,
-``Lamb``.
+``Lamb``; ``Muon`` (torch.optim.Muon's, gdfast/_muon_torch.py).
 
     opt = gdfast.torch.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
 

@@ -273,3 +273,62 @@ def test_bad_arrays_are_named_and_change_nothing() -> None:
         opt.step([g, np.zeros((3, 4))])
     assert opt.state == {}
     unchanged()
+
+
+def _mixed_groups(params: List[Any]) -> List[Dict[str, Any]]:
+    """A Muon group (the 2-D param) and an AdamW group (a bias and a 3-D param)."""
+    return [dict(params=params[:1], lr=0.02),
+            dict(params=params[1:], use_muon=False, lr=1e-2, weight_decay=0.1)]
+
+
+def test_use_muon_false_groups_are_stepped_as_pytorch_optimizers_adamw() -> None:
+    """The AdamW group against pytorch_optimizer.Muon's (same formula, float32, 5 steps: its
+    operation order differs; bound 1e-6 absolute on values of order 1); the Muon group against
+    torch.optim.Muon as above; the NumPy class against the torch class, bitwise."""
+    pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+    shapes = [(16, 24), (24,), (3, 4, 5)]
+    gen = torch.Generator().manual_seed(16)
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    ours = [p.clone().requires_grad_() for p in start]
+    theirs = [p.clone().requires_grad_() for p in start]
+    reference = start[0].clone().requires_grad_()
+    arrays = [p.numpy().copy() for p in start]
+    opt = gdfast.torch.Muon(_mixed_groups(ours), adamw_betas=(0.8, 0.9))
+    numpy_opt = gdfast.Muon(_mixed_groups(arrays), adamw_betas=(0.8, 0.9))
+    groups = _mixed_groups(theirs)
+    groups[0]["use_muon"] = True
+    ref = pytorch_optimizer.Muon(groups, adamw_betas=(0.8, 0.9))
+    muon_ref = torch.optim.Muon([reference], lr=0.02)
+    for k in range(5):
+        grads = [torch.randn(s, generator=gen) for s in shapes]
+        for p, g in zip(ours + theirs, grads + grads):
+            p.grad = g.clone()
+        reference.grad = grads[0].clone()
+        before = reference.detach().clone()
+        opt.step()
+        ref.step()
+        muon_ref.step()
+        numpy_opt.step([g.numpy() for g in grads])
+        step = (reference.detach() - before).abs().max().item()
+        assert (ours[0] - reference).abs().max().item() <= 2.0**-4 * step * (k + 1)
+    for mine, expected in zip(ours[1:], theirs[1:]):
+        assert torch.allclose(mine, expected, rtol=0, atol=1e-6)
+    assert opt.param_groups[1]["step"] == 5 == ref.param_groups[1]["step"]
+    assert set(opt.state[ours[1]]) == {"exp_avg", "exp_avg_sq"}
+    for mine, array in zip(ours[1:], arrays[1:]):
+        assert np.array_equal(mine.detach().numpy(), array)
+    copy = gdfast.Muon(_mixed_groups([a.copy() for a in arrays]))
+    copy.load_state_dict(numpy_opt.state_dict())
+    assert copy.param_groups[1]["betas"] == (0.8, 0.9) and copy.param_groups[1]["step"] == 5
+    assert np.array_equal(copy.state[2]["exp_avg_sq"], numpy_opt.state[2]["exp_avg_sq"])
+
+
+def test_bad_adamw_options_are_named() -> None:
+    with pytest.raises(ValueError, match=r"^param_groups\[1\]\.betas\[1\]: expected"):
+        gdfast.torch.Muon([dict(params=[torch.zeros(2, 2)]),
+                           dict(params=[torch.zeros(3)], use_muon=False, betas=(0.9, 1.5))])
+    with pytest.raises(ValueError, match=r"^adamw_lr: expected"):
+        gdfast.Muon([np.zeros((2, 2))], adamw_lr=-1.0)
+    with pytest.raises(ValueError, match=r"\[0\]: shares memory"):
+        shared = np.zeros((4, 4))
+        gdfast.Muon([dict(params=[shared]), dict(params=[shared[:2]], use_muon=False)])
