@@ -183,3 +183,29 @@ def test_training_reduces_loss(setup: Setup) -> None:
 def test_every_class_is_trained() -> None:
     # (Muon: tests/test_muon.py follows torch.optim.Muon step by step instead)
     assert sorted(s.name for s in SETUPS) == sorted(n for n in gdfast.optimizers() if n != "Muon")
+
+
+def _muon_curve(dtype: Any) -> Tuple[List[float], List[np.ndarray]]:
+    """gdfast.Muon on the weight matrices, its AdamW groups (use_muon=False) on the biases."""
+    x, y = digits(dtype)
+    w1, b1, w2, b2 = weights = initial_weights(dtype)
+    opt = gdfast.Muon([dict(params=[w1, w2], lr=0.05),
+                       dict(params=[b1, b2], use_muon=False, lr=1e-2)])
+    curve = [forward(weights, x, y)[0]]
+    for idx in batches(len(y)):
+        g1, gb1, g2, gb2 = loss_and_grads(weights, x[idx], y[idx])[1]
+        opt.step([g1, g2, gb1, gb2])
+        curve.append(forward(weights, x, y)[0])
+    return curve, weights
+
+
+def test_muon_trains_and_float32_follows_float64() -> None:
+    """Muon (tests/test_muon.py checks its steps against torch and a float64 reference): the
+    loss falls below 1% of its start, and the float32 run's curve stays within 1e-4 of the
+    float64 run's, relative (measured 2e-6: the float32 Newton-Schulz iteration's rounding)."""
+    curve32, weights = _muon_curve(np.float32)
+    curve64, _ = _muon_curve(np.float64)
+    assert curve64[-1] <= 0.01 * curve64[0]
+    assert accuracy(weights) >= 0.95
+    rel = np.abs(np.array(curve32) - np.array(curve64)) / np.array(curve64)
+    assert rel.max() <= 1e-4
