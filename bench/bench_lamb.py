@@ -14,11 +14,11 @@ first step is checked against the float64 reference before it is timed.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pytest
-from interleaved import interleaved_medians
+from interleaved import interleaved_medians, torch_params
 
 import gdfast
 from gdfast.bench.reference import lamb_step
@@ -30,19 +30,8 @@ GPT2_SHAPES = ([(50257, 768), (1024, 768)]
                        (3072, 768), (3072,), (768, 3072), (768,)] + [(768,), (768,)])
 
 
-def _params(shapes: Sequence[Any]) -> List[Any]:
-    torch = pytest.importorskip("torch")
-    gen = torch.Generator().manual_seed(0)
-    out = []
-    for shape in shapes:
-        p = torch.randn(shape, generator=gen).requires_grad_()
-        p.grad = torch.randn(shape, generator=gen)
-        out.append(p)
-    return out
-
-
 def make_step(impl: str, shapes: Sequence[Any]) -> Callable[[], None]:
-    params = _params(shapes)
+    params = torch_params(shapes)
     if impl == "gdfast":
         import gdfast.torch
 

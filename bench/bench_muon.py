@@ -15,27 +15,16 @@ timed only.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import numpy as np
 import pytest
-from interleaved import interleaved_medians, print_medians
+from interleaved import interleaved_medians, print_medians, torch_params
 
 import gdfast
 
 BLOCK = [(2304, 768), (768, 768), (3072, 768), (768, 3072)]
 LR = 0.02
-
-
-def _params(shapes: Sequence[Tuple[int, int]]) -> List[Any]:
-    torch = pytest.importorskip("torch")
-    gen = torch.Generator().manual_seed(0)
-    out = []
-    for shape in shapes:
-        p = torch.randn(shape, generator=gen).requires_grad_()
-        p.grad = torch.randn(shape, generator=gen)
-        out.append(p)
-    return out
 
 
 def make_step(impl: str, shapes: Sequence[Tuple[int, int]]) -> Callable[[], None]:
@@ -46,7 +35,7 @@ def make_step(impl: str, shapes: Sequence[Tuple[int, int]]) -> Callable[[], None
         numpy_opt = gdfast.Muon(arrays, lr=LR)
         return lambda: numpy_opt.step(grads)
     torch = pytest.importorskip("torch")
-    params = _params(shapes)
+    params = torch_params(shapes)
     if impl == "pytorch_optimizer":
         pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
         group = dict(params=params, use_muon=True)  # (its groups say which params are Muon's)
@@ -121,7 +110,7 @@ def phases_time(shapes: Sequence[Tuple[int, int]]) -> float:
     from gdfast import _muon
     from gdfast._muon_torch import new_input
 
-    params = _params(shapes)
+    params = torch_params(shapes)
     buffers = [torch.zeros_like(p) for p in params]
     outputs = [torch.randn(s).bfloat16() for s in shapes]
     arrays = [(p.detach(), p.grad) for p in params]

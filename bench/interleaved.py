@@ -1,11 +1,14 @@
-"""The timing the scripts of bench/ share: steps run in turn, round after round, so that the
-machine's noise falls on all of them alike; each one's median."""
+"""What the scripts of bench/ share: the timing (steps run in turn, round after round, so that
+the machine's noise falls on all of them alike; each one's median), and the torch params with
+gradients they step."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Sequence
+
+import pytest
 
 ROUNDS = 9
 
@@ -27,3 +30,15 @@ def print_medians(what: str, median: Mapping[str, float]) -> None:
     print(f"{what}; median of {ROUNDS}, interleaved")
     for name, t in median.items():
         print(f"  {name:<18}{t * 1e3:9.1f} ms")
+
+
+def torch_params(shapes: Sequence[Any]) -> List[Any]:
+    """float32 N(0, 1) params of these shapes, each with an N(0, 1) gradient (seeded)."""
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for shape in shapes:
+        p = torch.randn(shape, generator=gen).requires_grad_()
+        p.grad = torch.randn(shape, generator=gen)
+        out.append(p)
+    return out

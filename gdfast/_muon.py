@@ -28,9 +28,7 @@ DEFAULTS: Dict[str, Any] = dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nester
                                 adjust_lr_fn=None)
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 # A group with use_muon=False is stepped with AdamW, as pytorch_optimizer.Muon steps it (its
-# embeddings, biases, gains: any shape); the class's adamw_* arguments are its defaults.
-ADAMW_DEFAULTS: Dict[str, Any] = dict(adamw_lr=3e-4, adamw_betas=(0.9, 0.95), adamw_wd=0.0,
-                                      adamw_eps=1e-10)
+# embeddings, biases, gains: any shape); the classes' adamw_* arguments are its defaults.
 ADAMW_STATES = ("exp_avg", "exp_avg_sq")
 _RANGES = {f.name: f.range for f in RULE.fields if f.kind == "real"}
 _FIELDS = tuple(f.name for f in RULE.fields)

@@ -102,7 +102,7 @@ class Muon(torch.optim.Optimizer):
                 if p.is_complex() or p.grad.is_sparse or p.device.type != "cpu":
                     raise ValueError(f"{where}: Muon steps dense real CPU tensors here, got "
                                      f"{p.dtype} {p.grad.layout} on {p.device}")
-                state = self.state[p]
+                state = self.state.get(p, {})  # (a rejected step adds no entry)
                 for name, arrays in zip(names, states):
                     value = state.get(name)
                     arrays.append(torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -18,6 +18,7 @@ or its name (``"bfloat16"``).
 
 from __future__ import annotations
 
+import bisect
 import copy
 from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -98,6 +99,18 @@ def _check_grad(g: Any, p: np.ndarray, where: str) -> None:
         raise ValueError(f"{where}: shares memory with its param")
 
 
+def _param_groups(params: Any) -> List[Any]:
+    """A constructor's params (an array, a list of arrays, or of group dicts) as groups."""
+    try:
+        groups: List[Any] = list(params) if not isinstance(params, np.ndarray) else [params]
+    except TypeError:
+        raise TypeError("params: expected an array, a list of arrays or a list of param "
+                        f"group dicts, got {type(params).__name__}") from None
+    if not groups:
+        raise ValueError("params: optimizer got an empty parameter list")
+    return groups if isinstance(groups[0], dict) else [{"params": groups}]
+
+
 class Optimizer(StepPath):
     """Base: param groups, per-parameter state, state_dict round trip.
 
@@ -118,16 +131,7 @@ class Optimizer(StepPath):
         self.defaults = defaults
         self.param_groups: List[ParamGroup] = []
         self.state: Dict[int, Dict[str, Any]] = {}
-        try:
-            groups: List[Any] = list(params) if not isinstance(params, np.ndarray) else [params]
-        except TypeError:
-            raise TypeError("params: expected an array, a list of arrays or a list of param "
-                            f"group dicts, got {type(params).__name__}") from None
-        if not groups:
-            raise ValueError("params: optimizer got an empty parameter list")
-        if not isinstance(groups[0], dict):
-            groups = [{"params": groups}]
-        for group in groups:
+        for group in _param_groups(params):
             self.add_param_group(group)
 
     # -- groups ------------------------------------------------------------------------------
@@ -426,15 +430,27 @@ class Optimizer(StepPath):
         return "\n".join(lines) + "\n)"
 
 
-def _check_disjoint(arrays: List[np.ndarray]) -> None:
-    """No two of the arrays share memory (one sweep over their byte ranges, sorted)."""
-    extents = sorted((a.__array_interface__["data"][0], a.nbytes) for a in arrays if a.nbytes)
-    end = 0
-    for start, size in extents:
+def _check_disjoint(written: List[np.ndarray], read: List[np.ndarray]) -> None:
+    """No written array shares memory with another array of the step (gradients, only read,
+    may share memory with each other): one sweep over the written arrays' byte ranges, sorted,
+    then a binary search per gradient."""
+    def extent(a: np.ndarray) -> Tuple[int, int]:
+        start = a.__array_interface__["data"][0]
+        return start, start + a.nbytes
+
+    ranges = sorted(extent(a) for a in written if a.nbytes)
+    for (_, end), (start, _) in zip(ranges, ranges[1:]):
         if start < end:
-            raise ValueError("grads: a gradient or state shares memory with another array of "
-                             "the step (each must be distinct)")
-        end = max(end, start + size)
+            raise ValueError("a param or state shares memory with another of the step (each "
+                             "must be distinct)")
+    starts = [start for start, _ in ranges]
+    for a in read:
+        if not a.nbytes:
+            continue
+        start, end = extent(a)
+        k = bisect.bisect_left(starts, end)  # (the written ranges that start before a ends)
+        if k > 0 and ranges[k - 1][1] > start:
+            raise ValueError("grads: a gradient shares memory with a param or state of the step")
 
 
 def _as_numpy(value: Any) -> Any:
@@ -536,14 +552,7 @@ class Muon:
         _muon.check_adamw_group(_muon.adamw_group({}, self.adamw_defaults), "adamw_")
         self.param_groups: List[ParamGroup] = []
         self.state: Dict[int, Dict[str, Any]] = {}
-        try:
-            groups: List[Any] = list(params) if not isinstance(params, np.ndarray) else [params]
-        except TypeError:
-            raise TypeError("params: expected an array, a list of arrays or a list of param "
-                            f"group dicts, got {type(params).__name__}") from None
-        if not groups:
-            raise ValueError("params: optimizer got an empty parameter list")
-        for group in groups if isinstance(groups[0], dict) else [{"params": groups}]:
+        for group in _param_groups(params):
             self.add_param_group(group)
 
     def add_param_group(self, param_group: ParamGroup) -> None:
@@ -611,9 +620,9 @@ class Muon:
             else:
                 _muon.check_adamw_arrays(params, given, states, group, step)
             work.append((group, params, given, states, step))
-        # (and across the groups: no array may share memory with another)
-        _check_disjoint([a for w in work for arrays in (w[1], w[2], *w[3]) for a in arrays])
-
+        # (and across the groups)
+        _check_disjoint([a for w in work for arrays in (w[1], *w[3]) for a in arrays],
+                        [g for w in work for g in w[2]])
         self.state.update(new_state)
         for group, params, given, states, step in work:
             if _muon.is_muon(group):

@@ -332,3 +332,11 @@ def test_bad_adamw_options_are_named() -> None:
     with pytest.raises(ValueError, match=r"\[0\]: shares memory"):
         shared = np.zeros((4, 4))
         gdfast.Muon([dict(params=[shared]), dict(params=[shared[:2]], use_muon=False)])
+    weight, bias = np.zeros((4, 4)), np.zeros(4)
+    opt = gdfast.Muon([dict(params=[weight]), dict(params=[bias], use_muon=False)])
+    grad = np.ones((4, 4))
+    with pytest.raises(ValueError, match=r"^grads: a gradient shares memory with a param"):
+        opt.step([grad, opt.state.get(0, {}).get("momentum_buffer", weight[0])])
+    assert opt.state == {} and not weight.any()
+    opt.step([grad, grad[0]])  # (gradients may share memory with each other)
+    assert weight.any() and bias.any()
