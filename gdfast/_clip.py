@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -101,3 +101,32 @@ def clipped_call_scale(grads: Any, max_norm: Any, grad_scale: float) -> float:
     first = grads[0] if isinstance(grads, (list, tuple)) and grads else grads
     float64 = str(getattr(first, "dtype", "")).endswith("float64")
     return clipped_scale(grad_scale, math.sqrt(sum_squares(grads)), checked, float64)
+
+
+def clipped_scales(calls: Sequence[Tuple[Mapping[str, Any], Any, bool]],
+                   grad_scale: Any) -> Tuple[Optional[List[Any]], Optional[float]]:
+    """A class's step: each call's (its group, its gradients, whether they are float64)
+    grad_scale with the group's clipping folded in (None: no group clips), and the norm the
+    groups with clip_per_group=False share (None if none): over all their gradients, in order,
+    as clip_grad_norm_ over their params (the classes keep it as ``last_grad_norm``)."""
+    if all(group.get("max_grad_norm") is None for group, *_ in calls):
+        return None, None
+    shared, any_shared = 0.0, False
+    own: Dict[int, float] = {}
+    for group, grads, _ in calls:
+        if group.get("max_grad_norm") is None:
+            continue
+        total = sum_squares(grads)
+        if group.get("clip_per_group", False):
+            own[id(group)] = own.get(id(group), 0.0) + total
+        else:
+            shared, any_shared = shared + total, True
+    scales = []
+    for group, grads, float64 in calls:
+        max_norm = group.get("max_grad_norm")
+        if max_norm is None:
+            scales.append(grad_scale)
+            continue
+        norm = math.sqrt(own[id(group)] if group.get("clip_per_group", False) else shared)
+        scales.append(clipped_scale(grad_scale, norm, float(max_norm), float64))
+    return scales, math.sqrt(shared) if any_shared else None

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import _core
+from ._clip import check_max_norm, clipped_scales
+from ._monitor import check_monitor
 from ._spec import PARTS, RULES, check_one, shown
 
 RULE = PARTS["muon"]
@@ -27,6 +29,10 @@ DEFAULTS: Dict[str, Any] = dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nester
                                 ns_coefficients=NS_COEFFICIENTS, eps=1e-7, ns_steps=5,
                                 adjust_lr_fn=None)
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+# Fused clipping by the gradients' norm and monitoring, as in every gdfast class (README
+# "Clipping", "Monitoring"): param-group options (the classes' keywords are their defaults);
+# the classes keep last_grad_norm and last_norms.
+STEP_OPTIONS = ("max_grad_norm", "clip_per_group", "monitor")
 # A group with use_muon=False is stepped with AdamW, as pytorch_optimizer.Muon steps it (its
 # embeddings, biases, gains: any shape); the classes' adamw_* arguments are its defaults.
 ADAMW_STATES = ("exp_avg", "exp_avg_sq")
@@ -56,6 +62,17 @@ def check_group(group: Dict[str, Any], where: str = "") -> None:
                          f"{shown(group['adjust_lr_fn'])}")
 
 
+def check_step_options(group: Dict[str, Any], where: str = "") -> None:
+    try:
+        check_max_norm(group.get("max_grad_norm"))
+        check_monitor(group.get("monitor", False))
+        if not isinstance(group.get("clip_per_group", False), (bool, np.bool_)):
+            raise TypeError(f"clip_per_group: expected True or False, got "
+                            f"{shown(group['clip_per_group'])}")
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}{e}") from None
+
+
 def is_muon(group: Dict[str, Any]) -> bool:
     return group.get("use_muon", True) is not False
 
@@ -67,11 +84,18 @@ def adamw_group(group: Dict[str, Any], adamw: Dict[str, Any]) -> Dict[str, Any]:
             "weight_decay": adamw["adamw_wd"], "eps": adamw["adamw_eps"], **group}
 
 
-def _adamw_hyper(group: Dict[str, Any], step: int) -> Tuple[Any, ...]:
+def _extras(step: int, grad_scale: float, sums: Optional[np.ndarray]) -> Tuple[Any, ...]:
+    """The hyper tuple's entries after the fields: the step, grad_scale (AMP's and clipping's
+    factor, dividing the gradients) and, monitored, no bound by value and the sums' array."""
+    return (step, grad_scale) if sums is None else (step, grad_scale, math.inf, sums)
+
+
+def _adamw_hyper(group: Dict[str, Any], step: int, grad_scale: float = 1.0,
+                 sums: Optional[np.ndarray] = None) -> Tuple[Any, ...]:
     beta1, beta2 = group["betas"]
     values = dict(group, beta1=beta1, beta2=beta2, decoupled_weight_decay=True, amsgrad=False,
                   maximize=False)
-    return tuple(values[f.name] for f in _ADAM.fields) + (step, 1.0)
+    return tuple(values[f.name] for f in _ADAM.fields) + _extras(step, grad_scale, sums)
 
 
 def check_adamw_group(group: Dict[str, Any], where: str = "") -> None:
@@ -100,11 +124,13 @@ def check_adamw_arrays(params: Sequence[Any], grads: Sequence[Any],
 
 
 def step_adamw(params: Sequence[Any], grads: Sequence[Any], states: Sequence[Sequence[Any]],
-               group: Dict[str, Any], step: int) -> None:
-    """AdamW over a use_muon=False group's list, in one fused pass (gdfast's adam rule)."""
+               group: Dict[str, Any], step: int, grad_scale: float = 1.0,
+               sums: Optional[np.ndarray] = None) -> None:
+    """AdamW over a use_muon=False group's list, in one fused pass (gdfast's adam rule);
+    monitored, the step adds its three sums of squares to ``sums``."""
     if params:
         _core.step_one(_ADAM.id, list(params), (list(grads),), (*map(list, states), None),
-                       _adamw_hyper(group, step), None, None, None)
+                       _adamw_hyper(group, step, grad_scale, sums), None, None, None)
 
 
 def check_matrix(shape: Sequence[int], where: str) -> None:
@@ -121,21 +147,28 @@ def lr_ratio(shape: Sequence[int], adjust_lr_fn: Any) -> float:
     return math.sqrt(max(1, rows / cols))
 
 
-def _hyper(group: Dict[str, Any], ratio: float, apply: bool) -> Tuple[Any, ...]:
+def _hyper(group: Dict[str, Any], ratio: float, apply: bool, grad_scale: float = 1.0,
+           sums: Optional[np.ndarray] = None) -> Tuple[Any, ...]:
     values = dict(group, lr_ratio=ratio, apply=apply)
-    return tuple(values[name] for name in _FIELDS) + (0, 1.0)
+    return tuple(values[name] for name in _FIELDS) + _extras(0, grad_scale, sums)
 
 
-def momentum_phase(x: Any, grad: Any, buffer: Any, group: Dict[str, Any]) -> None:
-    """Phase 1: the momentum buffer, and x (written) the iteration's input."""
-    _core.step_one(RULE.id, x, (grad,), (buffer,), _hyper(group, 1.0, False), None, None, None)
+def momentum_phase(x: Any, grad: Any, buffer: Any, group: Dict[str, Any],
+                   grad_scale: float = 1.0, sums: Optional[np.ndarray] = None) -> None:
+    """Phase 1: the momentum buffer, and x (written) the iteration's input, from the gradient
+    divided by grad_scale; with ``sums``, sums[0] gets the gradient's squares (and sums[1:]
+    x's, meaningless: x's old values are not the caller's)."""
+    _core.step_one(RULE.id, x, (grad,), (buffer,), _hyper(group, 1.0, False, grad_scale, sums),
+                   None, None, None)
 
 
-def apply_phase(param: Any, update: Any, group: Dict[str, Any]) -> None:
-    """Phase 2: the param decayed and stepped along the iteration's output."""
+def apply_phase(param: Any, update: Any, group: Dict[str, Any],
+                sums: Optional[np.ndarray] = None) -> None:
+    """Phase 2: the param decayed and stepped along the iteration's output; with ``sums``,
+    sums[1] and sums[2] get the squares of the param's change and of the new param."""
     ratio = lr_ratio(param.shape, group["adjust_lr_fn"])
-    _core.step_one(RULE.id, param, (update,), (None,), _hyper(group, ratio, True), None, None,
-                   None)
+    _core.step_one(RULE.id, param, (update,), (None,), _hyper(group, ratio, True, 1.0, sums),
+                   None, None, None)
 
 
 def newton_schulz_numpy(x: np.ndarray, group: Dict[str, Any]) -> np.ndarray:
@@ -181,10 +214,29 @@ def check_arrays(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[
 
 def step_matrices(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[Any],
                   group: Dict[str, Any], new_input: Callable[[Any], Any],
-                  newton_schulz: Callable[[Any, Dict[str, Any]], Any]) -> None:
+                  newton_schulz: Callable[[Any, Dict[str, Any]], Any], grad_scale: float = 1.0,
+                  sums: Optional[np.ndarray] = None) -> None:
     """One Muon step of each (param, grad, momentum buffer): phase 1 into a new array
-    (new_input(param)), the iteration, phase 2."""
+    (new_input(param)), the iteration, phase 2. Monitored, ``sums`` gets the squares of the
+    gradients, of the params' changes and of the new params (monitoring's three sums)."""
+    phase = None if sums is None else np.zeros(3)
     for param, grad, buffer in zip(params, grads, buffers):
         x = new_input(param)
-        momentum_phase(x, grad, buffer, group)
-        apply_phase(param, newton_schulz(x, group), group)
+        momentum_phase(x, grad, buffer, group, grad_scale, phase)
+        if sums is not None and phase is not None:
+            sums[0] += phase[0]
+            phase[:] = 0.0
+        apply_phase(param, newton_schulz(x, group), group, phase)
+        if sums is not None and phase is not None:
+            sums[1:] += phase[1:]
+            phase[:] = 0.0
+
+
+def scales_and_sums(calls: Sequence[Tuple[Dict[str, Any], Sequence[Any], bool]]
+                    ) -> Tuple[List[float], Optional[float], Optional[np.ndarray]]:
+    """A class's step: each group's grad_scale with its clipping folded in, the norm the
+    clipped groups share (last_grad_norm), and the monitoring sums' array (None: no group is
+    monitored). ``calls``: (group, its gradients, whether they are float64)."""
+    scales, shared = clipped_scales(calls, 1.0)
+    monitored = any(group.get("monitor", False) for group, *_ in calls)
+    return scales or [1.0] * len(calls), shared, np.zeros(3) if monitored else None

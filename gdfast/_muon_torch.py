@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from . import _muon
+from ._monitor import norms
 
 
 def new_input(param: torch.Tensor) -> torch.Tensor:
@@ -48,19 +49,28 @@ class Muon(torch.optim.Optimizer):
     A param group with ``use_muon=False`` is stepped with AdamW instead, as
     pytorch_optimizer.Muon steps it (any shape; options lr, betas, eps, weight_decay, their
     defaults the adamw_* arguments; state exp_avg, exp_avg_sq and the group's step), in one
-    fused pass over the group. CPU tensors, float32, float64 or bfloat16, contiguous."""
+    fused pass over the group. CPU tensors, float32, float64 or bfloat16, contiguous.
+    ``max_grad_norm``, ``clip_per_group`` and ``monitor`` are param-group options as in every
+    gdfast class (the clip factor folded into phase 1; the norms kept as ``last_grad_norm``
+    and ``last_norms``)."""
+
+    last_grad_norm: Optional[float] = None
+    last_norms: Optional[Dict[str, float]] = None
 
     def __init__(self, params: Any, lr: Any = 1e-3, weight_decay: float = 0.1,
                  momentum: float = 0.95, nesterov: bool = True,
                  ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
                  eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None, *,
                  adamw_lr: float = 3e-4, adamw_betas: Tuple[float, float] = (0.9, 0.95),
-                 adamw_wd: float = 0.0, adamw_eps: float = 1e-10):
+                 adamw_wd: float = 0.0, adamw_eps: float = 1e-10,
+                 max_grad_norm: Optional[float] = None, clip_per_group: bool = False,
+                 monitor: bool = False):
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("lr: a tensor lr must have 1 element")
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
-                        adjust_lr_fn=adjust_lr_fn)
+                        adjust_lr_fn=adjust_lr_fn, max_grad_norm=max_grad_norm,
+                        clip_per_group=clip_per_group, monitor=monitor)
         _muon.check_group({k: _host(v) for k, v in defaults.items()})
         self.adamw_defaults = dict(adamw_lr=adamw_lr, adamw_betas=adamw_betas,
                                    adamw_wd=adamw_wd, adamw_eps=adamw_eps)
@@ -75,6 +85,7 @@ class Muon(torch.optim.Optimizer):
         where = f"param_groups[{len(self.param_groups) - 1}]"
         try:
             options = {k: _host(v) for k, v in group.items()}
+            _muon.check_step_options(options, where + ".")
             if not _muon.is_muon(group):
                 _muon.check_adamw_group(options, where + ".")
                 return
@@ -124,7 +135,11 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         work = self._work()  # (all checked before any param or state changes)
-        for group, (options, params, grads, states) in zip(self.param_groups, work):
+        scales, self.last_grad_norm, sums = _muon.scales_and_sums(
+            [(w[0], w[2], bool(w[1]) and w[1][0].dtype == torch.float64) for w in work])
+        for group, (options, params, grads, states), grad_scale in zip(self.param_groups, work,
+                                                                        scales):
+            group_sums = sums if group.get("monitor", False) else None
             muon = _muon.is_muon(group)
             names = ("momentum_buffer",) if muon else _muon.ADAMW_STATES
             stepped = [p for p in group["params"] if p.grad is not None]
@@ -132,8 +147,10 @@ class Muon(torch.optim.Optimizer):
                 self.state[p].update((name, arrays[k]) for name, arrays in zip(names, states))
             if muon:
                 _muon.step_matrices(params, grads, states[0], options, new_input,
-                                    newton_schulz_bfloat16)
+                                    newton_schulz_bfloat16, grad_scale, group_sums)
             else:
                 group["step"] = options["step"]
-                _muon.step_adamw(params, grads, states, options, options["step"])
+                _muon.step_adamw(params, grads, states, options, options["step"], grad_scale,
+                                 group_sums)
+        self.last_norms = None if sums is None else norms(sums, 1.0)
         return loss

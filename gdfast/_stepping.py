@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optio
 import numpy as np
 
 from . import _core
-from ._clip import check_max_norm, check_max_value, clipped_scale, sum_squares
+from ._clip import check_max_norm, check_max_value, clipped_scales
 from ._monitor import check_monitor, norms
 from ._spec import RULES, Rule, State, shown
 from .schedules import Schedule
@@ -839,32 +839,11 @@ class StepPath:
 
     def _clipped_scales(self, work: Sequence[Tuple[Any, ...]],
                         grad_scale: Any) -> Optional[List[Any]]:
-        """Each call's grad_scale with its group's clipping folded in (None: no group clips).
-        The norm of every group whose clip_per_group is False is over all their gradients, in
-        order, as clip_grad_norm_ over their params; it is kept as ``last_grad_norm``."""
-        if all(w[2].get("max_grad_norm") is None for w in work):
-            self.last_grad_norm = None
-            return None
-        shared, any_shared = 0.0, False
-        own: Dict[int, float] = {}
-        for batch, grads, group, *_ in work:
-            if group.get("max_grad_norm") is None:
-                continue
-            total = sum_squares(grads)
-            if group.get("clip_per_group", False):
-                own[id(group)] = own.get(id(group), 0.0) + total
-            else:
-                shared, any_shared = shared + total, True
-        self.last_grad_norm = math.sqrt(shared) if any_shared else None
-        scales = []
-        for batch, grads, group, *_ in work:
-            max_norm = group.get("max_grad_norm")
-            if max_norm is None:
-                scales.append(grad_scale)
-                continue
-            norm = math.sqrt(own[id(group)] if group.get("clip_per_group", False) else shared)
-            float64 = dtype_name(batch.params[0].dtype) == "float64"
-            scales.append(clipped_scale(grad_scale, norm, float(max_norm), float64))
+        """Each call's grad_scale with its group's clipping folded in (None: no group clips);
+        the shared norm is kept as ``last_grad_norm`` (_clip.clipped_scales)."""
+        scales, self.last_grad_norm = clipped_scales(
+            [(group, grads, dtype_name(batch.params[0].dtype) == "float64")
+             for batch, grads, group, *_ in work], grad_scale)
         return scales
 
     def _rounding_count(self, work: Sequence[Tuple[Any, ...]]) -> Optional[int]:

@@ -243,12 +243,16 @@ del _rule
 def muon_(param: Tensors, grad: Tensors, momentum_buffer: Tensors, *, lr: float = 1e-3,
           weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True,
           ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
-          eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None) -> None:
+          eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None,
+          max_grad_norm: Optional[float] = None,
+          monitor: bool = False) -> Optional[Dict[str, float]]:
     """One Muon step (torch.optim.Muon's) of 2-D params, in place: the momentum and the
     Newton-Schulz iteration's input in one fused pass, the iteration on the arrays' library
     matrix product (NumPy arrays: in their dtype, float32 or float64; torch tensors: in
     bfloat16, as torch.optim.Muon), then the decay and the step in one more fused pass.
-    ``momentum_buffer`` starts at zeros. Everything is checked before any array is written."""
+    ``momentum_buffer`` starts at zeros. ``max_grad_norm`` and ``monitor`` as in the other ops
+    (the clip factor folded into the first pass; the norms returned as a dict). Everything is
+    checked before any array is written."""
     group = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                  ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                  adjust_lr_fn=adjust_lr_fn)
@@ -258,13 +262,17 @@ def muon_(param: Tensors, grad: Tensors, momentum_buffer: Tensors, *, lr: float 
     if not on_torch and not all(isinstance(p, np.ndarray) for p in params):
         raise TypeError("param: expected NumPy arrays or torch tensors (the iteration needs "
                         "their library's matrix product)")
+    sums = monitor_sums(monitor)
     _muon.check_arrays(params, grads, buffers, group)
+    grad_scale = clipped_call_scale(grads, max_grad_norm, 1.0)
     if on_torch:
         from ._muon_torch import new_input, newton_schulz_bfloat16
-        _muon.step_matrices(params, grads, buffers, group, new_input, newton_schulz_bfloat16)
+        _muon.step_matrices(params, grads, buffers, group, new_input, newton_schulz_bfloat16,
+                            grad_scale, sums)
     else:
         _muon.step_matrices(params, grads, buffers, group, np.empty_like,
-                            _muon.newton_schulz_numpy)
+                            _muon.newton_schulz_numpy, grad_scale, sums)
+    return None if sums is None else step_norms(None, sums, 1.0)
 
 
 __all__.append("muon_")

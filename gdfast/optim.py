@@ -28,6 +28,7 @@ from . import (
     _constructors,  # noqa: F401  (registers the constructors)
     _muon,
 )
+from ._monitor import norms
 from ._sophia import estimate_list
 from ._spec import State
 from ._stepping import (
@@ -534,18 +535,25 @@ class Muon:
     the momentum and the Newton-Schulz iteration's input in one fused pass, the iteration in
     the param's dtype on NumPy's matrix product (its BLAS), the decay and step in another
     fused pass. ``step(grads)`` as the other classes; state ``momentum_buffer`` per param. A
-    group with ``use_muon=False`` is stepped with AdamW, as in gdfast.torch.Muon."""
+    group with ``use_muon=False`` is stepped with AdamW, and ``max_grad_norm``,
+    ``clip_per_group`` and ``monitor`` are group options, as in gdfast.torch.Muon."""
+
+    last_grad_norm: Optional[float] = None
+    last_norms: Optional[Dict[str, float]] = None
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.1,
                  momentum: float = 0.95, nesterov: bool = True,
                  ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
                  eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None, *,
                  adamw_lr: float = 3e-4, adamw_betas: Tuple[float, float] = (0.9, 0.95),
-                 adamw_wd: float = 0.0, adamw_eps: float = 1e-10):
+                 adamw_wd: float = 0.0, adamw_eps: float = 1e-10,
+                 max_grad_norm: Optional[float] = None, clip_per_group: bool = False,
+                 monitor: bool = False):
         self.defaults: Dict[str, Any] = dict(
             lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
             ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
-            adjust_lr_fn=adjust_lr_fn)
+            adjust_lr_fn=adjust_lr_fn, max_grad_norm=max_grad_norm,
+            clip_per_group=clip_per_group, monitor=monitor)
         _muon.check_group(self.defaults)
         self.adamw_defaults = dict(adamw_lr=adamw_lr, adamw_betas=adamw_betas,
                                    adamw_wd=adamw_wd, adamw_eps=adamw_eps)
@@ -561,8 +569,9 @@ class Muon:
                             f"{type(param_group).__name__}")
         where = f"param_groups[{len(self.param_groups)}]"
         muon = _muon.is_muon(param_group)
-        group = ({**self.defaults, **param_group} if muon
-                 else _muon.adamw_group(param_group, self.adamw_defaults))
+        group = ({**self.defaults, **param_group} if muon else
+                 {**{k: self.defaults[k] for k in _muon.STEP_OPTIONS},
+                  **_muon.adamw_group(param_group, self.adamw_defaults)})
         params = group["params"]
         params = [params] if isinstance(params, np.ndarray) else list(params)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
@@ -580,6 +589,7 @@ class Muon:
             _muon.check_group(group, where + ".")
         else:
             _muon.check_adamw_group(group, where + ".")
+        _muon.check_step_options(group, where + ".")
         Optimizer._check_no_overlap(self, params, f"{where}['params']")  # type: ignore[arg-type]
         group["params"] = params
         self.param_groups.append(group)
@@ -624,13 +634,17 @@ class Muon:
         _check_disjoint([a for w in work for arrays in (w[1], *w[3]) for a in arrays],
                         [g for w in work for g in w[2]])
         self.state.update(new_state)
-        for group, params, given, states, step in work:
+        scales, self.last_grad_norm, sums = _muon.scales_and_sums(
+            [(w[0], w[2], bool(w[1]) and w[1][0].dtype == np.float64) for w in work])
+        for (group, params, given, states, step), grad_scale in zip(work, scales):
+            group_sums = sums if group.get("monitor", False) else None
             if _muon.is_muon(group):
                 _muon.step_matrices(params, given, states[0], group, np.empty_like,
-                                    _muon.newton_schulz_numpy)
+                                    _muon.newton_schulz_numpy, grad_scale, group_sums)
             else:
                 group["step"] = step
-                _muon.step_adamw(params, given, states, group, step)
+                _muon.step_adamw(params, given, states, group, step, grad_scale, group_sums)
+        self.last_norms = None if sums is None else norms(sums, 1.0)
 
     def state_dict(self) -> Dict[str, Any]:
         """torch.optim's layout, arrays copied."""

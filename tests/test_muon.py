@@ -340,3 +340,77 @@ def test_bad_adamw_options_are_named() -> None:
     assert opt.state == {} and not weight.any()
     opt.step([grad, grad[0]])  # (gradients may share memory with each other)
     assert weight.any() and bias.any()
+
+
+def test_clipping_by_norm_is_clip_grad_norm_then_the_step() -> None:
+    """max_grad_norm over a Muon group and an AdamW group together: as clip_grad_norm_ over
+    all their params, then the step (the factor is folded into phase 1 and AdamW's pass: the
+    same bound as without clipping), and last_grad_norm is clip_grad_norm_'s norm (double
+    sums against torch's float32 ones: 1e-6 relative)."""
+    gen = torch.Generator().manual_seed(17)
+    start = [torch.randn(s, generator=gen) for s in ((16, 24), (24,))]
+    ours = [p.clone().requires_grad_() for p in start]
+    theirs = [p.clone().requires_grad_() for p in start]
+    opt = gdfast.torch.Muon([dict(params=ours[:1], max_grad_norm=0.5),
+                             dict(params=ours[1:], use_muon=False, max_grad_norm=0.5)], lr=0.02)
+    ref_muon = torch.optim.Muon(theirs[:1], lr=0.02)
+    ref_adamw = torch.optim.AdamW(theirs[1:], lr=3e-4, betas=(0.9, 0.95), eps=1e-10,
+                                  weight_decay=0.0)
+    for k in range(3):
+        grads = [3 * torch.randn(p.shape, generator=gen) for p in start]
+        for p, g in zip(ours + theirs, grads + grads):
+            p.grad = g.clone()
+        before = theirs[0].detach().clone()
+        opt.step()
+        norm = torch.nn.utils.clip_grad_norm_(theirs, 0.5).item()
+        ref_muon.step()
+        ref_adamw.step()
+        assert opt.last_grad_norm == pytest.approx(norm, rel=1e-6)
+        step = (theirs[0].detach() - before).abs().max().item()
+        assert (ours[0] - theirs[0]).abs().max().item() <= 2.0**-4 * step * (k + 1)
+        assert torch.allclose(ours[1], theirs[1], rtol=0, atol=1e-6)
+    unclipped = gdfast.torch.Muon([torch.zeros(2, 2, requires_grad=True)])
+    unclipped.param_groups[0]["params"][0].grad = torch.ones(2, 2)
+    unclipped.step()
+    assert unclipped.last_grad_norm is None and unclipped.last_norms is None
+
+
+def test_monitoring_reports_the_steps_norms() -> None:
+    """float64 NumPy class: the three norms over the monitored groups against NumPy's norms of
+    the same arrays (the sums' order differs: 1e-12 relative)."""
+    rng = np.random.default_rng(18)
+    weight, bias, other = rng.standard_normal((12, 20)), rng.standard_normal(20), \
+        rng.standard_normal((5, 5))
+    opt = gdfast.Muon([dict(params=[weight], monitor=True),
+                       dict(params=[bias], use_muon=False, monitor=True),
+                       dict(params=[other])])
+    grads = [rng.standard_normal(a.shape) for a in (weight, bias, other)]
+    before = [weight.copy(), bias.copy()]
+    opt.step(grads)
+    assert opt.last_norms is not None
+    expected = {
+        "grad_norm": np.sqrt(sum(np.sum(g**2) for g in grads[:2])),
+        "update_norm": np.sqrt(sum(np.sum((a - b)**2) for a, b in zip((weight, bias), before))),
+        "param_norm": np.sqrt(np.sum(weight**2) + np.sum(bias**2))}
+    for name, value in expected.items():
+        assert opt.last_norms[name] == pytest.approx(value, rel=1e-12), name
+    with pytest.raises(TypeError, match=r"^param_groups\[0\]\.monitor: expected True or False"):
+        gdfast.Muon([dict(params=[weight], monitor=1)])
+    with pytest.raises(ValueError, match=r"^param_groups\[0\]\.max_grad_norm: expected"):
+        gdfast.torch.Muon([torch.zeros(2, 2)], max_grad_norm=-1.0)
+
+
+def test_the_op_clips_and_monitors_as_the_class() -> None:
+    rng = np.random.default_rng(19)
+    params = [rng.standard_normal(s) for s in ((6, 10), (10, 6))]
+    grads = [3 * rng.standard_normal(p.shape) for p in params]
+    mine = [p.copy() for p in params]
+    got = gdfast.ops.muon_(mine, grads, [np.zeros_like(p) for p in params], max_grad_norm=1.0,
+                           monitor=True)
+    opt = gdfast.Muon(params, max_grad_norm=1.0, monitor=True)
+    opt.step(grads)
+    for a, b in zip(mine, params):
+        assert np.array_equal(a, b)
+    assert got == opt.last_norms
+    assert opt.last_grad_norm == pytest.approx(np.sqrt(sum(np.sum(g**2) for g in grads)),
+                                               rel=1e-12)
