@@ -1426,7 +1426,7 @@ def test_the_gate_in_narrow_modes_passes_gdfast_and_fails_a_wrong_learning_rate(
 def test_two_pass_rules_refuse_narrow_modes() -> None:
     gdfast_impl = {i.name: i for i in registry()}["gdfast"]
     assert gdfast_impl.supports(CASES["lamb"], PRECISIONS["bf16"]) == (
-        "gdfast's lamb takes float32 and float64 arrays only (for now)")
+        "gdfast-bench times lamb on float32 and float64 arrays only (for now)")
     assert gdfast_impl.supports(CASES["lamb"], PRECISIONS["fp32"]) is None
 
 
@@ -1468,7 +1468,7 @@ def test_arith_bound_repeats_the_narrow_step_in_place(name: str, mode: str) -> N
     precision = PRECISIONS[mode]
     rule = case.rule
     if case.two_pass:
-        pytest.skip("a two-pass rule takes float32 and float64 arrays only")
+        pytest.skip("gdfast-bench times a two-pass rule on float32 and float64 arrays only")
     if precision.stochastic and rule.step != "counted":
         pytest.skip("the op keys stochastic rounding by its step, a count only here")
     data = make_data(single(3000), precision)

@@ -347,7 +347,22 @@ LAYOUTS: Dict[str, Layout] = {lay.name: lay for lay in (
     Layout("f32-bf16grad", F32, BF16, (F32,)),
     Layout("bf16-fp16grad-mixedstates", BF16, FP16, (FP16, BF16, F32)),
 )}
-CASES = [c for c in ALL_CASES if not c.per_tensor]  # (a two-pass rule: float32/float64 only)
+CASES = ALL_CASES
+
+
+def takes(case: Case, states: Tuple[np.dtype, ...]) -> bool:
+    """A two-pass rule (LAMB) keeps float32 states only: its second pass reads the moments its
+    first stored (README "LAMB"); narrow states are refused (tests/test_lamb.py)."""
+    return not case.per_tensor or all(s == F32 for s in states)
+
+
+def crossed(case_params: List[Any], layout_params: List[Any],
+            states: Callable[[Any], Tuple[np.dtype, ...]]) -> List[Any]:
+    """Two lists of pytest.params crossed (ids joined as stacked parametrize decorators join
+    them), without the pairs whose rule does not take the layout's states."""
+    return [pytest.param(*c.values, *lay.values, id=f"{c.id}-{lay.id}")
+            for lay in layout_params for c in case_params
+            if takes(c.values[0], states(lay.values))]
 CASE_VARIANTS = [pytest.param(case, variant, id=f"{case.name}-{variant.name}")
                  for case in CASES for variant in case.variants]
 # One variant per rule using all its states (the variant tests/cases.py runs at 1e6)
@@ -487,8 +502,9 @@ RARE_OFF = 0.02
 RARE_WIDE = 0.10
 
 
-@pytest.mark.parametrize("layout", [pytest.param(lay, id=name) for name, lay in LAYOUTS.items()])
-@pytest.mark.parametrize(("case", "variant"), CASE_VARIANTS)
+@pytest.mark.parametrize(("case", "variant", "layout"), crossed(
+    CASE_VARIANTS, [pytest.param(lay, id=name) for name, lay in LAYOUTS.items()],
+    lambda values: values[0].states))
 def test_steps_round_the_float32_result_to_nearest(case: Case, variant: Variant,
                                                    layout: Layout) -> None:
     """Along STEP_SEQUENCE, each step from the stored arrays:
@@ -550,8 +566,8 @@ def precision_kwargs(mode: str, masters: Optional[List[np.ndarray]]) -> Dict[str
     return {}
 
 
-@pytest.mark.parametrize(("layout", "mode"), mode_layouts())
-@pytest.mark.parametrize(("case", "variant"), CASE_ALL)
+@pytest.mark.parametrize(("case", "variant", "layout", "mode"),
+                         crossed(CASE_ALL, mode_layouts(), lambda values: values[0].states))
 def test_bitwise_same_on_every_isa_and_thread_count(case: Case, variant: Variant,
                                                     layout: Layout, mode: str) -> None:
     """A list of tensors, two steps, on every ISA level with 1 and 2 threads: every written
@@ -586,10 +602,10 @@ def test_bitwise_same_on_every_isa_and_thread_count(case: Case, variant: Variant
 MASTER_SIZES = (1031, 17)
 
 
-@pytest.mark.parametrize("state_dtype", [pytest.param(F32, id="f32states"),
-                                         pytest.param(BF16, id="bf16states")])
 @pytest.mark.parametrize("dtype", NARROW)
-@pytest.mark.parametrize(("case", "variant"), CASE_ALL)
+@pytest.mark.parametrize(("case", "variant", "state_dtype"), crossed(
+    CASE_ALL, [pytest.param(F32, id="f32states"), pytest.param(BF16, id="bf16states")],
+    lambda values: values))
 def test_master_follows_the_float32_trajectory(case: Case, variant: Variant, dtype: np.dtype,
                                                state_dtype: np.dtype) -> None:
     """A list of 16-bit params with float32 masters, stepped along STEP_SEQUENCE with 16-bit
@@ -653,8 +669,8 @@ def stochastic_expectation(x: np.ndarray, dtype: np.dtype, *, seed: int, step: i
 
 
 @pytest.mark.parametrize(("seed", "param_index"), SR_KEYS)
-@pytest.mark.parametrize("layout", SR_LAYOUTS)
-@pytest.mark.parametrize(("case", "variant"), SR_CASES)
+@pytest.mark.parametrize(("case", "variant", "layout"),
+                         crossed(SR_CASES, SR_LAYOUTS, lambda values: values[0].states))
 def test_stochastic_rounding_is_the_specified_generator(case: Case, variant: Variant,
                                                          layout: Layout, seed: int,
                                                          param_index: Optional[List[int]]) -> None:

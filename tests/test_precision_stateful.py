@@ -245,7 +245,8 @@ def test_sgd_lion_match_the_reference_rounded_per_step(front: str, name: str,
 
 # -- (b) master weights -----------------------------------------------------------------------
 MASTER_CASES = [("AdamW", {"lr": 1e-2}), ("SGD", {"lr": 0.1, "momentum": 0.9}),
-                ("NAdam", {"lr": 1e-2}), ("Lion", {"lr": 1e-2, "weight_decay": 0.1})]
+                ("NAdam", {"lr": 1e-2}), ("Lion", {"lr": 1e-2, "weight_decay": 0.1}),
+                ("Lamb", {"lr": 1e-2})]
 
 
 @pytest.mark.parametrize("name, kwargs", MASTER_CASES)

@@ -258,10 +258,16 @@ class CheckedCall {
       if (batch->on_cuda()) {
         throw py::value_error(name + ": CPU arrays only (no CUDA kernel sums its tensors yet)");
       }
-      if (batch->storage() != nullptr) {
-        throw py::value_error(name +
-                              ": float32 or float64 arrays only (not yet bfloat16/float16, "
-                              "master weights or 8-bit states)");
+      // (its second pass reads the moments the first stored: narrowed, they would not be the
+      // float32 values the tensors' sums were taken of)
+      const Storage* storage = batch->storage();
+      for (int k = 2; storage != nullptr && k < 2 + kNumStates<Rule>; ++k) {
+        if (storage->slot[k] != Dtype::kFloat32 || storage->quantized[k] != kNotQuantized) {
+          throw py::value_error(name +
+                                ": float32 states only (not yet bfloat16, float16 or 8-bit "
+                                "states; the classes keep float32 ones with state_dtype=float32 "
+                                "or master_weights=True)");
+        }
       }
     }
     entries_.push_back({h, std::move(batch), std::move(scalars), bound, monitor});

@@ -247,9 +247,11 @@ class Gdfast(Implementation):
         self.name = label or "gdfast"
 
     def supports(self, case: Case, precision: Any) -> Optional[str]:
-        # every mode is gdfast's (an unknown dtype raises), but for a two-pass rule's
+        # every mode is gdfast's (an unknown dtype raises); a two-pass rule's narrow modes
+        # step, but their rows (bytes, bounds) are not made yet
         if case.two_pass and not as_precision(precision).plain:
-            return f"gdfast's {case.rule.name} takes float32 and float64 arrays only (for now)"
+            return (f"gdfast-bench times {case.rule.name} on float32 and float64 arrays only "
+                    "(for now)")
         return None
 
     def build(self, case: Case, data: Data) -> Runner:

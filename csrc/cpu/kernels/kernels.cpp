@@ -55,6 +55,30 @@ constexpr const StepFn* second_pass_table() {
   return optim::kTwoPass<Rule> ? RuleFlagTable<Rule, T>::second : nullptr;
 }
 
+// The benchmark's stream pattern, for the flag sets it takes: the first k states, 2^k - 1
+// (optim/stream.h); null for the others, which are never asked for and so not compiled.
+template <unsigned kFlags, class T>
+constexpr StepFn stream_fn() {
+  if constexpr ((kFlags & (kFlags + 1)) == 0) {
+    return &run_range<optim::Stream, kFlags, T>;
+  } else {
+    return nullptr;
+  }
+}
+
+template <class T, class FlagSequence>
+struct StreamTable;
+
+template <class T, unsigned... kFlags>
+struct StreamTable<T, std::integer_sequence<unsigned, kFlags...>> {
+  static constexpr StepFn fns[] = {stream_fn<kFlags, T>()...};
+};
+
+template <class T>
+constexpr const StepFn* stream_table() {
+  return StreamTable<T, std::make_integer_sequence<unsigned, 1u << optim::Stream::kNumFlags>>::fns;
+}
+
 #define GDFAST_STRINGIFY2(x) #x
 #define GDFAST_STRINGIFY(x) GDFAST_STRINGIFY2(x)
 
@@ -74,7 +98,7 @@ constexpr KernelTable kTable = {
 #include "optim/optimizers.def"
 #undef GDFAST_OPTIMIZER
     },
-    {flag_table<optim::Stream, float>(), flag_table<optim::Stream, double>()},
+    {stream_table<float>(), stream_table<double>()},
     {&chunk_sum_squares<Dtype::kFloat32>, &chunk_sum_squares<Dtype::kFloat64>,
      &chunk_sum_squares<Dtype::kBfloat16>, &chunk_sum_squares<Dtype::kFloat16>}};
 // clang-format on

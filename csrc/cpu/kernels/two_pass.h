@@ -2,9 +2,11 @@
 // trust ratio): pass 1 updates the states and sums, per chunk, the squares of the values the
 // rule names (ChunkSquares: bitwise the same for any lane width and thread split); pass 2 writes
 // the param from the states and its tensor's factor (StepArgs::tensor_factor), which the host
-// makes from the sums in between (cpu/dispatch.h). float32 and float64 arrays, every state used.
-// Monitoring (StepArgs::monitor): pass 1 sums the gradient too, pass 2 the updates and params.
-// Included only by kernels.cpp.
+// makes from the sums in between (cpu/dispatch.h). float32 and float64 arrays, every state used;
+// in a float32 call, bfloat16/float16 arrays and a float32 master copy of the param too (each
+// array widened as loaded and narrowed as stored, to nearest or stochastically, as storage.h's
+// loop does: the same places and rounding). Monitoring (StepArgs::monitor): pass 1 sums the
+// gradient too, pass 2 the updates and params. Included only by kernels.cpp.
 #pragma once
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include "core/step_args.h"
 #include "cpu/kernel_table.h"
 #include "cpu/kernels/elementwise.h"
+#include "cpu/kernels/storage.h"
 #include "cpu/kernels/tensor_list.h"
 #include "optim/layout.h"
 
@@ -50,8 +53,72 @@ struct TwoPass {
                 "a two-pass rule reads one input (the gradient) and uses every state");
   using Coef = typename Rule::template Coef<T>;
 
-  static T* array(const StepArgs& args, index_t t, int k, index_t first) {
-    return static_cast<T*>(args.arrays[t * args.num_arrays + k]) + first;
+  // A tensor's arrays from one of its elements on, every one of the call's type T.
+  struct FlatArrays {
+    T* at[2 + kStates];
+    template <int kSlot>
+    GDFAST_INLINE L load(index_t i, index_t count) const {
+      return load_lane<L>(at[kSlot] + i, count);
+    }
+    template <int kSlot>
+    GDFAST_INLINE void store(index_t i, index_t count, L x) const {
+      store_lane(at[kSlot] + i, count, x);
+    }
+    template <int kSlot>
+    GDFAST_INLINE void prefetch(index_t i, bool written) const {
+      prefetch_hint(at[kSlot] + i, written);
+    }
+  };
+
+  // The same for a float32 call with narrow arrays or a master copy (storage.h's places: the
+  // master is the param's wide place; narrow stores round to nearest, or stochastically with
+  // the streams of the elements' indices, which a range never crosses the end of).
+  struct StoredArrays {
+    using X = StoredLanes<Rule, kFlags, AnyRecipe>;
+    typename X::Arrays a;
+    template <int kSlot>
+    GDFAST_INLINE L load(index_t i, index_t count) const {
+      const auto at = X::template place<kSlot>(a, i);
+      if (at.wide != nullptr) return load_lane<L>(at.wide, count);
+      return Narrow16::load(at.type, at.narrow, count);
+    }
+    template <int kSlot>
+    GDFAST_INLINE void store(index_t i, index_t count, L x) const {
+      const auto at = X::template place<kSlot>(a, i);
+      if (at.wide != nullptr) store_lane(at.wide, count, x);
+      if (at.narrow == nullptr) return;
+      if (a.stochastic && at.wide == nullptr) {  // (a param from its master: to nearest)
+        const unsigned role = a.role[kSlot];
+        const auto random16 =
+            Narrow16::random16(Narrow16::random(a.key[role / 2], a.first + i), role);
+        Narrow16::store(at.type, at.narrow, x, &random16, count);
+      } else {
+        Narrow16::store(at.type, at.narrow, x, nullptr, count);
+      }
+    }
+    template <int kSlot>
+    GDFAST_INLINE void prefetch(index_t i, bool written) const {
+      const auto at = X::template place<kSlot>(a, i);
+      if (at.wide != nullptr) prefetch_hint(at.wide, written);
+      if (at.narrow != nullptr) prefetch_hint(at.narrow, written);
+    }
+  };
+
+  // Runs pass(arrays) on tensor t's arrays from element `first` on, [first, stop) not crossing
+  // a stochastic-rounding stream's end (a multiple of 2^32 elements).
+  template <class Pass>
+  static void with_arrays(const StepArgs& args, index_t t, index_t first, Pass&& pass) {
+    void* const* tensor = args.arrays + t * args.num_arrays;
+    if constexpr (std::is_same_v<T, float>) {
+      if (args.storage != nullptr) {
+        pass(StoredArrays{
+            stored_arrays<Rule, kFlags>(*args.storage, t, tensor, first, args.grad_bound)});
+        return;
+      }
+    }
+    FlatArrays flat;
+    for (int k = 0; k < 2 + kStates; ++k) flat.at[k] = static_cast<T*>(tensor[k]) + first;
+    pass(flat);
   }
 
   // One lane of pass 1's arrays, loaded (the gradient clamped by the call's bound, as every
@@ -59,23 +126,24 @@ struct TwoPass {
   struct Loaded {
     L param, grad, state[kStates];
   };
+  template <class A>
   struct Pass1Arrays {
-    const T* p;
-    const T* g;
-    T* states[kStates];
+    A arrays;
     L bound;
     index_t ahead;  // prefetch distance, elements (0: none)
 
     GDFAST_INLINE Loaded load(index_t i, index_t count) const {
       if (ahead != 0) {  // (as elementwise.h's loop: the division-bound rules need it on Intel)
-        prefetch_hint(p + i + ahead, false);
-        prefetch_hint(g + i + ahead, false);
-        for (int k = 0; k < kStates; ++k) prefetch_hint(states[k] + i + ahead, true);
+        arrays.template prefetch<0>(i + ahead, false);
+        arrays.template prefetch<1>(i + ahead, false);
+        for_each_state(
+            [&](auto k) { arrays.template prefetch<2 + decltype(k)::value>(i + ahead, true); });
       }
       Loaded x;
-      x.param = load_lane<L>(p + i, count);
-      x.grad = lane_min(bound, lane_max(-bound, load_lane<L>(g + i, count)));
-      for (int k = 0; k < kStates; ++k) x.state[k] = load_lane<L>(states[k] + i, count);
+      x.param = arrays.template load<0>(i, count);
+      x.grad = lane_min(bound, lane_max(-bound, arrays.template load<1>(i, count)));
+      for_each_state(
+          [&](auto k) { x.state[k] = arrays.template load<2 + decltype(k)::value>(i, count); });
       return x;
     }
     // The lane's moments stored; the values to sum in `summed`: the rule's, then (when there
@@ -87,9 +155,15 @@ struct TwoPass {
       Rule::template moments<kFlags>(x.param, x.grad, x.state, coef, rule_sums);
       for (int s = 0; s < kSums; ++s) summed[s] = rule_sums[s];
       if constexpr (kAll > kSums) summed[kSums] = x.grad;
-      for (int k = 0; k < kStates; ++k) store_lane(states[k] + i, count, x.state[k]);
+      for_each_state(
+          [&](auto k) { arrays.template store<2 + decltype(k)::value>(i, count, x.state[k]); });
     }
   };
+
+  template <class Fn>
+  GDFAST_INLINE static void for_each_state(Fn&& fn) {
+    optim::for_each_index(fn, std::make_integer_sequence<int, kStates>{});
+  }
 
   // Pass 1 over elements [first, stop) of tensor t, from a chunk's start, within the chunk.
   // Whole blocks of 16 elements keep ChunkSquares' 16 accumulators in registers (element i of
@@ -99,19 +173,23 @@ struct TwoPass {
   template <bool kMonitor>
   static void moments(const StepArgs& args, index_t t, index_t first, index_t stop,
                       ChunkSquares<kSums + kMonitor>& sums) {
-    constexpr int kAll = kSums + kMonitor;
+    with_arrays(args, t, first, [&](const auto& arrays) {
+      moments_of<kMonitor>(
+          Pass1Arrays<std::decay_t<decltype(arrays)>>{
+              arrays, L(static_cast<T>(args.grad_bound)),
+              args.prefetch_bytes / static_cast<index_t>(sizeof(T))},
+          *static_cast<const Coef*>(args.coef), stop - first, sums);
+    });
+  }
+
+  template <bool kMonitor, class A>
+  static void moments_of(const Pass1Arrays<A>& a, const Coef& coef, index_t n,
+                         ChunkSquares<kSums + kMonitor>& sums) {
     using Wide = Lane<double>;
+    constexpr int kAll = kSums + kMonitor;
     constexpr int kBlock = ChunkSquares<kSums>::kAccumulators;
     constexpr int kLanesPerBlock = kBlock / L::kLanes;
     constexpr int kWidePerBlock = kBlock / Wide::kLanes;
-    const Coef coef = *static_cast<const Coef*>(args.coef);
-    Pass1Arrays a{array(args, t, 0, first),
-                  array(args, t, 1, first),
-                  {},
-                  L(static_cast<T>(args.grad_bound)),
-                  args.prefetch_bytes / static_cast<index_t>(sizeof(T))};
-    for (int k = 0; k < kStates; ++k) a.states[k] = array(args, t, 2 + k, first);
-    const index_t n = stop - first;
     const index_t blocks_end = n / kBlock * kBlock;
     Wide acc[kAll][kWidePerBlock];
     for (int s = 0; s < kAll; ++s) {
@@ -174,29 +252,35 @@ struct TwoPass {
   // its start), the squares of the update (new param - old) and of the new param.
   static void apply(const StepArgs& args, index_t t, index_t first, index_t n,
                     ChunkSquares<2>* sums) {
-    const Coef coef = *static_cast<const Coef*>(args.coef);
-    const index_t ahead = args.prefetch_bytes / static_cast<index_t>(sizeof(T));
-    T* p = array(args, t, 0, first);
-    const T* states[kStates];
-    for (int k = 0; k < kStates; ++k) states[k] = array(args, t, 2 + k, first);
-    const L factor(static_cast<T>(args.tensor_factor[t]));
+    with_arrays(args, t, first, [&](const auto& arrays) {
+      apply_to(arrays, *static_cast<const Coef*>(args.coef),
+               L(static_cast<T>(args.tensor_factor[t])),
+               args.prefetch_bytes / static_cast<index_t>(sizeof(T)), n, sums);
+    });
+  }
+
+  template <class A>
+  static void apply_to(const A& arrays, const Coef& coef, L factor, index_t ahead, index_t n,
+                       ChunkSquares<2>* sums) {
     struct Lanes2 {
       L param, state[kStates];
     };
     const auto load = [&](index_t i, index_t count) {
       if (ahead != 0) {
-        prefetch_hint(p + i + ahead, true);
-        for (int k = 0; k < kStates; ++k) prefetch_hint(states[k] + i + ahead, false);
+        arrays.template prefetch<0>(i + ahead, true);
+        for_each_state(
+            [&](auto k) { arrays.template prefetch<2 + decltype(k)::value>(i + ahead, false); });
       }
       Lanes2 x;
-      x.param = load_lane<L>(p + i, count);
-      for (int k = 0; k < kStates; ++k) x.state[k] = load_lane<L>(states[k] + i, count);
+      x.param = arrays.template load<0>(i, count);
+      for_each_state(
+          [&](auto k) { x.state[k] = arrays.template load<2 + decltype(k)::value>(i, count); });
       return x;
     };
     const auto finish = [&](Lanes2& x, index_t i, index_t count) {
       const L before = x.param;
       Rule::template apply<kFlags>(x.param, x.state, coef, factor);
-      store_lane(p + i, count, x.param);
+      arrays.template store<0>(i, count, x.param);
       if (sums != nullptr) {
         const L update_param[2] = {x.param - before, x.param};
         sums->add(update_param, count);
@@ -229,7 +313,13 @@ struct TwoPass {
                         });
     } else {
       for_each_segment(args, begin, end, [&](index_t t, index_t first, index_t stop) {
-        apply(args, t, first, stop - first, nullptr);
+        // (split where a stochastic-rounding stream ends, every 2^32 elements of a tensor:
+        // chunks never cross one)
+        for (index_t at = first; at < stop;) {
+          const index_t until = std::min((at | ((index_t{1} << 32) - 1)) + 1, stop);
+          apply(args, t, at, until - at, nullptr);
+          at = until;
+        }
       });
     }
   }
