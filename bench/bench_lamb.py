@@ -4,6 +4,7 @@ tensor of 1e7 elements (the issue's target: gdfast >= 10x) and on the GPT-2-smal
 
     pytest bench/bench_lamb.py --benchmark-only
     python bench/bench_lamb.py [--size 1e7] [--gpt2]   # interleaved: median of 9 steps each
+    python bench/bench_lamb.py --storage [--size 2e7]  # gdfast.ops.lamb_ per storage layout
 
 gdfast-bench's LAMB row (``--optimizers lamb``) has the step against its stream bound; its
 correctness gate refuses pytorch_optimizer at these sizes (its float32 norms move the trust
@@ -14,11 +15,11 @@ first step is checked against the float64 reference before it is timed.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Dict, Sequence
 
 import numpy as np
 import pytest
-from interleaved import interleaved_medians, torch_params
+from interleaved import interleaved_medians, print_medians, torch_params
 
 import gdfast
 from gdfast.bench.reference import lamb_step
@@ -62,11 +63,37 @@ def test_lamb(benchmark: Any, impl: str) -> None:
     benchmark.pedantic(make_step(impl, [(int(1e7),)]), rounds=5, iterations=1, warmup_rounds=1)
 
 
+def storage_steps(n: int) -> Dict[str, Callable[[], None]]:
+    """gdfast.ops.lamb_ on float32 arrays, on bfloat16 params and grads with float32 states,
+    and with a float32 master copy too; the bytes each moves per element in its name."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(0)
+    param, grad = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
+    layouts = {"float32 (40 B)": (param.copy(), grad, None),
+               "bf16 p+g, f32 states (32 B)": (param.astype(ml_dtypes.bfloat16),
+                                               grad.astype(ml_dtypes.bfloat16), None),
+               "bf16 + f32 master (40 B)": (param.astype(ml_dtypes.bfloat16),
+                                            grad.astype(ml_dtypes.bfloat16), param.copy())}
+
+    def step(p: np.ndarray, g: np.ndarray, master: Any) -> Callable[[], None]:
+        m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        return lambda: gdfast.ops.lamb_(p, g, m, v, step=1, master_param=master, **HYPER)
+
+    return {name: step(*arrays) for name, arrays in layouts.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=float, default=1e7)
     parser.add_argument("--gpt2", action="store_true", help="the GPT-2-small list instead")
+    parser.add_argument("--storage", action="store_true",
+                        help="gdfast.ops.lamb_ on float32 and bfloat16 layouts instead")
     args = parser.parse_args()
+    if args.storage:
+        print_medians(f"gdfast.ops.lamb_, {int(args.size):.0e} elements, "
+                      f"{gdfast.get_num_threads()} threads", interleaved_medians(
+                          storage_steps(int(args.size))))
+        return
     shapes = GPT2_SHAPES if args.gpt2 else [(int(args.size),)]
     steps = {name: make_step(name, shapes) for name in IMPLS}
     median = interleaved_medians(steps)
