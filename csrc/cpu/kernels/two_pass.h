@@ -3,10 +3,11 @@
 // rule names (ChunkSquares: bitwise the same for any lane width and thread split); pass 2 writes
 // the param from the states and its tensor's factor (StepArgs::tensor_factor), which the host
 // makes from the sums in between (cpu/dispatch.h). float32 and float64 arrays, every state used;
-// in a float32 call, bfloat16/float16 arrays and a float32 master copy of the param too (each
-// array widened as loaded and narrowed as stored, to nearest or stochastically, as storage.h's
-// loop does: the same places and rounding). Monitoring (StepArgs::monitor): pass 1 sums the
-// gradient too, pass 2 the updates and params. Included only by kernels.cpp.
+// in a float32 call, bfloat16/float16 params and grads and a float32 master copy of the param too
+// (widened as loaded and narrowed as stored, to nearest or stochastically, as storage.h's loop
+// does: the same places and rounding). The states stay float32 (the bindings refuse others):
+// pass 2 must read the very moments pass 1 summed. Monitoring (StepArgs::monitor): pass 1 sums
+// the gradient too, pass 2 the updates and params. Included only by kernels.cpp.
 #pragma once
 
 #include <algorithm>
