@@ -10,6 +10,7 @@ The iteration, for X with rows <= columns (a tall matrix is transposed first and
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -38,6 +39,32 @@ STEP_OPTIONS = ("max_grad_norm", "clip_per_group", "monitor")
 ADAMW_STATES = ("exp_avg", "exp_avg_sq")
 _RANGES = {f.name: f.range for f in RULE.fields if f.kind == "real"}
 _FIELDS = tuple(f.name for f in RULE.fields)
+
+
+def options(lr: Any = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
+            nesterov: bool = True,
+            ns_coefficients: Tuple[float, float, float] = NS_COEFFICIENTS, eps: float = 1e-7,
+            ns_steps: int = 5, adjust_lr_fn: Optional[str] = None, *, adamw_lr: float = 3e-4,
+            adamw_betas: Tuple[float, float] = (0.9, 0.95), adamw_wd: float = 0.0,
+            adamw_eps: float = 1e-10, max_grad_norm: Optional[float] = None,
+            clip_per_group: bool = False, monitor: bool = False
+            ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The classes' constructor arguments after params (torch.optim.Muon's, pytorch_optimizer's
+    adamw_*, gdfast's step options) as the groups' defaults and the AdamW groups' defaults."""
+    defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                    ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
+                    adjust_lr_fn=adjust_lr_fn, max_grad_norm=max_grad_norm,
+                    clip_per_group=clip_per_group, monitor=monitor)
+    adamw = dict(adamw_lr=adamw_lr, adamw_betas=adamw_betas, adamw_wd=adamw_wd,
+                 adamw_eps=adamw_eps)
+    check_adamw_group(adamw_group({}, adamw), "adamw_")
+    return defaults, adamw
+
+
+# (self, params, <options' arguments>): the signature both classes' __init__ show.
+INIT_SIGNATURE = inspect.signature(options).replace(parameters=[
+    inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ("self", "params")
+] + list(inspect.signature(options).parameters.values()), return_annotation=None)
 
 
 def check_group(group: Dict[str, Any], where: str = "") -> None:

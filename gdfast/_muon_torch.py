@@ -57,25 +57,14 @@ class Muon(torch.optim.Optimizer):
     last_grad_norm: Optional[float] = None
     last_norms: Optional[Dict[str, float]] = None
 
-    def __init__(self, params: Any, lr: Any = 1e-3, weight_decay: float = 0.1,
-                 momentum: float = 0.95, nesterov: bool = True,
-                 ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
-                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None, *,
-                 adamw_lr: float = 3e-4, adamw_betas: Tuple[float, float] = (0.9, 0.95),
-                 adamw_wd: float = 0.0, adamw_eps: float = 1e-10,
-                 max_grad_norm: Optional[float] = None, clip_per_group: bool = False,
-                 monitor: bool = False):
-        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        defaults, self.adamw_defaults = _muon.options(*args, **kwargs)
+        if isinstance(defaults["lr"], torch.Tensor) and defaults["lr"].numel() != 1:
             raise ValueError("lr: a tensor lr must have 1 element")
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                        ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
-                        adjust_lr_fn=adjust_lr_fn, max_grad_norm=max_grad_norm,
-                        clip_per_group=clip_per_group, monitor=monitor)
         _muon.check_group({k: _host(v) for k, v in defaults.items()})
-        self.adamw_defaults = dict(adamw_lr=adamw_lr, adamw_betas=adamw_betas,
-                                   adamw_wd=adamw_wd, adamw_eps=adamw_eps)
-        _muon.check_adamw_group(_muon.adamw_group({}, self.adamw_defaults), "adamw_")
         super().__init__(params, defaults)
+
+    __init__.__signature__ = _muon.INIT_SIGNATURE  # type: ignore[attr-defined]
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         if isinstance(param_group, dict) and not _muon.is_muon(param_group):

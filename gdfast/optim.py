@@ -541,27 +541,15 @@ class Muon:
     last_grad_norm: Optional[float] = None
     last_norms: Optional[Dict[str, float]] = None
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.1,
-                 momentum: float = 0.95, nesterov: bool = True,
-                 ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
-                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None, *,
-                 adamw_lr: float = 3e-4, adamw_betas: Tuple[float, float] = (0.9, 0.95),
-                 adamw_wd: float = 0.0, adamw_eps: float = 1e-10,
-                 max_grad_norm: Optional[float] = None, clip_per_group: bool = False,
-                 monitor: bool = False):
-        self.defaults: Dict[str, Any] = dict(
-            lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-            ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
-            adjust_lr_fn=adjust_lr_fn, max_grad_norm=max_grad_norm,
-            clip_per_group=clip_per_group, monitor=monitor)
+    def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any) -> None:
+        self.defaults, self.adamw_defaults = _muon.options(*args, **kwargs)
         _muon.check_group(self.defaults)
-        self.adamw_defaults = dict(adamw_lr=adamw_lr, adamw_betas=adamw_betas,
-                                   adamw_wd=adamw_wd, adamw_eps=adamw_eps)
-        _muon.check_adamw_group(_muon.adamw_group({}, self.adamw_defaults), "adamw_")
         self.param_groups: List[ParamGroup] = []
         self.state: Dict[int, Dict[str, Any]] = {}
         for group in _param_groups(params):
             self.add_param_group(group)
+
+    __init__.__signature__ = _muon.INIT_SIGNATURE  # type: ignore[attr-defined]
 
     def add_param_group(self, param_group: ParamGroup) -> None:
         if not isinstance(param_group, dict) or "params" not in param_group:
