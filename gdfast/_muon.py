@@ -248,6 +248,8 @@ def step_matrices(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence
     gradients, of the params' changes and of the new params (monitoring's three sums)."""
     phase = None if sums is None else np.zeros(3)
     for param, grad, buffer in zip(params, grads, buffers):
+        if math.prod(param.shape) == 0:
+            continue  # (nothing to step; its shape's lr factor may divide by zero)
         x = new_input(param)
         momentum_phase(x, grad, buffer, group, grad_scale, phase)
         if sums is not None and phase is not None:

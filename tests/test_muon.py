@@ -414,3 +414,15 @@ def test_the_op_clips_and_monitors_as_the_class() -> None:
     assert got == opt.last_norms
     assert opt.last_grad_norm == pytest.approx(np.sqrt(sum(np.sum(g**2) for g in grads)),
                                                rel=1e-12)
+
+
+def test_empty_matrices_are_a_no_op() -> None:
+    """(torch.optim.Muon divides by zero in its lr factor for a (5, 0) param)"""
+    params = [np.zeros((0, 5), np.float32), np.zeros((5, 0), np.float32),
+              np.ones((2, 3), np.float32)]
+    opt = gdfast.Muon(params, lr=0.1)
+    opt.step([np.ones(p.shape, np.float32) for p in params])
+    assert params[2].max() < 1.0 and opt.state[1]["momentum_buffer"].shape == (5, 0)
+    tensors = [torch.zeros(5, 0, requires_grad=True)]
+    tensors[0].grad = torch.zeros(5, 0)
+    gdfast.torch.Muon(tensors).step()
