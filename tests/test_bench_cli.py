@@ -1309,6 +1309,26 @@ SGD = {"fp32": (12, 0), "bf16": (6, 0), "bf16-sr": (6, 0), "bf16-fp32-states": (
 NARROW_MODES = [m for m in ADAMW if m != "fp32"]
 
 
+def test_lamb_rows_in_the_modes_with_float32_states(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """LAMB's two passes move 3 param + grad + 3 x 2 states bytes per element (a master: read
+    in pass 1, read and written in pass 2, the param written); its gate passes in each mode it
+    takes, and the modes with narrow states are skipped with the reason."""
+    pytest.importorskip("ml_dtypes")
+    modes = {"bf16-fp32-states": 32, "bf16-master": 40, "fp16-master": 40}
+    argv = TINY + ["--optimizers", "lamb", "--impls", "gdfast",
+                   "--precisions", ",".join([*modes, "bf16"])]
+    code, doc, _ = run_json(argv, tmp_path, capsys)
+    assert code == 0
+    gd = {r["precision"]: r for r in rows_of(doc, optimizer="lamb", implementation="gdfast")}
+    for mode, moved in modes.items():
+        assert gd[mode]["status"] == "ok", gd[mode]["message"]
+        assert gd[mode]["bytes_per_elem"] == moved
+        assert 0 <= gd[mode]["gate_worst"] <= 1
+    assert gd["bf16"]["status"] == "skipped"
+    assert gd["bf16"]["message"] == "gdfast's lamb keeps float32 states only (for now)"
+
+
 def test_parse_precisions() -> None:
     assert [p.name for p in parse_precisions(" fp32, bf16-sr,fp32")] == ["fp32", "bf16-sr"]
     every = [p.name for p in parse_precisions("all")]
@@ -1423,11 +1443,13 @@ def test_the_gate_in_narrow_modes_passes_gdfast_and_fails_a_wrong_learning_rate(
                     assert not verdict.ok and verdict.worst > 1.0, (case.name, factor)
 
 
-def test_two_pass_rules_refuse_narrow_modes() -> None:
+def test_two_pass_rules_refuse_narrow_states() -> None:
     gdfast_impl = {i.name: i for i in registry()}["gdfast"]
-    assert gdfast_impl.supports(CASES["lamb"], PRECISIONS["bf16"]) == (
-        "gdfast-bench times lamb on float32 and float64 arrays only (for now)")
-    assert gdfast_impl.supports(CASES["lamb"], PRECISIONS["fp32"]) is None
+    for mode in ("bf16", "fp32-bf16-states"):
+        assert gdfast_impl.supports(CASES["lamb"], PRECISIONS[mode]) == (
+            "gdfast's lamb keeps float32 states only (for now)")
+    for mode in ("fp32", "fp64", "bf16-fp32-states", "bf16-master"):
+        assert gdfast_impl.supports(CASES["lamb"], PRECISIONS[mode]) is None
 
 
 def test_a_param_that_is_not_its_master_rounded_fails_the_gate() -> None:
@@ -1456,8 +1478,11 @@ def test_a_param_that_is_not_its_master_rounded_fails_the_gate() -> None:
     runner.close()
 
 
-@pytest.mark.parametrize("mode", ["bf16", "bf16-sr", "bf16-master", "fp32-bf16-states-sr"])
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize(("name", "mode"), [
+    pytest.param(name, mode, id=f"{name}-{mode}")
+    for mode in ("bf16", "bf16-sr", "bf16-master", "fp32-bf16-states-sr") for name in CASES
+    # (a two-pass rule keeps float32 states: test_two_pass_rules_refuse_narrow_states)
+    if not (CASES[name].two_pass and PRECISIONS[mode].state != "float32")])
 def test_arith_bound_repeats_the_narrow_step_in_place(name: str, mode: str) -> None:
     """In a narrow mode the arithmetic bound's call (_core.run_repeated with the precision
     entry) is bitwise the op with the mode's keywords applied `repeats` times in place
@@ -1467,8 +1492,6 @@ def test_arith_bound_repeats_the_narrow_step_in_place(name: str, mode: str) -> N
     case = CASES[name]
     precision = PRECISIONS[mode]
     rule = case.rule
-    if case.two_pass:
-        pytest.skip("gdfast-bench times a two-pass rule on float32 and float64 arrays only")
     if precision.stochastic and rule.step != "counted":
         pytest.skip("the op keys stochastic rounding by its step, a count only here")
     data = make_data(single(3000), precision)

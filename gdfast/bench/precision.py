@@ -88,11 +88,13 @@ class Precision:
 
     def bytes_per_elem(self, n_states: int, two_pass: bool = False) -> int:
         """Bytes one in-place step moves per parameter: param (or master and param), grad,
-        states. A two-pass rule's (LAMB's) first pass reads the param and the grad and updates
-        the states; its second reads the states and updates the param."""
+        states. A two-pass rule's (LAMB's) first pass reads the param (or master) and the grad
+        and updates the states; its second reads the states and updates the param (or master,
+        and writes the param)."""
         p = itemsize(self.param)
-        if two_pass:
-            return 3 * p + itemsize(self.grad) + 3 * itemsize(self.state) * n_states
+        if two_pass:  # (with a master: read in pass 1, read and written in pass 2 with the param)
+            param = 3 * 4 + p if self.master else 3 * p
+            return param + itemsize(self.grad) + 3 * itemsize(self.state) * n_states
         param = (2 * 4 + p) if self.master else 2 * p  # master read and written, param written
         return param + itemsize(self.grad) + 2 * itemsize(self.state) * n_states
 
