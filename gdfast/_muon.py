@@ -24,11 +24,8 @@ from ._spec import PARTS, RULES, check_one, shown
 
 RULE = PARTS["muon"]
 _ADAM = RULES["adam"]
-# Keller Jordan's quintic coefficients and torch.optim.Muon's defaults.
+# Keller Jordan's quintic coefficients, torch.optim.Muon's default.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
-DEFAULTS: Dict[str, Any] = dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
-                                ns_coefficients=NS_COEFFICIENTS, eps=1e-7, ns_steps=5,
-                                adjust_lr_fn=None)
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 # Fused clipping by the gradients' norm and monitoring, as in every gdfast class (README
 # "Clipping", "Monitoring"): param-group options (the classes' keywords are their defaults);
@@ -59,12 +56,6 @@ def options(lr: Any = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  adamw_eps=adamw_eps)
     check_adamw_group(adamw_group({}, adamw), "adamw_")
     return defaults, adamw
-
-
-# (self, params, <options' arguments>): the signature both classes' __init__ show.
-INIT_SIGNATURE = inspect.signature(options).replace(parameters=[
-    inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ("self", "params")
-] + list(inspect.signature(options).parameters.values()), return_annotation=None)
 
 
 def check_group(group: Dict[str, Any], where: str = "") -> None:
@@ -269,3 +260,11 @@ def scales_and_sums(calls: Sequence[Tuple[Dict[str, Any], Sequence[Any], bool]]
     scales, shared = clipped_scales(calls, 1.0)
     monitored = any(group.get("monitor", False) for group, *_ in calls)
     return scales or [1.0] * len(calls), shared, np.zeros(3) if monitored else None
+
+
+# A group with every default (the phases' and the iteration's options).
+DEFAULTS: Dict[str, Any] = options()[0]
+# (self, params, <options' arguments>): the signature both classes' __init__ show.
+INIT_SIGNATURE = inspect.signature(options).replace(parameters=[
+    inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ("self", "params")
+] + list(inspect.signature(options).parameters.values()), return_annotation=None)
