@@ -13,13 +13,13 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import _core
 from ._clip import check_max_norm, clipped_scales
-from ._monitor import check_monitor
+from ._monitor import check_monitor, norms
 from ._spec import PARTS, RULES, check_one, shown
 
 RULE = PARTS["muon"]
@@ -252,14 +252,54 @@ def step_matrices(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence
             phase[:] = 0.0
 
 
-def scales_and_sums(calls: Sequence[Tuple[Dict[str, Any], Sequence[Any], bool]]
-                    ) -> Tuple[List[float], Optional[float], Optional[np.ndarray]]:
-    """A class's step: each group's grad_scale with its clipping folded in, the norm the
-    clipped groups share (last_grad_norm), and the monitoring sums' array (None: no group is
-    monitored). ``calls``: (group, its gradients, whether they are float64)."""
-    scales, shared = clipped_scales(calls, 1.0)
-    monitored = any(group.get("monitor", False) for group, *_ in calls)
-    return scales or [1.0] * len(calls), shared, np.zeros(3) if monitored else None
+def state_names(group: Dict[str, Any]) -> Tuple[str, ...]:
+    """The states a group's params keep: Muon's buffer, or an AdamW group's moments."""
+    return ("momentum_buffer",) if is_muon(group) else ADAMW_STATES
+
+
+class GroupStep(NamedTuple):
+    """One param group's part of a class's step, checked before any group is stepped."""
+
+    group: Dict[str, Any]  # the group itself (an AdamW group's step count is written to it)
+    options: Dict[str, Any]  # its options, as host values
+    params: List[Any]  # those with a gradient
+    grads: List[Any]
+    states: List[List[Any]]  # per name of state_names(group), one array per param
+    step: int  # an AdamW group's step count after this step
+
+    @classmethod
+    def checked(cls, group: Dict[str, Any], options: Dict[str, Any], params: List[Any],
+                grads: List[Any], states: List[List[Any]]) -> "GroupStep":
+        """Everything the group's kernels would check, checked."""
+        step = int(options.get("step", 0)) + 1
+        if is_muon(group):
+            check_arrays(params, grads, states[0], options)
+        else:
+            check_adamw_arrays(params, grads, states, options, step)
+        return cls(group, options, params, grads, states, step)
+
+
+def run_groups(work: Sequence[GroupStep], new_input: Callable[[Any], Any],
+               newton_schulz: Callable[[Any, Dict[str, Any]], Any]
+               ) -> Tuple[Optional[float], Optional[Dict[str, float]]]:
+    """A class's step of every group (Muon's with new_input and newton_schulz, as
+    step_matrices): each group's gradients clipped as its options say, the monitored groups'
+    norms summed. Returns the norm the clipped groups share (last_grad_norm) and the norms
+    (last_norms; None where no group is monitored)."""
+    scales, shared = clipped_scales(
+        [(w.options, w.grads, bool(w.params) and str(w.params[0].dtype).endswith("float64"))
+         for w in work], 1.0)
+    monitored = any(w.options.get("monitor", False) for w in work)
+    sums = np.zeros(3) if monitored else None
+    for w, grad_scale in zip(work, scales or [1.0] * len(work)):
+        group_sums = sums if w.options.get("monitor", False) else None
+        if is_muon(w.group):
+            step_matrices(w.params, w.grads, w.states[0], w.options, new_input, newton_schulz,
+                          grad_scale, group_sums)
+        else:
+            w.group["step"] = w.step
+            step_adamw(w.params, w.grads, w.states, w.options, w.step, grad_scale, group_sums)
+    return shared, None if sums is None else norms(sums, 1.0)
 
 
 # A group with every default (the phases' and the iteration's options).

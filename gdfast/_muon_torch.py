@@ -5,12 +5,11 @@ into one pass each (gdfast/_muon.py). Imports torch."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from . import _muon
-from ._monitor import norms
 
 
 def new_input(param: torch.Tensor) -> torch.Tensor:
@@ -85,13 +84,12 @@ class Muon(torch.optim.Optimizer):
             self.param_groups.pop()
             raise
 
-    def _work(self) -> List[Tuple[Dict[str, Any], List[Any], List[Any], List[List[Any]]]]:
-        """Per group: its options, the params with a gradient (detached: the same memory),
-        their gradients and their states by name (new ones not yet kept), all checked."""
+    def _work(self) -> List[_muon.GroupStep]:
+        """Per group: the params with a gradient (detached: the same memory), their gradients
+        and states (new ones not yet kept), all checked."""
         work = []
         for gi, group in enumerate(self.param_groups):
-            options = {k: _host(v) for k, v in group.items() if k != "params"}
-            names = ("momentum_buffer",) if _muon.is_muon(group) else _muon.ADAMW_STATES
+            names = _muon.state_names(group)
             params: List[Any] = []
             grads: List[Any] = []
             states: List[List[Any]] = [[] for _ in names]
@@ -109,12 +107,8 @@ class Muon(torch.optim.Optimizer):
                                   if value is None else value)
                 params.append(p.detach())
                 grads.append(p.grad)
-            if _muon.is_muon(group):
-                _muon.check_arrays(params, grads, states[0], options)
-            else:
-                options["step"] = options.get("step", 0) + 1
-                _muon.check_adamw_arrays(params, grads, states, options, options["step"])
-            work.append((options, params, grads, states))
+            options = {k: _host(v) for k, v in group.items() if k != "params"}
+            work.append(_muon.GroupStep.checked(group, options, params, grads, states))
         return work
 
     @torch.no_grad()
@@ -124,22 +118,12 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         work = self._work()  # (all checked before any param or state changes)
-        scales, self.last_grad_norm, sums = _muon.scales_and_sums(
-            [(w[0], w[2], bool(w[1]) and w[1][0].dtype == torch.float64) for w in work])
-        for group, (options, params, grads, states), grad_scale in zip(self.param_groups, work,
-                                                                        scales):
-            group_sums = sums if group.get("monitor", False) else None
-            muon = _muon.is_muon(group)
-            names = ("momentum_buffer",) if muon else _muon.ADAMW_STATES
-            stepped = [p for p in group["params"] if p.grad is not None]
+        for w in work:
+            stepped = (p for p in w.group["params"] if p.grad is not None)
             for k, p in enumerate(stepped):
-                self.state[p].update((name, arrays[k]) for name, arrays in zip(names, states))
-            if muon:
-                _muon.step_matrices(params, grads, states[0], options, new_input,
-                                    newton_schulz_bfloat16, grad_scale, group_sums)
-            else:
-                group["step"] = options["step"]
-                _muon.step_adamw(params, grads, states, options, options["step"], grad_scale,
-                                 group_sums)
-        self.last_norms = None if sums is None else norms(sums, 1.0)
+                self.state[p].update((name, arrays[k])
+                                     for name, arrays in zip(_muon.state_names(w.group),
+                                                             w.states))
+        self.last_grad_norm, self.last_norms = _muon.run_groups(work, new_input,
+                                                                newton_schulz_bfloat16)
         return loss

@@ -28,7 +28,6 @@ from . import (
     _constructors,  # noqa: F401  (registers the constructors)
     _muon,
 )
-from ._monitor import norms
 from ._sophia import estimate_list
 from ._spec import State
 from ._stepping import (
@@ -596,7 +595,7 @@ class Muon:
                              f"got {len(grads)}")
         work, new_state, index = [], {}, 0
         for group in self.param_groups:
-            names = ("momentum_buffer",) if _muon.is_muon(group) else _muon.ADAMW_STATES
+            names = _muon.state_names(group)
             params: List[np.ndarray] = []
             given: List[np.ndarray] = []
             states: List[List[np.ndarray]] = [[] for _ in names]
@@ -612,27 +611,13 @@ class Muon:
                     for name, arrays in zip(names, states):
                         arrays.append(entry[name])
                 index += 1
-            step = group.get("step", 0) + 1
-            if _muon.is_muon(group):
-                _muon.check_arrays(params, given, states[0], group)
-            else:
-                _muon.check_adamw_arrays(params, given, states, group, step)
-            work.append((group, params, given, states, step))
+            work.append(_muon.GroupStep.checked(group, group, params, given, states))
         # (and across the groups)
-        _check_disjoint([a for w in work for arrays in (w[1], *w[3]) for a in arrays],
-                        [g for w in work for g in w[2]])
+        _check_disjoint([a for w in work for arrays in (w.params, *w.states) for a in arrays],
+                        [g for w in work for g in w.grads])
         self.state.update(new_state)
-        scales, self.last_grad_norm, sums = _muon.scales_and_sums(
-            [(w[0], w[2], bool(w[1]) and w[1][0].dtype == np.float64) for w in work])
-        for (group, params, given, states, step), grad_scale in zip(work, scales):
-            group_sums = sums if group.get("monitor", False) else None
-            if _muon.is_muon(group):
-                _muon.step_matrices(params, given, states[0], group, np.empty_like,
-                                    _muon.newton_schulz_numpy, grad_scale, group_sums)
-            else:
-                group["step"] = step
-                _muon.step_adamw(params, given, states, group, step, grad_scale, group_sums)
-        self.last_norms = None if sums is None else norms(sums, 1.0)
+        self.last_grad_norm, self.last_norms = _muon.run_groups(work, np.empty_like,
+                                                                _muon.newton_schulz_numpy)
 
     def state_dict(self) -> Dict[str, Any]:
         """torch.optim's layout, arrays copied."""
@@ -667,7 +652,7 @@ class Muon:
             if not isinstance(key, int) or not 0 <= key < len(flat):
                 raise ValueError(f"state_dict['state']: {key!r} is not a param's index")
             owner = next(g for g in self.param_groups if any(p is flat[key] for p in g["params"]))
-            names = ("momentum_buffer",) if _muon.is_muon(owner) else _muon.ADAMW_STATES
+            names = _muon.state_names(owner)
             state[key] = {}
             for name in names:
                 where = f"state_dict['state'][{key}][{name!r}]"
