@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
+from ._monitor import check_monitor
 
 
 def check_max_norm(value: Any) -> Optional[float]:
@@ -45,6 +46,17 @@ def check_max_value(value: Any, max_norm: Any) -> Optional[float]:
     if max_norm is not None:
         raise ValueError("max_grad_value and max_grad_norm: clip by one of them, not both")
     return checked
+
+
+def check_group_options(group: Mapping[str, Any]) -> None:
+    """A param group's clipping and monitoring options (max_grad_norm, max_grad_value,
+    clip_per_group, monitor); TypeError/ValueError naming the one at fault."""
+    check_max_norm(group.get("max_grad_norm"))
+    check_max_value(group.get("max_grad_value"), group.get("max_grad_norm"))
+    check_monitor(group.get("monitor", False))
+    per_group = group.get("clip_per_group", False)
+    if not isinstance(per_group, (bool, np.bool_)):
+        raise TypeError(f"clip_per_group: expected True or False, got {per_group!r}")
 
 
 def sum_squares(grads: Any, name: str = "grad") -> float:

@@ -18,8 +18,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 
 from . import _core
-from ._clip import check_max_norm, clipped_scales
-from ._monitor import check_monitor, norms
+from ._clip import check_group_options, clipped_scales
+from ._monitor import norms
 from ._spec import PARTS, RULES, check_one, shown
 
 RULE = PARTS["muon"]
@@ -82,11 +82,7 @@ def check_group(group: Dict[str, Any], where: str = "") -> None:
 
 def check_step_options(group: Dict[str, Any], where: str = "") -> None:
     try:
-        check_max_norm(group.get("max_grad_norm"))
-        check_monitor(group.get("monitor", False))
-        if not isinstance(group.get("clip_per_group", False), (bool, np.bool_)):
-            raise TypeError(f"clip_per_group: expected True or False, got "
-                            f"{shown(group['clip_per_group'])}")
+        check_group_options(group)
     except (TypeError, ValueError) as e:
         raise type(e)(f"{where}{e}") from None
 

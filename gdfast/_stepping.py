@@ -34,8 +34,8 @@ from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optio
 import numpy as np
 
 from . import _core
-from ._clip import check_max_norm, check_max_value, clipped_scales
-from ._monitor import check_monitor, norms
+from ._clip import check_group_options, clipped_scales
+from ._monitor import norms
 from ._spec import RULES, Rule, State, shown
 from .schedules import Schedule
 
@@ -725,12 +725,7 @@ class StepPath:
             rule.check(values)
             names = rule.used_states(values)
             precision = self._check_precision(group)
-            check_max_norm(group.get("max_grad_norm"))
-            check_max_value(group.get("max_grad_value"), group.get("max_grad_norm"))
-            check_monitor(group.get("monitor", False))
-            per_group = group.get("clip_per_group", False)
-            if not isinstance(per_group, (bool, np.bool_)):
-                raise TypeError(f"clip_per_group: expected True or False, got {per_group!r}")
+            check_group_options(group)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}{e}") from None
         return values, names, precision
