@@ -31,6 +31,17 @@ inline index_t find_tensor(const index_t* offsets, index_t num_tensors, index_t 
   return lo;
 }
 
+// Elements [first, stop) of a tensor split where a stochastic-rounding stream ends (every 2^32
+// elements of a tensor), as part(at, until).
+template <class Part>
+void for_each_stream_part(index_t first, index_t stop, Part&& part) {
+  for (index_t at = first; at < stop;) {
+    const index_t until = std::min((at | ((index_t{1} << 32) - 1)) + 1, stop);
+    part(at, until);
+    at = until;
+  }
+}
+
 // Elements [first, stop) of tensor t, with monitoring sums of them if `sums` is set.
 template <class Rule, unsigned kFlags, class T>
 void run_segment(const StepArgs& args, index_t t, index_t first, index_t stop,
@@ -40,18 +51,14 @@ void run_segment(const StepArgs& args, index_t t, index_t first, index_t stop,
   void* const* tensor_arrays = args.arrays + t * args.num_arrays;
   if constexpr (std::is_same_v<T, float>) {
     if (args.storage != nullptr) {
-      // Split where a stochastic-rounding stream ends (every 2^32 elements of a tensor).
-      for (index_t at = first; at < stop;) {
-        const index_t stream_end = (at | ((index_t{1} << 32) - 1)) + 1;
-        const index_t until = std::min(stream_end, stop);
+      for_each_stream_part(first, stop, [&](index_t at, index_t until) {
         if (args.storage->any_quantized) {
           run_quantized<Rule, kFlags>(args, t, tensor_arrays, at, until,
                                       args.offsets[t + 1] - args.offsets[t], coef, sums);
         } else {
           run_stored<Rule, kFlags>(args, t, tensor_arrays, at, until - at, coef, sums);
         }
-        at = until;
-      }
+      });
       return;
     }
   }

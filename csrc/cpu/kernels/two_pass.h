@@ -314,13 +314,10 @@ struct TwoPass {
                         });
     } else {
       for_each_segment(args, begin, end, [&](index_t t, index_t first, index_t stop) {
-        // (split where a stochastic-rounding stream ends, every 2^32 elements of a tensor:
-        // chunks never cross one)
-        for (index_t at = first; at < stop;) {
-          const index_t until = std::min((at | ((index_t{1} << 32) - 1)) + 1, stop);
+        // (chunks never cross a stochastic-rounding stream's end)
+        for_each_stream_part(first, stop, [&](index_t at, index_t until) {
           apply(args, t, at, until - at, nullptr);
-          at = until;
-        }
+        });
       });
     }
   }
