@@ -83,6 +83,9 @@ def check_group(group: Dict[str, Any], where: str = "") -> None:
 def check_step_options(group: Dict[str, Any], where: str = "") -> None:
     try:
         check_group_options(group)
+        if group.get("max_grad_value") is not None:
+            raise ValueError("max_grad_value: Muon does not clip by value (yet); clip by the "
+                             "norm with max_grad_norm")
     except (TypeError, ValueError) as e:
         raise type(e)(f"{where}{e}") from None
 

@@ -398,6 +398,11 @@ def test_monitoring_reports_the_steps_norms() -> None:
         gdfast.Muon([dict(params=[weight], monitor=1)])
     with pytest.raises(ValueError, match=r"^param_groups\[0\]\.max_grad_norm: expected"):
         gdfast.torch.Muon([torch.zeros(2, 2)], max_grad_norm=-1.0)
+    for make in (lambda: gdfast.Muon([dict(params=[weight], max_grad_value=1.0)]),
+                 lambda: gdfast.torch.Muon([dict(params=[torch.zeros(2, 2)],
+                                                 max_grad_value=1.0)])):
+        with pytest.raises(ValueError, match=r"^param_groups\[0\]\.max_grad_value: Muon does"):
+            make()
 
 
 def test_the_op_clips_and_monitors_as_the_class() -> None:
