@@ -11,6 +11,13 @@
   5 steps queued a synchronisation (the host's work overlaps the GPU's, as in training).
 - AdamW with bf16 params and states (torch's semantics: float32 math, states in the param
   dtype) on 1e8 elements against torch's fused bf16 AdamW.
+- The global L2 norm of 1e8 float32 (gdfast.global_norm: the deterministic sum, read back)
+  against torch.linalg.vector_norm(x).item(), and the bound of reading 4 B an element.
+- AdamW with clipping by the global norm (max_grad_norm=1) against torch's
+  clip_grad_norm_(foreach=True) then fused AdamW, on the GPT-2-small list and on 1e8 elements;
+  gdfast's unclipped step beside them (issue 13's targets: >= 2x torch's pair, <= 1.3x the
+  unclipped step). gdfast reads the norm back to the host (one synchronisation a step); torch's
+  clip_grad_norm_ does not.
 Each result is checked once against torch before it is timed.
 """
 
@@ -55,7 +62,9 @@ QUEUED = 5  # steps a synchronisation in the queued group
 
 @pytest.mark.parametrize("group, numel, bytes_per_elem, steps", [
     ("cuda-adam-1e8", N, 28, 1), ("cuda-gpt2-adamw", GPT2_NUMEL, 28, 1),
-    ("cuda-gpt2-adamw-queued", GPT2_NUMEL, 28, QUEUED), ("cuda-adamw-bf16-1e8", N, 14, 1)])
+    ("cuda-gpt2-adamw-queued", GPT2_NUMEL, 28, QUEUED), ("cuda-adamw-bf16-1e8", N, 14, 1),
+    ("cuda-gpt2-adamw-clip", GPT2_NUMEL, 32, 1), ("cuda-adamw-clip-1e8", N, 32, 1),
+    ("cuda-norm-1e8", N, 4, 1)])
 def test_copy_bandwidth(benchmark, group, numel, bytes_per_elem, steps):
     """Each group's bound: a device-to-device copy moving as many bytes as its step must (a
     copy of n float32 moves 8n bytes)."""
@@ -138,3 +147,51 @@ def test_bf16_adamw_1e8(benchmark, impl):
     # bf16 param, grad and two states: 8 B read, 6 B written per element. One bf16 ulp of
     # difference is allowed (torch's kernel contracts FMAs).
     _compare_and_time(benchmark, [(N,)], torch.bfloat16, impl, 14, rtol=1e-2, atol=1e-2)
+
+
+def _clipped_step(params: List[Any], impl: str) -> Callable[[], Any]:
+    """One AdamW step clipping the gradients to global norm 1 (gdfast-unclipped: without)."""
+    if impl == "torch-fused":
+        opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+
+        def step() -> None:
+            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+            opt.step()
+        return step
+    import gdfast.torch as gt
+
+    return gt.AdamW(params, lr=1e-4, max_grad_norm=None if impl == "gdfast-unclipped" else 1.0).step
+
+
+def _clip_compare_and_time(benchmark: Any, shapes: List[Any], impl: str) -> None:
+    params, twin_params = _params(shapes, torch.float32), _params(shapes, torch.float32)
+    step, twin = _clipped_step(params, impl), _clipped_step(twin_params, "torch-fused")
+    step()
+    twin()
+    if impl != "gdfast-unclipped":
+        for a, b in zip(params, twin_params):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    numel = sum(math.prod(s) for s in shapes)
+    _timed(benchmark, step, impl, "reference" if impl == "torch-fused" else "gdfast", numel, 32)
+
+
+@pytest.mark.benchmark(group="cuda-gpt2-adamw-clip")
+@pytest.mark.parametrize("impl", ["gdfast", "gdfast-unclipped", "torch-fused"])
+def test_gpt2_adamw_clipped(benchmark, impl):
+    _clip_compare_and_time(benchmark, GPT2_SHAPES, impl)
+
+
+@pytest.mark.benchmark(group="cuda-adamw-clip-1e8")
+@pytest.mark.parametrize("impl", ["gdfast", "gdfast-unclipped", "torch-fused"])
+def test_adamw_clipped_1e8(benchmark, impl):
+    _clip_compare_and_time(benchmark, [(N,)], impl)
+
+
+@pytest.mark.benchmark(group="cuda-norm-1e8")
+@pytest.mark.parametrize("impl", ["gdfast", "torch"])
+def test_global_norm_1e8(benchmark, impl):
+    x = torch.randn(N, device="cuda")
+    fn = (lambda: gdfast.global_norm(x)) if impl == "gdfast" else (
+        lambda: torch.linalg.vector_norm(x).item())
+    assert math.isclose(fn(), float(torch.linalg.vector_norm(x.double())), rel_tol=1e-6)
+    _timed(benchmark, fn, impl, "gdfast" if impl == "gdfast" else "reference", N, 4)

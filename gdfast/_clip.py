@@ -1,9 +1,10 @@
 """Clipping the gradients, fused into the step.
 
 By their global L2 norm (``max_grad_norm``): one pass reads the gradients for their norm
-(``_core.sum_squares``: per array, in double, bitwise the same for any thread count and ISA
-level), and the clip factor is folded into the step's gradient factor (``grad_scale`` divides
-the gradients inside the update pass): two passes over the gradients, never the three of
+(``_core.sum_squares``: per array, in double, bitwise the same for any thread count, ISA
+level and device; on CUDA the norm comes back to the host, one synchronisation), and the
+clip factor is folded into the step's gradient factor (``grad_scale`` divides the gradients
+inside the update pass): two passes over the gradients, never the three of
 ``torch.nn.utils.clip_grad_norm_`` then a step.
 
 By value (``max_grad_value``): the kernel clamps each gradient as it loads it, as
@@ -17,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _core
+from . import _core, _device
 from ._monitor import check_monitor
 
 
@@ -59,21 +60,29 @@ def check_group_options(group: Mapping[str, Any]) -> None:
         raise TypeError(f"clip_per_group: expected True or False, got {per_group!r}")
 
 
+def array_sums(arrays: Any, name: str) -> List[float]:
+    """Each array's sum of squares (_core.sum_squares); CUDA tensors are read on their
+    framework's current stream."""
+    head = _device.first(arrays)
+    stream = _device.current_stream(head) if _device.on_cuda(head) else None
+    return _core.sum_squares(arrays, name, stream)
+
+
 def sum_squares(grads: Any, name: str = "grad") -> float:
     """The sum of the squares of every element of grads (an array or a list), the arrays'
     sums added in list order."""
     total = 0.0
-    for part in _core.sum_squares(grads, name):
+    for part in array_sums(grads, name):
         total += part
     return total
 
 
 def norms(arrays: Any) -> List[float]:
-    """The L2 norm of each array of ``arrays`` (one array, or a list of them: NumPy or any CPU
-    DLPack tensor, float32/float64/bfloat16/float16), for a trust ratio (LAMB) or monitoring:
-    squares summed in double over fixed chunks added in order (the sum clipping uses), so
-    bitwise the same for any thread count and ISA level."""
-    return [math.sqrt(part) for part in _core.sum_squares(arrays, "arrays")]
+    """The L2 norm of each array of ``arrays`` (one array, or a list of them: NumPy or any
+    DLPack tensor, CPU or CUDA, float32/float64/bfloat16/float16), for a trust ratio (LAMB) or
+    monitoring: squares summed in double over fixed chunks added in order (the sum clipping
+    uses), so bitwise the same for any thread count, ISA level and device."""
+    return [math.sqrt(part) for part in array_sums(arrays, "arrays")]
 
 
 def global_norm(arrays: Any) -> float:
@@ -104,15 +113,36 @@ def clipped_scale(grad_scale: float, norm: float, max_norm: float, float64: bool
     return grad_scale / factor if factor != 0.0 else math.inf  # (inf: the gradients times 0)
 
 
-def clipped_call_scale(grads: Any, max_norm: Any, grad_scale: float) -> float:
-    """The grad_scale of an op's call with max_grad_norm=max_norm (checked here), clipping by
-    the norm of the call's grads (an array or a list)."""
+def host_grad_scale(grad_scale: Any) -> float:
+    """grad_scale as a host number: a CUDA call's 1-element device tensor is read back (the
+    clipping norm is read back anyway), and it must then be a finite number > 0, as a host
+    grad_scale is checked to be; ValueError naming it otherwise."""
+    if not _device.is_tensor(grad_scale):
+        return float(grad_scale)
+    value = float(grad_scale.item())
+    if not 0.0 < value < math.inf:
+        raise ValueError(f"grad_scale: expected a finite number > 0 to clip with, got {value!r}")
+    return value
+
+
+def clipped_call_scale(grads: Any, max_norm: Any, grad_scale: float,
+                       device_scalars: Optional[Tuple[Any, ...]] = None
+                       ) -> Tuple[float, Optional[Tuple[Any, ...]]]:
+    """An op's call with max_grad_norm=max_norm (checked here), clipping by the norm of the
+    call's grads (an array or a list): its grad_scale and device scalars. A device grad_scale
+    among a CUDA call's device scalars (grad_scale, found_inf, lr, step) is read back and
+    replaced by the host value that also clips."""
     checked = check_max_norm(max_norm)
     if checked is None:
-        return grad_scale
+        return grad_scale, device_scalars
+    if device_scalars is not None and device_scalars[0] is not None:
+        grad_scale = host_grad_scale(device_scalars[0])
+        rest = (None, *device_scalars[1:])
+        device_scalars = rest if any(x is not None for x in rest) else None
     first = grads[0] if isinstance(grads, (list, tuple)) and grads else grads
     float64 = str(getattr(first, "dtype", "")).endswith("float64")
-    return clipped_scale(grad_scale, math.sqrt(sum_squares(grads)), checked, float64)
+    scale = clipped_scale(grad_scale, math.sqrt(sum_squares(grads)), checked, float64)
+    return scale, device_scalars
 
 
 def clipped_scales(calls: Sequence[Tuple[Mapping[str, Any], Any, bool]],
@@ -120,9 +150,11 @@ def clipped_scales(calls: Sequence[Tuple[Mapping[str, Any], Any, bool]],
     """A class's step: each call's (its group, its gradients, whether they are float64)
     grad_scale with the group's clipping folded in (None: no group clips), and the norm the
     groups with clip_per_group=False share (None if none): over all their gradients, in order,
-    as clip_grad_norm_ over their params (the classes keep it as ``last_grad_norm``)."""
+    as clip_grad_norm_ over their params (the classes keep it as ``last_grad_norm``). A CUDA
+    step's device grad_scale (AMP) is read back: the scales are host numbers."""
     if all(group.get("max_grad_norm") is None for group, *_ in calls):
         return None, None
+    grad_scale = host_grad_scale(grad_scale)
     shared, any_shared = 0.0, False
     own: Dict[int, float] = {}
     for group, grads, _ in calls:

@@ -21,7 +21,7 @@ def first(tensors: Any) -> Any:
     return tensors
 
 
-def _on_cuda(obj: Any) -> bool:
+def on_cuda(obj: Any) -> bool:
     if obj is None or isinstance(obj, np.ndarray) or not hasattr(obj, "__dlpack_device__"):
         return False
     try:
@@ -30,13 +30,13 @@ def _on_cuda(obj: Any) -> bool:
         return False
 
 
-def _is_tensor(x: Any) -> bool:
+def is_tensor(x: Any) -> bool:
     return hasattr(x, "__dlpack__")
 
 
 def _as_float(name: str, x: Any) -> Any:
     """A 1-element array or tensor's value; anything else as it is (range-checked later)."""
-    if not _is_tensor(x):
+    if not is_tensor(x):
         return x
     if math.prod(tuple(getattr(x, "shape", ()))) != 1:  # not a number, as without found_inf
         raise TypeError(f"{name}: expected a real number or a 1-element tensor, got shape "
@@ -57,7 +57,7 @@ def _one_element(name: str, x: Any) -> None:
 def host_step(step: Any) -> Any:
     """A step count given as a 1-element array or tensor, as a Python int (exactly: a
     fractional value is an error, not truncated); anything else as it is (range-checked later)."""
-    if not _is_tensor(step):
+    if not is_tensor(step):
         return step
     _one_element("step", step)
     value = step.item()
@@ -71,9 +71,9 @@ def host_step(step: Any) -> Any:
 def found_inf_value(found_inf: Any) -> Any:
     """found_inf as a host float, or the 1-element tensor itself when it is on a CUDA device;
     TypeError/ValueError naming found_inf for anything else."""
-    if _is_tensor(found_inf):
+    if is_tensor(found_inf):
         _one_element("found_inf", found_inf)
-        if _on_cuda(found_inf):
+        if on_cuda(found_inf):
             return found_inf
         found_inf = found_inf.item()
     if not isinstance(found_inf, numbers.Real):  # (bool: a flag, fine)
@@ -109,17 +109,17 @@ def prepare(param: Any, grad_scale: Any, found_inf: Any, lr: Any,
     if found_inf is not None:
         found_inf = found_inf_value(found_inf)
     first_tensor = first(param)
-    skip = SKIP if found_inf is not None and not _is_tensor(found_inf) and found_inf != 0.0 \
+    skip = SKIP if found_inf is not None and not is_tensor(found_inf) and found_inf != 0.0 \
         else None
-    if not _on_cuda(first_tensor) or skip is SKIP:
-        if _is_tensor(found_inf):
+    if not on_cuda(first_tensor) or skip is SKIP:
+        if is_tensor(found_inf):
             raise ValueError("found_inf: a CUDA tensor, but the params are CPU arrays")
         return (skip, None, None, _as_float("grad_scale", grad_scale), _as_float("lr", lr),
                 host_step(step))
-    scalars = tuple(x if _is_tensor(x) else None for x in (grad_scale, found_inf, lr, step))
+    scalars = tuple(x if is_tensor(x) else None for x in (grad_scale, found_inf, lr, step))
     # Device-resident values are not range-checked (that would synchronise): placeholders.
-    grad_scale = 1.0 if _is_tensor(grad_scale) else grad_scale
-    lr = 0.0 if _is_tensor(lr) else lr
-    step = 1 if _is_tensor(step) else step
+    grad_scale = 1.0 if is_tensor(grad_scale) else grad_scale
+    lr = 0.0 if is_tensor(lr) else lr
+    step = 1 if is_tensor(step) else step
     device_scalars = scalars if any(x is not None for x in scalars) else None
     return None, current_stream(first_tensor), device_scalars, grad_scale, lr, step

@@ -783,11 +783,11 @@ class StepPath:
             else None
         for k, (batch, grads, group, values, label) in enumerate(work):
             step, grad_scale, device_scalars = self._step_arg(batch), amp["grad_scale"], None
-            if scales is not None:
+            if scales is not None:  # (host numbers: the clip factor is folded in)
                 grad_scale = scales[k]
             if batch.on_device:
                 stream, device_scalars, values, step, grad_scale = self._device_call(
-                    batch, group, values, step, amp)
+                    batch, group, values, step, {**amp, "grad_scale": grad_scale})
             hyper = self._batch_hyper(batch, values, step, grad_scale)
             if group.get("monitor", False):
                 bound = group.get("max_grad_value")

@@ -204,7 +204,8 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
                 f"        return _skipped_norms({skipped}) if monitor else {skipped}")
     body.append("    unscale = grad_scale")
     body.append(f"    if max_grad_norm is not None:\n"
-                f"        grad_scale = _clip({rule.inputs[0]}, max_grad_norm, grad_scale)")
+                f"        grad_scale, scalars = _clip({rule.inputs[0]}, max_grad_norm, grad_scale,"
+                f" scalars)")
     if scalar_names:
         body.append(f"    out = dict(zip({scalar_names!r}, {call}[0]))")
     else:
@@ -264,7 +265,7 @@ def muon_(param: Tensors, grad: Tensors, momentum_buffer: Tensors, *, lr: float 
                         "their library's matrix product)")
     sums = monitor_sums(monitor)
     _muon.check_arrays(params, grads, buffers, group)
-    grad_scale = clipped_call_scale(grads, max_grad_norm, 1.0)
+    grad_scale, _ = clipped_call_scale(grads, max_grad_norm, 1.0)
     if on_torch:
         from ._muon_torch import new_input, newton_schulz_bfloat16
         _muon.step_matrices(params, grads, buffers, group, new_input, newton_schulz_bfloat16,

@@ -37,10 +37,11 @@ needs_gpu = pytest.mark.skipif(
 pytestmark = [pytest.mark.cuda]
 
 SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, 4096 * 3 + 5, 1_000_003]
-# Every rule of the registry, with each of its cases' large variants (their widest options); but
-# a two-pass rule (LAMB), which has no CUDA kernel yet (test_two_pass_rules_are_refused_on_cuda).
+# Every rule of the registry, with each of its cases' large variants (their widest options).
 CONFIGS = {f"{case.name}-{name}": (case.name, case.hyper(case.variant(name)))
-           for case in cases.CASES for name in case.large_variants if not case.per_tensor}
+           for case in cases.CASES for name in case.large_variants}
+# The two-pass rules (LAMB) step float32/float64 arrays on CUDA (test_two_pass_rules_on_cuda).
+PER_TENSOR = {case.name for case in cases.CASES if case.per_tensor}
 
 
 def _steps(rule_name, arrays, hyper, steps):
@@ -118,6 +119,8 @@ def test_gpu_narrow_storage_bitwise_equals_cpu(config, layout, rounding, n):
     param_t, grad_t, state_t, master = LAYOUTS[layout]
     if master and rounding == "stochastic":
         pytest.skip("a param written from its master copy rounds to nearest")
+    if rule_name in PER_TENSOR:
+        pytest.skip("two-pass rules take float32/float64 arrays on CUDA")
     gen = torch.Generator().manual_seed(n)
     rule = RULES[rule_name]
     used = rule.used_states(hyper)
@@ -341,11 +344,49 @@ def test_cupy_param_with_torch_states():
 
 
 @needs_gpu
-def test_two_pass_rules_are_refused_on_cuda():
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_two_pass_rules_on_cuda(dtype):
+    """LAMB over a list of tensors (chunk edges, an empty one, a partial last chunk), clipped
+    by the global norm, through the op and the torch class: bitwise the CPU's. Narrow arrays and
+    device scalars are refused by name, with nothing written."""
+    import gdfast.torch as gt
+
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(2)
+    sizes = [16_385, 0, 1, 16_384, 200_003]
+    host = [[torch.randn(n, generator=gen, dtype=dt) for n in sizes] for _ in range(2)]
+    host += [[torch.zeros(n, dtype=dt) for n in sizes] for _ in range(2)]
+    device = [[x.cuda() for x in arrays] for arrays in host]
+    for p, g, m, v in (host, device):
+        for step in range(1, 4):
+            gdfast.ops.lamb_(p, g, m, v, step=step, lr=1e-2, weight_decay=0.1,
+                             max_grad_norm=1.0)
+    torch.cuda.synchronize()
+    for name, h, d in zip(("param", "grad", "exp_avg", "exp_avg_sq"), host, device):
+        for t, (a, b) in enumerate(zip(h, d)):
+            _assert_same_bits(a, b.cpu(), f"{name}[{t}]")
+    runs = []
+    for where in ("cpu", "cuda"):
+        params = [torch.nn.Parameter(x.clone().to(where)) for x in host[0]]
+        opt = gt.Lamb(params, lr=1e-2, weight_decay=0.01, pre_norm=True, max_grad_norm=0.5)
+        for step in range(3):
+            for p, g in zip(params, host[1]):
+                p.grad = (g * (step + 1)).to(where)
+            opt.step()
+        runs.append((params, opt))
+    (cpu_params, cpu_opt), (gpu_params, gpu_opt) = runs
+    for k, (a, b) in enumerate(zip(cpu_params, gpu_params)):
+        _assert_same_bits(a.detach(), b.detach().cpu(), f"class param[{k}]")
+        _assert_same_bits(cpu_opt.state[a]["exp_avg_sq"], gpu_opt.state[b]["exp_avg_sq"].cpu())
+    assert cpu_opt.last_grad_norm == gpu_opt.last_grad_norm
+
+    p, g, m, v = (torch.ones(8, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    with pytest.raises(ValueError, match=r"lamb: on CUDA, float32 or float64 arrays only"):
+        gdfast.ops.lamb_(p, g, m.float(), v.float(), step=1)
     p, g, m, v = (torch.ones(8, device="cuda") for _ in range(4))
-    with pytest.raises(ValueError, match=r"lamb: CPU arrays only"):
-        gdfast.ops.lamb_(p, g, m, v, step=1)
-    assert torch.equal(p, torch.ones(8, device="cuda"))
+    with pytest.raises(ValueError, match=r"lamb: on CUDA, grad_scale, found_inf, lr and step"):
+        gdfast.ops.lamb_(p, g, m, v, step=1, found_inf=torch.zeros(1, device="cuda"))
+    assert torch.equal(p, torch.ones(8, device="cuda")) and torch.equal(m, p)
 
 
 @needs_gpu
@@ -414,6 +455,121 @@ def test_torch_grads_off_the_one_pass_read():
     with pytest.raises(ValueError, match=r"grad.*is on cpu but param.*is on cuda:0"):
         opt.step()
     assert torch.equal(p.detach(), torch.ones(4, device="cuda"))
+
+
+# The deterministic reduction (issue 13): on the device as on the CPU, chunks of 16384 summed
+# in the order csrc/cpu/kernels/reduce.h fixes and added in index order, so norms and clipping
+# are bitwise the CPU's.
+REDUCE_SIZES = [0, 1, 15, 63, 64, 65, 16_383, 16_384, 16_385, 3 * 16_384 + 17, 1_000_003]
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16"])
+def test_sum_squares_bitwise_equals_cpu(dtype):
+    gen = torch.Generator().manual_seed(3)
+    host = [(torch.randn(n, generator=gen, dtype=torch.float64) * (1 + t)).to(getattr(torch, dtype))
+            for t, n in enumerate(REDUCE_SIZES)]
+    device = [h.cuda() for h in host]
+    expected = gdfast._core.sum_squares(host, "grad")
+    assert gdfast._core.sum_squares(device, "grad", 1) == expected
+    assert gdfast.norms(device) == gdfast.norms(host)
+    assert gdfast.global_norm(device) == gdfast.global_norm(host)
+    assert gdfast.global_norm(device[-1]) == gdfast.global_norm(host[-1])
+
+
+@needs_gpu
+def test_sum_squares_of_cupy_and_on_the_callers_stream():
+    cupy = pytest.importorskip("cupy")
+    host = np.random.default_rng(4).standard_normal(1 << 22).astype(np.float32)
+    expected = gdfast.global_norm(2.0 * host)
+    assert gdfast.global_norm(cupy.asarray(2.0 * host)) == expected
+    g = torch.from_numpy(host).cuda()
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(100_000_000)  # ~50 ms: a sum read elsewhere would miss the write
+        g.mul_(2.0)
+        assert gdfast.global_norm(g) == expected
+
+
+def _clip_arrays(dtype=None):
+    dtype = dtype or torch.float32
+    gen = torch.Generator().manual_seed(9)
+    sizes = [5, 16_385, 70_001]
+    return [[(torch.randn(n, generator=gen) * 3).to(dtype) for n in sizes] for _ in range(4)]
+
+
+@needs_gpu
+@pytest.mark.parametrize("amp", ["none", "host", "device"])
+def test_clipping_by_norm_bitwise_equals_cpu(amp):
+    """gdfast.ops.adam_ (AdamW) with max_grad_norm on CUDA tensors: the same norm, factor and
+    step as on the CPU, with AMP's grad_scale as a number or a device tensor (read back)."""
+    host = _clip_arrays()
+    host[3] = [v.abs() for v in host[3]]  # (exp_avg_sq)
+    device = [[x.cuda() for x in arrays] for arrays in host]
+    for arrays in (host, device):
+        p, g, m, v = arrays
+        on_cuda = p[0].is_cuda
+        kw = {"none": {}, "host": {"grad_scale": 512.0}}.get(amp)
+        if kw is None:  # (a device grad_scale comes with a device found_inf, as from GradScaler)
+            kw = {"grad_scale": torch.full((1,), 512.0, device=p[0].device)}
+            if on_cuda:
+                kw["found_inf"] = torch.zeros(1, device="cuda")
+        factor = 1.0 if amp == "none" else 512.0
+        for step in (1, 2):
+            gdfast.ops.adam_(p, [x * (step * factor) for x in g], m, v, step=step, lr=1e-2,
+                             weight_decay=0.1, decoupled_weight_decay=True, max_grad_norm=0.5,
+                             **kw)
+    torch.cuda.synchronize()
+    for name, h, d in zip(("param", "grad", "exp_avg", "exp_avg_sq"), host, device):
+        for t, (a, b) in enumerate(zip(h, d)):
+            _assert_same_bits(a, b.cpu(), f"{name}[{t}]")
+
+
+@needs_gpu
+@pytest.mark.parametrize("per_group", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_torch_class_clipping_on_cuda(per_group, dtype):
+    """gdfast.torch.AdamW(max_grad_norm=...) on CUDA params: bitwise its CPU run (norm,
+    last_grad_norm, params, states), with a GradScaler-style device grad_scale and found_inf;
+    and torch's clip_grad_norm_ then fused AdamW within the tolerance tests/test_clip.py states."""
+    import gdfast.torch as gt
+
+    dt = getattr(torch, dtype)
+    host_p, grads_1, grads_2, _ = _clip_arrays(dt)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        params = [torch.nn.Parameter(p.clone().to(device)) for p in host_p]
+        groups = [{"params": params[:1], "max_grad_norm": 0.25, "clip_per_group": per_group},
+                  {"params": params[1:], "max_grad_norm": 0.5, "clip_per_group": per_group}]
+        opt = gt.AdamW(groups, lr=1e-2, weight_decay=0.1)
+        norms = []
+        for grads in (grads_1, grads_2):
+            for p, g in zip(params, grads):
+                p.grad = (g * 256.0).to(device)
+            opt.grad_scale = torch.full((1,), 256.0, device=device)
+            opt.found_inf = torch.zeros(1, device=device)
+            opt.step()
+            norms.append(opt.last_grad_norm)
+        runs[device] = params, opt, norms
+    (cpu_p, cpu_opt, cpu_norms), (gpu_p, gpu_opt, gpu_norms) = runs["cpu"], runs["cuda"]
+    assert gpu_norms == cpu_norms and (cpu_norms[0] is None) == per_group
+    for k, (a, b) in enumerate(zip(cpu_p, gpu_p)):
+        _assert_same_bits(a.detach(), b.detach().cpu(), f"param[{k}]")
+        for key in ("exp_avg", "exp_avg_sq"):
+            _assert_same_bits(cpu_opt.state[a][key], gpu_opt.state[b][key].cpu(), key)
+    if dtype == "float32" and not per_group:
+        twins = [torch.nn.Parameter(p.clone().cuda()) for p in host_p]
+        ref = torch.optim.AdamW([{"params": twins[:1]}, {"params": twins[1:]}], lr=1e-2,
+                                weight_decay=0.1, fused=True)
+        for grads in (grads_1, grads_2):
+            for p, g in zip(twins, grads):
+                p.grad = g.cuda()
+            total = torch.nn.utils.get_total_norm([p.grad for p in twins])  # (shared, as ours)
+            torch.nn.utils.clip_grads_with_norm_(twins[:1], 0.25, total)
+            torch.nn.utils.clip_grads_with_norm_(twins[1:], 0.5, total)
+            ref.step()
+        for a, b in zip(twins, gpu_p):
+            torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
 
 
 @needs_gpu

@@ -130,6 +130,7 @@ class DeviceScalarArgs {
  public:
   DeviceScalarArgs(py::handle scalars, const TensorBatch& batch, py::handle stream);
   DeviceScalarArgs(DeviceScalarArgs&&) = default;
+  bool any() const { return !owners_.empty(); }
   cuda::DeviceScalars values;
 
  private:
@@ -255,12 +256,17 @@ class CheckedCall {
     double* monitor = to_monitor(hyper, kNumFields<Rule>, *batch, prefix);
     if constexpr (optim::kTwoPass<Rule>) {
       const std::string name = prefix + Rule::kName;
-      if (batch->on_cuda()) {
-        throw py::value_error(name + ": CPU arrays only (no CUDA kernel sums its tensors yet)");
+      const Storage* storage = batch->storage();
+      if (batch->on_cuda() && storage != nullptr) {
+        throw py::value_error(name + ": on CUDA, float32 or float64 arrays only (narrow params, "
+                                     "grads or a master copy: CPU arrays only)");
+      }
+      if (batch->on_cuda() && scalars.any()) {  // (its factors are made on the host)
+        throw py::value_error(name + ": on CUDA, grad_scale, found_inf, lr and step must be "
+                                     "numbers, not device tensors");
       }
       // (its second pass reads the moments the first stored: narrowed, they would not be the
       // float32 values the tensors' sums were taken of)
-      const Storage* storage = batch->storage();
       for (int k = 2; storage != nullptr && k < 2 + kNumStates<Rule>; ++k) {
         if (storage->slot[k] != Dtype::kFloat32 || storage->quantized[k] != kNotQuantized) {
           throw py::value_error(name +

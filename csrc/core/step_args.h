@@ -31,6 +31,11 @@ struct Storage {
   bool any_quantized = false;
 };
 
+// Reductions sum chunks of this many elements (of one tensor), each in an order fixed by the
+// source, and combine them in index order: results never depend on how chunks are shared among
+// threads, nor on the device (cpu/kernels/reduce.h, cuda/reduce.cu).
+inline constexpr index_t kReduceChunk = 16384;
+
 // Monitoring sums (StepArgs::monitor): of the gradients' squares, the updates' and the new params'.
 inline constexpr int kMonitorSums = 3;
 
@@ -49,7 +54,7 @@ struct StepArgs {
   double grad_bound = std::numeric_limits<double>::infinity();
   // Monitoring: when set, the step adds to monitor[0..2] the sums of squares of the gradients
   // (as clamped by grad_bound, before any factor), of the updates (new param - old) and of the
-  // new params, each summed in fixed chunks (cpu/kernel_table.h's kReduceChunk) combined in index
+  // new params, each summed in fixed chunks (kReduceChunk) combined in index
   // order: bitwise the same for any thread count and ISA level (CPU only).
   double* monitor = nullptr;
   // Set by the dispatcher for the kernels that sum whole chunks (monitoring, a two-pass rule's

@@ -8,9 +8,6 @@
 
 namespace gdfast::cpu {
 
-// Reductions sum chunks of this many elements (of one tensor); results never depend on how
-// chunks are shared among threads.
-inline constexpr index_t kReduceChunk = 16384;
 // (prefetch: how many bytes ahead to prefetch, 0 for none)
 using ChunkReduceFn = double (*)(const void* data, index_t n, index_t prefetch);
 

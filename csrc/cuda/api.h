@@ -31,6 +31,11 @@ int chunk_unroll(bool stored);
 // 1 to 64 (std::invalid_argument otherwise); returns the value it replaces.
 int set_chunk_unroll(bool stored, int unroll);
 
+// out[t] = the sum of squares of tensor t's first array (args.arrays[t * args.num_arrays],
+// stored as `type`), in double, bitwise what cpu::sum_squares gives. Runs on `stream` and
+// synchronises with it: the sums come back to the host.
+void sum_squares(const StepArgs& args, Dtype type, double* out, int device, std::uintptr_t stream);
+
 // One step over the tensor list on `device`, launched on `stream` (a cudaStream_t; the DLPack
 // values 1 and 2 are the legacy and per-thread default streams, as in CUDA itself). Launches
 // one kernel per ~600 tensors; never synchronises. Throws std::runtime_error on CUDA errors.

@@ -8,6 +8,7 @@
 #include "cuda/multi_tensor.cuh"
 #include "cuda/quantized.cuh"
 #include "cuda/stored.cuh"
+#include "cuda/two_pass.cuh"
 #include "optim/rule_traits.h"
 
 namespace gdfast::cuda {
@@ -38,26 +39,41 @@ LaunchFn<Rule, float> pick_quantized(unsigned flags, std::integer_sequence<unsig
   return fns[flags];
 }
 
+template <class Rule, class T, unsigned... kFlags>
+auto pick_two_pass(unsigned flags, std::integer_sequence<unsigned, kFlags...>) {
+  using Fn = void (*)(const typename Rule::Hyper&, const StepArgs&, cudaStream_t);
+  constexpr Fn fns[] = {&launch_two_pass<Rule, kFlags, T>...};
+  return fns[flags];
+}
+
 template <class Rule>
 void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
           const DeviceScalars& scalars, int device, std::uintptr_t stream) {
-  if constexpr (optim::kTwoPass<Rule>) {  // (the bindings refuse these calls first)
-    (void)hyper, (void)dtype, (void)args, (void)scalars, (void)device, (void)stream;
-    throw std::invalid_argument(std::string(Rule::kName) + ": no CUDA kernel (it sums tensors)");
-  } else {
-    if (args.offsets[args.num_tensors] == 0) return;
-    const DeviceGuard guard(device);
-    const auto all_flags = std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>{};
-    const auto s = reinterpret_cast<cudaStream_t>(stream);
-    if (args.storage != nullptr && args.storage->any_quantized) {  // 8-bit states
-      pick_quantized<Rule>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
-    } else if (args.storage != nullptr) {  // narrow arrays or a master copy: float32 math
-      pick_stored<Rule>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
-    } else if (dtype == Dtype::kFloat32) {
-      pick<Rule, float>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
-    } else {
-      pick<Rule, double>(Rule::flags(hyper), all_flags)(hyper, args, scalars, s);
+  if (args.offsets[args.num_tensors] == 0) return;
+  const DeviceGuard guard(device);
+  const auto all_flags = std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>{};
+  const unsigned flags = Rule::flags(hyper);
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  if constexpr (optim::kTwoPass<Rule>) {
+    if (args.storage != nullptr || scalars.grad_scale != nullptr ||
+        scalars.found_inf != nullptr || scalars.lr != nullptr || scalars.step != nullptr) {
+      // (the bindings refuse these calls first, naming the argument)
+      throw std::invalid_argument(std::string(Rule::kName) +
+                                  " on CUDA: float32/float64 arrays and host scalars only");
     }
+    if (dtype == Dtype::kFloat32) {
+      pick_two_pass<Rule, float>(flags, all_flags)(hyper, args, s);
+    } else {
+      pick_two_pass<Rule, double>(flags, all_flags)(hyper, args, s);
+    }
+  } else if (args.storage != nullptr && args.storage->any_quantized) {  // 8-bit states
+    pick_quantized<Rule>(flags, all_flags)(hyper, args, scalars, s);
+  } else if (args.storage != nullptr) {  // narrow arrays or a master copy: float32 math
+    pick_stored<Rule>(flags, all_flags)(hyper, args, scalars, s);
+  } else if (dtype == Dtype::kFloat32) {
+    pick<Rule, float>(flags, all_flags)(hyper, args, scalars, s);
+  } else {
+    pick<Rule, double>(flags, all_flags)(hyper, args, scalars, s);
   }
 }
 
