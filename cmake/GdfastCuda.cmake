@@ -20,7 +20,7 @@ set(CMAKE_CUDA_STANDARD 17)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 find_package(CUDAToolkit REQUIRED)
 
-add_library(gdfast_cuda OBJECT csrc/cuda/kernels.cu csrc/cuda/reduce.cu)
+add_library(gdfast_cuda OBJECT csrc/cuda/kernels.cu csrc/cuda/monitored.cu csrc/cuda/reduce.cu)
 target_include_directories(gdfast_cuda PRIVATE ${PROJECT_SOURCE_DIR}/csrc ${GDFAST_GENERATED_DIR})
 set_target_properties(gdfast_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON)
 # No FMA contraction (as on the CPU): the GPU then computes bit-identical results.

@@ -15,7 +15,8 @@ after this update (accepted, and ignored, by the rules that keep no count, such 
 Rules with per-parameter scalar states (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``) take
 their current values as keywords and return a dict of the values after the step; every other op
 returns None. With ``monitor=True`` an op returns a dict with ``grad_norm``, ``update_norm`` and
-``param_norm`` too, summed in the step's own pass (CPU arrays only). The classes' pair
+``param_norm`` too, summed in the step's own pass (on CUDA: float32/float64 arrays, and the
+call waits for the sums). The classes' pair
 arguments are accepted as well as the two hyperparameters they hold: ``betas=(0.9, 0.999)``
 for ``beta1``/``beta2`` (Rprop: ``etas``, ``step_sizes``).
 
@@ -30,14 +31,17 @@ scale to unscale there instead of in a separate pass over the gradients. ``found
 number or 1-element tensor) skips the step when nonzero, after checking every argument as a
 step would. ``max_grad_norm`` (default None) clips the gradients by their global L2 norm over
 the call's list, as ``torch.nn.utils.clip_grad_norm_`` would before the step: one pass reads
-the gradients for the norm, and the clip factor is folded into the update (CPU arrays only).
+the gradients for the norm, and the clip factor is folded into the update (on CUDA the norm
+is read back to the host, as is a device ``grad_scale``).
 ``max_grad_value`` (default None) clamps each gradient to [-max_grad_value, max_grad_value]
 as the kernel loads it, as ``torch.nn.utils.clip_grad_value_`` would before the step (CPU
 arrays only; not with ``max_grad_norm``).
 
 CUDA tensors (builds with CUDA kernels) run on their framework's current stream; there
 ``grad_scale``, ``found_inf``, ``lr`` and ``step`` may be 1-element float32 tensors on the
-device, read by the kernel itself (no host synchronisation; capturable in a CUDA graph).
+device, read by the kernel itself (no host synchronisation; capturable in a CUDA graph). Three
+things synchronise: ``max_grad_norm`` (the norm, and a device ``grad_scale``, are read back),
+``monitor=True`` (the sums come back) and LAMB (its tensors' sums; it takes numbers only).
 """
 
 from __future__ import annotations
@@ -202,7 +206,7 @@ def _make_op(rule: Rule) -> Callable[..., Optional[Dict[str, float]]]:
     # A skipped step (found_inf) accepts exactly what a taken one would: all checked, none run.
     body.append(f"    if skip:\n        _check_arrays({arguments})\n"
                 f"        return _skipped_norms({skipped}) if monitor else {skipped}")
-    body.append("    unscale = grad_scale")
+    body.append("    unscale = grad_scale if scalars is None or scalars[0] is None else scalars[0]")
     body.append(f"    if max_grad_norm is not None:\n"
                 f"        grad_scale, scalars = _clip({rule.inputs[0]}, max_grad_norm, grad_scale,"
                 f" scalars)")

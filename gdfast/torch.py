@@ -306,7 +306,8 @@ class Optimizer(StepPath, torch.optim.Optimizer):
                                "clone them first")
         found_inf = getattr(self, "found_inf", None)
         grad_scale = getattr(self, "grad_scale", None)
-        if found_inf is None or found_inf.device.type == "cpu":
+        # (a two-pass rule makes its factors on the host: AMP's values are read back for it)
+        if found_inf is None or found_inf.device.type == "cpu" or self._ctor.rule.tensor_sums:
             amp: Dict[str, Any] = {"grad_scale": 1.0 if grad_scale is None else float(grad_scale)}
             if found_inf is not None and float(found_inf) != 0.0:
                 # An AMP step with inf/nan gradients: skipped, counts unchanged, but checked

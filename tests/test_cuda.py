@@ -5,6 +5,8 @@ results must equal the CPU kernels bit for bit."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -347,7 +349,8 @@ def test_cupy_param_with_torch_states():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_two_pass_rules_on_cuda(dtype):
     """LAMB over a list of tensors (chunk edges, an empty one, a partial last chunk), clipped
-    by the global norm, through the op and the torch class: bitwise the CPU's. Narrow arrays and
+    by the global norm, through the op and the torch class (with AMP's device grad_scale and
+    found_inf): bitwise the CPU's. Narrow arrays and
     device scalars are refused by name, with nothing written."""
     import gdfast.torch as gt
 
@@ -371,7 +374,9 @@ def test_two_pass_rules_on_cuda(dtype):
         opt = gt.Lamb(params, lr=1e-2, weight_decay=0.01, pre_norm=True, max_grad_norm=0.5)
         for step in range(3):
             for p, g in zip(params, host[1]):
-                p.grad = (g * (step + 1)).to(where)
+                p.grad = (g * (step + 1) * 4.0).to(where)
+            opt.grad_scale = torch.full((1,), 4.0, device=where)  # (as GradScaler sets them:
+            opt.found_inf = torch.zeros(1, device=where)  # read back for LAMB on CUDA)
             opt.step()
         runs.append((params, opt))
     (cpu_params, cpu_opt), (gpu_params, gpu_opt) = runs
@@ -570,6 +575,98 @@ def test_torch_class_clipping_on_cuda(per_group, dtype):
             ref.step()
         for a, b in zip(twins, gpu_p):
             torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+
+
+MONITOR_NAMES = ("grad_norm", "update_norm", "param_norm")
+
+
+def _monitored_steps(rule_name, arrays, hyper, steps):
+    """``steps`` monitored calls of gdfast.ops.<rule>_ on lists (param, grad, *inputs,
+    *states), scalar states carried; the norms of each call."""
+    rule = RULES[rule_name]
+    op = getattr(gdfast.ops, rule_name + "_")
+    p, g, *rest = arrays
+    named = dict(zip(_extra_inputs(rule_name) + rule.used_states(hyper), rest))
+    scalars, norms = {}, []
+    for step in range(1, steps + 1):
+        out = op(p, g, **named, step=step, **hyper, **scalars, monitor=True)
+        norms.append({k: out[k] for k in MONITOR_NAMES})
+        scalars = {k: v for k, v in out.items() if k not in MONITOR_NAMES}
+    return norms
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_monitoring_bitwise_equals_cpu(config, dtype):
+    """monitor=True on CUDA: every rule (LAMB's two passes too), the norms bitwise the CPU's
+    (the same chunked sums) and the arrays as unmonitored steps leave them."""
+    rule_name, hyper = CONFIGS[config]
+    rng = np.random.default_rng(8)
+    sizes = [16_385, 0, 1, 40_001]
+    inputs = 2 + len(_extra_inputs(rule_name))
+    host = [[rng.standard_normal(n).astype(dtype) for n in sizes] for _ in range(inputs)]
+    host += [[np.abs(rng.standard_normal(n)).astype(dtype) for n in sizes]
+             for _ in range(_used_states(rule_name, hyper))]
+    device = [[torch.from_numpy(a.copy()).cuda() for a in arrays] for arrays in host]
+    plain = [[torch.from_numpy(a.copy()).cuda() for a in arrays] for arrays in host]
+    expected = _monitored_steps(rule_name, host, hyper, 2)
+    for ours, theirs in zip(_monitored_steps(rule_name, device, hyper, 2), expected):
+        for name in MONITOR_NAMES:  # (a NaN need only be a NaN)
+            both_nan = math.isnan(ours[name]) and math.isnan(theirs[name])
+            assert ours[name] == theirs[name] or both_nan, name
+    for t in range(len(sizes)):  # (unmonitored, a tensor a call: the same arrays)
+        _steps(rule_name, [arrays[t] for arrays in plain], hyper, 2)
+    torch.cuda.synchronize()
+    for k, (h, d, q) in enumerate(zip(host, device, plain)):
+        for t in range(len(sizes)):
+            _assert_same_bits(torch.from_numpy(h[t]), d[t].cpu(), f"array {k}[{t}]")
+            _assert_same_bits(q[t].cpu(), d[t].cpu(), f"unmonitored {k}[{t}]")
+
+
+@needs_gpu
+def test_monitoring_on_cuda_with_amp_and_in_the_classes():
+    """A device found_inf that skips the step: nothing written, the norms of what was read
+    (update 0). A device grad_scale unscales the gradients' norm. The torch classes'
+    last_norms bitwise their CPU run's. Narrow arrays are refused by name."""
+    import gdfast.torch as gt
+
+    gen = torch.Generator().manual_seed(6)
+    p = torch.randn(50_000, generator=gen).cuda()
+    g = torch.randn(50_000, generator=gen).cuda() * 64.0
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    before = p.clone()
+    scale = torch.full((1,), 64.0, device="cuda")
+    out = gdfast.ops.adam_(p, g, m, v, step=1, grad_scale=scale, monitor=True,
+                           found_inf=torch.ones(1, device="cuda"))
+    assert torch.equal(p, before) and not m.any()
+    # (global_norm sums in another fixed order than the step's: the last bits may differ)
+    assert out["update_norm"] == 0.0
+    assert math.isclose(out["grad_norm"], gdfast.global_norm(g) / 64.0, rel_tol=1e-12)
+    assert math.isclose(out["param_norm"], gdfast.global_norm(p), rel_tol=1e-12)
+    out = gdfast.ops.adam_(p, g, m, v, step=1, grad_scale=scale, monitor=True,
+                           found_inf=torch.zeros(1, device="cuda"))
+    host = [x.cpu() for x in (before, g, torch.zeros_like(m), torch.zeros_like(v))]
+    assert gdfast.ops.adam_(*host, step=1, grad_scale=64.0, monitor=True) == out
+    _assert_same_bits(host[0], p.cpu())
+
+    last = []
+    for where in ("cpu", "cuda"):
+        params = [torch.nn.Parameter(x.clone().to(where)) for x in _clip_arrays()[0]]
+        opt = gt.AdamW(params, lr=1e-2, monitor=True)
+        for step in range(2):
+            for q, grad in zip(params, _clip_arrays()[1]):
+                q.grad = (grad * 8.0).to(where)
+            opt.grad_scale = torch.full((1,), 8.0, device=where)
+            opt.found_inf = torch.zeros(1, device=where)
+            opt.step()
+        last.append(opt.last_norms)
+    assert last[0] == last[1] and last[0]["update_norm"] > 0
+
+    q, gq = torch.ones(8, device="cuda", dtype=torch.bfloat16), torch.ones(8, device="cuda")
+    with pytest.raises(ValueError, match=r"monitor: on CUDA, float32 or float64 arrays only"):
+        gdfast.ops.sgd_(q, gq.bfloat16(), step=1, lr=0.1, monitor=True)
+    assert torch.equal(q, torch.ones(8, device="cuda", dtype=torch.bfloat16))
 
 
 @needs_gpu

@@ -183,10 +183,10 @@ double* to_monitor(py::handle hyper, std::size_t num_fields, const TensorBatch& 
   if (static_cast<std::size_t>(PyTuple_GET_SIZE(hyper.ptr())) != num_fields + 4) return nullptr;
   const py::handle given = PyTuple_GET_ITEM(hyper.ptr(), num_fields + 3);
   if (given.is_none()) return nullptr;
-  if (batch.on_cuda()) {
+  if (batch.on_cuda() && batch.storage() != nullptr) {
     throw py::value_error(prefix +
-                          "monitor: CPU arrays only (the CUDA kernels have no "
-                          "reductions yet)");
+                          "monitor: on CUDA, float32 or float64 arrays only (not narrow "
+                          "params, grads or states, a master copy or 8-bit states)");
   }
   if (!py::isinstance<py::array_t<double>>(given)) {
     throw py::type_error("monitor: expected a float64 NumPy array of 3 sums");

@@ -173,15 +173,15 @@ class CheckedCall {
     {
       py::gil_scoped_release release;
       for (const Entry& e : entries_) {
+        StepArgs args = e.batch->step_args();
+        args.monitor = e.monitor;
         if (e.batch->on_cuda()) {
 #if defined(GDFAST_HAVE_CUDA)
-          cuda::run_step<Rule>(e.hyper, e.batch->dtype(), e.batch->step_args(), e.scalars.values,
+          cuda::run_step<Rule>(e.hyper, e.batch->dtype(), args, e.scalars.values,
                                e.batch->device_id(), stream_handle);
 #endif
         } else {
-          StepArgs args = e.batch->step_args();
           args.grad_bound = e.grad_bound;
-          args.monitor = e.monitor;
           cpu::run_step<Rule>(e.hyper, e.batch->dtype(), args, repeats);
         }
       }
@@ -258,12 +258,14 @@ class CheckedCall {
       const std::string name = prefix + Rule::kName;
       const Storage* storage = batch->storage();
       if (batch->on_cuda() && storage != nullptr) {
-        throw py::value_error(name + ": on CUDA, float32 or float64 arrays only (narrow params, "
-                                     "grads or a master copy: CPU arrays only)");
+        throw py::value_error(name +
+                              ": on CUDA, float32 or float64 arrays only (narrow params, "
+                              "grads or a master copy: CPU arrays only)");
       }
       if (batch->on_cuda() && scalars.any()) {  // (its factors are made on the host)
-        throw py::value_error(name + ": on CUDA, grad_scale, found_inf, lr and step must be "
-                                     "numbers, not device tensors");
+        throw py::value_error(name +
+                              ": on CUDA, grad_scale, found_inf, lr and step must be "
+                              "numbers, not device tensors");
       }
       // (its second pass reads the moments the first stored: narrowed, they would not be the
       // float32 values the tensors' sums were taken of)

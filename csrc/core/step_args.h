@@ -54,8 +54,9 @@ struct StepArgs {
   double grad_bound = std::numeric_limits<double>::infinity();
   // Monitoring: when set, the step adds to monitor[0..2] the sums of squares of the gradients
   // (as clamped by grad_bound, before any factor), of the updates (new param - old) and of the
-  // new params, each summed in fixed chunks (kReduceChunk) combined in index
-  // order: bitwise the same for any thread count and ISA level (CPU only).
+  // new params, each summed in fixed chunks (kReduceChunk) combined in index order: bitwise the
+  // same for any thread count, ISA level and device (a host array; on CUDA, float32/float64
+  // arrays, and the step waits for its stream).
   double* monitor = nullptr;
   // Set by the dispatcher for the kernels that sum whole chunks (monitoring, a two-pass rule's
   // first pass): per tensor its first chunk's index (num_tensors + 1 entries), and the sums of

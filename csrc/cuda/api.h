@@ -38,7 +38,9 @@ void sum_squares(const StepArgs& args, Dtype type, double* out, int device, std:
 
 // One step over the tensor list on `device`, launched on `stream` (a cudaStream_t; the DLPack
 // values 1 and 2 are the legacy and per-thread default streams, as in CUDA itself). Launches
-// one kernel per ~600 tensors; never synchronises. Throws std::runtime_error on CUDA errors.
+// one kernel per ~600 tensors; never synchronises, except for a two-pass rule (LAMB: its
+// tensors' sums) and a monitored step (args.monitor, a host array). Throws std::runtime_error
+// on CUDA errors.
 #define GDFAST_OPTIMIZER(Rule, header)                                                 \
   void step_##Rule(const optim::Rule::Hyper& hyper, Dtype dtype, const StepArgs& args, \
                    const DeviceScalars& scalars, int device, std::uintptr_t stream);

@@ -135,4 +135,15 @@ class ChunkSums {
   double* device_ = nullptr;
 };
 
+// Column `column` of every tensor's sums (ChunkSums::tensor_sums, `stride` a tensor), added in
+// tensor order from 0, as cpu/dispatch.cpp's tensors_total adds them.
+inline double tensors_total(const std::vector<double>& tensor_sums, int stride, int column) {
+  double total = 0.0;
+  for (std::size_t i = static_cast<std::size_t>(column); i < tensor_sums.size();
+       i += static_cast<std::size_t>(stride)) {
+    total += tensor_sums[i];
+  }
+  return total;
+}
+
 }  // namespace gdfast::cuda

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "cuda/monitored_steps.h"
 #include "cuda/multi_tensor.cuh"
 #include "cuda/quantized.cuh"
 #include "cuda/stored.cuh"
@@ -55,8 +56,8 @@ void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
   const unsigned flags = Rule::flags(hyper);
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   if constexpr (optim::kTwoPass<Rule>) {
-    if (args.storage != nullptr || scalars.grad_scale != nullptr ||
-        scalars.found_inf != nullptr || scalars.lr != nullptr || scalars.step != nullptr) {
+    if (args.storage != nullptr || scalars.grad_scale != nullptr || scalars.found_inf != nullptr ||
+        scalars.lr != nullptr || scalars.step != nullptr) {
       // (the bindings refuse these calls first, naming the argument)
       throw std::invalid_argument(std::string(Rule::kName) +
                                   " on CUDA: float32/float64 arrays and host scalars only");
@@ -66,6 +67,11 @@ void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
     } else {
       pick_two_pass<Rule, double>(flags, all_flags)(hyper, args, s);
     }
+  } else if (args.monitor != nullptr) {
+    if (args.storage != nullptr) {  // (the bindings refuse these calls first)
+      throw std::invalid_argument("monitor on CUDA: float32/float64 arrays only");
+    }
+    monitored_step<Rule>(hyper, dtype, args, scalars, s);
   } else if (args.storage != nullptr && args.storage->any_quantized) {  // 8-bit states
     pick_quantized<Rule>(flags, all_flags)(hyper, args, scalars, s);
   } else if (args.storage != nullptr) {  // narrow arrays or a master copy: float32 math

@@ -108,11 +108,20 @@ void sum_squares(const StepArgs& args, Dtype type, double* out, int device,
   const ChunkSums sums(args, 1, stream);
   if (sums.chunks() > 0) {
     switch (type) {
-      case Dtype::kFloat32: launch_sums<Dtype::kFloat32>(args, sums.device(), stream); break;
-      case Dtype::kFloat64: launch_sums<Dtype::kFloat64>(args, sums.device(), stream); break;
-      case Dtype::kBfloat16: launch_sums<Dtype::kBfloat16>(args, sums.device(), stream); break;
-      case Dtype::kFloat16: launch_sums<Dtype::kFloat16>(args, sums.device(), stream); break;
-      case Dtype::kUint8: throw std::invalid_argument("sum_squares: not of uint8 codes");
+      case Dtype::kFloat32:
+        launch_sums<Dtype::kFloat32>(args, sums.device(), stream);
+        break;
+      case Dtype::kFloat64:
+        launch_sums<Dtype::kFloat64>(args, sums.device(), stream);
+        break;
+      case Dtype::kBfloat16:
+        launch_sums<Dtype::kBfloat16>(args, sums.device(), stream);
+        break;
+      case Dtype::kFloat16:
+        launch_sums<Dtype::kFloat16>(args, sums.device(), stream);
+        break;
+      case Dtype::kUint8:
+        throw std::invalid_argument("sum_squares: not of uint8 codes");
     }
   }
   const std::vector<double> tensor_sums = sums.tensor_sums();
