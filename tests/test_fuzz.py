@@ -59,7 +59,7 @@ ITERATIONS = 6000
 # which fail only on the Python route (found_inf given, or a CUDA build), too rare in one run
 # to be sure of a failure.
 _DEVICE_ROUTE = ("with found_inf given (and on every call of a CUDA build), gdfast/_device.py "
-                 "_on_cuda calls param's __dlpack_device__() unguarded")
+                 "on_cuda calls param's __dlpack_device__() unguarded")
 _SCALAR_STATES = ("nadam_(mu_product=), asgd_(eta=, mu=) take any value float() takes "
                   "(rule_binding.cpp to_real; no range), where the hyperparameters refuse it")
 KNOWN_OPEN: Dict[str, str] = {}
