@@ -2,10 +2,10 @@
 # The GPU session's one script (issue 16; a GPU machine is lent only now and then): builds
 # gdfast with its CUDA kernels for the card it finds (or takes the package
 # tools/gpu_prebuild.sh built, if the call carries .gpu-prebuilt: no build minutes then), runs
-# the CUDA tests, the CUDA benchmark, the host's and the kernels' times per step and, time
-# allowing, the whole suite against that build. Logs go to $OUT (what the device tool brings
-# back) or ./gpu-out. Needs torch with CUDA, CuPy, pybind11, scikit-build-core, cmake, ninja
-# and nvcc already installed: it fetches nothing.
+# the CUDA tests, the CUDA benchmark, the host's and the kernels' times per step, what the
+# reductions cost and, time allowing, the whole suite against that build. Logs go to $OUT
+# (what the device tool brings back) or ./gpu-out. Needs torch with CUDA, CuPy, pybind11,
+# scikit-build-core, cmake, ninja and nvcc already installed: it fetches nothing.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 out="${OUT:-$PWD/gpu-out}"
@@ -46,6 +46,7 @@ python3 -P bench/report.py "$out/cuda-bench.json" | tee "$out/cuda-bench.txt"
 echo "bench/bench_cuda.py: $((SECONDS - phase)) s"
 timeout 60 python3 -P tools/gpu_host_time.py 2>&1 | tee "$out/host_time.txt" | head -40
 timeout 120 python3 -P tools/gpu_kernel_time.py 2>&1 | tee "$out/kernel_time.txt"
+timeout 100 python3 -P tools/gpu_reduce_time.py 2>&1 | tee "$out/reduce_time.txt"
 
 if [ -n "${GPU_FULL_SUITE:-}" ]; then
   phase=$SECONDS

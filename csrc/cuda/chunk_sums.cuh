@@ -20,12 +20,17 @@ namespace gdfast::cuda {
 constexpr int kSumAccumulators = 16;
 constexpr int kSumPiece = 1024;  // elements a block steps between two rounds of adding
 
-// Block-wide, in a block of kThreads over a chunk of n elements: element(i, values) steps
-// element i of the chunk and sets the kSums values whose squares are summed;
-// out[0 .. kSums) gets the chunk's sums (thread 0 writes them).
-template <int kSums, class T, class Element>
-__device__ __forceinline__ void step_and_sum_chunk(index_t n, Element&& element, double* out) {
+// Block-wide, in a block of kThreads over a chunk of n elements: load(i) reads element i of
+// the chunk's arrays, finish(loaded, i, values) steps it, stores it and sets the kSums values
+// whose squares are summed; out[0 .. kSums) gets the chunk's sums (thread 0 writes them). Each
+// thread loads all its elements of a piece before it stores any, so that their loads are in
+// flight together (stores to one array could alias loads of another, for all the compiler
+// knows: it would not reorder them itself).
+template <int kSums, class T, class Load, class Finish>
+__device__ __forceinline__ void step_and_sum_chunk(index_t n, Load&& load, Finish&& finish,
+                                                   double* out) {
   static_assert(kSums * kSumAccumulators <= kThreads, "a thread per accumulator");
+  constexpr int kPerThread = kSumPiece / kThreads;
   __shared__ T values[kSums][kSumPiece];
   __shared__ double totals[kSums][kSumAccumulators];
   const int sum = static_cast<int>(threadIdx.x) / kSumAccumulators;
@@ -33,9 +38,16 @@ __device__ __forceinline__ void step_and_sum_chunk(index_t n, Element&& element,
   double acc = 0.0;
   for (index_t base = 0; base < n; base += kSumPiece) {
     const int count = static_cast<int>(n - base < kSumPiece ? n - base : kSumPiece);
-    for (int k = static_cast<int>(threadIdx.x); k < count; k += kThreads) {
+    decltype(load(base)) loaded[kPerThread];
+    for (int u = 0; u < kPerThread; ++u) {
+      const int k = static_cast<int>(threadIdx.x) + u * kThreads;
+      if (k < count) loaded[u] = load(base + k);
+    }
+    for (int u = 0; u < kPerThread; ++u) {
+      const int k = static_cast<int>(threadIdx.x) + u * kThreads;
+      if (k >= count) break;
       T v[kSums];
-      element(base + k, v);
+      finish(loaded[u], base + k, v);
       for (int s = 0; s < kSums; ++s) values[s][k] = v[s];
     }
     __syncthreads();

@@ -25,14 +25,12 @@ __global__ void __launch_bounds__(kThreads)
   const auto coef = Rule::template coef<T>(hyper);
   const BlockChunk chunk = block_chunk(table);
   T* ptr[kArrays];
-  for (int k = 0; k < kArrays; ++k) {
-    ptr[k] = static_cast<T*>(table.arrays[chunk.tensor][k]) + chunk.begin;
-  }
+  chunk_arrays(table, chunk, ptr);
   using R = optim::Registers<Rule, kFlags, T>;
   step_and_sum_chunk<kMonitorSums, T>(
       chunk.end - chunk.begin,
-      [&](index_t i, T(&summed)[kMonitorSums]) {
-        R r = R::load([&](int slot) { return ptr[slot][i]; });
+      [&](index_t i) { return R::load([&](int slot) { return ptr[slot][i]; }); },
+      [&](R& r, index_t i, T(&summed)[kMonitorSums]) {
         const T before = r.param;
         if (stepping) {
           r.update(coef);

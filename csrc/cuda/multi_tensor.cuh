@@ -94,6 +94,15 @@ __device__ __forceinline__ BlockChunk block_chunk(const Table& table) {
   return {lo, begin, begin + (remaining < table.chunk ? remaining : table.chunk)};
 }
 
+// The arrays of a block's chunk (for the loops that take them one element at a time).
+template <class T, int kArrays, class Table>
+__device__ __forceinline__ void chunk_arrays(const Table& table, const BlockChunk& chunk,
+                                             T* (&ptr)[kArrays]) {
+  for (int k = 0; k < kArrays; ++k) {
+    ptr[k] = static_cast<T*>(table.arrays[chunk.tensor][k]) + chunk.begin;
+  }
+}
+
 template <class T>
 struct alignas(16) Pack {
   T v[vec_width<T>()];

@@ -33,13 +33,20 @@ struct FactorTable {
   index_t chunk;
 };
 
-// The arrays of a block's chunk: param, grad, then the states.
-template <class T, int kArrays, class Table>
-__device__ __forceinline__ void chunk_arrays(const Table& table, const BlockChunk& chunk,
-                                             T* (&ptr)[kArrays]) {
-  for (int k = 0; k < kArrays; ++k) {
-    ptr[k] = static_cast<T*>(table.arrays[chunk.tensor][k]) + chunk.begin;
-  }
+// What the passes read of an element: its param, gradient (pass 1) and states.
+template <class T, int kStates>
+struct Loaded {
+  T param, grad, state[kStates];
+};
+
+template <class T, int kArrays>
+__device__ __forceinline__ Loaded<T, kArrays - 2> load_element(T* const (&ptr)[kArrays], index_t i,
+                                                               bool grad) {
+  Loaded<T, kArrays - 2> x;
+  x.param = ptr[0][i];
+  x.grad = grad ? ptr[1][i] : T(0);
+  for (int k = 0; k < kArrays - 2; ++k) x.state[k] = ptr[2 + k][i];
+  return x;
 }
 
 // Pass 1 over a chunk: the states stored; summed the rule's values, then (kMonitor) the
@@ -48,36 +55,20 @@ template <class Rule, unsigned kFlags, class T, int kArrays, bool kMonitor>
 __global__ void __launch_bounds__(kThreads)
     moments_kernel(const LaunchTable<kArrays> table, const typename Rule::template Coef<T> coef,
                    double* chunk_sums) {
-  constexpr int kStates = kArrays - 2;
   constexpr int kSums = Rule::kTensorSums + kMonitor;
   const BlockChunk chunk = block_chunk(table);
   T* ptr[kArrays];
   chunk_arrays(table, chunk, ptr);
   step_and_sum_chunk<kSums, T>(
-      chunk.end - chunk.begin,
-      [&](index_t i, T(&summed)[kSums]) {
-        T state[kStates];
-        for (int k = 0; k < kStates; ++k) state[k] = ptr[2 + k][i];
-        const T grad = ptr[1][i];
+      chunk.end - chunk.begin, [&](index_t i) { return load_element(ptr, i, true); },
+      [&](Loaded<T, kArrays - 2>& x, index_t i, T(&summed)[kSums]) {
         T rule_sums[Rule::kTensorSums];
-        Rule::template moments<kFlags>(ptr[0][i], grad, state, coef, rule_sums);
+        Rule::template moments<kFlags>(x.param, x.grad, x.state, coef, rule_sums);
         for (int s = 0; s < Rule::kTensorSums; ++s) summed[s] = rule_sums[s];
-        if constexpr (kMonitor) summed[Rule::kTensorSums] = grad;
-        for (int k = 0; k < kStates; ++k) ptr[2 + k][i] = state[k];
+        if constexpr (kMonitor) summed[Rule::kTensorSums] = x.grad;
+        for (int k = 0; k < kArrays - 2; ++k) ptr[2 + k][i] = x.state[k];
       },
       chunk_sums + kSums * blockIdx.x);
-}
-
-// Pass 2 on element i: the new param, stored and returned.
-template <class Rule, unsigned kFlags, class T, int kArrays>
-__device__ __forceinline__ T apply_element(T* const (&ptr)[kArrays], index_t i,
-                                           const typename Rule::template Coef<T>& coef, T factor) {
-  T state[kArrays - 2];
-  for (int k = 0; k < kArrays - 2; ++k) state[k] = ptr[2 + k][i];
-  T p = ptr[0][i];
-  Rule::template apply<kFlags>(p, state, coef, factor);
-  ptr[0][i] = p;
-  return p;
 }
 
 template <class Rule, unsigned kFlags, class T, int kArrays>
@@ -87,8 +78,22 @@ __global__ void __launch_bounds__(kThreads)
   const T factor = static_cast<T>(table.factor[chunk.tensor]);
   T* ptr[kArrays];
   chunk_arrays(table, chunk, ptr);
-  for (index_t i = threadIdx.x; i < chunk.end - chunk.begin; i += kThreads) {
-    apply_element<Rule, kFlags>(ptr, i, coef, factor);
+  // A batch of elements a thread, all loaded before any is stored (as chunk_sums.cuh's loop):
+  // their loads are in flight together.
+  constexpr int kBatch = 4;
+  const index_t n = chunk.end - chunk.begin;
+  for (index_t base = 0; base < n; base += index_t{kThreads} * kBatch) {
+    Loaded<T, kArrays - 2> x[kBatch];
+    for (int u = 0; u < kBatch; ++u) {
+      const index_t i = base + threadIdx.x + u * kThreads;
+      if (i < n) x[u] = load_element(ptr, i, false);
+    }
+    for (int u = 0; u < kBatch; ++u) {
+      const index_t i = base + threadIdx.x + u * kThreads;
+      if (i >= n) break;
+      Rule::template apply<kFlags>(x[u].param, x[u].state, coef, factor);
+      ptr[0][i] = x[u].param;
+    }
   }
 }
 
@@ -102,11 +107,13 @@ __global__ void __launch_bounds__(kThreads)
   T* ptr[kArrays];
   chunk_arrays(table, chunk, ptr);
   step_and_sum_chunk<2, T>(
-      chunk.end - chunk.begin,
-      [&](index_t i, T(&summed)[2]) {
-        const T before = ptr[0][i];
-        summed[1] = apply_element<Rule, kFlags>(ptr, i, coef, factor);
-        summed[0] = summed[1] - before;
+      chunk.end - chunk.begin, [&](index_t i) { return load_element(ptr, i, false); },
+      [&](Loaded<T, kArrays - 2>& x, index_t i, T(&summed)[2]) {
+        const T before = x.param;
+        Rule::template apply<kFlags>(x.param, x.state, coef, factor);
+        ptr[0][i] = x.param;
+        summed[0] = x.param - before;
+        summed[1] = x.param;
       },
       chunk_sums + 2 * blockIdx.x);
 }
