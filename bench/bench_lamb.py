@@ -65,7 +65,8 @@ def test_lamb(benchmark: Any, impl: str) -> None:
 
 def storage_steps(n: int) -> Dict[str, Callable[[], None]]:
     """gdfast.ops.lamb_ on float32 arrays, on bfloat16 params and grads with float32 states,
-    and with a float32 master copy too; the bytes each moves per element in its name."""
+    with a float32 master copy too, and with bfloat16 states; the bytes each moves per element
+    in its name."""
     ml_dtypes = pytest.importorskip("ml_dtypes")
     rng = np.random.default_rng(0)
     param, grad = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
@@ -74,12 +75,16 @@ def storage_steps(n: int) -> Dict[str, Callable[[], None]]:
                                                grad.astype(ml_dtypes.bfloat16), None),
                "bf16 + f32 master (40 B)": (param.astype(ml_dtypes.bfloat16),
                                             grad.astype(ml_dtypes.bfloat16), param.copy())}
+    bf16 = ml_dtypes.bfloat16
 
-    def step(p: np.ndarray, g: np.ndarray, master: Any) -> Callable[[], None]:
-        m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    def step(p: np.ndarray, g: np.ndarray, master: Any, states: Any = np.float32
+             ) -> Callable[[], None]:
+        m, v = np.zeros(n, states), np.zeros(n, states)
         return lambda: gdfast.ops.lamb_(p, g, m, v, step=1, master_param=master, **HYPER)
 
-    return {name: step(*arrays) for name, arrays in layouts.items()}
+    steps = {name: step(*arrays) for name, arrays in layouts.items()}
+    steps["bf16 p+g+states (20 B)"] = step(param.astype(bf16), grad.astype(bf16), None, bf16)
+    return steps
 
 
 def main() -> None:

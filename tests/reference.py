@@ -476,14 +476,20 @@ def lamb_same_order(p: np.ndarray, g: np.ndarray, s: Arrays, *, step: int, lr: f
                     fixed_decay: bool = False, rectify: bool = False,
                     degenerated_to_sgd: bool = False, n_sma_threshold: float = 5.0,
                     grad_averaging: bool = True, adam: bool = False, maximize: bool = False,
-                    grad_scale: float = 1.0) -> None:
+                    grad_scale: float = 1.0,
+                    stored: Optional[Callable[[str, np.ndarray], np.ndarray]] = None) -> None:
     """csrc/optim/lamb.h: pass 1 (the moments; the sums of squares of the decayed p and of d,
-    or of p - s d with rectify), the factor s * trust in double, pass 2."""
+    or of p - s d with rectify), the factor s * trust in double, pass 2. ``stored(name, x)``:
+    a moment as its storage holds it (narrow states: rounded, widened back), which the sums
+    and pass 2 then read."""
     T = p.dtype.type
     m, v = s["exp_avg"], s["exp_avg_sq"]
     g = _grad_factor(g, maximize, grad_scale)
     m[...] = m * T(beta1) + g * T(1.0 - beta1 if grad_averaging else 1.0)
     v[...] = v * T(beta2) + g * g * T(1.0 - beta2)
+    if stored is not None:
+        m[...] = stored("exp_avg", m)
+        v[...] = stored("exp_avg_sq", v)
     size, adaptive = lr, True
     if rectify:
         n_sma_max = 2.0 / (1.0 - beta2) - 1.0

@@ -1309,15 +1309,14 @@ SGD = {"fp32": (12, 0), "bf16": (6, 0), "bf16-sr": (6, 0), "bf16-fp32-states": (
 NARROW_MODES = [m for m in ADAMW if m != "fp32"]
 
 
-def test_lamb_rows_in_the_modes_with_float32_states(
-        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lamb_rows_in_every_mode(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """LAMB's two passes move 3 param + grad + 3 x 2 states bytes per element (a master: read
-    in pass 1, read and written in pass 2, the param written); its gate passes in each mode it
-    takes, and the modes with narrow states are skipped with the reason."""
+    in pass 1, read and written in pass 2, the param written); its gate passes in each mode,
+    narrow states included."""
     pytest.importorskip("ml_dtypes")
-    modes = {"bf16-fp32-states": 32, "bf16-master": 40, "fp16-master": 40}
-    argv = TINY + ["--optimizers", "lamb", "--impls", "gdfast",
-                   "--precisions", ",".join([*modes, "bf16"])]
+    modes = {"bf16-fp32-states": 32, "bf16-master": 40, "fp16-master": 40, "bf16": 20,
+             "fp32-bf16-states": 28, "bf16-sr": 20}
+    argv = TINY + ["--optimizers", "lamb", "--impls", "gdfast", "--precisions", ",".join(modes)]
     code, doc, _ = run_json(argv, tmp_path, capsys)
     assert code == 0
     gd = {r["precision"]: r for r in rows_of(doc, optimizer="lamb", implementation="gdfast")}
@@ -1325,8 +1324,6 @@ def test_lamb_rows_in_the_modes_with_float32_states(
         assert gd[mode]["status"] == "ok", gd[mode]["message"]
         assert gd[mode]["bytes_per_elem"] == moved
         assert 0 <= gd[mode]["gate_worst"] <= 1
-    assert gd["bf16"]["status"] == "skipped"
-    assert gd["bf16"]["message"] == "gdfast's lamb keeps float32 states only (for now)"
 
 
 def test_parse_precisions() -> None:
@@ -1441,15 +1438,6 @@ def test_the_gate_in_narrow_modes_passes_gdfast_and_fails_a_wrong_learning_rate(
                     assert verdict.ok and verdict.worst < 0.8, (case.name, verdict.message)
                 else:  # measured: at least 1.31 (bf16, RAdam, lr / 2)
                     assert not verdict.ok and verdict.worst > 1.0, (case.name, factor)
-
-
-def test_two_pass_rules_refuse_narrow_states() -> None:
-    gdfast_impl = {i.name: i for i in registry()}["gdfast"]
-    for mode in ("bf16", "fp32-bf16-states"):
-        assert gdfast_impl.supports(CASES["lamb"], PRECISIONS[mode]) == (
-            "gdfast's lamb keeps float32 states only (for now)")
-    for mode in ("fp32", "fp64", "bf16-fp32-states", "bf16-master"):
-        assert gdfast_impl.supports(CASES["lamb"], PRECISIONS[mode]) is None
 
 
 def test_a_param_that_is_not_its_master_rounded_fails_the_gate() -> None:

@@ -15,9 +15,10 @@
 //
 // Two passes, since the trust ratio needs all of a tensor's elements before any of its params
 // is written: pass 1 (moments) updates m and v and sums the squares of p and of u's argument
-// per tensor (the kernels' chunked, deterministic sums); the host makes each tensor's factor
-// s * trust (tensor_factor); pass 2 (apply) computes d again from the stored m and v (the same
-// operations on the same values: the same bits) and writes p.
+// per tensor (the kernels' chunked, deterministic sums), computed from m and v as stored
+// (narrow states: rounded, then widened); the host makes each tensor's factor s * trust
+// (tensor_factor); pass 2 (apply) computes d again from the stored m and v (the same operations
+// on the same values: the same bits) and writes p.
 #pragma once
 
 #include <cmath>
@@ -132,18 +133,27 @@ struct Lamb {
     return lane_where(lane_gt(V(c.l2), V(T(0))), d + p * c.weight_decay, d);
   }
 
-  // Pass 1: the moments, and the two values whose squares are summed per tensor.
+  // Pass 1, in two parts: the moments, then (from the moments as stored, which pass 2 reads
+  // back) the two values whose squares are summed per tensor.
   template <unsigned F, class V, class T>
-  GDFAST_HD static void moments(V p, V g, V* state, const Coef<T>& c, V (&summed)[kTensorSums]) {
+  GDFAST_HD static void update_moments(V g, V* state, const Coef<T>& c) {
     V& m = state[0];
     V& v = state[1];
     g = g * c.grad_factor;  // exact when the factor is +-1
     m = m * c.beta1 + g * c.beta3;
     v = v * c.beta2 + g * g * c.one_minus_beta2;
+  }
+  template <unsigned F, class V, class T>
+  GDFAST_HD static void summed(V p, const V* state, const Coef<T>& c, V (&out)[kTensorSums]) {
     p = p * c.decay_factor;
-    const V d = direction(p, m, v, c);
-    summed[0] = p;
-    summed[1] = lane_where(lane_gt(V(c.rectified), V(T(0))), p + d * c.neg_step, d);
+    const V d = direction(p, state[0], state[1], c);
+    out[0] = p;
+    out[1] = lane_where(lane_gt(V(c.rectified), V(T(0))), p + d * c.neg_step, d);
+  }
+  template <unsigned F, class V, class T>
+  GDFAST_HD static void moments(V p, V g, V* state, const Coef<T>& c, V (&out)[kTensorSums]) {
+    update_moments<F>(g, state, c);
+    summed<F>(p, state, c, out);
   }
 
   // Pass 2: the param, from the moments pass 1 stored and its tensor's factor.

@@ -40,7 +40,9 @@ struct HasStorageRecipes<Rule, std::void_t<decltype(Rule::kStorageRecipes)>>
 
 // Optional declaration `static constexpr int kTensorSums = n;`: the rule's update needs n sums of
 // squares over each whole tensor first (LAMB), so it runs in two passes (cpu/kernels/two_pass.h)
-// with moments(), tensor_factor() and apply() instead of update().
+// with update_moments() and summed() (pass 1: the CPU stores the moments between the two, so a
+// narrow state is summed as stored; moments() is both, for CUDA's float32/float64 arrays),
+// tensor_factor() and apply() instead of update().
 template <class Rule, class = void>
 struct TensorSums : std::integral_constant<int, 0> {};
 template <class Rule>

@@ -247,11 +247,7 @@ class Gdfast(Implementation):
         self.name = label or "gdfast"
 
     def supports(self, case: Case, precision: Any) -> Optional[str]:
-        # every mode is gdfast's (an unknown dtype raises), but a two-pass rule keeps float32
-        # states (its second pass reads the moments its first summed)
-        mode = as_precision(precision)
-        if case.two_pass and mode.state != mode.compute:
-            return f"gdfast's {case.rule.name} keeps float32 states only (for now)"
+        as_precision(precision)  # every mode is gdfast's (an unknown dtype raises)
         return None
 
     def build(self, case: Case, data: Data) -> Runner:

@@ -3,14 +3,16 @@
 // rule names (ChunkSquares: bitwise the same for any lane width and thread split); pass 2 writes
 // the param from the states and its tensor's factor (StepArgs::tensor_factor), which the host
 // makes from the sums in between (cpu/dispatch.h). float32 and float64 arrays, every state used;
-// in a float32 call, bfloat16/float16 params and grads and a float32 master copy of the param too
-// (widened as loaded and narrowed as stored, to nearest or stochastically, as storage.h's loop
-// does: the same places and rounding). The states stay float32 (the bindings refuse others):
-// pass 2 must read the very moments pass 1 summed. Monitoring (StepArgs::monitor): pass 1 sums
-// the gradient too, pass 2 the updates and params. Included only by kernels.cpp.
+// in a float32 call, bfloat16/float16 params, grads and states and a float32 master copy of the
+// param too (widened as loaded and narrowed as stored, to nearest or stochastically, as
+// storage.h's loop does: the same places and rounding). Pass 1 sums from the moments as stored
+// (narrow ones read back), which are the values pass 2 reads; 8-bit states are refused.
+// Monitoring (StepArgs::monitor): pass 1 sums the gradient too, pass 2 the updates and params.
+// Included only by kernels.cpp.
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 
 #include "core/step_args.h"
 #include "cpu/kernel_table.h"
@@ -77,6 +79,7 @@ struct TwoPass {
   struct StoredArrays {
     using X = StoredLanes<Rule, kFlags, AnyRecipe>;
     typename X::Arrays a;
+    bool narrow_states;  // some state is stored narrower than float32
     template <int kSlot>
     GDFAST_INLINE L load(index_t i, index_t count) const {
       const auto at = X::template place<kSlot>(a, i);
@@ -112,8 +115,13 @@ struct TwoPass {
     void* const* tensor = args.arrays + t * args.num_arrays;
     if constexpr (std::is_same_v<T, float>) {
       if (args.storage != nullptr) {
+        bool narrow_states = false;
+        for (int k = 2; k < 2 + kStates; ++k) {
+          narrow_states = narrow_states || args.storage->slot[k] != Dtype::kFloat32;
+        }
         pass(StoredArrays{
-            stored_arrays<Rule, kFlags>(*args.storage, t, tensor, first, args.grad_bound)});
+            stored_arrays<Rule, kFlags>(*args.storage, t, tensor, first, args.grad_bound),
+            narrow_states});
         return;
       }
     }
@@ -147,17 +155,25 @@ struct TwoPass {
           [&](auto k) { x.state[k] = arrays.template load<2 + decltype(k)::value>(i, count); });
       return x;
     }
-    // The lane's moments stored; the values to sum in `summed`: the rule's, then (when there
-    // is room for it: monitoring) the gradient.
+    // The lane's moments stored; the values to sum in `summed`: the rule's, from the moments
+    // as stored (narrow ones read back: rounded as pass 2 will read them), then (when there is
+    // room for it: monitoring) the gradient.
     template <int kAll>
     GDFAST_INLINE void finish(Loaded& x, index_t i, index_t count, const Coef& coef,
                               L (&summed)[kAll]) const {
-      L rule_sums[kSums];
-      Rule::template moments<kFlags>(x.param, x.grad, x.state, coef, rule_sums);
-      for (int s = 0; s < kSums; ++s) summed[s] = rule_sums[s];
-      if constexpr (kAll > kSums) summed[kSums] = x.grad;
+      Rule::template update_moments<kFlags>(x.grad, x.state, coef);
       for_each_state(
           [&](auto k) { arrays.template store<2 + decltype(k)::value>(i, count, x.state[k]); });
+      if constexpr (std::is_same_v<A, StoredArrays>) {
+        if (arrays.narrow_states) {
+          for_each_state(
+              [&](auto k) { x.state[k] = arrays.template load<2 + decltype(k)::value>(i, count); });
+        }
+      }
+      L rule_sums[kSums];
+      Rule::template summed<kFlags>(x.param, x.state, coef, rule_sums);
+      for (int s = 0; s < kSums; ++s) summed[s] = rule_sums[s];
+      if constexpr (kAll > kSums) summed[kSums] = x.grad;
     }
   };
 
