@@ -116,11 +116,10 @@ def clipped_scale(grad_scale: float, norm: float, max_norm: float, float64: bool
 def host_grad_scale(grad_scale: Any) -> float:
     """grad_scale as a host number: a CUDA call's 1-element device tensor is read back (the
     clipping norm is read back anyway), and it must then be a finite number > 0, as a host
-    grad_scale is checked to be; ValueError naming it otherwise."""
-    if not _device.is_tensor(grad_scale):
-        return float(grad_scale)
-    value = float(grad_scale.item())
-    if not 0.0 < value < math.inf:
+    grad_scale is checked to be (_device.as_float: one element, a real number); TypeError or
+    ValueError naming it otherwise."""
+    value = float(_device.as_float("grad_scale", grad_scale))
+    if _device.is_tensor(grad_scale) and not 0.0 < value < math.inf:
         raise ValueError(f"grad_scale: expected a finite number > 0 to clip with, got {value!r}")
     return value
 

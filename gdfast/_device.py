@@ -34,7 +34,7 @@ def is_tensor(x: Any) -> bool:
     return hasattr(x, "__dlpack__")
 
 
-def _as_float(name: str, x: Any) -> Any:
+def as_float(name: str, x: Any) -> Any:
     """A 1-element array or tensor's value; anything else as it is (range-checked later)."""
     if not is_tensor(x):
         return x
@@ -114,7 +114,7 @@ def prepare(param: Any, grad_scale: Any, found_inf: Any, lr: Any,
     if not on_cuda(first_tensor) or skip is SKIP:
         if is_tensor(found_inf):
             raise ValueError("found_inf: a CUDA tensor, but the params are CPU arrays")
-        return (skip, None, None, _as_float("grad_scale", grad_scale), _as_float("lr", lr),
+        return (skip, None, None, as_float("grad_scale", grad_scale), as_float("lr", lr),
                 host_step(step))
     scalars = tuple(x if is_tensor(x) else None for x in (grad_scale, found_inf, lr, step))
     # Device-resident values are not range-checked (that would synchronise): placeholders.

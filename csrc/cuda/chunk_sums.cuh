@@ -147,6 +147,22 @@ class ChunkSums {
   double* device_ = nullptr;
 };
 
+// Launches launch(blocks, out) once per table of the call's tensors (launch_tables fills it,
+// add_tensor as it takes it), a block per chunk of kReduceChunk elements, `out` where the sums
+// of the table's first chunk go (`sums` a chunk); then each tensor's sums, as
+// ChunkSums::tensor_sums gives them (the call waits for the stream).
+template <class Table, class AddTensor, class Launch>
+std::vector<double> sum_chunks(const StepArgs& args, int sums, cudaStream_t stream, Table& table,
+                               AddTensor&& add_tensor, Launch&& launch) {
+  const ChunkSums chunk_sums(args, sums, stream);
+  index_t done = 0;  // chunks summed by the launches before
+  launch_tables(args, kReduceChunk, table, add_tensor, [&](int blocks) {
+    launch(blocks, chunk_sums.device() + done * sums);
+    done += blocks;
+  });
+  return chunk_sums.tensor_sums();
+}
+
 // Column `column` of every tensor's sums (ChunkSums::tensor_sums, `stride` a tensor), added in
 // tensor order from 0, as cpu/dispatch.cpp's tensors_total adds them.
 inline double tensors_total(const std::vector<double>& tensor_sums, int stride, int column) {

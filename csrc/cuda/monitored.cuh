@@ -47,17 +47,13 @@ template <class Rule, unsigned kFlags, class T>
 void launch_monitored(const typename Rule::Hyper& hyper, const StepArgs& args,
                       const DeviceScalars& scalars, cudaStream_t stream) {
   constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
-  const ChunkSums sums(args, kMonitorSums, stream);
   LaunchTable<kArrays> table;
-  index_t done = 0;
-  launch_tables(
-      args, kReduceChunk, table, [](int, index_t) {},
-      [&](int blocks) {
-        monitored_step_kernel<Rule, kFlags, T, kArrays><<<blocks, kThreads, 0, stream>>>(
-            table, hyper, scalars, sums.device() + done * kMonitorSums);
-        done += blocks;
+  const std::vector<double> tensor_sums = sum_chunks(
+      args, kMonitorSums, stream, table, [](int, index_t) {},
+      [&](int blocks, double* out) {
+        monitored_step_kernel<Rule, kFlags, T, kArrays>
+            <<<blocks, kThreads, 0, stream>>>(table, hyper, scalars, out);
       });
-  const std::vector<double> tensor_sums = sums.tensor_sums();
   for (int s = 0; s < kMonitorSums; ++s) {
     args.monitor[s] += tensors_total(tensor_sums, kMonitorSums, s);
   }

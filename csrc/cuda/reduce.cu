@@ -2,7 +2,7 @@
 // block per chunk of kReduceChunk elements, a thread per accumulator of the CPU's order (four
 // streams of 16), each adding its elements in the CPU's order; the 64 then combined as there.
 // The chunks' sums come back to the host, which adds each tensor's in index order as
-// cpu/reduce.cpp does (chunk_sums.cuh's ChunkSums).
+// cpu/reduce.cpp does (chunk_sums.cuh's sum_chunks).
 #include <algorithm>
 #include <stdexcept>
 #include <vector>
@@ -86,16 +86,14 @@ __global__ void __launch_bounds__(kStreams* kAccumulators)
   chunk_sums[blockIdx.x] = total[0];
 }
 
+// Each tensor's sum of squares (the call waits for the stream).
 template <Dtype kType>
-void launch_sums(const StepArgs& args, double* chunk_sums, cudaStream_t stream) {
+std::vector<double> tensor_sums(const StepArgs& args, cudaStream_t stream) {
   ReduceTable table;
-  index_t done = 0;  // chunks summed by the launches before
-  launch_tables(
-      args, kReduceChunk, table, [](int, index_t) {},
-      [&](int blocks) {
-        chunk_sum_squares<kType>
-            <<<blocks, kStreams * kAccumulators, 0, stream>>>(table, chunk_sums + done);
-        done += blocks;
+  return sum_chunks(
+      args, 1, stream, table, [](int, index_t) {},
+      [&](int blocks, double* out) {
+        chunk_sum_squares<kType><<<blocks, kStreams * kAccumulators, 0, stream>>>(table, out);
       });
 }
 
@@ -105,27 +103,24 @@ void sum_squares(const StepArgs& args, Dtype type, double* out, int device,
                  std::uintptr_t stream_handle) {
   const DeviceGuard guard(device);
   const auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
-  const ChunkSums sums(args, 1, stream);
-  if (sums.chunks() > 0) {
-    switch (type) {
-      case Dtype::kFloat32:
-        launch_sums<Dtype::kFloat32>(args, sums.device(), stream);
-        break;
-      case Dtype::kFloat64:
-        launch_sums<Dtype::kFloat64>(args, sums.device(), stream);
-        break;
-      case Dtype::kBfloat16:
-        launch_sums<Dtype::kBfloat16>(args, sums.device(), stream);
-        break;
-      case Dtype::kFloat16:
-        launch_sums<Dtype::kFloat16>(args, sums.device(), stream);
-        break;
-      case Dtype::kUint8:
-        throw std::invalid_argument("sum_squares: not of uint8 codes");
-    }
+  std::vector<double> sums;
+  switch (type) {
+    case Dtype::kFloat32:
+      sums = tensor_sums<Dtype::kFloat32>(args, stream);
+      break;
+    case Dtype::kFloat64:
+      sums = tensor_sums<Dtype::kFloat64>(args, stream);
+      break;
+    case Dtype::kBfloat16:
+      sums = tensor_sums<Dtype::kBfloat16>(args, stream);
+      break;
+    case Dtype::kFloat16:
+      sums = tensor_sums<Dtype::kFloat16>(args, stream);
+      break;
+    case Dtype::kUint8:
+      throw std::invalid_argument("sum_squares: not of uint8 codes");
   }
-  const std::vector<double> tensor_sums = sums.tensor_sums();
-  std::copy(tensor_sums.begin(), tensor_sums.end(), out);
+  std::copy(sums.begin(), sums.end(), out);
 }
 
 }  // namespace gdfast::cuda

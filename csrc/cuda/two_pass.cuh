@@ -125,26 +125,18 @@ void launch_two_pass(const typename Rule::Hyper& hyper, const StepArgs& args, cu
   const bool monitored = args.monitor != nullptr;
   const int stride = kSums + (monitored ? 1 : 0);
   const auto coef = Rule::template coef<T>(hyper);
-  std::vector<double> sums;
-  {
-    const ChunkSums chunk_sums(args, stride, stream);
-    LaunchTable<kArrays> table;
-    index_t done = 0;
-    launch_tables(
-        args, kReduceChunk, table, [](int, index_t) {},
-        [&](int blocks) {
-          double* out = chunk_sums.device() + done * stride;
-          if (monitored) {
-            moments_kernel<Rule, kFlags, T, kArrays, true>
-                <<<blocks, kThreads, 0, stream>>>(table, coef, out);
-          } else {
-            moments_kernel<Rule, kFlags, T, kArrays, false>
-                <<<blocks, kThreads, 0, stream>>>(table, coef, out);
-          }
-          done += blocks;
-        });
-    sums = chunk_sums.tensor_sums();
-  }
+  LaunchTable<kArrays> moments_table;
+  const std::vector<double> sums = sum_chunks(
+      args, stride, stream, moments_table, [](int, index_t) {},
+      [&](int blocks, double* out) {
+        if (monitored) {
+          moments_kernel<Rule, kFlags, T, kArrays, true>
+              <<<blocks, kThreads, 0, stream>>>(moments_table, coef, out);
+        } else {
+          moments_kernel<Rule, kFlags, T, kArrays, false>
+              <<<blocks, kThreads, 0, stream>>>(moments_table, coef, out);
+        }
+      });
   std::vector<double> factors(static_cast<std::size_t>(args.num_tensors));
   for (index_t t = 0; t < args.num_tensors; ++t) {
     double tensor[kSums];
@@ -160,14 +152,11 @@ void launch_two_pass(const typename Rule::Hyper& hyper, const StepArgs& args, cu
     });
     return;
   }
-  const ChunkSums applied(args, 2, stream);
-  index_t done = 0;
-  launch_tables(args, kReduceChunk, table, add_factor, [&](int blocks) {
-    monitored_apply_kernel<Rule, kFlags, T, kArrays>
-        <<<blocks, kThreads, 0, stream>>>(table, coef, applied.device() + done * 2);
-    done += blocks;
-  });
-  const std::vector<double> applied_sums = applied.tensor_sums();
+  const std::vector<double> applied_sums =
+      sum_chunks(args, 2, stream, table, add_factor, [&](int blocks, double* out) {
+        monitored_apply_kernel<Rule, kFlags, T, kArrays>
+            <<<blocks, kThreads, 0, stream>>>(table, coef, out);
+      });
   args.monitor[0] += tensors_total(sums, stride, kSums);  // the gradients
   args.monitor[1] += tensors_total(applied_sums, 2, 0);   // the updates
   args.monitor[2] += tensors_total(applied_sums, 2, 1);   // the new params
