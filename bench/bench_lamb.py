@@ -65,8 +65,8 @@ def test_lamb(benchmark: Any, impl: str) -> None:
 
 def storage_steps(n: int) -> Dict[str, Callable[[], None]]:
     """gdfast.ops.lamb_ on float32 arrays, on bfloat16 params and grads with float32 states,
-    with a float32 master copy too, and with bfloat16 states; the bytes each moves per element
-    in its name."""
+    with a float32 master copy too, with bfloat16 states, and float32 params and grads with
+    8-bit states; the bytes each moves per element in its name."""
     ml_dtypes = pytest.importorskip("ml_dtypes")
     rng = np.random.default_rng(0)
     param, grad = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
@@ -84,6 +84,11 @@ def storage_steps(n: int) -> Dict[str, Callable[[], None]]:
 
     steps = {name: step(*arrays) for name, arrays in layouts.items()}
     steps["bf16 p+g+states (20 B)"] = step(param.astype(bf16), grad.astype(bf16), None, bf16)
+    codes = {name: np.zeros(n, np.uint8) for name in ("exp_avg", "exp_avg_sq")}
+    absmax = {name: np.zeros(-(-n // 256), np.float32) for name in codes}
+    p8 = param.copy()
+    steps["f32 p+g, 8-bit states (22 B)"] = lambda: gdfast.ops.lamb_(
+        p8, grad, codes["exp_avg"], codes["exp_avg_sq"], step=1, absmax=absmax, **HYPER)
     return steps
 
 

@@ -89,7 +89,8 @@ def get_include() -> str:
 
 def optimizers() -> List[str]:
     """The names of the optimizer classes (``gdfast.<Name>`` and ``gdfast.torch.<Name>``), one
-    per constructor; their 8-bit variants (``Adam8bit``, ``AdamW8bit``, ``Lion8bit``) aside."""
+    per constructor; their 8-bit variants (``Adam8bit``, ``AdamW8bit``, ``Lion8bit``,
+    ``Lamb8bit``) aside."""
     return [name for name in optim.__all__ if name != "Optimizer" and name not in EIGHT_BIT]
 
 

@@ -27,10 +27,10 @@ _ADAM = RULES["adam"]
 # Keller Jordan's quintic coefficients, torch.optim.Muon's default.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
-# Fused clipping by the gradients' norm and monitoring, as in every gdfast class (README
-# "Clipping", "Monitoring"): param-group options (the classes' keywords are their defaults);
-# the classes keep last_grad_norm and last_norms.
-STEP_OPTIONS = ("max_grad_norm", "clip_per_group", "monitor")
+# Fused clipping (by the gradients' norm or by value) and monitoring, as in every gdfast class
+# (README "Clipping", "Clipping by value", "Monitoring"): param-group options (the classes'
+# keywords are their defaults); the classes keep last_grad_norm and last_norms.
+STEP_OPTIONS = ("max_grad_norm", "clip_per_group", "max_grad_value", "monitor")
 # A group with use_muon=False is stepped with AdamW, as pytorch_optimizer.Muon steps it (its
 # embeddings, biases, gains: any shape); the classes' adamw_* arguments are its defaults.
 ADAMW_STATES = ("exp_avg", "exp_avg_sq")
@@ -44,14 +44,15 @@ def options(lr: Any = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
             ns_steps: int = 5, adjust_lr_fn: Optional[str] = None, *, adamw_lr: float = 3e-4,
             adamw_betas: Tuple[float, float] = (0.9, 0.95), adamw_wd: float = 0.0,
             adamw_eps: float = 1e-10, max_grad_norm: Optional[float] = None,
-            clip_per_group: bool = False, monitor: bool = False
-            ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+            clip_per_group: bool = False, max_grad_value: Optional[float] = None,
+            monitor: bool = False) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The classes' constructor arguments after params (torch.optim.Muon's, pytorch_optimizer's
     adamw_*, gdfast's step options) as the groups' defaults and the AdamW groups' defaults."""
     defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                     ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                     adjust_lr_fn=adjust_lr_fn, max_grad_norm=max_grad_norm,
-                    clip_per_group=clip_per_group, monitor=monitor)
+                    clip_per_group=clip_per_group, max_grad_value=max_grad_value,
+                    monitor=monitor)
     adamw = dict(adamw_lr=adamw_lr, adamw_betas=adamw_betas, adamw_wd=adamw_wd,
                  adamw_eps=adamw_eps)
     check_adamw_group(adamw_group({}, adamw), "adamw_")
@@ -83,9 +84,6 @@ def check_group(group: Dict[str, Any], where: str = "") -> None:
 def check_step_options(group: Dict[str, Any], where: str = "") -> None:
     try:
         check_group_options(group)
-        if group.get("max_grad_value") is not None:
-            raise ValueError("max_grad_value: Muon does not clip by value (yet); clip by the "
-                             "norm with max_grad_norm")
     except (TypeError, ValueError) as e:
         raise type(e)(f"{where}{e}") from None
 
@@ -101,10 +99,18 @@ def adamw_group(group: Dict[str, Any], adamw: Dict[str, Any]) -> Dict[str, Any]:
             "weight_decay": adamw["adamw_wd"], "eps": adamw["adamw_eps"], **group}
 
 
-def _extras(step: int, grad_scale: float, sums: Optional[np.ndarray]) -> Tuple[Any, ...]:
+def _extras(step: int, grad_scale: float, sums: Optional[np.ndarray],
+            bound: float = math.inf) -> Tuple[Any, ...]:
     """The hyper tuple's entries after the fields: the step, grad_scale (AMP's and clipping's
-    factor, dividing the gradients) and, monitored, no bound by value and the sums' array."""
-    return (step, grad_scale) if sums is None else (step, grad_scale, math.inf, sums)
+    factor, dividing the gradients), the bound of clipping by value and, monitored, the sums'
+    array."""
+    return (step, grad_scale, bound) if sums is None else (step, grad_scale, bound, sums)
+
+
+def _bound(group: Dict[str, Any]) -> float:
+    """The group's bound of clipping by value (max_grad_value; inf: none)."""
+    value = group.get("max_grad_value")
+    return math.inf if value is None else float(value)
 
 
 def _adamw_hyper(group: Dict[str, Any], step: int, grad_scale: float = 1.0,
@@ -112,7 +118,8 @@ def _adamw_hyper(group: Dict[str, Any], step: int, grad_scale: float = 1.0,
     beta1, beta2 = group["betas"]
     values = dict(group, beta1=beta1, beta2=beta2, decoupled_weight_decay=True, amsgrad=False,
                   maximize=False)
-    return tuple(values[f.name] for f in _ADAM.fields) + _extras(step, grad_scale, sums)
+    return (tuple(values[f.name] for f in _ADAM.fields)
+            + _extras(step, grad_scale, sums, _bound(group)))
 
 
 def check_adamw_group(group: Dict[str, Any], where: str = "") -> None:
@@ -167,14 +174,17 @@ def lr_ratio(shape: Sequence[int], adjust_lr_fn: Any) -> float:
 def _hyper(group: Dict[str, Any], ratio: float, apply: bool, grad_scale: float = 1.0,
            sums: Optional[np.ndarray] = None) -> Tuple[Any, ...]:
     values = dict(group, lr_ratio=ratio, apply=apply)
-    return tuple(values[name] for name in _FIELDS) + _extras(0, grad_scale, sums)
+    # (phase 2's input is the iteration's output, not a gradient: never clamped)
+    bound = math.inf if apply else _bound(group)
+    return tuple(values[name] for name in _FIELDS) + _extras(0, grad_scale, sums, bound)
 
 
 def momentum_phase(x: Any, grad: Any, buffer: Any, group: Dict[str, Any],
                    grad_scale: float = 1.0, sums: Optional[np.ndarray] = None) -> None:
     """Phase 1: the momentum buffer, and x (written) the iteration's input, from the gradient
-    divided by grad_scale; with ``sums``, sums[0] gets the gradient's squares (and sums[1:]
-    x's, meaningless: x's old values are not the caller's)."""
+    (clamped to the group's max_grad_value, if any) divided by grad_scale; with ``sums``,
+    sums[0] gets the gradient's squares (and sums[1:] x's, meaningless: x's old values are not
+    the caller's)."""
     _core.step_one(RULE.id, x, (grad,), (buffer,), _hyper(group, 1.0, False, grad_scale, sums),
                    None, None, None)
 

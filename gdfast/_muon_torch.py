@@ -49,9 +49,9 @@ class Muon(torch.optim.Optimizer):
     pytorch_optimizer.Muon steps it (any shape; options lr, betas, eps, weight_decay, their
     defaults the adamw_* arguments; state exp_avg, exp_avg_sq and the group's step), in one
     fused pass over the group. CPU tensors, float32, float64 or bfloat16, contiguous.
-    ``max_grad_norm``, ``clip_per_group`` and ``monitor`` are param-group options as in every
-    gdfast class (the clip factor folded into phase 1; the norms kept as ``last_grad_norm``
-    and ``last_norms``)."""
+    ``max_grad_norm``, ``clip_per_group``, ``max_grad_value`` and ``monitor`` are param-group
+    options as in every gdfast class (the clip factor folded into phase 1, which also clamps;
+    the norms kept as ``last_grad_norm`` and ``last_norms``)."""
 
     last_grad_norm: Optional[float] = None
     last_norms: Optional[Dict[str, float]] = None

@@ -347,7 +347,7 @@ def constructor(rule: str, mixin: Optional[type] = None, **fixed: Any) -> Callab
 
 # The 8-bit classes, named as bitsandbytes and torchao name them: the class they are named after
 # with optim_bits=8 fixed (and not an argument).
-EIGHT_BIT = {"Adam8bit": "Adam", "AdamW8bit": "AdamW", "Lion8bit": "Lion"}
+EIGHT_BIT = {"Adam8bit": "Adam", "AdamW8bit": "AdamW", "Lion8bit": "Lion", "Lamb8bit": "Lamb"}
 
 
 def eight_bit_constructors() -> List[Constructor]:

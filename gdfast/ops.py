@@ -249,18 +249,19 @@ def muon_(param: Tensors, grad: Tensors, momentum_buffer: Tensors, *, lr: float 
           weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True,
           ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
           eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None,
-          max_grad_norm: Optional[float] = None,
+          max_grad_norm: Optional[float] = None, max_grad_value: Optional[float] = None,
           monitor: bool = False) -> Optional[Dict[str, float]]:
     """One Muon step (torch.optim.Muon's) of 2-D params, in place: the momentum and the
     Newton-Schulz iteration's input in one fused pass, the iteration on the arrays' library
     matrix product (NumPy arrays: in their dtype, float32 or float64; torch tensors: in
     bfloat16, as torch.optim.Muon), then the decay and the step in one more fused pass.
-    ``momentum_buffer`` starts at zeros. ``max_grad_norm`` and ``monitor`` as in the other ops
-    (the clip factor folded into the first pass; the norms returned as a dict). Everything is
-    checked before any array is written."""
+    ``momentum_buffer`` starts at zeros. ``max_grad_norm``, ``max_grad_value`` and ``monitor``
+    as in the other ops (the clip factor folded into the first pass, which also clamps; the
+    norms returned as a dict). Everything is checked before any array is written."""
     group = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                  ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
-                 adjust_lr_fn=adjust_lr_fn)
+                 adjust_lr_fn=adjust_lr_fn,
+                 max_grad_value=check_max_value(max_grad_value, max_grad_norm))
     _muon.check_group(group)
     params, grads, buffers = (_muon.as_list(a) for a in (param, grad, momentum_buffer))
     on_torch = any(type(p).__module__.split(".")[0] == "torch" for p in params)

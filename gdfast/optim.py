@@ -535,7 +535,8 @@ class Muon:
     the param's dtype on NumPy's matrix product (its BLAS), the decay and step in another
     fused pass. ``step(grads)`` as the other classes; state ``momentum_buffer`` per param. A
     group with ``use_muon=False`` is stepped with AdamW, and ``max_grad_norm``,
-    ``clip_per_group`` and ``monitor`` are group options, as in gdfast.torch.Muon."""
+    ``clip_per_group``, ``max_grad_value`` and ``monitor`` are group options, as in
+    gdfast.torch.Muon."""
 
     last_grad_norm: Optional[float] = None
     last_norms: Optional[Dict[str, float]] = None

@@ -14,15 +14,17 @@ ratio and every element's update by as much: RTOL32 allows that for these small 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pytest
+import quant8_reference as q8
 
 import gdfast
 
 import cases
 import reference
+from conftest import num_threads
 
 torch = pytest.importorskip("torch")
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
@@ -32,6 +34,7 @@ SHAPES = ((30, 20), (20,), (1000,), (5,), (0,))
 STEPS = 12  # (rectify updates from step 6 on with beta2 = 0.999; degenerated_to_sgd before)
 RTOL64 = 1e-12
 RTOL32 = 2e-5
+ISAS: List[str] = gdfast.isa_info()["supported"]
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
     "default": {},
@@ -103,17 +106,113 @@ def test_the_ratio_is_per_tensor() -> None:
     np.testing.assert_allclose(alone, p - 0.1 / 0.1 * trust * d, rtol=1e-12)
 
 
-def test_8bit_states_are_refused_by_name() -> None:
-    """(bfloat16/float16 params, grads and states and master weights are tested with every rule
-    in test_precision.py and test_precision_stateful.py, and below)"""
-    p, g = np.ones(300, np.float32), np.ones(300, np.float32)
-    m, v = np.zeros(300, np.uint8), np.zeros(300, np.uint8)
-    absmax = {"exp_avg": np.zeros(2, np.float32), "exp_avg_sq": np.zeros(2, np.float32)}
-    before = [a.copy() for a in (p, m, v)]
-    with pytest.raises(ValueError, match="^lamb: no 8-bit states"):
-        gdfast.ops.lamb_(p, g, m, v, step=1, absmax=absmax)
-    for a, b in zip((p, m, v), before):
-        np.testing.assert_array_equal(a, b)
+EIGHT_BIT_SIZES = [1, 255, 257, 2048 + 256 + 3, 40_000, 3]  # (40,000: three chunks)
+
+
+def _8bit_reference(params: List[np.ndarray], grads: List[np.ndarray], states: Dict[str, Any],
+                    step: int, hyper: Dict[str, Any]) -> Tuple[List[np.ndarray], Dict[str, Any]]:
+    """Per tensor: the moments decoded, gdfast's float32 order (reference.lamb_same_order) with
+    each new moment encoded and decoded again before the sums and pass 2 read it; the params
+    and the (codes, absmax) stored."""
+    out_params, out_states = [], {name: [] for name in states}
+    for t, (p, g) in enumerate(zip(params, grads)):
+        moments = {name: q8.decode(states[name][0][t], states[name][1][t], SIGNED[name])
+                   for name in states}
+        stored: Dict[str, Any] = {}
+
+        def requantized(name: str, x: np.ndarray) -> np.ndarray:
+            stored[name] = q8.requantize(x, SIGNED[name])
+            return q8.decode(*stored[name], SIGNED[name])
+
+        p = p.astype(np.float32)
+        with np.errstate(all="ignore"):
+            reference.lamb_same_order(p, g.astype(np.float32), moments, step=step,
+                                      stored=requantized, **hyper)
+        out_params.append(p)
+        for name in states:
+            out_states[name].append(stored[name])
+    return out_params, out_states
+
+
+SIGNED = {"exp_avg": True, "exp_avg_sq": False}
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3], ids=lambda n: f"threads={n}")
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("variant", ["weight_decay", "coupled", "rectify", "adam"])
+def test_8bit_states_sum_the_moments_as_stored(variant: str, isa: str, threads: int) -> None:
+    """8-bit states (blockwise, README "8-bit states"): pass 1 updates the decoded moments,
+    stores them with each block's new maximum and sums them as they decode again, which pass 2
+    reads; so the ratio and the step are of one set of moments. Bitwise (params, codes, the
+    blocks' maxima) against reference.lamb_same_order with that encoding, over tensors of
+    blocks cut anywhere and of several chunks, 3 steps, every ISA level and thread count."""
+    hyper = {"lr": 1e-2, **VARIANTS[variant]}
+    rng = np.random.default_rng(len(variant))
+    params = [rng.standard_normal(n).astype(np.float32) for n in EIGHT_BIT_SIZES]
+    states = {name: ([np.zeros(n, np.uint8) for n in EIGHT_BIT_SIZES],
+                     [np.zeros(-(-n // q8.BLOCK), np.float32) for n in EIGHT_BIT_SIZES])
+              for name in SIGNED}
+    for step in range(1, 4):
+        grads = [(rng.standard_normal(n) * 10.0 ** rng.uniform(-4, 0, n)).astype(np.float32)
+                 for n in EIGHT_BIT_SIZES]
+        want_params, want_states = _8bit_reference(params, grads, states, step, hyper)
+        with gdfast.use_isa(isa), num_threads(threads):
+            gdfast.ops.lamb_(params, grads, states["exp_avg"][0], states["exp_avg_sq"][0],
+                             step=step, absmax={n: a for n, (_, a) in states.items()}, **hyper)
+        for t in range(len(EIGHT_BIT_SIZES)):
+            np.testing.assert_array_equal(params[t].view(np.uint32),
+                                          want_params[t].view(np.uint32), err_msg=f"param[{t}]")
+            for name, (codes, absmax) in states.items():
+                np.testing.assert_array_equal(codes[t], want_states[name][t][0],
+                                              err_msg=f"{name}[{t}]")
+                np.testing.assert_array_equal(absmax[t].view(np.uint32),
+                                              want_states[name][t][1].view(np.uint32))
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_8bit_states_with_bfloat16_params(rounding: str) -> None:
+    """bfloat16 params and grads with 8-bit states: the param rounded as stored (to nearest, or
+    stochastically: the spec's generator, role 0), the moments as in the float32 test."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    import precision_reference as pr  # (it needs ml_dtypes)
+
+    n, seed = 20_003, 5
+    rng = np.random.default_rng(1)
+    param = rng.standard_normal(n).astype(np.float32).astype(ml_dtypes.bfloat16)
+    states = {name: ([np.zeros(n, np.uint8)], [np.zeros(-(-n // q8.BLOCK), np.float32)])
+              for name in SIGNED}
+    options = {"stochastic_rounding": True, "seed": seed} if rounding == "stochastic" else {}
+    for step in range(1, 4):
+        grad = (rng.standard_normal(n) * 0.1).astype(np.float32).astype(ml_dtypes.bfloat16)
+        [p32], want_states = _8bit_reference([pr.widen(param)], [pr.widen(grad)], states, step,
+                                             {"lr": 1e-2, "weight_decay": 0.1})
+        want = pr.round_nearest(p32, param.dtype) if rounding == "nearest" else \
+            pr.round_stochastic(p32, param.dtype, seed=seed, step=step, param_index=0, role=0)
+        gdfast.ops.lamb_(param, grad, states["exp_avg"][0][0], states["exp_avg_sq"][0][0],
+                         step=step, lr=1e-2, weight_decay=0.1,
+                         absmax={k: a[0] for k, (_, a) in states.items()}, **options)
+        np.testing.assert_array_equal(param.view(np.uint16), want.view(np.uint16))
+        for name, (codes, absmax) in states.items():
+            np.testing.assert_array_equal(codes[0], want_states[name][0][0])
+            np.testing.assert_array_equal(absmax[0], want_states[name][0][1])
+
+
+def test_lamb8bit_follows_lamb() -> None:
+    """gdfast.torch.Lamb8bit (optim_bits=8) against Lamb's float32 states on the digits MLP
+    (tests/test_quant8_stateful.py's): the final loss within 2% (the issue's bound for 8-bit
+    states; measured 0.7%), and the big params' states as 8-bit codes."""
+    from test_quant8_stateful import _last_quarter, _run_digits
+
+    want = _last_quarter(_run_digits(gt.Lamb, lr=3e-3))
+    got = _last_quarter(_run_digits(gt.Lamb8bit, lr=3e-3))
+    assert want < 0.5  # (it learned: chance is ln 10 = 2.3)
+    assert abs(got - want) <= 0.02 * want, (got, want)
+    weight = torch.nn.Parameter(torch.zeros(64, 256))
+    weight.grad = torch.ones(64, 256)
+    opt = gt.Lamb8bit([weight])
+    opt.step()
+    assert opt.state[weight]["exp_avg"].dtype == torch.uint8
+    assert opt.state[weight]["exp_avg_sq_absmax"].shape == (64,)
 
 
 NARROW_LAYOUTS = {  # param, grad, states

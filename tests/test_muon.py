@@ -398,11 +398,53 @@ def test_monitoring_reports_the_steps_norms() -> None:
         gdfast.Muon([dict(params=[weight], monitor=1)])
     with pytest.raises(ValueError, match=r"^param_groups\[0\]\.max_grad_norm: expected"):
         gdfast.torch.Muon([torch.zeros(2, 2)], max_grad_norm=-1.0)
-    for make in (lambda: gdfast.Muon([dict(params=[weight], max_grad_value=1.0)]),
-                 lambda: gdfast.torch.Muon([dict(params=[torch.zeros(2, 2)],
-                                                 max_grad_value=1.0)])):
-        with pytest.raises(ValueError, match=r"^param_groups\[0\]\.max_grad_value: Muon does"):
-            make()
+
+
+def test_clipping_by_value_is_clip_grad_value_then_the_step() -> None:
+    """max_grad_value over a Muon group and an AdamW group: bitwise the same class's step on
+    gradients clip_grad_value_ clamped first (phase 1 and AdamW's pass clamp as they load;
+    phase 2's input, the iteration's output, is not clamped), and the gradients unchanged."""
+    gen = torch.Generator().manual_seed(21)
+    start = [torch.randn(s, generator=gen) for s in ((16, 24), (24,))]
+    ours = [p.clone().requires_grad_() for p in start]
+    theirs = [p.clone().requires_grad_() for p in start]
+    opt = gdfast.torch.Muon([dict(params=ours[:1], max_grad_value=0.5),
+                             dict(params=ours[1:], use_muon=False, max_grad_value=0.5)], lr=0.02)
+    ref = gdfast.torch.Muon([dict(params=theirs[:1]),
+                             dict(params=theirs[1:], use_muon=False)], lr=0.02)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=gen) for p in start]  # (about 60% clamped)
+        for p, g in zip(ours + theirs, grads + grads):
+            p.grad = g.clone()
+        opt.step()
+        torch.nn.utils.clip_grad_value_(theirs, 0.5)
+        ref.step()
+        for a, b, g in zip(ours, theirs, grads):
+            assert torch.equal(a, b)
+            assert torch.equal(a.grad, g)
+    with pytest.raises(ValueError, match=r"^param_groups\[0\]\.max_grad_value: expected None"):
+        gdfast.torch.Muon([torch.zeros(2, 2)], max_grad_value=-1.0)
+    with pytest.raises(ValueError, match=r"^param_groups\[0\]\.max_grad_value and max_grad_norm"):
+        gdfast.Muon([np.zeros((2, 2))], max_grad_value=1.0, max_grad_norm=1.0)
+
+
+def test_the_op_clips_by_value_as_numpy_clip() -> None:
+    """gdfast.ops.muon_ and gdfast.Muon (NumPy, float64) with max_grad_value: bitwise the step
+    on np.clip's gradients."""
+    rng = np.random.default_rng(22)
+    params = [rng.standard_normal(s) for s in ((6, 10), (10, 6))]
+    grads = [3 * rng.standard_normal(p.shape) for p in params]
+    clamped = [np.clip(g, -1.0, 1.0) for g in grads]
+    mine, theirs = [p.copy() for p in params], [p.copy() for p in params]
+    gdfast.ops.muon_(mine, grads, [np.zeros_like(p) for p in params], max_grad_value=1.0)
+    gdfast.ops.muon_(theirs, clamped, [np.zeros_like(p) for p in params])
+    opt = gdfast.Muon(params, max_grad_value=1.0)
+    opt.step(grads)
+    for a, b, c in zip(mine, theirs, params):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    with pytest.raises(ValueError, match=r"^max_grad_value and max_grad_norm"):
+        gdfast.ops.muon_(mine, grads, [np.zeros_like(p) for p in params], max_grad_value=1.0,
+                         max_grad_norm=1.0)
 
 
 def test_the_op_clips_and_monitors_as_the_class() -> None:

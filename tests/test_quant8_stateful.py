@@ -1,6 +1,6 @@
 """8-bit states in the optimizer classes (issue 12): ``gdfast.torch.Adam8bit``, ``AdamW8bit``,
-``Lion8bit`` (and ``gdfast.<Name>8bit`` for NumPy arrays), ``optim_bits=8`` on every class
-whose states start at zero.
+``Lion8bit``, ``Lamb8bit`` (and ``gdfast.<Name>8bit`` for NumPy arrays), ``optim_bits=8`` on
+every class whose states start at zero.
 
 The kernels' bits are tests/test_quant8.py's; here: which params get 8-bit states
 (min_8bit_size), their memory, the classes' arguments, state_dict round trips (exact), bad
@@ -24,7 +24,7 @@ import gdfast
 torch = pytest.importorskip("torch")
 import gdfast.torch as gt  # noqa: E402
 
-EIGHT_BIT = {"Adam8bit": "Adam", "AdamW8bit": "AdamW", "Lion8bit": "Lion"}
+EIGHT_BIT = {"Adam8bit": "Adam", "AdamW8bit": "AdamW", "Lion8bit": "Lion", "Lamb8bit": "Lamb"}
 
 
 @pytest.mark.parametrize("name", sorted(EIGHT_BIT))

@@ -260,18 +260,13 @@ class CheckedCall {
       if (batch->on_cuda() && storage != nullptr) {
         throw py::value_error(name +
                               ": on CUDA, float32 or float64 arrays only (narrow params, "
-                              "grads or states or a master copy: CPU arrays only)");
+                              "grads or states, 8-bit states or a master copy: CPU arrays "
+                              "only)");
       }
       if (batch->on_cuda() && scalars.any()) {  // (its factors are made on the host)
         throw py::value_error(name +
                               ": on CUDA, grad_scale, found_inf, lr and step must be "
                               "numbers, not device tensors");
-      }
-      // (its passes would need the blocks' codes requantized between them)
-      if (storage != nullptr && storage->any_quantized) {
-        throw py::value_error(name +
-                              ": no 8-bit states (not yet); float32, bfloat16 or float16 "
-                              "ones");
       }
     }
     entries_.push_back({h, std::move(batch), std::move(scalars), bound, monitor});

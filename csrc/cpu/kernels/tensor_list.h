@@ -53,8 +53,8 @@ void run_segment(const StepArgs& args, index_t t, index_t first, index_t stop,
     if (args.storage != nullptr) {
       for_each_stream_part(first, stop, [&](index_t at, index_t until) {
         if (args.storage->any_quantized) {
-          run_quantized<Rule, kFlags>(args, t, tensor_arrays, at, until,
-                                      args.offsets[t + 1] - args.offsets[t], coef, sums);
+          run_quantized<Rule, kFlags>(args, t, at, until, args.offsets[t + 1] - args.offsets[t],
+                                      coef, sums);
         } else {
           run_stored<Rule, kFlags>(args, t, tensor_arrays, at, until - at, coef, sums);
         }

@@ -5,8 +5,9 @@
 // makes from the sums in between (cpu/dispatch.h). float32 and float64 arrays, every state used;
 // in a float32 call, bfloat16/float16 params, grads and states and a float32 master copy of the
 // param too (widened as loaded and narrowed as stored, to nearest or stochastically, as
-// storage.h's loop does: the same places and rounding). Pass 1 sums from the moments as stored
-// (narrow ones read back), which are the values pass 2 reads; 8-bit states are refused.
+// storage.h's loop does: the same places and rounding), and 8-bit states (quantized.h's
+// buffers). Pass 1 sums from the moments as stored (narrow ones read back, 8-bit ones encoded
+// and decoded again), which are the values pass 2 reads.
 // Monitoring (StepArgs::monitor): pass 1 sums the gradient too, pass 2 the updates and params.
 // Included only by kernels.cpp.
 #pragma once
@@ -17,6 +18,7 @@
 #include "core/step_args.h"
 #include "cpu/kernel_table.h"
 #include "cpu/kernels/elementwise.h"
+#include "cpu/kernels/quantized.h"
 #include "cpu/kernels/storage.h"
 #include "cpu/kernels/tensor_list.h"
 #include "optim/layout.h"
@@ -155,25 +157,34 @@ struct TwoPass {
           [&](auto k) { x.state[k] = arrays.template load<2 + decltype(k)::value>(i, count); });
       return x;
     }
-    // The lane's moments stored; the values to sum in `summed`: the rule's, from the moments
-    // as stored (narrow ones read back: rounded as pass 2 will read them), then (when there is
-    // room for it: monitoring) the gradient.
-    template <int kAll>
-    GDFAST_INLINE void finish(Loaded& x, index_t i, index_t count, const Coef& coef,
-                              L (&summed)[kAll]) const {
+    // The lane's moments updated and stored.
+    GDFAST_INLINE void update(Loaded& x, index_t i, index_t count, const Coef& coef) const {
       Rule::template update_moments<kFlags>(x.grad, x.state, coef);
       for_each_state(
           [&](auto k) { arrays.template store<2 + decltype(k)::value>(i, count, x.state[k]); });
+    }
+    // The values to sum of a lane whose moments are as stored: the rule's, then (when there is
+    // room for it: monitoring) the gradient.
+    template <int kAll>
+    GDFAST_INLINE static void to_sum(const Loaded& x, const Coef& coef, L (&summed)[kAll]) {
+      L rule_sums[kSums];
+      Rule::template summed<kFlags>(x.param, x.state, coef, rule_sums);
+      for (int s = 0; s < kSums; ++s) summed[s] = rule_sums[s];
+      if constexpr (kAll > kSums) summed[kSums] = x.grad;
+    }
+    // update, then to_sum from the moments as stored (narrow ones read back: rounded as pass 2
+    // will read them).
+    template <int kAll>
+    GDFAST_INLINE void finish(Loaded& x, index_t i, index_t count, const Coef& coef,
+                              L (&summed)[kAll]) const {
+      update(x, i, count, coef);
       if constexpr (std::is_same_v<A, StoredArrays>) {
         if (arrays.narrow_states) {
           for_each_state(
               [&](auto k) { x.state[k] = arrays.template load<2 + decltype(k)::value>(i, count); });
         }
       }
-      L rule_sums[kSums];
-      Rule::template summed<kFlags>(x.param, x.state, coef, rule_sums);
-      for (int s = 0; s < kSums; ++s) summed[s] = rule_sums[s];
-      if constexpr (kAll > kSums) summed[kSums] = x.grad;
+      to_sum(x, coef, summed);
     }
   };
 
@@ -190,6 +201,12 @@ struct TwoPass {
   template <bool kMonitor>
   static void moments(const StepArgs& args, index_t t, index_t first, index_t stop,
                       ChunkSquares<kSums + kMonitor>& sums) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (args.storage != nullptr && args.storage->any_quantized) {
+        quantized_moments<kMonitor>(args, t, first, stop, sums);
+        return;
+      }
+    }
     with_arrays(args, t, first, [&](const auto& arrays) {
       moments_of<kMonitor>(
           Pass1Arrays<std::decay_t<decltype(arrays)>>{
@@ -247,6 +264,53 @@ struct TwoPass {
     });
   }
 
+  // Pass 1 with 8-bit states (a float32 call), over [first, stop) from a chunk's start, so from
+  // a block's: a group of blocks at a time, decoded into quantized.h's buffers, the moments
+  // updated there, encoded with each block's new maximum and decoded again, then summed in
+  // chunk order (so the sums are of the moments pass 2 decodes).
+  template <bool kMonitor>
+  static void quantized_moments(const StepArgs& args, index_t t, index_t first, index_t stop,
+                                ChunkSquares<kSums + kMonitor>& sums) {
+    const Coef& coef = *static_cast<const Coef*>(args.coef);
+    QuantizedStates<2 + kStates> q(args, t);
+    for (index_t at = first; at < stop;) {
+      const index_t end = std::min(stop, at + kQuantGroup);
+      q.decode(at, end);
+      with_buffers(q, t, at, args.grad_bound, [&](const auto& arrays) {
+        const Pass1Arrays<std::decay_t<decltype(arrays)>> a{arrays,
+                                                            L(static_cast<T>(args.grad_bound)), 0};
+        for_each_lane<L>(end - at, [&](index_t i, index_t count) {
+          Loaded x = a.load(i, count);
+          a.update(x, i, count, coef);
+        });
+        q.encode(at, end, 1);
+        q.decode(at, end);
+        for_each_lane<L>(end - at, [&](index_t i, index_t count) {
+          L summed[kSums + kMonitor];
+          a.to_sum(a.load(i, count), coef, summed);
+          sums.add_inline(summed, count);
+        });
+      });
+      at = end;
+    }
+  }
+
+  // Runs pass(arrays) on tensor t's arrays from element `at` on, each 8-bit state at its buffer
+  // in q (a float32 call).
+  template <class Pass>
+  static void with_buffers(QuantizedStates<2 + kStates>& q, index_t t, index_t at,
+                           double grad_bound, Pass&& pass) {
+    if (q.plain) {
+      FlatArrays flat;
+      for (int k = 0; k < 2 + kStates; ++k) {
+        flat.at[k] = q.quantized(k) ? q.buffer[k] : static_cast<T*>(q.arrays[k]) + at;
+      }
+      pass(flat);
+    } else {
+      pass(StoredArrays{q.template stored<Rule, kFlags>(t, at, grad_bound), false});
+    }
+  }
+
   // Pass 1 over [begin, end) of the virtual concatenation, which starts at a chunk's start:
   // each chunk's sums into args.chunk_sums (and the gradient's, when monitoring).
   static void run_moments(const StepArgs& args, index_t begin, index_t end) {
@@ -269,10 +333,26 @@ struct TwoPass {
   // its start), the squares of the update (new param - old) and of the new param.
   static void apply(const StepArgs& args, index_t t, index_t first, index_t n,
                     ChunkSquares<2>* sums) {
+    const Coef& coef = *static_cast<const Coef*>(args.coef);
+    const L factor(static_cast<T>(args.tensor_factor[t]));
+    if constexpr (std::is_same_v<T, float>) {
+      if (args.storage != nullptr && args.storage->any_quantized) {
+        // (decoded a group at a time; a group never crosses a rounding stream's end)
+        QuantizedStates<2 + kStates> q(args, t);
+        for (index_t at = first; at < first + n;) {
+          const index_t end = std::min(first + n, (at / kQuantGroup + 1) * kQuantGroup);
+          q.decode(at, end);
+          with_buffers(q, t, at, args.grad_bound, [&](const auto& arrays) {
+            apply_to(arrays, coef, factor, 0, end - at, sums);
+          });
+          at = end;
+        }
+        return;
+      }
+    }
     with_arrays(args, t, first, [&](const auto& arrays) {
-      apply_to(arrays, *static_cast<const Coef*>(args.coef),
-               L(static_cast<T>(args.tensor_factor[t])),
-               args.prefetch_bytes / static_cast<index_t>(sizeof(T)), n, sums);
+      apply_to(arrays, coef, factor, args.prefetch_bytes / static_cast<index_t>(sizeof(T)), n,
+               sums);
     });
   }
 
