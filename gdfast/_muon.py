@@ -138,23 +138,85 @@ def _one_or_list(arrays: Sequence[Any]) -> Any:
     return arrays[0] if len(arrays) == 1 else list(arrays)
 
 
+class Extras(NamedTuple):
+    """What a param's step takes beyond its states (gdfast.torch.Muon's precision options,
+    README "Lower precision"): its float32 master copy, its states' blocks' maxima (per name of
+    state_names(group); None for a state that is not 8-bit), and how its narrowed stores round
+    (None: to nearest; else (seed, the param's index in the optimizer, the rounding count))."""
+
+    master: Any = None
+    absmax: Tuple[Any, ...] = ()
+    rounding: Optional[Tuple[int, int, Optional[int]]] = None
+
+
+PLAIN = Extras()
+
+
+def _precision(master: Any, absmax: Any, rounding: Optional[Tuple[Any, ...]]) -> Any:
+    """A kernel call's precision entry (masters, seed, keys, rounding count, absmax per state);
+    None when it has none of them."""
+    if master is None and absmax is None and rounding is None:
+        return None
+    seed, key, count = rounding if rounding is not None else (None, None, None)
+    return (master, seed, key, count, absmax)
+
+
+def _adamw_batches(extras: Sequence[Extras], params: Sequence[Any], states: Sequence[Sequence[Any]]
+                   ) -> List[List[int]]:
+    """An AdamW group's params split into calls of one layout each (the dtypes of the param and
+    its states, 8-bit or not, a master copy or not), in order of their first param."""
+    layouts: Dict[Tuple[Any, ...], List[int]] = {}
+    for i, (p, e) in enumerate(zip(params, extras)):
+        key = (str(p.dtype), *(str(s[i].dtype) for s in states), e.master is None)
+        layouts.setdefault(key, []).append(i)
+    return list(layouts.values())
+
+
+def _adamw_calls(params: Sequence[Any], grads: Sequence[Any], states: Sequence[Sequence[Any]],
+                 extras: Optional[Sequence[Extras]]) -> List[Tuple[Any, Any, Tuple[Any, ...], Any]]:
+    """(params, grads, states, precision) of each kernel call of an AdamW group's list (each
+    list of one array as the array: _one_or_list): one call when no param has extras, else one
+    per layout. Rounds stochastically by the group's step (the adam rule counts steps), so no
+    count."""
+    if not params:
+        return []
+    if extras is None or all(e == PLAIN for e in extras):
+        return [(_one_or_list(params), _one_or_list(grads), tuple(map(_one_or_list, states)),
+                 None)]
+    calls = []
+    for batch in _adamw_batches(extras, params, states):
+        es = [extras[i] for i in batch]
+        masters = _one_or_list([e.master for e in es]) if es[0].master is not None else None
+        eight = es[0].absmax and es[0].absmax[0] is not None
+        absmax = (*(_one_or_list([e.absmax[k] for e in es]) for k in range(len(ADAMW_STATES))),
+                  None) if eight else None
+        rounding = None if es[0].rounding is None else \
+            (es[0].rounding[0], _one_or_list([e.rounding[1] for e in es if e.rounding]), None)
+        calls.append((_one_or_list([params[i] for i in batch]),
+                      _one_or_list([grads[i] for i in batch]),
+                      tuple(_one_or_list([s[i] for i in batch]) for s in states),
+                      _precision(masters, absmax, rounding)))
+    return calls
+
+
 def check_adamw_arrays(params: Sequence[Any], grads: Sequence[Any],
                        states: Sequence[Sequence[Any]], group: Dict[str, Any],
-                       step: int) -> None:
-    if params:
-        _core.check_one(_ADAM.id, _one_or_list(params), (_one_or_list(grads),),
-                        (*(_one_or_list(s) for s in states), None), _adamw_hyper(group, step),
-                        None, None, None)
+                       step: int, extras: Optional[Sequence[Extras]] = None) -> None:
+    for p, g, s, precision in _adamw_calls(params, grads, states, extras):
+        _core.check_one(_ADAM.id, p, (g,), (*s, None), _adamw_hyper(group, step), None, None,
+                        precision)
 
 
 def step_adamw(params: Sequence[Any], grads: Sequence[Any], states: Sequence[Sequence[Any]],
                group: Dict[str, Any], step: int, grad_scale: float = 1.0,
-               sums: Optional[np.ndarray] = None) -> None:
-    """AdamW over a use_muon=False group's list, in one fused pass (gdfast's adam rule);
-    monitored, the step adds its three sums of squares to ``sums``."""
-    if params:
-        _core.step_one(_ADAM.id, list(params), (list(grads),), (*map(list, states), None),
-                       _adamw_hyper(group, step, grad_scale, sums), None, None, None)
+               sums: Optional[np.ndarray] = None,
+               extras: Optional[Sequence[Extras]] = None) -> None:
+    """AdamW over a use_muon=False group's list, in one fused pass (gdfast's adam rule; one per
+    layout of the params' extras); monitored, the step adds its three sums of squares to
+    ``sums``."""
+    for p, g, s, precision in _adamw_calls(params, grads, states, extras):
+        _core.step_one(_ADAM.id, p, (g,), (*s, None),
+                       _adamw_hyper(group, step, grad_scale, sums), None, None, precision)
 
 
 def check_matrix(shape: Sequence[int], where: str) -> None:
@@ -180,22 +242,31 @@ def _hyper(group: Dict[str, Any], ratio: float, apply: bool, grad_scale: float =
 
 
 def momentum_phase(x: Any, grad: Any, buffer: Any, group: Dict[str, Any],
-                   grad_scale: float = 1.0, sums: Optional[np.ndarray] = None) -> None:
+                   grad_scale: float = 1.0, sums: Optional[np.ndarray] = None,
+                   extras: Extras = PLAIN) -> None:
     """Phase 1: the momentum buffer, and x (written) the iteration's input, from the gradient
     (clamped to the group's max_grad_value, if any) divided by grad_scale; with ``sums``,
     sums[0] gets the gradient's squares (and sums[1:] x's, meaningless: x's old values are not
     the caller's)."""
     _core.step_one(RULE.id, x, (grad,), (buffer,), _hyper(group, 1.0, False, grad_scale, sums),
-                   None, None, None)
+                   None, None, _momentum_precision(extras))
+
+
+def _momentum_precision(extras: Extras) -> Any:
+    """Phase 1's precision entry: the buffer's blocks' maxima, the rounding (x, which it
+    writes, is float32 when rounding stochastically: see step_matrices)."""
+    absmax = extras.absmax[0] if extras.absmax else None
+    return _precision(None, None if absmax is None else (absmax,), extras.rounding)
 
 
 def apply_phase(param: Any, update: Any, group: Dict[str, Any],
-                sums: Optional[np.ndarray] = None) -> None:
-    """Phase 2: the param decayed and stepped along the iteration's output; with ``sums``,
-    sums[1] and sums[2] get the squares of the param's change and of the new param."""
+                sums: Optional[np.ndarray] = None, extras: Extras = PLAIN) -> None:
+    """Phase 2: the param (from its master copy, if any) decayed and stepped along the
+    iteration's output; with ``sums``, sums[1] and sums[2] get the squares of the param's
+    change and of the new param."""
     ratio = lr_ratio(param.shape, group["adjust_lr_fn"])
     _core.step_one(RULE.id, param, (update,), (None,), _hyper(group, ratio, True, 1.0, sums),
-                   None, None, None)
+                   None, None, _precision(extras.master, None, extras.rounding))
 
 
 def newton_schulz_numpy(x: np.ndarray, group: Dict[str, Any]) -> np.ndarray:
@@ -226,36 +297,49 @@ def as_list(value: Any) -> List[Any]:
 
 
 def check_arrays(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[Any],
-                 group: Dict[str, Any]) -> None:
+                 group: Dict[str, Any], extras: Optional[Sequence[Extras]] = None) -> None:
     """Everything the two phases would check, before either runs: shapes, dtypes, contiguity,
-    writeable param and buffer, no array sharing memory with another."""
+    writeable param and buffer, no array sharing memory with another; with extras, each
+    param's phases on their own (its master copy, blocks' maxima)."""
     if not len(params) == len(grads) == len(buffers):
         raise ValueError(f"param, grad, momentum_buffer: expected lists of one length, got "
                          f"{len(params)}, {len(grads)}, {len(buffers)}")
     for i, param in enumerate(params):
         check_matrix(param.shape, f"param[{i}]" if len(params) > 1 else "param")
-    if params:
+    if params and (extras is None or all(e == PLAIN for e in extras)):
         _core.check_one(RULE.id, _one_or_list(params), (_one_or_list(grads),),
                         (_one_or_list(buffers),), _hyper(group, 1.0, False), None, None, None)
+        return
+    for param, grad, buffer, e in zip(params, grads, buffers, extras or ()):
+        # (the param in x's place: phase 1 checks the grad and buffer against it)
+        _core.check_one(RULE.id, param, (grad,), (buffer,), _hyper(group, 1.0, False), None,
+                        None, _momentum_precision(e._replace(rounding=None)))
+        if e.master is not None:  # (phase 2; the grad in the iteration's output's place)
+            _core.check_one(RULE.id, param, (grad,), (None,), _hyper(group, 1.0, True), None,
+                            None, _precision(e.master, None, None))
 
 
 def step_matrices(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[Any],
-                  group: Dict[str, Any], new_input: Callable[[Any], Any],
+                  group: Dict[str, Any], new_input: Callable[..., Any],
                   newton_schulz: Callable[[Any, Dict[str, Any]], Any], grad_scale: float = 1.0,
-                  sums: Optional[np.ndarray] = None) -> None:
-    """One Muon step of each (param, grad, momentum buffer): phase 1 into a new array
-    (new_input(param)), the iteration, phase 2. Monitored, ``sums`` gets the squares of the
-    gradients, of the params' changes and of the new params (monitoring's three sums)."""
+                  sums: Optional[np.ndarray] = None,
+                  extras: Optional[Sequence[Extras]] = None) -> None:
+    """One Muon step of each (param, grad, momentum buffer[, extras]): phase 1 into a new array
+    (new_input(param); new_input(param, True) for a float32 one where stores round
+    stochastically, so that the iteration rounds its input to nearest, as torch does), the
+    iteration, phase 2. Monitored, ``sums`` gets the squares of the gradients, of the params'
+    changes and of the new params (monitoring's three sums)."""
     phase = None if sums is None else np.zeros(3)
-    for param, grad, buffer in zip(params, grads, buffers):
+    for k, (param, grad, buffer) in enumerate(zip(params, grads, buffers)):
         if math.prod(param.shape) == 0:
             continue  # (nothing to step; its shape's lr factor may divide by zero)
-        x = new_input(param)
-        momentum_phase(x, grad, buffer, group, grad_scale, phase)
+        e = extras[k] if extras is not None else PLAIN
+        x = new_input(param) if e.rounding is None else new_input(param, True)
+        momentum_phase(x, grad, buffer, group, grad_scale, phase, e)
         if sums is not None and phase is not None:
             sums[0] += phase[0]
             phase[:] = 0.0
-        apply_phase(param, newton_schulz(x, group), group, phase)
+        apply_phase(param, newton_schulz(x, group), group, phase, e)
         if sums is not None and phase is not None:
             sums[1:] += phase[1:]
             phase[:] = 0.0
@@ -275,20 +359,22 @@ class GroupStep(NamedTuple):
     grads: List[Any]
     states: List[List[Any]]  # per name of state_names(group), one array per param
     step: int  # an AdamW group's step count after this step
+    extras: Optional[List[Extras]] = None  # per param (None: none has any)
 
     @classmethod
     def checked(cls, group: Dict[str, Any], options: Dict[str, Any], params: List[Any],
-                grads: List[Any], states: List[List[Any]]) -> "GroupStep":
+                grads: List[Any], states: List[List[Any]],
+                extras: Optional[List[Extras]] = None) -> "GroupStep":
         """Everything the group's kernels would check, checked."""
         step = int(options.get("step", 0)) + 1
         if is_muon(group):
-            check_arrays(params, grads, states[0], options)
+            check_arrays(params, grads, states[0], options, extras)
         else:
-            check_adamw_arrays(params, grads, states, options, step)
-        return cls(group, options, params, grads, states, step)
+            check_adamw_arrays(params, grads, states, options, step, extras)
+        return cls(group, options, params, grads, states, step, extras)
 
 
-def run_groups(work: Sequence[GroupStep], new_input: Callable[[Any], Any],
+def run_groups(work: Sequence[GroupStep], new_input: Callable[..., Any],
                newton_schulz: Callable[[Any, Dict[str, Any]], Any]
                ) -> Tuple[Optional[float], Optional[Dict[str, float]]]:
     """A class's step of every group (Muon's with new_input and newton_schulz, as
@@ -304,10 +390,11 @@ def run_groups(work: Sequence[GroupStep], new_input: Callable[[Any], Any],
         group_sums = sums if w.options.get("monitor", False) else None
         if is_muon(w.group):
             step_matrices(w.params, w.grads, w.states[0], w.options, new_input, newton_schulz,
-                          grad_scale, group_sums)
+                          grad_scale, group_sums, w.extras)
         else:
             w.group["step"] = w.step
-            step_adamw(w.params, w.grads, w.states, w.options, w.step, grad_scale, group_sums)
+            step_adamw(w.params, w.grads, w.states, w.options, w.step, grad_scale, group_sums,
+                       w.extras)
     return shared, None if sums is None else norms(sums, 1.0)
 
 

@@ -1,21 +1,40 @@
 """``gdfast.torch.Muon``: torch.optim.Muon's constructor, checks, state (``momentum_buffer``)
 and numerics (the Newton-Schulz iteration in bfloat16 through torch's matrix product, as
 torch.optim.Muon runs it), with the elementwise work before and after the iteration fused
-into one pass each (gdfast/_muon.py). Imports torch."""
+into one pass each (gdfast/_muon.py), and gdfast's precision options. Imports torch."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+import inspect
+from itertools import chain
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
 from . import _muon
+from ._stepping import (
+    ABSMAX,
+    DEFAULT_PRECISION,
+    PRECISION_OPTIONS,
+    Precision,
+    absmax_size,
+    check_param_precision,
+    check_precision,
+    count_value,
+    is_codes,
+    kept_dtype,
+)
+
+_STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_NARROW = (torch.bfloat16, torch.float16)
 
 
-def new_input(param: torch.Tensor) -> torch.Tensor:
+def new_input(param: torch.Tensor, wide: bool = False) -> torch.Tensor:
     """The iteration's input, written by phase 1: bfloat16 (torch.optim.Muon rounds it so) for
-    a float32 or bfloat16 param; a float64 one's is rounded by the iteration."""
-    dtype = torch.float64 if param.dtype == torch.float64 else torch.bfloat16
+    a float32, bfloat16 or float16 param; a float64 one's, and with ``wide`` (stores rounding
+    stochastically) a float32 one, is rounded to nearest by the iteration."""
+    dtype = torch.float64 if param.dtype == torch.float64 else \
+        torch.float32 if wide else torch.bfloat16
     return torch.empty(param.shape, dtype=dtype, device=param.device)
 
 
@@ -42,6 +61,43 @@ def _host(value: Any) -> Any:
     return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
 
 
+def _state_dtype(value: Any) -> Any:
+    if value not in _STATE_DTYPES:
+        raise TypeError("state_dtype: expected None or torch.float32, torch.bfloat16 or "
+                        f"torch.float16, got {value!r}")
+    return value
+
+
+def _new_states(p: torch.Tensor, names: Tuple[str, ...], precision: Precision,
+                ) -> Dict[str, torch.Tensor]:
+    """A param's first states as its group's precision options make them: 8-bit codes and
+    their blocks' maxima (optim_bits=8 and min_8bit_size elements or more), else zeros of
+    state_dtype (float32 with master weights or optim_bits=8; else the param's dtype, as
+    torch); and its float32 master copy (master_weights)."""
+    out: Dict[str, torch.Tensor] = {}
+    keep = torch.preserve_format
+    eight = precision.bits8 and p.numel() >= precision.min_8bit_size
+    dtype = precision.state_dtype or (torch.float32 if precision.master or precision.bits8
+                                      else p.dtype)
+    for name in names:
+        if eight:
+            out[name] = torch.zeros_like(p, dtype=torch.uint8, memory_format=keep)
+            out[name + ABSMAX] = torch.zeros(absmax_size(p), dtype=torch.float32,
+                                             device=p.device)
+        else:
+            out[name] = torch.zeros_like(p, dtype=dtype, memory_format=keep)
+    if precision.master:
+        out["master_param"] = p.detach().to(torch.float32, memory_format=keep, copy=True)
+    return out
+
+
+def _precision_of(options: Mapping[str, Any], where: str) -> Precision:
+    try:
+        return check_precision(options, _state_dtype)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}{e}") from None
+
+
 class Muon(torch.optim.Optimizer):
     """torch.optim.Muon (2-D params only, as there), each step's elementwise work in two fused
     passes per param and its Newton-Schulz iteration in bfloat16 on torch's matrix product.
@@ -51,29 +107,57 @@ class Muon(torch.optim.Optimizer):
     fused pass over the group. CPU tensors, float32, float64 or bfloat16, contiguous.
     ``max_grad_norm``, ``clip_per_group``, ``max_grad_value`` and ``monitor`` are param-group
     options as in every gdfast class (the clip factor folded into phase 1, which also clamps;
-    the norms kept as ``last_grad_norm`` and ``last_norms``)."""
+    the norms kept as ``last_grad_norm`` and ``last_norms``), and so are the precision options
+    of every gdfast.torch class (``state_dtype``, ``master_weights``, ``stochastic_rounding``
+    with ``seed``, ``optim_bits`` with ``min_8bit_size``; README "Lower precision"), for the
+    Muon groups' momentum buffers and the AdamW groups' moments alike."""
 
     last_grad_norm: Optional[float] = None
     last_norms: Optional[Dict[str, float]] = None
 
-    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, params: Any, *args: Any, state_dtype: Any = None,
+                 master_weights: bool = False, stochastic_rounding: bool = False,
+                 seed: Optional[int] = None, optim_bits: int = 32, min_8bit_size: int = 4096,
+                 **kwargs: Any) -> None:
         defaults, self.adamw_defaults = _muon.options(*args, **kwargs)
         if isinstance(defaults["lr"], torch.Tensor) and defaults["lr"].numel() != 1:
             raise ValueError("lr: a tensor lr must have 1 element")
+        defaults.update(state_dtype=state_dtype, master_weights=master_weights,
+                        stochastic_rounding=stochastic_rounding, seed=seed,
+                        optim_bits=optim_bits, min_8bit_size=min_8bit_size)
         _muon.check_group({k: _host(v) for k, v in defaults.items()})
+        self._with_seed(defaults)
+        _precision_of(defaults, "")
         super().__init__(params, defaults)
 
-    __init__.__signature__ = _muon.INIT_SIGNATURE  # type: ignore[attr-defined]
+    __init__.__signature__ = _muon.INIT_SIGNATURE.replace(  # type: ignore[attr-defined]
+        parameters=[*_muon.INIT_SIGNATURE.parameters.values(), *(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+            for name, default in PRECISION_OPTIONS.items())])
+
+    @staticmethod
+    def _with_seed(group: Dict[str, Any], defaults: Optional[Mapping[str, Any]] = None) -> None:
+        """A seed drawn from torch's default generator (torch.manual_seed reproduces it) for a
+        group with stochastic rounding and none, as the other gdfast.torch classes draw it."""
+        merged = {**(defaults or {}), **group}
+        if merged.get("stochastic_rounding") is True and merged.get("seed") is None:
+            high, low = torch.randint(0, 2**32, (2,), dtype=torch.int64).tolist()
+            group["seed"] = int(high) << 32 | int(low)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         if isinstance(param_group, dict) and not _muon.is_muon(param_group):
             param_group = _muon.adamw_group(param_group, self.adamw_defaults)
+        if isinstance(param_group, dict) and hasattr(self, "defaults"):
+            self._with_seed(param_group, self.defaults)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         where = f"param_groups[{len(self.param_groups) - 1}]"
         try:
             options = {k: _host(v) for k, v in group.items()}
             _muon.check_step_options(options, where + ".")
+            precision = _precision_of(options, where + ".")
+            for i, p in enumerate(group["params"]):
+                self._check_param(p, precision, f"{where}.params[{i}]")
             if not _muon.is_muon(group):
                 _muon.check_adamw_group(options, where + ".")
                 return
@@ -84,15 +168,46 @@ class Muon(torch.optim.Optimizer):
             self.param_groups.pop()
             raise
 
-    def _work(self) -> List[_muon.GroupStep]:
-        """Per group: the params with a gradient (detached: the same memory), their gradients
-        and states (new ones not yet kept), all checked."""
-        work = []
+    @staticmethod
+    def _check_param(p: torch.Tensor, precision: Precision, who: str) -> None:
+        check_param_precision(p.dtype, precision, who)
+        if precision.bits8 and p.numel() >= precision.min_8bit_size \
+                and p.dtype not in (torch.float32, *_NARROW):
+            raise ValueError(f"{who}: optim_bits=8 is for float32, bfloat16 and float16 params, "
+                             f"got a {str(p.dtype)[6:]} param")
+
+    def _rounding_count(self) -> Optional[int]:
+        """The optimizer's count of stochastically rounded steps after this one, which keys
+        the Muon phases' rounding besides the seed (they count no steps; an AdamW group's
+        rounding is keyed by its step), kept in every group as ``rounding_step`` as in the
+        other gdfast.torch classes; None when no group rounds stochastically."""
+        if not any(g.get("stochastic_rounding") is True for g in self.param_groups):
+            return None
+        done = 0
+        for i, group in enumerate(self.param_groups):
+            count = count_value(group.get("rounding_step", 0))
+            if count is None:
+                raise ValueError(f"param_groups[{i}]: rounding_step: expected an int >= 0, got "
+                                 f"{group.get('rounding_step')!r}")
+            done = max(done, count)
+        return done + 1
+
+    def _work(self, count: Optional[int]
+              ) -> Tuple[List[_muon.GroupStep], List[Tuple[Any, Dict[str, Any]]]]:
+        """Per group: the params with a gradient (detached: the same memory), their gradients,
+        states and extras (master copy, blocks' maxima, rounding), all checked; and per param,
+        the states to keep (new ones are not kept before the checks pass). ``count``: the
+        rounding count of this step (_rounding_count)."""
+        work, kept = [], []
+        first = 0  # the group's first param's index in the optimizer (a rounding key)
         for gi, group in enumerate(self.param_groups):
             names = _muon.state_names(group)
+            options = {k: _host(v) for k, v in group.items() if k != "params"}
+            precision = _precision_of(options, f"param_groups[{gi}].")
             params: List[Any] = []
             grads: List[Any] = []
             states: List[List[Any]] = [[] for _ in names]
+            extras: List[_muon.Extras] = []
             for i, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
@@ -101,15 +216,25 @@ class Muon(torch.optim.Optimizer):
                     raise ValueError(f"{where}: Muon steps dense real CPU tensors here, got "
                                      f"{p.dtype} {p.grad.layout} on {p.device}")
                 state = self.state.get(p, {})  # (a rejected step adds no entry)
+                if any(name not in state for name in names):
+                    self._check_param(p, precision, where)
+                    state = {**_new_states(p, names, precision), **state}
                 for name, arrays in zip(names, states):
-                    value = state.get(name)
-                    arrays.append(torch.zeros_like(p, memory_format=torch.preserve_format)
-                                  if value is None else value)
+                    arrays.append(state[name])
+                eight = any(is_codes(state[name]) for name in names)
+                extras.append(_muon.Extras(
+                    state.get("master_param") if p.dtype in _NARROW else None,
+                    tuple(state.get(name + ABSMAX) for name in names) if eight else (),
+                    (options["seed"], first + i, count)
+                    if precision.stochastic and count is not None else None))
                 params.append(p.detach())
                 grads.append(p.grad)
-            options = {k: _host(v) for k, v in group.items() if k != "params"}
-            work.append(_muon.GroupStep.checked(group, options, params, grads, states))
-        return work
+                kept.append((p, state))
+            first += len(group["params"])
+            plain = precision is DEFAULT_PRECISION and all(e == _muon.PLAIN for e in extras)
+            work.append(_muon.GroupStep.checked(group, options, params, grads, states,
+                                                None if plain else extras))
+        return work, kept
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
@@ -117,13 +242,37 @@ class Muon(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = self._work()  # (all checked before any param or state changes)
-        for w in work:
-            stepped = (p for p in w.group["params"] if p.grad is not None)
-            for k, p in enumerate(stepped):
-                self.state[p].update((name, arrays[k])
-                                     for name, arrays in zip(_muon.state_names(w.group),
-                                                             w.states))
+        count = self._rounding_count()
+        work, kept = self._work(count)  # (all checked before any param or state changes)
+        for p, state in kept:
+            self.state[p].update(state)
         self.last_grad_norm, self.last_norms = _muon.run_groups(work, new_input,
                                                                 newton_schulz_bfloat16)
+        if count is not None:
+            for group in self.param_groups:
+                group["rounding_step"] = count
         return loss
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch.optim's, except that the master copy, 8-bit states (uint8 codes, float32
+        blocks' maxima) and states the kernels take in their stored dtype with their param
+        keep it (torch.optim casts every floating state to the param's dtype), and a group
+        lacking a precision option (a torch.optim.Muon state_dict) keeps this optimizer's."""
+        before = self.param_groups
+        super().load_state_dict(state_dict)
+        saved_groups = state_dict["param_groups"]
+        for group, saved, old in zip(self.param_groups, saved_groups, before):
+            for key in (*PRECISION_OPTIONS, "rounding_step"):
+                if key not in saved and key in old:
+                    group[key] = old[key]
+        for saved_key, p in zip(chain.from_iterable(g["params"] for g in saved_groups),
+                                chain.from_iterable(g["params"] for g in self.param_groups)):
+            entry = state_dict["state"].get(saved_key)
+            if not isinstance(entry, Mapping) or p not in self.state:
+                continue
+            for name, value in entry.items():
+                if torch.is_tensor(value) and (value.is_floating_point()
+                                               or value.dtype == torch.uint8) \
+                        and kept_dtype(p.dtype, name, value.dtype):
+                    dtype = torch.float32 if name == "master_param" else value.dtype
+                    self.state[p][name] = value.to(dtype=dtype, device=p.device)

@@ -178,6 +178,70 @@ class Precision:
 DEFAULT_PRECISION = Precision()
 
 
+def check_precision(group: Mapping[str, Any], state_dtype_of: Callable[[Any], Any]) -> Precision:
+    """A group's precision options, checked: TypeError/ValueError naming the option
+    (state_dtype_of: a state_dtype as the front end's dtype, TypeError naming it otherwise)."""
+    get = group.get
+    flags = []
+    for name in ("master_weights", "stochastic_rounding"):
+        value = get(name, False)
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name}: expected True or False, got {value!r}")
+        flags.append(bool(value))
+    master, stochastic = flags
+    state_dtype = get("state_dtype")
+    if state_dtype is not None:
+        state_dtype = state_dtype_of(state_dtype)
+    seed = get("seed")
+    if seed is not None:
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed: expected None or an int in [0, 2**64), got {seed!r}")
+        seed = int(seed)
+        if not 0 <= seed < SEED_LIMIT:
+            raise ValueError(f"seed: expected None or an int in [0, 2**64), got {shown(seed)}")
+    if master and stochastic:
+        raise ValueError("master_weights=True and stochastic_rounding=True: choose one (the "
+                         "float32 master copy keeps every small update exactly, which "
+                         "stochastic rounding does only on average)")
+    if stochastic and seed is None:
+        raise ValueError("seed: stochastic_rounding=True needs one (an int in [0, 2**64)), "
+                         "got None")
+    bits = get("optim_bits", 32)
+    if isinstance(bits, (bool, np.bool_)) or bits not in (8, 32):
+        raise ValueError(f"optim_bits: expected 32 or 8 (8-bit blockwise states), got {bits!r}")
+    min_size = get("min_8bit_size", 4096)
+    if isinstance(min_size, (bool, np.bool_)) or not isinstance(min_size, numbers.Integral) \
+            or min_size < 0:
+        raise (ValueError if isinstance(min_size, numbers.Integral) else TypeError)(
+            f"min_8bit_size: expected an int >= 0, got {min_size!r}")
+    if not (master or stochastic or state_dtype is not None or bits == 8):
+        return DEFAULT_PRECISION
+    return Precision(state_dtype, master, stochastic, seed, bits == 8, int(min_size))
+
+
+def check_param_precision(dtype: Any, precision: Precision, who: str) -> None:
+    """A param's dtype against its group's precision options: ValueError naming it (as
+    ``who``) for master weights of a param that is no narrower than float32, and for a
+    state_dtype its param cannot be stepped with."""
+    if precision is DEFAULT_PRECISION:
+        return
+    name = dtype_name(dtype)
+    if precision.master and name not in NARROW:
+        raise ValueError(f"{who}: master_weights=True is for bfloat16 and float16 params, "
+                         f"got a {name} param (stored as wide as it is computed, it needs "
+                         "no master copy)")
+    if precision.state_dtype is not None:
+        wanted = dtype_name(precision.state_dtype)
+        if name not in SINGLE:
+            raise ValueError(f"{who}: state_dtype={wanted}: a {name} param keeps {name} "
+                             "states (state_dtype is for float32, bfloat16 and float16 "
+                             "params)")
+        if wanted == "float16" and name != "float16":
+            raise ValueError(f"{who}: state_dtype=float16 is for float16 params; the states "
+                             f"of a {name} param may leave float16's range (normal numbers "
+                             "6.1e-05 to 65504): use bfloat16 or float32")
+
+
 COUNT_EXPECTED = "expected an int >= 0"
 SCALAR_EXPECTED = "expected a finite number"
 
@@ -595,70 +659,6 @@ class StepPath:
         index = batch.indices[k] if batch.indices is not None else batch.members[k].position
         return f"{batch.where}['params'][{index}]"
 
-    def _check_precision(self, group: Mapping[str, Any]) -> Precision:
-        """A group's precision options, checked: TypeError/ValueError naming the option."""
-        get = group.get
-        flags = []
-        for name in ("master_weights", "stochastic_rounding"):
-            value = get(name, False)
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{name}: expected True or False, got {value!r}")
-            flags.append(bool(value))
-        master, stochastic = flags
-        state_dtype = get("state_dtype")
-        if state_dtype is not None:
-            state_dtype = self._state_dtype(state_dtype)
-        seed = get("seed")
-        if seed is not None:
-            if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-                raise TypeError(f"seed: expected None or an int in [0, 2**64), got {seed!r}")
-            seed = int(seed)
-            if not 0 <= seed < SEED_LIMIT:
-                raise ValueError(f"seed: expected None or an int in [0, 2**64), got "
-                                 f"{shown(seed)}")
-        if master and stochastic:
-            raise ValueError("master_weights=True and stochastic_rounding=True: choose one (the "
-                             "float32 master copy keeps every small update exactly, which "
-                             "stochastic rounding does only on average)")
-        if stochastic and seed is None:
-            raise ValueError("seed: stochastic_rounding=True needs one (an int in [0, 2**64)), "
-                             "got None")
-        bits = get("optim_bits", 32)
-        if isinstance(bits, (bool, np.bool_)) or bits not in (8, 32):
-            raise ValueError(f"optim_bits: expected 32 or 8 (8-bit blockwise states), got "
-                             f"{bits!r}")
-        min_size = get("min_8bit_size", 4096)
-        if isinstance(min_size, (bool, np.bool_)) or not isinstance(min_size, numbers.Integral) \
-                or min_size < 0:
-            raise (ValueError if isinstance(min_size, numbers.Integral) else TypeError)(
-                f"min_8bit_size: expected an int >= 0, got {min_size!r}")
-        if not (master or stochastic or state_dtype is not None or bits == 8):
-            return DEFAULT_PRECISION
-        return Precision(state_dtype, master, stochastic, seed, bits == 8, int(min_size))
-
-    @staticmethod
-    def _check_param_precision(dtype: Any, precision: Precision, who: str) -> None:
-        """A param's dtype against its group's precision options: ValueError naming it (as
-        ``who``) for master weights of a param that is no narrower than float32, and for a
-        state_dtype its param cannot be stepped with."""
-        if precision is DEFAULT_PRECISION:
-            return
-        name = dtype_name(dtype)
-        if precision.master and name not in NARROW:
-            raise ValueError(f"{who}: master_weights=True is for bfloat16 and float16 params, "
-                             f"got a {name} param (stored as wide as it is computed, it needs "
-                             "no master copy)")
-        if precision.state_dtype is not None:
-            wanted = dtype_name(precision.state_dtype)
-            if name not in SINGLE:
-                raise ValueError(f"{who}: state_dtype={wanted}: a {name} param keeps {name} "
-                                 "states (state_dtype is for float32, bfloat16 and float16 "
-                                 "params)")
-            if wanted == "float16" and name != "float16":
-                raise ValueError(f"{who}: state_dtype=float16 is for float16 params; the states "
-                                 f"of a {name} param may leave float16's range (normal numbers "
-                                 "6.1e-05 to 65504): use bfloat16 or float32")
-
     def _member_bits8(self, m: Member, names: Tuple[str, ...], precision: Precision,
                       values: Mapping[str, Any], who: str) -> bool:
         """Whether a member's new states are 8-bit: those of a param that already keeps 8-bit
@@ -724,7 +724,7 @@ class StepPath:
                     values = {k: self._host_named(k, v) for k, v in values.items()}
             rule.check(values)
             names = rule.used_states(values)
-            precision = self._check_precision(group)
+            precision = check_precision(group, self._state_dtype)
             check_group_options(group)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}{e}") from None
@@ -978,7 +978,7 @@ class StepPath:
             stored = self.state.get(key)
             m = Member(key, p, position, {} if stored is None else stored, stored is None)
             who = f"{where}['params'][{index}]"
-            self._check_param_precision(p.dtype, precision, who)
+            check_param_precision(p.dtype, precision, who)
             if not precision.master and m.store.get("master_param") is not None:
                 raise ValueError(f"{who}: state['master_param']: a master copy is kept, but "
                                  "master_weights=False would step the param without it (and "

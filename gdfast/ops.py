@@ -34,8 +34,8 @@ the call's list, as ``torch.nn.utils.clip_grad_norm_`` would before the step: on
 the gradients for the norm, and the clip factor is folded into the update (on CUDA the norm
 is read back to the host, as is a device ``grad_scale``).
 ``max_grad_value`` (default None) clamps each gradient to [-max_grad_value, max_grad_value]
-as the kernel loads it, as ``torch.nn.utils.clip_grad_value_`` would before the step (CPU
-arrays only; not with ``max_grad_norm``).
+as the kernel loads it, as ``torch.nn.utils.clip_grad_value_`` would before the step (not
+with ``max_grad_norm``).
 
 CUDA tensors (builds with CUDA kernels) run on their framework's current stream; there
 ``grad_scale``, ``found_inf``, ``lr`` and ``step`` may be 1-element float32 tensors on the

@@ -40,6 +40,7 @@ from ._stepping import (
     SEED_LIMIT,
     StepPath,
     absmax_size,
+    check_param_precision,
     count_value,
     dtype_name,
     eight_bit_constructors,
@@ -162,7 +163,7 @@ class Optimizer(StepPath):
         self._with_precision(group)
         _, _, precision = self._checked_group(group, f"param_groups[{len(self.param_groups)}]: ")
         for i, p in enumerate(params):
-            self._check_param_precision(p.dtype, precision, f"{where}[{i}]")
+            check_param_precision(p.dtype, precision, f"{where}[{i}]")
         self.param_groups.append(group)
 
     def _with_precision(self, group: ParamGroup) -> None:

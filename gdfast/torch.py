@@ -56,6 +56,7 @@ from ._stepping import (
     Member,
     StepPath,
     absmax_size,
+    check_param_precision,
     eight_bit_constructors,
     kept_dtype,
     make_class,
@@ -242,7 +243,7 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         for i, p in enumerate(params):
             t = p[1] if isinstance(p, tuple) and len(p) == 2 else p
             if torch.is_tensor(t):
-                self._check_param_precision(t.dtype, precision, f"{where}['params'][{i}]")
+                check_param_precision(t.dtype, precision, f"{where}['params'][{i}]")
         for p in params:
             t = p[1] if isinstance(p, tuple) and len(p) == 2 else p
             if torch.is_tensor(t):  # torch updates an inference tensor in place only in

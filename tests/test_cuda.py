@@ -669,16 +669,60 @@ def test_monitoring_on_cuda_with_amp_and_in_the_classes():
     assert torch.equal(q, torch.ones(8, device="cuda", dtype=torch.bfloat16))
 
 
+def _clamped_steps(rule_name, arrays, hyper, grad_scale, monitor):
+    """Two calls of gdfast.ops.<rule>_ with max_grad_value=0.5 on (param, grad, *inputs,
+    *states), scalar states carried; the norms of each call when monitored."""
+    rule = RULES[rule_name]
+    op = getattr(gdfast.ops, rule_name + "_")
+    p, g, *rest = arrays
+    named = dict(zip(_extra_inputs(rule_name) + rule.used_states(hyper), rest))
+    scalars, norms = {}, []
+    for step in (1, 2):
+        out = op(p, g, **named, step=step, **hyper, **scalars, max_grad_value=0.5,
+                 grad_scale=grad_scale, monitor=monitor) or {}
+        norms.append({k: out.get(k) for k in MONITOR_NAMES})
+        scalars = {k: v for k, v in out.items() if k not in MONITOR_NAMES}
+    return norms
+
+
 @needs_gpu
-def test_clipping_by_value_is_refused_and_writes_nothing():
-    p, g = torch.ones(8, device="cuda"), torch.full((8,), 3.0, device="cuda")
-    with pytest.raises(ValueError, match="max_grad_value: CPU arrays only"):
-        gdfast.ops.sgd_(p, g, step=1, lr=0.1, max_grad_value=1.0)
-    assert torch.equal(p.cpu(), torch.ones(8))
-    gdfast.ops.sgd_(p, g, step=1, lr=0.1, max_grad_value=float("inf"))  # (inf: no clipping)
-    q = torch.ones(8)
-    gdfast.ops.sgd_(q, g.cpu(), step=1, lr=0.1)
-    assert torch.equal(p.cpu(), q)
+@pytest.mark.parametrize("path", ["float32", "float64", "monitored", "bfloat16",
+                                  "device-grad-scale"])
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_clipping_by_value_bitwise_equals_cpu(config, path):
+    """max_grad_value on CUDA, in each loop that steps (float32/float64, monitored, narrow
+    storage, LAMB's first pass) and with a device grad_scale (the bound of the gradients as
+    stored: times the loss scale): bitwise the CPU's step, the norms too, and the gradients
+    unchanged. N(0, 1) gradients: about 60% of them clamped."""
+    rule_name, hyper = CONFIGS[config]
+    if rule_name in PER_TENSOR and path in ("bfloat16", "device-grad-scale"):
+        pytest.skip("two-pass rules take float32/float64 arrays and host scalars on CUDA")
+    dtype = torch.float64 if path == "float64" else torch.float32
+    gen = torch.Generator().manual_seed(9)
+    n = 40_001
+    host = [torch.randn(n, generator=gen, dtype=dtype)
+            for _ in range(2 + len(_extra_inputs(rule_name)))]
+    host += [torch.randn(n, generator=gen, dtype=dtype).abs()
+             for _ in range(_used_states(rule_name, hyper))]
+    if path == "bfloat16":
+        host = [a.bfloat16() for a in host]
+    if path == "device-grad-scale":
+        host[1] *= 4.0  # (scaled gradients, as AMP's)
+    device = [a.cuda() for a in host]
+    grads = host[1].clone()
+    scale = 4.0 if path == "device-grad-scale" else 1.0
+    device_scale = torch.full((1,), 4.0, device="cuda") if path == "device-grad-scale" else 1.0
+    monitor = path == "monitored"
+    expected = _clamped_steps(rule_name, host, hyper, scale, monitor)
+    for ours, theirs in zip(_clamped_steps(rule_name, device, hyper, device_scale, monitor),
+                            expected):
+        for name in MONITOR_NAMES:  # (a NaN need only be a NaN)
+            same = ours[name] == theirs[name]
+            assert same or (math.isnan(ours[name]) and math.isnan(theirs[name])), name
+    torch.cuda.synchronize()
+    for k, (h, d) in enumerate(zip(host, device)):
+        _assert_same_bits(h, d.cpu(), f"array[{k}]")
+    assert torch.equal(device[1].cpu(), grads)
 
 
 # 8-bit blockwise states (core/quant8.h): a thread per element of a block, the block's new
@@ -693,9 +737,10 @@ QUANT8_CONFIGS = {
 
 
 @needs_gpu
+@pytest.mark.parametrize("max_grad_value", [None, 5e-3], ids=["unclipped", "clipped"])
 @pytest.mark.parametrize("layout", ["float32", "bfloat16", "bfloat16-sr", "bfloat16-master"])
 @pytest.mark.parametrize("config", sorted(QUANT8_CONFIGS))
-def test_gpu_8bit_states_bitwise_equal_cpu(config, layout):
+def test_gpu_8bit_states_bitwise_equal_cpu(config, layout, max_grad_value):
     rule_name, hyper = QUANT8_CONFIGS[config]
     sizes = [1, 255, 256, 257, 16_384 + 300, 1_000_003]
     used = RULES[rule_name].used_states(hyper)
@@ -716,7 +761,8 @@ def test_gpu_8bit_states_bitwise_equal_cpu(config, layout):
         for step in range(1, 4):
             op(arrays["param"], arrays["grad"], **{k: arrays[k] for k in used}, step=step,
                absmax={k: arrays[k + "_absmax"] for k in used},
-               master_param=arrays.get("master_param"), **hyper, **options)
+               master_param=arrays.get("master_param"), max_grad_value=max_grad_value,
+               **hyper, **options)
     torch.cuda.synchronize()
     for name, hs in host.items():
         for t, h in enumerate(hs):

@@ -211,11 +211,6 @@ double to_grad_bound(py::handle hyper, std::size_t num_fields, double grad_scale
                           py::repr(given).cast<std::string>());
   }
   if (value == std::numeric_limits<double>::infinity()) return value;
-  if (batch.on_cuda()) {
-    throw py::value_error(prefix +
-                          "max_grad_value: CPU arrays only (the CUDA kernels do not "
-                          "clip by value)");
-  }
   if (batch.dtype() == Dtype::kFloat64) return value * grad_scale;
   // float32 as a cast rounds it, with no undefined cast beyond float's range (from FLT_MAX plus
   // half its ulp on, a cast rounds to +inf).

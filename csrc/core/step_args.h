@@ -50,7 +50,7 @@ struct StepArgs {
   index_t prefetch_bytes = 0;  // how far ahead the CPU loop prefetches its arrays (0: not)
   const Storage* storage = nullptr;
   // Clipping by value (torch.nn.utils.clip_grad_value_ before the step): the gradients, as
-  // stored, are clamped to [-grad_bound, grad_bound] as they are loaded (CPU; +inf: not).
+  // stored, are clamped to [-grad_bound, grad_bound] as they are loaded (+inf: not).
   double grad_bound = std::numeric_limits<double>::infinity();
   // Monitoring: when set, the step adds to monitor[0..2] the sums of squares of the gradients
   // (as clamped by grad_bound, before any factor), of the updates (new param - old) and of the

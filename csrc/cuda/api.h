@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "core/dtype.h"
 #include "core/step_args.h"
@@ -17,6 +18,9 @@ struct DeviceScalars {
   const float* found_inf = nullptr;   // nonzero: the whole step is skipped
   const float* lr = nullptr;
   const float* step = nullptr;  // 1-based step count after this update
+  // The call's bound of clipping by value (StepArgs::grad_bound, a host value; +inf: none),
+  // which the kernels multiply by a device grad_scale (see multi_tensor.cuh's grad_bound).
+  double grad_bound = std::numeric_limits<double>::infinity();
 };
 
 bool is_available();  // a driver and at least one device; false (never an error) otherwise

@@ -49,8 +49,10 @@ auto pick_two_pass(unsigned flags, std::integer_sequence<unsigned, kFlags...>) {
 
 template <class Rule>
 void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
-          const DeviceScalars& scalars, int device, std::uintptr_t stream) {
+          const DeviceScalars& device_scalars, int device, std::uintptr_t stream) {
   if (args.offsets[args.num_tensors] == 0) return;
+  DeviceScalars scalars = device_scalars;
+  scalars.grad_bound = args.grad_bound;
   const DeviceGuard guard(device);
   const auto all_flags = std::make_integer_sequence<unsigned, 1u << Rule::kNumFlags>{};
   const unsigned flags = Rule::flags(hyper);

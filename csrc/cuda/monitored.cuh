@@ -2,8 +2,9 @@
 // rule's update as multi_tensor.cuh applies it, a block per chunk of kReduceChunk elements,
 // summing the squares of the gradients, the updates (new param - old) and the new params in
 // the CPU's order (chunk_sums.cuh), so the norms are bitwise the CPU's. A step that the
-// device's found_inf skips writes nothing and sums what it read: the gradients, updates of 0
-// and the params. The sums come back to the host: the step waits for the stream.
+// device's found_inf skips writes nothing and sums what it read: the gradients (clamped by the
+// call's bound of clipping by value), updates of 0 and the params. The sums come back to the
+// host: the step waits for the stream.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,6 +24,7 @@ __global__ void __launch_bounds__(kThreads)
                           DeviceScalars scalars, double* chunk_sums) {
   const bool stepping = take_device_scalars(hyper, scalars);
   const auto coef = Rule::template coef<T>(hyper);
+  const T bound = grad_bound<T>(scalars);
   const BlockChunk chunk = block_chunk(table);
   T* ptr[kArrays];
   chunk_arrays(table, chunk, ptr);
@@ -32,6 +34,7 @@ __global__ void __launch_bounds__(kThreads)
       [&](index_t i) { return R::load([&](int slot) { return ptr[slot][i]; }); },
       [&](R& r, index_t i, T(&summed)[kMonitorSums]) {
         const T before = r.param;
+        r.clamp_grad(bound);  // (summed as clamped, as on the CPU)
         if (stepping) {
           r.update(coef);
           r.store([&](int slot, T value) { ptr[slot][i] = value; });

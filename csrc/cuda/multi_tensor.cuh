@@ -72,6 +72,16 @@ __device__ __forceinline__ bool take_device_scalars(H& hyper, const DeviceScalar
   return true;
 }
 
+// The gradients' bound of clipping by value in T: the call's, times a device grad_scale where one
+// is given, as the bindings multiply it by a host one (to_grad_bound: it bounds the gradients
+// as stored, before they are divided by grad_scale).
+template <class T>
+__device__ __forceinline__ T grad_bound(const DeviceScalars& scalars) {
+  double bound = scalars.grad_bound;
+  if (scalars.grad_scale != nullptr) bound *= static_cast<double>(*scalars.grad_scale);
+  return static_cast<T>(bound);
+}
+
 // The tensor this block steps (the last t with first_block[t] <= blockIdx.x) and its chunk of
 // it, [begin, end).
 struct BlockChunk {
@@ -110,23 +120,23 @@ struct alignas(16) Pack {
 
 template <class Rule, unsigned kFlags, class T, int kArrays>
 __device__ __forceinline__ void apply_element(T* const* ptr, index_t i,
-                                              const typename Rule::template Coef<T>& c) {
+                                              const typename Rule::template Coef<T>& c, T bound) {
   using R = optim::Registers<Rule, kFlags, T>;
   R r = R::load([&](int slot) { return ptr[slot][i]; });
-  r.update(c);
+  r.update(c, bound);
   r.store([&](int slot, T value) { ptr[slot][i] = value; });
 }
 
 template <class Rule, unsigned kFlags, class T, int kArrays>
 __device__ __forceinline__ void apply_pack(T* const* ptr, index_t i,
-                                           const typename Rule::template Coef<T>& c) {
+                                           const typename Rule::template Coef<T>& c, T bound) {
   using R = optim::Registers<Rule, kFlags, T>;
   constexpr int kVec = vec_width<T>();
   Pack<T> pack[kArrays];
   for (int k = 0; k < kArrays; ++k) pack[k] = *reinterpret_cast<const Pack<T>*>(ptr[k] + i);
   for (int e = 0; e < kVec; ++e) {
     R r = R::load([&](int slot) { return pack[slot].v[e]; });
-    r.update(c);
+    r.update(c, bound);
     r.store([&](int slot, T value) { pack[slot].v[e] = value; });
   }
   // Only the written arrays (param and states) go back; inputs are read-only.
@@ -142,6 +152,7 @@ __global__ void __launch_bounds__(kThreads)
                 DeviceScalars scalars) {
   if (!take_device_scalars(hyper, scalars)) return;
   const auto coef = Rule::template coef<T>(hyper);
+  const T bound = grad_bound<T>(scalars);
   const BlockChunk chunk = block_chunk(table);
   const int lo = chunk.tensor;
   const index_t begin = chunk.begin, n = chunk.end - chunk.begin;
@@ -155,14 +166,14 @@ __global__ void __launch_bounds__(kThreads)
   if (aligned) {
     const index_t full = n / kVec * kVec;
     for (index_t i = index_t{threadIdx.x} * kVec; i < full; i += index_t{kThreads} * kVec) {
-      apply_pack<Rule, kFlags, T, kArrays>(ptr, i, coef);
+      apply_pack<Rule, kFlags, T, kArrays>(ptr, i, coef, bound);
     }
     for (index_t i = full + threadIdx.x; i < n; i += kThreads) {
-      apply_element<Rule, kFlags, T, kArrays>(ptr, i, coef);
+      apply_element<Rule, kFlags, T, kArrays>(ptr, i, coef, bound);
     }
   } else {
     for (index_t i = threadIdx.x; i < n; i += kThreads) {
-      apply_element<Rule, kFlags, T, kArrays>(ptr, i, coef);
+      apply_element<Rule, kFlags, T, kArrays>(ptr, i, coef, bound);
     }
   }
 }

@@ -47,6 +47,7 @@ __global__ void __launch_bounds__(kThreads)
                           DeviceScalars scalars) {
   if (!take_device_scalars(hyper, scalars)) return;
   const auto coef = Rule::template coef<float>(hyper);
+  const float bound = grad_bound<float>(scalars);
   using R = optim::Registers<Rule, kFlags, float>;
   constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
   constexpr int kWarps = kThreads / 32;
@@ -93,7 +94,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (active) {
       R r = R::load([&](int slot) { return v[slot]; });
-      r.update(coef);
+      r.update(coef, bound);
       r.store([&](int slot, float value) { v[slot] = value; });
     }
     // Each 8-bit state's largest |value| over the block, as bits (Inf and NaN above all).

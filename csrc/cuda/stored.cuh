@@ -125,6 +125,7 @@ __global__ void __launch_bounds__(kThreads)
                        DeviceScalars scalars) {
   if (!take_device_scalars(hyper, scalars)) return;
   const auto coef = Rule::template coef<float>(hyper);
+  const float bound = grad_bound<float>(scalars);
   using R = optim::Registers<Rule, kFlags, float>;
   constexpr int kInputs = optim::Layout<Rule, kFlags>::kNumInputs;
   const auto type = [&](int k) { return stored_type<Recipe, kInputs>(table.slot, k); };
@@ -157,7 +158,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     for (int e = 0; e < 4; ++e) {
       R r = R::load([&](int slot) { return v[slot][e]; });
-      r.update(coef);
+      r.update(coef, bound);
       r.store([&](int slot, float value) { v[slot][e] = value; });
     }
     for (int k = 0; k < kArrays; ++k) {
@@ -181,7 +182,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (index_t i = vector_end + threadIdx.x; i < end; i += kThreads) {
     R r = R::load([&](int slot) { return load_element(arrays, master, slot, type(slot), i); });
-    r.update(coef);
+    r.update(coef, bound);
     r.store([&](int slot, float value) {
       store_element(table, lo, arrays, master, slot, type(slot), i, value);
     });

@@ -54,7 +54,7 @@ __device__ __forceinline__ Loaded<T, kArrays - 2> load_element(T* const (&ptr)[k
 template <class Rule, unsigned kFlags, class T, int kArrays, bool kMonitor>
 __global__ void __launch_bounds__(kThreads)
     moments_kernel(const LaunchTable<kArrays> table, const typename Rule::template Coef<T> coef,
-                   double* chunk_sums) {
+                   T bound, double* chunk_sums) {
   constexpr int kSums = Rule::kTensorSums + kMonitor;
   const BlockChunk chunk = block_chunk(table);
   T* ptr[kArrays];
@@ -62,6 +62,7 @@ __global__ void __launch_bounds__(kThreads)
   step_and_sum_chunk<kSums, T>(
       chunk.end - chunk.begin, [&](index_t i) { return load_element(ptr, i, true); },
       [&](Loaded<T, kArrays - 2>& x, index_t i, T(&summed)[kSums]) {
+        x.grad = optim::lane_min(bound, optim::lane_max(-bound, x.grad));  // (clipping by value)
         T rule_sums[Rule::kTensorSums];
         Rule::template moments<kFlags>(x.param, x.grad, x.state, coef, rule_sums);
         for (int s = 0; s < Rule::kTensorSums; ++s) summed[s] = rule_sums[s];
@@ -125,16 +126,17 @@ void launch_two_pass(const typename Rule::Hyper& hyper, const StepArgs& args, cu
   const bool monitored = args.monitor != nullptr;
   const int stride = kSums + (monitored ? 1 : 0);
   const auto coef = Rule::template coef<T>(hyper);
+  const auto bound = static_cast<T>(args.grad_bound);  // (host scalars only: see kernels.cu)
   LaunchTable<kArrays> moments_table;
   const std::vector<double> sums = sum_chunks(
       args, stride, stream, moments_table, [](int, index_t) {},
       [&](int blocks, double* out) {
         if (monitored) {
           moments_kernel<Rule, kFlags, T, kArrays, true>
-              <<<blocks, kThreads, 0, stream>>>(moments_table, coef, out);
+              <<<blocks, kThreads, 0, stream>>>(moments_table, coef, bound, out);
         } else {
           moments_kernel<Rule, kFlags, T, kArrays, false>
-              <<<blocks, kThreads, 0, stream>>>(moments_table, coef, out);
+              <<<blocks, kThreads, 0, stream>>>(moments_table, coef, bound, out);
         }
       });
   std::vector<double> factors(static_cast<std::size_t>(args.num_tensors));

@@ -83,11 +83,16 @@ struct Registers {
   GDFAST_HD void update(const Coef& coef) {
     apply(coef, std::make_integer_sequence<int, L::kNumInputs>{});
   }
-  // The update of a gradient (the first input) clamped to [-bound, bound] first, as torch.clamp
-  // does: a NaN stays NaN (lane_max keeps its second operand's NaN), and +inf changes nothing.
+  // The gradient (the first input) clamped to [-bound, bound], as torch.clamp does: a NaN stays
+  // NaN (lane_max keeps its second operand's NaN), and +inf changes nothing.
+  template <class T>
+  GDFAST_HD void clamp_grad(T bound) {
+    in[0] = lane_min(V(bound), lane_max(V(-bound), in[0]));
+  }
+  // The update of the gradient clamped first.
   template <class Coef, class T>
   GDFAST_HD void update(const Coef& coef, T bound) {
-    in[0] = lane_min(V(bound), lane_max(V(-bound), in[0]));
+    clamp_grad(bound);
     update(coef);
   }
 
