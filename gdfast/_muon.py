@@ -202,9 +202,10 @@ def _adamw_calls(params: Sequence[Any], grads: Sequence[Any], states: Sequence[S
 def check_adamw_arrays(params: Sequence[Any], grads: Sequence[Any],
                        states: Sequence[Sequence[Any]], group: Dict[str, Any],
                        step: int, extras: Optional[Sequence[Extras]] = None) -> None:
-    for p, g, s, precision in _adamw_calls(params, grads, states, extras):
-        _core.check_one(_ADAM.id, p, (g,), (*s, None), _adamw_hyper(group, step), None, None,
-                        precision)
+    # (one check of every call: no array may overlap another)
+    _core.check(_ADAM.id, [(p, (g,), (*s, None), _adamw_hyper(group, step), None, None, precision)
+                           for p, g, s, precision in _adamw_calls(params, grads, states, extras)],
+                None)
 
 
 def step_adamw(params: Sequence[Any], grads: Sequence[Any], states: Sequence[Sequence[Any]],
@@ -310,13 +311,15 @@ def check_arrays(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[
         _core.check_one(RULE.id, _one_or_list(params), (_one_or_list(grads),),
                         (_one_or_list(buffers),), _hyper(group, 1.0, False), None, None, None)
         return
-    for param, grad, buffer, e in zip(params, grads, buffers, extras or ()):
-        # (the param in x's place: phase 1 checks the grad and buffer against it)
-        _core.check_one(RULE.id, param, (grad,), (buffer,), _hyper(group, 1.0, False), None,
-                        None, _momentum_precision(e._replace(rounding=None)))
+    # (phase 1 of each, the param in x's place, checked together: no array may overlap another)
+    _core.check(RULE.id, [
+        (param, (grad,), (buffer,), _hyper(group, 1.0, False), f"param[{k}]: ", None,
+         _momentum_precision(e)) for k, (param, grad, buffer, e)
+        in enumerate(zip(params, grads, buffers, extras or ()))], None)
+    for k, (param, grad, e) in enumerate(zip(params, grads, extras or ())):
         if e.master is not None:  # (phase 2; the grad in the iteration's output's place)
             _core.check_one(RULE.id, param, (grad,), (None,), _hyper(group, 1.0, True), None,
-                            None, _precision(e.master, None, None))
+                            None, _precision(e.master, None, e.rounding))
 
 
 def step_matrices(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[Any],

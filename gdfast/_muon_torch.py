@@ -14,6 +14,7 @@ import torch
 from . import _muon
 from ._stepping import (
     ABSMAX,
+    COUNT_LIMIT,
     DEFAULT_PRECISION,
     PRECISION_OPTIONS,
     Precision,
@@ -72,13 +73,13 @@ def _new_states(p: torch.Tensor, names: Tuple[str, ...], precision: Precision,
                 ) -> Dict[str, torch.Tensor]:
     """A param's first states as its group's precision options make them: 8-bit codes and
     their blocks' maxima (optim_bits=8 and min_8bit_size elements or more), else zeros of
-    state_dtype (float32 with master weights or optim_bits=8; else the param's dtype, as
-    torch); and its float32 master copy (master_weights)."""
+    state_dtype (float32 with master weights or optim_bits=8; else, and always for a float64
+    param, the param's dtype, as torch)."""
     out: Dict[str, torch.Tensor] = {}
     keep = torch.preserve_format
     eight = precision.bits8 and p.numel() >= precision.min_8bit_size
-    dtype = precision.state_dtype or (torch.float32 if precision.master or precision.bits8
-                                      else p.dtype)
+    dtype = p.dtype if p.dtype == torch.float64 else precision.state_dtype or (
+        torch.float32 if precision.master or precision.bits8 else p.dtype)
     for name in names:
         if eight:
             out[name] = torch.zeros_like(p, dtype=torch.uint8, memory_format=keep)
@@ -86,8 +87,6 @@ def _new_states(p: torch.Tensor, names: Tuple[str, ...], precision: Precision,
                                              device=p.device)
         else:
             out[name] = torch.zeros_like(p, dtype=dtype, memory_format=keep)
-    if precision.master:
-        out["master_param"] = p.detach().to(torch.float32, memory_format=keep, copy=True)
     return out
 
 
@@ -140,7 +139,7 @@ class Muon(torch.optim.Optimizer):
         """A seed drawn from torch's default generator (torch.manual_seed reproduces it) for a
         group with stochastic rounding and none, as the other gdfast.torch classes draw it."""
         merged = {**(defaults or {}), **group}
-        if merged.get("stochastic_rounding") is True and merged.get("seed") is None:
+        if bool(merged.get("stochastic_rounding")) and merged.get("seed") is None:
             high, low = torch.randint(0, 2**32, (2,), dtype=torch.int64).tolist()
             group["seed"] = int(high) << 32 | int(low)
 
@@ -181,12 +180,12 @@ class Muon(torch.optim.Optimizer):
         the Muon phases' rounding besides the seed (they count no steps; an AdamW group's
         rounding is keyed by its step), kept in every group as ``rounding_step`` as in the
         other gdfast.torch classes; None when no group rounds stochastically."""
-        if not any(g.get("stochastic_rounding") is True for g in self.param_groups):
+        if not any(bool(g.get("stochastic_rounding")) for g in self.param_groups):
             return None
         done = 0
         for i, group in enumerate(self.param_groups):
             count = count_value(group.get("rounding_step", 0))
-            if count is None:
+            if count is None or count + 1 >= COUNT_LIMIT:
                 raise ValueError(f"param_groups[{i}]: rounding_step: expected an int >= 0, got "
                                  f"{group.get('rounding_step')!r}")
             done = max(done, count)
@@ -219,6 +218,15 @@ class Muon(torch.optim.Optimizer):
                 if any(name not in state for name in names):
                     self._check_param(p, precision, where)
                     state = {**_new_states(p, names, precision), **state}
+                if precision.master and "master_param" not in state:  # (also: a loaded
+                    # torch.optim.Muon state, or the option turned on later)
+                    state = {**state, "master_param": p.detach().to(
+                        torch.float32, memory_format=torch.preserve_format, copy=True)}
+                elif not precision.master and state.get("master_param") is not None:
+                    raise ValueError(f"{where}: state['master_param']: a master copy is kept, "
+                                     "but master_weights=False would step the param without "
+                                     "it (and leave it stale): set master_weights=True, or "
+                                     "delete it")
                 for name, arrays in zip(names, states):
                     arrays.append(state[name])
                 eight = any(is_codes(state[name]) for name in names)

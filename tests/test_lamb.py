@@ -169,6 +169,36 @@ def test_8bit_states_sum_the_moments_as_stored(variant: str, isa: str, threads: 
                                               want_states[name][t][1].view(np.uint32))
 
 
+def test_8bit_states_clipped_by_value_and_monitored() -> None:
+    """8-bit states with max_grad_value and monitor=True: the params, codes and maxima bitwise
+    the reference's on np.clip's gradients, and the norms those of the clipped gradients, the
+    updates and the new params (NumPy's sums in another order: 1e-12 relative)."""
+    hyper = {"lr": 1e-2, "weight_decay": 0.1}
+    rng = np.random.default_rng(12)
+    params = [rng.standard_normal(n).astype(np.float32) for n in EIGHT_BIT_SIZES]
+    states = {name: ([np.zeros(n, np.uint8) for n in EIGHT_BIT_SIZES],
+                     [np.zeros(-(-n // q8.BLOCK), np.float32) for n in EIGHT_BIT_SIZES])
+              for name in SIGNED}
+    for step in range(1, 3):
+        grads = [rng.standard_normal(n).astype(np.float32) for n in EIGHT_BIT_SIZES]
+        clipped = [np.clip(g, -0.5, 0.5) for g in grads]
+        want_params, want_states = _8bit_reference(params, clipped, states, step, hyper)
+        before = [p.copy() for p in params]
+        norms = gdfast.ops.lamb_(params, grads, states["exp_avg"][0], states["exp_avg_sq"][0],
+                                 step=step, absmax={n: a for n, (_, a) in states.items()},
+                                 max_grad_value=0.5, monitor=True, **hyper)
+        for t in range(len(EIGHT_BIT_SIZES)):
+            np.testing.assert_array_equal(params[t], want_params[t])
+            for name, (codes, absmax) in states.items():
+                np.testing.assert_array_equal(codes[t], want_states[name][t][0])
+                np.testing.assert_array_equal(absmax[t], want_states[name][t][1])
+        expected = {"grad_norm": clipped, "param_norm": params,
+                    "update_norm": [a - b for a, b in zip(params, before)]}
+        for name, arrays in expected.items():
+            total = np.sqrt(sum(np.sum(a.astype(np.float64) ** 2) for a in arrays))
+            assert norms[name] == pytest.approx(total, rel=1e-12), name
+
+
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 def test_8bit_states_with_bfloat16_params(rounding: str) -> None:
     """bfloat16 params and grads with 8-bit states: the param rounded as stored (to nearest, or

@@ -182,6 +182,48 @@ def test_state_dict_round_trip_continues_bitwise(options: Dict[str, Any]) -> Non
     assert all(torch.equal(a, b) for a, b in zip(straight, resumed))
 
 
+def test_master_copies_of_loaded_and_float64_params() -> None:
+    """A torch.optim.Muon state_dict loaded into a master_weights=True optimizer gets its
+    master copy at the next step (from the param); a kept master copy with
+    master_weights=False raises, naming it, and changes nothing; a float64 param under
+    min_8bit_size keeps float64 states with optim_bits=8 (and steps)."""
+    p0 = torch.randn(16, 24, generator=torch.Generator().manual_seed(6)).bfloat16()
+    theirs = p0.clone().requires_grad_()
+    ref = torch.optim.Muon([theirs], lr=0.02)
+    theirs.grad = torch.ones_like(theirs)
+    ref.step()
+    ours = theirs.detach().clone().requires_grad_()
+    opt = gt.Muon([ours], lr=0.02, master_weights=True)
+    opt.load_state_dict(ref.state_dict())
+    assert opt.param_groups[0]["master_weights"] is True  # (torch's groups lack it: ours)
+    ours.grad = torch.ones_like(ours)
+    before = ours.detach().clone()
+    opt.step()
+    assert opt.state[ours]["master_param"].dtype == torch.float32
+    assert torch.equal(ours, opt.state[ours]["master_param"].bfloat16())
+    assert not torch.equal(ours, before)
+    opt.param_groups[0]["master_weights"] = False
+    kept = ours.detach().clone()
+    with pytest.raises(ValueError, match=r"^param_groups\[0\]\.params\[0\]: state\['master"):
+        opt.step()
+    assert torch.equal(ours, kept)
+
+    small = torch.zeros(8, 8, dtype=torch.float64, requires_grad=True)
+    opt64 = gt.Muon([small], optim_bits=8)
+    small.grad = torch.ones_like(small)
+    opt64.step()
+    assert opt64.state[small]["momentum_buffer"].dtype == torch.float64 and small.any()
+
+
+def test_stochastic_rounding_as_a_numpy_bool() -> None:
+    """np.True_ is a bool to the checks, and rounds stochastically like True."""
+    grads = _bf16_grads()
+    runs = [_start(torch.bfloat16) for _ in range(2)]
+    for params, flag in zip(runs, (True, np.True_)):
+        _run(params, grads, stochastic_rounding=flag, seed=9)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
 @pytest.mark.parametrize("make, error, message", [
     (lambda: gt.Muon([torch.zeros(4, 4)], master_weights=True), ValueError,
      r"^param_groups\[0\]\.params\[0\]: master_weights=True is for bfloat16 and float16"),
