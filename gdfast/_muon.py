@@ -293,6 +293,12 @@ def newton_schulz_numpy(x: np.ndarray, group: Dict[str, Any]) -> np.ndarray:
     return x
 
 
+def numpy_input(param: np.ndarray, wide: bool = False) -> np.ndarray:
+    """The iteration's input for a NumPy param: its dtype (float32 or float64, which the
+    iteration computes in; ``wide`` changes nothing)."""
+    return np.empty_like(param)
+
+
 def as_list(value: Any) -> List[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 

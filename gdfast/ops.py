@@ -250,14 +250,21 @@ def muon_(param: Tensors, grad: Tensors, momentum_buffer: Tensors, *, lr: float 
           ns_coefficients: Tuple[float, float, float] = _muon.NS_COEFFICIENTS,
           eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None,
           max_grad_norm: Optional[float] = None, max_grad_value: Optional[float] = None,
-          monitor: bool = False) -> Optional[Dict[str, float]]:
+          monitor: bool = False, master_param: Optional[Tensors] = None,
+          stochastic_rounding: bool = False, seed: int = 0, param_index: Any = None,
+          step: Optional[int] = None, absmax: Optional[Dict[str, Any]] = None
+          ) -> Optional[Dict[str, float]]:
     """One Muon step (torch.optim.Muon's) of 2-D params, in place: the momentum and the
     Newton-Schulz iteration's input in one fused pass, the iteration on the arrays' library
     matrix product (NumPy arrays: in their dtype, float32 or float64; torch tensors: in
     bfloat16, as torch.optim.Muon), then the decay and the step in one more fused pass.
     ``momentum_buffer`` starts at zeros. ``max_grad_norm``, ``max_grad_value`` and ``monitor``
     as in the other ops (the clip factor folded into the first pass, which also clamps; the
-    norms returned as a dict). Everything is checked before any array is written."""
+    norms returned as a dict). Lower precision as in the other ops: ``master_param`` (float32
+    copies of bfloat16/float16 params, stepped, the params written from them),
+    ``stochastic_rounding`` keyed by ``seed``, ``step`` (Muon keeps no count: required with
+    it) and ``param_index``, and an 8-bit buffer as uint8 codes with
+    ``absmax={"momentum_buffer": ...}``. Everything is checked before any array is written."""
     group = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                  ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                  adjust_lr_fn=adjust_lr_fn,
@@ -269,16 +276,37 @@ def muon_(param: Tensors, grad: Tensors, momentum_buffer: Tensors, *, lr: float 
         raise TypeError("param: expected NumPy arrays or torch tensors (the iteration needs "
                         "their library's matrix product)")
     sums = monitor_sums(monitor)
-    _muon.check_arrays(params, grads, buffers, group)
+    extras = _muon_extras(len(params), _precision(master_param, stochastic_rounding, seed,
+                                                  param_index, step, absmax, _muon.RULE))
+    _muon.check_arrays(params, grads, buffers, group, extras)
     grad_scale, _ = clipped_call_scale(grads, max_grad_norm, 1.0)
     if on_torch:
         from ._muon_torch import new_input, newton_schulz_bfloat16
         _muon.step_matrices(params, grads, buffers, group, new_input, newton_schulz_bfloat16,
-                            grad_scale, sums)
+                            grad_scale, sums, extras)
     else:
-        _muon.step_matrices(params, grads, buffers, group, np.empty_like,
-                            _muon.newton_schulz_numpy, grad_scale, sums)
+        _muon.step_matrices(params, grads, buffers, group, _muon.numpy_input,
+                            _muon.newton_schulz_numpy, grad_scale, sums, extras)
     return None if sums is None else step_norms(None, sums, 1.0)
+
+
+def _muon_extras(n: int, precision: Tuple[Any, ...]) -> Optional[List[Any]]:
+    """Each of n params' _muon.Extras from the ops' precision entry (_precision's: master,
+    seed, keys, count, absmax per state); None when it has none."""
+    master, seed, keys, count, per_state = precision
+    buffer_absmax = None if per_state is None else per_state[0]
+    if master is None and seed is None and buffer_absmax is None:
+        return None
+    lists = {}
+    for name, value in (("master_param", master), ("absmax['momentum_buffer']", buffer_absmax),
+                        ("param_index", keys)):
+        lists[name] = [None] * n if value is None else _muon.as_list(value)
+        if len(lists[name]) != n:
+            raise ValueError(f"{name}: expected {n} entries (one per param), got "
+                             f"{len(lists[name])}")
+    return [_muon.Extras(m, () if a is None else (a,),
+                         None if seed is None else (seed, k if key is None else key, count))
+            for k, (m, a, key) in enumerate(zip(*lists.values()))]
 
 
 __all__.append("muon_")

@@ -618,7 +618,7 @@ class Muon:
         _check_disjoint([a for w in work for arrays in (w.params, *w.states) for a in arrays],
                         [g for w in work for g in w.grads])
         self.state.update(new_state)
-        self.last_grad_norm, self.last_norms = _muon.run_groups(work, np.empty_like,
+        self.last_grad_norm, self.last_norms = _muon.run_groups(work, _muon.numpy_input,
                                                                 _muon.newton_schulz_numpy)
 
     def state_dict(self) -> Dict[str, Any]:

@@ -20,6 +20,7 @@ import pytest
 import quant8_reference as q8
 
 torch = pytest.importorskip("torch")
+import gdfast  # noqa: E402
 import gdfast.torch as gt  # noqa: E402
 
 SHAPES = [(64, 96), (96, 64), (8, 8)]  # (the 8 x 8 matrix stays under min_8bit_size)
@@ -222,6 +223,37 @@ def test_stochastic_rounding_as_a_numpy_bool() -> None:
     for params, flag in zip(runs, (True, np.True_)):
         _run(params, grads, stochastic_rounding=flag, seed=9)
     assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@pytest.mark.parametrize("mode", ["master", "8bit", "stochastic"])
+def test_the_op_takes_the_options_as_the_class(mode: str) -> None:
+    """gdfast.ops.muon_ with master_param, absmax (8-bit buffers) or stochastic rounding (keyed
+    by seed, step and the params' positions): bitwise the class's steps with the option."""
+    grads = _bf16_grads()
+    dtype = torch.float32 if mode == "8bit" else torch.bfloat16
+    params = _start(dtype)
+    mine = [p.detach().clone() for p in params]
+    options = {"master": {"master_weights": True}, "8bit": {"optim_bits": 8, "min_8bit_size": 0},
+               "stochastic": {"stochastic_rounding": True, "seed": 5}}[mode]
+    opt = _run(params, grads, **options)
+    eight = mode == "8bit"
+    buffers = [torch.zeros_like(p, dtype=torch.uint8 if eight else torch.float32
+                                if mode == "master" else p.dtype) for p in mine]
+    extra: Dict[str, Any] = {}
+    if mode == "master":
+        extra["master_param"] = [p.float() for p in mine]
+    if eight:
+        extra["absmax"] = {"momentum_buffer": [torch.zeros(-(-p.numel() // 256)) for p in mine]}
+    for step, step_grads in enumerate(grads, 1):
+        if mode == "stochastic":
+            extra.update(stochastic_rounding=True, seed=5, step=step)
+        gdfast.ops.muon_(mine, [g.to(dtype) for g in step_grads], buffers, lr=0.02,
+                         weight_decay=0.1, **extra)
+    for k, (a, b) in enumerate(zip(params, mine)):
+        assert torch.equal(a.detach(), b), k
+        assert torch.equal(opt.state[a]["momentum_buffer"], buffers[k]), k
+        if mode == "master":
+            assert torch.equal(opt.state[a]["master_param"], extra["master_param"][k])
 
 
 @pytest.mark.parametrize("make, error, message", [
