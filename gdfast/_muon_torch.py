@@ -14,16 +14,15 @@ import torch
 from . import _muon
 from ._stepping import (
     ABSMAX,
-    COUNT_LIMIT,
     DEFAULT_PRECISION,
     PRECISION_OPTIONS,
     Precision,
     absmax_size,
     check_param_precision,
     check_precision,
-    count_value,
     is_codes,
     kept_dtype,
+    next_rounding_count,
 )
 
 _STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -182,14 +181,7 @@ class Muon(torch.optim.Optimizer):
         other gdfast.torch classes; None when no group rounds stochastically."""
         if not any(bool(g.get("stochastic_rounding")) for g in self.param_groups):
             return None
-        done = 0
-        for i, group in enumerate(self.param_groups):
-            count = count_value(group.get("rounding_step", 0))
-            if count is None or count + 1 >= COUNT_LIMIT:
-                raise ValueError(f"param_groups[{i}]: rounding_step: expected an int >= 0, got "
-                                 f"{group.get('rounding_step')!r}")
-            done = max(done, count)
-        return done + 1
+        return next_rounding_count(self.param_groups)
 
     def _work(self, count: Optional[int]
               ) -> Tuple[List[_muon.GroupStep], List[Tuple[Any, Dict[str, Any]]]]:

@@ -243,6 +243,20 @@ def check_param_precision(dtype: Any, precision: Precision, who: str) -> None:
 
 
 COUNT_EXPECTED = "expected an int >= 0"
+
+
+def next_rounding_count(groups: Sequence[Mapping[str, Any]]) -> int:
+    """The optimizer's count of stochastically rounded steps after this one: one more than the
+    largest ``rounding_step`` its groups keep; ValueError naming a group whose count is not an
+    int >= 0."""
+    done = 0
+    for i, group in enumerate(groups):
+        count = count_value(group.get("rounding_step", 0))
+        if count is None or count + 1 >= COUNT_LIMIT:
+            raise ValueError(f"param_groups[{i}]: rounding_step: {COUNT_EXPECTED}, got "
+                             f"{group.get('rounding_step')!r}")
+        done = max(done, count)
+    return done + 1
 SCALAR_EXPECTED = "expected a finite number"
 
 # Constructor arguments that hold several of a rule's hyperparameters, in order; a rule takes
@@ -851,14 +865,7 @@ class StepPath:
         if self._ctor.rule.step == "counted" or not any(
                 w[0].precision.stochastic and w[0].narrow for w in work):
             return None
-        done = 0
-        for i, group in enumerate(self.param_groups):
-            count = count_value(group.get("rounding_step", 0))
-            if count is None or count + 1 >= COUNT_LIMIT:
-                raise ValueError(f"param_groups[{i}]: rounding_step: {COUNT_EXPECTED}, got "
-                                 f"{group.get('rounding_step')!r}")
-            done = max(done, count)
-        return done + 1
+        return next_rounding_count(self.param_groups)
 
     def _step_arg(self, batch: Batch) -> Any:
         kind = self._ctor.rule.step
