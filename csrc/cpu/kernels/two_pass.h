@@ -276,39 +276,29 @@ struct TwoPass {
     for (index_t at = first; at < stop;) {
       const index_t end = std::min(stop, at + kQuantGroup);
       q.decode(at, end);
-      with_buffers(q, t, at, args.grad_bound, [&](const auto& arrays) {
-        const Pass1Arrays<std::decay_t<decltype(arrays)>> a{arrays,
-                                                            L(static_cast<T>(args.grad_bound)), 0};
-        for_each_lane<L>(end - at, [&](index_t i, index_t count) {
-          Loaded x = a.load(i, count);
-          a.update(x, i, count, coef);
-        });
-        q.encode(at, end, 1);
-        q.decode(at, end);
-        for_each_lane<L>(end - at, [&](index_t i, index_t count) {
-          L summed[kSums + kMonitor];
-          a.to_sum(a.load(i, count), coef, summed);
-          sums.add_inline(summed, count);
-        });
+      const Pass1Arrays<StoredArrays> a{buffers(q, t, at, args.grad_bound),
+                                        L(static_cast<T>(args.grad_bound)), 0};
+      for_each_lane<L>(end - at, [&](index_t i, index_t count) {
+        Loaded x = a.load(i, count);
+        a.update(x, i, count, coef);
+      });
+      q.encode(at, end, 1);
+      q.decode(at, end);
+      for_each_lane<L>(end - at, [&](index_t i, index_t count) {
+        L summed[kSums + kMonitor];
+        a.to_sum(a.load(i, count), coef, summed);
+        sums.add_inline(summed, count);
       });
       at = end;
     }
   }
 
-  // Runs pass(arrays) on tensor t's arrays from element `at` on, each 8-bit state at its buffer
-  // in q (a float32 call).
-  template <class Pass>
-  static void with_buffers(QuantizedStates<2 + kStates>& q, index_t t, index_t at,
-                           double grad_bound, Pass&& pass) {
-    if (q.plain) {
-      FlatArrays flat;
-      for (int k = 0; k < 2 + kStates; ++k) {
-        flat.at[k] = q.quantized(k) ? q.buffer[k] : static_cast<T*>(q.arrays[k]) + at;
-      }
-      pass(flat);
-    } else {
-      pass(StoredArrays{q.template stored<Rule, kFlags>(t, at, grad_bound), false});
-    }
+  // Tensor t's arrays from element `at` on, each 8-bit state at its buffer in q (a float32
+  // call; storage.h's general places: one loop serves every layout, which keeps the wheel
+  // small for a mode chosen for memory).
+  static StoredArrays buffers(QuantizedStates<2 + kStates>& q, index_t t, index_t at,
+                              double grad_bound) {
+    return {q.template stored<Rule, kFlags>(t, at, grad_bound), false};
   }
 
   // Pass 1 over [begin, end) of the virtual concatenation, which starts at a chunk's start:
@@ -342,9 +332,7 @@ struct TwoPass {
         for (index_t at = first; at < first + n;) {
           const index_t end = std::min(first + n, (at / kQuantGroup + 1) * kQuantGroup);
           q.decode(at, end);
-          with_buffers(q, t, at, args.grad_bound, [&](const auto& arrays) {
-            apply_to(arrays, coef, factor, 0, end - at, sums);
-          });
+          apply_to(buffers(q, t, at, args.grad_bound), coef, factor, 0, end - at, sums);
           at = end;
         }
         return;
