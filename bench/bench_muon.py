@@ -6,6 +6,7 @@ block). Also: the iteration's matrix products against torch's own bfloat16 GEMM 
 
     pytest bench/bench_muon.py --benchmark-only
     python bench/bench_muon.py [--blocks 1]   # interleaved: median of 9 steps each
+    python bench/bench_muon.py --precision    # gdfast.torch.Muon's precision options
 
 Each torch implementation's first step is checked against torch.optim.Muon's before it is
 timed (the bound of tests/test_muon.py); pytorch_optimizer's Muon has other defaults and is
@@ -123,6 +124,30 @@ def phases_time(shapes: Sequence[Tuple[int, int]]) -> float:
     return interleaved_medians({"phases": phases})["phases"]
 
 
+# gdfast.torch.Muon's precision modes: (param dtype, options).
+PRECISION_MODES = {
+    "fp32": ("float32", {}),
+    "bf16": ("bfloat16", {}),
+    "bf16, fp32 master": ("bfloat16", {"master_weights": True}),
+    "bf16, stochastic": ("bfloat16", {"stochastic_rounding": True, "seed": 1}),
+    "fp32, 8-bit buffers": ("float32", {"optim_bits": 8}),
+}
+
+
+def precision_steps(shapes: Sequence[Tuple[int, int]]) -> Dict[str, Callable[[], None]]:
+    """gdfast.torch.Muon's step in each precision mode, on the same values."""
+    torch = pytest.importorskip("torch")
+    from gdfast.torch import Muon
+
+    steps = {}
+    for name, (dtype, options) in PRECISION_MODES.items():
+        params = torch_params(shapes)
+        for p in params:
+            p.data, p.grad = p.data.to(getattr(torch, dtype)), p.grad.to(getattr(torch, dtype))
+        steps[name] = Muon(params, lr=LR, **options).step
+    return steps
+
+
 @pytest.mark.benchmark(group="muon-gpt2-block")
 @pytest.mark.parametrize("impl", IMPLS)
 def test_muon(benchmark: Any, impl: str) -> None:
@@ -132,9 +157,18 @@ def test_muon(benchmark: Any, impl: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--blocks", type=int, default=1, help="GPT-2-small blocks (7.1e6 each)")
+    parser.add_argument("--precision", action="store_true",
+                        help="gdfast.torch.Muon in each precision mode instead")
     args = parser.parse_args()
     shapes = BLOCK * args.blocks
     elements = sum(r * c for r, c in shapes)
+    if args.precision:
+        median = interleaved_medians(precision_steps(shapes))
+        print_medians(f"gdfast.torch.Muon, {elements:.2e} elements, "
+                      f"{gdfast.get_num_threads()} threads", median)
+        for name, t in median.items():
+            print(f"  {name:<22}{t / median['fp32']:6.2f}x fp32's time")
+        return
     steps = {}
     for name in IMPLS:
         try:

@@ -39,8 +39,10 @@ def new_input(param: torch.Tensor, wide: bool = False) -> torch.Tensor:
 
 
 def newton_schulz_bfloat16(x: torch.Tensor, group: Dict[str, Any]) -> torch.Tensor:
-    """The iteration on a bfloat16 matrix, in torch.optim.Muon's operations and order (so that
-    the same input gives the same bits); returns its output, in x's dtype."""
+    """The iteration on x rounded to bfloat16 (x itself when it is bfloat16), in
+    torch.optim.Muon's operations and order (so that the same input gives the same bits);
+    returns its output in bfloat16, which phase 2 widens exactly, or in float64 for a float64
+    x (phase 2 of a float64 param is a float64 call)."""
     a, b, c = group["ns_coefficients"]
     given = x.dtype
     x = x.bfloat16()  # (x itself when it is bfloat16)
@@ -53,7 +55,7 @@ def newton_schulz_bfloat16(x: torch.Tensor, group: Dict[str, Any]) -> torch.Tens
         poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
         x = torch.addmm(x, poly, x, beta=a)
     x = x.T.contiguous() if tall else x  # (phase 2 reads contiguous arrays)
-    return x.to(given)
+    return x.double() if given == torch.float64 else x
 
 
 def _host(value: Any) -> Any:
