@@ -307,7 +307,8 @@ def check_arrays(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[
                  group: Dict[str, Any], extras: Optional[Sequence[Extras]] = None) -> None:
     """Everything the two phases would check, before either runs: shapes, dtypes, contiguity,
     writeable param and buffer, no array sharing memory with another; with extras, each
-    param's phases on their own (its master copy, blocks' maxima)."""
+    param's phase 1 with its blocks' maxima and rounding (all in one check), and its phase 2
+    with its master copy."""
     if not len(params) == len(grads) == len(buffers):
         raise ValueError(f"param, grad, momentum_buffer: expected lists of one length, got "
                          f"{len(params)}, {len(grads)}, {len(buffers)}")
