@@ -99,14 +99,15 @@ def test_small_params_keep_float32_states_whatever_their_dtype() -> None:
     assert opt.state[small]["exp_avg"].dtype == torch.bfloat16
 
 
-def test_numpy_and_torch_classes_agree_bitwise() -> None:
+@pytest.mark.parametrize("name", ["Lion8bit", "Lamb8bit"])
+def test_numpy_and_torch_classes_agree_bitwise(name: str) -> None:
     rng = np.random.default_rng(0)
     p0 = rng.standard_normal((70, 90)).astype(np.float32)
     grads = [rng.standard_normal((70, 90)).astype(np.float32) for _ in range(4)]
     p_np = p0.copy()
-    opt_np = gdfast.Lion8bit([p_np], lr=1e-3, weight_decay=0.1)
+    opt_np = getattr(gdfast, name)([p_np], lr=1e-3, weight_decay=0.1)
     p_t = torch.nn.Parameter(torch.from_numpy(p0.copy()))
-    opt_t = gt.Lion8bit([p_t], lr=1e-3, weight_decay=0.1)
+    opt_t = getattr(gt, name)([p_t], lr=1e-3, weight_decay=0.1)
     for g in grads:
         opt_np.step([g])
         p_t.grad = torch.from_numpy(g)
@@ -123,12 +124,14 @@ def _snapshot(model: Any, opt: Any) -> List[Any]:
     return out
 
 
-@pytest.mark.parametrize("base", [False, True], ids=["AdamW8bit", "into-AdamW"])
-def test_state_dict_round_trip_resumes_exactly(base: bool) -> None:
-    """Saved (torch.save, weights_only load) and loaded into a new AdamW8bit, or into a plain
-    AdamW (the loaded 8-bit states stay 8-bit), training goes on bit for bit."""
+@pytest.mark.parametrize("eight, base", [("AdamW8bit", False), ("AdamW8bit", True),
+                                         ("Lamb8bit", False)],
+                         ids=["AdamW8bit", "into-AdamW", "Lamb8bit"])
+def test_state_dict_round_trip_resumes_exactly(eight: str, base: bool) -> None:
+    """Saved (torch.save, weights_only load) and loaded into a new 8-bit class, or into the
+    plain class (the loaded 8-bit states stay 8-bit), training goes on bit for bit."""
     model = _model()
-    opt = gt.AdamW8bit(model.parameters(), lr=1e-2)
+    opt = getattr(gt, eight)(model.parameters(), lr=1e-2)
     _train(model, opt, 3)
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
@@ -139,8 +142,7 @@ def test_state_dict_round_trip_resumes_exactly(base: bool) -> None:
     saved = torch.load(buffer, weights_only=True)
     again = _model(seed=5)
     again.load_state_dict(saved["model"])
-    other = (gt.AdamW(again.parameters(), lr=1e-2) if base
-             else gt.AdamW8bit(again.parameters(), lr=1e-2))
+    other = getattr(gt, EIGHT_BIT[eight] if base else eight)(again.parameters(), lr=1e-2)
     other.load_state_dict(saved["opt"])
     weight = next(again.parameters())
     assert other.state[weight]["exp_avg"].dtype == torch.uint8
