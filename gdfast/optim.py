@@ -36,6 +36,7 @@ from ._stepping import (
     COUNT_EXPECTED,
     EIGHT_BIT,
     GDFAST_OPTIONS,
+    PRECISION_OPTIONS,
     SCALAR_EXPECTED,
     SEED_LIMIT,
     StepPath,
@@ -543,6 +544,10 @@ class Muon:
     last_norms: Optional[Dict[str, float]] = None
 
     def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any) -> None:
+        for name in PRECISION_OPTIONS:
+            if name in kwargs:
+                raise TypeError(f"{name}: gdfast.Muon takes no precision options (it steps "
+                                "float32/float64 NumPy arrays); gdfast.torch.Muon does")
         self.defaults, self.adamw_defaults = _muon.options(*args, **kwargs)
         _muon.check_group(self.defaults)
         self.param_groups: List[ParamGroup] = []
