@@ -175,13 +175,13 @@ class CheckedCall {
       for (const Entry& e : entries_) {
         StepArgs args = e.batch->step_args();
         args.monitor = e.monitor;
+        args.grad_bound = e.grad_bound;
         if (e.batch->on_cuda()) {
 #if defined(GDFAST_HAVE_CUDA)
           cuda::run_step<Rule>(e.hyper, e.batch->dtype(), args, e.scalars.values,
                                e.batch->device_id(), stream_handle);
 #endif
         } else {
-          args.grad_bound = e.grad_bound;
           cpu::run_step<Rule>(e.hyper, e.batch->dtype(), args, repeats);
         }
       }
