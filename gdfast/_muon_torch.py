@@ -21,6 +21,7 @@ from ._stepping import (
     check_param_precision,
     check_precision,
     is_codes,
+    keep_unsaved_options,
     kept_dtype,
     next_rounding_count,
 )
@@ -263,10 +264,8 @@ class Muon(torch.optim.Optimizer):
         before = self.param_groups
         super().load_state_dict(state_dict)
         saved_groups = state_dict["param_groups"]
-        for group, saved, old in zip(self.param_groups, saved_groups, before):
-            for key in (*PRECISION_OPTIONS, "rounding_step"):
-                if key not in saved and key in old:
-                    group[key] = old[key]
+        keep_unsaved_options(self.param_groups, saved_groups, before,
+                             (*PRECISION_OPTIONS, "rounding_step"))
         for saved_key, p in zip(chain.from_iterable(g["params"] for g in saved_groups),
                                 chain.from_iterable(g["params"] for g in self.param_groups)):
             entry = state_dict["state"].get(saved_key)

@@ -245,6 +245,19 @@ def check_param_precision(dtype: Any, precision: Precision, who: str) -> None:
 COUNT_EXPECTED = "expected an int >= 0"
 
 
+def keep_unsaved_options(groups: Sequence[Dict[str, Any]],
+                         saved_groups: Sequence[Mapping[str, Any]],
+                         before: Sequence[Mapping[str, Any]], keys: Iterable[str]) -> None:
+    """After torch.optim's load_state_dict: each of ``keys`` that a saved group lacks (a
+    torch.optim state_dict has none of gdfast's options) takes the value the group had before
+    (``before``), rather than none."""
+    keys = tuple(keys)
+    for group, saved, old in zip(groups, saved_groups, before):
+        for key in keys:
+            if key not in saved and key in old:
+                group[key] = old[key]
+
+
 def next_rounding_count(groups: Sequence[Mapping[str, Any]]) -> int:
     """The optimizer's count of stochastically rounded steps after this one: one more than the
     largest ``rounding_step`` its groups keep; ValueError naming a group whose count is not an

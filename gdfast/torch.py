@@ -58,6 +58,7 @@ from ._stepping import (
     absmax_size,
     check_param_precision,
     eight_bit_constructors,
+    keep_unsaved_options,
     kept_dtype,
     make_class,
 )
@@ -471,10 +472,8 @@ class Optimizer(StepPath, torch.optim.Optimizer):
         before = self.param_groups
         super().load_state_dict(state_dict)
         saved_groups = state_dict["param_groups"]
-        for group, saved, old in zip(self.param_groups, saved_groups, before):
-            for key in (*GDFAST_OPTIONS, "rounding_step"):
-                if key not in saved and key in old:
-                    group[key] = old[key]
+        keep_unsaved_options(self.param_groups, saved_groups, before,
+                             (*GDFAST_OPTIONS, "rounding_step"))
         saved_state = state_dict["state"]
         for saved_key, p in zip(chain.from_iterable(g["params"] for g in saved_groups),
                                 chain.from_iterable(g["params"] for g in self.param_groups)):
