@@ -17,10 +17,19 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import numpy as np
 
-from . import _core
+from . import _core, _device
 from ._clip import check_group_options, clipped_scales
 from ._monitor import norms
 from ._spec import PARTS, RULES, check_one, shown
+from ._stepping import (
+    ABSMAX,
+    NARROW,
+    PRECISION_OPTIONS,
+    Precision,
+    check_param_precision,
+    dtype_name,
+    is_codes,
+)
 
 RULE = PARTS["muon"]
 _ADAM = RULES["adam"]
@@ -138,6 +147,13 @@ def _one_or_list(arrays: Sequence[Any]) -> Any:
     return arrays[0] if len(arrays) == 1 else list(arrays)
 
 
+def _stream(arrays: Any) -> Optional[int]:
+    """A kernel call's stream: for CUDA tensors their framework's current one (the iteration's
+    matrix products are queued there too), None on the CPU."""
+    head = _device.first(arrays)
+    return _device.current_stream(head) if _device.on_cuda(head) else None
+
+
 class Extras(NamedTuple):
     """What a param's step takes beyond its states (gdfast.torch.Muon's precision options,
     README "Lower precision"): its float32 master copy, its states' blocks' maxima (per name of
@@ -150,6 +166,12 @@ class Extras(NamedTuple):
 
 
 PLAIN = Extras()
+
+
+def all_plain(extras: Optional[Sequence[Extras]]) -> bool:
+    """Whether no param has extras (compared by identity: they hold arrays)."""
+    return extras is None or all(e.master is None and not e.absmax and e.rounding is None
+                                 for e in extras)
 
 
 def _precision(master: Any, absmax: Any, rounding: Optional[Tuple[Any, ...]]) -> Any:
@@ -180,7 +202,7 @@ def _adamw_calls(params: Sequence[Any], grads: Sequence[Any], states: Sequence[S
     count."""
     if not params:
         return []
-    if extras is None or all(e == PLAIN for e in extras):
+    if all_plain(extras):
         return [(_one_or_list(params), _one_or_list(grads), tuple(map(_one_or_list, states)),
                  None)]
     calls = []
@@ -205,7 +227,7 @@ def check_adamw_arrays(params: Sequence[Any], grads: Sequence[Any],
     # (one check of every call: no array may overlap another)
     _core.check(_ADAM.id, [(p, (g,), (*s, None), _adamw_hyper(group, step), None, None, precision)
                            for p, g, s, precision in _adamw_calls(params, grads, states, extras)],
-                None)
+                _stream(params))
 
 
 def step_adamw(params: Sequence[Any], grads: Sequence[Any], states: Sequence[Sequence[Any]],
@@ -217,7 +239,7 @@ def step_adamw(params: Sequence[Any], grads: Sequence[Any], states: Sequence[Seq
     ``sums``."""
     for p, g, s, precision in _adamw_calls(params, grads, states, extras):
         _core.step_one(_ADAM.id, p, (g,), (*s, None),
-                       _adamw_hyper(group, step, grad_scale, sums), None, None, precision)
+                       _adamw_hyper(group, step, grad_scale, sums), None, _stream(p), precision)
 
 
 def check_matrix(shape: Sequence[int], where: str) -> None:
@@ -250,7 +272,7 @@ def momentum_phase(x: Any, grad: Any, buffer: Any, group: Dict[str, Any],
     sums[0] gets the gradient's squares (and sums[1:] x's, meaningless: x's old values are not
     the caller's)."""
     _core.step_one(RULE.id, x, (grad,), (buffer,), _hyper(group, 1.0, False, grad_scale, sums),
-                   None, None, _momentum_precision(extras))
+                   None, _stream(x), _momentum_precision(extras))
 
 
 def _momentum_precision(extras: Extras) -> Any:
@@ -267,7 +289,7 @@ def apply_phase(param: Any, update: Any, group: Dict[str, Any],
     change and of the new param."""
     ratio = lr_ratio(param.shape, group["adjust_lr_fn"])
     _core.step_one(RULE.id, param, (update,), (None,), _hyper(group, ratio, True, 1.0, sums),
-                   None, None, _precision(extras.master, None, extras.rounding))
+                   None, _stream(param), _precision(extras.master, None, extras.rounding))
 
 
 def newton_schulz_numpy(x: np.ndarray, group: Dict[str, Any]) -> np.ndarray:
@@ -294,9 +316,11 @@ def newton_schulz_numpy(x: np.ndarray, group: Dict[str, Any]) -> np.ndarray:
 
 
 def numpy_input(param: np.ndarray, wide: bool = False) -> np.ndarray:
-    """The iteration's input for a NumPy param: its dtype (float32 or float64, which the
-    iteration computes in; ``wide`` changes nothing)."""
-    return np.empty_like(param)
+    """The iteration's input for a NumPy param, in the dtype the iteration computes in: the
+    param's (float32 or float64), float32 for a bfloat16 or float16 one (NumPy has no matrix
+    product of those); ``wide`` changes nothing."""
+    narrow = dtype_name(param.dtype) in NARROW
+    return np.empty(param.shape, np.float32) if narrow else np.empty_like(param)
 
 
 def as_list(value: Any) -> List[Any]:
@@ -314,19 +338,20 @@ def check_arrays(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[
                          f"{len(params)}, {len(grads)}, {len(buffers)}")
     for i, param in enumerate(params):
         check_matrix(param.shape, f"param[{i}]" if len(params) > 1 else "param")
-    if params and (extras is None or all(e == PLAIN for e in extras)):
+    stream = _stream(params)
+    if params and all_plain(extras):
         _core.check_one(RULE.id, _one_or_list(params), (_one_or_list(grads),),
-                        (_one_or_list(buffers),), _hyper(group, 1.0, False), None, None, None)
+                        (_one_or_list(buffers),), _hyper(group, 1.0, False), None, stream, None)
         return
     # (phase 1 of each, the param in x's place, checked together: no array may overlap another)
     _core.check(RULE.id, [
         (param, (grad,), (buffer,), _hyper(group, 1.0, False), f"param[{k}]: ", None,
          _momentum_precision(e)) for k, (param, grad, buffer, e)
-        in enumerate(zip(params, grads, buffers, extras or ()))], None)
+        in enumerate(zip(params, grads, buffers, extras or ()))], stream)
     for k, (param, grad, e) in enumerate(zip(params, grads, extras or ())):
         if e.master is not None:  # (phase 2; the grad in the iteration's output's place)
             _core.check_one(RULE.id, param, (grad,), (None,), _hyper(group, 1.0, True), None,
-                            None, _precision(e.master, None, e.rounding))
+                            stream, _precision(e.master, None, e.rounding))
 
 
 def step_matrices(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[Any],
@@ -353,6 +378,46 @@ def step_matrices(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence
         if sums is not None and phase is not None:
             sums[1:] += phase[1:]
             phase[:] = 0.0
+
+
+def check_param(dtype: Any, size: int, precision: Precision, who: str) -> None:
+    """A param's dtype against its group's precision options (check_param_precision's checks,
+    and 8-bit states only for float32, bfloat16 and float16 params); ValueError naming it."""
+    check_param_precision(dtype, precision, who)
+    if precision.bits8 and size >= precision.min_8bit_size \
+            and dtype_name(dtype) not in ("float32", *NARROW):
+        raise ValueError(f"{who}: optim_bits=8 is for float32, bfloat16 and float16 params, "
+                         f"got a {dtype_name(dtype)} param")
+
+
+def new_state_dtype(dtype: Any, size: int, precision: Precision, float32: Any) -> Any:
+    """The dtype of a param's new states as its group's precision options make them: None for
+    8-bit codes (optim_bits=8 and min_8bit_size elements or more), else state_dtype (float32
+    with master weights or optim_bits=8; else, and always for a float64 param, the param's
+    dtype, as torch). ``float32``: the front end's float32 dtype."""
+    if dtype_name(dtype) == "float64":
+        return dtype
+    if precision.bits8 and size >= precision.min_8bit_size:
+        return None
+    return precision.state_dtype or (float32 if precision.master or precision.bits8 else dtype)
+
+
+def param_extras(state: Dict[str, Any], names: Sequence[str], param: Any, narrow: bool,
+                 precision: Precision, rounding: Optional[Tuple[Any, int, Optional[int]]],
+                 new_master: Callable[[Any], Any], where: str) -> Tuple[Dict[str, Any], Extras]:
+    """A param's state with the master copy master_weights asks for (made if missing: a loaded
+    torch.optim.Muon state, or the option turned on later), and its Extras; ValueError naming
+    it for a master kept with master_weights=False (the step would leave it stale)."""
+    if precision.master and "master_param" not in state:
+        state = {**state, "master_param": new_master(param)}
+    elif not precision.master and state.get("master_param") is not None:
+        raise ValueError(f"{where}: state['master_param']: a master copy is kept, but "
+                         "master_weights=False would step the param without it (and leave it "
+                         "stale): set master_weights=True, or delete it")
+    eight = any(is_codes(state[name]) for name in names)
+    return state, Extras(state.get("master_param") if narrow else None,
+                         tuple(state.get(name + ABSMAX) for name in names) if eight else (),
+                         rounding if precision.stochastic else None)
 
 
 def state_names(group: Dict[str, Any]) -> Tuple[str, ...]:
@@ -410,7 +475,10 @@ def run_groups(work: Sequence[GroupStep], new_input: Callable[..., Any],
 
 # A group with every default (the phases' and the iteration's options).
 DEFAULTS: Dict[str, Any] = options()[0]
-# (self, params, <options' arguments>): the signature both classes' __init__ show.
+# (self, params, <options' arguments>, <precision options>): the signature both classes'
+# __init__ show.
 INIT_SIGNATURE = inspect.signature(options).replace(parameters=[
     inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ("self", "params")
-] + list(inspect.signature(options).parameters.values()), return_annotation=None)
+] + list(inspect.signature(options).parameters.values()) + [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+    for name, default in PRECISION_OPTIONS.items()], return_annotation=None)

@@ -5,7 +5,6 @@ into one pass each (gdfast/_muon.py), and gdfast's precision options. Imports to
 
 from __future__ import annotations
 
-import inspect
 from itertools import chain
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -18,9 +17,7 @@ from ._stepping import (
     PRECISION_OPTIONS,
     Precision,
     absmax_size,
-    check_param_precision,
     check_precision,
-    is_codes,
     keep_unsaved_options,
     kept_dtype,
     next_rounding_count,
@@ -73,23 +70,23 @@ def _state_dtype(value: Any) -> Any:
 
 def _new_states(p: torch.Tensor, names: Tuple[str, ...], precision: Precision,
                 ) -> Dict[str, torch.Tensor]:
-    """A param's first states as its group's precision options make them: 8-bit codes and
-    their blocks' maxima (optim_bits=8 and min_8bit_size elements or more), else zeros of
-    state_dtype (float32 with master weights or optim_bits=8; else, and always for a float64
-    param, the param's dtype, as torch)."""
+    """A param's first states as its group's precision options make them
+    (_muon.new_state_dtype): zeros, or 8-bit codes and their blocks' maxima."""
     out: Dict[str, torch.Tensor] = {}
     keep = torch.preserve_format
-    eight = precision.bits8 and p.numel() >= precision.min_8bit_size
-    dtype = p.dtype if p.dtype == torch.float64 else precision.state_dtype or (
-        torch.float32 if precision.master or precision.bits8 else p.dtype)
+    dtype = _muon.new_state_dtype(p.dtype, p.numel(), precision, torch.float32)
     for name in names:
-        if eight:
+        if dtype is None:
             out[name] = torch.zeros_like(p, dtype=torch.uint8, memory_format=keep)
             out[name + ABSMAX] = torch.zeros(absmax_size(p), dtype=torch.float32,
                                              device=p.device)
         else:
             out[name] = torch.zeros_like(p, dtype=dtype, memory_format=keep)
     return out
+
+
+def _new_master(p: torch.Tensor) -> torch.Tensor:
+    return p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
 
 
 def _precision_of(options: Mapping[str, Any], where: str) -> Precision:
@@ -131,10 +128,7 @@ class Muon(torch.optim.Optimizer):
         _precision_of(defaults, "")
         super().__init__(params, defaults)
 
-    __init__.__signature__ = _muon.INIT_SIGNATURE.replace(  # type: ignore[attr-defined]
-        parameters=[*_muon.INIT_SIGNATURE.parameters.values(), *(
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
-            for name, default in PRECISION_OPTIONS.items())])
+    __init__.__signature__ = _muon.INIT_SIGNATURE  # type: ignore[attr-defined]
 
     @staticmethod
     def _with_seed(group: Dict[str, Any], defaults: Optional[Mapping[str, Any]] = None) -> None:
@@ -158,7 +152,7 @@ class Muon(torch.optim.Optimizer):
             _muon.check_step_options(options, where + ".")
             precision = _precision_of(options, where + ".")
             for i, p in enumerate(group["params"]):
-                self._check_param(p, precision, f"{where}.params[{i}]")
+                _muon.check_param(p.dtype, p.numel(), precision, f"{where}.params[{i}]")
             if not _muon.is_muon(group):
                 _muon.check_adamw_group(options, where + ".")
                 return
@@ -168,14 +162,6 @@ class Muon(torch.optim.Optimizer):
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
-
-    @staticmethod
-    def _check_param(p: torch.Tensor, precision: Precision, who: str) -> None:
-        check_param_precision(p.dtype, precision, who)
-        if precision.bits8 and p.numel() >= precision.min_8bit_size \
-                and p.dtype not in (torch.float32, *_NARROW):
-            raise ValueError(f"{who}: optim_bits=8 is for float32, bfloat16 and float16 params, "
-                             f"got a {str(p.dtype)[6:]} param")
 
     def _rounding_count(self) -> Optional[int]:
         """The optimizer's count of stochastically rounded steps after this one, which keys
@@ -206,35 +192,25 @@ class Muon(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 where = f"param_groups[{gi}].params[{i}]"
-                if p.is_complex() or p.grad.is_sparse or p.device.type != "cpu":
-                    raise ValueError(f"{where}: Muon steps dense real CPU tensors here, got "
+                if p.is_complex() or p.grad.is_sparse or p.device.type not in ("cpu", "cuda"):
+                    raise ValueError(f"{where}: Muon steps dense real CPU or CUDA tensors, got "
                                      f"{p.dtype} {p.grad.layout} on {p.device}")
                 state = self.state.get(p, {})  # (a rejected step adds no entry)
                 if any(name not in state for name in names):
-                    self._check_param(p, precision, where)
+                    _muon.check_param(p.dtype, p.numel(), precision, where)
                     state = {**_new_states(p, names, precision), **state}
-                if precision.master and "master_param" not in state:  # (also: a loaded
-                    # torch.optim.Muon state, or the option turned on later)
-                    state = {**state, "master_param": p.detach().to(
-                        torch.float32, memory_format=torch.preserve_format, copy=True)}
-                elif not precision.master and state.get("master_param") is not None:
-                    raise ValueError(f"{where}: state['master_param']: a master copy is kept, "
-                                     "but master_weights=False would step the param without "
-                                     "it (and leave it stale): set master_weights=True, or "
-                                     "delete it")
+                state, e = _muon.param_extras(
+                    state, names, p, p.dtype in _NARROW, precision,
+                    None if count is None else (options.get("seed"), first + i, count),
+                    _new_master, where)
                 for name, arrays in zip(names, states):
                     arrays.append(state[name])
-                eight = any(is_codes(state[name]) for name in names)
-                extras.append(_muon.Extras(
-                    state.get("master_param") if p.dtype in _NARROW else None,
-                    tuple(state.get(name + ABSMAX) for name in names) if eight else (),
-                    (options["seed"], first + i, count)
-                    if precision.stochastic and count is not None else None))
+                extras.append(e)
                 params.append(p.detach())
                 grads.append(p.grad)
                 kept.append((p, state))
             first += len(group["params"])
-            plain = precision is DEFAULT_PRECISION and all(e == _muon.PLAIN for e in extras)
+            plain = precision is DEFAULT_PRECISION and _muon.all_plain(extras)
             work.append(_muon.GroupStep.checked(group, options, params, grads, states,
                                                 None if plain else extras))
         return work, kept

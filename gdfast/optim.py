@@ -34,14 +34,18 @@ from ._stepping import (
     ABSMAX,
     CONSTRUCTORS,
     COUNT_EXPECTED,
+    DEFAULT_PRECISION,
     EIGHT_BIT,
     GDFAST_OPTIONS,
+    NARROW,
     PRECISION_OPTIONS,
     SCALAR_EXPECTED,
     SEED_LIMIT,
+    Precision,
     StepPath,
     absmax_size,
     check_param_precision,
+    check_precision,
     count_value,
     dtype_name,
     eight_bit_constructors,
@@ -50,6 +54,7 @@ from ._stepping import (
     is_tensor,
     kept_dtype,
     make_class,
+    next_rounding_count,
     scalar_state_value,
 )
 
@@ -69,6 +74,28 @@ def _bfloat16() -> np.dtype:
         raise TypeError("state_dtype: bfloat16 needs the ml_dtypes package (pip install "
                         "ml_dtypes), whose bfloat16 NumPy arrays gdfast steps") from None
     return np.dtype(ml_dtypes.bfloat16)  # type: ignore[no-any-return]
+
+
+def _numpy_state_dtype(value: Any) -> Any:
+    """A state_dtype option as a NumPy dtype; TypeError naming it otherwise."""
+    expected = ("state_dtype: expected None or float32, bfloat16 or float16 (a NumPy "
+                "dtype or its name)")
+    if is_dtype(value) and not isinstance(value, np.dtype):  # torch's (a torch state_dict)
+        value = dtype_name(value)
+    if isinstance(value, str) and value == "bfloat16":
+        return _bfloat16()
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise TypeError(f"{expected}, got {value!r}") from None
+    if dtype_name(dtype) not in _STATE_DTYPES or not dtype.isnative:
+        raise TypeError(f"{expected}, got {dtype}")
+    return dtype
+
+
+def _float32_copy(param: np.ndarray) -> np.ndarray:
+    """A master copy (exact: float32 holds every bfloat16 and float16)."""
+    return param.astype(np.float32)
 
 
 def _check_param(p: Any, where: str) -> np.ndarray:
@@ -282,25 +309,13 @@ class Optimizer(StepPath):
                 else np.zeros_like(param, dtype=dtype))
 
     def _new_master(self, param: Any) -> Any:
-        return param.astype(np.float32)  # (exact: float32 holds every bfloat16/float16)
+        return _float32_copy(param)
 
     def _new_absmax(self, param: Any) -> Any:
         return np.zeros(absmax_size(param), np.float32)
 
     def _state_dtype(self, value: Any) -> Any:
-        expected = ("state_dtype: expected None or float32, bfloat16 or float16 (a NumPy "
-                    "dtype or its name)")
-        if is_dtype(value) and not isinstance(value, np.dtype):  # torch's (a torch state_dict)
-            value = dtype_name(value)
-        if isinstance(value, str) and value == "bfloat16":
-            return _bfloat16()
-        try:
-            dtype = np.dtype(value)
-        except TypeError:
-            raise TypeError(f"{expected}, got {value!r}") from None
-        if dtype_name(dtype) not in _STATE_DTYPES or not dtype.isnative:
-            raise TypeError(f"{expected}, got {dtype}")
-        return dtype
+        return _numpy_state_dtype(value)
 
     def _draw_seed(self) -> int:
         return int(np.random.default_rng().integers(0, SEED_LIMIT, dtype=np.uint64))
@@ -526,30 +541,72 @@ def _loaded_scalar(value: Any, name: str, where: str) -> Any:
     return checked
 
 
+
+def _new_states(p: np.ndarray, names: Sequence[str], precision: Precision
+                ) -> Dict[str, np.ndarray]:
+    """A Muon param's first states as its group's precision options make them
+    (_muon.new_state_dtype): zeros, or 8-bit codes and their blocks' maxima."""
+    dtype = _muon.new_state_dtype(p.dtype, p.size, precision, np.dtype(np.float32))
+    out: Dict[str, np.ndarray] = {}
+    for name in names:
+        if dtype is None:
+            out[name] = np.zeros(p.shape, np.uint8)
+            out[name + ABSMAX] = np.zeros(absmax_size(p), np.float32)
+        else:
+            out[name] = np.zeros(p.shape, dtype)
+    return out
+
+
+def _loaded_muon_state(entry: Any, p: np.ndarray, names: Sequence[str], where: str
+                       ) -> Dict[str, np.ndarray]:
+    """One param's saved Muon state (its group's state_names, their blocks' maxima if 8-bit,
+    a master copy), checked and copied as _loaded_array and _loaded_absmax keep them."""
+    if not isinstance(entry, Mapping):
+        raise TypeError(f"{where}: expected a dict, got {type(entry).__name__}")
+    out: Dict[str, np.ndarray] = {}
+    for name in names:
+        out[name] = _loaded_array(entry.get(name), p, f"{where}[{name!r}]", name)
+        if is_codes(out[name]):
+            out[name + ABSMAX] = _loaded_absmax(entry.get(name + ABSMAX), p,
+                                                f"{where}[{name + ABSMAX!r}]")
+    if entry.get("master_param") is not None:
+        if dtype_name(p.dtype) not in NARROW:
+            raise ValueError(f"{where}['master_param']: a master copy is for a bfloat16 or "
+                             f"float16 param; its param is {p.dtype}")
+        out["master_param"] = _loaded_array(entry["master_param"], p,
+                                            f"{where}['master_param']", "master_param")
+    return out
+
 for _ctor in (*CONSTRUCTORS.values(), *eight_bit_constructors()):
     globals()[_ctor.name] = make_class(_ctor, Optimizer, "gdfast")
 del _ctor
 
 
 class Muon:
-    """torch.optim.Muon over 2-D float32 or float64 NumPy arrays (gdfast/_muon.py): per param,
-    the momentum and the Newton-Schulz iteration's input in one fused pass, the iteration in
-    the param's dtype on NumPy's matrix product (its BLAS), the decay and step in another
-    fused pass. ``step(grads)`` as the other classes; state ``momentum_buffer`` per param. A
-    group with ``use_muon=False`` is stepped with AdamW, and ``max_grad_norm``,
-    ``clip_per_group``, ``max_grad_value`` and ``monitor`` are group options, as in
-    gdfast.torch.Muon."""
+    """torch.optim.Muon over 2-D NumPy arrays (gdfast/_muon.py): per param, the momentum and
+    the Newton-Schulz iteration's input in one fused pass, the iteration on NumPy's matrix
+    product (its BLAS) in the param's dtype (float32 for a bfloat16 or float16 param), the
+    decay and step in another fused pass. ``step(grads)`` as the other classes; state
+    ``momentum_buffer`` per param. A group with ``use_muon=False`` is stepped with AdamW, and
+    ``max_grad_norm``, ``clip_per_group``, ``max_grad_value`` and ``monitor`` are group
+    options, as are the precision options of the other classes (``state_dtype``,
+    ``master_weights``, ``stochastic_rounding`` with ``seed``, ``optim_bits`` with
+    ``min_8bit_size``), as in gdfast.torch.Muon."""
 
     last_grad_norm: Optional[float] = None
     last_norms: Optional[Dict[str, float]] = None
 
-    def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any) -> None:
-        for name in PRECISION_OPTIONS:
-            if name in kwargs:
-                raise TypeError(f"{name}: gdfast.Muon takes no precision options (it steps "
-                                "float32/float64 NumPy arrays); gdfast.torch.Muon does")
+    def __init__(self, params: Iterable[Any], *args: Any, state_dtype: Any = None,
+                 master_weights: bool = False, stochastic_rounding: bool = False,
+                 seed: Optional[int] = None, optim_bits: int = 32, min_8bit_size: int = 4096,
+                 **kwargs: Any) -> None:
         self.defaults, self.adamw_defaults = _muon.options(*args, **kwargs)
+        self.defaults.update(state_dtype=state_dtype, master_weights=master_weights,
+                             stochastic_rounding=stochastic_rounding, seed=seed,
+                             optim_bits=optim_bits, min_8bit_size=min_8bit_size)
         _muon.check_group(self.defaults)
+        Optimizer._with_precision(self, self.defaults)  # type: ignore[arg-type]
+        self._precision(self.defaults, "")
         self.param_groups: List[ParamGroup] = []
         self.state: Dict[int, Dict[str, Any]] = {}
         for group in _param_groups(params):
@@ -557,27 +614,39 @@ class Muon:
 
     __init__.__signature__ = _muon.INIT_SIGNATURE  # type: ignore[attr-defined]
 
+    # (Optimizer._with_precision's hooks)
+    _state_dtype = staticmethod(_numpy_state_dtype)
+    _draw_seed = Optimizer._draw_seed
+
+    def _precision(self, group: ParamGroup, where: str) -> Precision:
+        try:
+            return check_precision(group, _numpy_state_dtype)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{where}{e}") from None
+
     def add_param_group(self, param_group: ParamGroup) -> None:
         if not isinstance(param_group, dict) or "params" not in param_group:
             raise TypeError("param_group: expected a dict with a 'params' entry, got "
                             f"{type(param_group).__name__}")
         where = f"param_groups[{len(self.param_groups)}]"
         muon = _muon.is_muon(param_group)
+        shared = (*_muon.STEP_OPTIONS, *PRECISION_OPTIONS)
         group = ({**self.defaults, **param_group} if muon else
-                 {**{k: self.defaults[k] for k in _muon.STEP_OPTIONS},
+                 {**{k: self.defaults[k] for k in shared},
                   **_muon.adamw_group(param_group, self.adamw_defaults)})
+        Optimizer._with_precision(self, group)  # type: ignore[arg-type]
+        precision = self._precision(group, where + ".")
         params = group["params"]
         params = [params] if isinstance(params, np.ndarray) else list(params)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for i, p in enumerate(params):
-            _check_param(p, f"{where}['params'][{i}]")
-            if muon and p.dtype not in (np.float32, np.float64):
-                raise TypeError(f"{where}['params'][{i}]: Muon steps float32 or float64 arrays "
-                                f"(NumPy has no {p.dtype} matrix product), got {p.dtype}")
+            who = f"{where}['params'][{i}]"
+            _check_param(p, who)
             if muon:
-                _muon.check_matrix(p.shape, f"{where}['params'][{i}]")
+                _muon.check_matrix(p.shape, who)
+            _muon.check_param(p.dtype, p.size, precision, who)
             if id(p) in seen:
-                raise ValueError(f"{where}['params'][{i}]: appears in more than one place")
+                raise ValueError(f"{who}: appears in more than one place")
             seen.add(id(p))
         if muon:
             _muon.check_group(group, where + ".")
@@ -600,31 +669,47 @@ class Muon:
         if len(grads) != len(flat):
             raise ValueError(f"grads: expected {len(flat)} entries (one per param), "
                              f"got {len(grads)}")
+        stochastic = any(bool(g.get("stochastic_rounding")) for g in self.param_groups)
+        count = next_rounding_count(self.param_groups) if stochastic else None
         work, new_state, index = [], {}, 0
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             names = _muon.state_names(group)
+            precision = self._precision(group, f"param_groups[{gi}].")
             params: List[np.ndarray] = []
             given: List[np.ndarray] = []
             states: List[List[np.ndarray]] = [[] for _ in names]
+            extras: List[_muon.Extras] = []
             for p in group["params"]:
                 g = grads[index]
                 if g is not None:
                     _check_grad(g, p, f"grads[{index}]")
-                    if index not in self.state:
-                        new_state[index] = {name: np.zeros_like(p) for name in names}
-                    entry = new_state.get(index, self.state.get(index, {}))
+                    state = self.state.get(index, {})
+                    if any(name not in state for name in names):
+                        state = {**_new_states(p, names, precision), **state}
+                    state, e = _muon.param_extras(
+                        state, names, p, dtype_name(p.dtype) in NARROW, precision,
+                        None if count is None else (group.get("seed"), index, count),
+                        _float32_copy, f"grads[{index}]: its param")
+                    new_state[index] = state
                     params.append(p)
                     given.append(g)
                     for name, arrays in zip(names, states):
-                        arrays.append(entry[name])
+                        arrays.append(state[name])
+                    extras.append(e)
                 index += 1
-            work.append(_muon.GroupStep.checked(group, group, params, given, states))
+            plain = precision is DEFAULT_PRECISION and _muon.all_plain(extras)
+            work.append(_muon.GroupStep.checked(group, group, params, given, states,
+                                                None if plain else extras))
         # (and across the groups)
-        _check_disjoint([a for w in work for arrays in (w.params, *w.states) for a in arrays],
+        _check_disjoint([a for w in work for arrays in (w.params, *w.states) for a in arrays]
+                        + [e.master for w in work for e in w.extras or () if e.master is not None],
                         [g for w in work for g in w.grads])
         self.state.update(new_state)
         self.last_grad_norm, self.last_norms = _muon.run_groups(work, _muon.numpy_input,
                                                                 _muon.newton_schulz_numpy)
+        if count is not None:
+            for group in self.param_groups:
+                group["rounding_step"] = count
 
     def state_dict(self) -> Dict[str, Any]:
         """torch.optim's layout, arrays copied."""
@@ -632,7 +717,10 @@ class Muon:
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Loads a state_dict of a Muon with the same groups and param shapes (the group
-        options too); checked fully before anything changes."""
+        options too; a precision option it lacks, as in a torch.optim.Muon state_dict, keeps
+        this optimizer's). States keep their dtypes where the kernels take them (the master
+        copy, 8-bit codes and their blocks' maxima, float32/bfloat16/float16 buffers), as in
+        the other classes. Checked fully before anything changes."""
         groups = state_dict.get("param_groups") if isinstance(state_dict, Mapping) else None
         saved = state_dict.get("state") if isinstance(state_dict, Mapping) else None
         if not isinstance(groups, (list, tuple)) or not isinstance(saved, Mapping):
@@ -653,24 +741,15 @@ class Muon:
                 _muon.check_group(merged, where)
             else:
                 _muon.check_adamw_group(merged, where)
+            self._precision(merged, where)
             options.append(merged)
         state: Dict[int, Dict[str, np.ndarray]] = {}
         for key, entry in saved.items():
             if not isinstance(key, int) or not 0 <= key < len(flat):
                 raise ValueError(f"state_dict['state']: {key!r} is not a param's index")
             owner = next(g for g in self.param_groups if any(p is flat[key] for p in g["params"]))
-            names = _muon.state_names(owner)
-            state[key] = {}
-            for name in names:
-                where = f"state_dict['state'][{key}][{name!r}]"
-                value = _as_numpy(entry.get(name) if isinstance(entry, Mapping) else None)
-                if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-                    raise TypeError(f"{where}: expected a floating-point array, got "
-                                    f"{getattr(value, 'dtype', type(value).__name__)}")
-                if value.shape != flat[key].shape:
-                    raise ValueError(f"{where}: shape {value.shape} does not match its param's "
-                                     f"{flat[key].shape}")
-                state[key][name] = np.array(value, dtype=flat[key].dtype, order="C")
+            state[key] = _loaded_muon_state(entry, flat[key], _muon.state_names(owner),
+                                            f"state_dict['state'][{key}]")
         for mine, merged in zip(self.param_groups, options):
             mine.update(merged)
         self.state = state

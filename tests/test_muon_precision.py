@@ -271,8 +271,3 @@ def test_the_op_takes_the_options_as_the_class(mode: str) -> None:
 def test_bad_precision_options_are_named(make: Any, error: Any, message: str) -> None:
     with pytest.raises(error, match=message):
         make()
-
-
-def test_the_numpy_class_names_the_options_it_lacks() -> None:
-    with pytest.raises(TypeError, match=r"^optim_bits: gdfast.Muon takes no precision options"):
-        gdfast.Muon([np.zeros((4, 4), np.float32)], optim_bits=8)
