@@ -202,7 +202,7 @@ def _adamw_calls(params: Sequence[Any], grads: Sequence[Any], states: Sequence[S
     count."""
     if not params:
         return []
-    if all_plain(extras):
+    if extras is None or all_plain(extras):
         return [(_one_or_list(params), _one_or_list(grads), tuple(map(_one_or_list, states)),
                  None)]
     calls = []

@@ -102,7 +102,8 @@ class Muon(torch.optim.Optimizer):
     A param group with ``use_muon=False`` is stepped with AdamW instead, as
     pytorch_optimizer.Muon steps it (any shape; options lr, betas, eps, weight_decay, their
     defaults the adamw_* arguments; state exp_avg, exp_avg_sq and the group's step), in one
-    fused pass over the group. CPU tensors, float32, float64, bfloat16 or float16, contiguous.
+    fused pass over the group. CPU or CUDA tensors (a group's on one device), float32,
+    float64, bfloat16 or float16, contiguous.
     ``max_grad_norm``, ``clip_per_group``, ``max_grad_value`` and ``monitor`` are param-group
     options as in every gdfast class (the clip factor folded into phase 1, which also clamps;
     the norms kept as ``last_grad_norm`` and ``last_norms``), and so are the precision options

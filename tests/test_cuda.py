@@ -767,3 +767,154 @@ def test_gpu_8bit_states_bitwise_equal_cpu(config, layout, max_grad_value):
     for name, hs in host.items():
         for t, h in enumerate(hs):
             _assert_same_bits(h, device[name][t].cpu(), f"{name}[{t}]")
+
+
+# Muon on CUDA: its two fused passes are the registry's partial rule (csrc/optim/muon.h), so
+# they give the CPU's bits; the Newton-Schulz iteration between them is torch's matrix product
+# on the device, whose bfloat16 results may differ from the CPU's in the last bits.
+MUON_LAYOUTS = ["float32", "float64", "bfloat16", "bfloat16-master", "float32-8bit",
+                "bfloat16-sr"]
+
+
+def _muon_arrays(layout, gen):
+    """(param, grad, buffer, iteration output, extras) of one 2-D param in ``layout``."""
+    from gdfast import _muon
+
+    shape = (300, 40)
+    dtype = {"float32": torch.float32, "float64": torch.float64,
+             "float32-8bit": torch.float32}.get(layout, torch.bfloat16)
+    p32 = torch.randn(shape, generator=gen)
+    param = p32.to(dtype)
+    grad = torch.randn(shape, generator=gen).to(dtype)
+    update = torch.randn(shape, generator=gen).to(
+        torch.float64 if dtype == torch.float64 else torch.bfloat16)
+    absmax = ()
+    if layout == "float32-8bit":
+        buffer = torch.zeros(shape, dtype=torch.uint8)
+        absmax = (torch.zeros(-(-p32.numel() // 256)),)
+    else:
+        buffer = torch.zeros(shape, dtype=torch.float32 if layout == "bfloat16-master" else dtype)
+    master = p32.clone() if layout == "bfloat16-master" else None
+    rounding = (5, 3, 1) if layout == "bfloat16-sr" else None
+    return [param, grad, buffer, update, master, *absmax], _muon.Extras(master, absmax, rounding)
+
+
+@needs_gpu
+@pytest.mark.parametrize("layout", MUON_LAYOUTS)
+def test_muon_phases_bitwise_equal_cpu(layout):
+    """Phase 1 (momentum, the iteration's input) and phase 2 (decay, step) on CUDA tensors:
+    bitwise the CPU's, in every storage layout Muon's options make, over 3 steps."""
+    from gdfast import _muon
+    from gdfast._muon_torch import new_input
+
+    group = dict(_muon.DEFAULTS, lr=0.02, max_grad_value=1.5)
+    runs = []
+    for device in ("cpu", "cuda"):
+        host, extras = _muon_arrays(layout, torch.Generator().manual_seed(3))
+        arrays = [None if a is None else a.to(device) for a in host]
+        param, grad, buffer, update, master, *absmax = arrays
+        extras = extras._replace(master=master, absmax=tuple(absmax))
+        inputs = []
+        for step in range(1, 4):
+            extras = extras._replace(rounding=None if extras.rounding is None
+                                     else (5, 3, step))
+            x = new_input(param, extras.rounding is not None)
+            _muon.momentum_phase(x, grad, buffer, group, 1.0, None, extras)
+            _muon.apply_phase(param, update, group, None, extras)
+            inputs.append(x)
+        runs.append([a for a in arrays if a is not None] + inputs)
+    torch.cuda.synchronize()
+    for k, (h, d) in enumerate(zip(*runs)):
+        _assert_same_bits(h, d.cpu(), f"array {k}")
+
+
+def _muon_groups(params):
+    return [{"params": params[:2], "max_grad_norm": 1.0, "monitor": True},
+            {"params": params[2:], "use_muon": False, "lr": 1e-3}]
+
+
+@needs_gpu
+@pytest.mark.parametrize("options", [{}, {"master_weights": True}, {"optim_bits": 8},
+                                     {"stochastic_rounding": True, "seed": 4}])
+def test_torch_muon_on_cuda_follows_its_cpu_run(options):
+    """gdfast.torch.Muon on CUDA params (a Muon group clipped by norm and monitored, an AdamW
+    group): the AdamW group, the gradient norm and the norm it clips by are bitwise the CPU
+    run's (no matrix product reaches them); the Muon params within 2^-4 of the largest step
+    per step taken, as tests/test_muon.py bounds two bfloat16 iterations apart."""
+    import gdfast.torch as gt
+
+    dtype = torch.float32 if "optim_bits" in options else torch.bfloat16
+    gen = torch.Generator().manual_seed(8)
+    start = [torch.randn(s, generator=gen).to(dtype) for s in ((96, 64), (64, 300), (5000,))]
+    grads = [[torch.randn(p.shape, generator=gen).to(dtype) for p in start] for _ in range(3)]
+    runs = []
+    for device in ("cpu", "cuda"):
+        params = [torch.nn.Parameter(p.clone().to(device)) for p in start]
+        opt = gt.Muon(_muon_groups(params), lr=0.02, **options)
+        norms, moves = [], []
+        for step_grads in grads:
+            before = [p.detach().clone() for p in params]
+            for p, g in zip(params, step_grads):
+                p.grad = g.to(device)
+            opt.step()
+            norms.append((opt.last_grad_norm, opt.last_norms["grad_norm"]))
+            moves.append(max((p.detach() - b).abs().max().item()
+                             for p, b in zip(params[:2], before)))
+        runs.append((params, opt, norms, moves))
+    (cpu_p, cpu_opt, cpu_norms, moves), (gpu_p, gpu_opt, gpu_norms, _) = runs
+    assert gpu_norms == cpu_norms
+    _assert_same_bits(cpu_p[2].detach(), gpu_p[2].detach().cpu(), "AdamW group's param")
+    for name in ("exp_avg", "exp_avg_sq"):
+        _assert_same_bits(cpu_opt.state[cpu_p[2]][name], gpu_opt.state[gpu_p[2]][name].cpu(), name)
+    bound = 2.0**-4 * max(moves) * len(grads)
+    for a, b in zip(cpu_p[:2], gpu_p[:2]):
+        assert (a.detach().float() - b.detach().cpu().float()).abs().max().item() <= bound
+        kept = (o.state[p]["momentum_buffer"].dtype for o, p in ((cpu_opt, a), (gpu_opt, b)))
+        assert len(set(kept)) == 1
+
+
+@needs_gpu
+def test_torch_muon_on_cuda_follows_torch_optim_muon():
+    """gdfast.torch.Muon and torch.optim.Muon on the same CUDA params, 5 steps: within 2^-4
+    of the largest step per step taken (tests/test_muon.py's bound: the two iterations'
+    bfloat16 inputs may differ in a last bit of phase 1's float32 lerp)."""
+    import gdfast.torch as gt
+
+    gen = torch.Generator().manual_seed(9)
+    p0 = torch.randn(128, 96, generator=gen)
+    ours, theirs = (torch.nn.Parameter(p0.clone().cuda()) for _ in range(2))
+    opt, ref = gt.Muon([ours], lr=0.02), torch.optim.Muon([theirs], lr=0.02)
+    largest = 0.0
+    for k in range(5):
+        g = torch.randn(128, 96, generator=gen).cuda()
+        ours.grad, theirs.grad = g.clone(), g.clone()
+        before = theirs.detach().clone()
+        opt.step()
+        ref.step()
+        largest = max(largest, (theirs.detach() - before).abs().max().item())
+        assert (ours - theirs).abs().max().item() <= 2.0**-4 * largest * (k + 1)
+
+
+@needs_gpu
+def test_torch_muon_runs_on_the_callers_stream():
+    """A Muon step inside torch.cuda.stream(side) queues its fused passes on that stream,
+    after a gradient change queued there behind a 50 ms sleep: the same result as on the
+    default stream with the change made first."""
+    import gdfast.torch as gt
+
+    p0 = torch.randn(256, 128, generator=torch.Generator().manual_seed(10)).cuda()
+    g0 = torch.randn(256, 128, generator=torch.Generator().manual_seed(11)).cuda()
+    expected = torch.nn.Parameter(p0.clone())
+    expected.grad = 2.0 * g0
+    gt.Muon([expected], lr=0.02).step()
+    param = torch.nn.Parameter(p0.clone())
+    param.grad = g0.clone()
+    opt = gt.Muon([param], lr=0.02)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(100_000_000)
+        param.grad.mul_(2.0)
+        opt.step()
+    side.synchronize()
+    _assert_same_bits(expected.detach().cpu(), param.detach().cpu(), "param")
