@@ -217,8 +217,12 @@ struct TwoPass {
   }
 
   template <bool kMonitor, class A>
-  static void moments_of(const Pass1Arrays<A>& a, const Coef& coef, index_t n,
+  static void moments_of(const Pass1Arrays<A>& a_ref, const Coef& coef_ref, index_t n,
                          ChunkSquares<kSums + kMonitor>& sums) {
+    // Local copies: stores to the arrays cannot alias them, so they stay in registers (as
+    // elementwise.h's run_lanes).
+    const Pass1Arrays<A> a = a_ref;
+    const Coef coef = coef_ref;
     using Wide = Lane<double>;
     constexpr int kAll = kSums + kMonitor;
     constexpr int kBlock = ChunkSquares<kSums>::kAccumulators;
@@ -345,8 +349,10 @@ struct TwoPass {
   }
 
   template <class A>
-  static void apply_to(const A& arrays, const Coef& coef, L factor, index_t ahead, index_t n,
-                       ChunkSquares<2>* sums) {
+  static void apply_to(const A& arrays_ref, const Coef& coef_ref, L factor, index_t ahead,
+                       index_t n, ChunkSquares<2>* sums) {
+    const A arrays = arrays_ref;  // (local copies, as in moments_of)
+    const Coef coef = coef_ref;
     struct Lanes2 {
       L param, state[kStates];
     };
