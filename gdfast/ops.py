@@ -15,10 +15,10 @@ after this update (accepted, and ignored, by the rules that keep no count, such 
 Rules with per-parameter scalar states (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``) take
 their current values as keywords and return a dict of the values after the step; every other op
 returns None. With ``monitor=True`` an op returns a dict with ``grad_norm``, ``update_norm`` and
-``param_norm`` too, summed in the step's own pass (on CUDA: float32/float64 arrays, and the
-call waits for the sums). The classes' pair arguments are accepted as well as the two
-hyperparameters they hold: ``betas=(0.9, 0.999)`` for ``beta1``/``beta2`` (Rprop: ``etas``,
-``step_sizes``).
+``param_norm`` too, summed in the step's own pass (on CUDA: float32/float64 arrays, and
+LAMB's narrow ones too; the call waits for the sums). The classes' pair arguments are
+accepted as well as the two hyperparameters they hold: ``betas=(0.9, 0.999)`` for
+``beta1``/``beta2`` (Rprop: ``etas``, ``step_sizes``).
 
 Every tensor argument is either one array or a list/tuple of arrays (one per tensor, all
 lists the same length); a list is stepped in a single call with a single parallel region.

@@ -42,7 +42,7 @@ SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, 4096 * 3 + 5, 1_000_003]
 # Every rule of the registry, with each of its cases' large variants (their widest options).
 CONFIGS = {f"{case.name}-{name}": (case.name, case.hyper(case.variant(name)))
            for case in cases.CASES for name in case.large_variants}
-# The two-pass rules (LAMB) step float32/float64 arrays on CUDA (test_two_pass_rules_on_cuda).
+# The two-pass rules (LAMB) take host scalars only on CUDA (test_two_pass_rules_on_cuda).
 PER_TENSOR = {case.name for case in cases.CASES if case.per_tensor}
 
 
@@ -121,8 +121,6 @@ def test_gpu_narrow_storage_bitwise_equals_cpu(config, layout, rounding, n):
     param_t, grad_t, state_t, master = LAYOUTS[layout]
     if master and rounding == "stochastic":
         pytest.skip("a param written from its master copy rounds to nearest")
-    if rule_name in PER_TENSOR:
-        pytest.skip("two-pass rules take float32/float64 arrays on CUDA")
     gen = torch.Generator().manual_seed(n)
     rule = RULES[rule_name]
     used = rule.used_states(hyper)
@@ -350,8 +348,8 @@ def test_cupy_param_with_torch_states():
 def test_two_pass_rules_on_cuda(dtype):
     """LAMB over a list of tensors (chunk edges, an empty one, a partial last chunk), clipped
     by the global norm, through the op and the torch class (with AMP's device grad_scale and
-    found_inf): bitwise the CPU's. Narrow arrays and
-    device scalars are refused by name, with nothing written."""
+    found_inf): bitwise the CPU's. 8-bit states and device scalars are refused by name, with
+    nothing written."""
     import gdfast.torch as gt
 
     dt = getattr(torch, dtype)
@@ -385,13 +383,47 @@ def test_two_pass_rules_on_cuda(dtype):
         _assert_same_bits(cpu_opt.state[a]["exp_avg_sq"], gpu_opt.state[b]["exp_avg_sq"].cpu())
     assert cpu_opt.last_grad_norm == gpu_opt.last_grad_norm
 
-    p, g, m, v = (torch.ones(8, device="cuda", dtype=torch.bfloat16) for _ in range(4))
-    with pytest.raises(ValueError, match=r"lamb: on CUDA, float32 or float64 arrays only"):
-        gdfast.ops.lamb_(p, g, m.float(), v.float(), step=1)
+    p, g = torch.ones(8, device="cuda"), torch.ones(8, device="cuda")
+    codes = [torch.zeros(8, device="cuda", dtype=torch.uint8) for _ in range(2)]
+    absmax = {name: torch.zeros(1, device="cuda") for name in ("exp_avg", "exp_avg_sq")}
+    with pytest.raises(ValueError, match=r"lamb: on CUDA, no 8-bit states"):
+        gdfast.ops.lamb_(p, g, *codes, step=1, absmax=absmax)
+    assert torch.equal(p, torch.ones(8, device="cuda")) and not codes[0].any()
     p, g, m, v = (torch.ones(8, device="cuda") for _ in range(4))
     with pytest.raises(ValueError, match=r"lamb: on CUDA, grad_scale, found_inf, lr and step"):
         gdfast.ops.lamb_(p, g, m, v, step=1, found_inf=torch.zeros(1, device="cuda"))
     assert torch.equal(p, torch.ones(8, device="cuda")) and torch.equal(m, p)
+
+
+@needs_gpu
+@pytest.mark.parametrize("layout", ["all-bf16", "bf16-master", "float32-bf16-states"])
+def test_lamb_narrow_monitored_and_clipped_bitwise_equals_cpu(layout):
+    """LAMB with narrow arrays or a master copy over a list (chunk edges, an empty tensor),
+    monitored and clipped by value: arrays and norms bitwise the CPU's (pass 1 sums the
+    states as stored, on both devices)."""
+    param_t, grad_t, state_t, master = LAYOUTS[layout]
+    gen = torch.Generator().manual_seed(4)
+    sizes = [16_385, 0, 1, 200_003]
+    p32 = [torch.randn(n, generator=gen) for n in sizes]
+    host = {"param": [p.to(getattr(torch, param_t)) for p in p32],
+            "grad": [torch.randn(n, generator=gen).to(getattr(torch, grad_t)) for n in sizes],
+            "exp_avg": [torch.zeros(n, dtype=getattr(torch, state_t)) for n in sizes],
+            "exp_avg_sq": [torch.zeros(n, dtype=getattr(torch, state_t)) for n in sizes]}
+    if master:
+        host["master_param"] = [p.clone() for p in p32]
+    device = {k: [x.cuda() for x in v] for k, v in host.items()}
+    norms = []
+    for arrays in (host, device):
+        for step in range(1, 4):
+            norms.append(gdfast.ops.lamb_(
+                arrays["param"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"],
+                step=step, lr=1e-2, weight_decay=0.1, max_grad_value=1.0, monitor=True,
+                master_param=arrays.get("master_param")))
+    torch.cuda.synchronize()
+    assert norms[:3] == norms[3:]
+    for name, hs in host.items():
+        for t, h in enumerate(hs):
+            _assert_same_bits(h, device[name][t].cpu(), f"{name}[{t}]")
 
 
 @needs_gpu
@@ -695,8 +727,8 @@ def test_clipping_by_value_bitwise_equals_cpu(config, path):
     stored: times the loss scale): bitwise the CPU's step, the norms too, and the gradients
     unchanged. N(0, 1) gradients: about 60% of them clamped."""
     rule_name, hyper = CONFIGS[config]
-    if rule_name in PER_TENSOR and path in ("bfloat16", "device-grad-scale"):
-        pytest.skip("two-pass rules take float32/float64 arrays and host scalars on CUDA")
+    if rule_name in PER_TENSOR and path == "device-grad-scale":
+        pytest.skip("two-pass rules take host scalars on CUDA")
     dtype = torch.float64 if path == "float64" else torch.float32
     gen = torch.Generator().manual_seed(9)
     n = 40_001

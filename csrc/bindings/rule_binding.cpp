@@ -179,11 +179,11 @@ DeviceScalarArgs::DeviceScalarArgs(py::handle scalars, const TensorBatch& batch,
 }
 
 double* to_monitor(py::handle hyper, std::size_t num_fields, const TensorBatch& batch,
-                   const std::string& prefix) {
+                   const std::string& prefix, bool two_pass) {
   if (static_cast<std::size_t>(PyTuple_GET_SIZE(hyper.ptr())) != num_fields + 4) return nullptr;
   const py::handle given = PyTuple_GET_ITEM(hyper.ptr(), num_fields + 3);
   if (given.is_none()) return nullptr;
-  if (batch.on_cuda() && batch.storage() != nullptr) {
+  if (batch.on_cuda() && batch.storage() != nullptr && !two_pass) {
     throw py::value_error(prefix +
                           "monitor: on CUDA, float32 or float64 arrays only (not narrow "
                           "params, grads or states, a master copy or 8-bit states)");

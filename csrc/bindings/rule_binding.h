@@ -57,8 +57,9 @@ double to_grad_bound(py::handle hyper, std::size_t num_fields, double grad_scale
                      const TensorBatch& batch, const std::string& prefix);
 // Monitoring (StepArgs::monitor): the hyper tuple's optional entry after max_grad_value, a
 // writeable float64 NumPy array of 3 that the step adds its sums of squares to; null when absent.
+// On CUDA, narrow arrays and master copies are monitored by the two-pass loops only.
 double* to_monitor(py::handle hyper, std::size_t num_fields, const TensorBatch& batch,
-                   const std::string& prefix);
+                   const std::string& prefix, bool two_pass);
 
 // "<state>_absmax": how messages name the blocks' absmax of each state of a rule.
 template <class Rule>
@@ -253,15 +254,12 @@ class CheckedCall {
     set_rounding(*batch, precision, roles, h.step, prefix);
     DeviceScalarArgs scalars(device_scalars, *batch, stream_);
     const double bound = to_grad_bound(hyper, kNumFields<Rule>, h.grad_scale, *batch, prefix);
-    double* monitor = to_monitor(hyper, kNumFields<Rule>, *batch, prefix);
+    double* monitor = to_monitor(hyper, kNumFields<Rule>, *batch, prefix, optim::kTwoPass<Rule>);
     if constexpr (optim::kTwoPass<Rule>) {
       const std::string name = prefix + Rule::kName;
       const Storage* storage = batch->storage();
-      if (batch->on_cuda() && storage != nullptr) {
-        throw py::value_error(name +
-                              ": on CUDA, float32 or float64 arrays only (narrow params, "
-                              "grads or states, 8-bit states or a master copy: CPU arrays "
-                              "only)");
+      if (batch->on_cuda() && storage != nullptr && storage->any_quantized) {
+        throw py::value_error(name + ": on CUDA, no 8-bit states (CPU arrays only)");
       }
       if (batch->on_cuda() && scalars.any()) {  // (its factors are made on the host)
         throw py::value_error(name +

@@ -47,6 +47,13 @@ auto pick_two_pass(unsigned flags, std::integer_sequence<unsigned, kFlags...>) {
   return fns[flags];
 }
 
+template <class Rule, unsigned... kFlags>
+auto pick_two_pass_stored(unsigned flags, std::integer_sequence<unsigned, kFlags...>) {
+  using Fn = void (*)(const typename Rule::Hyper&, const StepArgs&, cudaStream_t);
+  constexpr Fn fns[] = {&launch_two_pass_stored<Rule, kFlags>...};
+  return fns[flags];
+}
+
 template <class Rule>
 void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
           const DeviceScalars& device_scalars, int device, std::uintptr_t stream) {
@@ -58,13 +65,15 @@ void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
   const unsigned flags = Rule::flags(hyper);
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   if constexpr (optim::kTwoPass<Rule>) {
-    if (args.storage != nullptr || scalars.grad_scale != nullptr || scalars.found_inf != nullptr ||
-        scalars.lr != nullptr || scalars.step != nullptr) {
+    if ((args.storage != nullptr && args.storage->any_quantized) || scalars.grad_scale != nullptr ||
+        scalars.found_inf != nullptr || scalars.lr != nullptr || scalars.step != nullptr) {
       // (the bindings refuse these calls first, naming the argument)
       throw std::invalid_argument(std::string(Rule::kName) +
-                                  " on CUDA: float32/float64 arrays and host scalars only");
+                                  " on CUDA: no 8-bit states, host scalars only");
     }
-    if (dtype == Dtype::kFloat32) {
+    if (args.storage != nullptr) {  // narrow arrays or a master copy: float32 math
+      pick_two_pass_stored<Rule>(flags, all_flags)(hyper, args, s);
+    } else if (dtype == Dtype::kFloat32) {
       pick_two_pass<Rule, float>(flags, all_flags)(hyper, args, s);
     } else {
       pick_two_pass<Rule, double>(flags, all_flags)(hyper, args, s);

@@ -4,9 +4,12 @@
 // the host adds each tensor's chunks in order and makes its factor with the rule's own
 // tensor_factor (the CPU's code, on the host: the same bits); pass 2 writes the params, each
 // tensor's factor travelling in the launch's table. The coefficients are computed on the host
-// too, as the CPU's are. float32/float64 arrays (the bindings refuse narrow ones and device
-// scalars here); the step waits for pass 1's sums (one synchronisation). Monitoring
-// (StepArgs::monitor): pass 1 sums the gradients too, pass 2 the updates and the new params.
+// too, as the CPU's are. float32/float64 arrays, and in a float32 call bfloat16/float16 params,
+// grads and states and a float32 master copy (stored.cuh's loads and stores: to nearest or
+// stochastically, as the CPU), pass 1 summing the states as stored, which pass 2 reads back
+// (the bindings refuse 8-bit states and device scalars here); the step waits for pass 1's
+// sums (one synchronisation). Monitoring (StepArgs::monitor): pass 1 sums the gradients too,
+// pass 2 the updates and the new params.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -16,6 +19,7 @@
 #include "core/step_args.h"
 #include "cuda/chunk_sums.cuh"
 #include "cuda/multi_tensor.cuh"
+#include "cuda/stored.cuh"
 #include "optim/layout.h"
 
 namespace gdfast::cuda {
@@ -119,6 +123,182 @@ __global__ void __launch_bounds__(kThreads)
       chunk_sums + 2 * blockIdx.x);
 }
 
+// Pass 2's table for a call with narrow arrays or a master copy: stored.cuh's, with each
+// tensor's factor.
+template <int kArrays>
+struct StoredFactorTable {
+  static constexpr int kMaxBytes = 31000;
+  static constexpr int kMaxTensors = (kMaxBytes - 64) / (kArrays * 8 + 8 + 8 + 8 + 8 + 4);
+  void* arrays[kMaxTensors][kArrays];
+  float* masters[kMaxTensors];            // null: the param is stored as it is computed
+  std::uint64_t param_keys[kMaxTensors];  // rounding::param_key of each tensor
+  index_t sizes[kMaxTensors];
+  double factor[kMaxTensors];
+  int first_block[kMaxTensors + 1];
+  int num_tensors;
+  index_t chunk;
+  Dtype slot[kArrays];
+  unsigned char role[kArrays];
+  bool stochastic;
+};
+
+// Element i of a tensor's arrays in their storage, widened: the param (its master copy where
+// one is kept), the gradient (pass 1) and the states.
+template <int kArrays, class Table>
+__device__ __forceinline__ Loaded<float, kArrays - 2> load_stored_element(const Table& table,
+                                                                          void* const* arrays,
+                                                                          const float* master,
+                                                                          index_t i, bool grad) {
+  Loaded<float, kArrays - 2> x;
+  x.param = load_element(arrays, master, 0, table.slot[0], i);
+  x.grad = grad ? load_element(arrays, master, 1, table.slot[1], i) : 0.0f;
+  for (int k = 0; k < kArrays - 2; ++k) {
+    x.state[k] = load_element(arrays, master, 2 + k, table.slot[2 + k], i);
+  }
+  return x;
+}
+
+// Pass 1 over a chunk of a call with narrow arrays or a master copy: the states stored in
+// their types (to nearest or stochastically), and summed as stored, i.e. as pass 2 reads them
+// (read back: the thread's own stores).
+template <class Rule, unsigned kFlags, int kArrays, bool kMonitor>
+__global__ void __launch_bounds__(kThreads)
+    stored_moments_kernel(const StoredLaunchTable<kArrays> table,
+                          const typename Rule::template Coef<float> coef, float bound,
+                          double* chunk_sums) {
+  constexpr int kSums = Rule::kTensorSums + kMonitor;
+  const BlockChunk chunk = block_chunk(table);
+  const int t = chunk.tensor;
+  void* const* arrays = table.arrays[t];
+  float* const master = table.masters[t];
+  step_and_sum_chunk<kSums, float>(
+      chunk.end - chunk.begin,
+      [&](index_t i) {
+        return load_stored_element<kArrays>(table, arrays, master, chunk.begin + i, true);
+      },
+      [&](Loaded<float, kArrays - 2>& x, index_t i, float (&summed)[kSums]) {
+        const index_t at = chunk.begin + i;
+        x.grad = optim::lane_min(bound, optim::lane_max(-bound, x.grad));  // (clipping by value)
+        Rule::template update_moments<kFlags>(x.grad, x.state, coef);
+        for (int k = 0; k < kArrays - 2; ++k) {
+          store_element(table, t, arrays, master, 2 + k, table.slot[2 + k], at, x.state[k]);
+          x.state[k] = load_stored(arrays[2 + k], table.slot[2 + k], at);
+        }
+        float rule_sums[Rule::kTensorSums];
+        Rule::template summed<kFlags>(x.param, x.state, coef, rule_sums);
+        for (int s = 0; s < Rule::kTensorSums; ++s) summed[s] = rule_sums[s];
+        if constexpr (kMonitor) summed[Rule::kTensorSums] = x.grad;
+      },
+      chunk_sums + kSums * blockIdx.x);
+}
+
+// Pass 2 over a chunk of such a call: the param (and its master copy) stored; monitored,
+// summed the update (new param - old) and the new param.
+template <class Rule, unsigned kFlags, int kArrays, bool kMonitor>
+__global__ void __launch_bounds__(kThreads)
+    stored_apply_kernel(const StoredFactorTable<kArrays> table,
+                        const typename Rule::template Coef<float> coef, double* chunk_sums) {
+  const BlockChunk chunk = block_chunk(table);
+  const int t = chunk.tensor;
+  const auto factor = static_cast<float>(table.factor[t]);
+  void* const* arrays = table.arrays[t];
+  float* const master = table.masters[t];
+  const auto load = [&](index_t i) {
+    return load_stored_element<kArrays>(table, arrays, master, chunk.begin + i, false);
+  };
+  const auto apply = [&](Loaded<float, kArrays - 2>& x, index_t i) {
+    Rule::template apply<kFlags>(x.param, x.state, coef, factor);
+    store_element(table, t, arrays, master, 0, table.slot[0], chunk.begin + i, x.param);
+  };
+  const index_t n = chunk.end - chunk.begin;
+  if constexpr (kMonitor) {
+    step_and_sum_chunk<2, float>(
+        n, load,
+        [&](Loaded<float, kArrays - 2>& x, index_t i, float (&summed)[2]) {
+          const float before = x.param;
+          apply(x, i);
+          summed[0] = x.param - before;
+          summed[1] = x.param;
+        },
+        chunk_sums + 2 * blockIdx.x);
+  } else {
+    for (index_t i = threadIdx.x; i < n; i += kThreads) {
+      Loaded<float, kArrays - 2> x = load(i);
+      apply(x, i);
+    }
+  }
+}
+
+// Each tensor's factor (the rule's tensor_factor, on the host as the CPU makes it) from pass
+// 1's sums (`stride` a tensor, the rule's first).
+template <class Rule>
+std::vector<double> tensor_factors(const std::vector<double>& sums, int stride,
+                                   const typename Rule::Hyper& hyper, index_t num_tensors) {
+  constexpr int kSums = Rule::kTensorSums;
+  std::vector<double> factors(static_cast<std::size_t>(num_tensors));
+  for (index_t t = 0; t < num_tensors; ++t) {
+    double tensor[kSums];
+    for (int s = 0; s < kSums; ++s) tensor[s] = sums[t * stride + s];
+    factors[t] = Rule::tensor_factor(tensor, hyper);
+  }
+  return factors;
+}
+
+// Monitoring's sums of a two-pass step: the gradients' from pass 1 (after the rule's sums),
+// the updates' and new params' from pass 2.
+inline void add_monitored(const StepArgs& args, const std::vector<double>& sums, int stride,
+                          const std::vector<double>& applied_sums) {
+  args.monitor[0] += tensors_total(sums, stride, stride - 1);  // the gradients
+  args.monitor[1] += tensors_total(applied_sums, 2, 0);        // the updates
+  args.monitor[2] += tensors_total(applied_sums, 2, 1);        // the new params
+}
+
+// The step of a float32 call with narrow arrays or a master copy (not 8-bit states).
+template <class Rule, unsigned kFlags>
+void launch_two_pass_stored(const typename Rule::Hyper& hyper, const StepArgs& args,
+                            cudaStream_t stream) {
+  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
+  const bool monitored = args.monitor != nullptr;
+  const int stride = Rule::kTensorSums + (monitored ? 1 : 0);
+  const auto coef = Rule::template coef<float>(hyper);
+  const auto bound = static_cast<float>(args.grad_bound);
+  const Storage& s = *args.storage;
+  StoredLaunchTable<kArrays> moments_table;
+  copy_storage(moments_table, s, kArrays);
+  const std::vector<double> sums = sum_chunks(
+      args, stride, stream, moments_table,
+      [&](int slot, index_t t) { add_stored_tensor(moments_table, s, slot, t); },
+      [&](int blocks, double* out) {
+        if (monitored) {
+          stored_moments_kernel<Rule, kFlags, kArrays, true>
+              <<<blocks, kThreads, 0, stream>>>(moments_table, coef, bound, out);
+        } else {
+          stored_moments_kernel<Rule, kFlags, kArrays, false>
+              <<<blocks, kThreads, 0, stream>>>(moments_table, coef, bound, out);
+        }
+      });
+  const std::vector<double> factors = tensor_factors<Rule>(sums, stride, hyper, args.num_tensors);
+  StoredFactorTable<kArrays> table;
+  static_assert(sizeof(table) <= 32764, "kernel parameters are limited to 32764 bytes");
+  copy_storage(table, s, kArrays);
+  const auto add_tensor = [&](int slot, index_t t) {
+    add_stored_tensor(table, s, slot, t);
+    table.factor[slot] = factors[t];
+  };
+  if (!monitored) {
+    launch_tables(args, chunk_elements<float>(true), table, add_tensor, [&](int blocks) {
+      stored_apply_kernel<Rule, kFlags, kArrays, false>
+          <<<blocks, kThreads, 0, stream>>>(table, coef, nullptr);
+    });
+    return;
+  }
+  add_monitored(args, sums, stride,
+                sum_chunks(args, 2, stream, table, add_tensor, [&](int blocks, double* out) {
+                  stored_apply_kernel<Rule, kFlags, kArrays, true>
+                      <<<blocks, kThreads, 0, stream>>>(table, coef, out);
+                }));
+}
+
 template <class Rule, unsigned kFlags, class T>
 void launch_two_pass(const typename Rule::Hyper& hyper, const StepArgs& args, cudaStream_t stream) {
   constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
@@ -139,12 +319,7 @@ void launch_two_pass(const typename Rule::Hyper& hyper, const StepArgs& args, cu
               <<<blocks, kThreads, 0, stream>>>(moments_table, coef, bound, out);
         }
       });
-  std::vector<double> factors(static_cast<std::size_t>(args.num_tensors));
-  for (index_t t = 0; t < args.num_tensors; ++t) {
-    double tensor[kSums];
-    for (int s = 0; s < kSums; ++s) tensor[s] = sums[t * stride + s];
-    factors[t] = Rule::tensor_factor(tensor, hyper);
-  }
+  const std::vector<double> factors = tensor_factors<Rule>(sums, stride, hyper, args.num_tensors);
   FactorTable<kArrays> table;
   static_assert(sizeof(table) <= 32764, "kernel parameters are limited to 32764 bytes");
   const auto add_factor = [&](int slot, index_t t) { table.factor[slot] = factors[t]; };
@@ -154,14 +329,11 @@ void launch_two_pass(const typename Rule::Hyper& hyper, const StepArgs& args, cu
     });
     return;
   }
-  const std::vector<double> applied_sums =
-      sum_chunks(args, 2, stream, table, add_factor, [&](int blocks, double* out) {
-        monitored_apply_kernel<Rule, kFlags, T, kArrays>
-            <<<blocks, kThreads, 0, stream>>>(table, coef, out);
-      });
-  args.monitor[0] += tensors_total(sums, stride, kSums);  // the gradients
-  args.monitor[1] += tensors_total(applied_sums, 2, 0);   // the updates
-  args.monitor[2] += tensors_total(applied_sums, 2, 1);   // the new params
+  add_monitored(args, sums, stride,
+                sum_chunks(args, 2, stream, table, add_factor, [&](int blocks, double* out) {
+                  monitored_apply_kernel<Rule, kFlags, T, kArrays>
+                      <<<blocks, kThreads, 0, stream>>>(table, coef, out);
+                }));
 }
 
 }  // namespace gdfast::cuda
