@@ -233,3 +233,36 @@ def test_the_op_on_bfloat16_arrays_is_the_class() -> None:
 def test_bad_precision_options_are_named(make: Any, error: Any, message: str) -> None:
     with pytest.raises(error, match=message):
         make()
+
+
+@pytest.mark.parametrize("options", [{"master_weights": True, "state_dtype": "bfloat16"},
+                                     {"optim_bits": 8}])
+def test_a_torch_muon_state_dict_loads_as_it_is_kept(options: Dict[str, Any]) -> None:
+    """gdfast.torch.Muon's state_dict (torch tensors, torch dtypes among the options) loads
+    into gdfast.Muon with the master copy, the buffer's dtype and the 8-bit codes and maxima
+    kept bit for bit, and the loaded optimizer steps."""
+    torch = pytest.importorskip("torch")
+    import gdfast.torch as gt
+
+    dtype = np.float32 if "optim_bits" in options else BF16
+    start = _start(dtype)
+    tensors = [torch.from_numpy(p.astype(np.float32)).to(
+        torch.float32 if dtype == np.float32 else torch.bfloat16).requires_grad_() for p in start]
+    torch_options = {**options, "state_dtype": torch.bfloat16} if "state_dtype" in options \
+        else options
+    opt = gt.Muon(tensors, lr=0.02, **torch_options)
+    for p in tensors:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    saved = opt.state_dict()
+    arrays = [t.detach().float().numpy().astype(dtype) for t in tensors]
+    mine = gdfast.Muon(arrays, lr=0.02, **options)
+    mine.load_state_dict(saved)
+    for k, p in enumerate(tensors):
+        for name, value in opt.state[p].items():
+            loaded = mine.state[k][name]
+            assert str(loaded.dtype) == str(value.dtype).removeprefix("torch."), name
+            assert np.array_equal(loaded.astype(np.float32), value.float().numpy()), name
+    before = [a.copy() for a in arrays]
+    mine.step([np.ones_like(a) for a in arrays])
+    assert all(not np.array_equal(a, b) for a, b in zip(arrays, before))
