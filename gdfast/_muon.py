@@ -155,7 +155,7 @@ def _stream(arrays: Any) -> Optional[int]:
 
 
 class Extras(NamedTuple):
-    """What a param's step takes beyond its states (gdfast.torch.Muon's precision options,
+    """What a param's step takes beyond its states (the Muon classes' precision options,
     README "Lower precision"): its float32 master copy, its states' blocks' maxima (per name of
     state_names(group); None for a state that is not 8-bit), and how its narrowed stores round
     (None: to nearest; else (seed, the param's index in the optimizer, the rounding count))."""
@@ -224,8 +224,11 @@ def _adamw_calls(params: Sequence[Any], grads: Sequence[Any], states: Sequence[S
 def check_adamw_arrays(params: Sequence[Any], grads: Sequence[Any],
                        states: Sequence[Sequence[Any]], group: Dict[str, Any],
                        step: int, extras: Optional[Sequence[Extras]] = None) -> None:
-    # (one check of every call: no array may overlap another)
-    _core.check(_ADAM.id, [(p, (g,), (*s, None), _adamw_hyper(group, step), None, None, precision)
+    # (one check of every call: no array may overlap another; monitored with a scratch array,
+    # so that what monitoring does not take is refused here)
+    sums = np.zeros(3) if group.get("monitor", False) else None
+    _core.check(_ADAM.id, [(p, (g,), (*s, None), _adamw_hyper(group, step, 1.0, sums), None, None,
+                            precision)
                            for p, g, s, precision in _adamw_calls(params, grads, states, extras)],
                 _stream(params))
 
@@ -328,16 +331,23 @@ def as_list(value: Any) -> List[Any]:
 
 
 def check_arrays(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[Any],
-                 group: Dict[str, Any], extras: Optional[Sequence[Extras]] = None) -> None:
+                 group: Dict[str, Any], extras: Optional[Sequence[Extras]] = None,
+                 monitored: bool = False) -> None:
     """Everything the two phases would check, before either runs: shapes, dtypes, contiguity,
     writeable param and buffer, no array sharing memory with another; with extras, each
     param's phase 1 with its blocks' maxima and rounding (all in one check), and its phase 2
-    with its master copy."""
+    with its master copy. ``monitored``: for a monitored step (on CUDA, of float64 params
+    only: the other params' passes read and write narrow arrays)."""
     if not len(params) == len(grads) == len(buffers):
         raise ValueError(f"param, grad, momentum_buffer: expected lists of one length, got "
                          f"{len(params)}, {len(grads)}, {len(buffers)}")
     for i, param in enumerate(params):
-        check_matrix(param.shape, f"param[{i}]" if len(params) > 1 else "param")
+        who = f"param[{i}]" if len(params) > 1 else "param"
+        check_matrix(param.shape, who)
+        if monitored and _device.on_cuda(param) and dtype_name(param.dtype) != "float64":
+            raise ValueError(f"{who}: monitor: on CUDA, Muon's passes write and read the "
+                             "iteration's bfloat16 arrays, which monitoring takes on the CPU "
+                             "only (on CUDA: float64 params)")
     stream = _stream(params)
     if params and all_plain(extras):
         _core.check_one(RULE.id, _one_or_list(params), (_one_or_list(grads),),
@@ -408,7 +418,7 @@ def param_extras(state: Dict[str, Any], names: Sequence[str], param: Any, narrow
     """A param's state with the master copy master_weights asks for (made if missing: a loaded
     torch.optim.Muon state, or the option turned on later), and its Extras; ValueError naming
     it for a master kept with master_weights=False (the step would leave it stale)."""
-    if precision.master and "master_param" not in state:
+    if precision.master and narrow and "master_param" not in state:
         state = {**state, "master_param": new_master(param)}
     elif not precision.master and state.get("master_param") is not None:
         raise ValueError(f"{where}: state['master_param']: a master copy is kept, but "
@@ -443,7 +453,8 @@ class GroupStep(NamedTuple):
         """Everything the group's kernels would check, checked."""
         step = int(options.get("step", 0)) + 1
         if is_muon(group):
-            check_arrays(params, grads, states[0], options, extras)
+            check_arrays(params, grads, states[0], options, extras,
+                         bool(options.get("monitor", False)))
         else:
             check_adamw_arrays(params, grads, states, options, step, extras)
         return cls(group, options, params, grads, states, step, extras)

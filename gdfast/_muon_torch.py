@@ -197,8 +197,8 @@ class Muon(torch.optim.Optimizer):
                     raise ValueError(f"{where}: Muon steps dense real CPU or CUDA tensors, got "
                                      f"{p.dtype} {p.grad.layout} on {p.device}")
                 state = self.state.get(p, {})  # (a rejected step adds no entry)
+                _muon.check_param(p.dtype, p.numel(), precision, where)  # (options may change)
                 if any(name not in state for name in names):
-                    _muon.check_param(p.dtype, p.numel(), precision, where)
                     state = {**_new_states(p, names, precision), **state}
                 state, e = _muon.param_extras(
                     state, names, p, p.dtype in _NARROW, precision,

@@ -256,8 +256,9 @@ def muon_(param: Tensors, grad: Tensors, momentum_buffer: Tensors, *, lr: float 
           ) -> Optional[Dict[str, float]]:
     """One Muon step (torch.optim.Muon's) of 2-D params, in place: the momentum and the
     Newton-Schulz iteration's input in one fused pass, the iteration on the arrays' library
-    matrix product (NumPy arrays: in their dtype, float32 or float64; torch tensors: in
-    bfloat16, as torch.optim.Muon), then the decay and the step in one more fused pass.
+    matrix product (NumPy arrays: in their dtype, float32 or float64, and in float32 for
+    bfloat16 and float16 ones; torch tensors: in bfloat16, as torch.optim.Muon, on their
+    device), then the decay and the step in one more fused pass.
     ``momentum_buffer`` starts at zeros. ``max_grad_norm``, ``max_grad_value`` and ``monitor``
     as in the other ops (the clip factor folded into the first pass, which also clamps; the
     norms returned as a dict). Lower precision as in the other ops: ``master_param`` (float32
@@ -278,7 +279,7 @@ def muon_(param: Tensors, grad: Tensors, momentum_buffer: Tensors, *, lr: float 
     sums = monitor_sums(monitor)
     extras = _muon_extras(len(params), _precision(master_param, stochastic_rounding, seed,
                                                   param_index, step, absmax, _muon.RULE))
-    _muon.check_arrays(params, grads, buffers, group, extras)
+    _muon.check_arrays(params, grads, buffers, group, extras, sums is not None)
     grad_scale, _ = clipped_call_scale(grads, max_grad_norm, 1.0)
     if on_torch:
         from ._muon_torch import new_input, newton_schulz_bfloat16

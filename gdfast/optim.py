@@ -683,6 +683,8 @@ class Muon:
                 g = grads[index]
                 if g is not None:
                     _check_grad(g, p, f"grads[{index}]")
+                    # (the options may have changed since the param was added)
+                    _muon.check_param(p.dtype, p.size, precision, f"grads[{index}]: its param")
                     state = self.state.get(index, {})
                     if any(name not in state for name in names):
                         state = {**_new_states(p, names, precision), **state}
@@ -741,7 +743,9 @@ class Muon:
                 _muon.check_group(merged, where)
             else:
                 _muon.check_adamw_group(merged, where)
-            self._precision(merged, where)
+            precision = self._precision(merged, where)
+            for i, p in enumerate(mine["params"]):
+                _muon.check_param(p.dtype, p.size, precision, f"{where}params[{i}]")
             options.append(merged)
         state: Dict[int, Dict[str, np.ndarray]] = {}
         for key, entry in saved.items():

@@ -396,11 +396,14 @@ def test_two_pass_rules_on_cuda(dtype):
 
 
 @needs_gpu
-@pytest.mark.parametrize("layout", ["all-bf16", "bf16-master", "float32-bf16-states"])
+@pytest.mark.parametrize("layout", ["all-bf16", "all-bf16-sr", "bf16-master",
+                                    "float32-bf16-states"])
 def test_lamb_narrow_monitored_and_clipped_bitwise_equals_cpu(layout):
-    """LAMB with narrow arrays or a master copy over a list (chunk edges, an empty tensor),
-    monitored and clipped by value: arrays and norms bitwise the CPU's (pass 1 sums the
-    states as stored, on both devices)."""
+    """LAMB with narrow arrays or a master copy over a list (chunk edges, an empty tensor;
+    each tensor its own rounding key), monitored and clipped by value: arrays and norms
+    bitwise the CPU's (pass 1 sums the states as stored, on both devices)."""
+    stochastic = layout.endswith("-sr")
+    layout = layout.removesuffix("-sr")
     param_t, grad_t, state_t, master = LAYOUTS[layout]
     gen = torch.Generator().manual_seed(4)
     sizes = [16_385, 0, 1, 200_003]
@@ -418,7 +421,8 @@ def test_lamb_narrow_monitored_and_clipped_bitwise_equals_cpu(layout):
             norms.append(gdfast.ops.lamb_(
                 arrays["param"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"],
                 step=step, lr=1e-2, weight_decay=0.1, max_grad_value=1.0, monitor=True,
-                master_param=arrays.get("master_param")))
+                master_param=arrays.get("master_param"), stochastic_rounding=stochastic,
+                seed=3, param_index=[7, 2, 9, 4]))
     torch.cuda.synchronize()
     assert norms[:3] == norms[3:]
     for name, hs in host.items():
@@ -861,18 +865,18 @@ def test_muon_phases_bitwise_equal_cpu(layout):
 
 
 def _muon_groups(params):
-    return [{"params": params[:2], "max_grad_norm": 1.0, "monitor": True},
-            {"params": params[2:], "use_muon": False, "lr": 1e-3}]
+    return [{"params": params[:2], "max_grad_norm": 1.0},
+            {"params": params[2:], "use_muon": False, "lr": 1e-3, "monitor": True}]
 
 
 @needs_gpu
 @pytest.mark.parametrize("options", [{}, {"master_weights": True}, {"optim_bits": 8},
                                      {"stochastic_rounding": True, "seed": 4}])
 def test_torch_muon_on_cuda_follows_its_cpu_run(options):
-    """gdfast.torch.Muon on CUDA params (a Muon group clipped by norm and monitored, an AdamW
-    group): the AdamW group, the gradient norm and the norm it clips by are bitwise the CPU
-    run's (no matrix product reaches them); the Muon params within 2^-4 of the largest step
-    per step taken, as tests/test_muon.py bounds two bfloat16 iterations apart."""
+    """gdfast.torch.Muon on CUDA params (a Muon group clipped by norm, a monitored AdamW
+    group): the AdamW group, its norms and the norm the Muon group clips by are bitwise the
+    CPU run's (no matrix product reaches them); the Muon params within 2^-4 of the largest
+    step per step taken, as tests/test_muon.py bounds two bfloat16 iterations apart."""
     import gdfast.torch as gt
 
     dtype = torch.float32 if "optim_bits" in options else torch.bfloat16
@@ -889,7 +893,7 @@ def test_torch_muon_on_cuda_follows_its_cpu_run(options):
             for p, g in zip(params, step_grads):
                 p.grad = g.to(device)
             opt.step()
-            norms.append((opt.last_grad_norm, opt.last_norms["grad_norm"]))
+            norms.append((opt.last_grad_norm, opt.last_norms))
             moves.append(max((p.detach() - b).abs().max().item()
                              for p, b in zip(params[:2], before)))
         runs.append((params, opt, norms, moves))
@@ -903,6 +907,24 @@ def test_torch_muon_on_cuda_follows_its_cpu_run(options):
         assert (a.detach().float() - b.detach().cpu().float()).abs().max().item() <= bound
         kept = (o.state[p]["momentum_buffer"].dtype for o, p in ((cpu_opt, a), (gpu_opt, b)))
         assert len(set(kept)) == 1
+
+
+@needs_gpu
+def test_torch_muon_monitoring_on_cuda_is_refused_by_name():
+    """Monitoring on CUDA takes float32/float64 arrays, and Muon's passes read and write the
+    iteration's bfloat16 arrays: a monitored Muon group of float32 CUDA params is refused
+    before anything changes (the AdamW group before it included)."""
+    import gdfast.torch as gt
+
+    params = [torch.nn.Parameter(torch.ones(5000, device="cuda")),
+              torch.nn.Parameter(torch.ones(64, 32, device="cuda"))]
+    opt = gt.Muon([{"params": params[:1], "use_muon": False},
+                   {"params": params[1:], "monitor": True}])
+    for p in params:
+        p.grad = torch.ones_like(p)
+    with pytest.raises(ValueError, match=r"monitor: on CUDA, Muon's passes"):
+        opt.step()
+    assert all(torch.equal(p, torch.ones_like(p)) for p in params) and not opt.state
 
 
 @needs_gpu

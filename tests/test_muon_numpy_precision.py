@@ -266,3 +266,25 @@ def test_a_torch_muon_state_dict_loads_as_it_is_kept(options: Dict[str, Any]) ->
     before = [a.copy() for a in arrays]
     mine.step([np.ones_like(a) for a in arrays])
     assert all(not np.array_equal(a, b) for a, b in zip(arrays, before))
+
+
+def test_options_changed_after_construction_are_checked_at_each_step() -> None:
+    """An option set in a group after construction (or loaded with a state_dict) that its
+    params cannot take raises by name at the next step (or load), and nothing changes."""
+    p = _start(BF16)[0]
+    opt = gdfast.Muon([p])
+    opt.step([np.ones_like(p)])
+    kept, buffer = p.copy(), opt.state[0]["momentum_buffer"].copy()
+    opt.param_groups[0]["state_dtype"] = np.dtype(np.float16)
+    with pytest.raises(ValueError, match=r"^grads\[0\]: its param: state_dtype=float16 is for"):
+        opt.step([np.ones_like(p)])
+    assert np.array_equal(p, kept) and np.array_equal(opt.state[0]["momentum_buffer"], buffer)
+
+    q = _start(np.float32)[0]
+    opt32 = gdfast.Muon([q])
+    saved = opt32.state_dict()
+    saved["param_groups"][0]["master_weights"] = True
+    with pytest.raises(ValueError, match=r"^state_dict\['param_groups'\]\[0\]\.params\[0\]: "
+                                         r"master_weights=True is for bfloat16"):
+        opt32.load_state_dict(saved)
+    assert opt32.param_groups[0]["master_weights"] is False

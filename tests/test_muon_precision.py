@@ -216,6 +216,20 @@ def test_master_copies_of_loaded_and_float64_params() -> None:
     assert opt64.state[small]["momentum_buffer"].dtype == torch.float64 and small.any()
 
 
+def test_options_changed_after_construction_are_checked_at_each_step() -> None:
+    """master_weights turned on for a float32 param whose states exist: the next step raises
+    by name (no master copy is made), and nothing changes."""
+    p = torch.randn(16, 24, generator=torch.Generator().manual_seed(7)).requires_grad_()
+    opt = gt.Muon([p], lr=0.02)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    kept = p.detach().clone()
+    opt.param_groups[0]["master_weights"] = True
+    with pytest.raises(ValueError, match=r"^param_groups\[0\]\.params\[0\]: master_weights=True"):
+        opt.step()
+    assert torch.equal(p, kept) and "master_param" not in opt.state[p]
+
+
 def test_stochastic_rounding_as_a_numpy_bool() -> None:
     """np.True_ is a bool to the checks, and rounds stochastically like True."""
     grads = _bf16_grads()

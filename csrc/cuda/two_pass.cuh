@@ -264,6 +264,7 @@ void launch_two_pass_stored(const typename Rule::Hyper& hyper, const StepArgs& a
   const auto bound = static_cast<float>(args.grad_bound);
   const Storage& s = *args.storage;
   StoredLaunchTable<kArrays> moments_table;
+  static_assert(sizeof(moments_table) <= 32764, "kernel parameters are limited to 32764 bytes");
   copy_storage(moments_table, s, kArrays);
   const std::vector<double> sums = sum_chunks(
       args, stride, stream, moments_table,
