@@ -348,8 +348,8 @@ def test_cupy_param_with_torch_states():
 def test_two_pass_rules_on_cuda(dtype):
     """LAMB over a list of tensors (chunk edges, an empty one, a partial last chunk), clipped
     by the global norm, through the op and the torch class (with AMP's device grad_scale and
-    found_inf): bitwise the CPU's. 8-bit states and device scalars are refused by name, with
-    nothing written."""
+    found_inf): bitwise the CPU's. Device scalars are refused by name, with nothing
+    written."""
     import gdfast.torch as gt
 
     dt = getattr(torch, dtype)
@@ -383,12 +383,6 @@ def test_two_pass_rules_on_cuda(dtype):
         _assert_same_bits(cpu_opt.state[a]["exp_avg_sq"], gpu_opt.state[b]["exp_avg_sq"].cpu())
     assert cpu_opt.last_grad_norm == gpu_opt.last_grad_norm
 
-    p, g = torch.ones(8, device="cuda"), torch.ones(8, device="cuda")
-    codes = [torch.zeros(8, device="cuda", dtype=torch.uint8) for _ in range(2)]
-    absmax = {name: torch.zeros(1, device="cuda") for name in ("exp_avg", "exp_avg_sq")}
-    with pytest.raises(ValueError, match=r"lamb: on CUDA, no 8-bit states"):
-        gdfast.ops.lamb_(p, g, *codes, step=1, absmax=absmax)
-    assert torch.equal(p, torch.ones(8, device="cuda")) and not codes[0].any()
     p, g, m, v = (torch.ones(8, device="cuda") for _ in range(4))
     with pytest.raises(ValueError, match=r"lamb: on CUDA, grad_scale, found_inf, lr and step"):
         gdfast.ops.lamb_(p, g, m, v, step=1, found_inf=torch.zeros(1, device="cuda"))
@@ -397,32 +391,41 @@ def test_two_pass_rules_on_cuda(dtype):
 
 @needs_gpu
 @pytest.mark.parametrize("layout", ["all-bf16", "all-bf16-sr", "bf16-master",
-                                    "float32-bf16-states"])
+                                    "float32-bf16-states", "float32-8bit", "bf16-master-8bit"])
 def test_lamb_narrow_monitored_and_clipped_bitwise_equals_cpu(layout):
-    """LAMB with narrow arrays or a master copy over a list (chunk edges, an empty tensor;
-    each tensor its own rounding key), monitored and clipped by value: arrays and norms
-    bitwise the CPU's (pass 1 sums the states as stored, on both devices)."""
+    """LAMB with narrow arrays, a master copy or 8-bit states over a list (chunk edges, a
+    block's edge, an empty tensor; each tensor its own rounding key), monitored and clipped by
+    value: arrays (codes and blocks' maxima too) and norms bitwise the CPU's (pass 1 sums the
+    states as stored, on both devices)."""
     stochastic = layout.endswith("-sr")
-    layout = layout.removesuffix("-sr")
+    eight = layout.endswith("-8bit")
+    layout = {"float32-8bit": "float32-bf16-states"}.get(layout, layout)
+    layout = layout.removesuffix("-sr").removesuffix("-8bit")
     param_t, grad_t, state_t, master = LAYOUTS[layout]
     gen = torch.Generator().manual_seed(4)
     sizes = [16_385, 0, 1, 200_003]
     p32 = [torch.randn(n, generator=gen) for n in sizes]
+    state = torch.uint8 if eight else getattr(torch, state_t)
     host = {"param": [p.to(getattr(torch, param_t)) for p in p32],
             "grad": [torch.randn(n, generator=gen).to(getattr(torch, grad_t)) for n in sizes],
-            "exp_avg": [torch.zeros(n, dtype=getattr(torch, state_t)) for n in sizes],
-            "exp_avg_sq": [torch.zeros(n, dtype=getattr(torch, state_t)) for n in sizes]}
+            "exp_avg": [torch.zeros(n, dtype=state) for n in sizes],
+            "exp_avg_sq": [torch.zeros(n, dtype=state) for n in sizes]}
+    if eight:
+        for name in ("exp_avg", "exp_avg_sq"):
+            host[name + "_absmax"] = [torch.zeros(-(-n // 256)) for n in sizes]
     if master:
         host["master_param"] = [p.clone() for p in p32]
     device = {k: [x.cuda() for x in v] for k, v in host.items()}
     norms = []
     for arrays in (host, device):
+        absmax = {name: arrays[name + "_absmax"] for name in ("exp_avg", "exp_avg_sq")} \
+            if eight else None
         for step in range(1, 4):
             norms.append(gdfast.ops.lamb_(
                 arrays["param"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"],
                 step=step, lr=1e-2, weight_decay=0.1, max_grad_value=1.0, monitor=True,
                 master_param=arrays.get("master_param"), stochastic_rounding=stochastic,
-                seed=3, param_index=[7, 2, 9, 4]))
+                seed=3, param_index=[7, 2, 9, 4], absmax=absmax))
     torch.cuda.synchronize()
     assert norms[:3] == norms[3:]
     for name, hs in host.items():
@@ -769,6 +772,7 @@ QUANT8_CONFIGS = {
     "lion": ("lion", {"lr": 1e-3, "weight_decay": 0.1}),
     "sgd-nesterov": ("sgd", {"lr": 1e-2, "momentum": 0.9, "nesterov": True}),
     "rmsprop-centered": ("rmsprop", {"lr": 1e-2, "momentum": 0.5, "centered": True}),
+    "lamb": ("lamb", {"lr": 1e-2, "weight_decay": 0.1}),
 }
 
 

@@ -257,10 +257,6 @@ class CheckedCall {
     double* monitor = to_monitor(hyper, kNumFields<Rule>, *batch, prefix, optim::kTwoPass<Rule>);
     if constexpr (optim::kTwoPass<Rule>) {
       const std::string name = prefix + Rule::kName;
-      const Storage* storage = batch->storage();
-      if (batch->on_cuda() && storage != nullptr && storage->any_quantized) {
-        throw py::value_error(name + ": on CUDA, no 8-bit states (CPU arrays only)");
-      }
       if (batch->on_cuda() && scalars.any()) {  // (its factors are made on the host)
         throw py::value_error(name +
                               ": on CUDA, grad_scale, found_inf, lr and step must be "

@@ -20,6 +20,24 @@ namespace gdfast::cuda {
 constexpr int kSumAccumulators = 16;
 constexpr int kSumPiece = 1024;  // elements a block steps between two rounds of adding
 
+// Block-wide, at a chunk's end: each of the first kSums * 16 threads holds `acc`, accumulator
+// threadIdx.x % 16 of sum threadIdx.x / 16; out[0 .. kSums) gets each sum's 16 added pairwise
+// (thread 0 .. kSums - 1 write them), as the CPU's ChunkSquares adds them.
+template <int kSums>
+__device__ __forceinline__ void finish_chunk_sums(double acc, double* out) {
+  __shared__ double totals[kSums][kSumAccumulators];
+  const int sum = static_cast<int>(threadIdx.x) / kSumAccumulators;
+  if (sum < kSums) totals[sum][threadIdx.x % kSumAccumulators] = acc;
+  __syncthreads();
+  if (threadIdx.x >= kSums) return;
+  double a[kSumAccumulators];
+  for (int j = 0; j < kSumAccumulators; ++j) a[j] = totals[threadIdx.x][j];
+  for (int width = kSumAccumulators / 2; width >= 1; width /= 2) {
+    for (int j = 0; j < width; ++j) a[j] += a[j + width];
+  }
+  out[threadIdx.x] = a[0];
+}
+
 // Block-wide, in a block of kThreads over a chunk of n elements: load(i) reads element i of
 // the chunk's arrays, finish(loaded, i, values) steps it, stores it and sets the kSums values
 // whose squares are summed; out[0 .. kSums) gets the chunk's sums (thread 0 writes them). Each
@@ -32,7 +50,6 @@ __device__ __forceinline__ void step_and_sum_chunk(index_t n, Load&& load, Finis
   static_assert(kSums * kSumAccumulators <= kThreads, "a thread per accumulator");
   constexpr int kPerThread = kSumPiece / kThreads;
   __shared__ T values[kSums][kSumPiece];
-  __shared__ double totals[kSums][kSumAccumulators];
   const int sum = static_cast<int>(threadIdx.x) / kSumAccumulators;
   const int lane = static_cast<int>(threadIdx.x) % kSumAccumulators;
   double acc = 0.0;
@@ -59,15 +76,7 @@ __device__ __forceinline__ void step_and_sum_chunk(index_t n, Load&& load, Finis
     }
     __syncthreads();
   }
-  if (sum < kSums) totals[sum][lane] = acc;
-  __syncthreads();
-  if (threadIdx.x >= kSums) return;
-  double a[kSumAccumulators];
-  for (int j = 0; j < kSumAccumulators; ++j) a[j] = totals[threadIdx.x][j];
-  for (int width = kSumAccumulators / 2; width >= 1; width /= 2) {
-    for (int j = 0; j < width; ++j) a[j] += a[j + width];
-  }
-  out[threadIdx.x] = a[0];
+  finish_chunk_sums<kSums>(acc, out);
 }
 
 // Device memory for chunk sums, kept per host thread and device between calls: a call waits

@@ -48,9 +48,9 @@ auto pick_two_pass(unsigned flags, std::integer_sequence<unsigned, kFlags...>) {
 }
 
 template <class Rule, unsigned... kFlags>
-auto pick_two_pass_stored(unsigned flags, std::integer_sequence<unsigned, kFlags...>) {
+auto pick_two_pass_narrow(unsigned flags, std::integer_sequence<unsigned, kFlags...>) {
   using Fn = void (*)(const typename Rule::Hyper&, const StepArgs&, cudaStream_t);
-  constexpr Fn fns[] = {&launch_two_pass_stored<Rule, kFlags>...};
+  constexpr Fn fns[] = {&launch_two_pass_narrow<Rule, kFlags>...};
   return fns[flags];
 }
 
@@ -65,14 +65,13 @@ void step(const typename Rule::Hyper& hyper, Dtype dtype, const StepArgs& args,
   const unsigned flags = Rule::flags(hyper);
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   if constexpr (optim::kTwoPass<Rule>) {
-    if ((args.storage != nullptr && args.storage->any_quantized) || scalars.grad_scale != nullptr ||
-        scalars.found_inf != nullptr || scalars.lr != nullptr || scalars.step != nullptr) {
+    if (scalars.grad_scale != nullptr || scalars.found_inf != nullptr || scalars.lr != nullptr ||
+        scalars.step != nullptr) {
       // (the bindings refuse these calls first, naming the argument)
-      throw std::invalid_argument(std::string(Rule::kName) +
-                                  " on CUDA: no 8-bit states, host scalars only");
+      throw std::invalid_argument(std::string(Rule::kName) + " on CUDA: host scalars only");
     }
-    if (args.storage != nullptr) {  // narrow arrays or a master copy: float32 math
-      pick_two_pass_stored<Rule>(flags, all_flags)(hyper, args, s);
+    if (args.storage != nullptr) {  // narrow arrays, a master copy, 8-bit states: float32 math
+      pick_two_pass_narrow<Rule>(flags, all_flags)(hyper, args, s);
     } else if (dtype == Dtype::kFloat32) {
       pick_two_pass<Rule, float>(flags, all_flags)(hyper, args, s);
     } else {

@@ -5,20 +5,22 @@
 // tensor_factor (the CPU's code, on the host: the same bits); pass 2 writes the params, each
 // tensor's factor travelling in the launch's table. The coefficients are computed on the host
 // too, as the CPU's are. float32/float64 arrays, and in a float32 call bfloat16/float16 params,
-// grads and states and a float32 master copy (stored.cuh's loads and stores: to nearest or
-// stochastically, as the CPU), pass 1 summing the states as stored, which pass 2 reads back
-// (the bindings refuse 8-bit states and device scalars here); the step waits for pass 1's
-// sums (one synchronisation). Monitoring (StepArgs::monitor): pass 1 sums the gradients too,
-// pass 2 the updates and the new params.
+// grads and states, a float32 master copy (stored.cuh's loads and stores: to nearest or
+// stochastically, as the CPU) and 8-bit states (quantized.cuh's codec), pass 1 summing the
+// states as stored, which pass 2 reads back (the bindings refuse device scalars here); the
+// step waits for pass 1's sums (one synchronisation). Monitoring (StepArgs::monitor): pass 1
+// sums the gradients too, pass 2 the updates and the new params.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "core/step_args.h"
 #include "cuda/chunk_sums.cuh"
 #include "cuda/multi_tensor.cuh"
+#include "cuda/quantized.cuh"
 #include "cuda/stored.cuh"
 #include "optim/layout.h"
 
@@ -192,23 +194,131 @@ __global__ void __launch_bounds__(kThreads)
       chunk_sums + kSums * blockIdx.x);
 }
 
-// Pass 2 over a chunk of such a call: the param (and its master copy) stored; monitored,
-// summed the update (new param - old) and the new param.
+// Pass 2's table for a call with 8-bit states: quantized.cuh's, with each tensor's factor.
+template <int kArrays>
+struct QuantizedFactorTable {
+  static constexpr int kMaxBytes = 31000;
+  static constexpr int kMaxTensors = (kMaxBytes - 64) / (2 * kArrays * 8 + 8 + 8 + 8 + 8 + 4);
+  void* arrays[kMaxTensors][kArrays];
+  float* absmax[kMaxTensors][kArrays];
+  float* masters[kMaxTensors];
+  std::uint64_t param_keys[kMaxTensors];
+  index_t sizes[kMaxTensors];
+  double factor[kMaxTensors];
+  int first_block[kMaxTensors + 1];
+  int num_tensors;
+  index_t chunk;
+  Dtype slot[kArrays];
+  unsigned char role[kArrays];
+  unsigned char quantized[kArrays];
+  bool stochastic;
+};
+
+// Element i of a tensor's arrays with 8-bit states decoded with their blocks' absmax, the
+// others as load_stored_element reads them.
+template <int kArrays, class Table>
+__device__ __forceinline__ Loaded<float, kArrays - 2> load_quantized_element(
+    const Table& table, int t, index_t i, bool grad, const float (&codec)[2][4][16]) {
+  void* const* arrays = table.arrays[t];
+  Loaded<float, kArrays - 2> x =
+      load_stored_element<kArrays>(table, arrays, table.masters[t], i, grad);
+  for (int k = 0; k < kArrays - 2; ++k) {
+    const unsigned char quantized = table.quantized[2 + k];
+    if (quantized != kNotQuantized) {
+      x.state[k] = decode_element(arrays[2 + k], quantized,
+                                  table.absmax[t][2 + k][i / quant8::kBlock], i, codec);
+    }
+  }
+  return x;
+}
+
+// Pass 1 over a chunk of a call with 8-bit states, a thread per element of each 256-element
+// block in turn (the block synchronises): the moments updated, each 8-bit state encoded with
+// its block's new absmax and decoded again (the others stored and read back), and the rule's
+// values summed from the states as stored, element k of the chunk into accumulator k % 16 in
+// order, as the CPU sums them.
 template <class Rule, unsigned kFlags, int kArrays, bool kMonitor>
 __global__ void __launch_bounds__(kThreads)
-    stored_apply_kernel(const StoredFactorTable<kArrays> table,
-                        const typename Rule::template Coef<float> coef, double* chunk_sums) {
+    quantized_moments_kernel(const QuantizedLaunchTable<kArrays> table,
+                             const typename Rule::template Coef<float> coef, float bound,
+                             double* chunk_sums) {
+  constexpr int kSums = Rule::kTensorSums + kMonitor;
+  static_assert(kSums * kSumAccumulators <= kThreads, "a thread per accumulator");
+  __shared__ float codec[2][4][16];
+  __shared__ float values[kSums][kThreads];
+  load_codec(codec);
+  const BlockChunk chunk = block_chunk(table);
+  const int t = chunk.tensor;
+  void* const* arrays = table.arrays[t];
+  float* const master = table.masters[t];
+  const int sum = static_cast<int>(threadIdx.x) / kSumAccumulators;
+  const int lane = static_cast<int>(threadIdx.x) % kSumAccumulators;
+  double acc = 0.0;
+  // (every thread takes every turn of this loop: the block synchronises in it)
+  for (index_t first = chunk.begin; first < chunk.end; first += kThreads) {
+    const index_t i = first + threadIdx.x;
+    const index_t block = first / quant8::kBlock;
+    const bool active = i < chunk.end;
+    Loaded<float, kArrays - 2> x{};
+    if (active) {
+      x = load_quantized_element<kArrays>(table, t, i, true, codec);
+      x.grad = optim::lane_min(bound, optim::lane_max(-bound, x.grad));  // (clipping by value)
+      Rule::template update_moments<kFlags>(x.grad, x.state, coef);
+    }
+    for (int k = 0; k < kArrays - 2; ++k) {
+      const int slot = 2 + k;
+      if (table.quantized[slot] != kNotQuantized) {  // (the same for the whole block)
+        x.state[k] = encode_block(arrays[slot], table.absmax[t][slot], table.quantized[slot], block,
+                                  i, x.state[k], active, codec);
+      } else if (active) {
+        store_element(table, t, arrays, master, slot, table.slot[slot], i, x.state[k]);
+        x.state[k] = load_stored(arrays[slot], table.slot[slot], i);
+      }
+    }
+    if (active) {
+      float rule_sums[Rule::kTensorSums];
+      Rule::template summed<kFlags>(x.param, x.state, coef, rule_sums);
+      for (int s = 0; s < Rule::kTensorSums; ++s) values[s][threadIdx.x] = rule_sums[s];
+      if constexpr (kMonitor) values[Rule::kTensorSums][threadIdx.x] = x.grad;
+    }
+    __syncthreads();
+    const int count = static_cast<int>(chunk.end - first < kThreads ? chunk.end - first : kThreads);
+    if (sum < kSums) {
+      for (int k = lane; k < count; k += kSumAccumulators) {
+        const double v = values[sum][k];
+        acc += v * v;
+      }
+    }
+    __syncthreads();
+  }
+  finish_chunk_sums<kSums>(acc, chunk_sums + kSums * blockIdx.x);
+}
+
+// Pass 2 over a chunk of a call with narrow arrays, a master copy or 8-bit states (Table: a
+// StoredFactorTable or a QuantizedFactorTable): the param (and its master copy) stored from
+// the states as stored; monitored, summed the update (new param - old) and the new param.
+template <class Rule, unsigned kFlags, int kArrays, bool kMonitor, class Table>
+__global__ void __launch_bounds__(kThreads)
+    narrow_apply_kernel(const Table table, const typename Rule::template Coef<float> coef,
+                        double* chunk_sums) {
+  constexpr bool kQuantized = std::is_same_v<Table, QuantizedFactorTable<kArrays>>;
+  __shared__ float codec[2][4][16];
+  if constexpr (kQuantized) load_codec(codec);
   const BlockChunk chunk = block_chunk(table);
   const int t = chunk.tensor;
   const auto factor = static_cast<float>(table.factor[t]);
-  void* const* arrays = table.arrays[t];
-  float* const master = table.masters[t];
   const auto load = [&](index_t i) {
-    return load_stored_element<kArrays>(table, arrays, master, chunk.begin + i, false);
+    if constexpr (kQuantized) {
+      return load_quantized_element<kArrays>(table, t, chunk.begin + i, false, codec);
+    } else {
+      return load_stored_element<kArrays>(table, table.arrays[t], table.masters[t], chunk.begin + i,
+                                          false);
+    }
   };
   const auto apply = [&](Loaded<float, kArrays - 2>& x, index_t i) {
     Rule::template apply<kFlags>(x.param, x.state, coef, factor);
-    store_element(table, t, arrays, master, 0, table.slot[0], chunk.begin + i, x.param);
+    store_element(table, t, table.arrays[t], table.masters[t], 0, table.slot[0], chunk.begin + i,
+                  x.param);
   };
   const index_t n = chunk.end - chunk.begin;
   if constexpr (kMonitor) {
@@ -253,51 +363,87 @@ inline void add_monitored(const StepArgs& args, const std::vector<double>& sums,
   args.monitor[2] += tensors_total(applied_sums, 2, 1);        // the new params
 }
 
-// The step of a float32 call with narrow arrays or a master copy (not 8-bit states).
-template <class Rule, unsigned kFlags>
-void launch_two_pass_stored(const typename Rule::Hyper& hyper, const StepArgs& args,
-                            cudaStream_t stream) {
+// The step of a float32 call with narrow arrays, a master copy or 8-bit states: pass 1 with
+// a MomentsTable (StoredLaunchTable or QuantizedLaunchTable), pass 2 with an ApplyTable (the
+// same, with each tensor's factor).
+template <class Rule, unsigned kFlags, class MomentsTable, class ApplyTable>
+void run_narrow_passes(const typename Rule::Hyper& hyper, const StepArgs& args,
+                       cudaStream_t stream) {
   constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
+  constexpr bool kQuantized = std::is_same_v<MomentsTable, QuantizedLaunchTable<kArrays>>;
+  static_assert(sizeof(MomentsTable) <= 32764 && sizeof(ApplyTable) <= 32764,
+                "kernel parameters are limited to 32764 bytes");
   const bool monitored = args.monitor != nullptr;
   const int stride = Rule::kTensorSums + (monitored ? 1 : 0);
   const auto coef = Rule::template coef<float>(hyper);
   const auto bound = static_cast<float>(args.grad_bound);
   const Storage& s = *args.storage;
-  StoredLaunchTable<kArrays> moments_table;
-  static_assert(sizeof(moments_table) <= 32764, "kernel parameters are limited to 32764 bytes");
-  copy_storage(moments_table, s, kArrays);
+  const auto prepare = [&](auto& table) {
+    copy_storage(table, s, kArrays);
+    if constexpr (kQuantized) {
+      for (int k = 0; k < kArrays; ++k) table.quantized[k] = s.quantized[k];
+    }
+  };
+  const auto add_tensor = [&](auto& table, int slot, index_t t) {
+    add_stored_tensor(table, s, slot, t);
+    if constexpr (kQuantized) {
+      for (int k = 0; k < kArrays; ++k) table.absmax[slot][k] = s.absmax[t * args.num_arrays + k];
+    }
+  };
+  MomentsTable moments_table;
+  prepare(moments_table);
   const std::vector<double> sums = sum_chunks(
       args, stride, stream, moments_table,
-      [&](int slot, index_t t) { add_stored_tensor(moments_table, s, slot, t); },
+      [&](int slot, index_t t) { add_tensor(moments_table, slot, t); },
       [&](int blocks, double* out) {
+        const auto launch = [&](auto monitor) {
+          constexpr bool kMonitor = decltype(monitor)::value;
+          if constexpr (kQuantized) {
+            quantized_moments_kernel<Rule, kFlags, kArrays, kMonitor>
+                <<<blocks, kThreads, 0, stream>>>(moments_table, coef, bound, out);
+          } else {
+            stored_moments_kernel<Rule, kFlags, kArrays, kMonitor>
+                <<<blocks, kThreads, 0, stream>>>(moments_table, coef, bound, out);
+          }
+        };
         if (monitored) {
-          stored_moments_kernel<Rule, kFlags, kArrays, true>
-              <<<blocks, kThreads, 0, stream>>>(moments_table, coef, bound, out);
+          launch(std::true_type{});
         } else {
-          stored_moments_kernel<Rule, kFlags, kArrays, false>
-              <<<blocks, kThreads, 0, stream>>>(moments_table, coef, bound, out);
+          launch(std::false_type{});
         }
       });
   const std::vector<double> factors = tensor_factors<Rule>(sums, stride, hyper, args.num_tensors);
-  StoredFactorTable<kArrays> table;
-  static_assert(sizeof(table) <= 32764, "kernel parameters are limited to 32764 bytes");
-  copy_storage(table, s, kArrays);
-  const auto add_tensor = [&](int slot, index_t t) {
-    add_stored_tensor(table, s, slot, t);
+  ApplyTable table;
+  prepare(table);
+  const auto add_factor = [&](int slot, index_t t) {
+    add_tensor(table, slot, t);
     table.factor[slot] = factors[t];
   };
   if (!monitored) {
-    launch_tables(args, chunk_elements<float>(true), table, add_tensor, [&](int blocks) {
-      stored_apply_kernel<Rule, kFlags, kArrays, false>
+    launch_tables(args, chunk_elements<float>(true), table, add_factor, [&](int blocks) {
+      narrow_apply_kernel<Rule, kFlags, kArrays, false, ApplyTable>
           <<<blocks, kThreads, 0, stream>>>(table, coef, nullptr);
     });
     return;
   }
   add_monitored(args, sums, stride,
-                sum_chunks(args, 2, stream, table, add_tensor, [&](int blocks, double* out) {
-                  stored_apply_kernel<Rule, kFlags, kArrays, true>
+                sum_chunks(args, 2, stream, table, add_factor, [&](int blocks, double* out) {
+                  narrow_apply_kernel<Rule, kFlags, kArrays, true, ApplyTable>
                       <<<blocks, kThreads, 0, stream>>>(table, coef, out);
                 }));
+}
+
+template <class Rule, unsigned kFlags>
+void launch_two_pass_narrow(const typename Rule::Hyper& hyper, const StepArgs& args,
+                            cudaStream_t stream) {
+  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
+  if (args.storage->any_quantized) {
+    run_narrow_passes<Rule, kFlags, QuantizedLaunchTable<kArrays>, QuantizedFactorTable<kArrays>>(
+        hyper, args, stream);
+  } else {
+    run_narrow_passes<Rule, kFlags, StoredLaunchTable<kArrays>, StoredFactorTable<kArrays>>(
+        hyper, args, stream);
+  }
 }
 
 template <class Rule, unsigned kFlags, class T>
