@@ -29,7 +29,9 @@ from ._stepping import (
     check_param_precision,
     dtype_name,
     is_codes,
+    scheduled_steps,
 )
+from .schedules import Schedule
 
 RULE = PARTS["muon"]
 _ADAM = RULES["adam"]
@@ -68,9 +70,16 @@ def options(lr: Any = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
     return defaults, adamw
 
 
+def _check_lr(name: str, lr: Any) -> None:
+    """A rate, or a schedule (gdfast.schedules: checked when it was made)."""
+    if not isinstance(lr, Schedule):
+        check_one(name, lr, _RANGES["lr"])
+
+
 def check_group(group: Dict[str, Any], where: str = "") -> None:
     """torch.optim.Muon's checks (and eps's), raising with the option named."""
-    for name in ("lr", "weight_decay", "momentum"):
+    _check_lr(where + "lr", group["lr"])
+    for name in ("weight_decay", "momentum"):
         check_one(where + name, group[name], _RANGES[name])
     check_one(where + "eps", group["eps"], _RANGES["lr"])
     if not isinstance(group["nesterov"], (bool, np.bool_)):
@@ -136,8 +145,9 @@ def check_adamw_group(group: Dict[str, Any], where: str = "") -> None:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"{where}betas: expected (beta1, beta2), got {shown(betas)}")
     ranges = {f.name: f.range for f in _ADAM.fields if f.kind == "real"}
-    for name, value, key in (("lr", group["lr"], "lr"), ("betas[0]", betas[0], "beta1"),
-                             ("betas[1]", betas[1], "beta2"), ("eps", group["eps"], "eps"),
+    _check_lr(where + "lr", group["lr"])
+    for name, value, key in (("betas[0]", betas[0], "beta1"), ("betas[1]", betas[1], "beta2"),
+                             ("eps", group["eps"], "eps"),
                              ("weight_decay", group["weight_decay"], "weight_decay")):
         check_one(where + name, value, ranges[key])
 
@@ -428,6 +438,27 @@ def param_extras(state: Dict[str, Any], names: Sequence[str], param: Any, narrow
     return state, Extras(state.get("master_param") if narrow else None,
                          tuple(state.get(name + ABSMAX) for name in names) if eight else (),
                          rounding if precision.stochastic else None)
+
+
+def with_scheduled_lr(options: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """A group's options for the step to be taken: a schedule's lr as its value at the steps
+    the group has taken (``lr_step``, README "Learning-rate schedules"), in double; ValueError
+    naming a bad lr_step."""
+    lr = options.get("lr")
+    if isinstance(lr, Schedule):
+        try:
+            options["lr"] = lr(scheduled_steps(options))
+        except ValueError as e:
+            raise ValueError(f"{where}{e}") from None
+    return options
+
+
+def advance_schedules(groups: Sequence[Dict[str, Any]]) -> None:
+    """After a step: each group with a schedule one step on (its lr_step), as the other
+    classes count them."""
+    for group in groups:
+        if isinstance(group.get("lr"), Schedule):
+            group["lr_step"] = scheduled_steps(group) + 1
 
 
 def state_names(group: Dict[str, Any]) -> Tuple[str, ...]:

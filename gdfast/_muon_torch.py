@@ -183,7 +183,8 @@ class Muon(torch.optim.Optimizer):
         first = 0  # the group's first param's index in the optimizer (a rounding key)
         for gi, group in enumerate(self.param_groups):
             names = _muon.state_names(group)
-            options = {k: _host(v) for k, v in group.items() if k != "params"}
+            options = _muon.with_scheduled_lr(
+                {k: _host(v) for k, v in group.items() if k != "params"}, f"param_groups[{gi}]: ")
             precision = _precision_of(options, f"param_groups[{gi}].")
             params: List[Any] = []
             grads: List[Any] = []
@@ -228,6 +229,7 @@ class Muon(torch.optim.Optimizer):
             self.state[p].update(state)
         self.last_grad_norm, self.last_norms = _muon.run_groups(work, new_input,
                                                                 newton_schulz_bfloat16)
+        _muon.advance_schedules(self.param_groups)
         if count is not None:
             for group in self.param_groups:
                 group["rounding_step"] = count

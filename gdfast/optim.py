@@ -700,7 +700,9 @@ class Muon:
                     extras.append(e)
                 index += 1
             plain = precision is DEFAULT_PRECISION and _muon.all_plain(extras)
-            work.append(_muon.GroupStep.checked(group, group, params, given, states,
+            options = _muon.with_scheduled_lr(
+                {k: v for k, v in group.items() if k != "params"}, f"param_groups[{gi}]: ")
+            work.append(_muon.GroupStep.checked(group, options, params, given, states,
                                                 None if plain else extras))
         # (and across the groups)
         _check_disjoint([a for w in work for arrays in (w.params, *w.states) for a in arrays]
@@ -709,6 +711,7 @@ class Muon:
         self.state.update(new_state)
         self.last_grad_norm, self.last_norms = _muon.run_groups(work, _muon.numpy_input,
                                                                 _muon.newton_schulz_numpy)
+        _muon.advance_schedules(self.param_groups)
         if count is not None:
             for group in self.param_groups:
                 group["rounding_step"] = count

@@ -222,3 +222,55 @@ def test_a_bad_count_is_named():
     opt.param_groups[0]["lr_step"] = -2
     with pytest.raises(ValueError, match=r"param_groups\[0\]: lr_step: expected an int >= 0"):
         opt.step([np.ones(3, np.float32)])
+
+
+def _muon_run(front, lr, adamw_lr, by_hand, steps=6):
+    """Muon (a 2-D matrix) and its AdamW group (a vector) with the given rates (schedules, or
+    numbers set by hand before each step from ``by_hand``); the final arrays."""
+    rng = np.random.default_rng(5)
+    start = [rng.standard_normal((12, 20)).astype(np.float32),
+             rng.standard_normal(30).astype(np.float32)]
+    grads = [[rng.standard_normal(a.shape).astype(np.float32) for a in start]
+             for _ in range(steps)]
+    if front == "numpy":
+        params = [a.copy() for a in start]
+        opt = gdfast.Muon([{"params": params[:1], "lr": lr},
+                           {"params": params[1:], "use_muon": False, "lr": adamw_lr}])
+    else:
+        params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in start]
+        opt = gt.Muon([{"params": params[:1], "lr": lr},
+                       {"params": params[1:], "use_muon": False, "lr": adamw_lr}])
+    for i, step_grads in enumerate(grads):
+        if by_hand is not None:
+            for group, schedule in zip(opt.param_groups, by_hand):
+                group["lr"] = schedule(i)
+        if front == "numpy":
+            opt.step(step_grads)
+        else:
+            for p, g in zip(params, step_grads):
+                p.grad = torch.from_numpy(g)
+            opt.step()
+    return opt, [p.detach().numpy().copy() if front == "torch" else p for p in params]
+
+
+@pytest.mark.parametrize("front", ["numpy", "torch"])
+def test_muon_takes_a_schedule_in_its_muon_and_adamw_groups(front):
+    """Bitwise: Muon's groups (the Muon group and the AdamW one) step with their schedules'
+    values at the steps taken, as when the rates are set by hand; lr_step counts the steps,
+    and a state_dict carries the schedules and the count."""
+    muon_lr, adamw_lr = Cosine(0.02, total_steps=6, warmup_steps=2), LinearDecay(1e-3, 6)
+    opt, scheduled = _muon_run(front, muon_lr, adamw_lr, None)
+    _, by_hand = _muon_run(front, 0.0, 0.0, (muon_lr, adamw_lr))
+    for a, b in zip(scheduled, by_hand):
+        np.testing.assert_array_equal(a, b)
+    assert [g["lr_step"] for g in opt.param_groups] == [6, 6]
+    saved = pickle.loads(pickle.dumps(opt.state_dict()))
+    assert saved["param_groups"][0]["lr"] == muon_lr and saved["param_groups"][1]["lr_step"] == 6
+
+
+def test_muon_names_a_bad_count():
+    opt = gdfast.Muon([np.ones((3, 3), np.float32)], lr=Constant(0.1))
+    opt.param_groups[0]["lr_step"] = -1
+    with pytest.raises(ValueError, match=r"^param_groups\[0\]: lr_step: expected an int >= 0"):
+        opt.step([np.ones((3, 3), np.float32)])
+    assert not opt.state
