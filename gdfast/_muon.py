@@ -29,6 +29,7 @@ from ._stepping import (
     check_param_precision,
     dtype_name,
     is_codes,
+    next_rounding_count,
     scheduled_steps,
 )
 from .schedules import Schedule
@@ -410,6 +411,16 @@ def check_param(dtype: Any, size: int, precision: Precision, who: str) -> None:
                          f"got a {dtype_name(dtype)} param")
 
 
+def rounding_count(groups: Sequence[Dict[str, Any]]) -> Optional[int]:
+    """The optimizer's count of stochastically rounded steps after this one, which keys the
+    Muon phases' rounding besides the seed (they count no steps; an AdamW group's rounding is
+    keyed by its step), kept in every group as ``rounding_step`` as in the other classes; None
+    when no group rounds stochastically."""
+    if not any(bool(g.get("stochastic_rounding")) for g in groups):
+        return None
+    return next_rounding_count(groups)
+
+
 def new_state_dtype(dtype: Any, size: int, precision: Precision, float32: Any) -> Any:
     """The dtype of a param's new states as its group's precision options make them: None for
     8-bit codes (optim_bits=8 and min_8bit_size elements or more), else state_dtype (float32
@@ -451,14 +462,6 @@ def with_scheduled_lr(options: Dict[str, Any], where: str) -> Dict[str, Any]:
         except ValueError as e:
             raise ValueError(f"{where}{e}") from None
     return options
-
-
-def advance_schedules(groups: Sequence[Dict[str, Any]]) -> None:
-    """After a step: each group with a schedule one step on (its lr_step), as the other
-    classes count them."""
-    for group in groups:
-        if isinstance(group.get("lr"), Schedule):
-            group["lr_step"] = scheduled_steps(group) + 1
 
 
 def state_names(group: Dict[str, Any]) -> Tuple[str, ...]:

@@ -17,10 +17,10 @@ from ._stepping import (
     PRECISION_OPTIONS,
     Precision,
     absmax_size,
+    advance_schedules,
     check_precision,
     keep_unsaved_options,
     kept_dtype,
-    next_rounding_count,
 )
 
 _STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -164,21 +164,12 @@ class Muon(torch.optim.Optimizer):
             self.param_groups.pop()
             raise
 
-    def _rounding_count(self) -> Optional[int]:
-        """The optimizer's count of stochastically rounded steps after this one, which keys
-        the Muon phases' rounding besides the seed (they count no steps; an AdamW group's
-        rounding is keyed by its step), kept in every group as ``rounding_step`` as in the
-        other gdfast.torch classes; None when no group rounds stochastically."""
-        if not any(bool(g.get("stochastic_rounding")) for g in self.param_groups):
-            return None
-        return next_rounding_count(self.param_groups)
-
     def _work(self, count: Optional[int]
               ) -> Tuple[List[_muon.GroupStep], List[Tuple[Any, Dict[str, Any]]]]:
         """Per group: the params with a gradient (detached: the same memory), their gradients,
         states and extras (master copy, blocks' maxima, rounding), all checked; and per param,
         the states to keep (new ones are not kept before the checks pass). ``count``: the
-        rounding count of this step (_rounding_count)."""
+        rounding count of this step (_muon.rounding_count)."""
         work, kept = [], []
         first = 0  # the group's first param's index in the optimizer (a rounding key)
         for gi, group in enumerate(self.param_groups):
@@ -223,13 +214,13 @@ class Muon(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        count = self._rounding_count()
+        count = _muon.rounding_count(self.param_groups)
         work, kept = self._work(count)  # (all checked before any param or state changes)
         for p, state in kept:
             self.state[p].update(state)
         self.last_grad_norm, self.last_norms = _muon.run_groups(work, new_input,
                                                                 newton_schulz_bfloat16)
-        _muon.advance_schedules(self.param_groups)
+        advance_schedules(self.param_groups)
         if count is not None:
             for group in self.param_groups:
                 group["rounding_step"] = count

@@ -79,6 +79,14 @@ def scheduled_steps(group: Mapping[str, Any]) -> int:
     return int(count)
 
 
+def advance_schedules(groups: Sequence[Dict[str, Any]]) -> None:
+    """After an optimizer step: each group with a learning-rate schedule one step on (its
+    ``lr_step``)."""
+    for group in groups:
+        if isinstance(group.get("lr"), Schedule):
+            group["lr_step"] = scheduled_steps(group) + 1
+
+
 def count_value(value: Any) -> Optional[int]:
     """A stored step count as an int, or None if it is not one (bool, fraction, negative,
     NaN, not a number)."""
@@ -852,9 +860,7 @@ class StepPath:
     def _advance_counts(self, rounding: Optional[int]) -> None:
         """After an optimizer step: every group's schedule one step on, and the count of
         stochastically rounded steps (_rounding_count) stored."""
-        for group in self.param_groups:
-            if isinstance(group.get("lr"), Schedule):
-                group["lr_step"] = scheduled_steps(group) + 1
+        advance_schedules(self.param_groups)
         if rounding is not None:
             for group in self.param_groups:
                 group["rounding_step"] = rounding

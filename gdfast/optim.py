@@ -44,6 +44,7 @@ from ._stepping import (
     Precision,
     StepPath,
     absmax_size,
+    advance_schedules,
     check_param_precision,
     check_precision,
     count_value,
@@ -54,7 +55,6 @@ from ._stepping import (
     is_tensor,
     kept_dtype,
     make_class,
-    next_rounding_count,
     scalar_state_value,
 )
 
@@ -541,7 +541,6 @@ def _loaded_scalar(value: Any, name: str, where: str) -> Any:
     return checked
 
 
-
 def _new_states(p: np.ndarray, names: Sequence[str], precision: Precision
                 ) -> Dict[str, np.ndarray]:
     """A Muon param's first states as its group's precision options make them
@@ -576,6 +575,7 @@ def _loaded_muon_state(entry: Any, p: np.ndarray, names: Sequence[str], where: s
         out["master_param"] = _loaded_array(entry["master_param"], p,
                                             f"{where}['master_param']", "master_param")
     return out
+
 
 for _ctor in (*CONSTRUCTORS.values(), *eight_bit_constructors()):
     globals()[_ctor.name] = make_class(_ctor, Optimizer, "gdfast")
@@ -669,8 +669,7 @@ class Muon:
         if len(grads) != len(flat):
             raise ValueError(f"grads: expected {len(flat)} entries (one per param), "
                              f"got {len(grads)}")
-        stochastic = any(bool(g.get("stochastic_rounding")) for g in self.param_groups)
-        count = next_rounding_count(self.param_groups) if stochastic else None
+        count = _muon.rounding_count(self.param_groups)
         work, new_state, index = [], {}, 0
         for gi, group in enumerate(self.param_groups):
             names = _muon.state_names(group)
@@ -711,7 +710,7 @@ class Muon:
         self.state.update(new_state)
         self.last_grad_norm, self.last_norms = _muon.run_groups(work, _muon.numpy_input,
                                                                 _muon.newton_schulz_numpy)
-        _muon.advance_schedules(self.param_groups)
+        advance_schedules(self.param_groups)
         if count is not None:
             for group in self.param_groups:
                 group["rounding_step"] = count

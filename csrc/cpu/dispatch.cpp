@@ -216,15 +216,6 @@ std::vector<double> run_tensor_sums(StepFn fn, const StepArgs& args_in, int sums
   return out;
 }
 
-double tensors_total(const std::vector<double>& tensor_sums, int stride, int column) {
-  double total = 0.0;
-  for (std::size_t i = static_cast<std::size_t>(column); i < tensor_sums.size();
-       i += static_cast<std::size_t>(stride)) {
-    total += tensor_sums[i];
-  }
-  return total;
-}
-
 void run_parallel(StepFn fn, const StepArgs& args) {
   if (args.monitor != nullptr) {
     run_monitored(fn, args);

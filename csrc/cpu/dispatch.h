@@ -7,6 +7,7 @@
 
 #include "core/dtype.h"
 #include "core/step_args.h"
+#include "core/tensor_totals.h"
 #include "cpu/kernel_table.h"
 #include "optim/rule_traits.h"
 
@@ -38,8 +39,6 @@ void run_parallel_repeated(StepFn fn, const StepArgs& args, index_t repeats);
 // tensor list on the pool, whole chunks to each thread; returns each tensor's sums (tensor-major),
 // its chunks' added in index order: bitwise the same for any thread count.
 std::vector<double> run_tensor_sums(StepFn fn, const StepArgs& args, int sums);
-// Sum `column` of every tensor's (of run_tensor_sums's, `stride` sums a tensor), added in order.
-double tensors_total(const std::vector<double>& tensor_sums, int stride, int column);
 
 // A two-pass rule's step (cpu/kernels/two_pass.h): pass 1 (the states, and each tensor's sums),
 // each tensor's factor on the host, pass 2 (the params). When monitoring, pass 1 sums the
@@ -47,16 +46,10 @@ double tensors_total(const std::vector<double>& tensor_sums, int stride, int col
 template <class Rule>
 void run_two_passes(StepFn first, const StepFn* const* second, const typename Rule::Hyper& hyper,
                     Dtype dtype, const StepArgs& args) {
-  constexpr int kSums = Rule::kTensorSums;
   const bool monitored = args.monitor != nullptr;
-  const int stride = kSums + (monitored ? 1 : 0);
+  const int stride = Rule::kTensorSums + (monitored ? 1 : 0);
   const std::vector<double> sums = run_tensor_sums(first, args, stride);
-  std::vector<double> factors(static_cast<std::size_t>(args.num_tensors));
-  for (index_t t = 0; t < args.num_tensors; ++t) {
-    double tensor[kSums];
-    for (int s = 0; s < kSums; ++s) tensor[s] = sums[static_cast<std::size_t>(t * stride + s)];
-    factors[static_cast<std::size_t>(t)] = Rule::tensor_factor(tensor, hyper);
-  }
+  const std::vector<double> factors = tensor_factors<Rule>(sums, stride, hyper, args.num_tensors);
   StepArgs apply = args;
   apply.tensor_factor = factors.data();
   const StepFn apply_fn = second[static_cast<int>(dtype)][Rule::flags(hyper)];
@@ -64,10 +57,7 @@ void run_two_passes(StepFn first, const StepFn* const* second, const typename Ru
     run_parallel(apply_fn, apply);
     return;
   }
-  const std::vector<double> applied = run_tensor_sums(apply_fn, apply, 2);
-  args.monitor[0] += tensors_total(sums, stride, kSums);  // the gradients
-  args.monitor[1] += tensors_total(applied, 2, 0);        // the updates
-  args.monitor[2] += tensors_total(applied, 2, 1);        // the new params
+  add_two_pass_monitor(args, sums, stride, run_tensor_sums(apply_fn, apply, 2));
 }
 
 // One call of `Rule`'s kernels, `by_dtype` being a KernelTable entry ([dtype][flags]) and

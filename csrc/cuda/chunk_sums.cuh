@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/step_args.h"
+#include "core/tensor_totals.h"
 #include "cuda/check.h"
 #include "cuda/multi_tensor.cuh"
 
@@ -170,17 +171,6 @@ std::vector<double> sum_chunks(const StepArgs& args, int sums, cudaStream_t stre
     done += blocks;
   });
   return chunk_sums.tensor_sums();
-}
-
-// Column `column` of every tensor's sums (ChunkSums::tensor_sums, `stride` a tensor), added in
-// tensor order from 0, as cpu/dispatch.cpp's tensors_total adds them.
-inline double tensors_total(const std::vector<double>& tensor_sums, int stride, int column) {
-  double total = 0.0;
-  for (std::size_t i = static_cast<std::size_t>(column); i < tensor_sums.size();
-       i += static_cast<std::size_t>(stride)) {
-    total += tensor_sums[i];
-  }
-  return total;
 }
 
 }  // namespace gdfast::cuda

@@ -160,6 +160,28 @@ __device__ __forceinline__ Loaded<float, kArrays - 2> load_stored_element(const 
   return x;
 }
 
+// The values pass 1 sums for an element whose states are as stored: the rule's, then (when
+// there is room for it: monitoring) the gradient, clamped as the step took it.
+template <class Rule, unsigned kFlags, int kStates, int kSums>
+__device__ __forceinline__ void values_to_sum(const Loaded<float, kStates>& x,
+                                              const typename Rule::template Coef<float>& coef,
+                                              float (&summed)[kSums]) {
+  float rule_sums[Rule::kTensorSums];
+  Rule::template summed<kFlags>(x.param, x.state, coef, rule_sums);
+  for (int s = 0; s < Rule::kTensorSums; ++s) summed[s] = rule_sums[s];
+  if constexpr (kSums > Rule::kTensorSums) summed[Rule::kTensorSums] = x.grad;
+}
+
+// State `slot` of a tensor's element i stored in its type (to nearest or stochastically), and
+// its value as stored, which pass 2 reads (read back: the thread's own store).
+template <class Table>
+__device__ __forceinline__ float store_state(const Table& table, int t, int slot, index_t i,
+                                             float value) {
+  void* const* arrays = table.arrays[t];
+  store_element(table, t, arrays, table.masters[t], slot, table.slot[slot], i, value);
+  return load_stored(arrays[slot], table.slot[slot], i);
+}
+
 // Pass 1 over a chunk of a call with narrow arrays or a master copy: the states stored in
 // their types (to nearest or stochastically), and summed as stored, i.e. as pass 2 reads them
 // (read back: the thread's own stores).
@@ -183,13 +205,9 @@ __global__ void __launch_bounds__(kThreads)
         x.grad = optim::lane_min(bound, optim::lane_max(-bound, x.grad));  // (clipping by value)
         Rule::template update_moments<kFlags>(x.grad, x.state, coef);
         for (int k = 0; k < kArrays - 2; ++k) {
-          store_element(table, t, arrays, master, 2 + k, table.slot[2 + k], at, x.state[k]);
-          x.state[k] = load_stored(arrays[2 + k], table.slot[2 + k], at);
+          x.state[k] = store_state(table, t, 2 + k, at, x.state[k]);
         }
-        float rule_sums[Rule::kTensorSums];
-        Rule::template summed<kFlags>(x.param, x.state, coef, rule_sums);
-        for (int s = 0; s < Rule::kTensorSums; ++s) summed[s] = rule_sums[s];
-        if constexpr (kMonitor) summed[Rule::kTensorSums] = x.grad;
+        values_to_sum<Rule, kFlags>(x, coef, summed);
       },
       chunk_sums + kSums * blockIdx.x);
 }
@@ -250,7 +268,6 @@ __global__ void __launch_bounds__(kThreads)
   const BlockChunk chunk = block_chunk(table);
   const int t = chunk.tensor;
   void* const* arrays = table.arrays[t];
-  float* const master = table.masters[t];
   const int sum = static_cast<int>(threadIdx.x) / kSumAccumulators;
   const int lane = static_cast<int>(threadIdx.x) % kSumAccumulators;
   double acc = 0.0;
@@ -271,15 +288,13 @@ __global__ void __launch_bounds__(kThreads)
         x.state[k] = encode_block(arrays[slot], table.absmax[t][slot], table.quantized[slot], block,
                                   i, x.state[k], active, codec);
       } else if (active) {
-        store_element(table, t, arrays, master, slot, table.slot[slot], i, x.state[k]);
-        x.state[k] = load_stored(arrays[slot], table.slot[slot], i);
+        x.state[k] = store_state(table, t, slot, i, x.state[k]);
       }
     }
     if (active) {
-      float rule_sums[Rule::kTensorSums];
-      Rule::template summed<kFlags>(x.param, x.state, coef, rule_sums);
-      for (int s = 0; s < Rule::kTensorSums; ++s) values[s][threadIdx.x] = rule_sums[s];
-      if constexpr (kMonitor) values[Rule::kTensorSums][threadIdx.x] = x.grad;
+      float summed[kSums];
+      values_to_sum<Rule, kFlags>(x, coef, summed);
+      for (int s = 0; s < kSums; ++s) values[s][threadIdx.x] = summed[s];
     }
     __syncthreads();
     const int count = static_cast<int>(chunk.end - first < kThreads ? chunk.end - first : kThreads);
@@ -337,30 +352,6 @@ __global__ void __launch_bounds__(kThreads)
       apply(x, i);
     }
   }
-}
-
-// Each tensor's factor (the rule's tensor_factor, on the host as the CPU makes it) from pass
-// 1's sums (`stride` a tensor, the rule's first).
-template <class Rule>
-std::vector<double> tensor_factors(const std::vector<double>& sums, int stride,
-                                   const typename Rule::Hyper& hyper, index_t num_tensors) {
-  constexpr int kSums = Rule::kTensorSums;
-  std::vector<double> factors(static_cast<std::size_t>(num_tensors));
-  for (index_t t = 0; t < num_tensors; ++t) {
-    double tensor[kSums];
-    for (int s = 0; s < kSums; ++s) tensor[s] = sums[t * stride + s];
-    factors[t] = Rule::tensor_factor(tensor, hyper);
-  }
-  return factors;
-}
-
-// Monitoring's sums of a two-pass step: the gradients' from pass 1 (after the rule's sums),
-// the updates' and new params' from pass 2.
-inline void add_monitored(const StepArgs& args, const std::vector<double>& sums, int stride,
-                          const std::vector<double>& applied_sums) {
-  args.monitor[0] += tensors_total(sums, stride, stride - 1);  // the gradients
-  args.monitor[1] += tensors_total(applied_sums, 2, 0);        // the updates
-  args.monitor[2] += tensors_total(applied_sums, 2, 1);        // the new params
 }
 
 // The step of a float32 call with narrow arrays, a master copy or 8-bit states: pass 1 with
@@ -426,11 +417,11 @@ void run_narrow_passes(const typename Rule::Hyper& hyper, const StepArgs& args,
     });
     return;
   }
-  add_monitored(args, sums, stride,
-                sum_chunks(args, 2, stream, table, add_factor, [&](int blocks, double* out) {
-                  narrow_apply_kernel<Rule, kFlags, kArrays, true, ApplyTable>
-                      <<<blocks, kThreads, 0, stream>>>(table, coef, out);
-                }));
+  add_two_pass_monitor(args, sums, stride,
+                       sum_chunks(args, 2, stream, table, add_factor, [&](int blocks, double* out) {
+                         narrow_apply_kernel<Rule, kFlags, kArrays, true, ApplyTable>
+                             <<<blocks, kThreads, 0, stream>>>(table, coef, out);
+                       }));
 }
 
 template <class Rule, unsigned kFlags>
@@ -476,11 +467,11 @@ void launch_two_pass(const typename Rule::Hyper& hyper, const StepArgs& args, cu
     });
     return;
   }
-  add_monitored(args, sums, stride,
-                sum_chunks(args, 2, stream, table, add_factor, [&](int blocks, double* out) {
-                  monitored_apply_kernel<Rule, kFlags, T, kArrays>
-                      <<<blocks, kThreads, 0, stream>>>(table, coef, out);
-                }));
+  add_two_pass_monitor(args, sums, stride,
+                       sum_chunks(args, 2, stream, table, add_factor, [&](int blocks, double* out) {
+                         monitored_apply_kernel<Rule, kFlags, T, kArrays>
+                             <<<blocks, kThreads, 0, stream>>>(table, coef, out);
+                       }));
 }
 
 }  // namespace gdfast::cuda
