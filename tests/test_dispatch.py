@@ -182,10 +182,10 @@ def test_special_values_agree_on_every_level(case: Case) -> None:
 
 
 def test_prefetch_default_and_environment():
-    """1024 bytes on Intel CPUs, 0 elsewhere (cpu/dispatch.cpp says why); GDFAST_PREFETCH
+    """2048 bytes on Intel CPUs, 0 elsewhere (cpu/dispatch.cpp says why); GDFAST_PREFETCH
     overrides it, and a bad value fails the import naming the variable."""
     cpu = run_python("import gdfast; print(gdfast.isa_info()['prefetch_bytes'])")
-    assert cpu.stdout.strip() in ("0", "1024"), cpu.stderr
+    assert cpu.stdout.strip() in ("0", "2048"), cpu.stderr
     out = run_python("import gdfast; print(gdfast.isa_info()['prefetch_bytes'])",
                      GDFAST_PREFETCH="256")
     assert out.stdout.strip() == "256", out.stderr

@@ -59,9 +59,12 @@ std::atomic<const KernelTable*> g_active{nullptr};
 
 // Software prefetch: measured on a 2-vCPU Xeon (Emerald Rapids), 1e8 fp32 elements, the rules
 // with a square root and a division (Adam, RMSprop, Adagrad, NAdam) reach 81-90% of the
-// in-place bound without it and 91-102% with 1 KiB; on Zen 5 it gained nothing at 512 B and
-// lost 15-25% at 2-8 KiB, so it is on for Intel only unless GDFAST_PREFETCH says otherwise.
-constexpr index_t kIntelPrefetchBytes = 1024;
+// in-place bound without it; 2 KiB ahead was the best distance or tied for it for every rule
+// measured (1e7 and 1e8, arrays at equal and at different page offsets), where 1 KiB made
+// Adagrad 1.6x and LAMB 1.2x slower at 1e8 and 768 B AdamW 1.5x. On Zen 5 it gained nothing at
+// 512 B and lost 15-25% at 2-8 KiB, so it is on for Intel only unless GDFAST_PREFETCH says
+// otherwise.
+constexpr index_t kIntelPrefetchBytes = 2048;
 constexpr index_t kMaxPrefetchBytes = 65536;
 std::atomic<index_t> g_prefetch_bytes{-1};  // -1: not chosen yet
 
