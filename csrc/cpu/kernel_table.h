@@ -19,6 +19,9 @@ struct KernelTable {
   const StepFn* second_pass[optim::kNumOptimizers][kNumDtypes];
   // The benchmark's in-place access pattern (optim/stream.h): [dtype][2^states - 1].
   const StepFn* stream[kNumDtypes];
+  // The same with a second input, only read (optim/stream.h's StreamWithInput), for arrays all
+  // of the compute type (no narrow storage): [dtype][states, 0 or 1].
+  const StepFn* stream_with_input[kNumDtypes];
   // Sum of squares of one chunk of at most kReduceChunk elements (kernels/reduce.h), by the
   // array's storage type (Dtype order).
   ChunkReduceFn sum_squares[4];

@@ -79,6 +79,12 @@ constexpr const StepFn* stream_table() {
   return StreamTable<T, std::make_integer_sequence<unsigned, 1u << optim::Stream::kNumFlags>>::fns;
 }
 
+template <class T>
+struct StreamWithInputTable {
+  static constexpr StepFn fns[] = {&run_flat_range<optim::StreamWithInput, 0u, T>,
+                                   &run_flat_range<optim::StreamWithInput, 1u, T>};
+};
+
 #define GDFAST_STRINGIFY2(x) #x
 #define GDFAST_STRINGIFY(x) GDFAST_STRINGIFY2(x)
 
@@ -99,6 +105,7 @@ constexpr KernelTable kTable = {
 #undef GDFAST_OPTIMIZER
     },
     {stream_table<float>(), stream_table<double>()},
+    {StreamWithInputTable<float>::fns, StreamWithInputTable<double>::fns},
     {&chunk_sum_squares<Dtype::kFloat32>, &chunk_sum_squares<Dtype::kFloat64>,
      &chunk_sum_squares<Dtype::kBfloat16>, &chunk_sum_squares<Dtype::kFloat16>}};
 // clang-format on

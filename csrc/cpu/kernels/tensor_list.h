@@ -42,11 +42,25 @@ void for_each_stream_part(index_t first, index_t stop, Part&& part) {
   }
 }
 
+// Elements [first, stop) of tensor t, whose arrays all hold T, with monitoring sums of them if
+// `sums` is set.
+template <class Rule, unsigned kFlags, class T>
+void run_flat_segment(const StepArgs& args, index_t t, index_t first, index_t stop,
+                      MonitorSquares* sums) {
+  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
+  const auto& coef = *static_cast<const typename Rule::template Coef<T>*>(args.coef);
+  void* const* tensor_arrays = args.arrays + t * args.num_arrays;
+  typename Lanes<Rule, kFlags, T>::Arrays arrays;
+  arrays.grad_bound = static_cast<T>(args.grad_bound);
+  for (int k = 0; k < kArrays; ++k) arrays.at[k] = static_cast<T*>(tensor_arrays[k]) + first;
+  run_lanes<Lanes<Rule, kFlags, T>>(arrays, stop - first, coef,
+                                    args.prefetch_bytes / static_cast<index_t>(sizeof(T)), sums);
+}
+
 // Elements [first, stop) of tensor t, with monitoring sums of them if `sums` is set.
 template <class Rule, unsigned kFlags, class T>
 void run_segment(const StepArgs& args, index_t t, index_t first, index_t stop,
                  MonitorSquares* sums) {
-  constexpr int kArrays = optim::Layout<Rule, kFlags>::kNumArrays;
   const auto& coef = *static_cast<const typename Rule::template Coef<T>*>(args.coef);
   void* const* tensor_arrays = args.arrays + t * args.num_arrays;
   if constexpr (std::is_same_v<T, float>) {
@@ -62,11 +76,7 @@ void run_segment(const StepArgs& args, index_t t, index_t first, index_t stop,
       return;
     }
   }
-  typename Lanes<Rule, kFlags, T>::Arrays arrays;
-  arrays.grad_bound = static_cast<T>(args.grad_bound);
-  for (int k = 0; k < kArrays; ++k) arrays.at[k] = static_cast<T*>(tensor_arrays[k]) + first;
-  run_lanes<Lanes<Rule, kFlags, T>>(arrays, stop - first, coef,
-                                    args.prefetch_bytes / static_cast<index_t>(sizeof(T)), sums);
+  run_flat_segment<Rule, kFlags, T>(args, t, first, stop, sums);
 }
 
 // Each tensor's part of elements [begin, end) of the virtual concatenation, as
@@ -108,6 +118,15 @@ void run_range(const StepArgs& args, index_t begin, index_t end) {
                                    run_segment<Rule, kFlags, T>(args, t, first, stop, &sums);
                                  });
   }
+}
+
+// run_range for arrays all of type T (no narrow storage) and no monitoring: the benchmark's
+// StreamWithInput, which needs no more.
+template <class Rule, unsigned kFlags, class T>
+void run_flat_range(const StepArgs& args, index_t begin, index_t end) {
+  for_each_segment(args, begin, end, [&](index_t t, index_t first, index_t stop) {
+    run_flat_segment<Rule, kFlags, T>(args, t, first, stop, nullptr);
+  });
 }
 
 }  // namespace gdfast::cpu::GDFAST_ISA_NAMESPACE
