@@ -1730,3 +1730,74 @@ def test_readme_reproduce_command_writes_json_and_png(
     assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report.validate(json.loads((tmp_path / "out.json").read_text()))
     assert out.rstrip().endswith("wrote out.json\nwrote out.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# The stream bound with an input: a two-pass rule's own access pattern
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 15, 16, 1001, 70_001])
+def test_stream_with_an_input_reads_it_and_writes_param_and_state(dtype: Any, n: int) -> None:
+    """param += scale * grad + scale * input and state += scale * grad, in that order of
+    operations (exact against NumPy's same operations); grad and input are only read, so a
+    read-only input is taken."""
+    rng = np.random.default_rng(n)
+    param, grad, state, given = (rng.standard_normal(n).astype(dtype) for _ in range(4))
+    given.flags.writeable = False
+    scale = dtype(0.375)
+    expected_param = (param + grad * scale) + given * scale
+    expected_state = state + grad * scale
+    grad_before = grad.copy()
+    gdfast._core.stream(param, grad, (state,), float(scale), input=given)
+    np.testing.assert_array_equal(param, expected_param)
+    np.testing.assert_array_equal(state, expected_state)
+    np.testing.assert_array_equal(grad, grad_before)
+    gdfast._core.stream(param, grad, (), float(scale), input=given)
+    np.testing.assert_array_equal(param, (expected_param + grad * scale) + given * scale)
+
+
+def test_stream_with_an_input_refuses_what_it_cannot_run() -> None:
+    """More than one state, narrow arrays, an input of another type, an input aliasing a
+    written array: each a ValueError or TypeError naming it, nothing written."""
+    n = 64
+    param, grad, state, state2, given = (np.ones(n, np.float32) for _ in range(5))
+    bad = [
+        (dict(states=(state, state2), given=given), ValueError, "states: expected 0 to 1"),
+        (dict(states=(), given=given.astype(np.float64)), TypeError, "input"),
+        (dict(states=(), given=param), ValueError, "input"),
+    ]
+    try:
+        import ml_dtypes
+
+        bf16 = np.ones(n, ml_dtypes.bfloat16)
+        bad.append((dict(states=(), given=bf16, param=np.ones(n, ml_dtypes.bfloat16)),
+                    ValueError, "input: the stream with an input takes float32 or float64"))
+    except ImportError:
+        pass
+    for kwargs, error, needle in bad:
+        target = kwargs.get("param", param)
+        before = target.copy()
+        with pytest.raises(error, match=re.escape(needle)):
+            gdfast._core.stream(target, grad, kwargs["states"], 0.5, input=kwargs["given"])
+        np.testing.assert_array_equal(target, before)
+        np.testing.assert_array_equal(state, np.ones(n, np.float32))
+
+
+def test_two_pass_bound_moves_the_rules_own_pattern() -> None:
+    """LAMB's bound in a plain mode: pass 1 writes m and v from p, g, m, v (p not written),
+    then pass 2 writes p from p, m, v: exactly the stream's operations in that order."""
+    case = CASES["lamb"]
+    data = make_data(single(5000), np.float32)
+    runner = impls.Bound().build(case, data)
+    step = runner._fresh()
+    param = runner.params[0]
+    m, v = (runner.states[name][0] for name in case.states)
+    p0, g, m0, v0 = param.copy(), data.grads[0], m.copy(), v.copy()
+    step()
+    scale = np.float32(impls.STREAM_SCALE)
+    m1 = (m0 + g * scale) + p0 * scale
+    v1 = v0 + g * scale
+    np.testing.assert_array_equal(m, m1)
+    np.testing.assert_array_equal(v, v1)
+    np.testing.assert_array_equal(param, (p0 + m1 * scale) + v1 * scale)
