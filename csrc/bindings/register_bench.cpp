@@ -46,8 +46,8 @@ void stream(py::handle param, py::handle grad, const py::tuple& states, double s
   const TensorBatch batch(std::move(args), py::none());
   if (batch.on_cuda()) throw py::value_error("param: the stream bound runs on CPU arrays only");
   if (has_input && batch.storage() != nullptr) {
-    throw py::value_error("input: the stream with an input takes float32 or float64 arrays "
-                          "only, all of one type");
+    throw py::value_error(
+        "input: the stream with an input takes float32 or float64 arrays only, all of one type");
   }
   check_disjoint({&batch});
   const optim::Stream::Hyper hyper{scale, static_cast<int>(states.size())};
