@@ -104,24 +104,33 @@ def matmul_rates(shapes: Sequence[Tuple[int, int]]) -> Dict[str, float]:
             "square": 2.0 * 2048**3 / median["square"] / 1e9}
 
 
-def phases_time(shapes: Sequence[Tuple[int, int]]) -> float:
-    """Seconds of the two fused phases alone over the matrices (median of 9)."""
+def phases_time(shapes: Sequence[Tuple[int, int]]) -> Dict[str, float]:
+    """Seconds of the two fused phases alone over the matrices, and of their bound: gdfast's
+    in-place stream over the same arrays, types and slots (phase 1 reads the gradient and the
+    buffer and writes the buffer and the bfloat16 input; phase 2 reads the bfloat16 output and
+    writes the param); interleaved, median of 9."""
     import torch
 
-    from gdfast import _muon
+    from gdfast import _core, _muon
     from gdfast._muon_torch import new_input
 
     params = torch_params(shapes)
     buffers = [torch.zeros_like(p) for p in params]
     outputs = [torch.randn(s).bfloat16() for s in shapes]
     arrays = [(p.detach(), p.grad) for p in params]
+    inputs = [new_input(p) for p, _ in arrays]
 
     def phases() -> None:
         for (p, g), b, o in zip(arrays, buffers, outputs):
             _muon.momentum_phase(new_input(p), g, b, _muon.DEFAULTS)
             _muon.apply_phase(p, o, _muon.DEFAULTS)
 
-    return interleaved_medians({"phases": phases})["phases"]
+    def bound() -> None:
+        for (p, g), b, o, x in zip(arrays, buffers, outputs, inputs):
+            _core.stream(x, g, (b,), 1e-9)
+            _core.stream(p, o, (), 1e-9)
+
+    return interleaved_medians({"phases": phases, "bound": bound})
 
 
 # gdfast.torch.Muon's precision modes: (param dtype, options).
@@ -186,8 +195,9 @@ def main() -> None:
     print(f"bfloat16 GFLOP/s: the iteration {rates['iteration']:.0f}, torch's plain products of "
           f"the same shapes {rates['products']:.0f} ({rates['iteration'] / rates['products']:.0%}"
           f"), a 2048^3 product {rates['square']:.0f} ({rates['iteration'] / rates['square']:.0%})")
-    print(f"the two fused phases: {phases * 1e3:.1f} ms, {phases / median['gdfast']:.1%} of "
-          "gdfast's step")
+    print(f"the two fused phases: {phases['phases'] * 1e3:.1f} ms, "
+          f"{phases['phases'] / median['gdfast']:.1%} of gdfast's step; their stream bound "
+          f"{phases['bound'] * 1e3:.1f} ms ({phases['bound'] / phases['phases']:.0%} of bound)")
 
 
 if __name__ == "__main__":
